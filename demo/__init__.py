@@ -1,0 +1,1 @@
+"""Simulators of the municipal source systems (Lex, …) used by the demo and the tests."""

@@ -1,0 +1,91 @@
+"""Shared fixtures: settings under a temporary ARKIV_HOME, a generated Lex, throwaway PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from transforms.config import Settings
+
+PROJECT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("ARKIV_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def settings_for(home: Path) -> Settings:
+    """Settings with every location under ``home`` (as the embedded default does under var/)."""
+    return Settings.from_env({"ARKIV_HOME": str(home)}).ensure()
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return settings_for(tmp_path / "var")
+
+
+@pytest.fixture(scope="session")
+def lex_source(tmp_path_factory) -> dict:
+    """A small generated Lex (SQLite + document files), shared by the tests of one worker."""
+    from demo import lex
+
+    root = tmp_path_factory.mktemp("lex-source")
+    url = f"sqlite:///{root / 'lex.sqlite'}"
+    summary = lex.generate(url, root / "files", cases=40, seed=2, year=2025)
+    return {"url": url, "files": root / "files", "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def lex_bad_source(tmp_path_factory) -> dict:
+    """A generated Lex with one bad row of every kind the quality gate must catch."""
+    from demo import lex
+
+    root = tmp_path_factory.mktemp("lex-bad")
+    url = f"sqlite:///{root / 'lex.sqlite'}"
+    summary = lex.generate(url, root / "files", cases=40, seed=2, year=2025, bad=1)
+    return {"url": url, "files": root / "files", "summary": summary}
+
+
+def _postgres_up() -> bool:
+    try:
+        eng = sa.create_engine(PG_ADMIN_URL)
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return True
+    except sa.exc.OperationalError:
+        return False
+
+
+def ensure_postgres() -> None:
+    """Start the machine's PostgreSQL cluster if it is not answering (CI machines start it anyway)."""
+    if _postgres_up():
+        return
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if versions and shutil.which("pg_ctlcluster"):
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
+        for _ in range(30):
+            if _postgres_up():
+                return
+            time.sleep(1)
+    raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and could not be started")
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A throwaway PostgreSQL database, dropped after the test."""
+    ensure_postgres()
+    name = f"arkiv_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -1,0 +1,200 @@
+"""The archive catalogue: Arkivflöde's own record of truth, separate from Airflow's database.
+
+It knows every batch, every package (where it is stored and its checksum), every record in
+a package and every PREMIS-style event that happened to them. SQLAlchemy 2 models; SQLite by
+default and PostgreSQL in production (``ARKIV_CATALOGUE_URL``). The schema is versioned: each
+migration in :data:`MIGRATIONS` runs once and is recorded in ``schema_version``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    __tablename__ = "schema_version"
+    version: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    applied_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Batch(Base):
+    """One extraction of one system for one data interval."""
+
+    __tablename__ = "batches"
+    id: Mapped[str] = mapped_column(sa.String(200), primary_key=True)  # "<system>/<period>"
+    system: Mapped[str] = mapped_column(sa.String(100), index=True)
+    period: Mapped[str] = mapped_column(sa.String(100))
+    interval_start: Mapped[str] = mapped_column(sa.String(40))
+    interval_end: Mapped[str] = mapped_column(sa.String(40))
+    status: Mapped[str] = mapped_column(sa.String(40))  # staged | quality_failed | quality_passed | archived
+    rows: Mapped[str] = mapped_column(sa.Text, default="{}")  # JSON: table -> count
+    quality_report: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Package(Base):
+    """An information package and where it is stored."""
+
+    __tablename__ = "packages"
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # mets/@OBJID
+    system: Mapped[str] = mapped_column(sa.String(100), index=True)
+    record_class: Mapped[str] = mapped_column(sa.String(100))
+    period: Mapped[str] = mapped_column(sa.String(100))
+    batch_id: Mapped[str] = mapped_column(sa.String(200), index=True)
+    package_type: Mapped[str] = mapped_column(sa.String(10), default="SIP")
+    status: Mapped[str] = mapped_column(sa.String(40))  # stored (in mellanarkiv, verified)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    content_digest: Mapped[str] = mapped_column(sa.String(64))
+    storage: Mapped[str] = mapped_column(sa.String(40))  # mellanarkiv | slutarkiv
+    location: Mapped[str] = mapped_column(sa.String(500))  # key within the storage
+    record_count: Mapped[int] = mapped_column(default=0)
+    document_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Record(Base):
+    """A record (e.g. a case) in a package; the retention schedule is applied per record class."""
+
+    __tablename__ = "records"
+    __table_args__ = (sa.UniqueConstraint("system", "source_id", "package_id", name="uq_record_in_package"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(sa.String(100), index=True)
+    source_id: Mapped[str] = mapped_column(sa.String(200))
+    reference: Mapped[str] = mapped_column(sa.String(200), index=True)  # e.g. diarienummer
+    package_id: Mapped[str] = mapped_column(sa.ForeignKey("packages.id"), index=True)
+    record_class: Mapped[str] = mapped_column(sa.String(100))
+    opened: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    closed: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+
+
+class Event(Base):
+    """A PREMIS-style event on a package or a batch (capture, validation, replication, …)."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    package_id: Mapped[str | None] = mapped_column(sa.String(100), index=True, nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(sa.String(200), index=True, nullable=True)
+    type: Mapped[str] = mapped_column(sa.String(60))
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(sa.String(20))  # success | failure | warning
+    agent: Mapped[str] = mapped_column(sa.String(200))
+    detail: Mapped[str] = mapped_column(sa.Text, default="")
+
+
+def _migration_1(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[Batch.__table__, Package.__table__, Record.__table__, Event.__table__])
+
+
+#: (version, name, function); append only — never edit a migration that has shipped
+MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
+    (1, "batches, packages, records, events", _migration_1),
+]
+
+
+class Catalogue:
+    """Access to the catalogue database; :meth:`session` gives a transaction."""
+
+    def __init__(self, url: str):
+        self.url = url
+        kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+        self.engine = sa.create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            @sa_event.listens_for(self.engine, "connect")
+            def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA synchronous=FULL")
+                cur.close()
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def migrate(self) -> int:
+        """Apply pending migrations; returns the schema version now in force."""
+        with self.engine.begin() as conn:
+            SchemaVersion.__table__.create(conn, checkfirst=True)
+            done = {v for (v,) in conn.execute(sa.select(SchemaVersion.version))}
+            for version, name, fn in MIGRATIONS:
+                if version not in done:
+                    fn(conn)
+                    conn.execute(sa.insert(SchemaVersion).values(version=version, name=name, applied_at=utcnow()))
+        return MIGRATIONS[-1][0]
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def package(self, package_id: str) -> Package | None:
+        with self.session() as s:
+            return s.get(Package, package_id)
+
+    def packages(self, system: str | None = None) -> list[Package]:
+        with self.session() as s:
+            q = sa.select(Package).order_by(Package.system, Package.period, Package.id)
+            if system:
+                q = q.where(Package.system == system)
+            return list(s.scalars(q))
+
+    def events(self, package_id: str | None = None, batch_id: str | None = None) -> list[Event]:
+        with self.session() as s:
+            q = sa.select(Event).order_by(Event.id)
+            if package_id:
+                q = q.where(Event.package_id == package_id)
+            if batch_id:
+                q = q.where(Event.batch_id == batch_id)
+            return list(s.scalars(q))
+
+    def snapshot(self) -> dict[str, list[tuple]]:
+        """Every row of every table (tests use it to prove a rerun changed nothing)."""
+        out = {}
+        with self.engine.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                out[table.name] = [tuple(r) for r in conn.execute(sa.select(table).order_by(*table.primary_key))]
+        return out
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def upsert_batch(self, *, batch_id: str, system: str, period: str, interval_start: str, interval_end: str,
+                     status: str, rows: dict[str, int], quality_report: str | None = None) -> bool:
+        """Create or update a batch; returns False (and writes nothing) when nothing changed."""
+        rows_json = json.dumps(rows, sort_keys=True)
+        with self.session() as s:
+            b = s.get(Batch, batch_id)
+            if b is None:
+                s.add(Batch(id=batch_id, system=system, period=period, interval_start=interval_start,
+                            interval_end=interval_end, status=status, rows=rows_json, quality_report=quality_report))
+                return True
+            new = (status, rows_json, quality_report)
+            if (b.status, b.rows, b.quality_report) == new:
+                return False
+            b.status, b.rows, b.quality_report, b.updated_at = *new, utcnow()
+            return True
+
+    def add_event(self, s: Session, *, type: str, outcome: str, agent: str, detail: str = "",
+                  package_id: str | None = None, batch_id: str | None = None,
+                  time: dt.datetime | None = None) -> None:
+        s.add(Event(package_id=package_id, batch_id=batch_id, type=type, outcome=outcome, agent=agent,
+                    detail=detail, time=time or utcnow()))

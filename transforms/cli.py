@@ -1,0 +1,185 @@
+"""``arkiv``: the command line for archivists, system owners and IT operations.
+
+The same code the DAGs run, without Airflow::
+
+    arkiv validate PATH…              check a package (folder, .tar or .zip) against CSIP/SIP/FGS
+    arkiv demo [--cases N] [--bad N]  generate the Lex demo source system under var/demo
+    arkiv run SYSTEM --start D --end D  run the whole chain for one interval (no Airflow)
+    arkiv summary                     what the catalogue and the mellanarkiv hold
+    arkiv packages [--system S]       list the catalogued packages
+    arkiv events PACKAGE_ID           a package's event history
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import __version__
+from .config import Settings
+from .errors import ArkivError, ConfigError, ContentError
+
+
+def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from demo import lex
+
+    settings.ensure()
+    db = settings.demo / "lex.sqlite"
+    files = settings.demo / "lex-files"
+    summary = lex.generate(f"sqlite:///{db}", files, cases=args.cases, seed=args.seed, year=args.year, bad=args.bad)
+    print(f"Lex demo source system: {summary.cases} cases, {summary.documents} documents, {summary.parties} parties, "
+          f"{summary.files} files ({summary.bytes / 1e6:.1f} MB)")
+    print(f"  database: {db}\n  files:    {files}")
+    if summary.bad_rows:
+        print("  deliberately bad rows: " + ", ".join(f"{k} {v}" for k, v in summary.bad_rows.items()))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from . import pipeline
+
+    sys_ = pipeline.system(settings, args.system)
+    url = args.source_url or settings.connection_url(sys_.connection)
+    if not url:
+        raise ConfigError(f"no source database for {args.system}: "
+                          f"give --source-url or set ARKIV_CONN_{sys_.connection.upper()}")
+    settings.ensure()
+    batch = pipeline.extract(settings, args.system, args.start, args.end, url)
+    print(f"extracted {batch['batch']}: " + ", ".join(f"{v} {k}" for k, v in batch["rows"].items()))
+    pipeline.check_quality(settings, args.system, batch["manifest"])
+    results = []
+    for rc in batch["record_classes"]:
+        for pkg in pipeline.package(settings, args.system, batch["manifest"], rc):
+            results.append(pipeline.record(settings, pipeline.verify(settings, pipeline.ship(settings, pkg))))
+    done = pipeline.finish_batch(settings, args.system, batch["manifest"], results)
+    print(f"{done['packages_new']} new package(s), {done['packages_total']} in all for {args.system} {done['batch']}")
+    return 0
+
+
+def summary_text(settings: Settings) -> str:
+    """The demo's closing summary: batches, packages, bytes, quality, and where things are."""
+    from .catalogue import Batch, Catalogue
+
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    lines = [f"Arkivflöde {__version__} — summary"]
+    with cat.session() as s:
+        batches = list(s.query(Batch).order_by(Batch.system, Batch.period))
+    packages = cat.packages()
+    for b in batches:
+        rows = json.loads(b.rows).get("tables", {})
+        pk = [p for p in packages if p.batch_id == b.id]
+        quality = {"archived": "passed", "quality_passed": "passed", "quality_failed": "FAILED (quarantined)",
+                   "staged": "not run"}.get(b.status, b.status)
+        lines.append(f"  {b.system} {b.period}: " + ", ".join(f"{v} {k}" for k, v in rows.items()) + " extracted")
+        lines.append(f"      quality gate: {quality}" + (f" — report {b.quality_report}" if b.quality_report else ""))
+        lines.append(f"      packages: {len(pk)} ({sum(p.size for p in pk):,} bytes, "
+                     f"{sum(p.record_count for p in pk)} records, {sum(p.document_count for p in pk)} documents)")
+        for p in pk:
+            lines.append(f"        {p.id}  {p.record_class:<22} {p.size:>10,} B  {p.storage}:{p.location}")
+    if not batches:
+        lines.append("  (nothing extracted yet)")
+    lines += [f"  mellanarkiv: {settings.mellanarkiv}", f"  catalogue:   {settings.catalogue_url}",
+              f"  reports:     {settings.reports}", f"  quarantine:  {settings.quarantine}"]
+    cat.dispose()
+    return "\n".join(lines)
+
+
+def _cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    print(summary_text(settings))
+    return 0
+
+
+def _cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
+    from .catalogue import Catalogue
+
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    rows = [{"id": p.id, "system": p.system, "record_class": p.record_class, "period": p.period, "status": p.status,
+             "size": p.size, "sha256": p.sha256, "storage": p.storage, "location": p.location,
+             "records": p.record_count} for p in cat.packages(args.system)]
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+    else:
+        for r in rows:
+            print(f"{r['id']}  {r['system']:<8} {r['period']:<8} {r['record_class']:<22} {r['status']:<8} "
+                  f"{r['size']:>10,} B  {r['storage']}:{r['location']}")
+    return 0
+
+
+def _cmd_events(args: argparse.Namespace, settings: Settings) -> int:
+    from .catalogue import Catalogue
+
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    for e in cat.events(package_id=args.package_id):
+        print(f"{e.time.isoformat()}  {e.type:<14} {e.outcome:<8} {e.detail}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import validate
+
+    parser = argparse.ArgumentParser(prog="arkiv", description="Arkivflöde: archive municipal records as FGS packages")
+    parser.add_argument("--version", action="version", version=f"arkiv {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("validate", help="validate packages against CSIP/SIP 2.1.0 and FGS rules")
+    validate.add_arguments(p)
+    p.set_defaults(func=lambda a, s: validate.run(a))
+
+    p = sub.add_parser("demo", help="generate the Lex demo source system under var/demo")
+    p.add_argument("--cases", type=int, default=200)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--year", type=int, default=2025)
+    p.add_argument("--bad", type=int, default=0, help="plant this many bad rows of each kind")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("run", help="run the whole chain for one system and interval, without Airflow")
+    p.add_argument("system")
+    p.add_argument("--start", required=True, help="interval start (ISO date), inclusive")
+    p.add_argument("--end", required=True, help="interval end (ISO date), exclusive")
+    p.add_argument("--source-url", help="SQLAlchemy URL of the source database (default: ARKIV_CONN_<ID>)")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("summary", help="what the catalogue and the mellanarkiv hold")
+    p.set_defaults(func=_cmd_summary)
+
+    p = sub.add_parser("packages", help="list catalogued packages")
+    p.add_argument("--system")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_packages)
+
+    p = sub.add_parser("events", help="a package's event history from the catalogue")
+    p.add_argument("package_id")
+    p.set_defaults(func=_cmd_events)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``arkiv`` console script; exit 2 on usage and configuration errors."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return 0 if exc.code in (0, None) else 2
+    settings = Settings.from_env()
+    try:
+        return int(args.func(args, settings))
+    except ConfigError as exc:
+        print(f"arkiv: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except ContentError as exc:
+        print(f"arkiv: content problem: {exc}", file=sys.stderr)
+        return 1
+    except ArkivError as exc:
+        print(f"arkiv: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
+
+
+__all__ = ["main", "summary_text"]

@@ -1,0 +1,165 @@
+"""FGS Ärendehantering 2.0 (E-ARK CITS ERMS 2.1) descriptive metadata for case-shaped records.
+
+One ``aggregation`` of type ``caseFile`` per case (ärende) with its parties as agents and
+its documents (handlingar) as ``record`` children; each record points at its file inside the
+representation through an ``appendix``. The mapping from a system's columns to these fields
+is the ``content:`` section of the system YAML, so nothing here knows a system by name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from .xmltools import NS_ERMS, NS_XSI
+
+E = f"{{{NS_ERMS}}}"
+
+DIRECTIONS = {"incoming": "incoming", "outgoing": "outgoing", "internal": "internal_memo_without_follow-up"}
+CASE_STATUS = {"open": "open", "closed": "closed"}
+
+
+@dataclass
+class Document:
+    """A record (handling) and the path of its file inside the package."""
+
+    fields: Mapping[str, object]
+    package_path: str
+    size: int
+
+
+@dataclass
+class Case:
+    """A case (ärende) with its parties and documents, as mapped columns."""
+
+    fields: Mapping[str, object]
+    parties: list[Mapping[str, object]] = field(default_factory=list)
+    documents: list[Document] = field(default_factory=list)
+
+
+def _dt(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value.replace(microsecond=0).isoformat()
+    if isinstance(value, dt.date):
+        return f"{value.isoformat()}T00:00:00"
+    return str(value)
+
+
+def _sub(parent: etree._Element, tag: str, text: object = None, **attrs: str) -> etree._Element:
+    el = etree.SubElement(parent, E + tag, {k: v for k, v in attrs.items() if v is not None})
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _dates(parent: etree._Element, pairs: Iterable[tuple[str, object]]) -> None:
+    items = [(t, _dt(v)) for t, v in pairs if v is not None]
+    if items:
+        dates = _sub(parent, "dates")
+        for dtype, value in items:
+            _sub(dates, "date", value, dateType=dtype)
+
+
+def build_erms(
+    cases: Iterable[Case],
+    *,
+    mapping: Mapping[str, Mapping[str, str]],
+    system_title: str,
+    creator_name: str,
+    creator_orgnr: str,
+    package_id: str,
+    created: dt.datetime,
+    software: str,
+    retention: Mapping[str, object] | None = None,
+) -> etree._ElementTree:
+    """The ERMS document for a package's cases; ``mapping`` is the YAML ``content`` section."""
+    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
+    root = etree.Element(E + "erms", nsmap={None: NS_ERMS, "xsi": NS_XSI})
+    root.set(f"{{{NS_XSI}}}schemaLocation", f"{NS_ERMS} ../../schemas/ERMS.xsd")
+    control = _sub(root, "control")
+    _sub(control, "identification", package_id, identificationType="package")
+    _sub(control, "identification", system_title, identificationType="system")
+    maint = _sub(control, "maintenanceInformation")
+    _sub(maint, "maintenanceStatus", value="new")
+    agency = _sub(maint, "maintenanceAgency")
+    _sub(agency, "agencyCode", creator_orgnr, type="organisationsnummer")
+    _sub(agency, "agencyName", creator_name)
+    history = _sub(maint, "maintenanceHistory")
+    event = _sub(history, "maintenanceEvent")
+    _sub(event, "eventType", value="created")
+    _sub(event, "eventDateTime", _dt(created))
+    agent = _sub(event, "agent", agentType="other", otherAgentType="software")
+    _sub(agent, "name", software)
+
+    aggs = _sub(root, "aggregations")
+    for case in cases:
+        f = case.fields
+        agg = _sub(aggs, "aggregation", systemIdentifier=str(f[cm["id"]]), aggregationType="caseFile")
+        _sub(agg, "objectId", f[cm["reference"]])
+        if f.get(cm.get("secrecy", "")):
+            _sub(agg, "securityClass", "secret")
+        if cm.get("classification") and f.get(cm["classification"]) is not None:
+            _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
+        _sub(agg, "title", f[cm["title"]])
+        if cm.get("status") and f.get(cm["status"]) in CASE_STATUS:
+            _sub(agg, "status", value=CASE_STATUS[f[cm["status"]]])
+        if f.get(cm.get("secrecy", "")):
+            restriction = _sub(agg, "restriction", restrictionType="confidential")
+            _sub(restriction, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
+        if retention:
+            _disposal(agg, retention)
+        agents = _sub(agg, "agents")
+        officer = _sub(agents, "agent", agentType="responsible_person")
+        _sub(officer, "name", f.get(cm.get("officer", "")) or "okänd")
+        _sub(officer, "organisation", creator_name)
+        if cm.get("unit") and f.get(cm["unit"]):
+            _sub(officer, "unitName", f[cm["unit"]])
+        for party in case.parties:
+            a = _sub(agents, "agent", agentType="counterpart")
+            _sub(a, "name", party.get(pm.get("name", "")) or "okänd")
+            number = party.get(pm.get("personnummer", "")) or party.get(pm.get("organisationsnummer", ""))
+            if number:
+                kind = "personnummer" if party.get(pm.get("personnummer", "")) else "organisationsnummer"
+                _sub(a, "idNumber", number, idNumberType=kind)
+            if party.get(pm.get("role", "")):
+                _sub(a, "role", party[pm["role"]])
+        _dates(agg, [("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
+        for doc in case.documents:
+            _record(agg, doc, dm)
+    return root.getroottree()
+
+
+def _disposal(parent: etree._Element, retention: Mapping[str, object]) -> None:
+    disposal = _sub(parent, "disposal", disposable="true" if retention["action"] == "dispose" else "false")
+    _sub(disposal, "disposalScheduleId", retention["record_class"])
+    _sub(disposal, "disposalAction", "gallras" if retention["action"] == "dispose" else "bevaras")
+    _sub(disposal, "disposalPeriod", retention["period"])
+    _sub(disposal, "disposalMandate", retention["basis"])
+    dates = _sub(disposal, "dates")
+    _sub(dates, "disposalDate", _dt(retention.get("start")) or "1970-01-01T00:00:00", dateType="retention_period_start")
+
+
+def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
+    f = doc.fields
+    rec = _sub(agg, "record", systemIdentifier=str(f[dm["id"]]), recordType="document")
+    _sub(rec, "objectId", f"{f[dm['id']]}")
+    if f.get(dm.get("secrecy", "")):
+        _sub(rec, "securityClass", "secret")
+    _sub(rec, "title", f[dm["title"]])
+    if dm.get("number") and f.get(dm["number"]) is not None:
+        _sub(rec, "runningNumber", int(f[dm["number"]]))
+    if f.get(dm.get("secrecy", "")):
+        restriction = _sub(rec, "restriction", restrictionType="confidential")
+        _sub(restriction, "regulation", f.get(dm.get("secrecy_reference", "")) or "OSL")
+    direction = DIRECTIONS.get(str(f.get(dm.get("direction", ""))))
+    if direction:
+        _sub(rec, "direction", directionDefinition=direction)
+    _dates(rec, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
+    info = _sub(rec, "additionalInformation")
+    _sub(info, "appendix", name=str(f.get(dm.get("file_name", "")) or doc.package_path.rsplit("/", 1)[-1]),
+         path=doc.package_path, fileFormat=str(f.get(dm.get("mime_type", "")) or "application/octet-stream"))

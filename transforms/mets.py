@@ -1,0 +1,179 @@
+"""METS documents for CSIP/SIP packages: the root METS and each representation's METS."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lxml import etree
+
+from .fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
+from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, NS_XSI
+
+M = f"{{{NS_METS}}}"
+CSIP = f"{{{NS_CSIP}}}"
+XLINK = f"{{{NS_XLINK}}}"
+
+_SCHEMA_LOCATIONS = (
+    f"{NS_METS} {{p}}schemas/mets.xsd {NS_XLINK} {{p}}schemas/xlink.xsd "
+    f"{NS_CSIP} {{p}}schemas/DILCISExtensionMETS.xsd {NS_SIP} {{p}}schemas/DILCISExtensionSIPMETS.xsd"
+)
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file in the package as METS lists it (path relative to the METS document's folder)."""
+
+    id: str
+    href: str
+    mimetype: str
+    size: int
+    sha256: str
+    created: dt.datetime
+
+
+@dataclass(frozen=True)
+class FileGroup:
+    use: str
+    files: Sequence[FileRef]
+    content_information_type: str | None = None
+
+
+@dataclass(frozen=True)
+class MetadataRef:
+    """A dmdSec or digiprovMD pointing at a metadata file."""
+
+    section: str  # "dmdSec" | "digiprovMD"
+    file: FileRef
+    mdtype: str
+    other_mdtype: str | None = None
+
+
+def _ts(value: dt.datetime) -> str:
+    return value.replace(microsecond=0).isoformat()
+
+
+def _file_attrs(f: FileRef) -> dict[str, str]:
+    return {"MIMETYPE": f.mimetype, "SIZE": str(f.size), "CREATED": _ts(f.created),
+            "CHECKSUM": f.sha256, "CHECKSUMTYPE": "SHA-256"}
+
+
+def _link(href: str) -> dict[str, str]:
+    # CSIP22–24, 36–38, 76–79, 110–112: relative URL paths, simple links.
+    return {"LOCTYPE": "URL", XLINK + "type": "simple", XLINK + "href": href}
+
+
+def _agent(hdr: etree._Element, a: MetsAgent) -> None:
+    attrs = {"ROLE": a.role, "TYPE": a.type}
+    if a.other_type:
+        attrs["OTHERTYPE"] = a.other_type
+    el = etree.SubElement(hdr, M + "agent", attrs)
+    etree.SubElement(el, M + "name").text = a.name
+    if a.note:
+        note = etree.SubElement(el, M + "note")
+        note.text = a.note
+        if a.note_type:
+            note.set(CSIP + "NOTETYPE", a.note_type)
+
+
+def build_mets(
+    *,
+    objid: str,
+    label: str,
+    profile: Profile,
+    package_type: str,
+    created: dt.datetime,
+    agents: Sequence[MetsAgent],
+    alt_record_ids: Sequence[tuple[str, str]] = (),
+    metadata: Sequence[MetadataRef] = (),
+    groups: Sequence[FileGroup] = (),
+    representations: Sequence[tuple[str, str]] = (),
+    schema_prefix: str = "",
+) -> etree._ElementTree:
+    """A CSIP METS document.
+
+    ``representations`` are ``(name, href of the representation METS)``: each becomes a
+    ``Representations/<name>`` structMap division with an ``mptr`` (CSIP105–112).
+    ``schema_prefix`` is the path from this METS to the package root (``../../`` for a
+    representation METS) so that ``xsi:schemaLocation`` points at the package's own XSDs.
+    """
+    nsmap = {"mets": NS_METS, "csip": NS_CSIP, "sip": NS_SIP, "xlink": NS_XLINK, "xsi": NS_XSI}
+    root = etree.Element(M + "mets", nsmap=nsmap)
+    root.set(f"{{{NS_XSI}}}schemaLocation", _SCHEMA_LOCATIONS.format(p=schema_prefix))
+    root.set("OBJID", objid)
+    root.set("LABEL", label)
+    root.set("TYPE", profile.content_category)
+    root.set(CSIP + "CONTENTINFORMATIONTYPE", profile.content_information_type)
+    root.set("PROFILE", SIP_PROFILE_URL)
+
+    hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": _ts(created), "LASTMODDATE": _ts(created),
+                                                 "RECORDSTATUS": profile.record_status})
+    hdr.set(CSIP + "OAISPACKAGETYPE", package_type)
+    for a in agents:
+        _agent(hdr, a)
+    for kind, value in alt_record_ids:
+        etree.SubElement(hdr, M + "altRecordID", TYPE=kind).text = value
+
+    dmd_ids, amd_ids = [], []
+    for md in metadata:
+        if md.section == "dmdSec":
+            sec = etree.SubElement(root, M + "dmdSec", ID=md.file.id, CREATED=_ts(md.file.created), STATUS="CURRENT")
+            dmd_ids.append(md.file.id)
+    digiprov = [md for md in metadata if md.section == "digiprovMD"]
+    if digiprov:
+        amd = etree.SubElement(root, M + "amdSec")
+        for md in digiprov:
+            sec = etree.SubElement(amd, M + "digiprovMD", ID=md.file.id, STATUS="CURRENT")
+            amd_ids.append(md.file.id)
+    for md in metadata:
+        sec = root.find(f".//*[@ID='{md.file.id}']")
+        attrs = {**_link(md.file.href), "MDTYPE": md.mdtype, **_file_attrs(md.file)}
+        if md.other_mdtype:
+            attrs["OTHERMDTYPE"] = md.other_mdtype
+        etree.SubElement(sec, M + "mdRef", attrs)
+
+    file_sec = etree.SubElement(root, M + "fileSec", ID=f"{_idpart(objid)}-filesec")
+    grp_ids: dict[str, str] = {}
+    for g in groups:
+        gid = "grp-" + _idpart(g.use)
+        grp_ids[g.use] = gid
+        grp = etree.SubElement(file_sec, M + "fileGrp", ID=gid, USE=g.use)
+        if g.content_information_type:
+            grp.set(CSIP + "CONTENTINFORMATIONTYPE", g.content_information_type)
+        for f in g.files:
+            fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
+            etree.SubElement(fel, M + "FLocat", _link(f.href))
+
+    smap = etree.SubElement(root, M + "structMap", ID="structmap-csip", TYPE="PHYSICAL", LABEL="CSIP")
+    main = etree.SubElement(smap, M + "div", ID="div-root", LABEL=objid)
+    md_div = etree.SubElement(main, M + "div", ID="div-metadata", LABEL="Metadata")
+    if dmd_ids:
+        md_div.set("DMDID", " ".join(dmd_ids))
+    if amd_ids:
+        md_div.set("ADMID", " ".join(amd_ids))
+    for g in groups:
+        if g.use.startswith("Representations/") and any(g.use == f"Representations/{n}" for n, _ in representations):
+            continue
+        div = etree.SubElement(main, M + "div", ID="div-" + _idpart(g.use), LABEL=g.use)
+        etree.SubElement(div, M + "fptr", FILEID=grp_ids[g.use])
+    for name, href in representations:
+        use = f"Representations/{name}"
+        div = etree.SubElement(main, M + "div", ID="div-" + _idpart(use), LABEL=use)
+        mptr = etree.SubElement(div, M + "mptr", _link(href))  # METS orders mptr before fptr
+        if use in grp_ids:
+            mptr.set(XLINK + "title", grp_ids[use])  # CSIP108: names the representation's fileGrp
+        if use in grp_ids:
+            etree.SubElement(div, M + "fptr", FILEID=grp_ids[use])
+    if not len(md_div.attrib) > 2:
+        main.remove(md_div)
+    return root.getroottree()
+
+
+def _idpart(text: str) -> str:
+    """An xml:ID-safe fragment (NCName) from a label or identifier."""
+    out = "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_.") else "-" for ch in text)
+    return out if out[:1].isalpha() or out[:1] == "_" else f"x{out}"
+
+
+__all__ = ["CSIP_VERSION", "FileGroup", "FileRef", "MetadataRef", "build_mets"]

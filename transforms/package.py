@@ -1,0 +1,379 @@
+"""The FGS package builder: staged rows and document files in, one SIP TAR out.
+
+A package is FGS Paketstruktur 2.0 (E-ARK CSIP 2.1.0 + SIP 2.1.0)::
+
+    <OBJID>/METS.xml                          root METS (SIP profile)
+    <OBJID>/metadata/descriptive/ERMS.xml     FGS Ärendehantering 2.0 (CITS ERMS)
+    <OBJID>/metadata/descriptive/retention.xml our retention extension
+    <OBJID>/metadata/preservation/premis.xml  PREMIS 3: files, events, agents
+    <OBJID>/representations/rep1/METS.xml     the representation's METS
+    <OBJID>/representations/rep1/data/…       the documents
+    <OBJID>/documentation/data-dictionary.csv the tables' columns, types and meanings
+    <OBJID>/schemas/*.xsd                     every schema the package's XML uses
+
+The TAR is written in one pass: each document is read once, hashed while it is copied into
+the archive, and the metadata that lists the checksums is written after the data. The TAR
+is built under a temporary name, fsynced and renamed; every XML is validated against its
+schema before the package is called done.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import os
+import re
+import tarfile
+import unicodedata
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from lxml import etree
+
+from . import __version__, erms, premis
+from .errors import ArkivError, ContentError
+from .extract import Partition, StagedBatch
+from .fgs import FGS_ERMS, SOFTWARE_NAME, Profile
+from .hashing import HashingReader, HashingWriter, fsync_dir
+from .mets import FileGroup, FileRef, MetadataRef, build_mets
+from .systems import System
+from .xmltools import NS_ARKIV, SCHEMA_DIR, schema_errors, schemas_used
+
+#: namespace for deterministic package identifiers (UUIDv5)
+PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
+REP = "rep1"
+
+MIME_BY_SUFFIX = {
+    ".pdf": "application/pdf", ".txt": "text/plain", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+    ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff", ".xml": "application/xml",
+    ".csv": "text/csv", ".xsd": "application/xml",
+    ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+}
+
+
+class PackageBuildError(ArkivError):
+    """The package could not be built (a file changed while copied, an XML failed its schema)."""
+
+
+@dataclass(frozen=True)
+class RecordEntry:
+    """A record (case) in a package, as the catalogue keeps it: no titles, no personal data."""
+
+    source_id: str
+    reference: str
+    opened: str | None
+    closed: str | None
+
+
+@dataclass
+class BuiltPackage:
+    """A finished SIP TAR in the build folder."""
+
+    package_id: str
+    path: str
+    size: int
+    sha256: str
+    system: str
+    record_class: str
+    period: str
+    content_digest: str
+    record_count: int
+    document_count: int
+    document_bytes: int
+    records: list[RecordEntry] = field(default_factory=list)
+
+
+def package_id_for(system: str, record_class: str, period: str, part: int, digest: str) -> str:
+    """Deterministic OBJID: the same content for the same interval gets the same ID (CSIP1)."""
+    return "uuid-" + str(uuid.uuid5(PACKAGE_NAMESPACE, f"{system}|{record_class}|{period}|{part}|{digest}"))
+
+
+def safe_name(name: str) -> str:
+    """A portable file name: ASCII letters, digits, ``._-``; the original stays in the metadata."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    ascii_only = decomposed.encode("ascii", "ignore").decode()
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", ascii_only).strip("._") or "file"
+    return cleaned[:120]
+
+
+def _read_table(files: Sequence[str], filter_column: str | None = None, keys: pa.Array | None = None) -> pa.Table:
+    tables = [pq.read_table(f) for f in files]
+    if not tables:
+        return pa.table({})
+    table = pa.concat_tables(tables)
+    if filter_column is not None and keys is not None:
+        table = table.filter(pc.is_in(table[filter_column], value_set=keys))
+    return table
+
+
+def _chunks(system: System, partition: Partition) -> Iterable[pa.Table]:
+    """Split the root table of a partition into package-sized chunks (max records, max bytes)."""
+    root = system.root_table
+    table = _read_table(partition.files.get(root.name, []))
+    if table.num_rows == 0:
+        return
+    table = table.sort_by(root.key)
+    for start in range(0, table.num_rows, system.max_records):
+        yield table.slice(start, system.max_records)
+
+
+def build_packages(
+    system: System,
+    staged: StagedBatch,
+    record_class: str,
+    build_dir: Path,
+    *,
+    events: Sequence[premis.Event] = (),
+    profile: Profile = FGS_ERMS,
+    now: dt.datetime | None = None,
+) -> list[BuiltPackage]:
+    """Build every package of one record class of a staged batch (one per chunk)."""
+    partition = staged.partitions[record_class]
+    now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    build_dir.mkdir(parents=True, exist_ok=True)
+    built = []
+    for part_no, cases in enumerate(_chunks(system, partition)):
+        built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now))
+    return built
+
+
+def _group_children(system: System, partition: Partition, keys: pa.Array) -> dict[str, dict[object, list[dict]]]:
+    out: dict[str, dict[object, list[dict]]] = {}
+    for table in system.tables.values():
+        if table.parent_table is None:
+            continue
+        t = _read_table(partition.files.get(table.name, []), table.parent_column, keys)
+        if t.num_rows:
+            t = t.sort_by(table.key)
+        grouped: dict[object, list[dict]] = defaultdict(list)
+        for row in t.to_pylist():
+            grouped[row[table.parent_column]].append(row)
+        out[table.name] = grouped
+    return out
+
+
+def _build_one(system: System, staged: StagedBatch, partition: Partition, cases: pa.Table, part_no: int,
+               build_dir: Path, events: Sequence[premis.Event], profile: Profile, now: dt.datetime) -> BuiltPackage:
+    root_t = system.root_table
+    content = system.content
+    cm, dm, pm = content["case"], content["document"], content.get("party", {})
+    rc = system.record_class(partition.record_class)
+    objid = package_id_for(system.name, rc.name, staged.batch, part_no, partition.digest)
+    children = _group_children(system, partition, cases[root_t.key])
+    doc_rows = children.get(dm["table"], {})
+    party_rows = children.get(pm.get("table", ""), {})
+
+    final = build_dir / f"{objid}.tar"
+    tmp = build_dir / f".{objid}.tar.part-{uuid.uuid4().hex[:8]}"
+    data_prefix = f"representations/{REP}/data/"
+    data_files: list[tuple[FileRef, premis.FileObject]] = []
+    erms_cases: list[erms.Case] = []
+    records: list[RecordEntry] = []
+    used_names: set[str] = set()
+    doc_bytes = 0
+    try:
+        with open(tmp, "wb") as raw:
+            out = HashingWriter(raw)
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+                for case in cases.to_pylist():
+                    case_key = case[root_t.key]
+                    folder = safe_name(str(case[cm["reference"]]).replace("/", "-"))
+                    ec = erms.Case(fields=case, parties=party_rows.get(case_key, []))
+                    for doc in doc_rows.get(case_key, []):
+                        src = doc.get("source_path") or ""
+                        name = f"{doc[dm['number']]}_{safe_name(str(doc[dm['file_name']]))}"
+                        rel = f"{folder}/{name}"
+                        if rel in used_names:
+                            rel = f"{folder}/{doc[dm['id']]}-{name}"
+                        used_names.add(rel)
+                        ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), now,
+                                             f"file-{doc[dm['id']]}", doc.get(dm["file_name"]), doc.get(dm["mime_type"]))
+                        data_files.append((ref, obj))
+                        doc_bytes += ref.size
+                        ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel,
+                                                          size=ref.size))
+                    erms_cases.append(ec)
+                    records.append(RecordEntry(str(case_key), str(case[cm["reference"]]),
+                                               _iso(case.get(cm.get("opened", ""))), _iso(case.get(cm.get("closed", "")))))
+                _write_metadata(tar, system, staged, rc, objid, erms_cases, data_files, events, profile, now)
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, final)
+        fsync_dir(build_dir)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return BuiltPackage(
+        package_id=objid, path=str(final), size=out.size, sha256=out.hexdigest(), system=system.name,
+        record_class=rc.name, period=staged.batch, content_digest=partition.digest, record_count=len(records),
+        document_count=len(data_files), document_bytes=doc_bytes, records=records,
+    )
+
+
+def _iso(v: object) -> str | None:
+    return v.isoformat() if isinstance(v, dt.date) else (None if v is None else str(v))
+
+
+def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, now: dt.datetime, file_id: str,
+              original_name: str | None, declared_mime: str | None) -> tuple[FileRef, premis.FileObject]:
+    """Copy one document into the TAR, hashing it on the way (one read)."""
+    try:
+        st = src.stat()
+        fh = open(src, "rb")  # noqa: SIM115 - closed below, after the TAR member is written
+    except OSError as exc:
+        raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
+    with fh:
+        info = tarfile.TarInfo(f"{objid}/{arcname}")
+        info.size = st.st_size
+        info.mtime = int(st.st_mtime)
+        info.mode = 0o644
+        reader = HashingReader(fh)
+        tar.addfile(info, reader)  # type: ignore[arg-type]
+        if reader.size != st.st_size or fh.read(1):
+            raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}")
+    mime = declared_mime or MIME_BY_SUFFIX.get(src.suffix.lower(), "application/octet-stream")
+    created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
+    ref = FileRef(file_id, arcname.removeprefix(f"representations/{REP}/"), mime, st.st_size, reader.hexdigest(), created)
+    obj = premis.FileObject(arcname, reader.hexdigest(), st.st_size, mime, original_name)
+    return ref, obj
+
+
+def _add_bytes(tar: tarfile.TarFile, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:
+    info = tarfile.TarInfo(f"{objid}/{arcname}")
+    info.size = len(data)
+    info.mtime = int(now.timestamp())
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
+    errors = schema_errors(tree)
+    if errors:
+        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: " + "; ".join(errors[:5]))
+    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
+def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
+    import hashlib
+
+    return FileRef(file_id, href, mime, len(data), hashlib.sha256(data).hexdigest(), now)
+
+
+def _data_dictionary(system: System) -> bytes:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["table", "column", "type", "description"])
+    for t in system.tables.values():
+        for c in t.columns:
+            w.writerow([t.name, c.name, c.type, c.description])
+    return buf.getvalue().encode("utf-8")
+
+
+def _retention_xml(system: System, rc, period: str) -> etree._ElementTree:
+    A = f"{{{NS_ARKIV}}}"
+    root = etree.Element(A + "retention", nsmap={None: NS_ARKIV}, system=system.name, period=period)
+    for tag, value in (("recordClass", rc.name), ("recordClassTitle", rc.title), ("action", rc.retention.action),
+                       ("countedFrom", rc.retention.counted_from), ("period", rc.retention.period),
+                       ("basis", rc.retention.basis)):
+        etree.SubElement(root, A + tag).text = value
+    return root.getroottree()
+
+
+def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str, cases: list[erms.Case],
+                    data_files: list[tuple[FileRef, premis.FileObject]], events: Sequence[premis.Event],
+                    profile: Profile, now: dt.datetime) -> None:
+    ag = system.agreement
+    label = f"{system.title}: {rc.title}, {staged.batch}"
+    retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
+                 "basis": rc.retention.basis}
+    erms_tree = erms.build_erms(
+        cases, mapping=system.content, system_title=system.title, creator_name=ag.archive_creator.name,
+        creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
+        software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
+    )
+    erms_bytes = _xml_bytes(erms_tree, "ERMS.xml", objid)
+    retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch), "retention.xml", objid)
+
+    software = premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)
+    creator = premis.Agent(ag.archive_creator.organisationsnummer, ag.archive_creator.name, "organization",
+                           identifier_type="organisationsnummer")
+    build_event = premis.Event(
+        identifier=f"{objid}-creation", type="creation", time=now, outcome="success",
+        detail=f"SIP built by {SOFTWARE_NAME} {__version__} from {system.name} batch {staged.batch}, "
+               f"record class {rc.name}: {len(cases)} records, {len(data_files)} files",
+        agents=(("arkivflode", "executing program"),), objects=tuple(obj.identifier for _, obj in data_files),
+    )
+    digest_event = premis.Event(
+        identifier=f"{objid}-digest", type="message digest calculation", time=now, outcome="success",
+        detail="SHA-256 of every file, computed while it was copied into the package",
+        agents=(("arkivflode", "executing program"),),
+    )
+    # Package-level PREMIS: what happened (events) and who did it (agents). File-level
+    # PREMIS (objects with fixity) belongs to the representation whose files it describes.
+    premis_tree = premis.build_premis([], [*events, build_event], [software, creator],
+                                      representations=[f"representations/{REP}"])
+    premis_bytes = _xml_bytes(premis_tree, "premis.xml", objid)
+    rep_premis_tree = premis.build_premis([obj for _, obj in data_files], [digest_event], [software],
+                                          schema_prefix="../../../../")
+    rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{REP}/metadata/preservation/premis.xml", objid)
+
+    agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
+                            (ag.submitter.name, ag.submitter.organisationsnummer))
+    # The representation METS lists the documents and points at the representation's PREMIS.
+    rep_mets = build_mets(
+        objid=REP, label=f"{label} ({REP})", profile=profile, package_type="SIP", created=now,
+        agents=[profile.software_agent()],
+        metadata=[MetadataRef("digiprovMD", _ref("digiprov-premis-rep1", "metadata/preservation/premis.xml",
+                                                 rep_premis_bytes, "application/xml", now), "PREMIS")],
+        groups=[FileGroup("Representations/rep1/data", [ref for ref, _ in data_files],
+                          profile.content_information_type)] if data_files else [],
+        schema_prefix="../../",
+    )
+    rep_bytes = _xml_bytes(rep_mets, f"representations/{REP}/METS.xml", objid)
+
+    docs = _data_dictionary(system)
+    used = sorted(set(schemas_used(erms_tree)) | set(schemas_used(premis_tree)) | set(schemas_used(rep_mets))
+                  | set(schemas_used(rep_premis_tree))
+                  | {"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd",
+                     "arkivflode-retention-1.xsd"})
+    schema_refs = []
+    for i, name in enumerate(used):
+        data = (SCHEMA_DIR / name).read_bytes()
+        _add_bytes(tar, objid, f"schemas/{name}", data, now)
+        schema_refs.append(_ref(f"schema-{i}", f"schemas/{name}", data, "application/xml", now))
+    _add_bytes(tar, objid, "documentation/data-dictionary.csv", docs, now)
+    _add_bytes(tar, objid, "metadata/descriptive/ERMS.xml", erms_bytes, now)
+    _add_bytes(tar, objid, "metadata/descriptive/retention.xml", retention_bytes, now)
+    _add_bytes(tar, objid, "metadata/preservation/premis.xml", premis_bytes, now)
+    _add_bytes(tar, objid, f"representations/{REP}/metadata/preservation/premis.xml", rep_premis_bytes, now)
+    _add_bytes(tar, objid, f"representations/{REP}/METS.xml", rep_bytes, now)
+
+    root_mets = build_mets(
+        objid=objid, label=label, profile=profile, package_type="SIP", created=now, agents=agents,
+        alt_record_ids=profile.alt_record_ids(ag.submission_agreement, ag.reference_code),
+        metadata=[
+            MetadataRef("dmdSec", _ref("dmd-erms", "metadata/descriptive/ERMS.xml", erms_bytes, "application/xml", now),
+                        "OTHER", "ERMS"),
+            MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
+                                       "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"),
+            MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml", premis_bytes,
+                                           "application/xml", now), "PREMIS"),
+        ],
+        groups=[
+            FileGroup("Documentation", [_ref("doc-data-dictionary", "documentation/data-dictionary.csv", docs,
+                                             "text/csv", now)]),
+            FileGroup("Schemas", schema_refs),
+            FileGroup(f"Representations/{REP}", [_ref(f"mets-{REP}", f"representations/{REP}/METS.xml", rep_bytes,
+                                                      "application/xml", now)],
+                      profile.content_information_type),  # CSIP62
+        ],
+        representations=[(REP, f"representations/{REP}/METS.xml")],
+    )
+    _add_bytes(tar, objid, "METS.xml", _xml_bytes(root_mets, "METS.xml", objid), now)

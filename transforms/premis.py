@@ -1,0 +1,120 @@
+"""PREMIS 3 preservation metadata: the files, what happened to them, and who did it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from .xmltools import NS_PREMIS, NS_XSI
+
+P = f"{{{NS_PREMIS}}}"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A PREMIS event; ``type`` uses the Library of Congress event-type vocabulary wording."""
+
+    identifier: str
+    type: str
+    time: dt.datetime
+    outcome: str  # "success" | "failure" | "warning"
+    detail: str = ""
+    outcome_note: str = ""
+    agents: tuple[tuple[str, str], ...] = ()  # (agent identifier, role)
+    objects: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Agent:
+    identifier: str
+    name: str
+    type: str  # "software" | "organization" | "person"
+    version: str | None = None
+    identifier_type: str = "local"
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class FileObject:
+    identifier: str  # the file's path in the package
+    sha256: str
+    size: int
+    format_name: str
+    original_name: str | None = None
+
+
+def _sub(parent: etree._Element, tag: str, text: object = None) -> etree._Element:
+    el = etree.SubElement(parent, P + tag)
+    if text is not None:
+        el.text = str(text)
+    return el
+
+
+def _ident(parent: etree._Element, prefix: str, id_type: str, value: str) -> None:
+    box = _sub(parent, f"{prefix}Identifier")
+    _sub(box, f"{prefix}IdentifierType", id_type)
+    _sub(box, f"{prefix}IdentifierValue", value)
+
+
+def build_premis(objects: Iterable[FileObject], events: Iterable[Event], agents: Iterable[Agent],
+                 *, representations: Iterable[str] = (), schema_prefix: str = "../../") -> etree._ElementTree:
+    """A PREMIS 3 document: file objects with SHA-256 fixity, events and agents.
+
+    ``schema_prefix`` leads from the document's folder to the package root, whose
+    ``schemas/`` holds the XSD.
+    """
+    root = etree.Element(P + "premis", nsmap={"premis": NS_PREMIS, "xsi": NS_XSI}, version="3.0")
+    root.set(f"{{{NS_XSI}}}schemaLocation", f"{NS_PREMIS} {schema_prefix}schemas/premis-v3-0.xsd")
+    for rep in representations:
+        # A representation object: what the package-level events (creation) act upon.
+        el = _sub(root, "object")
+        el.set(f"{{{NS_XSI}}}type", "premis:representation")
+        _ident(el, "object", "local", rep)
+    for obj in objects:
+        el = _sub(root, "object")
+        el.set(f"{{{NS_XSI}}}type", "premis:file")
+        _ident(el, "object", "local", obj.identifier)
+        ch = _sub(el, "objectCharacteristics")
+        _sub(ch, "compositionLevel", 0)
+        fixity = _sub(ch, "fixity")
+        _sub(fixity, "messageDigestAlgorithm", "SHA-256")
+        _sub(fixity, "messageDigest", obj.sha256)
+        _sub(fixity, "messageDigestOriginator", "Arkivflöde")
+        _sub(ch, "size", obj.size)
+        fmt = _sub(_sub(ch, "format"), "formatDesignation")
+        _sub(fmt, "formatName", obj.format_name)
+        if obj.original_name:
+            _sub(el, "originalName", obj.original_name)
+    for ev in events:
+        el = _sub(root, "event")
+        _ident(el, "event", "local", ev.identifier)
+        _sub(el, "eventType", ev.type)
+        _sub(el, "eventDateTime", ev.time.isoformat(timespec="seconds"))
+        if ev.detail:
+            _sub(_sub(el, "eventDetailInformation"), "eventDetail", ev.detail)
+        out = _sub(el, "eventOutcomeInformation")
+        _sub(out, "eventOutcome", ev.outcome)
+        if ev.outcome_note:
+            _sub(_sub(out, "eventOutcomeDetail"), "eventOutcomeDetailNote", ev.outcome_note)
+        for agent_id, role in ev.agents:
+            link = _sub(el, "linkingAgentIdentifier")
+            _sub(link, "linkingAgentIdentifierType", "local")
+            _sub(link, "linkingAgentIdentifierValue", agent_id)
+            _sub(link, "linkingAgentRole", role)
+        for obj_id in ev.objects:
+            link = _sub(el, "linkingObjectIdentifier")
+            _sub(link, "linkingObjectIdentifierType", "local")
+            _sub(link, "linkingObjectIdentifierValue", obj_id)
+    for ag in agents:
+        el = _sub(root, "agent")
+        _ident(el, "agent", ag.identifier_type, ag.identifier)
+        _sub(el, "agentName", ag.name)
+        _sub(el, "agentType", ag.type)
+        if ag.version:
+            _sub(el, "agentVersion", ag.version)
+        for note in ag.notes:
+            _sub(el, "agentNote", note)
+    return root.getroottree()

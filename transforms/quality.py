@@ -1,0 +1,684 @@
+"""The data-quality gate: a staged batch is checked against its system's suite before packaging.
+
+A batch arrives as Parquet staging files, one or more per table. :func:`check_batch` reads
+each table into one pandas DataFrame, validates it with Great Expectations (GX 1.x, an
+ephemeral context: nothing is stored or sent anywhere) and writes a JSON report for the
+archivists. A batch whose result is not ``success`` must never be packaged.
+
+Records carry personnummer and secret (OSL) data, so the report holds *record IDs and
+counts only*. GX hands back unexpected values in several lists; they are never copied into
+a :class:`CheckResult`, the JSON, the summary or the log. Only the values of each table's
+``id_column`` are kept, and a table's id column may not be one of its sensitive columns.
+
+The suite is our own thin JSON wrapper around GX expectation configurations::
+
+    {"name": "lex", "description": "...",
+     "tables": {"cases": {"id_column": "case_id",
+                          "expectations": [{"type": "expect_column_values_to_not_be_null",
+                                            "kwargs": {"column": "title"},
+                                            "meta": {"notes": "why an archivist cares"}}]}}}
+
+great_expectations is imported only inside the functions that need it: the import takes
+seconds, and the Airflow DAG processor imports this module.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transforms.errors import ConfigError, ContentError, StorageError
+
+log = logging.getLogger(__name__)
+
+#: At most this many offending record IDs are kept per check.
+MAX_OFFENDING_IDS = 1000
+
+# Pseudo-checks for problems found before GX runs; named so that nobody mistakes them for
+# GX expectation types.
+TABLE_STAGED = "arkiv_table_is_staged"
+ID_COLUMN_PRESENT = "arkiv_id_column_is_present"
+
+_TYPE_RE = re.compile(r"^expect_[a-z0-9_]+$")
+_EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt))(?::|$)")
+_SUITE_KEYS = {"name", "description", "tables"}
+_TABLE_KEYS = {"id_column", "description", "expectations"}
+_EXPECTATION_KEYS = {"type", "kwargs", "meta"}
+# Set by the gate itself: a suite that changed the result format could make GX return (and
+# us keep) values, and catch_exceptions=False would turn one bad metric into a crash.
+_RESERVED_KWARGS = {"result_format", "catch_exceptions", "batch_id"}
+# Used to find our way back from a GX result to the suite entry it came from: GX does not
+# return results in suite order.
+_INDEX_META_KEY = "arkiv_check_index"
+_WITHHELD = "[withheld]"
+
+
+# --------------------------------------------------------------------------------------
+# Suite file
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """One expectation of a suite, as written in the file (not yet a GX object)."""
+
+    type: str
+    kwargs: dict[str, Any]
+    meta: dict[str, Any]
+    key: str  # where it sits in the file, e.g. "tables.cases.expectations[3]"
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the expectation reads (column, column_A/B or column_list)."""
+        cols: list[str] = []
+        for k in ("column", "column_A", "column_B"):
+            if isinstance(self.kwargs.get(k), str):
+                cols.append(self.kwargs[k])
+        cols.extend(c for c in self.kwargs.get("column_list") or [] if isinstance(c, str))
+        return cols
+
+    @property
+    def column_label(self) -> str | None:
+        """The column(s) for a report: ``title`` or ``closed_date, registered_date``."""
+        cols = self.columns
+        return ", ".join(cols) if cols else None
+
+    @property
+    def notes(self) -> str:
+        notes = self.meta.get("notes")
+        return notes if isinstance(notes, str) else ""
+
+
+@dataclass(frozen=True)
+class TableSuite:
+    """The expectations for one staged table."""
+
+    name: str
+    id_column: str
+    expectations: tuple[ExpectationSpec, ...]
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A system's quality suite as read by :func:`load_suite`."""
+
+    name: str
+    description: str
+    tables: dict[str, TableSuite]
+    path: Path
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and structurally validate a suite file.
+
+    Checks the shape of the JSON (keys, types, expectation type names that look like GX
+    types, reserved kwargs) without importing great_expectations; whether each type exists
+    and its kwargs are acceptable is checked when :func:`check_batch` builds the GX suite.
+
+    Raises:
+        ConfigError: naming the file and the offending key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read quality suite: {exc.strerror or exc}") from exc
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from exc
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{path}: {key}: {problem}")
+
+    if not isinstance(data, dict):
+        raise fail("(top level)", "must be a JSON object")
+    _reject_unknown(data, _SUITE_KEYS, "", fail)
+    name = data.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise fail("name", "must be a non-empty string")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise fail("description", "must be a string")
+    raw_tables = data.get("tables")
+    if not isinstance(raw_tables, dict) or not raw_tables:
+        raise fail("tables", "must be a non-empty object mapping table name to its expectations")
+
+    tables: dict[str, TableSuite] = {}
+    for tname, tdata in raw_tables.items():
+        tkey = f"tables.{tname}"
+        if not isinstance(tdata, dict):
+            raise fail(tkey, "must be an object with id_column and expectations")
+        _reject_unknown(tdata, _TABLE_KEYS, f"{tkey}.", fail)
+        id_column = tdata.get("id_column")
+        if not isinstance(id_column, str) or not id_column.strip():
+            raise fail(f"{tkey}.id_column", "must be a non-empty string naming the table's record id column")
+        tdesc = tdata.get("description", "")
+        if not isinstance(tdesc, str):
+            raise fail(f"{tkey}.description", "must be a string")
+        raw_exps = tdata.get("expectations")
+        if not isinstance(raw_exps, list):
+            raise fail(f"{tkey}.expectations", "must be a list")
+        specs = [_parse_expectation(e, f"{tkey}.expectations[{i}]", fail) for i, e in enumerate(raw_exps)]
+        tables[tname] = TableSuite(tname, id_column, tuple(specs), tdesc)
+    return Suite(name=name, description=description, tables=tables, path=path)
+
+
+def _reject_unknown(obj: dict, allowed: set[str], prefix: str, fail) -> None:
+    # A misspelt key ("expectation", "kwarg") would otherwise silently drop checks.
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise fail(f"{prefix}{unknown[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _parse_expectation(raw: object, key: str, fail) -> ExpectationSpec:
+    if not isinstance(raw, dict):
+        raise fail(key, "must be an object with type, kwargs and meta")
+    _reject_unknown(raw, _EXPECTATION_KEYS, f"{key}.", fail)
+    etype = raw.get("type")
+    if not isinstance(etype, str) or not _TYPE_RE.match(etype):
+        raise fail(f"{key}.type", f"must be a GX expectation type in snake_case (expect_…), got {etype!r}")
+    kwargs = raw.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise fail(f"{key}.kwargs", "must be an object")
+    reserved = sorted(_RESERVED_KWARGS & set(kwargs))
+    if reserved:
+        raise fail(f"{key}.kwargs.{reserved[0]}", "is set by the quality gate and may not appear in a suite")
+    meta = raw.get("meta", {})
+    if not isinstance(meta, dict):
+        raise fail(f"{key}.meta", "must be an object")
+    if "notes" in meta and not isinstance(meta["notes"], str):
+        raise fail(f"{key}.meta.notes", "must be a string")
+    if _INDEX_META_KEY in meta:
+        raise fail(f"{key}.meta.{_INDEX_META_KEY}", "is reserved for the quality gate")
+    return ExpectationSpec(type=etype, kwargs=dict(kwargs), meta=dict(meta), key=key)
+
+
+# --------------------------------------------------------------------------------------
+# Results
+
+
+@dataclass
+class CheckResult:
+    """The outcome of one expectation on one table: counts and record IDs, never values."""
+
+    table: str
+    expectation: str
+    column: str | None
+    kwargs_summary: str
+    success: bool
+    element_count: int
+    unexpected_count: int
+    offending_ids: list[str]  # values of the table's id column, at most MAX_OFFENDING_IDS
+    notes: str = ""  # the suite's meta.notes: why an archivist cares
+    error: str | None = None  # set when the check could not be evaluated at all
+
+    def describe(self) -> str:
+        """``cases.expect_column_values_to_be_unique(diarienummer)``."""
+        col = f"({self.column})" if self.column else ""
+        return f"{self.table}.{self.expectation}{col}"
+
+
+@dataclass
+class QualityResult:
+    """The outcome of :func:`check_batch` for one batch."""
+
+    system: str
+    batch: str
+    success: bool
+    checks: list[CheckResult]
+    tables: dict[str, int]  # rows per staged table
+    result_path: Path | None  # the JSON report in report_dir
+    duration_seconds: float = 0.0
+
+    def failed(self) -> list[CheckResult]:
+        """The checks that did not pass, in suite order."""
+        return [c for c in self.checks if not c.success]
+
+    def summary(self) -> str:
+        """One readable paragraph: how many checks, which failed and on how many rows; no values."""
+        failed = self.failed()
+        rows = ", ".join(f"{t} {n} rows" for t, n in self.tables.items()) or "no tables staged"
+        head = (
+            f"Quality check of {self.system} batch {self.batch}: {len(self.checks)} checks on "
+            f"{len(self.tables)} tables ({rows}); "
+        )
+        if not failed:
+            return head + "all passed."
+        parts = []
+        for c in failed:
+            if c.error:
+                parts.append(f"{c.describe()}: {c.error}")
+            elif c.element_count or c.unexpected_count:
+                parts.append(f"{c.describe()} failed on {c.unexpected_count} of {c.element_count} rows")
+            else:
+                parts.append(f"{c.describe()} failed")
+        where = ""
+        if self.result_path:
+            what = "Offending record IDs and details" if any(c.offending_ids for c in failed) else "Details"
+            where = f" {what} are in {self.result_path}."
+        return head + f"{len(failed)} failed: " + "; ".join(parts) + "." + where + " The batch must not be packaged."
+
+
+# --------------------------------------------------------------------------------------
+# The gate
+
+
+def check_batch(
+    suite_path: Path,
+    tables: dict[str, list[Path]],
+    *,
+    system: str,
+    batch: str,
+    report_dir: Path,
+    sensitive_columns: dict[str, list[str]] | None = None,
+) -> QualityResult:
+    """Validate a staged batch against a suite and write the JSON report.
+
+    Args:
+        suite_path: the system's suite file (see :func:`load_suite`).
+        tables: table name -> the Parquet files staged for it (read into one DataFrame).
+        system, batch: name the report ``report_dir / f"{system}-{batch}-quality.json"``.
+        report_dir: where the report goes (created if missing).
+        sensitive_columns: table -> columns whose values must never be reported; the report
+            holds no values at all, so this guards the id columns and the final scan.
+
+    Returns:
+        The result; ``success`` is False when any check failed, including a suite table
+        that was not staged. Content problems are results, not exceptions.
+
+    Raises:
+        ConfigError: the suite is malformed, names an unknown expectation type or bad
+            kwargs, or an id column is marked sensitive.
+        StorageError: a staging file cannot be read or the report cannot be written.
+    """
+    started = time.monotonic()
+    _check_file_component("system", system)
+    _check_file_component("batch", batch)
+    suite = load_suite(suite_path)
+    sensitive = {t: set(cols) for t, cols in (sensitive_columns or {}).items()}
+    for tname, tsuite in suite.tables.items():
+        if tsuite.id_column in sensitive.get(tname, set()):
+            raise ConfigError(
+                f"{suite.path}: tables.{tname}.id_column: {tsuite.id_column!r} is marked sensitive, so "
+                "offending record IDs could not be reported; use a non-sensitive id column"
+            )
+
+    gx = _import_gx()
+    # Build every GX expectation before touching data, so a bad suite fails fast and clearly.
+    gx_expectations = {t: [_to_gx(spec, suite.path) for spec in ts.expectations] for t, ts in suite.tables.items()}
+
+    context = gx.get_context(mode="ephemeral")
+    _quiet_progress_bars(context)
+    datasource = context.data_sources.add_pandas(f"arkiv-{system}")
+
+    checks: list[CheckResult] = []
+    rows: dict[str, int] = {}
+    withheld_values: set[str] = set()
+    for tname, tsuite in suite.tables.items():
+        files = tables.get(tname)
+        if not files:
+            checks.append(
+                CheckResult(
+                    table=tname, expectation=TABLE_STAGED, column=None, kwargs_summary="", success=False,
+                    element_count=0, unexpected_count=0, offending_ids=[],
+                    notes="Every table in the suite must be staged; a missing table means the extract is incomplete.",
+                    error=f"table {tname!r} is in suite {suite.name!r} but was not staged",
+                )
+            )
+            continue
+        df = _read_table(tname, files)
+        rows[tname] = len(df)
+        withheld_values |= _sensitive_values(df, sensitive.get(tname, set()))
+        checks.extend(_check_table(gx, datasource, tsuite, gx_expectations[tname], df))
+    for tname, files in tables.items():
+        if tname not in suite.tables:
+            # Not a failure (the suite decides what is checked), but worth a line in the log.
+            log.warning("table %s is staged but suite %s has no expectations for it", tname, suite.name)
+            rows[tname] = _count_rows(tname, files)
+
+    _withhold(checks, withheld_values)
+    success = all(c.success for c in checks)
+    result = QualityResult(
+        system=system, batch=batch, success=success, checks=checks, tables=rows, result_path=None,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+    result.result_path = _write_report(result, suite, Path(report_dir), gx.__version__)
+    if success:
+        log.info("%s", result.summary())
+    else:
+        log.warning("%s", result.summary())
+    return result
+
+
+def _check_file_component(name: str, value: str) -> None:
+    # system and batch become part of a file name; a "/" would write outside report_dir.
+    if not isinstance(value, str) or value in {"", ".", ".."} or any(ch in value for ch in "/\\\0"):
+        raise ValueError(f"{name} must be a non-empty string usable in a file name, got {value!r}")
+
+
+def _import_gx():
+    # Set before the import: GX reads it when its usage-statistics machinery initialises.
+    os.environ["GX_ANALYTICS_ENABLED"] = "false"
+    import great_expectations as gx
+
+    import expectations.custom  # noqa: F401  (registers our expectation types with GX)
+
+    return gx
+
+
+def _quiet_progress_bars(context) -> None:
+    # tqdm bars on stderr fill Airflow task logs with noise for every metric calculation.
+    try:
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    except Exception:  # pragma: no cover - cosmetic only; a GX refactor must not break the gate
+        log.debug("could not disable GX progress bars", exc_info=True)
+
+
+def _to_gx(spec: ExpectationSpec, suite_path: Path):
+    """Instantiate the GX expectation for ``spec``, turning every failure into a ConfigError."""
+    from great_expectations.exceptions import ExpectationNotFoundError
+    from great_expectations.expectations.registry import get_expectation_impl
+
+    from expectations.custom import CUSTOM_EXPECTATION_TYPES
+
+    try:
+        impl = get_expectation_impl(spec.type)
+    except ExpectationNotFoundError:
+        raise ConfigError(
+            f"{suite_path}: {spec.key}.type: unknown expectation type {spec.type!r}; use a Great Expectations "
+            f"built-in or one of Arkivflöde's own ({', '.join(CUSTOM_EXPECTATION_TYPES)})"
+        ) from None
+    meta = {**spec.meta, _INDEX_META_KEY: spec.key}
+    try:
+        return impl(**spec.kwargs, meta=meta)
+    except Exception as exc:  # pydantic and GX raise several unrelated types for bad kwargs
+        problem = " ".join(str(exc).split())
+        raise ConfigError(f"{suite_path}: {spec.key}.kwargs: invalid for {spec.type}: {problem}") from exc
+
+
+def _read_table(tname: str, files: Iterable[Path]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for f in files:
+        try:
+            parts.append(pq.read_table(f))
+        except (OSError, pa.ArrowException) as exc:
+            raise StorageError(f"cannot read staging file {f} of table {tname}: {exc}") from exc
+    try:
+        table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+    except pa.ArrowException as exc:
+        raise ContentError(f"staging files of table {tname} have incompatible schemas: {exc}") from exc
+    # integer_object_nulls keeps integer ids integers when the column has a null (otherwise
+    # pandas makes them floats and "17" is reported as "17.0"). date32 stays datetime.date,
+    # which GX's between-check compares with the suite's ISO date strings.
+    return table.to_pandas(integer_object_nulls=True)
+
+
+def _count_rows(tname: str, files: Iterable[Path]) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    except OSError as exc:
+        raise StorageError(f"cannot read staging file of table {tname}: {exc}") from exc
+
+
+def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df) -> list[CheckResult]:
+    """Run one table's expectations; results come back in suite order."""
+    results: dict[str, CheckResult] = {}
+    present = set(map(str, df.columns))
+    has_id = tsuite.id_column in present
+    lead: list[CheckResult] = []
+    if not has_id:
+        lead.append(
+            CheckResult(
+                table=tsuite.name, expectation=ID_COLUMN_PRESENT, column=tsuite.id_column, kwargs_summary="",
+                success=False, element_count=len(df), unexpected_count=0, offending_ids=[],
+                notes="Without its id column no offending record can be named.",
+                error=f"id column {tsuite.id_column!r} is missing from the staged table",
+            )
+        )
+
+    runnable = []
+    for spec, exp in zip(tsuite.expectations, gx_exps, strict=True):
+        missing = [c for c in spec.columns if c not in present]
+        if missing:
+            # Checked here rather than left to GX: GX's own error is buried in a traceback.
+            results[spec.key] = _result(
+                tsuite.name, spec, False, len(df), 0, [], error=f"column {missing[0]!r} is missing from the table"
+            )
+        else:
+            runnable.append(exp)
+
+    if runnable:
+        asset = datasource.add_dataframe_asset(tsuite.name)
+        batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": df})
+        gx_suite = gx.ExpectationSuite(name=tsuite.name, expectations=runnable)
+        result_format: dict[str, Any] = {
+            "result_format": "SUMMARY",
+            "partial_unexpected_count": MAX_OFFENDING_IDS,
+            "include_unexpected_rows": False,
+            "return_unexpected_index_query": False,
+        }
+        if has_id:
+            result_format["unexpected_index_column_names"] = [tsuite.id_column]
+        validation = batch.validate(gx_suite, result_format=result_format)
+        by_key = {spec.key: spec for spec in tsuite.expectations}
+        for evr in validation.results:
+            key = evr.expectation_config.meta.get(_INDEX_META_KEY)
+            spec = by_key[key]
+            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id)
+    # GX returns one result per expectation; should a future version drop one, the check
+    # fails visibly rather than passing by omission.
+    return lead + [
+        results.get(spec.key) or _result(tsuite.name, spec, False, len(df), 0, [], error="no result from GX")
+        for spec in tsuite.expectations
+    ]
+
+
+def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: bool) -> CheckResult:
+    """Keep counts and ids from a GX result; every list of values is dropped here."""
+    error = _exception_type(evr.exception_info)
+    if error:
+        # The message and traceback may quote record values, so only the type is kept.
+        log.warning("%s.%s (%s) could not be evaluated: %s", tsuite.name, spec.type, spec.key, error)
+        return _result(tsuite.name, spec, False, rows, 0, [], error=f"could not be evaluated ({error})")
+    res = evr.result or {}
+    ids: list[str] = []
+    if has_id:
+        index_list = res.get("partial_unexpected_index_list") or res.get("unexpected_index_list") or []
+        seen: set[str] = set()
+        for entry in index_list:
+            if not isinstance(entry, Mapping) or tsuite.id_column not in entry:
+                continue
+            text = _id_text(entry[tsuite.id_column])
+            if text not in seen:
+                seen.add(text)
+                ids.append(text)
+            if len(ids) >= MAX_OFFENDING_IDS:
+                break
+    return _result(
+        tsuite.name, spec, bool(evr.success), _int(res.get("element_count"), rows),
+        _int(res.get("unexpected_count"), 0), ids,
+    )
+
+
+def _result(table: str, spec: ExpectationSpec, success: bool, elements: int, unexpected: int,
+            ids: list[str], *, error: str | None = None) -> CheckResult:
+    return CheckResult(
+        table=table, expectation=spec.type, column=spec.column_label, kwargs_summary=_kwargs_summary(spec.kwargs),
+        success=success, element_count=elements, unexpected_count=unexpected, offending_ids=ids,
+        notes=spec.notes, error=error,
+    )
+
+
+def _exception_type(info: object) -> str | None:
+    """The exception class name from GX's exception_info, or None when nothing was raised.
+
+    GX 1.x reports either ``{"raised_exception": bool, ...}`` or, when a metric failed,
+    ``{metric_id: {"raised_exception": ..., "exception_traceback": ...}, ...}``.
+    """
+    if not isinstance(info, Mapping):
+        return None
+    entries = [info] if "raised_exception" in info else [v for v in info.values() if isinstance(v, Mapping)]
+    for entry in entries:
+        if entry.get("raised_exception"):
+            # Unindented "Name: message" lines of the traceback are the exceptions, the root
+            # cause first (GX wraps it in MetricResolutionError, which tells a reader nothing).
+            for line in (entry.get("exception_traceback") or "").splitlines():
+                m = _EXC_LINE.match(line)
+                if m:
+                    return m.group(1).rsplit(".", 1)[-1]
+            return "exception"
+    return None
+
+
+def _id_text(value: object) -> str:
+    if value is None:
+        return "(null)"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if hasattr(value, "item"):  # numpy scalar
+        return _id_text(value.item())
+    return str(value)
+
+
+def _int(value: object, default: int) -> int:
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+
+
+def _kwargs_summary(kwargs: Mapping[str, Any], limit: int = 240) -> str:
+    """``column=title, regex=\\S`` — the suite's own settings, never data."""
+    parts = []
+    for k, v in kwargs.items():
+        if k in {"column", "column_A", "column_B", "column_list"}:
+            continue  # already in CheckResult.column
+        if k == "row_condition" and isinstance(v, Mapping):
+            v = _condition_text(v)
+        elif isinstance(v, (list, tuple)):
+            v = "[" + ", ".join(map(str, v)) + "]"
+        parts.append(f"{k}={v}")
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _condition_text(cond: Mapping[str, Any]) -> str:
+    kind = cond.get("type")
+    if kind in {"and", "or"}:
+        return f" {kind} ".join(_condition_text(c) for c in cond.get("conditions", []) if isinstance(c, Mapping))
+    col = cond.get("column", {})
+    name = col.get("name") if isinstance(col, Mapping) else col
+    if kind == "nullity":
+        return f"{name} is {'null' if cond.get('is_null') else 'not null'}"
+    if kind == "comparison":
+        return f"{name} {cond.get('operator')} {cond.get('parameter')}"
+    return str(cond.get("pass_through_filter", cond))
+
+
+def _sensitive_values(df, columns: set[str]) -> set[str]:
+    values: set[str] = set()
+    for col in columns:
+        if col in df.columns:
+            values.update(str(v) for v in df[col].dropna().unique())
+    return values
+
+
+def _withhold(checks: list[CheckResult], values: set[str]) -> None:
+    """Last guard: drop any reported id that equals a sensitive value of the batch.
+
+    IDs come from a non-sensitive column, but a source system may use, say, the
+    personnummer as a party's id; then the id *is* the secret and must not be written.
+    """
+    if not values:
+        return
+    for c in checks:
+        if any(i in values for i in c.offending_ids):
+            n = sum(i in values for i in c.offending_ids)
+            c.offending_ids = [_WITHHELD if i in values else i for i in c.offending_ids]
+            log.warning("%s: %d offending ids equal a sensitive value and were withheld", c.describe(), n)
+
+
+def _write_report(result: QualityResult, suite: Suite, report_dir: Path, gx_version: str) -> Path:
+    """Write the report atomically: readers never see a half-written file."""
+    checks = []
+    for c in result.checks:
+        checks.append(
+            {
+                "table": c.table,
+                "expectation": c.expectation,
+                "column": c.column,
+                "kwargs": c.kwargs_summary,
+                "success": c.success,
+                "element_count": c.element_count,
+                "unexpected_count": c.unexpected_count,
+                "offending_ids": c.offending_ids,
+                "offending_ids_truncated": c.unexpected_count > len(c.offending_ids) and bool(c.offending_ids),
+                "notes": c.notes,
+                "error": c.error,
+            }
+        )
+    doc = {
+        "system": result.system,
+        "batch": result.batch,
+        "success": result.success,
+        "suite": {"name": suite.name, "path": str(suite.path)},
+        "tables": result.tables,
+        "checks_total": len(result.checks),
+        "checks_failed": len(result.failed()),
+        "checks": checks,
+        "great_expectations_version": gx_version,
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "duration_seconds": result.duration_seconds,
+        "values_included": False,
+    }
+    target = report_dir / f"{result.system}-{result.batch}-quality.json"
+    tmp_name = None
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=report_dir, prefix=f".{target.name}.", suffix=".tmp", delete=False
+        ) as fh:
+            tmp_name = fh.name
+            json.dump(doc, fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        raise StorageError(f"cannot write quality report {target}: {exc}") from exc
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+    return target
+
+
+__all__ = [
+    "ID_COLUMN_PRESENT",
+    "MAX_OFFENDING_IDS",
+    "TABLE_STAGED",
+    "CheckResult",
+    "ExpectationSpec",
+    "QualityResult",
+    "Suite",
+    "TableSuite",
+    "check_batch",
+    "load_suite",
+]

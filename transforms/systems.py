@@ -1,0 +1,272 @@
+"""Source-system configuration: one YAML file per system in ``dags/systems/``.
+
+The YAML is the submission agreement in code. :func:`load_system` reads and checks it and
+returns a :class:`System`; every error names the file and the key so that a system owner
+can fix it without reading Python.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .identifiers import is_valid_organisationsnummer
+
+COLUMN_TYPES = {"int64", "float64", "string", "bool", "date", "timestamp", "decimal"}
+DELIVERY_KINDS = {"database"}
+RETENTION_ACTIONS = {"keep", "dispose"}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_DURATION = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+D)?$")
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    organisationsnummer: str
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """Who delivers what under which agreement (the SIP agents and identifiers)."""
+
+    archive_creator: Agent
+    submitter: Agent
+    submission_agreement: str
+    reference_code: str
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    key: str
+    query: str
+    columns: tuple[Column, ...]
+    parent_table: str | None = None
+    parent_column: str | None = None
+    files_root_env: str | None = None
+    files_path_column: str | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+
+@dataclass(frozen=True)
+class Retention:
+    action: str
+    counted_from: str
+    period: str
+    basis: str
+
+
+@dataclass(frozen=True)
+class RecordClass:
+    name: str
+    title: str
+    column: str
+    prefixes: tuple[str, ...]
+    retention: Retention
+
+    def matches(self, value: object) -> bool:
+        return isinstance(value, str) and value.startswith(self.prefixes)
+
+
+@dataclass(frozen=True)
+class System:
+    """A source system as its YAML describes it."""
+
+    name: str
+    title: str
+    description: str
+    owner: str
+    schedule: str
+    timezone: str
+    start_date: dt.date
+    catchup: bool
+    tags: tuple[str, ...]
+    retries: int
+    agreement: Agreement
+    extract_kind: str
+    connection: str
+    batch_rows: int
+    tables: dict[str, Table]
+    record_classes: tuple[RecordClass, ...]
+    content: dict[str, dict[str, str]]
+    quality_suite: str
+    sensitive: dict[str, tuple[str, ...]]
+    max_records: int
+    max_bytes: int
+    source: Path = field(compare=False, default=Path("."))
+
+    def record_class_of(self, value: object) -> str | None:
+        """The first record class whose rule matches ``value``; None when none does."""
+        for rc in self.record_classes:
+            if rc.matches(value):
+                return rc.name
+        return None
+
+    def record_class(self, name: str) -> RecordClass:
+        for rc in self.record_classes:
+            if rc.name == name:
+                return rc
+        raise KeyError(name)
+
+    @property
+    def root_table(self) -> Table:
+        """The table whose rows are the package's units (cases); children hang off it."""
+        return next(t for t in self.tables.values() if t.parent_table is None)
+
+
+class _Reader:
+    """Reads keys from a mapping and turns every problem into a ConfigError with its path."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def fail(self, where: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.path.name}: {where}: {msg}")
+
+    def get(self, data: Any, key: str, where: str, kind: type | tuple[type, ...] = str, default: Any = ...) -> Any:
+        if not isinstance(data, dict):
+            raise self.fail(where, "expected a mapping")
+        if key not in data or data[key] is None:
+            if default is ...:
+                raise self.fail(f"{where}.{key}" if where else key, "is required")
+            return default
+        value = data[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+            raise self.fail(f"{where}.{key}" if where else key, f"expected {names}, got {type(value).__name__}")
+        return value
+
+
+def load_system(path: Path | str) -> System:
+    """Read and check one system YAML; raises ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    r = _Reader(path)
+    if not isinstance(data, dict):
+        raise r.fail("(top)", "expected a mapping")
+    name = r.get(data, "system", "")
+    if not _NAME.match(name):
+        raise r.fail("system", f"{name!r} must be lower-case letters, digits and _")
+    if path.stem != name:
+        raise r.fail("system", f"{name!r} must match the file name {path.stem!r}")
+
+    ag = r.get(data, "agreement", "", dict)
+    agents = {}
+    for role in ("archive_creator", "submitter"):
+        a = r.get(ag, role, "agreement", dict)
+        orgnr = str(r.get(a, "organisationsnummer", f"agreement.{role}", (str, int)))
+        if not is_valid_organisationsnummer(orgnr):
+            raise r.fail(f"agreement.{role}.organisationsnummer", f"{orgnr!r} is not a valid organisationsnummer")
+        agents[role] = Agent(r.get(a, "name", f"agreement.{role}"), orgnr)
+    agreement = Agreement(
+        agents["archive_creator"], agents["submitter"],
+        str(r.get(ag, "submission_agreement", "agreement")), str(r.get(ag, "reference_code", "agreement")),
+    )
+
+    ex = r.get(data, "extract", "", dict)
+    kind = r.get(ex, "kind", "extract")
+    if kind not in DELIVERY_KINDS:
+        raise r.fail("extract.kind", f"{kind!r} is not one of {sorted(DELIVERY_KINDS)}")
+    tables: dict[str, Table] = {}
+    for tname, t in r.get(ex, "tables", "extract", dict).items():
+        where = f"extract.tables.{tname}"
+        cols = []
+        for cname, c in r.get(t, "columns", where, dict).items():
+            ctype = r.get(c, "type", f"{where}.columns.{cname}")
+            if ctype not in COLUMN_TYPES:
+                raise r.fail(f"{where}.columns.{cname}.type", f"{ctype!r} is not one of {sorted(COLUMN_TYPES)}")
+            cols.append(Column(cname, ctype, r.get(c, "description", f"{where}.columns.{cname}", default="")))
+        key = r.get(t, "key", where)
+        if key not in {c.name for c in cols}:
+            raise r.fail(f"{where}.key", f"{key!r} is not one of the table's columns")
+        parent = r.get(t, "parent", where, dict, default=None)
+        files = r.get(t, "files", where, dict, default=None)
+        tables[tname] = Table(
+            name=tname, key=key, query=r.get(t, "query", where), columns=tuple(cols),
+            parent_table=r.get(parent, "table", f"{where}.parent") if parent else None,
+            parent_column=r.get(parent, "column", f"{where}.parent") if parent else None,
+            files_root_env=r.get(files, "root_env", f"{where}.files") if files else None,
+            files_path_column=r.get(files, "path_column", f"{where}.files") if files else None,
+        )
+    roots = [t for t in tables.values() if t.parent_table is None]
+    if len(roots) != 1:
+        raise r.fail("extract.tables", "exactly one table must have no parent (the package unit, e.g. cases)")
+    for t in tables.values():
+        if t.parent_table and t.parent_table not in tables:
+            raise r.fail(f"extract.tables.{t.name}.parent.table", f"{t.parent_table!r} is not a table here")
+
+    classes = []
+    for i, rc in enumerate(r.get(data, "record_classes", "", list)):
+        where = f"record_classes[{i}]"
+        rname = r.get(rc, "name", where)
+        if not _CLASS_NAME.match(rname):
+            raise r.fail(f"{where}.name", f"{rname!r} must be lower-case letters, digits and -")
+        m = r.get(rc, "match", where, dict)
+        ret = r.get(rc, "retention", where, dict)
+        action = r.get(ret, "action", f"{where}.retention")
+        if action not in RETENTION_ACTIONS:
+            raise r.fail(f"{where}.retention.action", f"{action!r} is not one of {sorted(RETENTION_ACTIONS)}")
+        period = r.get(ret, "period", f"{where}.retention")
+        if not _DURATION.match(period) or period == "P":
+            raise r.fail(f"{where}.retention.period", f"{period!r} is not an ISO 8601 duration like P2Y or P10Y")
+        column = r.get(m, "column", f"{where}.match")
+        if column not in roots[0].column_names:
+            raise r.fail(f"{where}.match.column", f"{column!r} is not a column of {roots[0].name}")
+        classes.append(RecordClass(
+            rname, r.get(rc, "title", where), column,
+            tuple(str(p) for p in r.get(m, "prefixes", f"{where}.match", list)),
+            Retention(action, r.get(ret, "counted_from", f"{where}.retention"), period,
+                      r.get(ret, "basis", f"{where}.retention")),
+        ))
+    if not classes:
+        raise r.fail("record_classes", "at least one record class is required")
+
+    content = r.get(data, "content", "", dict)
+    sensitive = {k: tuple(v) for k, v in (r.get(data, "sensitive", "", dict, default={}) or {}).items()}
+    for tname, cols in sensitive.items():
+        if tname not in tables:
+            raise r.fail(f"sensitive.{tname}", "is not a table of this system")
+        unknown = set(cols) - set(tables[tname].column_names)
+        if unknown:
+            raise r.fail(f"sensitive.{tname}", f"unknown columns {sorted(unknown)}")
+    pkg = r.get(data, "package", "", dict, default={})
+    start = r.get(data, "start_date", "", (dt.date, str))
+    return System(
+        name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
+        owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
+        timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
+        start_date=start if isinstance(start, dt.date) else dt.date.fromisoformat(start),
+        catchup=r.get(data, "catchup", "", bool, default=False),
+        tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
+        agreement=agreement, extract_kind=kind, connection=r.get(ex, "connection", "extract"),
+        batch_rows=r.get(ex, "batch_rows", "extract", int, default=5000), tables=tables,
+        record_classes=tuple(classes), content=content,
+        quality_suite=r.get(r.get(data, "quality", "", dict), "suite", "quality"), sensitive=sensitive,
+        max_records=r.get(pkg, "max_records", "package", int, default=2000),
+        max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
+    )
+
+
+def load_systems(directory: Path | str) -> dict[str, System]:
+    """Every ``*.yaml`` in ``directory``, by system name."""
+    return {s.name: s for s in (load_system(p) for p in sorted(Path(directory).glob("*.yaml")))}

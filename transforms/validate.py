@@ -1,0 +1,1438 @@
+"""Validate an information package against E-ARK CSIP 2.1.0, SIP 2.1.0 and our FGS rules.
+
+``validate_package(path)`` opens a folder, tar or zip package safely (:mod:`transforms.safe_archive`),
+checks its structure, every METS document (the package METS and each representation METS), every
+file reference (size and checksum, streamed) and every XML document it can match to a bundled
+schema, and returns a :class:`ValidationReport` whose findings name the requirement they break:
+``CSIP60``, ``SIP4``, ``CSIPSTR4`` (structure, CSIP section 4), ``ARK2`` (ours, FGS profile) …
+
+Requirements are read from the official METS profiles in ``transforms/profiles``;
+:func:`list_requirements` says for each one whether this module checks it. Severity follows the
+requirement level: a MUST broken is an ERROR (the package is invalid), a SHOULD a WARNING, a MAY
+an INFO. Where a requirement of any level is *used* with an illegal value (a STATUS outside its
+vocabulary, a LASTMODDATE in the future, an ADMID pointing nowhere), that is an ERROR: the optional
+thing is present but wrong.
+
+Where the E-ARK reference validator (eark-validator 1.1.3) applies a rule differently from the
+specification, this module follows the specification; those places carry a comment with the ID.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import functools
+import hashlib
+import json
+import mimetypes
+import posixpath
+import re
+import sys
+import urllib.parse
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from lxml import etree
+
+from transforms import xmltools
+from transforms.errors import ContentError
+from transforms.identifiers import is_valid_organisationsnummer
+from transforms.safe_archive import DEFAULT_LIMITS, Limits, PackageReader, UnsafeArchive, open_package
+from transforms.xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK
+
+PROFILE_DIR = Path(str(resources.files("transforms") / "profiles"))
+VOCABULARY_DIR = Path(str(resources.files("transforms") / "vocabularies"))
+
+CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
+SIP_PROFILE_URL = "https://earksip.dilcis.eu/profile/E-ARK-SIP.xml"
+PROFILES = ("csip", "sip", "fgs")
+
+SEVERITIES = ("ERROR", "WARNING", "INFO")
+_LEVEL_SEVERITY = {"MUST": "ERROR", "SHOULD": "WARNING", "MAY": "INFO"}
+
+#: Findings kept per requirement per package; the rest are counted, so memory stays bounded.
+MAX_FINDINGS_PER_REQUIREMENT = 200
+_CHUNK = 1024 * 1024
+
+_M = f"{{{NS_METS}}}"
+_XL = f"{{{NS_XLINK}}}"
+_CS = f"{{{NS_CSIP}}}"
+_SP = f"{{{NS_SIP}}}"
+
+
+# --------------------------------------------------------------------------------------------
+# Requirements
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Requirement:
+    """One requirement: its ID, level, title, text, METS location and whether we check it."""
+
+    id: str
+    level: str  # MUST | SHOULD | MAY
+    source: str  # "CSIP 2.1.0 profile", "SIP 2.1.0 profile", "CSIP 2.1.0 §4", "Arkivflöde"
+    title: str
+    description: str
+    location: str = ""
+    cardinality: str = ""
+    checked: bool = False
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# CSIP 2.1.0 section 4 (folder structure). These are not in the METS profile, so their
+# wording is summarised here from the specification text.
+_STRUCTURE = [
+    ("CSIPSTR1", "MUST", "Package root folder",
+     "An information package is contained in a single root folder; an archive (tar, zip) must "
+     "unpack to a single root folder."),
+    ("CSIPSTR2", "SHOULD", "Root folder name",
+     "The package root folder should be named with the package ID, the METS @OBJID."),
+    ("CSIPSTR3", "MAY", "Compressed package", "The package root folder may be packed in an archive (tar, zip)."),
+    ("CSIPSTR4", "MUST", "Package METS", "The package root folder must contain a metadata file named METS.xml."),
+    ("CSIPSTR5", "SHOULD", "Metadata folder", "The package root folder should contain a folder named metadata."),
+    ("CSIPSTR6", "SHOULD", "Preservation metadata folder",
+     "Preservation metadata should be placed in the sub-folder metadata/preservation."),
+    ("CSIPSTR7", "SHOULD", "Descriptive metadata folder",
+     "Descriptive metadata should be placed in the sub-folder metadata/descriptive."),
+    ("CSIPSTR8", "MAY", "Other metadata folders", "Other metadata may be placed in further sub-folders of metadata."),
+    ("CSIPSTR9", "SHOULD", "Representations folder",
+     "The package root folder should contain a folder named representations."),
+    ("CSIPSTR10", "SHOULD", "Representation folders",
+     "The representations folder should contain one sub-folder per representation."),
+    ("CSIPSTR11", "SHOULD", "Representation data folder",
+     "A representation folder should contain a folder named data."),
+    ("CSIPSTR12", "SHOULD", "Representation METS", "A representation folder should contain a METS.xml."),
+    ("CSIPSTR13", "SHOULD", "Representation metadata folder",
+     "A representation folder should contain a folder named metadata."),
+    ("CSIPSTR14", "MAY", "Additional folders", "The package and representation folders may have further sub-folders."),
+    ("CSIPSTR15", "SHOULD", "Schemas folder",
+     "XML schemas used in the package should be placed in a folder named schemas."),
+    ("CSIPSTR16", "SHOULD", "Documentation folder",
+     "Supplementary documentation should be placed in a folder named documentation."),
+]
+
+# Our own rules. METS-XML/METS-XSD apply to every profile; ARK* only to --profile fgs.
+_OWN = [
+    ("METS-XML", "MUST", "METS is safe, well-formed XML",
+     "Every METS document parses without DOCTYPE or entities and within the size limit.", ""),
+    ("METS-XSD", "MUST", "METS is schema-valid",
+     "Every METS document is valid against METS 1.12 with the CSIP and SIP extension schemas.", ""),
+    ("ARK1", "MUST", "SHA-256 checksums",
+     "Every file and mdRef in every METS carries CHECKSUMTYPE=\"SHA-256\" (FGS profile).", "fgs"),
+    ("ARK2", "MUST", "No unlisted files",
+     "Every file in the package except the METS documents is referenced from a METS file or mdRef "
+     "(FGS profile).", "fgs"),
+    ("ARK3", "MUST", "Metadata validates",
+     "Every XML file under metadata/ (package and representations) is safe, well-formed and valid "
+     "against its bundled schema (METS, PREMIS 3, ERMS) (FGS profile).", "fgs"),
+    ("ARK4", "MUST", "Organisations identified",
+     "The archival creator (ROLE=ARCHIVIST) and the submitting agent are present, and every "
+     "organisation agent carries an IDENTIFICATIONCODE note holding a valid Swedish "
+     "organisationsnummer (FGS profile).", "fgs"),
+    ("ARK5", "MUST", "Schemas included",
+     "The package's schemas/ folder holds every bundled XSD that the package's XML uses (FGS profile).", "fgs"),
+    ("ARK6", "MUST", "Representation METS",
+     "Every representation folder has its own METS.xml (FGS profile).", "fgs"),
+]
+
+#: Requirement IDs this module checks (fully or in their machine-checkable part).
+CHECKED: frozenset[str] = frozenset(
+    [f"CSIP{i}" for i in range(1, 120) if i not in (86, 87)]
+    + [f"CSIPSTR{i}" for i in (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 16)]
+    + ["SIP1", "SIP2", "SIP3", "SIP4", "SIP5", "SIP6", "SIP7", "SIP8"]
+    + [f"SIP{i}" for i in range(9, 36)]
+    + ["METS-XML", "METS-XSD", "ARK1", "ARK2", "ARK3", "ARK4", "ARK5", "ARK6"]
+)
+
+#: Why some requirements are not (fully) checked; shown by ``--requirements``.
+UNCHECKED_NOTES = {
+    "CSIPSTR3": "a permission (packages may be archived); nothing to violate",
+    "CSIPSTR8": "a permission (other metadata folders); nothing to violate",
+    "CSIPSTR14": "a permission (additional folders); nothing to violate",
+    "REF_CSIP_1": "reference to the CSIP dmdSec rules, which are checked under their own IDs",
+    "REF_CSIP_2": "reference to the CSIP amdSec rules, which are checked under their own IDs",
+    "REF_CSIP_3": "reference to the CSIP structMap rules, which are checked under their own IDs",
+    "REF_METS_1": "structLink is not used by CSIP",
+    "REF_METS_2": "behaviorSec is not used by CSIP",
+}
+
+#: Parts of checked requirements that no machine can judge.
+PARTIAL_NOTES = {
+    "CSIP14": "the name is not verified to be a software tool's name",
+    "CSIP15": "the note is not verified to be a version string",
+    "CSIP26": "MIMETYPE syntax and top-level type are checked, not that it fits the file's content",
+    "CSIP40": "MIMETYPE syntax and top-level type are checked, not that it fits the file's content",
+    "CSIP53": "MIMETYPE syntax and top-level type are checked, not that it fits the file's content",
+    "CSIP68": "MIMETYPE syntax and top-level type are checked, not that it fits the file's content",
+    "CSIP17": "checked as: descriptive metadata files present must be referenced from a dmdSec",
+    "CSIP31": "checked as: preservation metadata files present must be described in the amdSec",
+    "CSIP113": "checked as: a Schemas file group exists; whether it lists every schema used is ARK5",
+}
+
+
+def _text(el) -> str:
+    return re.sub(r"\s+", " ", " ".join(el.itertext())).strip() if el is not None else ""
+
+
+@functools.lru_cache(maxsize=4)
+def _profile_requirements(filename: str, source: str) -> tuple[Requirement, ...]:
+    """Every requirement element of an official METS profile, in document order."""
+    tree = xmltools.parse_file(PROFILE_DIR / filename)
+    ns = "{http://www.loc.gov/METS_Profile/v2}"
+    xhtml = "{http://www.w3.org/1999/xhtml}"
+    out: list[Requirement] = []
+    seen: set[str] = set()
+    for req in tree.iter(f"{ns}requirement"):
+        rid = req.get("ID")
+        if not rid or rid in seen:
+            continue
+        seen.add(rid)
+        desc = req.find(f"{ns}description")
+        title = _text(desc.find(f"{ns}head")) if desc is not None else ""
+        paras = [_text(p) for p in desc if etree.QName(p).localname == "p"] if desc is not None else []
+        dds = [_text(dd) for dd in desc.iter(f"{xhtml}dd")] if desc is not None else []
+        out.append(Requirement(
+            id=rid, level=req.get("REQLEVEL") or "MAY", source=source, title=title,
+            description=" ".join(paras), location=dds[0] if dds else "",
+            cardinality=dds[1] if len(dds) > 1 else "",
+        ))
+    return tuple(out)
+
+
+def _requirements(profile: str) -> list[Requirement]:
+    reqs = list(_profile_requirements("E-ARK-CSIP-v2-1-0.xml", "CSIP 2.1.0 profile"))
+    reqs += [Requirement(i, lvl, "CSIP 2.1.0 §4 (folder structure)", t, d) for i, lvl, t, d in _STRUCTURE]
+    if profile in ("sip", "fgs"):
+        csip_ids = {r.id for r in reqs}
+        reqs += [r for r in _profile_requirements("E-ARK-SIP-v2-1-0.xml", "SIP 2.1.0 profile")
+                 if r.id not in csip_ids]
+    for rid, lvl, title, desc, only in _OWN:
+        if not only or only == profile:
+            reqs.append(Requirement(rid, lvl, "Arkivflöde", title, desc))
+    return reqs
+
+
+def list_requirements(profile: str = "csip") -> list[Requirement]:
+    """Every requirement of ``profile`` ('csip', 'sip' = CSIP+SIP, 'fgs' = SIP+ARK), with ``checked``."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    out = []
+    for r in _requirements(profile):
+        checked = r.id in CHECKED
+        note = PARTIAL_NOTES.get(r.id, "") if checked else UNCHECKED_NOTES.get(r.id, "not checked")
+        out.append(Requirement(**{**r.__dict__, "checked": checked, "note": note}))
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _levels() -> dict[str, str]:
+    return {r.id: r.level for r in _requirements("fgs")}
+
+
+@functools.lru_cache(maxsize=1)
+def _titles() -> dict[str, str]:
+    return {r.id: r.title for r in _requirements("fgs")}
+
+
+@functools.lru_cache(maxsize=16)
+def vocabulary(name: str) -> frozenset[str]:
+    """The terms of one bundled vocabulary file, e.g. ``vocabulary('CSIPVocabularyStatus')``."""
+    tree = xmltools.parse_file(VOCABULARY_DIR / f"{name}.xml")
+    return frozenset((t.text or "").strip() for t in tree.iter("{*}Term"))
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Finding:
+    """One failed check: which requirement, how serious, what is wrong and where."""
+
+    requirement: str
+    severity: str  # ERROR | WARNING | INFO
+    message: str
+    location: str = ""
+
+    def to_dict(self) -> dict:
+        return {"requirement": self.requirement, "severity": self.severity,
+                "message": self.message, "location": self.location}
+
+
+@dataclass
+class ValidationReport:
+    """The outcome of validating one package."""
+
+    path: str
+    profile: str
+    findings: list[Finding] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    files_checked: int = 0
+    bytes_checked: int = 0
+    suppressed: dict[str, int] = field(default_factory=dict)  # findings over the per-rule cap
+
+    @property
+    def valid(self) -> bool:
+        """True when no finding is an ERROR (warnings and infos do not make a package invalid)."""
+        return not any(f.severity == "ERROR" for f in self.findings)
+
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "ERROR"]
+
+    def requirements_failed(self, severity: str | None = None) -> list[str]:
+        """IDs with at least one finding (of ``severity`` if given), in report order."""
+        seen: dict[str, None] = {}
+        for f in self.findings:
+            if severity is None or f.severity == severity:
+                seen.setdefault(f.requirement, None)
+        return list(seen)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path, "valid": self.valid, "profile": self.profile,
+            "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
+            "counts": dict(Counter(f.severity for f in self.findings)),
+            "findings": [f.to_dict() for f in self.findings],
+            "suppressed": dict(self.suppressed),
+            "requirements_checked": list(self.checked),
+        }
+
+    def to_text(self, *, show_info: bool = False) -> str:
+        """One header line, then one line per failed requirement (ID, severity, count, first problem)."""
+        counts = Counter(f.severity for f in self.findings)
+        verdict = "VALID" if self.valid else "INVALID"
+        lines = [f"{verdict} {self.path} (profile {self.profile}; {counts['ERROR']} errors, "
+                 f"{counts['WARNING']} warnings, {counts['INFO']} notes; {self.files_checked} files, "
+                 f"{self.bytes_checked} bytes checked)"]
+        groups: dict[tuple[str, str], list[Finding]] = defaultdict(list)
+        for f in self.findings:
+            groups[(f.severity, f.requirement)].append(f)
+        order = {s: i for i, s in enumerate(SEVERITIES)}
+        for (sev, rid), items in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], _id_key(kv[0][1]))):
+            if sev == "INFO" and not show_info:
+                continue
+            first = items[0]
+            extra = len(items) - 1 + self.suppressed.get(rid, 0) * (sev == "ERROR")
+            more = f" (+{extra} more)" if extra > 0 else ""
+            title = _titles().get(rid, "")
+            where = f" [{first.location}]" if first.location else ""
+            lines.append(f"  {sev:<7} {rid:<9} {title}: {first.message}{where}{more}")
+        if counts["INFO"] and not show_info:
+            lines.append(f"  ({counts['INFO']} informational notes on optional (MAY) items; see --json)")
+        return "\n".join(lines)
+
+
+def _id_key(rid: str) -> tuple:
+    m = re.match(r"([A-Z\-]+?)(\d*)$", rid)
+    return (m.group(1), int(m.group(2) or 0)) if m else (rid, 0)
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------
+_MIME = re.compile(
+    r"^(application|audio|font|example|image|message|model|multipart|text|video|chemical|x-[\w.+-]+)"
+    r"/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}(\s*;\s*[A-Za-z0-9!#$&^_.+-]+=(\"[^\"]*\"|[^;\s]+))*$",
+    re.IGNORECASE,
+)
+_KNOWN_MIME = frozenset(mimetypes.MimeTypes(filenames=()).types_map_inv[True]) | frozenset(
+    mimetypes.MimeTypes(filenames=()).types_map_inv[False])
+_DATETIME = re.compile(r"^-?\d{4,}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})?$")
+_HASHES = {"MD5": "md5", "SHA-1": "sha1", "SHA-256": "sha256", "SHA-384": "sha384", "SHA-512": "sha512"}
+
+
+def _blank(value: str | None) -> bool:
+    return value is None or not value.strip()
+
+
+def _known_mime(mime: str) -> bool:
+    """True for media types in Python's built-in table, vendor/personal/x- trees and +suffix types."""
+    base = mime.split(";", 1)[0].strip().lower()
+    sub = base.split("/", 1)[1] if "/" in base else ""
+    if base in _KNOWN_MIME or sub.startswith(("vnd.", "prs.", "x-", "x.")) or "+" in sub:
+        return True
+    return base.split("/", 1)[0] in ("multipart", "message", "example") or base in _EXTRA_MIME
+
+
+#: Registered types used in archives that Python's table lacks.
+_EXTRA_MIME = frozenset({"application/octet-stream", "application/siard", "image/jp2", "image/tiff",
+                         "application/warc", "text/markdown", "application/pdf", "audio/flac",
+                         "video/mp4", "application/gml+xml", "text/tab-separated-values"})
+
+
+def _parse_datetime(value: str) -> dt.datetime | None:
+    v = value.strip()
+    if not _DATETIME.match(v):
+        return None
+    try:
+        parsed = dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+def _loc(doc: str, el) -> str:
+    if el is None:
+        return doc
+    name = etree.QName(el).localname if isinstance(el.tag, str) else "?"
+    ident = el.get("ID")
+    return f"{doc}:{el.sourceline} <{name}{' ID=' + ident if ident else ''}>"
+
+
+def _resolve_href(href: str, base: str) -> tuple[str | None, str]:
+    """Resolve an xlink:href against a METS document's folder; (path, "") or (None, reason)."""
+    if "\\" in href:
+        return None, "uses backslashes; a URL path separates folders with '/'"
+    parsed = urllib.parse.urlsplit(href)
+    if (parsed.scheme and parsed.scheme.lower() != "file") or parsed.netloc:
+        return None, "is not a relative path inside the package"
+    path = urllib.parse.unquote(parsed.path)
+    if parsed.scheme and path.startswith("/"):  # file:relative/path is tolerated, file:/abs is not
+        return None, "is an absolute file: URL; use a path relative to the METS document"
+    if path.startswith("/") or re.match(r"^[A-Za-z]:", path):
+        return None, "is an absolute path; use a path relative to the METS document"
+    if not path:
+        return None, "is empty"
+    joined = posixpath.normpath(posixpath.join(base, path)) if base else posixpath.normpath(path)
+    if joined == ".." or joined.startswith("../") or joined == ".":
+        return None, "points outside the package"
+    return joined, ""
+
+
+class _Doc:
+    """A parsed METS document and where it sits in the package."""
+
+    def __init__(self, rel: str, root, *, rep: str | None):
+        self.rel = rel
+        self.root = root
+        self.rep = rep  # representation folder name, None for the package METS
+        self.base = posixpath.dirname(rel)
+        self.ids: dict[str, etree._Element] = {}
+        for el in root.iter():
+            if isinstance(el.tag, str) and el.get("ID"):
+                self.ids.setdefault(el.get("ID"), el)
+
+
+# --------------------------------------------------------------------------------------------
+# The validator
+# --------------------------------------------------------------------------------------------
+class _Validator:
+    def __init__(self, reader: PackageReader, report: ValidationReport, profile: str | None,
+                 check_integrity: bool):
+        self.pkg = reader
+        self.report = report
+        self.forced = profile
+        self.profile = profile or "csip"
+        self.integrity = check_integrity
+        self._count: Counter[str] = Counter()
+        self._hashes: dict[tuple[str, str], str] = {}
+        self.referenced: set[str] = set()  # package paths referenced from any METS
+        self.mets_paths: set[str] = set()
+        self.dmd_refs: set[str] = set()
+        self.amd_refs: set[str] = set()
+        self.digiprov_count = 0
+        self.dmd_count = 0
+        self.amd_count = 0
+        self.docs: list[_Doc] = []
+        self._lower_files: dict[str, str] | None = None
+
+    # -- findings ----------------------------------------------------------------------------
+    def fail(self, rid: str, message: str, location: str = "", severity: str | None = None) -> None:
+        sev = severity or _LEVEL_SEVERITY.get(_levels().get(rid, "MUST"), "ERROR")
+        self._count[rid] += 1
+        if self._count[rid] > MAX_FINDINGS_PER_REQUIREMENT:
+            self.report.suppressed[rid] = self.report.suppressed.get(rid, 0) + 1
+            return
+        self.report.findings.append(Finding(rid, sev, message, location))
+
+    @property
+    def sip(self) -> bool:
+        return self.profile in ("sip", "fgs")
+
+    # -- entry -------------------------------------------------------------------------------
+    def run(self) -> None:
+        pkg = self.pkg
+        if not pkg.single_root:
+            self.fail("CSIPSTR1", "the archive does not unpack to a single package root folder; "
+                      "put everything inside one folder named after the package OBJID", pkg.source.name)
+        if not pkg.is_file("METS.xml"):
+            near = [n for n in pkg.listdir("") if n.lower().endswith(".xml")]
+            hint = f" (found {', '.join(near[:3])}; the name is case-sensitive)" if near else ""
+            self.fail("CSIPSTR4", f"the package root has no METS.xml{hint}", pkg.root)
+            self._check_structure(None)
+            return
+        root_doc = self._load("METS.xml", rep=None)
+        if root_doc is not None:
+            prof = root_doc.root.get("PROFILE", "")
+            if self.forced is None:
+                self.profile = "sip" if prof.strip() == SIP_PROFILE_URL else "csip"
+            self.report.profile = self.profile
+            self._check_mets(root_doc)
+        self.report.profile = self.profile
+        reps = self._representations()
+        for rep in reps:
+            rel = f"representations/{rep}/METS.xml"
+            if pkg.is_file(rel):
+                doc = self._load(rel, rep=rep)
+                if doc is not None:
+                    self._check_mets(doc)
+        self._check_structure(root_doc)
+        if root_doc is not None:
+            self._check_package_refs(root_doc, reps)
+        self._check_metadata_coverage()
+        self._check_unlisted()
+        if self.profile == "fgs":
+            self._check_fgs(reps)
+
+    def _load(self, rel: str, *, rep: str | None) -> _Doc | None:
+        self.mets_paths.add(rel)
+        try:
+            data = self.pkg.read_bytes(rel, xmltools.MAX_XML_BYTES)
+            tree = xmltools.parse_bytes(data, name=rel)
+        except (xmltools.XMLRejected, UnsafeArchive) as exc:
+            self.fail("METS-XML", f"{exc}; write the METS as plain well-formed XML without a DOCTYPE", rel)
+            return None
+        root = tree.getroot()
+        if root.tag != f"{_M}mets":
+            self.fail("METS-XML", f"root element is {root.tag!r}, not METS <mets>", rel)
+            return None
+        doc = _Doc(rel, root, rep=rep)
+        self.docs.append(doc)
+        for err in xmltools.schema_errors(tree)[:50]:
+            self.fail("METS-XSD", f"not valid against METS/CSIP/SIP schema: {err}", rel)
+        return doc
+
+    def _representations(self) -> list[str]:
+        return [n for n in self.pkg.listdir("representations") if self.pkg.is_dir(f"representations/{n}")]
+
+    # -- one METS document -------------------------------------------------------------------
+    def _check_mets(self, doc: _Doc) -> None:
+        self._check_root(doc)
+        self._check_header(doc)
+        self._check_dmd(doc)
+        self._check_amd(doc)
+        self._check_filesec(doc)
+        self._check_structmap(doc)
+
+    def _check_root(self, doc: _Doc) -> None:
+        r, d = doc.root, doc.rel
+        objid = r.get("OBJID")
+        if _blank(objid):
+            self.fail("CSIP1", "mets/@OBJID is missing or empty; set it to the package (or representation) ID", d)
+        elif doc.rep is None and objid != self.pkg.root:
+            self.fail("CSIP1", f"OBJID {objid!r} differs from the package root folder name {self.pkg.root!r}",
+                      d, "WARNING")
+            self.fail("CSIPSTR2", f"the package root folder {self.pkg.root!r} is not named after OBJID {objid!r}",
+                      d)
+        elif doc.rep is not None and objid != doc.rep:
+            self.fail("CSIP1", f"representation OBJID {objid!r} differs from its folder name {doc.rep!r}",
+                      d, "WARNING")
+        # CSIP2/CSIP3. The reference validator accepts only the vocabulary's "Other"; the
+        # specification text (and the corpus) use TYPE="OTHER" with csip:OTHERTYPE, so we accept it.
+        mtype = r.get("TYPE")
+        othertype = r.get(f"{_CS}OTHERTYPE")
+        if _blank(mtype):
+            self.fail("CSIP2", "mets/@TYPE is missing; give the content category from the vocabulary", d)
+        elif mtype == "OTHER":
+            if _blank(othertype):
+                self.fail("CSIP2", 'TYPE="OTHER" needs csip:OTHERTYPE naming the content category (CSIP3)', d)
+        elif mtype not in vocabulary("CSIPVocabularyContentCategory"):
+            self.fail("CSIP2", f"TYPE {mtype!r} is not in the content category vocabulary; use a listed value "
+                      'or TYPE="OTHER" with csip:OTHERTYPE', d)
+        if othertype is not None and mtype != "OTHER":
+            self.fail("CSIP3", 'csip:OTHERTYPE is only meaningful with TYPE="OTHER"', d, "WARNING")
+        # CSIP4/CSIP5: mandatory in a representation METS, recommended in the package METS.
+        cit = r.get(f"{_CS}CONTENTINFORMATIONTYPE")
+        other_cit = r.get(f"{_CS}OTHERCONTENTINFORMATIONTYPE")
+        if cit is None:
+            if doc.rep is not None:
+                self.fail("CSIP4", "csip:CONTENTINFORMATIONTYPE is mandatory in a representation METS", d, "ERROR")
+            else:
+                self.fail("CSIP4", "csip:CONTENTINFORMATIONTYPE is recommended (e.g. citserms_v2_1)", d)
+        else:
+            self._check_cit(cit, other_cit, "CSIP4", "CSIP5", d)
+        prof = r.get("PROFILE")
+        if _blank(prof):
+            self.fail("CSIP6", "mets/@PROFILE is missing; give the URL of the METS profile", d)
+        elif not re.match(r"^https?://\S+$", prof.strip()):
+            self.fail("CSIP6", f"PROFILE {prof!r} is not a URL of a METS profile", d)
+        if self.sip and doc.rep is None:
+            if (prof or "").strip() != SIP_PROFILE_URL:
+                self.fail("SIP2", f"PROFILE must be {SIP_PROFILE_URL} for a SIP (found {prof!r})", d)
+            label = r.get("LABEL")
+            if label is None:
+                self.fail("SIP1", "no mets/@LABEL (optional short description of the package)", d)
+            elif not label.strip():
+                self.fail("SIP1", "mets/@LABEL is empty; remove it or describe the package", d, "WARNING")
+
+    def _check_cit(self, cit: str, other: str | None, rid: str, other_rid: str, d: str) -> None:
+        vocab = vocabulary("CSIPVocabularyContentInformationType")
+        if cit not in vocab:
+            self.fail(rid, f"CONTENTINFORMATIONTYPE {cit!r} is not in the vocabulary", d, "ERROR")
+        elif cit == "OTHER":
+            if _blank(other):
+                # CSIP5/CSIP63 are the requirements that demand the companion attribute.
+                self.fail(other_rid, f'CONTENTINFORMATIONTYPE="OTHER" ({rid}) needs a non-empty '
+                          "csip:OTHERCONTENTINFORMATIONTYPE", d, "ERROR")
+            elif other.strip() in vocab:
+                self.fail(other_rid, f"OTHERCONTENTINFORMATIONTYPE {other!r} is a vocabulary value; "
+                          "use it as CONTENTINFORMATIONTYPE instead", d, "ERROR")
+        if other is not None and cit != "OTHER":
+            self.fail(other_rid, 'OTHERCONTENTINFORMATIONTYPE is only allowed with CONTENTINFORMATIONTYPE="OTHER"',
+                      d, "ERROR")
+
+    def _check_header(self, doc: _Doc) -> None:
+        d = doc.rel
+        hdrs = doc.root.findall(f"{_M}metsHdr")
+        if not hdrs:
+            self.fail("CSIP117", "mets/metsHdr is missing", d)
+            if self.sip and doc.rep is None:
+                self.fail("SIP15", "no metsHdr, so no submitting agent", d)
+            return
+        hdr = hdrs[0]
+        loc = _loc(d, hdr)
+        if _blank(hdr.get("CREATEDATE")):
+            self.fail("CSIP7", "metsHdr/@CREATEDATE is missing; record when the package was created", loc)
+        lastmod = hdr.get("LASTMODDATE")
+        if lastmod is None:
+            self.fail("CSIP8", "metsHdr/@LASTMODDATE is missing (recommended; mandatory once modified)", loc)
+        else:
+            when = _parse_datetime(lastmod)
+            if when is not None and when > dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
+                self.fail("CSIP8", f"LASTMODDATE {lastmod} is in the future", loc, "ERROR")
+        ptype = hdr.get(f"{_CS}OAISPACKAGETYPE")
+        if _blank(ptype):
+            self.fail("CSIP9", "metsHdr/@csip:OAISPACKAGETYPE is missing (SIP, AIP, DIP …)", loc)
+        elif ptype not in vocabulary("CSIPVocabularyOAISPackageType"):
+            self.fail("CSIP9", f"OAISPACKAGETYPE {ptype!r} is not in the OAIS package type vocabulary", loc)
+        sip_root = self.sip and doc.rep is None
+        if sip_root:
+            if ptype != "SIP":
+                self.fail("SIP4", f'OAISPACKAGETYPE must be "SIP" in a SIP (found {ptype!r})', loc)
+            status = hdr.get("RECORDSTATUS")
+            if status is None:
+                self.fail("SIP3", "no metsHdr/@RECORDSTATUS (optional; NEW is assumed)", loc)
+            elif status not in vocabulary("SIPVocabularyRecordStatus"):
+                self.fail("SIP3", f"RECORDSTATUS {status!r} is not in the record status vocabulary", loc, "ERROR")
+            self._check_altrecordids(hdr, loc)
+        self._check_agents(doc, hdr, sip_root)
+
+    def _check_altrecordids(self, hdr, loc: str) -> None:
+        rules = {"SUBMISSIONAGREEMENT": ("SIP5", 1), "PREVIOUSSUBMISSIONAGREEMENT": ("SIP6", None),
+                 "REFERENCECODE": ("SIP7", 1), "PREVIOUSREFERENCECODE": ("SIP8", None)}
+        found: dict[str, list] = defaultdict(list)
+        for alt in hdr.findall(f"{_M}altRecordID"):
+            found[alt.get("TYPE") or ""].append(alt)
+        for typ, (rid, most) in rules.items():
+            items = found.get(typ, [])
+            if not items:
+                self.fail(rid, f'no altRecordID TYPE="{typ}" (optional)', loc)
+            for alt in items:
+                if _blank(alt.text):
+                    self.fail(rid, f'altRecordID TYPE="{typ}" is empty; give the reference', _loc(loc, alt), "ERROR")
+            if most is not None and len(items) > most:
+                self.fail(rid, f'altRecordID TYPE="{typ}" occurs {len(items)} times; at most {most} allowed',
+                          loc, "ERROR")
+
+    def _check_agents(self, doc: _Doc, hdr, sip_root: bool) -> None:
+        loc = _loc(doc.rel, hdr)
+        agents = hdr.findall(f"{_M}agent")
+        if not agents:
+            self.fail("CSIP10", "metsHdr has no agent; record the software that created the package", loc)
+            if sip_root:
+                self.fail("SIP15", "no submitting agent (ROLE=CREATOR, TYPE=ORGANIZATION or INDIVIDUAL)", loc)
+            return
+
+        def is_software(a) -> bool:
+            return a.get("ROLE") == "CREATOR" and a.get("TYPE") == "OTHER" and a.get("OTHERTYPE") == "SOFTWARE"
+
+        software = [a for a in agents if is_software(a)]
+        if software:
+            sw = software[0]
+        else:
+            # No agent has all three properties: report the missing ones on the agent that comes
+            # closest (so "all criteria on different agents" is still a CSIP11 failure).
+            def score(a):
+                return (a.get("ROLE") == "CREATOR") + (a.get("TYPE") == "OTHER") + (a.get("OTHERTYPE") == "SOFTWARE")
+            sw = max(agents, key=score)
+            where = _loc(doc.rel, sw)
+            if sw.get("ROLE") != "CREATOR" or score(sw) < 3:
+                self.fail("CSIP11", 'no agent has ROLE="CREATOR" together with TYPE="OTHER" and '
+                          'OTHERTYPE="SOFTWARE" (the software that created the package)', where)
+            if sw.get("TYPE") != "OTHER":
+                self.fail("CSIP12", f'the software agent needs TYPE="OTHER" (found {sw.get("TYPE")!r})', where)
+            if sw.get("OTHERTYPE") != "SOFTWARE":
+                self.fail("CSIP13", f'the software agent needs OTHERTYPE="SOFTWARE" (found {sw.get("OTHERTYPE")!r})',
+                          where)
+        # CSIP14-16 apply to the software agent only. The reference validator applies them to
+        # every agent with ROLE="CREATOR", including the SIP submitting agent (SIP15-20), which
+        # contradicts the SIP profile; we follow the specification (CSIP12, CSIP13, CSIP15, CSIP16).
+        where = _loc(doc.rel, sw)
+        names = sw.findall(f"{_M}name")
+        if len(names) != 1 or _blank(names[0].text):
+            self.fail("CSIP14", "the software agent needs exactly one non-empty <name> (the tool's name)", where)
+        notes = sw.findall(f"{_M}note")
+        if len(notes) != 1:
+            self.fail("CSIP15", f"the software agent needs exactly one <note> with its version (has {len(notes)})",
+                      where)
+        if any(_blank(n.text) for n in notes):
+            self.fail("CSIP15", "the software agent's version note is empty", where)
+        if notes and not any(n.get(f"{_CS}NOTETYPE") == "SOFTWARE VERSION" for n in notes):
+            self.fail("CSIP16", 'the software agent\'s note needs csip:NOTETYPE="SOFTWARE VERSION"', where)
+        if sip_root:
+            self._check_sip_agents(doc, [a for a in agents if a is not sw or not software])
+
+    def _check_sip_agents(self, doc: _Doc, agents: list) -> None:
+        d = doc.rel
+        creators = [a for a in agents if a.get("ROLE") == "CREATOR" and a.get("TYPE") in ("ORGANIZATION", "INDIVIDUAL")]
+        orgs = [a for a in creators if a.get("TYPE") == "ORGANIZATION"]
+        submitters = orgs or creators[:1]
+        contacts = [a for a in creators if a not in submitters]
+        archivists = [a for a in agents if a.get("ROLE") == "ARCHIVIST"]
+        preservers = [a for a in agents if a.get("ROLE") == "PRESERVATION"]
+        hdr_loc = d
+        if not archivists:
+            self.fail("SIP9", "no archival creator agent (ROLE=ARCHIVIST; optional)", hdr_loc)
+        for a in archivists:
+            self._check_org_agent(a, d, type_rid="SIP11", types=("ORGANIZATION", "INDIVIDUAL"), note_rid="SIP14")
+        if not submitters:
+            self.fail("SIP15", 'no submitting agent: add an agent ROLE="CREATOR" TYPE="ORGANIZATION" '
+                      "(or INDIVIDUAL) with the submitter's name", hdr_loc)
+        for a in submitters:
+            # SIP14 is about the archival creator's note; the reference validator also demands an
+            # IDENTIFICATIONCODE note on the CSIP software agent, which CSIP16 types as
+            # SOFTWARE VERSION. We check SIP14/SIP20 on the archival creator/submitter only.
+            self._check_org_agent(a, d, type_rid="SIP17", types=("ORGANIZATION", "INDIVIDUAL"), note_rid="SIP20")
+            if not a.findall(f"{_M}name"):
+                self.fail("SIP18", "the submitting agent has no <name>", _loc(d, a), "WARNING")
+        for a in contacts:
+            if not a.findall(f"{_M}name") or _blank(a.findtext(f"{_M}name")):
+                self.fail("SIP24", "a contact person agent (CREATOR, INDIVIDUAL) needs a <name>", _loc(d, a))
+        for a in preservers:
+            self._check_org_agent(a, d, type_rid="SIP28", types=("ORGANIZATION",), note_rid="SIP31")
+        # SIP32-35 are per-file format attributes; summarised per METS document.
+        files = list(doc.root.iter(f"{_M}file"))
+        for rid, names in (("SIP32", ("FILEFORMATNAME",)), ("SIP33", ("FILEFORMATVERSION",)),
+                           ("SIP34", ("FILEFORMATREGISTRY", "FORMATREGISTRY")),
+                           ("SIP35", ("FILEFORMATKEY", "FORMATREGISTRYKEY"))):
+            missing = empty = 0
+            for f in files:
+                vals = [f.get(f"{_SP}{n}") for n in names if f.get(f"{_SP}{n}") is not None]
+                if not vals:
+                    missing += 1
+                elif all(_blank(v) for v in vals):
+                    empty += 1
+            if missing:
+                self.fail(rid, f"{missing} of {len(files)} files have no sip:{names[0]} (optional)", d)
+            if empty:
+                self.fail(rid, f"{empty} files have an empty sip:{names[0]}; remove it or give the value",
+                          d, "WARNING")
+
+    def _check_org_agent(self, a, d: str, *, type_rid: str, types: tuple, note_rid: str) -> None:
+        where = _loc(d, a)
+        if a.get("TYPE") not in types:
+            self.fail(type_rid, f"agent ROLE={a.get('ROLE')!r} needs TYPE in {'/'.join(types)} "
+                      f"(found {a.get('TYPE')!r})", where)
+        for n in a.findall(f"{_M}note"):
+            if n.get(f"{_CS}NOTETYPE") != "IDENTIFICATIONCODE":
+                self.fail(note_rid, 'the agent\'s note needs csip:NOTETYPE="IDENTIFICATIONCODE"', where)
+
+    # -- metadata sections -------------------------------------------------------------------
+    _DMD_IDS = dict(LOCTYPE="CSIP22", TYPE="CSIP23", HREF="CSIP24", MDTYPE="CSIP25", MIMETYPE="CSIP26",
+                    SIZE="CSIP27", CREATED="CSIP28", CHECKSUM="CSIP29", CHECKSUMTYPE="CSIP30")
+    _DIGIPROV_IDS = dict(LOCTYPE="CSIP36", TYPE="CSIP37", HREF="CSIP38", MDTYPE="CSIP39", MIMETYPE="CSIP40",
+                         SIZE="CSIP41", CREATED="CSIP42", CHECKSUM="CSIP43", CHECKSUMTYPE="CSIP44")
+    _RIGHTS_IDS = dict(LOCTYPE="CSIP49", TYPE="CSIP50", HREF="CSIP51", MDTYPE="CSIP52", MIMETYPE="CSIP53",
+                       SIZE="CSIP54", CREATED="CSIP55", CHECKSUM="CSIP56", CHECKSUMTYPE="CSIP57")
+    _FILE_IDS = dict(LOCTYPE="CSIP77", TYPE="CSIP78", HREF="CSIP79", MIMETYPE="CSIP68",
+                     SIZE="CSIP69", CREATED="CSIP70", CHECKSUM="CSIP71", CHECKSUMTYPE="CSIP72")
+
+    def _check_status(self, el, rid: str, d: str) -> None:
+        status = el.get("STATUS")
+        if status is None:
+            self.fail(rid, "no @STATUS (CURRENT or SUPERSEDED recommended)", _loc(d, el))
+        elif status not in vocabulary("CSIPVocabularyStatus"):
+            self.fail(rid, f"STATUS {status!r} is not CURRENT or SUPERSEDED", _loc(d, el), "ERROR")
+
+    def _check_dmd(self, doc: _Doc) -> None:
+        d = doc.rel
+        for sec in doc.root.findall(f"{_M}dmdSec"):
+            self.dmd_count += 1
+            loc = _loc(d, sec)
+            if _blank(sec.get("ID")):
+                self.fail("CSIP18", "dmdSec has no @ID", loc)
+            if _blank(sec.get("CREATED")):
+                self.fail("CSIP19", "dmdSec has no @CREATED date", loc)
+            self._check_status(sec, "CSIP20", d)
+            refs = sec.findall(f"{_M}mdRef")
+            if not refs and sec.find(f"{_M}mdWrap") is None:
+                self.fail("CSIP21", "dmdSec has no mdRef to a file in metadata/descriptive", loc)
+            if len(refs) > 1:
+                self.fail("CSIP21", f"dmdSec has {len(refs)} mdRef elements; use one dmdSec per file", loc, "ERROR")
+            for ref in refs:
+                path = self._check_ref(doc, ref, self._DMD_IDS)
+                if path:
+                    self.dmd_refs.add(path)
+
+    def _check_amd(self, doc: _Doc) -> None:
+        d = doc.rel
+        secs = doc.root.findall(f"{_M}amdSec")
+        self.amd_count += len(secs)
+        if len(secs) > 1:
+            self.fail("CSIP31", f"{len(secs)} amdSec elements; put all administrative metadata in one", d, "ERROR")
+        for sec in secs:
+            digi = sec.findall(f"{_M}digiprovMD")
+            self.digiprov_count += len(digi)
+            for md in digi:
+                if _blank(md.get("ID")):
+                    self.fail("CSIP33", "digiprovMD has no @ID", _loc(d, md))
+                self._check_status(md, "CSIP34", d)
+                refs = md.findall(f"{_M}mdRef")
+                if not refs and md.find(f"{_M}mdWrap") is None:
+                    self.fail("CSIP35", "digiprovMD has no mdRef to a file in metadata/preservation", _loc(d, md))
+                for ref in refs:
+                    path = self._check_ref(doc, ref, self._DIGIPROV_IDS)
+                    if path:
+                        self.amd_refs.add(path)
+            for md in sec.findall(f"{_M}rightsMD"):
+                if _blank(md.get("ID")):
+                    self.fail("CSIP46", "rightsMD has no @ID", _loc(d, md))
+                self._check_status(md, "CSIP47", d)
+                refs = md.findall(f"{_M}mdRef")
+                if not refs and md.find(f"{_M}mdWrap") is None:
+                    self.fail("CSIP48", "rightsMD has no mdRef", _loc(d, md))
+                for ref in refs:
+                    path = self._check_ref(doc, ref, self._RIGHTS_IDS)
+                    if path:
+                        self.amd_refs.add(path)
+            for md in list(sec.findall(f"{_M}techMD")) + list(sec.findall(f"{_M}sourceMD")):
+                for ref in md.findall(f"{_M}mdRef"):
+                    href = ref.get(f"{_XL}href")
+                    path = _resolve_href(href, doc.base)[0] if href else None
+                    if path:
+                        self.referenced.add(path)
+                        self.amd_refs.add(path)
+
+    # -- file and mdRef attributes, integrity ------------------------------------------------
+    def _check_ref(self, doc: _Doc, el, ids: dict[str, str], locat=None) -> str | None:
+        """Check one mdRef (or file + its FLocat); returns the resolved package path if any."""
+        d = doc.rel
+        loc = _loc(d, el)
+        locat = el if locat is None else locat
+        if locat.get("LOCTYPE") != "URL":
+            self.fail(ids["LOCTYPE"], f'LOCTYPE must be "URL" (found {locat.get("LOCTYPE")!r})', loc)
+        if locat.get(f"{_XL}type") != "simple":
+            self.fail(ids["TYPE"], f'xlink:type must be "simple" (found {locat.get(f"{_XL}type")!r})', loc)
+        if "MDTYPE" in ids and _blank(el.get("MDTYPE")):
+            self.fail(ids["MDTYPE"], "@MDTYPE is missing", loc)
+        mime = el.get("MIMETYPE")
+        if _blank(mime):
+            self.fail(ids["MIMETYPE"], "@MIMETYPE is missing; give the IANA media type, e.g. application/xml", loc)
+        elif not _MIME.match(mime.strip()):
+            self.fail(ids["MIMETYPE"], f"MIMETYPE {mime!r} is not an IANA media type (type/subtype)", loc)
+        elif not _known_mime(mime):
+            self.fail(ids["MIMETYPE"], f"MIMETYPE {mime!r} is not a registered media type we know of; "
+                      "check the spelling", loc, "WARNING")
+        size = el.get("SIZE")
+        if _blank(size):
+            self.fail(ids["SIZE"], "@SIZE is missing; give the file size in bytes", loc)
+        created = el.get("CREATED")
+        if _blank(created):
+            self.fail(ids["CREATED"], "@CREATED is missing; give the file's creation date and time", loc)
+        checksum = el.get("CHECKSUM")
+        ctype = el.get("CHECKSUMTYPE")
+        if _blank(checksum):
+            self.fail(ids["CHECKSUM"], "@CHECKSUM is missing", loc)
+        if _blank(ctype):
+            self.fail(ids["CHECKSUMTYPE"], "@CHECKSUMTYPE is missing (SHA-256 recommended)", loc)
+        elif self.profile == "fgs" and ctype != "SHA-256":
+            self.fail("ARK1", f'CHECKSUMTYPE is {ctype!r}; FGS packages use "SHA-256"', loc)
+        href = locat.get(f"{_XL}href")
+        if _blank(href):
+            self.fail(ids["HREF"], "xlink:href is missing; give the file's path relative to this METS", loc)
+            return None
+        path, why = _resolve_href(href, doc.base)
+        if path is None:
+            self.fail(ids["HREF"], f"xlink:href {href!r} {why}", loc)
+            return None
+        self.referenced.add(path)
+        if not self.integrity:
+            return path
+        if not self.pkg.is_file(path):
+            ci = self._file_ci(path)
+            if ci is None:
+                self.fail(ids["HREF"], f"xlink:href {href!r} does not resolve to a file in the package", loc)
+                return path
+            # The specification does not say whether hrefs are case-sensitive and the official
+            # corpus has valid packages that rely on case-insensitive file systems; we warn,
+            # because such a package breaks on Linux, and check the file that matches.
+            self.fail(ids["HREF"], f"xlink:href {href!r} matches {ci!r} only when case is ignored; "
+                      "fix the case so the package works on every file system", loc, "WARNING")
+            self.referenced.add(ci)
+            path = ci
+        actual = self.pkg.size(path)
+        if not _blank(size):
+            if not size.strip().isdigit():
+                self.fail(ids["SIZE"], f"SIZE {size!r} is not a number of bytes", loc)
+            elif int(size) != actual:
+                self.fail(ids["SIZE"], f"SIZE {size} but {path} has {actual} bytes", loc)
+        if not _blank(checksum) and not _blank(ctype):
+            digest = self._digest(path, ctype.strip())
+            if digest is None:
+                self.fail(ids["CHECKSUMTYPE"], f"CHECKSUMTYPE {ctype!r} cannot be verified here; use SHA-256",
+                          loc, "INFO")
+            elif digest.lower() != checksum.strip().lower():
+                self.fail(ids["CHECKSUM"], f"{ctype} of {path} is {digest}, not {checksum.strip()}", loc)
+        return path
+
+    def _digest(self, path: str, ctype: str) -> str | None:
+        key = (path, ctype.upper())
+        if key in self._hashes:
+            return self._hashes[key]
+        upper = ctype.upper()
+        algo = _HASHES.get(upper)
+        if algo is None and upper not in ("CRC32", "ADLER-32"):
+            return None
+        h = hashlib.new(algo) if algo else None
+        running = 0 if upper == "CRC32" else 1
+        with self.pkg.open(path) as fh:
+            while chunk := fh.read(_CHUNK):
+                if h is not None:
+                    h.update(chunk)
+                elif upper == "CRC32":
+                    running = zlib.crc32(chunk, running)
+                else:
+                    running = zlib.adler32(chunk, running)
+                self.report.bytes_checked += len(chunk)
+        self.report.files_checked += 1
+        digest = h.hexdigest() if h is not None else f"{running & 0xFFFFFFFF:08x}"
+        self._hashes[key] = digest
+        return digest
+
+    # -- fileSec -----------------------------------------------------------------------------
+    def _check_filesec(self, doc: _Doc) -> None:
+        d = doc.rel
+        secs = doc.root.findall(f"{_M}fileSec")
+        if not secs:
+            self.fail("CSIP58", "no fileSec; list the package's files in a file section", d)
+            if doc.rep is None:
+                for rid, what in (("CSIP60", "Documentation"), ("CSIP113", "Schemas"),
+                                  ("CSIP114", "Representations")):
+                    self.fail(rid, f"no fileGrp with USE={what!r} (there is no fileSec)", d)
+            return
+        sec = secs[0]
+        if _blank(sec.get("ID")):
+            self.fail("CSIP59", "fileSec has no @ID", _loc(d, sec))
+        groups = list(sec.iter(f"{_M}fileGrp"))
+        top = sec.findall(f"{_M}fileGrp")
+        uses = [(g.get("USE") or "") for g in top]
+        if doc.rep is None:
+            # CSIP60/113/114 describe the package METS; a representation METS describes its data.
+            if "Documentation" not in uses:
+                self.fail("CSIP60", 'no fileGrp USE="Documentation"; list the documentation files in one', d)
+            if "Schemas" not in uses:
+                self.fail("CSIP113", 'no fileGrp USE="Schemas"; list the XML schemas used in one', d)
+            if not any(u.startswith("Representations") for u in uses):
+                self.fail("CSIP114", 'no fileGrp whose USE starts with "Representations"', d)
+        labels = vocabulary("CSIPVocabularyFileGrpAndStructMapDivisionLabel")
+        amd_ids = self._amd_ids(doc)
+        dmd_ids = {s.get("ID") for s in doc.root.findall(f"{_M}dmdSec") if s.get("ID")}
+        for g in top:
+            loc = _loc(d, g)
+            use = g.get("USE")
+            if _blank(use):
+                self.fail("CSIP64", "fileGrp has no @USE (Documentation, Schemas, Representations/<name> …)", loc)
+            else:
+                head = use.split("/", 1)[0]
+                # The USE is the folder path of the group's files, from the package root; in a
+                # representation METS a path relative to the representation folder is accepted too.
+                folders = [use] + ([posixpath.join(doc.base, use)] if doc.base else [])
+                exists = any(self._dir_ci(posixpath.normpath(f)) for f in folders)
+                if head not in labels and not (doc.rep is not None and exists):
+                    self.fail("CSIP64", f"fileGrp USE {use!r} does not start with a vocabulary label "
+                              f"({', '.join(sorted(labels))})", loc)
+                elif not exists:
+                    self.fail("CSIP64", f"fileGrp USE {use!r} names no folder of the package", loc)
+            if _blank(g.get("ID")):
+                self.fail("CSIP65", "fileGrp has no @ID", loc)
+            cit = g.get(f"{_CS}CONTENTINFORMATIONTYPE")
+            other = g.get(f"{_CS}OTHERCONTENTINFORMATIONTYPE")
+            if (use or "").startswith("Representations") and doc.rep is None and cit is None:
+                self.fail("CSIP62", "a Representations file group must state csip:CONTENTINFORMATIONTYPE",
+                          loc, "ERROR")
+            if cit is not None:
+                self._check_cit(cit, other, "CSIP62", "CSIP63", loc)
+            elif other is not None:
+                # CSIP63: the reference validator fails every fileGrp *without* the attribute
+                # (its test "!= 'OTHER'" is false when absent); only a stray OTHER… is wrong.
+                self.fail("CSIP63", 'OTHERCONTENTINFORMATIONTYPE is only allowed with CONTENTINFORMATIONTYPE="OTHER"',
+                          loc, "ERROR")
+        for g in groups:
+            loc = _loc(d, g)
+            admid = g.get("ADMID")
+            if admid is not None:
+                bad = [i for i in admid.split() if i not in amd_ids]
+                if bad or not admid.split():
+                    self.fail("CSIP61", f"fileGrp ADMID refers to {', '.join(bad) or 'nothing'}, "
+                              "not to administrative metadata (amdSec children)", loc, "ERROR")
+            files = g.findall(f"{_M}file")
+            if not files and not g.findall(f"{_M}fileGrp"):
+                self.fail("CSIP66", "fileGrp has no file elements", loc)
+            for f in files:
+                self._check_file(doc, f, amd_ids, dmd_ids)
+
+    def _check_file(self, doc: _Doc, f, amd_ids: set[str], dmd_ids: set[str]) -> None:
+        d = doc.rel
+        loc = _loc(d, f)
+        if _blank(f.get("ID")):
+            self.fail("CSIP67", "file has no @ID", loc)
+        for attr, rid, valid in (("ADMID", "CSIP74", amd_ids), ("DMDID", "CSIP75", dmd_ids)):
+            val = f.get(attr)
+            if val is not None:
+                bad = [i for i in val.split() if i not in valid]
+                if bad:
+                    self.fail(rid, f"file {attr} refers to unknown metadata {', '.join(bad)}", loc, "ERROR")
+        if f.get("OWNERID") is not None and _blank(f.get("OWNERID")):
+            self.fail("CSIP73", "file OWNERID is empty", loc, "WARNING")
+        locats = f.findall(f"{_M}FLocat")
+        if len(locats) != 1:
+            self.fail("CSIP76", f"file needs exactly one FLocat (has {len(locats)})", loc)
+        if not locats:
+            # Still check the file's own attributes.
+            for attr, rid in (("MIMETYPE", "CSIP68"), ("SIZE", "CSIP69"), ("CREATED", "CSIP70"),
+                              ("CHECKSUM", "CSIP71"), ("CHECKSUMTYPE", "CSIP72")):
+                if _blank(f.get(attr)):
+                    self.fail(rid, f"@{attr} is missing", loc)
+            return
+        self._check_ref(doc, f, self._FILE_IDS, locat=locats[0])
+
+    def _amd_ids(self, doc: _Doc) -> set[str]:
+        out = set()
+        for sec in doc.root.findall(f"{_M}amdSec"):
+            for md in sec:
+                if isinstance(md.tag, str) and md.get("ID"):
+                    out.add(md.get("ID"))
+        return out
+
+    def _file_ci(self, path: str) -> str | None:
+        if self._lower_files is None:
+            self._lower_files = {}
+            for p in self.pkg.files():
+                self._lower_files.setdefault(p.lower(), p)
+        return self._lower_files.get(path.lower())
+
+    def _dir_ci(self, folder: str) -> bool:
+        """A folder of that path exists, comparing case-insensitively (as the corpus and spec allow)."""
+        if self.pkg.is_dir(folder):
+            return True
+        low = folder.lower()
+        return any(x.lower() == low for x in self.pkg.dirs)
+
+    # -- structMap ---------------------------------------------------------------------------
+    def _check_structmap(self, doc: _Doc) -> None:
+        d = doc.rel
+        maps = doc.root.findall(f"{_M}structMap")
+        csip = [m for m in maps if m.get("LABEL") == "CSIP"]
+        if not maps:
+            self.fail("CSIP80", "no structMap", d)
+        if len(csip) != 1:
+            self.fail("CSIP80", f"{len(csip)} structMap elements with LABEL=\"CSIP\"; exactly one is required", d)
+            if not csip:
+                self.fail("CSIP82", 'no structMap has LABEL="CSIP"', d)
+                return
+        sm = csip[0]
+        loc = _loc(d, sm)
+        if sm.get("TYPE") != "PHYSICAL":
+            self.fail("CSIP81", f'the CSIP structMap needs TYPE="PHYSICAL" (found {sm.get("TYPE")!r})', loc)
+        if _blank(sm.get("ID")):
+            self.fail("CSIP83", "the CSIP structMap has no @ID", loc)
+        divs = sm.findall(f"{_M}div")
+        if len(divs) != 1:
+            self.fail("CSIP84", f"the CSIP structMap needs exactly one top div (has {len(divs)})", loc)
+            if not divs:
+                return
+        main = divs[0]
+        if _blank(main.get("ID")):
+            self.fail("CSIP85", "the main div has no @ID", _loc(d, main))
+        subs = main.findall(f"{_M}div")
+        for s in subs:
+            if _blank(s.get("ID")):
+                self.fail("CSIP106", f"div LABEL={s.get('LABEL')!r} has no @ID", _loc(d, s))
+            if s.get("LABEL") is None:
+                self.fail("CSIP107", "a division of the CSIP structMap has no @LABEL", _loc(d, s))
+        by_label: dict[str, list] = defaultdict(list)
+        for s in subs:
+            by_label[s.get("LABEL") or ""].append(s)
+        groups = {g.get("ID"): g for g in doc.root.iter(f"{_M}fileGrp") if g.get("ID")}
+        pointed: set[str] = set()
+        for fp in sm.iter(f"{_M}fptr"):
+            if fp.get("FILEID"):
+                pointed.add(fp.get("FILEID"))
+        for mp in sm.iter(f"{_M}mptr"):
+            if mp.get(f"{_XL}title"):
+                pointed.add(mp.get(f"{_XL}title"))
+        # Metadata division
+        meta = by_label.get("Metadata", [])
+        if len(meta) != 1:
+            for rid in ("CSIP88", "CSIP90"):
+                self.fail(rid, f'{len(meta)} divs LABEL="Metadata" in the CSIP structMap; exactly one required',
+                          loc)
+        for m in meta:
+            if _blank(m.get("ID")):
+                self.fail("CSIP89", 'the "Metadata" div has no @ID', _loc(d, m))
+        if meta:
+            self._check_md_links(doc, meta[0])
+        # Documentation, Schemas, Representations divisions and the groups they point to.
+        for label, div_rid, label_rid, id_rid, fptr_rid, ptr_rid, grp_test in (
+            ("Documentation", "CSIP93", "CSIP95", "CSIP94", "CSIP96", "CSIP116", lambda u: u == "Documentation"),
+            ("Schemas", "CSIP97", "CSIP99", "CSIP98", "CSIP100", "CSIP118", lambda u: u == "Schemas"),
+            ("Representations", "CSIP101", "CSIP103", "CSIP102", "CSIP104", "CSIP119",
+             lambda u: u.startswith("Representations")),
+        ):
+            found = by_label.get(label, [])
+            if len(found) > 1:
+                for rid in (div_rid, label_rid):
+                    self.fail(rid, f'{len(found)} divs LABEL="{label}"; at most one allowed', loc, "ERROR")
+            has_group = any(g.getparent().tag == f"{_M}fileSec" and grp_test(g.get("USE") or "")
+                            for g in groups.values())
+            if not found and has_group and label != "Representations" and doc.rep is None:
+                # CSIP103: a representation may instead have its own "Representations/<name>"
+                # division (as the corpus's valid packages do); the reference validator insists
+                # on a division labelled exactly "Representations".
+                self.fail(div_rid, f'no div LABEL="{label}" although a {label} file group exists', loc)
+            for div in found:
+                if _blank(div.get("ID")):
+                    self.fail(id_rid, f'the "{label}" div has no @ID', _loc(d, div))
+                for fp in div.findall(f"{_M}fptr"):
+                    fid = fp.get("FILEID")
+                    if _blank(fid):
+                        self.fail(ptr_rid, f'an fptr in the "{label}" div has no @FILEID', _loc(d, fp))
+                    elif fid in groups and not grp_test(groups[fid].get("USE") or ""):
+                        self.fail(ptr_rid, f"fptr FILEID {fid!r} points to fileGrp USE="
+                                  f"{groups[fid].get('USE')!r}, not a {label} file group", _loc(d, fp))
+                    elif fid not in groups and fid not in doc.ids:
+                        self.fail(ptr_rid, f"fptr FILEID {fid!r} refers to no element of this METS", _loc(d, fp))
+            for gid, g in groups.items():
+                if (g.getparent().tag == f"{_M}fileSec" and grp_test(g.get("USE") or "") and gid not in pointed
+                        and (doc.rep is None or label != "Representations")):
+                    self.fail(fptr_rid, f'fileGrp {gid!r} (USE="{g.get("USE")}") is not referenced by an '
+                              f'fptr in the CSIP structMap (the "{label}" division)', _loc(d, g))
+        if doc.rep is None:
+            self._check_rep_divs(doc, subs, groups)
+
+    def _check_md_links(self, doc: _Doc, meta) -> None:
+        d = doc.rel
+        loc = _loc(d, meta)
+        current_amd = set()
+        for sec in doc.root.findall(f"{_M}amdSec"):
+            for md in sec:
+                if isinstance(md.tag, str) and md.get("ID") and md.get("STATUS") != "SUPERSEDED":
+                    current_amd.add(md.get("ID"))
+        all_amd = self._amd_ids(doc)
+        current_dmd = {s.get("ID") for s in doc.root.findall(f"{_M}dmdSec")
+                       if s.get("ID") and s.get("STATUS") != "SUPERSEDED"}
+        all_dmd = {s.get("ID") for s in doc.root.findall(f"{_M}dmdSec") if s.get("ID")}
+        for attr, rid, current, known, what in (("ADMID", "CSIP91", current_amd, all_amd, "administrative"),
+                                                ("DMDID", "CSIP92", current_dmd, all_dmd, "descriptive")):
+            val = meta.get(attr)
+            listed = set((val or "").split())
+            unknown = sorted(listed - known)
+            if unknown:
+                self.fail(rid, f"Metadata div {attr} lists {', '.join(unknown)}, which are not {what} "
+                          "metadata sections of this METS", loc, "ERROR")
+            if current and val is None:
+                self.fail(rid, f"Metadata div has no {attr}; list the current {what} metadata IDs", loc)
+            elif current - listed:
+                self.fail(rid, f"Metadata div {attr} does not list current {what} metadata "
+                          f"{', '.join(sorted(current - listed))}", loc)
+
+    def _check_rep_divs(self, doc: _Doc, subs: list, groups: dict) -> None:
+        d = doc.rel
+        reps_with_mets = {r for r in self._representations() if self.pkg.is_file(f"representations/{r}/METS.xml")}
+        covered: set[str] = set()
+        for div in subs:
+            label = div.get("LABEL") or ""
+            if not label.startswith("Representations/"):
+                continue
+            loc = _loc(d, div)
+            name = label.split("/", 1)[1].split("/", 1)[0]
+            if not self._dir_ci(f"representations/{name}"):
+                self.fail("CSIP107", f"div LABEL {label!r} names no folder under representations/", loc)
+            mptrs = div.findall(f"{_M}mptr")
+            if len(mptrs) > 1:
+                self.fail("CSIP109", f"representation div has {len(mptrs)} mptr elements; exactly one allowed", loc)
+            if not mptrs:
+                if name in reps_with_mets:
+                    self.fail("CSIP109", f"representation div {label!r} has no mptr to "
+                              f"representations/{name}/METS.xml", loc)
+                continue
+            covered.add(name)
+            mp = mptrs[0]
+            mloc = _loc(d, mp)
+            title = mp.get(f"{_XL}title")
+            if _blank(title):
+                self.fail("CSIP108", "mptr has no xlink:title naming the representation's fileGrp ID", mloc)
+            elif title not in groups:
+                self.fail("CSIP108", f"mptr xlink:title {title!r} is not the ID of a fileGrp", mloc)
+            if mp.get(f"{_XL}type") != "simple":
+                self.fail("CSIP111", f'mptr xlink:type must be "simple" (found {mp.get(f"{_XL}type")!r})', mloc)
+            if mp.get("LOCTYPE") != "URL":
+                self.fail("CSIP112", f'mptr LOCTYPE must be "URL" (found {mp.get("LOCTYPE")!r})', mloc)
+            href = mp.get(f"{_XL}href")
+            if _blank(href):
+                self.fail("CSIP110", "mptr has no xlink:href to the representation METS", mloc)
+                continue
+            path, why = _resolve_href(href, doc.base)
+            if path is None:
+                self.fail("CSIP110", f"mptr xlink:href {href!r} {why}", mloc)
+            else:
+                self.referenced.add(path)
+                if not self.pkg.is_file(path) and self._file_ci(path) is None:
+                    self.fail("CSIP110", f"mptr xlink:href {href!r} does not resolve to a file in the package", mloc)
+        for name in sorted(reps_with_mets - covered):
+            self.fail("CSIP105", f'no div LABEL="Representations/{name}" with an mptr to '
+                      f"representations/{name}/METS.xml", d)
+
+    # -- package level -----------------------------------------------------------------------
+    def _check_structure(self, root_doc: _Doc | None) -> None:
+        pkg = self.pkg
+        top = pkg.listdir("")
+        if "metadata" not in top or not pkg.is_dir("metadata"):
+            self.fail("CSIPSTR5", "the package root has no metadata/ folder", pkg.root)
+        if "representations" not in top or not pkg.is_dir("representations"):
+            self.fail("CSIPSTR9", "the package root has no representations/ folder", pkg.root)
+        else:
+            reps = self._representations()
+            loose = [n for n in pkg.listdir("representations") if pkg.is_file(f"representations/{n}")]
+            if not reps or loose:
+                self.fail("CSIPSTR10", "representations/ should hold one folder per representation"
+                          + (f" (found files {', '.join(loose[:3])})" if loose else ""), "representations")
+            for rep in reps:
+                inside = pkg.listdir(f"representations/{rep}")
+                where = f"representations/{rep}"
+                if "data" not in inside or not pkg.is_dir(f"{where}/data"):
+                    self.fail("CSIPSTR11", f"{where} has no data/ folder", where)
+                if "METS.xml" not in inside:
+                    self.fail("CSIPSTR12", f"{where} has no METS.xml", where)
+                if "metadata" not in inside:
+                    self.fail("CSIPSTR13", f"{where} has no metadata/ folder", where)
+        if "schemas" not in top:
+            self.fail("CSIPSTR15", "the package root has no schemas/ folder for the XML schemas used", pkg.root)
+        if "documentation" not in top:
+            self.fail("CSIPSTR16", "the package root has no documentation/ folder", pkg.root)
+
+    def _check_package_refs(self, root_doc: _Doc, reps: list[str]) -> None:
+        """CSIPSTR6/7: metadata referenced from dmdSec/amdSec sits in the recommended folders."""
+        for path in sorted(self.dmd_refs):
+            if "/metadata/" not in f"/{path}" or "/metadata/descriptive/" not in f"/{path}":
+                self.fail("CSIPSTR7", f"descriptive metadata {path} is not under a metadata/descriptive/ folder", path)
+        for path in sorted(self.amd_refs):
+            if "/metadata/" not in f"/{path}":
+                self.fail("CSIPSTR6", f"administrative metadata {path} is not under a metadata/ folder", path)
+
+    def _metadata_files(self, kind: str) -> list[str]:
+        """Files in metadata/<kind>/ of the package and of each representation."""
+        out = []
+        for p in self.pkg.files():
+            parts = p.split("/")
+            if parts[:2] == ["metadata", kind] or (
+                len(parts) > 4 and parts[0] == "representations" and parts[2:4] == ["metadata", kind]
+            ):
+                out.append(p)
+        return out
+
+    def _check_metadata_coverage(self) -> None:
+        if not self.docs:
+            return
+        descriptive = self._metadata_files("descriptive")
+        unref = [p for p in descriptive if p not in self.dmd_refs]
+        if descriptive and self.dmd_count == 0:
+            # CSIP17: "Must be used if descriptive metadata for the package content is available."
+            self.fail("CSIP17", f"metadata/descriptive holds {len(descriptive)} files but no METS has a dmdSec",
+                      descriptive[0], "ERROR")
+        elif unref:
+            self.fail("CSIP21", f"descriptive metadata {unref[0]} is not referenced from a dmdSec mdRef"
+                      + (f" (+{len(unref) - 1} more)" if len(unref) > 1 else ""), unref[0])
+        preservation = self._metadata_files("preservation")
+        if preservation and self.amd_count == 0:
+            self.fail("CSIP31", f"metadata/preservation holds {len(preservation)} files but no METS has an amdSec",
+                      preservation[0], "ERROR")
+        elif preservation and self.digiprov_count == 0:
+            self.fail("CSIP32", "metadata/preservation holds files but no amdSec has a digiprovMD; "
+                      "describe each PREMIS file in a digiprovMD", preservation[0], "ERROR")
+        else:
+            unref = [p for p in preservation if p not in self.amd_refs]
+            if unref:
+                self.fail("CSIP35", f"preservation metadata {unref[0]} is not referenced from the amdSec"
+                          + (f" (+{len(unref) - 1} more)" if len(unref) > 1 else ""), unref[0])
+        if self.amd_count == 0:
+            self.fail("CSIP31", "no amdSec (administrative/preservation metadata recommended)", "METS.xml")
+        elif self.digiprov_count == 0 and not preservation:
+            self.fail("CSIP32", "no digiprovMD (PREMIS preservation metadata recommended)", "METS.xml")
+        if self.amd_count and not preservation:
+            self.fail("CSIP31", "an amdSec exists but metadata/preservation holds no files", "METS.xml")
+        if self.dmd_count == 0 and not descriptive:
+            self.fail("CSIP17", "no dmdSec (descriptive metadata recommended when available)", "METS.xml")
+
+    def _check_unlisted(self) -> None:
+        unlisted = [p for p in self.pkg.files() if p not in self.referenced and p not in self.mets_paths]
+        if not unlisted:
+            return
+        rid, sev = ("ARK2", "ERROR") if self.profile == "fgs" else ("CSIP58", "WARNING")
+        for p in unlisted[:MAX_FINDINGS_PER_REQUIREMENT]:
+            self.fail(rid, f"{p} is in the package but not listed in any METS fileSec or mdRef", p, sev)
+
+    # -- FGS rules ---------------------------------------------------------------------------
+    def _check_fgs(self, reps: list[str]) -> None:
+        pkg = self.pkg
+        used_schemas: set[str] = set()
+        for doc in self.docs:
+            used_schemas.update(xmltools.schemas_used(doc.root))
+        for p in pkg.files():
+            parts = p.split("/")
+            in_meta = parts[0] == "metadata" or (len(parts) > 3 and parts[0] == "representations"
+                                                  and parts[2] == "metadata")
+            if not (in_meta and p.lower().endswith(".xml")):
+                continue
+            try:
+                tree = xmltools.parse_bytes(pkg.read_bytes(p, xmltools.MAX_XML_BYTES), name=p)
+            except (xmltools.XMLRejected, UnsafeArchive) as exc:
+                self.fail("ARK3", f"{exc}", p)
+                continue
+            used_schemas.update(xmltools.schemas_used(tree))
+            for err in xmltools.schema_errors(tree)[:20]:
+                self.fail("ARK3", f"{p} is not valid against its bundled schema: {err}", p)
+        present = {posixpath.basename(p) for p in pkg.files() if p.startswith("schemas/")}
+        for name in sorted(used_schemas - present):
+            self.fail("ARK5", f"schemas/{name} is missing; the package's XML uses it", "schemas")
+        for rep in reps:
+            if not pkg.is_file(f"representations/{rep}/METS.xml"):
+                self.fail("ARK6", f"representations/{rep} has no METS.xml", f"representations/{rep}")
+        if not reps:
+            self.fail("ARK6", "the package has no representation", pkg.root)
+        root = next((doc for doc in self.docs if doc.rep is None), None)
+        if root is None:
+            return
+        hdr = root.root.find(f"{_M}metsHdr")
+        agents = hdr.findall(f"{_M}agent") if hdr is not None else []
+        if not any(a.get("ROLE") == "ARCHIVIST" for a in agents):
+            self.fail("ARK4", "no archival creator agent (ROLE=ARCHIVIST) with the organisation's "
+                      "organisationsnummer", root.rel)
+        for a in agents:
+            if a.get("TYPE") != "ORGANIZATION":
+                continue
+            codes = [n for n in a.findall(f"{_M}note") if n.get(f"{_CS}NOTETYPE") == "IDENTIFICATIONCODE"]
+            name = a.findtext(f"{_M}name") or "?"
+            if not codes:
+                self.fail("ARK4", f"organisation agent {name!r} (ROLE={a.get('ROLE')}) has no IDENTIFICATIONCODE "
+                          "note with its organisationsnummer", _loc(root.rel, a))
+            for n in codes:
+                if not is_valid_organisationsnummer((n.text or "").strip()):
+                    self.fail("ARK4", f"IDENTIFICATIONCODE {n.text!r} of {name!r} is not a valid "
+                              "organisationsnummer (NNNNNN-NNNN with check digit)", _loc(root.rel, n))
+
+
+# --------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------
+def validate_package(path: str | Path, profile: str | None = None, *, limits: Limits | None = None,
+                     check_integrity: bool = True) -> ValidationReport:
+    """Validate a package (folder, tar or zip) and return its report; never raises on bad content.
+
+    ``profile`` None picks 'sip' when the package METS has the SIP PROFILE URL, else 'csip';
+    'csip', 'sip' or 'fgs' forces that profile. ``check_integrity`` False skips file sizes and
+    checksums (file presence is still checked). An unsafe archive or unreadable package becomes
+    an invalid report with a ``PACKAGE`` finding; only a missing ``path`` raises FileNotFoundError.
+    """
+    if profile is not None and profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    report = ValidationReport(path=str(path), profile=profile or "csip")
+    try:
+        reader = open_package(path, limits or DEFAULT_LIMITS)
+    except FileNotFoundError:
+        raise
+    except UnsafeArchive as exc:
+        report.findings.append(Finding("PACKAGE", "ERROR", f"{exc}; the package was not opened", exc.member or ""))
+        return report
+    except ContentError as exc:
+        report.findings.append(Finding("PACKAGE", "ERROR", str(exc), ""))
+        return report
+    with reader:
+        v = _Validator(reader, report, profile, check_integrity)
+        try:
+            v.run()
+        except UnsafeArchive as exc:
+            report.findings.append(Finding("PACKAGE", "ERROR", str(exc), exc.member or ""))
+        except (OSError, EOFError, ValueError, etree.LxmlError) as exc:
+            # A damaged member (truncated tar, bad zip CRC) surfaces while streaming it.
+            report.findings.append(Finding("PACKAGE", "ERROR", f"could not read the package: {exc}", ""))
+        report.profile = v.profile
+    ids = {r.id for r in _requirements(report.profile)}
+    report.checked = sorted((CHECKED & ids), key=_id_key)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``arkiv validate``."""
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="package folder, .tar(.gz/.bz2/.xz) or .zip")
+    parser.add_argument("--profile", choices=PROFILES, default=None,
+                        help="force a profile (default: sip if METS @PROFILE is the SIP profile, else csip)")
+    parser.add_argument("--json", action="store_true", help="print reports as JSON")
+    parser.add_argument("--requirements", action="store_true",
+                        help="list the profile's requirements and whether each is checked, then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``arkiv validate``: 0 when every package is valid, 1 when any is not, 2 on usage errors."""
+    profile = getattr(args, "profile", None)
+    if getattr(args, "requirements", False):
+        reqs = list_requirements(profile or "csip")
+        if args.json:
+            print(json.dumps([r.to_dict() for r in reqs], ensure_ascii=False, indent=2))
+        else:
+            for r in reqs:
+                mark = "checked  " if r.checked else "unchecked"
+                note = f" — {r.note}" if r.note else ""
+                print(f"{r.id:<10} {r.level:<6} {mark} {r.title}{note}")
+        return 0
+    paths = list(getattr(args, "paths", []) or [])
+    if not paths:
+        print("arkiv validate: give at least one package path", file=sys.stderr)
+        return 2
+    missing = [p for p in paths if not Path(p).exists() and not Path(p).is_symlink()]
+    if missing:
+        print(f"arkiv validate: no such file or folder: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    reports = []
+    for p in paths:
+        try:
+            reports.append(validate_package(p, profile))
+        except FileNotFoundError:
+            print(f"arkiv validate: no such file or folder: {p}", file=sys.stderr)
+            return 2
+    if args.json:
+        out = [r.to_dict() for r in reports]
+        print(json.dumps(out[0] if len(out) == 1 else out, ensure_ascii=False, indent=2))
+    else:
+        for r in reports:
+            print(r.to_text())
+    return 0 if all(r.valid for r in reports) else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry point (``python -m transforms.validate``); the CLI uses add_arguments/run."""
+    parser = argparse.ArgumentParser(prog="arkiv validate", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else 2
+    return run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
