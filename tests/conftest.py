@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
+
+# One Airflow home per test run (per xdist worker), never the developer's ~/airflow or var/.
+os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="arkiv-test-airflow-")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["GX_ANALYTICS_ENABLED"] = "False"
 
 import pytest
 import sqlalchemy as sa

@@ -31,7 +31,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"Lex demo source system: {summary.cases} cases, {summary.documents} documents, {summary.parties} parties, "
           f"{summary.files} files ({summary.bytes / 1e6:.1f} MB)")
     print(f"  database: {db}\n  files:    {files}")
-    if summary.bad_rows:
+    if any(summary.bad_rows.values()):
         print("  deliberately bad rows: " + ", ".join(f"{k} {v}" for k, v in summary.bad_rows.items()))
     return 0
 

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from lxml import etree
 
@@ -103,25 +104,35 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
-def _read_table(files: Sequence[str], filter_column: str | None = None, keys: pa.Array | None = None) -> pa.Table:
-    tables = [pq.read_table(f) for f in files]
-    if not tables:
+def _read_children(files: Sequence[str], parent_column: str, keys: pa.Array) -> pa.Table:
+    """The rows of a child table whose parent is in ``keys``, filtered while scanning."""
+    if not files:
         return pa.table({})
-    table = pa.concat_tables(tables)
-    if filter_column is not None and keys is not None:
-        table = table.filter(pc.is_in(table[filter_column], value_set=keys))
-    return table
+    dataset = ds.dataset(list(files), format="parquet")
+    return dataset.to_table(filter=pc.field(parent_column).isin(keys))
 
 
 def _chunks(system: System, partition: Partition) -> Iterable[pa.Table]:
-    """Split the root table of a partition into package-sized chunks (max records, max bytes)."""
+    """The root table of a partition in package-sized chunks, streamed from Parquet.
+
+    The extractor wrote the rows in key order, so reading record batches in file order and
+    cutting every ``max_records`` rows keeps memory at one chunk, whatever the partition.
+    """
     root = system.root_table
-    table = _read_table(partition.files.get(root.name, []))
-    if table.num_rows == 0:
-        return
-    table = table.sort_by(root.key)
-    for start in range(0, table.num_rows, system.max_records):
-        yield table.slice(start, system.max_records)
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for path in partition.files.get(root.name, []):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=min(system.max_records, 10_000)):
+            while batch.num_rows:
+                take = min(batch.num_rows, system.max_records - count)
+                pending.append(batch.slice(0, take))
+                count += take
+                batch = batch.slice(take)
+                if count == system.max_records:
+                    yield pa.Table.from_batches(pending)
+                    pending, count = [], 0
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 def build_packages(
@@ -149,7 +160,7 @@ def _group_children(system: System, partition: Partition, keys: pa.Array) -> dic
     for table in system.tables.values():
         if table.parent_table is None:
             continue
-        t = _read_table(partition.files.get(table.name, []), table.parent_column, keys)
+        t = _read_children(partition.files.get(table.name, []), table.parent_column, keys)
         if t.num_rows:
             t = t.sort_by(table.key)
         grouped: dict[object, list[dict]] = defaultdict(list)
@@ -160,7 +171,8 @@ def _group_children(system: System, partition: Partition, keys: pa.Array) -> dic
 
 
 def _build_one(system: System, staged: StagedBatch, partition: Partition, cases: pa.Table, part_no: int,
-               build_dir: Path, events: Sequence[premis.Event], profile: Profile, now: dt.datetime) -> BuiltPackage:
+               build_dir: Path, events: Sequence[premis.Event], profile: Profile,
+               now: dt.datetime) -> BuiltPackage:
     root_t = system.root_table
     content = system.content
     cm, dm, pm = content["case"], content["document"], content.get("party", {})
@@ -193,15 +205,16 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, cases:
                         if rel in used_names:
                             rel = f"{folder}/{doc[dm['id']]}-{name}"
                         used_names.add(rel)
-                        ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), now,
-                                             f"file-{doc[dm['id']]}", doc.get(dm["file_name"]), doc.get(dm["mime_type"]))
+                        ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), f"file-{doc[dm['id']]}",
+                                             doc.get(dm["file_name"]), doc.get(dm["mime_type"]))
                         data_files.append((ref, obj))
                         doc_bytes += ref.size
                         ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel,
                                                           size=ref.size))
                     erms_cases.append(ec)
                     records.append(RecordEntry(str(case_key), str(case[cm["reference"]]),
-                                               _iso(case.get(cm.get("opened", ""))), _iso(case.get(cm.get("closed", "")))))
+                                               _iso(case.get(cm.get("opened", ""))),
+                                               _iso(case.get(cm.get("closed", "")))))
                 _write_metadata(tar, system, staged, rc, objid, erms_cases, data_files, events, profile, now)
             raw.flush()
             os.fsync(raw.fileno())
@@ -221,7 +234,7 @@ def _iso(v: object) -> str | None:
     return v.isoformat() if isinstance(v, dt.date) else (None if v is None else str(v))
 
 
-def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, now: dt.datetime, file_id: str,
+def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, file_id: str,
               original_name: str | None, declared_mime: str | None) -> tuple[FileRef, premis.FileObject]:
     """Copy one document into the TAR, hashing it on the way (one read)."""
     try:
@@ -240,7 +253,8 @@ def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, now: dt
             raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}")
     mime = declared_mime or MIME_BY_SUFFIX.get(src.suffix.lower(), "application/octet-stream")
     created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
-    ref = FileRef(file_id, arcname.removeprefix(f"representations/{REP}/"), mime, st.st_size, reader.hexdigest(), created)
+    href = arcname.removeprefix(f"representations/{REP}/")
+    ref = FileRef(file_id, href, mime, st.st_size, reader.hexdigest(), created)
     obj = premis.FileObject(arcname, reader.hexdigest(), st.st_size, mime, original_name)
     return ref, obj
 
@@ -256,7 +270,8 @@ def _add_bytes(tar: tarfile.TarFile, objid: str, arcname: str, data: bytes, now:
 def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
     errors = schema_errors(tree)
     if errors:
-        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: " + "; ".join(errors[:5]))
+        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: "
+                                + "; ".join(errors[:5]))
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 

@@ -59,7 +59,8 @@ class FileSystemStorage:
         try:
             written, size = copy_hashed(src, tmp)
             if expected_sha256 and written != expected_sha256:
-                raise StorageError(f"{self.name}: {key}: source checksum {written} differs from expected {expected_sha256}")
+                raise StorageError(f"{self.name}: {key}: source checksum {written} "
+                                   f"differs from expected {expected_sha256}")
             on_disk, _ = sha256_file(tmp)
             if on_disk != written:
                 raise StorageError(f"{self.name}: {key}: read-back checksum differs from what was written")

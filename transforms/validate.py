@@ -435,6 +435,8 @@ class _Validator:
         self.dmd_refs: set[str] = set()
         self.amd_refs: set[str] = set()
         self.digiprov_count = 0
+        self.digiprov_unwrapped = 0  # digiprovMD without an embedded mdWrap (so describing a file)
+        self.amd_unwrapped = 0  # empty amdSecs and amdSec children without an mdWrap
         self.dmd_count = 0
         self.amd_count = 0
         self.docs: list[_Doc] = []
@@ -785,9 +787,13 @@ class _Validator:
         if len(secs) > 1:
             self.fail("CSIP31", f"{len(secs)} amdSec elements; put all administrative metadata in one", d, "ERROR")
         for sec in secs:
+            children = [md for md in sec if isinstance(md.tag, str)]
+            self.amd_unwrapped += sum(md.find(f"{_M}mdWrap") is None for md in children) + (not children)
             digi = sec.findall(f"{_M}digiprovMD")
             self.digiprov_count += len(digi)
             for md in digi:
+                if md.find(f"{_M}mdWrap") is None:
+                    self.digiprov_unwrapped += 1
                 if _blank(md.get("ID")):
                     self.fail("CSIP33", "digiprovMD has no @ID", _loc(d, md))
                 self._check_status(md, "CSIP34", d)
@@ -1273,8 +1279,14 @@ class _Validator:
             self.fail("CSIP31", "no amdSec (administrative/preservation metadata recommended)", "METS.xml")
         elif self.digiprov_count == 0 and not preservation:
             self.fail("CSIP32", "no digiprovMD (PREMIS preservation metadata recommended)", "METS.xml")
-        if self.amd_count and not preservation:
+        # An amdSec (CSIP31) or digiprovMD (CSIP32) that neither embeds its metadata (mdWrap) nor
+        # has a file in metadata/preservation to describe: recommended-level findings (SHOULD).
+        if self.amd_unwrapped and not preservation:
             self.fail("CSIP31", "an amdSec exists but metadata/preservation holds no files", "METS.xml")
+        if self.digiprov_unwrapped and not preservation:
+            # CSIP32: "one digiprovMD element for each piece of PREMIS metadata".
+            self.fail("CSIP32", f"{self.digiprov_unwrapped} digiprovMD element(s) but metadata/preservation "
+                      "holds no PREMIS file; put the PREMIS files there or embed them with mdWrap", "METS.xml")
         if self.dmd_count == 0 and not descriptive:
             self.fail("CSIP17", "no dmdSec (descriptive metadata recommended when available)", "METS.xml")
 

@@ -1,4 +1,5 @@
 import pytest
+import sqlalchemy as sa
 
 from transforms.catalogue import Catalogue, Package
 
@@ -39,7 +40,7 @@ def test_packages_and_events(catalogue):
         catalogue.add_event(s, type="ingestion", outcome="success", agent="test", package_id="uuid-1")
     assert [p.id for p in catalogue.packages("lex")] == ["uuid-1"]
     assert [e.type for e in catalogue.events(package_id="uuid-1")] == ["ingestion"]
-    with pytest.raises(Exception), catalogue.session() as s:  # duplicate package id is refused
+    with pytest.raises(sa.exc.IntegrityError), catalogue.session() as s:  # a duplicate package id is refused
         s.add(Package(id="uuid-1", system="lex", record_class="c", period="2025", batch_id="lex/2025",
                       status="stored", size=10, sha256="a" * 64, content_digest="b" * 64, storage="m", location="x"))
     assert len(catalogue.packages()) == 1

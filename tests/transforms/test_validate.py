@@ -352,6 +352,28 @@ def test_metadata_coverage(pkg):
     assert "CSIP17" in ids(report, "ERROR")
 
 
+def test_digiprovmd_without_preservation_file_is_a_csip32_warning(pkg):
+    # CSIP32 (SHOULD): one digiprovMD per piece of PREMIS metadata. A digiprovMD that neither
+    # embeds its PREMIS nor has a file in metadata/preservation is a CSIP32 finding (the corpus's
+    # CSIP32 test case agrees), besides the CSIP31 one for the amdSec; both only warn.
+    mutate(pkg, _remove("m:amdSec/m:digiprovMD/m:mdRef"))
+    (pkg / "metadata/preservation/premis.xml").unlink()
+    report = v.validate_package(pkg)
+    assert {"CSIP31", "CSIP32"} <= ids(report, "WARNING") and report.valid, report.to_text()
+
+
+def test_embedded_premis_needs_no_preservation_file(pkg):
+    def embed(m):
+        dp = m.find(f"{M}amdSec/{M}digiprovMD")
+        dp.remove(dp.find(f"{M}mdRef"))
+        wrap = _el(dp, "mdWrap", MDTYPE="PREMIS")
+        _el(wrap, "xmlData").append(etree.fromstring(f'<premis xmlns="{NS_PREMIS}" version="3.0"/>'))
+    mutate(pkg, embed)
+    (pkg / "metadata/preservation/premis.xml").unlink()
+    report = v.validate_package(pkg)
+    assert not ids(report) & {"CSIP31", "CSIP32", "CSIP35"} and report.valid, report.to_text()
+
+
 def test_case_only_href_mismatch_warns(pkg):
     mutate(pkg, _set(f"{XL}href", "Documentation/README.txt", "m:fileSec//m:file[@ID='file-readme']/m:FLocat"))
     report = v.validate_package(pkg)

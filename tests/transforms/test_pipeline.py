@@ -1,0 +1,68 @@
+"""The whole chain through the ``arkiv`` CLI (no Airflow): archive, rerun, bad rows."""
+
+import json
+
+import pytest
+
+from transforms.catalogue import Catalogue
+from transforms.cli import main
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path, lex_source):
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_LEX_FILES", str(lex_source["files"]))
+    monkeypatch.setenv("ARKIV_CONN_LEX_DB", lex_source["url"])
+    return home
+
+
+def _run(*extra):
+    return main(["run", "lex", "--start", "2025-01-01", "--end", "2026-01-01", *extra])
+
+
+def test_run_archives_the_interval_and_a_rerun_changes_nothing(env, capsys):
+    assert _run() == 0
+    cat = Catalogue(f"sqlite:///{env / 'catalogue' / 'catalogue.sqlite'}")
+    packages = cat.packages("lex")
+    assert packages and all(p.status == "stored" and p.storage == "mellanarkiv" for p in packages)
+    stored = sorted(p.relative_to(env / "mellanarkiv").as_posix() for p in (env / "mellanarkiv").rglob("*.tar"))
+    assert stored == sorted(p.location for p in packages)
+    for p in packages:
+        assert [e.type for e in cat.events(package_id=p.id)] == [
+            "creation", "replication", "fixity check", "validation", "ingestion"]
+    assert not list((env / "build").rglob("*.tar"))  # build artefacts removed once recorded
+    assert not (env / "staging" / "lex" / "2025").exists()
+
+    before = cat.snapshot()
+    mtimes = {p: p.stat().st_mtime_ns for p in (env / "mellanarkiv").rglob("*.tar")}
+    assert _run() == 0
+    assert cat.snapshot() == before
+    assert {p: p.stat().st_mtime_ns for p in (env / "mellanarkiv").rglob("*.tar")} == mtimes
+    assert "0 new package(s)" in capsys.readouterr().out
+
+    assert main(["packages", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {p["id"] for p in listed} == {p.id for p in packages}
+
+
+def test_bad_rows_stop_the_batch_at_the_quality_gate(monkeypatch, tmp_path, lex_bad_source, capsys):
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_LEX_FILES", str(lex_bad_source["files"]))
+    monkeypatch.setenv("ARKIV_CONN_LEX_DB", lex_bad_source["url"])
+    assert _run() == 1
+    err = capsys.readouterr().err
+    assert "failed its quality gate" in err and "quarantined" in err
+    assert not list((home / "mellanarkiv").rglob("*")), "nothing may be shipped"
+    assert Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}").packages() == []
+    report = json.loads((home / "reports" / "lex" / "lex-2025-quality.json").read_text(encoding="utf-8"))
+    failed = {c["expectation"] for c in report["checks"] if not c["success"]}
+    assert {"expect_column_values_to_be_unique", "expect_column_values_to_be_valid_personnummer",
+            "expect_column_values_to_be_existing_files"} <= failed
+    assert list((home / "quarantine" / "lex").iterdir()), "the staged batch is kept in quarantine"
+
+
+def test_configuration_errors_exit_2(env, capsys):
+    assert main(["run", "nosuchsystem", "--start", "2025-01-01", "--end", "2026-01-01"]) == 2
+    assert "no system 'nosuchsystem'" in capsys.readouterr().err
