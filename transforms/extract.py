@@ -276,9 +276,7 @@ def _extract_table(conn, system: System, table: Table, params: dict, work: Path,
                     part.files.setdefault(table.name, []).append(str(path))
                 writers[rc].write_batch(part_rb)
                 part.rows[table.name] = part.rows.get(table.name, 0) + part_rb.num_rows
-                h = digests.setdefault(rc, hashlib.sha256())
-                h.update(table.name.encode())
-                h.update(part_rb.serialize())
+                _digest_rows(digests.setdefault(rc, hashlib.sha256()), table.name, part_rb)
     finally:
         for w in writers.values():
             w.close()
@@ -289,6 +287,18 @@ def _extract_table(conn, system: System, table: Table, params: dict, work: Path,
             [f"{table.key}={k}" for k in unmatched[:50]],
         )
     return total
+
+
+def _digest_rows(h, table: str, batch: pa.RecordBatch) -> None:
+    """Feed rows into a partition's content digest, one canonical line per row.
+
+    The digest (and so the package ID) covers what the source says — not how rows were
+    batched, nor where this machine mounts the document store (``source_path``).
+    """
+    names = [n for n in batch.schema.names if n != "source_path"]
+    prefix = table.encode() + b"\t"
+    for row in batch.select(names).to_pylist():
+        h.update(prefix + json.dumps(row, default=str, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
 
 
 def _swap_into_place(work: Path, final: Path) -> None:

@@ -79,6 +79,17 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
         unchanged = b is not None and json.loads(b.rows) == state and b.status == "archived"
+        changed_after_archiving = b is not None and b.status == "archived" and not unchanged
+    if changed_after_archiving:
+        # The interval is archived already and the source now says something else (a closed
+        # case was edited). Shipping it again would put records in two packages: stop, keep
+        # the new extraction for review, and let an archivist decide on a supplement.
+        where = quarantine(settings, staged)
+        with cat.session() as ses:
+            cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
+                          detail=f"interval already archived; the source changed since (new extraction in {where})")
+        raise ContentError(f"{name} {staged.batch} is already archived, but the source data for the interval has "
+                           f"changed since; nothing was shipped. The new extraction is in {where} for review.")
     if not unchanged:
         cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
                          interval_end=staged.interval_end, status="staged", rows=state)

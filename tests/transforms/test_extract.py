@@ -57,6 +57,7 @@ def test_extraction_is_deterministic_and_independent_of_batch_size(lex_source, t
         ta = pq.read_table(a.partitions[k].files["cases"]).drop(["record_class"])
         tb = pq.read_table(b.partitions[k].files["cases"]).drop(["record_class"])
         assert ta.equals(tb)
+    assert {k: p.digest for k, p in a.partitions.items()} == {k: p.digest for k, p in b.partitions.items()}
     again = _extract(lex_source, tmp_path / "a")
     assert {k: p.digest for k, p in again.partitions.items()} == {k: p.digest for k, p in a.partitions.items()}
 
@@ -89,3 +90,13 @@ def test_document_paths_cannot_escape_the_document_store(tmp_path):
     assert _resolve_file(root, "a.txt") == str(root / "a.txt")
     for hostile in ("../etc/passwd", "/etc/passwd", "sub/../../x", "", None, "a\x00b"):
         assert _resolve_file(root, hostile) == ""
+
+
+def test_digest_does_not_depend_on_where_the_document_store_is_mounted(lex_source, tmp_path):
+    import shutil
+
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(lex_source["files"], moved)
+    a = _extract(lex_source, tmp_path / "a")
+    b = extract_database(LEX, lex_source["url"], *Y2025, tmp_path / "b", env={"ARKIV_LEX_FILES": str(moved)})
+    assert {k: p.digest for k, p in a.partitions.items()} == {k: p.digest for k, p in b.partitions.items()}

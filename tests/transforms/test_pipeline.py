@@ -66,3 +66,28 @@ def test_bad_rows_stop_the_batch_at_the_quality_gate(monkeypatch, tmp_path, lex_
 def test_configuration_errors_exit_2(env, capsys):
     assert main(["run", "nosuchsystem", "--start", "2025-01-01", "--end", "2026-01-01"]) == 2
     assert "no system 'nosuchsystem'" in capsys.readouterr().err
+
+
+def test_source_changed_after_archiving_is_stopped_not_duplicated(env, lex_source, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    import sqlalchemy as sa
+
+    copy = tmp_path / "lex-copy.sqlite"
+    shutil.copy(lex_source["url"].removeprefix("sqlite:///"), copy)
+    monkeypatch.setenv("ARKIV_CONN_LEX_DB", f"sqlite:///{copy}")
+    assert _run() == 0
+    cat = Catalogue(f"sqlite:///{env / 'catalogue' / 'catalogue.sqlite'}")
+    packages = {p.id for p in cat.packages()}
+    eng = sa.create_engine(f"sqlite:///{copy}")
+    with eng.begin() as c:  # a closed case is edited in the source after it was archived
+        changed = c.exec_driver_sql(
+            "UPDATE cases SET case_officer = 'Ny Handläggare' WHERE case_id = (SELECT min(case_id) FROM cases "
+            "WHERE closed_date >= '2025-01-01' AND closed_date < '2026-01-01')").rowcount
+    assert changed == 1
+    eng.dispose()
+    capsys.readouterr()
+    assert _run() == 1
+    assert "already archived" in capsys.readouterr().err
+    assert {p.id for p in cat.packages()} == packages
+    assert list((env / "quarantine" / "lex").iterdir())
