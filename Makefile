@@ -60,7 +60,7 @@ lint: install  ## ruff
 	$(BIN)/ruff check .
 
 airflow: install $(AIRFLOW_HOME)/airflow.db  ## Airflow UI on http://localhost:8080 (airflow standalone; password in var/airflow)
-	$(BIN)/airflow standalone
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 clean:  ## remove everything the embedded default keeps (var/), not the virtualenv
 	rm -rf var
