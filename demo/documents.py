@@ -345,3 +345,189 @@ def make_text(title: str, paragraphs: Iterable[str], *, header: Sequence[str] = 
     for p in paragraphs:
         parts += [textwrap.fill(p, 78) if "\n" not in p else p, ""]
     return ("\n".join(parts).rstrip("\n") + "\n").encode("utf-8")
+
+
+# ------------------------------------------------------------------ building drawings
+# Bygglov drawings (ritningar): A3 landscape sheets with a title block (ritningshuvud) in
+# the lower right corner, as an architect's CAD export (vector PDF) or as an old drawing
+# scanned on a large-format scanner (bilevel multi-page TIFF, CCITT Group 4).
+
+MIME_TIFF = "image/tiff"
+
+# A3 landscape in points.
+_A3_W, _A3_H = 1191, 842
+
+_DRAWING_KINDS = ("plan", "fasad", "sektion", "situationsplan")
+
+
+def _drawing_kind(text: str) -> str:
+    """Which sheet to draw, from the first line of its text (Planritning, Fasadritning …)."""
+    first = text.split("\n", 1)[0].lower()
+    if "fasad" in first:
+        return "fasad"
+    if "sektion" in first:
+        return "sektion"
+    if "situation" in first or "tomt" in first:
+        return "situationsplan"
+    return "plan"
+
+
+def _drawing_shapes(rng: random.Random, kind: str, w: float, h: float) -> tuple[list, list]:
+    """Line segments and rectangles of one sheet, in a coordinate system with y pointing down.
+
+    Returns ``(lines, rects)``: lines as ``(x0, y0, x1, y1)``, rectangles as
+    ``(x, y, width, height)``. Everything scales with the sheet, so the PDF and the TIFF
+    writer draw the same kind of drawing at any resolution.
+    """
+    lines: list[tuple[float, float, float, float]] = []
+    rects: list[tuple[float, float, float, float]] = []
+    # The drawing area: the sheet minus a 5 % border and the title block strip at the bottom.
+    x0, y0, x1, y1 = 0.06 * w, 0.06 * h, 0.94 * w, 0.72 * h
+    bw, bh = (x1 - x0) * rng.uniform(0.45, 0.7), (y1 - y0) * rng.uniform(0.5, 0.8)
+    bx, by = x0 + (x1 - x0 - bw) / 2, y0 + (y1 - y0 - bh) / 2
+    if kind == "plan":
+        rects.append((bx, by, bw, bh))
+        rects.append((bx + 4, by + 4, bw - 8, bh - 8))  # the outer wall's inner face
+        cols, rows = rng.randint(2, 4), rng.randint(1, 3)
+        for i in range(1, cols):
+            x = bx + bw * i / cols + rng.uniform(-0.05, 0.05) * bw
+            lines.append((x, by, x, by + bh))
+        for j in range(1, rows):
+            y = by + bh * j / rows
+            lines.append((bx, y, bx + bw, y))
+        for _ in range(rng.randint(4, 9)):  # windows: short double lines in the outer wall
+            x = rng.uniform(bx + 0.1 * bw, bx + 0.85 * bw)
+            lines += [(x, by - 3, x + 0.08 * bw, by - 3), (x, by + bh + 3, x + 0.08 * bw, by + bh + 3)]
+        # Dimension line (måttlinje) under the building with ticks.
+        lines += [(bx, by + bh + 25, bx + bw, by + bh + 25), (bx, by + bh + 18, bx, by + bh + 32),
+                  (bx + bw, by + bh + 18, bx + bw, by + bh + 32)]
+    elif kind == "fasad":
+        ground = by + bh
+        rects.append((bx, by + 0.35 * bh, bw, 0.65 * bh))
+        ridge = (bx + bw / 2, by)
+        lines += [(bx - 10, by + 0.35 * bh, *ridge), (*ridge, bx + bw + 10, by + 0.35 * bh),
+                  (x0, ground, x1, ground)]
+        n = rng.randint(3, 6)
+        for i in range(n):
+            wx = bx + bw * (i + 0.5) / n - 0.04 * bw
+            rects.append((wx, by + 0.5 * bh, 0.08 * bw, 0.18 * bh))
+        rects.append((bx + bw * rng.uniform(0.15, 0.7), ground - 0.3 * bh, 0.07 * bw, 0.3 * bh))  # door
+    elif kind == "sektion":
+        rects.append((bx, by + 0.3 * bh, bw, 0.7 * bh))
+        lines += [(bx - 10, by + 0.3 * bh, bx + bw / 2, by), (bx + bw / 2, by, bx + bw + 10, by + 0.3 * bh)]
+        for f in range(1, rng.randint(2, 3) + 1):
+            y = by + 0.3 * bh + 0.7 * bh * f / 3
+            lines.append((bx, y, bx + bw, y))
+        lines.append((x0, by + bh + 8, x1, by + bh + 8))  # grundläggning
+    else:  # situationsplan: property boundary, the building, the street, a north arrow
+        pts = [(x0 + 0.1 * (x1 - x0), y0 + 0.1 * (y1 - y0)), (x1 - 0.15 * (x1 - x0), y0 + 0.05 * (y1 - y0)),
+               (x1 - 0.1 * (x1 - x0), y1 - 0.2 * (y1 - y0)), (x0 + 0.05 * (x1 - x0), y1 - 0.15 * (y1 - y0))]
+        for a, b in zip(pts, pts[1:] + pts[:1], strict=True):
+            lines.append((*a, *b))
+        rects.append((bx + 0.2 * bw, by + 0.2 * bh, 0.4 * bw, 0.45 * bh))
+        rects.append((bx + 0.7 * bw, by + 0.25 * bh, 0.15 * bw, 0.2 * bh))  # komplementbyggnad
+        lines += [(x0, y1 - 0.05 * (y1 - y0), x1, y1 - 0.05 * (y1 - y0)), (x0, y1, x1, y1)]
+        nx, ny = x1 - 30, y0 + 10
+        lines += [(nx, ny + 50, nx, ny), (nx, ny, nx - 8, ny + 15), (nx, ny, nx + 8, ny + 15)]
+    return lines, rects
+
+
+def make_drawing_pdf(rng: random.Random, sheets: Sequence[str], *, title: str | None = None) -> bytes:
+    """A vector PDF of building drawings: one A3 landscape page per entry of ``sheets``.
+
+    The first line of each entry names the sheet (``Planritning``, ``Fasadritning mot söder``,
+    ``Sektion A-A``, ``Situationsplan``) and decides what is drawn; every line of it goes
+    into the title block (ritningshuvud) in the lower right corner. Line work comes from
+    ``rng``, so the bytes are reproducible. Readable by :func:`verify_pdf`.
+    """
+    streams = []
+    for n, text in enumerate(sheets or [""], start=1):
+        lines, rects = _drawing_shapes(rng, _drawing_kind(text), _A3_W, _A3_H)
+        ops = [b"0.8 w"]
+        for x, y, w, h in rects:  # PDF's y axis points up: flip
+            ops.append(b"%.1f %.1f %.1f %.1f re S" % (x, _A3_H - y - h, w, h))
+        for xa, ya, xb, yb in lines:
+            ops.append(b"%.1f %.1f m %.1f %.1f l S" % (xa, _A3_H - ya, xb, _A3_H - yb))
+        # Sheet border and title block.
+        ops.append(b"1.5 w 28 28 %d %d re S" % (_A3_W - 56, _A3_H - 56))
+        tb_x, tb_w, tb_h = _A3_W - 28 - 420, 420, 170
+        ops.append(b"%d 28 %d %d re S" % (tb_x, tb_w, tb_h))
+        ops.append(b"BT /F1 10 Tf 13 TL %d %d Td" % (tb_x + 10, 28 + tb_h - 18))
+        for line in [*text.split("\n")[:10], f"Blad {n} av {len(sheets or [''])}"]:
+            ops.append(_pdf_string(line[:70]) + b" Tj T*")
+        ops.append(b"ET")
+        streams.append(b"\n".join(ops) + b"\n")
+    return _assemble_pdf(streams, (_A3_W, _A3_H), title)
+
+
+def _assemble_pdf(streams: Sequence[bytes], size: tuple[int, int], title: str | None) -> bytes:
+    """A PDF 1.4 file from finished page content streams (Helvetica as /F1), with exact xref."""
+    page_ids = [5 + 2 * i for i in range(len(streams))]
+    objects: dict[int, bytes] = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        2: b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % p for p in page_ids)
+        + b"] /Count %d >>" % len(streams),
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
+        4: b"<< /Producer " + _pdf_text_string("Arkivflöde demo")
+        + (b" /Title " + _pdf_text_string(title) if title else b"") + b" >>",
+    }
+    for page_id, stream in zip(page_ids, streams, strict=True):
+        objects[page_id + 1] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"endstream"
+        objects[page_id] = (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %d %d] " % size
+            + b"/Resources << /Font << /F1 3 0 R >> >> /Contents %d 0 R >>" % (page_id + 1)
+        )
+    out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for num in sorted(objects):
+        offsets[num] = len(out)
+        out += b"%d 0 obj\n" % num + objects[num] + b"\nendobj\n"
+    xref_at = len(out)
+    count = max(objects) + 1
+    out += b"xref\n0 %d\n" % count + b"0000000000 65535 f \n"
+    for num in range(1, count):
+        out += b"%010d 00000 n \n" % offsets[num]
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 4 0 R >>\n" % count
+    out += b"startxref\n%d\n%%%%EOF\n" % xref_at
+    return bytes(out)
+
+
+def make_tiff(rng: random.Random, pages: Sequence[str], *, width: int = 1240, height: int = 877,
+              dpi: int = 75) -> bytes:
+    """A multi-page bilevel TIFF (CCITT Group 4), one page per entry: a scanned drawing.
+
+    Each page is an A3 landscape sheet (1240 × 877 pixels is A3 at 75 dpi) drawn like
+    :func:`make_drawing_pdf` — the first line of the entry picks the kind of drawing, all
+    lines go into the title block — plus the dust specks and slight skew of a large-format
+    scan. Group 4 is what archives and scanners use for line drawings: lossless and small.
+    All randomness comes from ``rng``; Pillow writes no timestamp, so the bytes repeat.
+    """
+    images = []
+    for n, text in enumerate(pages or [""], start=1):
+        sheet = Image.new("L", (width, height), 255)
+        draw = ImageDraw.Draw(sheet)
+        lines, rects = _drawing_shapes(rng, _drawing_kind(text), width, height)
+        stroke = max(1, width // 600)
+        for x, y, w, h in rects:
+            draw.rectangle((x, y, x + w, y + h), outline=0, width=stroke)
+        for xa, ya, xb, yb in lines:
+            draw.line((xa, ya, xb, yb), fill=0, width=stroke)
+        border = width // 42
+        draw.rectangle((border, border, width - border, height - border), outline=0, width=stroke + 1)
+        tb_w, tb_h = int(width * 0.35), int(height * 0.2)
+        tb = (width - border - tb_w, height - border - tb_h, width - border, height - border)
+        draw.rectangle(tb, outline=0, width=stroke + 1)
+        size = max(10, tb_h // 9)
+        font, full = _font(size)
+        y = tb[1] + size // 2
+        for line in [*text.split("\n")[:7], f"Blad {n} av {len(pages or [''])}"]:
+            draw.text((tb[0] + size // 2, y), _drawable(line[:60], full), fill=0, font=font)
+            y += int(size * 1.15)
+        for _ in range(rng.randint(20, 60)):  # dust and specks from the scanner glass
+            sx, sy, r = rng.randrange(width), rng.randrange(height), rng.randint(0, 2)
+            draw.ellipse((sx, sy, sx + r, sy + r), fill=0)
+        sheet = sheet.rotate(rng.uniform(-0.6, 0.6), resample=Image.Resampling.NEAREST, fillcolor=255)
+        images.append(sheet.point(lambda v: 255 if v > 128 else 0).convert("1"))
+    out = io.BytesIO()
+    images[0].save(out, "TIFF", compression="group4", dpi=(dpi, dpi), save_all=True, append_images=images[1:])
+    return out.getvalue()

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -60,9 +60,9 @@ def _to_bool(v: object) -> bool | None:
     if isinstance(v, int | Decimal):
         return bool(v)
     s = str(v).strip().lower()
-    if s in {"1", "true", "t", "yes", "y"}:
+    if s in {"1", "true", "t", "yes", "y", "ja", "j"}:
         return True
-    if s in {"0", "false", "f", "no", "n"}:
+    if s in {"0", "false", "f", "no", "n", "nej"}:
         return False
     raise ValueError(f"not a boolean: {type(v).__name__}")
 
@@ -162,9 +162,55 @@ def _resolve_file(root: Path, rel: object) -> str:
     return str(candidate)
 
 
-def _rows(conn: sa.Connection, query: str, params: dict, batch_rows: int) -> Iterator[Sequence[sa.Row]]:
-    result = conn.execution_options(stream_results=True, yield_per=batch_rows).execute(sa.text(query), params)
-    yield from result.partitions(batch_rows)
+class RowSource:
+    """Where a system's rows come from: yields each table's rows in chunks of mappings."""
+
+    def chunks(self, table: Table) -> Iterator[Sequence[Mapping[str, object]]]:
+        raise NotImplementedError  # pragma: no cover - interface
+
+    def files_root(self, table: Table) -> Path | None:
+        """The folder that the table's document paths are relative to (None: no documents)."""
+        return None
+
+    def convert(self, column_type: str, value: object) -> object:
+        """Turn a raw value into the column's declared type (ValueError/TypeError when it isn't)."""
+        return CONVERTERS[column_type](value)
+
+    def close(self) -> None:
+        pass
+
+
+class DatabaseSource(RowSource):
+    """SQL through SQLAlchemy with a server-side cursor (``stream_results``) per table."""
+
+    def __init__(self, system: System, url: str, start: dt.datetime, end: dt.datetime, env: Mapping[str, str]):
+        self.system, self.env = system, env
+        self.params = {"start": start.date(), "end": end.date()}
+        self.engine = sa.create_engine(url)
+        self.conn = self.engine.connect()
+
+    def chunks(self, table: Table) -> Iterator[Sequence[Mapping[str, object]]]:
+        result = self.conn.execution_options(stream_results=True, yield_per=self.system.batch_rows).execute(
+            sa.text(table.query), self.params)
+        returned = set(result.keys())
+        missing = [c for c in table.column_names if c not in returned]
+        if missing:
+            raise ConfigError(f"{self.system.source.name}: extract.tables.{table.name}: "
+                              f"the query returns no column {missing[0]!r}")
+        for part in result.partitions(self.system.batch_rows):
+            yield [row._mapping for row in part]
+
+    def files_root(self, table: Table) -> Path | None:
+        if not table.files_root_env:
+            return None
+        if not self.env.get(table.files_root_env):
+            raise ConfigError(f"{self.system.source.name}: extract.tables.{table.name}.files.root_env: "
+                              f"environment variable {table.files_root_env} is not set")
+        return Path(self.env[table.files_root_env]).resolve()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.engine.dispose()
 
 
 def extract_database(
@@ -174,41 +220,42 @@ def extract_database(
     end: dt.datetime,
     staging_root: Path,
     *,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> StagedBatch:
     """Extract the interval ``[start, end)`` of every table of ``system`` into staging."""
-    env = os.environ if env is None else env
+    source = DatabaseSource(system, url, start, end, os.environ if env is None else env)
+    return stage(system, source, start, end, staging_root)
+
+
+def stage(system: System, source: RowSource, start: dt.datetime, end: dt.datetime,
+          staging_root: Path) -> StagedBatch:
+    """Stream every table of ``system`` from ``source`` into Parquet, partitioned by record class."""
     batch = period_label(start, end)
     final = staging_root / system.name / batch
     work = staging_root / system.name / f".{batch}.tmp-{uuid.uuid4().hex[:8]}"
     work.mkdir(parents=True)
-    params = {"start": start.date(), "end": end.date()}
-    engine = sa.create_engine(url)
+    partitions: dict[str, Partition] = {}
+    digests: dict[str, hashlib._Hash] = {}
+    totals: dict[str, int] = {}
+    classes: dict[str, dict[object, str | None]] = {}  # parent table -> key -> record class
+    parents = {t.parent_table for t in system.tables.values() if t.parent_table}
+    empties: dict[str, str] = {}
     try:
-        partitions: dict[str, Partition] = {}
-        digests: dict[str, hashlib._Hash] = {}
-        totals: dict[str, int] = {}
-        parent_class: dict[object, str] = {}
-        empties: dict[str, str] = {}
-        root_table = system.root_table
-        # The root table first: its record classes are inherited by the child tables.
-        order = [root_table] + [t for t in system.tables.values() if t is not root_table]
-        with engine.connect() as conn:
-            for table in order:
-                totals[table.name] = _extract_table(
-                    conn, system, table, params, work, partitions, digests, parent_class, env)
-                if totals[table.name] == 0:
-                    # An empty table is still a staged table: the quality gate sees it, with no rows.
-                    empty = work / table.name / "empty.parquet"
-                    empty.parent.mkdir(parents=True, exist_ok=True)
-                    extra = ["source_path"] if table.files_root_env else []
-                    pq.write_table(_schema(table, extra + ["record_class"]).empty_table(), empty)
-                    empties[table.name] = str(final / empty.relative_to(work))
+        # Parents first: the record class of a root row is inherited down the tree.
+        for table in system.table_order():
+            totals[table.name] = _stage_table(system, source, table, work, partitions, digests, classes,
+                                              keep_keys=table.name in parents)
+            if totals[table.name] == 0:
+                # An empty table is still a staged table: the quality gate sees it, with no rows.
+                empty = work / table.name / "empty.parquet"
+                empty.parent.mkdir(parents=True, exist_ok=True)
+                pq.write_table(_schema(table, _extra_columns(table)).empty_table(), empty)
+                empties[table.name] = str(final / empty.relative_to(work))
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     finally:
-        engine.dispose()
+        source.close()
     for name, part in partitions.items():
         part.digest = digests[name].hexdigest()
         for t in system.tables:
@@ -221,53 +268,51 @@ def extract_database(
     return staged
 
 
-def _extract_table(conn, system: System, table: Table, params: dict, work: Path,
-                   partitions: dict[str, Partition], digests: dict, parent_class: dict, env) -> int:
-    extra = []
-    files_root = None
-    if table.files_root_env:
-        if not env.get(table.files_root_env):
-            raise ConfigError(f"{system.source.name}: extract.tables.{table.name}.files.root_env: "
-                              f"environment variable {table.files_root_env} is not set")
-        files_root = Path(env[table.files_root_env]).resolve()
-        extra.append("source_path")
-    schema = _schema(table, extra + ["record_class"])
-    converters = [(c.name, CONVERTERS[c.type]) for c in table.columns]
+def _extra_columns(table: Table) -> list[str]:
+    return (["source_path"] if table.files_path_column else []) + ["record_class"]
+
+
+def _stage_table(system: System, source: RowSource, table: Table, work: Path, partitions: dict[str, Partition],
+                 digests: dict, classes: dict[str, dict], *, keep_keys: bool) -> int:
+    files_root = source.files_root(table) if table.files_path_column else None
+    schema = _schema(table, _extra_columns(table))
+    types = {c.name: c.type for c in table.columns}
     writers: dict[str, pq.ParquetWriter] = {}
     is_root = table.parent_table is None
+    own: dict[object, str | None] = classes.setdefault(table.name, {}) if keep_keys else {}
+    parent_map = classes.get(table.parent_table or "", {})
     unmatched: list[str] = []
     total = 0
     try:
-        for chunk in _rows(conn, table.query, params, system.batch_rows):
+        for chunk in source.chunks(table):
             cols: dict[str, list] = {name: [] for name in schema.names}
-            for row in chunk:
-                m = row._mapping
-                for name, conv in converters:
+            for m in chunk:
+                for name, ctype in types.items():
                     try:
-                        cols[name].append(conv(m[name]))
-                    except KeyError:
-                        raise ConfigError(f"{system.source.name}: extract.tables.{table.name}: "
-                                          f"the query returns no column {name!r}") from None
-                    except (ValueError, TypeError) as exc:
-                        raise ContentError(f"{system.name}.{table.name}: row {m[table.key]}: column {name} "
-                                           f"does not hold a {dict((c.name, c.type) for c in table.columns)[name]}"
-                                           f" ({exc.__class__.__name__})") from None
+                        cols[name].append(source.convert(ctype, m.get(name)))
+                    except (ValueError, TypeError, ArithmeticError) as exc:
+                        # Name the row and column, never the value: it may be a personnummer.
+                        raise ContentError(f"{system.name}.{table.name}: row {m.get(table.key)}: column {name} "
+                                           f"does not hold a {ctype} ({exc.__class__.__name__})") from None
                 if files_root is not None:
-                    cols["source_path"].append(_resolve_file(files_root, m[table.files_path_column]))
+                    cols["source_path"].append(_resolve_file(files_root, m.get(table.files_path_column)))
+                elif table.files_path_column:
+                    cols["source_path"].append("")
+                key = cols[table.key][-1]
                 if is_root:
-                    rc = system.record_class_of(m[system.record_classes[0].column])
+                    rc = system.record_class_of({n: cols[n][-1] for n in types})
                     if rc is None:
-                        unmatched.append(str(m[table.key]))
-                    parent_class[m[table.key]] = rc
+                        unmatched.append(str(key))
                 else:
-                    rc = parent_class.get(m[table.parent_column])
+                    rc = parent_map.get(cols[table.parent_column][-1])
+                if keep_keys:
+                    own[key] = rc
                 cols["record_class"].append(rc)
             rb = pa.RecordBatch.from_pydict(cols, schema=schema)
             total += rb.num_rows
-            classes = rb.column("record_class").to_pylist()
-            for rc in sorted({c for c in classes if c is not None}):
-                mask = pa.array([c == rc for c in classes])
-                part_rb = rb.filter(mask)
+            row_classes = rb.column("record_class").to_pylist()
+            for rc in sorted({c for c in row_classes if c is not None}):
+                part_rb = rb.filter(pa.array([c == rc for c in row_classes]))
                 part = partitions.setdefault(rc, Partition(rc))
                 if rc not in writers:
                     path = work / table.name / rc / "part-00000.parquet"

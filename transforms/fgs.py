@@ -38,6 +38,7 @@ class Profile:
     name: str
     content_category: str  # mets/@TYPE, from CSIPVocabularyContentCategory
     content_information_type: str  # csip:CONTENTINFORMATIONTYPE
+    other_content_information_type: str | None = None  # when the type is OTHER (CSIP5, CSIP63)
     record_status: str = "NEW"
 
     def software_agent(self) -> MetsAgent:
@@ -71,3 +72,8 @@ class Profile:
 #: FGS profile for case-shaped records (ärenden) described with FGS Ärendehantering 2.0
 FGS_ERMS = Profile(name="fgs-erms", content_category="Mixed", content_information_type="citserms_v2_1")
 
+#: FGS profile for records that are not case-shaped (payroll, the archival description):
+#: tables as UTF-8 CSV described by a data dictionary. No CSIP content information type fits
+#: plain CSV, so it is OTHER with our own name (CSIP5).
+FGS_TABULAR = Profile(name="fgs-tabular", content_category="Datasets", content_information_type="OTHER",
+                      other_content_information_type="Arkivflode-Tabular-1.0")

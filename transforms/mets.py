@@ -38,6 +38,7 @@ class FileGroup:
     use: str
     files: Sequence[FileRef]
     content_information_type: str | None = None
+    other_content_information_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,8 @@ def build_mets(
     root.set("LABEL", label)
     root.set("TYPE", profile.content_category)
     root.set(CSIP + "CONTENTINFORMATIONTYPE", profile.content_information_type)
+    if profile.other_content_information_type:
+        root.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", profile.other_content_information_type)
     root.set("PROFILE", SIP_PROFILE_URL)
 
     hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": _ts(created), "LASTMODDATE": _ts(created),
@@ -141,6 +144,8 @@ def build_mets(
         grp = etree.SubElement(file_sec, M + "fileGrp", ID=gid, USE=g.use)
         if g.content_information_type:
             grp.set(CSIP + "CONTENTINFORMATIONTYPE", g.content_information_type)
+        if g.other_content_information_type:
+            grp.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", g.other_content_information_type)
         for f in g.files:
             fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
             etree.SubElement(fel, M + "FLocat", _link(f.href))

@@ -41,11 +41,11 @@ from lxml import etree
 from . import __version__, erms, premis
 from .errors import ArkivError, ContentError
 from .extract import Partition, StagedBatch
-from .fgs import FGS_ERMS, SOFTWARE_NAME, Profile
+from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .hashing import HashingReader, HashingWriter, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
-from .systems import System
-from .xmltools import NS_ARKIV, SCHEMA_DIR, schema_errors, schemas_used
+from .systems import System, Table
+from .xmltools import NS_ARKIV, NS_DATADICT, SCHEMA_DIR, schema_errors, schemas_used
 
 #: namespace for deterministic package identifiers (UUIDv5)
 PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
@@ -142,10 +142,11 @@ def build_packages(
     build_dir: Path,
     *,
     events: Sequence[premis.Event] = (),
-    profile: Profile = FGS_ERMS,
+    profile: Profile | None = None,
     now: dt.datetime | None = None,
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk)."""
+    profile = profile or (FGS_ERMS if system.content_kind == "erms" else FGS_TABULAR)
     partition = staged.partitions[record_class]
     now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
     build_dir.mkdir(parents=True, exist_ok=True)
@@ -155,38 +156,62 @@ def build_packages(
     return built
 
 
-def _group_children(system: System, partition: Partition, keys: pa.Array) -> dict[str, dict[object, list[dict]]]:
-    out: dict[str, dict[object, list[dict]]] = {}
-    for table in system.tables.values():
+def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict[str, list[dict]]:
+    """Every descendant row of a chunk's root rows, per table (parents before children)."""
+    keys: dict[str, pa.Array] = {system.root_table.name: root_rows[system.root_table.key]}
+    out: dict[str, list[dict]] = {}
+    for table in system.table_order():
         if table.parent_table is None:
             continue
-        t = _read_children(partition.files.get(table.name, []), table.parent_column, keys)
+        parent_keys = keys.get(table.parent_table)
+        t = _read_children(partition.files.get(table.name, []), table.parent_column, parent_keys) \
+            if parent_keys is not None and len(parent_keys) else pa.table({})
         if t.num_rows:
             t = t.sort_by(table.key)
-        grouped: dict[object, list[dict]] = defaultdict(list)
-        for row in t.to_pylist():
-            grouped[row[table.parent_column]].append(row)
-        out[table.name] = grouped
+            keys[table.name] = t[table.key]
+        out[table.name] = t.to_pylist()
     return out
 
 
-def _build_one(system: System, staged: StagedBatch, partition: Partition, cases: pa.Table, part_no: int,
+def _csv_bytes(table: Table, rows: Sequence[dict]) -> bytes:
+    """One table as RFC 4180 CSV in UTF-8: header of the declared columns, CRLF, empty = null."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(table.column_names)
+    for row in rows:
+        w.writerow(["" if row.get(c) is None else _csv_value(row.get(c)) for c in table.column_names])
+    return buf.getvalue().encode("utf-8")
+
+
+def _csv_value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dt.date | dt.datetime):
+        return v.isoformat()
+    return str(v)
+
+
+def _build_one(system: System, staged: StagedBatch, partition: Partition, roots: pa.Table, part_no: int,
                build_dir: Path, events: Sequence[premis.Event], profile: Profile,
                now: dt.datetime) -> BuiltPackage:
     root_t = system.root_table
     content = system.content
-    cm, dm, pm = content["case"], content["document"], content.get("party", {})
+    erms_kind = system.content_kind == "erms"
     rc = system.record_class(partition.record_class)
     objid = package_id_for(system.name, rc.name, staged.batch, part_no, partition.digest)
-    children = _group_children(system, partition, cases[root_t.key])
-    doc_rows = children.get(dm["table"], {})
-    party_rows = children.get(pm.get("table", ""), {})
+    children = _children(system, partition, roots)
+    root_rows = roots.to_pylist()
+    rows_by_table = {root_t.name: root_rows, **children}
+    if erms_kind:
+        cm, dm, pm = content["case"], content["document"], content.get("party", {})
+        csv_tables = [t for t in system.tables.values() if t.name not in {cm["table"], dm["table"], pm.get("table")}]
+    else:
+        csv_tables = system.table_order()
 
     final = build_dir / f"{objid}.tar"
     tmp = build_dir / f".{objid}.tar.part-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
     data_files: list[tuple[FileRef, premis.FileObject]] = []
-    erms_cases: list[erms.Case] = []
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     doc_bytes = 0
@@ -194,28 +219,22 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, cases:
         with open(tmp, "wb") as raw:
             out = HashingWriter(raw)
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
-                for case in cases.to_pylist():
-                    case_key = case[root_t.key]
-                    folder = safe_name(str(case[cm["reference"]]).replace("/", "-"))
-                    ec = erms.Case(fields=case, parties=party_rows.get(case_key, []))
-                    for doc in doc_rows.get(case_key, []):
-                        src = doc.get("source_path") or ""
-                        name = f"{doc[dm['number']]}_{safe_name(str(doc[dm['file_name']]))}"
-                        rel = f"{folder}/{name}"
-                        if rel in used_names:
-                            rel = f"{folder}/{doc[dm['id']]}-{name}"
-                        used_names.add(rel)
-                        ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), f"file-{doc[dm['id']]}",
-                                             doc.get(dm["file_name"]), doc.get(dm["mime_type"]))
-                        data_files.append((ref, obj))
-                        doc_bytes += ref.size
-                        ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel,
-                                                          size=ref.size))
-                    erms_cases.append(ec)
-                    records.append(RecordEntry(str(case_key), str(case[cm["reference"]]),
-                                               _iso(case.get(cm.get("opened", ""))),
-                                               _iso(case.get(cm.get("closed", "")))))
-                _write_metadata(tar, system, staged, rc, objid, erms_cases, data_files, events, profile, now)
+                if erms_kind:
+                    descriptive = _erms_content(tar, system, staged, rc, objid, root_rows, children, data_prefix,
+                                                data_files, records, used_names, now)
+                else:
+                    descriptive = []
+                    _tabular_documents(tar, system, objid, rows_by_table, data_prefix, data_files, used_names)
+                    ref_col = content.get("reference") or root_t.key
+                    records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None) for r in root_rows)
+                doc_bytes = sum(ref.size for ref, _ in data_files)
+                for table in csv_tables:
+                    data = _csv_bytes(table, rows_by_table.get(table.name, []))
+                    arc = f"{data_prefix}tables/{table.name}.csv"
+                    _add_bytes(tar, objid, arc, data, now)
+                    data_files.append(_bytes_ref(f"table-{table.name}", arc, data, "text/csv", now))
+                _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
+                                len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables})
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -228,6 +247,77 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, cases:
         record_class=rc.name, period=staged.batch, content_digest=partition.digest, record_count=len(records),
         document_count=len(data_files), document_bytes=doc_bytes, records=records,
     )
+
+
+def _bytes_ref(file_id: str, arcname: str, data: bytes, mime: str, now: dt.datetime):
+    import hashlib
+
+    digest = hashlib.sha256(data).hexdigest()
+    href = arcname.removeprefix(f"representations/{REP}/")
+    return FileRef(file_id, href, mime, len(data), digest, now), premis.FileObject(arcname, digest, len(data), mime)
+
+
+def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
+    rel = f"{folder}/{name}" if folder else name
+    if rel in used:
+        rel = f"{folder}/{ident}-{name}" if folder else f"{ident}-{name}"
+    used.add(rel)
+    return rel
+
+
+def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root_rows: list[dict],
+                  children: dict[str, list[dict]], data_prefix: str, data_files: list, records: list,
+                  used_names: set[str], now: dt.datetime) -> list[tuple[str, bytes, str, str]]:
+    """Documents into the TAR and the ERMS document describing the cases; returns the dmd files."""
+    content = system.content
+    cm, dm, pm = content["case"], content["document"], content.get("party", {})
+    root_key = system.root_table.key
+    docs_by_case: dict[object, list[dict]] = defaultdict(list)
+    for d in children.get(dm["table"], []):
+        docs_by_case[d[dm["case"]]].append(d)
+    parties_by_case: dict[object, list[dict]] = defaultdict(list)
+    for p in children.get(pm.get("table", ""), []):
+        parties_by_case[p[pm["case"]]].append(p)
+    cases = []
+    for case in root_rows:
+        key = case[root_key]
+        folder = safe_name(str(case[cm["reference"]]).replace("/", "-"))
+        ec = erms.Case(fields=case, parties=parties_by_case.get(key, []))
+        for doc in docs_by_case.get(key, []):
+            number = doc.get(dm.get("number", "")) if dm.get("number") else None
+            name = safe_name(str(doc.get(dm["file_name"]) or doc[dm["id"]]))
+            rel = _unique(used_names, folder, f"{number}_{name}" if number is not None else name, doc[dm["id"]])
+            ref, obj = _add_file(tar, objid, data_prefix + rel, Path(doc.get("source_path") or ""),
+                                 f"file-{doc[dm['id']]}", doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
+            data_files.append((ref, obj))
+            ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel, size=ref.size))
+        cases.append(ec)
+        records.append(RecordEntry(str(key), str(case[cm["reference"]]), _iso(case.get(cm.get("opened", ""))),
+                                   _iso(case.get(cm.get("closed", "")))))
+    ag = system.agreement
+    retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
+                 "basis": rc.retention.basis}
+    tree = erms.build_erms(
+        cases, mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
+        creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
+        software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
+    )
+    return [("ERMS.xml", _xml_bytes(tree, "ERMS.xml", objid), "OTHER", "ERMS")]
+
+
+def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str, list[dict]], data_prefix: str,
+                       data_files: list, used_names: set[str]) -> None:
+    """Document files referenced by any table of a tabular system, under data/documents/<table>/."""
+    for table in system.table_order():
+        if not table.files_path_column:
+            continue
+        for row in rows_by_table.get(table.name, []):
+            src = row.get("source_path") or ""
+            name = safe_name(str(row.get(table.files_path_column) or row[table.key]).rsplit("/", 1)[-1])
+            rel = _unique(used_names, f"documents/{table.name}", name, row[table.key])
+            ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), f"file-{table.name}-{row[table.key]}",
+                                 str(row.get(table.files_path_column)), None)
+            data_files.append((ref, obj))
 
 
 def _iso(v: object) -> str | None:
@@ -301,20 +391,38 @@ def _retention_xml(system: System, rc, period: str) -> etree._ElementTree:
     return root.getroottree()
 
 
-def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str, cases: list[erms.Case],
-                    data_files: list[tuple[FileRef, premis.FileObject]], events: Sequence[premis.Event],
-                    profile: Profile, now: dt.datetime) -> None:
+def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._ElementTree:
+    """Our data dictionary: every staged table with its columns' types and meanings."""
+    D = f"{{{NS_DATADICT}}}"
+    root = etree.Element(D + "dataDictionary", nsmap={None: NS_DATADICT}, system=system.name)
+    root.set("encoding", "UTF-8")
+    root.set("format", "CSV (RFC 4180), header row, comma, CRLF")
+    sensitive = {t: set(cols) for t, cols in system.sensitive.items()}
+    for t in system.table_order():
+        el = etree.SubElement(root, D + "table", name=t.name, key=t.key)
+        if t.name in rows:
+            el.set("file", f"representations/{REP}/data/tables/{t.name}.csv")
+            el.set("rows", str(rows[t.name]))
+        if t.parent_table:
+            el.set("parentTable", t.parent_table)
+            el.set("parentColumn", t.parent_column or "")
+        for c in t.columns:
+            col = etree.SubElement(el, D + "column", name=c.name, type=c.type)
+            if c.name in sensitive.get(t.name, set()):
+                col.set("sensitive", "true")
+            col.text = c.description
+    return root.getroottree()
+
+
+def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
+                    descriptive: list[tuple[str, bytes, str, str]], data_files: list[tuple[FileRef, premis.FileObject]],
+                    events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
+                    csv_rows: dict[str, int]) -> None:
     ag = system.agreement
     label = f"{system.title}: {rc.title}, {staged.batch}"
-    retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
-                 "basis": rc.retention.basis}
-    erms_tree = erms.build_erms(
-        cases, mapping=system.content, system_title=system.title, creator_name=ag.archive_creator.name,
-        creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
-        software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
-    )
-    erms_bytes = _xml_bytes(erms_tree, "ERMS.xml", objid)
     retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch), "retention.xml", objid)
+    dictionary_tree = _data_dictionary_xml(system, csv_rows)
+    dictionary_bytes = _xml_bytes(dictionary_tree, "data-dictionary.xml", objid)
 
     software = premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)
     creator = premis.Agent(ag.archive_creator.organisationsnummer, ag.archive_creator.name, "organization",
@@ -322,7 +430,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str, ca
     build_event = premis.Event(
         identifier=f"{objid}-creation", type="creation", time=now, outcome="success",
         detail=f"SIP built by {SOFTWARE_NAME} {__version__} from {system.name} batch {staged.batch}, "
-               f"record class {rc.name}: {len(cases)} records, {len(data_files)} files",
+               f"record class {rc.name}: {record_count} records, {len(data_files)} files",
         agents=(("arkivflode", "executing program"),), objects=tuple(obj.identifier for _, obj in data_files),
     )
     digest_event = premis.Event(
@@ -341,53 +449,59 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str, ca
 
     agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
                             (ag.submitter.name, ag.submitter.organisationsnummer))
-    # The representation METS lists the documents and points at the representation's PREMIS.
+    cit, other_cit = profile.content_information_type, profile.other_content_information_type
     rep_mets = build_mets(
         objid=REP, label=f"{label} ({REP})", profile=profile, package_type="SIP", created=now,
         agents=[profile.software_agent()],
         metadata=[MetadataRef("digiprovMD", _ref("digiprov-premis-rep1", "metadata/preservation/premis.xml",
                                                  rep_premis_bytes, "application/xml", now), "PREMIS")],
-        groups=[FileGroup("Representations/rep1/data", [ref for ref, _ in data_files],
-                          profile.content_information_type)] if data_files else [],
+        groups=[FileGroup(f"Representations/{REP}/data", [ref for ref, _ in data_files], cit, other_cit)]
+        if data_files else [],
         schema_prefix="../../",
     )
     rep_bytes = _xml_bytes(rep_mets, f"representations/{REP}/METS.xml", objid)
 
     docs = _data_dictionary(system)
-    used = sorted(set(schemas_used(erms_tree)) | set(schemas_used(premis_tree)) | set(schemas_used(rep_mets))
-                  | set(schemas_used(rep_premis_tree))
-                  | {"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd",
-                     "arkivflode-retention-1.xsd"})
+    trees = [rep_mets, premis_tree, rep_premis_tree, dictionary_tree]
+    used = set().union(*(schemas_used(t) for t in trees))
+    for _name, data, _, _ in descriptive:
+        used |= set(schemas_used(etree.fromstring(data)))
+    used |= {"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd",
+             "arkivflode-retention-1.xsd"}
     schema_refs = []
-    for i, name in enumerate(used):
+    for i, name in enumerate(sorted(used)):
         data = (SCHEMA_DIR / name).read_bytes()
         _add_bytes(tar, objid, f"schemas/{name}", data, now)
         schema_refs.append(_ref(f"schema-{i}", f"schemas/{name}", data, "application/xml", now))
     _add_bytes(tar, objid, "documentation/data-dictionary.csv", docs, now)
-    _add_bytes(tar, objid, "metadata/descriptive/ERMS.xml", erms_bytes, now)
+    _add_bytes(tar, objid, "documentation/data-dictionary.xml", dictionary_bytes, now)
+    dmd = []
+    for name, data, mdtype, other in descriptive:
+        _add_bytes(tar, objid, f"metadata/descriptive/{name}", data, now)
+        dmd.append(MetadataRef("dmdSec", _ref(f"dmd-{safe_name(name.lower().rsplit('.', 1)[0])}",
+                                              f"metadata/descriptive/{name}", data, "application/xml", now),
+                               mdtype, other))
     _add_bytes(tar, objid, "metadata/descriptive/retention.xml", retention_bytes, now)
+    dmd.append(MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
+                                          "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"))
     _add_bytes(tar, objid, "metadata/preservation/premis.xml", premis_bytes, now)
     _add_bytes(tar, objid, f"representations/{REP}/metadata/preservation/premis.xml", rep_premis_bytes, now)
     _add_bytes(tar, objid, f"representations/{REP}/METS.xml", rep_bytes, now)
 
+    reference = ag.reference_code + (f"/{ag.series}" if ag.series else "")
     root_mets = build_mets(
         objid=objid, label=label, profile=profile, package_type="SIP", created=now, agents=agents,
-        alt_record_ids=profile.alt_record_ids(ag.submission_agreement, ag.reference_code),
-        metadata=[
-            MetadataRef("dmdSec", _ref("dmd-erms", "metadata/descriptive/ERMS.xml", erms_bytes, "application/xml", now),
-                        "OTHER", "ERMS"),
-            MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
-                                       "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"),
-            MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml", premis_bytes,
-                                           "application/xml", now), "PREMIS"),
-        ],
+        alt_record_ids=profile.alt_record_ids(ag.submission_agreement, reference),
+        metadata=[*dmd, MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml",
+                                                       premis_bytes, "application/xml", now), "PREMIS")],
         groups=[
-            FileGroup("Documentation", [_ref("doc-data-dictionary", "documentation/data-dictionary.csv", docs,
-                                             "text/csv", now)]),
+            FileGroup("Documentation", [
+                _ref("doc-data-dictionary", "documentation/data-dictionary.csv", docs, "text/csv", now),
+                _ref("doc-data-dictionary-xml", "documentation/data-dictionary.xml", dictionary_bytes,
+                     "application/xml", now)]),
             FileGroup("Schemas", schema_refs),
             FileGroup(f"Representations/{REP}", [_ref(f"mets-{REP}", f"representations/{REP}/METS.xml", rep_bytes,
-                                                      "application/xml", now)],
-                      profile.content_information_type),  # CSIP62
+                                                      "application/xml", now)], cit, other_cit),  # CSIP62/63
         ],
         representations=[(REP, f"representations/{REP}/METS.xml")],
     )

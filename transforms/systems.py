@@ -19,7 +19,10 @@ from .errors import ConfigError
 from .identifiers import is_valid_organisationsnummer
 
 COLUMN_TYPES = {"int64", "float64", "string", "bool", "date", "timestamp", "decimal"}
-DELIVERY_KINDS = {"database"}
+DELIVERY_KINDS = {"database", "file_export", "prepared"}
+CONTENT_KINDS = {"erms", "tabular", "prepared"}
+FILE_FORMATS = {"csv", "jsonl", "xml"}
+ENCODINGS = {"utf-8", "utf-8-sig", "windows-1252", "iso-8859-1"}
 RETENTION_ACTIONS = {"keep", "dispose"}
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -41,6 +44,7 @@ class Agreement:
     submitter: Agent
     submission_agreement: str
     reference_code: str
+    series: str | None = None  # series code in the archival description, e.g. "F 2"
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ class Table:
     parent_column: str | None = None
     files_root_env: str | None = None
     files_path_column: str | None = None
+    file: str | None = None  # file_export: the table's file in a delivery
 
     @property
     def column_names(self) -> list[str]:
@@ -76,14 +81,39 @@ class Retention:
 
 @dataclass(frozen=True)
 class RecordClass:
+    """A group of records with one retention rule; ``match`` decides membership per root row."""
+
     name: str
     title: str
-    column: str
+    column: str | None
     prefixes: tuple[str, ...]
     retention: Retention
+    values: tuple[str, ...] = ()
+    default: bool = False
 
-    def matches(self, value: object) -> bool:
-        return isinstance(value, str) and value.startswith(self.prefixes)
+    def matches(self, row: object) -> bool:
+        if self.default:
+            return True
+        value = row.get(self.column) if hasattr(row, "get") else row
+        if value is None:
+            return False
+        if self.values:
+            return str(value) in self.values
+        return str(value).startswith(self.prefixes)
+
+
+@dataclass(frozen=True)
+class FileExport:
+    """How a file-export system's deliveries are read (encoding and dialect are explicit)."""
+
+    inbox_env: str
+    format: str
+    encoding: str
+    delimiter: str = ","
+    quotechar: str = '"'
+    decimal: str = "."
+    date_format: str | None = None
+    timestamp_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -102,21 +132,27 @@ class System:
     retries: int
     agreement: Agreement
     extract_kind: str
-    connection: str
+    connection: str | None
     batch_rows: int
     tables: dict[str, Table]
     record_classes: tuple[RecordClass, ...]
-    content: dict[str, dict[str, str]]
-    quality_suite: str
+    content: dict[str, Any]
+    quality_suite: str | None
     sensitive: dict[str, tuple[str, ...]]
     max_records: int
     max_bytes: int
     source: Path = field(compare=False, default=Path("."))
+    file_export: FileExport | None = None
+    inbox_env: str | None = None
 
-    def record_class_of(self, value: object) -> str | None:
-        """The first record class whose rule matches ``value``; None when none does."""
+    @property
+    def content_kind(self) -> str:
+        return self.content.get("kind", "erms")
+
+    def record_class_of(self, row: object) -> str | None:
+        """The first record class whose rule matches a root row (a mapping); None when none does."""
         for rc in self.record_classes:
-            if rc.matches(value):
+            if rc.matches(row):
                 return rc.name
         return None
 
@@ -130,6 +166,18 @@ class System:
     def root_table(self) -> Table:
         """The table whose rows are the package's units (cases); children hang off it."""
         return next(t for t in self.tables.values() if t.parent_table is None)
+
+    def table_order(self) -> list[Table]:
+        """Tables with every parent before its children (extraction needs the parents' classes)."""
+        done: list[Table] = []
+        pending = list(self.tables.values())
+        while pending:
+            for t in pending:
+                if t.parent_table is None or any(d.name == t.parent_table for d in done):
+                    done.append(t)
+                    pending.remove(t)
+                    break
+        return done
 
 
 class _Reader:
@@ -180,15 +228,107 @@ def load_system(path: Path | str) -> System:
         if not is_valid_organisationsnummer(orgnr):
             raise r.fail(f"agreement.{role}.organisationsnummer", f"{orgnr!r} is not a valid organisationsnummer")
         agents[role] = Agent(r.get(a, "name", f"agreement.{role}"), orgnr)
+    series = r.get(ag, "series", "agreement", (str, type(None)), default=None)
     agreement = Agreement(
         agents["archive_creator"], agents["submitter"],
         str(r.get(ag, "submission_agreement", "agreement")), str(r.get(ag, "reference_code", "agreement")),
+        series,
     )
 
     ex = r.get(data, "extract", "", dict)
     kind = r.get(ex, "kind", "extract")
     if kind not in DELIVERY_KINDS:
         raise r.fail("extract.kind", f"{kind!r} is not one of {sorted(DELIVERY_KINDS)}")
+    file_export = _file_export(r, ex) if kind == "file_export" else None
+    tables = _tables(r, ex, kind) if kind != "prepared" else {}
+    if kind == "prepared" and "tables" in ex:
+        raise r.fail("extract.tables", "a prepared system delivers packages, not tables")
+    roots = [t for t in tables.values() if t.parent_table is None]
+    if kind != "prepared":
+        if len(roots) != 1:
+            raise r.fail("extract.tables", "exactly one table must have no parent (the package unit, e.g. cases)")
+        for t in tables.values():
+            if t.parent_table and t.parent_table not in tables:
+                raise r.fail(f"extract.tables.{t.name}.parent.table", f"{t.parent_table!r} is not a table here")
+            if t.parent_column and t.parent_column not in t.column_names:
+                raise r.fail(f"extract.tables.{t.name}.parent.column", f"{t.parent_column!r} is not a column here")
+
+    classes = _record_classes(r, data, roots[0] if roots else None)
+    content = r.get(data, "content", "", dict)
+    ckind = content.get("kind", "erms")
+    if ckind not in CONTENT_KINDS:
+        raise r.fail("content.kind", f"{ckind!r} is not one of {sorted(CONTENT_KINDS)}")
+    if (ckind == "prepared") != (kind == "prepared"):
+        raise r.fail("content.kind", "a prepared delivery keeps its packages (content.kind: prepared), and only it")
+    if ckind == "erms":
+        for part in ("case", "document"):
+            m = r.get(content, part, "content", dict)
+            if m.get("table") not in tables:
+                raise r.fail(f"content.{part}.table", f"{m.get('table')!r} is not a table of this system")
+    structure = content.get("archive_structure")
+    if structure is not None:
+        for part, needed in (("creators", ("table", "id", "name", "organisationsnummer")),
+                             ("series", ("table", "id", "creator", "code", "title"))):
+            m = r.get(structure, part, "content.archive_structure", dict)
+            for key in needed:
+                r.get(m, key, f"content.archive_structure.{part}")
+            if m["table"] not in tables:
+                raise r.fail(f"content.archive_structure.{part}.table", f"{m['table']!r} is not a table here")
+
+    sensitive = {k: tuple(v) for k, v in (r.get(data, "sensitive", "", dict, default={}) or {}).items()}
+    for tname, cols in sensitive.items():
+        if tname not in tables:
+            raise r.fail(f"sensitive.{tname}", "is not a table of this system")
+        unknown = set(cols) - set(tables[tname].column_names)
+        if unknown:
+            raise r.fail(f"sensitive.{tname}", f"unknown columns {sorted(unknown)}")
+    quality = r.get(data, "quality", "", dict)
+    suite = r.get(quality, "suite", "quality", (str, type(None)), default=None)
+    if suite is None and kind != "prepared":
+        raise r.fail("quality.suite", "is required (only prepared systems, checked by the validator, have none)")
+    pkg = r.get(data, "package", "", dict, default={})
+    start = r.get(data, "start_date", "", (dt.date, str))
+    return System(
+        name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
+        owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
+        timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
+        start_date=start if isinstance(start, dt.date) else dt.date.fromisoformat(start),
+        catchup=r.get(data, "catchup", "", bool, default=False),
+        tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
+        agreement=agreement, extract_kind=kind,
+        connection=r.get(ex, "connection", "extract") if kind == "database" else None,
+        batch_rows=r.get(ex, "batch_rows", "extract", int, default=5000), tables=tables,
+        record_classes=classes, content=content, quality_suite=suite, sensitive=sensitive,
+        max_records=r.get(pkg, "max_records", "package", int, default=2000),
+        max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
+        file_export=file_export,
+        inbox_env=r.get(ex, "inbox_env", "extract") if kind in ("file_export", "prepared") else None,
+    )
+
+
+def _file_export(r: _Reader, ex: dict) -> FileExport:
+    fmt = r.get(ex, "format", "extract")
+    if fmt not in FILE_FORMATS:
+        raise r.fail("extract.format", f"{fmt!r} is not one of {sorted(FILE_FORMATS)}")
+    enc = r.get(ex, "encoding", "extract")
+    if enc not in ENCODINGS:
+        raise r.fail("extract.encoding", f"{enc!r} is not one of {sorted(ENCODINGS)} (say which one, explicitly)")
+    csv_opts = r.get(ex, "csv", "extract", dict, default={}) if fmt == "csv" else {}
+    decimal = r.get(csv_opts, "decimal", "extract.csv", default=".")
+    if decimal not in {".", ","}:
+        raise r.fail("extract.csv.decimal", f"{decimal!r} must be '.' or ','")
+    delimiter = r.get(csv_opts, "delimiter", "extract.csv", default=",")
+    if len(delimiter) != 1:
+        raise r.fail("extract.csv.delimiter", "must be one character")
+    return FileExport(
+        inbox_env=r.get(ex, "inbox_env", "extract"), format=fmt, encoding=enc, delimiter=delimiter,
+        quotechar=r.get(csv_opts, "quotechar", "extract.csv", default='"'), decimal=decimal,
+        date_format=r.get(ex, "date_format", "extract", default=None),
+        timestamp_format=r.get(ex, "timestamp_format", "extract", default=None),
+    )
+
+
+def _tables(r: _Reader, ex: dict, kind: str) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for tname, t in r.get(ex, "tables", "extract", dict).items():
         where = f"extract.tables.{tname}"
@@ -203,22 +343,22 @@ def load_system(path: Path | str) -> System:
             raise r.fail(f"{where}.key", f"{key!r} is not one of the table's columns")
         parent = r.get(t, "parent", where, dict, default=None)
         files = r.get(t, "files", where, dict, default=None)
+        root_env = r.get(files, "root_env", f"{where}.files") if files and kind == "database" else None
         tables[tname] = Table(
-            name=tname, key=key, query=r.get(t, "query", where), columns=tuple(cols),
+            name=tname, key=key, query=r.get(t, "query", where) if kind == "database" else "", columns=tuple(cols),
             parent_table=r.get(parent, "table", f"{where}.parent") if parent else None,
             parent_column=r.get(parent, "column", f"{where}.parent") if parent else None,
-            files_root_env=r.get(files, "root_env", f"{where}.files") if files else None,
+            files_root_env=root_env,
             files_path_column=r.get(files, "path_column", f"{where}.files") if files else None,
+            file=r.get(t, "file", where) if kind == "file_export" else None,
         )
-    roots = [t for t in tables.values() if t.parent_table is None]
-    if len(roots) != 1:
-        raise r.fail("extract.tables", "exactly one table must have no parent (the package unit, e.g. cases)")
-    for t in tables.values():
-        if t.parent_table and t.parent_table not in tables:
-            raise r.fail(f"extract.tables.{t.name}.parent.table", f"{t.parent_table!r} is not a table here")
+    return tables
 
+
+def _record_classes(r: _Reader, data: dict, root: Table | None) -> tuple[RecordClass, ...]:
     classes = []
-    for i, rc in enumerate(r.get(data, "record_classes", "", list)):
+    raw = r.get(data, "record_classes", "", list)
+    for i, rc in enumerate(raw):
         where = f"record_classes[{i}]"
         rname = r.get(rc, "name", where)
         if not _CLASS_NAME.match(rname):
@@ -231,42 +371,25 @@ def load_system(path: Path | str) -> System:
         period = r.get(ret, "period", f"{where}.retention")
         if not _DURATION.match(period) or period == "P":
             raise r.fail(f"{where}.retention.period", f"{period!r} is not an ISO 8601 duration like P2Y or P10Y")
+        retention = Retention(action, r.get(ret, "counted_from", f"{where}.retention"), period,
+                              r.get(ret, "basis", f"{where}.retention"))
+        title = r.get(rc, "title", where)
+        if m.get("default") is True:
+            if i != len(raw) - 1:
+                raise r.fail(f"{where}.match.default", "a default rule must be the last record class")
+            classes.append(RecordClass(rname, title, None, (), retention, default=True))
+            continue
         column = r.get(m, "column", f"{where}.match")
-        if column not in roots[0].column_names:
-            raise r.fail(f"{where}.match.column", f"{column!r} is not a column of {roots[0].name}")
-        classes.append(RecordClass(
-            rname, r.get(rc, "title", where), column,
-            tuple(str(p) for p in r.get(m, "prefixes", f"{where}.match", list)),
-            Retention(action, r.get(ret, "counted_from", f"{where}.retention"), period,
-                      r.get(ret, "basis", f"{where}.retention")),
-        ))
+        if root is not None and column not in root.column_names:
+            raise r.fail(f"{where}.match.column", f"{column!r} is not a column of {root.name}")
+        prefixes = tuple(str(p) for p in r.get(m, "prefixes", f"{where}.match", list, default=[]))
+        values = tuple(str(v) for v in r.get(m, "values", f"{where}.match", list, default=[]))
+        if bool(prefixes) == bool(values):
+            raise r.fail(f"{where}.match", "give either prefixes or values (or default: true)")
+        classes.append(RecordClass(rname, title, column, prefixes, retention, values=values))
     if not classes:
         raise r.fail("record_classes", "at least one record class is required")
-
-    content = r.get(data, "content", "", dict)
-    sensitive = {k: tuple(v) for k, v in (r.get(data, "sensitive", "", dict, default={}) or {}).items()}
-    for tname, cols in sensitive.items():
-        if tname not in tables:
-            raise r.fail(f"sensitive.{tname}", "is not a table of this system")
-        unknown = set(cols) - set(tables[tname].column_names)
-        if unknown:
-            raise r.fail(f"sensitive.{tname}", f"unknown columns {sorted(unknown)}")
-    pkg = r.get(data, "package", "", dict, default={})
-    start = r.get(data, "start_date", "", (dt.date, str))
-    return System(
-        name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
-        owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
-        timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
-        start_date=start if isinstance(start, dt.date) else dt.date.fromisoformat(start),
-        catchup=r.get(data, "catchup", "", bool, default=False),
-        tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
-        agreement=agreement, extract_kind=kind, connection=r.get(ex, "connection", "extract"),
-        batch_rows=r.get(ex, "batch_rows", "extract", int, default=5000), tables=tables,
-        record_classes=tuple(classes), content=content,
-        quality_suite=r.get(r.get(data, "quality", "", dict), "suite", "quality"), sensitive=sensitive,
-        max_records=r.get(pkg, "max_records", "package", int, default=2000),
-        max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
-    )
+    return tuple(classes)
 
 
 def load_systems(directory: Path | str) -> dict[str, System]:

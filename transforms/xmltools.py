@@ -23,6 +23,7 @@ NS_PREMIS = "http://www.loc.gov/premis/v3"
 NS_ERMS = "https://DILCIS.eu/XML/ERMS"
 NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 NS_ARKIV = "https://arkivflode.se/xml/retention/1"
+NS_DATADICT = "https://arkivflode.se/xml/datadictionary/1"
 
 #: namespace -> schema file in SCHEMA_DIR (the file written into each package's schemas/)
 SCHEMA_FILES: dict[str, str] = {
@@ -33,6 +34,7 @@ SCHEMA_FILES: dict[str, str] = {
     NS_PREMIS: "premis-v3-0.xsd",
     NS_ERMS: "ERMS.xsd",
     NS_ARKIV: "arkivflode-retention-1.xsd",
+    NS_DATADICT: "arkivflode-datadictionary-1.xsd",
 }
 
 #: Limits on any XML document we parse (bytes); a METS of a huge package stays well below.
