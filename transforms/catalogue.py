@@ -67,6 +67,9 @@ class Package(Base):
     record_count: Mapped[int] = mapped_column(default=0)
     document_count: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    archive_creator: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    series_code: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    series_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)  # set once the series is known
 
 
 class Record(Base):
@@ -98,13 +101,56 @@ class Event(Base):
     detail: Mapped[str] = mapped_column(sa.Text, default="")
 
 
+class ArchiveCreator(Base):
+    """An archive creator (arkivbildare) from the archival description (Visual Arkiv)."""
+
+    __tablename__ = "archive_creators"
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # "<system>:<source id>"
+    name: Mapped[str] = mapped_column(sa.String(300))
+    organisationsnummer: Mapped[str | None] = mapped_column(sa.String(20), index=True, nullable=True)
+    source_system: Mapped[str] = mapped_column(sa.String(100))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class Series(Base):
+    """A series in an archive creator's archive (e.g. "F 2 Bygglovsakter")."""
+
+    __tablename__ = "series"
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    creator_id: Mapped[str] = mapped_column(sa.ForeignKey("archive_creators.id"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(100))
+    title: Mapped[str] = mapped_column(sa.String(300))
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+_ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id"}}
+
+
+def _as_of_migration_1(table: sa.Table) -> sa.Table:
+    """A table as migration 1 created it (columns added by later migrations left out)."""
+    later = _ADDED_LATER.get(table.name, set())
+    if not later:
+        return table
+    meta = sa.MetaData()
+    return sa.Table(table.name, meta, *[c._copy() for c in table.columns if c.name not in later])
+
+
 def _migration_1(conn: sa.Connection) -> None:
-    Base.metadata.create_all(conn, tables=[Batch.__table__, Package.__table__, Record.__table__, Event.__table__])
+    for table in (Batch.__table__, Package.__table__, Record.__table__, Event.__table__):
+        _as_of_migration_1(table).create(conn, checkfirst=True)
+
+
+def _migration_2(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[ArchiveCreator.__table__, Series.__table__])
+    conn.execute(sa.text("ALTER TABLE packages ADD COLUMN archive_creator VARCHAR(300)"))
+    conn.execute(sa.text("ALTER TABLE packages ADD COLUMN series_code VARCHAR(100)"))
+    conn.execute(sa.text("ALTER TABLE packages ADD COLUMN series_id VARCHAR(100)"))
 
 
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
+    (2, "archive structure: archive creators, series; packages name theirs", _migration_2),
 ]
 
 

@@ -40,8 +40,8 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from . import pipeline
 
     sys_ = pipeline.system(settings, args.system)
-    url = args.source_url or settings.connection_url(sys_.connection)
-    if not url:
+    url = args.source_url or (settings.connection_url(sys_.connection) if sys_.connection else None)
+    if sys_.extract_kind == "database" and not url:
         raise ConfigError(f"no source database for {args.system}: "
                           f"give --source-url or set ARKIV_CONN_{sys_.connection.upper()}")
     settings.ensure()

@@ -113,6 +113,7 @@ class StagedBatch:
     tables: dict[str, int]
     partitions: dict[str, Partition]
     empty_tables: dict[str, str] = field(default_factory=dict)  # table -> an empty Parquet file
+    prepared: list[dict] = field(default_factory=list)  # prepared systems: one intake per delivered package
 
     @property
     def is_empty(self) -> bool:

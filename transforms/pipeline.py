@@ -10,6 +10,7 @@ package IDs in the catalogue and does nothing.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -17,13 +18,17 @@ import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import sqlalchemy as sa
+
 from . import __version__
-from .catalogue import Batch, Catalogue, Package, Record, utcnow
+from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, utcnow
 from .config import Settings
 from .errors import ConfigError, ContentError, StorageError
-from .extract import StagedBatch, extract_database
+from .extract import Partition, StagedBatch, extract_database, period_label, stage
+from .file_export import FileExportSource, check_delivery, delivery_folder
 from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
 from .premis import Event as PremisEvent
+from .prepared import intake_dict, take_in
 from .storage import FileSystemStorage
 from .systems import System, load_system
 
@@ -64,22 +69,88 @@ def _batch_state(staged: StagedBatch) -> dict:
 
 # --- 1. extract ------------------------------------------------------------------------------
 
+def _inbox(sys_: System) -> Path:
+    value = os.environ.get(sys_.inbox_env or "")
+    if not value:
+        raise ConfigError(f"{sys_.source.name}: extract.inbox_env: environment variable {sys_.inbox_env} is not set")
+    return Path(value)
+
+
+def _stage(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime, source_url: str | None) -> StagedBatch:
+    """Stage one interval from the system's kind of delivery."""
+    if sys_.extract_kind == "database":
+        if not source_url:
+            raise ConfigError(f"{sys_.name}: no database URL for connection {sys_.connection!r}")
+        return extract_database(sys_, source_url, s, e, settings.staging)
+    if sys_.extract_kind == "file_export":
+        folder = delivery_folder(_inbox(sys_), period_label(s, e))
+        try:
+            check_delivery(folder, sys_.name)
+            return stage(sys_, FileExportSource(sys_, folder), s, e, settings.staging)
+        except ContentError as exc:
+            where = _quarantine_delivery(settings, sys_.name, folder, exc)
+            raise ContentError(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was staged",
+                               exc.details) from None
+    return _take_in_prepared(settings, sys_, s, e)
+
+
+def _quarantine_delivery(settings: Settings, name: str, folder: Path, exc: ContentError) -> Path:
+    """Move a bad file-export delivery out of the inbox, with the reason beside it."""
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    dest = settings.quarantine / name / f"{folder.name}-{stamp}"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(folder), str(dest / "delivery"))
+    (dest / "reason.txt").write_text(str(exc) + "\n", encoding="utf-8")
+    return dest
+
+
+def _take_in_prepared(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime) -> StagedBatch:
+    batch = period_label(s, e)
+    intakes = [intake_dict(i) for i in take_in(_inbox(sys_), settings.build / sys_.name,
+                                               settings.quarantine / sys_.name)]
+    accepted = [i for i in intakes if i["outcome"] != "quarantined"]
+    folder = settings.staging / sys_.name / batch
+    folder.mkdir(parents=True, exist_ok=True)
+    partitions = {}
+    if accepted:
+        rc = sys_.record_classes[0].name  # a prepared system's packages form one record class
+        partitions[rc] = Partition(rc, files={}, rows={"packages": len(accepted)},
+                                   digest=hashlib.sha256("".join(sorted(i["sha256"] for i in accepted)).encode())
+                                   .hexdigest())
+    staged = StagedBatch(sys_.name, batch, s.isoformat(), e.isoformat(), str(folder), {"packages": len(accepted)},
+                         partitions, prepared=intakes)
+    tmp = staged.manifest_path.with_suffix(".tmp")
+    tmp.write_text(staged.to_json(), encoding="utf-8")
+    os.replace(tmp, staged.manifest_path)
+    return staged
+
+
 def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
-            source_url: str) -> dict:
+            source_url: str | None = None) -> dict:
     """Extract ``[start, end)`` into staging; record the batch (only if something changed)."""
     sys_ = system(settings, name)
     s, e = _local(start, sys_.timezone), _local(end, sys_.timezone)
     if e <= s:
         raise ConfigError(f"{name}: empty data interval {s.isoformat()} – {e.isoformat()}; "
                           "use a schedule with data intervals (see README)")
-    staged = extract_database(sys_, source_url, s, e, settings.staging)
+    staged = _stage(settings, sys_, s, e, source_url)
     cat = catalogue(settings)
-    state = _batch_state(staged)
     batch_id = f"{name}/{staged.batch}"
+    for i in staged.prepared:
+        if i["outcome"] == "quarantined":
+            with cat.session() as ses:
+                cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
+                              detail=f"delivered package {i['source']} is invalid and was quarantined; "
+                                     f"report {i['report']}")
+    if sys_.extract_kind == "prepared" and staged.is_empty:
+        return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
+                "record_classes": [], "already_archived": False}
+    state = _batch_state(staged)
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
         unchanged = b is not None and json.loads(b.rows) == state and b.status == "archived"
-        changed_after_archiving = b is not None and b.status == "archived" and not unchanged
+        changed_after_archiving = (b is not None and b.status == "archived" and not unchanged
+                                   and sys_.extract_kind != "prepared")
     if changed_after_archiving:
         # The interval is archived already and the source now says something else (a closed
         # case was edited). Shipping it again would put records in two packages: stop, keep
@@ -121,6 +192,8 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
             return {"success": True, "skipped": "batch already archived with identical content"}
     if staged.is_empty:
         return {"success": True, "skipped": "no records in this interval"}
+    if sys_.quality_suite is None:
+        return {"success": True, "skipped": "prepared packages are checked by the validator at intake"}
     result = check_batch(settings.expectations_dir / sys_.quality_suite, staged.table_files(),
                          system=name, batch=staged.batch, report_dir=settings.reports / name,
                          sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()})
@@ -168,6 +241,8 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     """Build the packages of one record class (skipping those already in the catalogue)."""
     sys_ = system(settings, name)
     staged = StagedBatch.load(manifest)
+    if sys_.extract_kind == "prepared":
+        return _package_prepared(settings, sys_, staged, record_class)
     part = staged.partitions[record_class]
     root_rows = part.rows.get(sys_.root_table.name, 0)
     parts = max(1, -(-root_rows // sys_.max_records))
@@ -179,7 +254,7 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
                            events=_events_for_package(settings, name, staged.batch))
     out = []
     for b in built:
-        sidecar = Path(b.path).with_suffix(".json")
+        sidecar = _sidecar(b.path)
         sidecar.write_text(json.dumps({k: v for k, v in b.__dict__.items() if k != "records"}
                                       | {"records": [r.__dict__ for r in b.records],
                                          "built_at": utcnow().isoformat()}, ensure_ascii=False), encoding="utf-8")
@@ -189,18 +264,47 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     return out
 
 
+def _sidecar(path: str | Path) -> Path:
+    """The JSON beside a built package that carries what the catalogue needs (no record content)."""
+    return Path(str(path) + ".json")
+
+
+def _package_prepared(settings: Settings, sys_: System, staged: StagedBatch, record_class: str) -> list[dict]:
+    """Delivered packages need no building: hand on the accepted (and repaired) ones."""
+    cat = catalogue(settings)
+    out = []
+    for i in staged.prepared:
+        if i["outcome"] == "quarantined":
+            continue
+        existing = cat.package(i["package_id"])
+        if existing is not None:
+            if existing.sha256 != i["sha256"]:
+                raise ContentError(f"{sys_.name}: delivered package {i['source']} has OBJID {i['package_id']}, "
+                                   "which the archive already holds with other content; refusing to replace it")
+            out.append({"package_id": i["package_id"], "already_archived": True, "source": i["source"]})
+            continue
+        _sidecar(i["path"]).write_text(json.dumps({
+            "system": sys_.name, "record_class": record_class, "period": staged.batch, "content_digest": i["sha256"],
+            "record_count": len(i["records"]), "document_count": 0, "records": i["records"],
+            "built_at": utcnow().isoformat(), "delivered_as": i["source"], "outcome": i["outcome"],
+            "repairs": i["repairs"]}, ensure_ascii=False), encoding="utf-8")
+        out.append({"package_id": i["package_id"], "path": i["path"], "sha256": i["sha256"], "size": i["size"],
+                    "records": len(i["records"]), "documents": 0, "already_archived": False, "source": i["source"]})
+    return out
+
+
 # --- 4. ship, verify, record ---------------------------------------------------------------------
 
-def storage_key(system_name: str, period: str, package_id: str) -> str:
-    return f"{system_name}/{period}/{package_id}.tar"
+def storage_key(system_name: str, period: str, package_id: str, suffix: str = ".tar") -> str:
+    return f"{system_name}/{period}/{package_id}{suffix}"
 
 
 def ship(settings: Settings, pkg: dict) -> dict:
     """Copy a built package into the mellanarkiv (verified by read-back, never overwriting)."""
     if pkg.get("already_archived"):
         return pkg
-    meta = json.loads(Path(pkg["path"]).with_suffix(".json").read_text(encoding="utf-8"))
-    key = storage_key(meta["system"], meta["period"], pkg["package_id"])
+    meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
+    key = storage_key(meta["system"], meta["period"], pkg["package_id"], Path(pkg["path"]).suffix)
     stored = mellanarkiv(settings).put(pkg["path"], key, expected_sha256=pkg["sha256"])
     return {**pkg, "key": stored.key, "shipped_at": utcnow().isoformat()}
 
@@ -228,7 +332,8 @@ def record(settings: Settings, pkg: dict) -> dict:
     """Enter a verified package, its records and its events in the catalogue; clean the build folder."""
     if pkg.get("already_archived"):
         return {"package_id": pkg["package_id"], "recorded": False}
-    meta = json.loads(Path(pkg["path"]).with_suffix(".json").read_text(encoding="utf-8"))
+    meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
+    sys_ = system(settings, meta["system"])
     cat = catalogue(settings)
     batch_id = f"{meta['system']}/{meta['period']}"
     with cat.session() as ses:
@@ -237,7 +342,10 @@ def record(settings: Settings, pkg: dict) -> dict:
                             period=meta["period"], batch_id=batch_id, package_type="SIP", status="stored",
                             size=pkg["size"], sha256=pkg["sha256"], content_digest=meta["content_digest"],
                             storage="mellanarkiv", location=pkg["key"], record_count=meta["record_count"],
-                            document_count=meta["document_count"]))
+                            document_count=meta["document_count"], archive_creator=sys_.agreement.archive_creator.name,
+                            series_code=sys_.agreement.series,
+                            series_id=series_for(cat, sys_.agreement.archive_creator.organisationsnummer,
+                                                 sys_.agreement.series)))
             ses.flush()
             for r in meta["records"]:
                 entry = RecordEntry(**r)
@@ -246,9 +354,19 @@ def record(settings: Settings, pkg: dict) -> dict:
                                opened=entry.opened, closed=entry.closed))
             t = dt.datetime.fromisoformat
             pid = pkg["package_id"]
-            cat.add_event(ses, type="creation", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
-                          time=t(meta["built_at"]), detail=f"SIP built: {meta['record_count']} records, "
-                                                          f"{meta['document_count']} files, {pkg['size']} bytes")
+            if meta.get("delivered_as"):
+                cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid,
+                              batch_id=batch_id, time=t(meta["built_at"]),
+                              detail=f"delivered by {meta['system']} as {meta['delivered_as']}; validated at intake "
+                                     f"({meta['outcome']})")
+                for repair in meta.get("repairs", []):
+                    cat.add_event(ses, type="modification", outcome="success", agent=AGENT, package_id=pid,
+                                  batch_id=batch_id, time=t(meta["built_at"]), detail=f"repaired at intake: {repair}")
+            else:
+                cat.add_event(ses, type="creation", outcome="success", agent=AGENT, package_id=pid,
+                              batch_id=batch_id, time=t(meta["built_at"]),
+                              detail=f"SIP built: {meta['record_count']} records, {meta['document_count']} files, "
+                                     f"{pkg['size']} bytes")
             cat.add_event(ses, type="replication", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
                           time=t(pkg["shipped_at"]), detail=f"copied to mellanarkiv {pkg['key']}, read back")
             cat.add_event(ses, type="fixity check", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
@@ -259,22 +377,108 @@ def record(settings: Settings, pkg: dict) -> dict:
             cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
                           detail="recorded in the catalogue")
     Path(pkg["path"]).unlink(missing_ok=True)
-    Path(pkg["path"]).with_suffix(".json").unlink(missing_ok=True)
+    _sidecar(pkg["path"]).unlink(missing_ok=True)
     return {"package_id": pkg["package_id"], "recorded": True, "key": pkg["key"]}
 
 
 def finish_batch(settings: Settings, name: str, manifest: str, results: list[dict]) -> dict:
-    """Mark the batch archived once all its packages are recorded; clean its staging folder."""
+    """Mark the batch archived once all its packages are recorded, and tidy up after it.
+
+    Updates the catalogue's archive structure when the system is the archival description,
+    moves delivered packages that are now verified in the mellanarkiv out of the inbox, and
+    fails (after all that) when any delivered package had to be quarantined.
+    """
+    sys_ = system(settings, name)
     staged = StagedBatch.load(manifest)
     cat = catalogue(settings)
     batch_id = f"{name}/{staged.batch}"
-    changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
-                               interval_start=staged.interval_start, interval_end=staged.interval_end,
-                               status="archived", rows=_batch_state(staged),
-                               quality_report=_existing_report(cat, batch_id))
+    changed = False
+    if not (sys_.extract_kind == "prepared" and staged.is_empty):
+        structure = sys_.content.get("archive_structure")
+        if structure and not staged.is_empty:
+            update_archive_structure(cat, sys_, staged, structure)
+        changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
+                                   interval_start=staged.interval_start, interval_end=staged.interval_end,
+                                   status="archived", rows=_batch_state(staged),
+                                   quality_report=_existing_report(cat, batch_id))
+    if sys_.extract_kind == "prepared":
+        _archive_inbox(settings, sys_, staged, cat)
     shutil.rmtree(staged.directory, ignore_errors=True)
     new = [r for r in results if r.get("recorded")]
+    quarantined = [i for i in staged.prepared if i["outcome"] == "quarantined"]
+    if quarantined:
+        raise ContentError(f"{name}: {len(new)} package(s) archived, but {len(quarantined)} delivered package(s) "
+                           "are invalid and were quarantined with their validation reports",
+                           [f"{i['source']}: {'; '.join(i['findings'][:3])} (report {i['report']})"
+                            for i in quarantined])
     return {"batch": staged.batch, "packages_new": len(new), "packages_total": len(results), "changed": changed}
+
+
+def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: Catalogue) -> None:
+    """Move delivered packages out of the inbox once their package is verified in the mellanarkiv.
+
+    Nothing is deleted: the originals go to ``<inbox>/.archived/`` for the system owner to purge.
+    """
+    inbox = _inbox(sys_)
+    done = inbox / ".archived"
+    for i in staged.prepared:
+        if i["outcome"] == "quarantined":
+            continue
+        pkg = cat.package(i["package_id"])
+        src = inbox / i["source"]
+        if pkg is None or not src.is_file():
+            continue
+        stored = mellanarkiv(settings).stat(pkg.location)
+        if stored.sha256 != pkg.sha256:
+            raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued checksum; "
+                               f"{i['source']} stays in the inbox")
+        done.mkdir(exist_ok=True)
+        os.replace(src, done / i["source"])
+
+
+def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, structure: dict) -> int:
+    """Upsert archive creators and series from the archival description's staged tables."""
+    import pyarrow.parquet as pq
+
+    files = staged.table_files()
+    cm, sm = structure["creators"], structure["series"]
+    creators = pq.read_table(files[cm["table"]]).to_pylist() if files.get(cm["table"]) else []
+    series = pq.read_table(files[sm["table"]]).to_pylist() if files.get(sm["table"]) else []
+    n = 0
+    with cat.session() as ses:
+        for c in creators:
+            cid = f"{sys_.name}:{c[cm['id']]}"
+            obj = ses.get(ArchiveCreator, cid) or ArchiveCreator(id=cid, source_system=sys_.name)
+            obj.name, obj.organisationsnummer = c[cm["name"]], c.get(cm["organisationsnummer"])
+            obj.updated_at = utcnow()
+            ses.add(obj)
+            n += 1
+        ses.flush()
+        for r in series:
+            sid = f"{sys_.name}:{r[sm['id']]}"
+            obj = ses.get(Series, sid) or Series(id=sid)
+            obj.creator_id, obj.code = f"{sys_.name}:{r[sm['creator']]}", str(r[sm["code"]])
+            obj.title, obj.updated_at = r[sm["title"]], utcnow()
+            ses.add(obj)
+            n += 1
+        cat.add_event(ses, type="metadata modification", outcome="success", agent=AGENT,
+                      batch_id=f"{sys_.name}/{staged.batch}",
+                      detail=f"archive structure updated: {len(creators)} archive creators, {len(series)} series")
+    return n
+
+
+def series_for(cat: Catalogue, orgnr: str, code: str | None) -> str | None:
+    """The catalogued series an agreement's ``series`` names ("F 2" or "F 2 Bygglovsakter") under the
+    archive creator with ``orgnr``; None while the archival description does not know it."""
+    if not code:
+        return None
+    with cat.session() as ses:
+        q = (sa.select(Series).join(ArchiveCreator, Series.creator_id == ArchiveCreator.id)
+             .where(ArchiveCreator.organisationsnummer == orgnr).order_by(Series.id))
+        for series in ses.scalars(q):
+            if code in (series.code, f"{series.code} {series.title}") or code.startswith(series.code + " "):
+                return series.id
+    return None
 
 
 def _existing_report(cat: Catalogue, batch_id: str) -> str | None:

@@ -51,8 +51,8 @@ def build_system_dag(path: Path):
 
             ctx = get_current_context()
             start, end = ctx["data_interval_start"], ctx["data_interval_end"]
-            return steps.run(pipeline.extract, name, start.isoformat(), end.isoformat(),
-                             hooks.source_url(system.connection))
+            url = hooks.source_url(system.connection) if system.connection else None
+            return steps.run(pipeline.extract, name, start.isoformat(), end.isoformat(), url)
 
         @task
         def quality(batch: dict) -> dict:

@@ -1,7 +1,7 @@
 import pytest
 import sqlalchemy as sa
 
-from transforms.catalogue import Catalogue, Package
+from transforms.catalogue import MIGRATIONS, Catalogue, Package, SchemaVersion
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -15,10 +15,26 @@ def catalogue(request, tmp_path):
 
 
 def test_migrations_run_once(catalogue):
-    assert catalogue.migrate() == 1
-    assert catalogue.migrate() == 1
+    latest = MIGRATIONS[-1][0]
+    assert catalogue.migrate() == latest
+    assert catalogue.migrate() == latest
     with catalogue.engine.connect() as c:
-        assert c.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == 1
+        assert c.exec_driver_sql("SELECT count(*) FROM schema_version").scalar() == len(MIGRATIONS)
+
+
+def test_an_old_catalogue_is_upgraded_in_place(catalogue):
+    # A catalogue created by the first release: only migration 1 has run.
+    with catalogue.engine.begin() as conn:
+        SchemaVersion.__table__.create(conn)
+        MIGRATIONS[0][2](conn)
+        conn.execute(sa.insert(SchemaVersion).values(version=1, name=MIGRATIONS[0][1]))
+        conn.exec_driver_sql(
+            "INSERT INTO packages (id, system, record_class, period, batch_id, package_type, status, size, sha256, "
+            "content_digest, storage, location, record_count, document_count, created_at) VALUES ('uuid-old', 'lex', "
+            "'c', '2024', 'lex/2024', 'SIP', 'stored', 1, 'a', 'b', 'mellanarkiv', 'k', 0, 0, '2025-01-01 00:00:00')")
+    catalogue.migrate()
+    pkg = catalogue.package("uuid-old")
+    assert pkg is not None and pkg.series_code is None
 
 
 def test_upsert_batch_reports_whether_anything_changed(catalogue):

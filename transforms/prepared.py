@@ -1,0 +1,267 @@
+"""Prepared systems: finished FGS/E-ARK packages delivered into an inbox.
+
+Each package is validated with the same validator as ``arkiv validate``. A valid package is
+ingested exactly as delivered. A package whose only faults are ones we can repair without
+inventing anything — missing standard schemas, ``file`` elements without SIZE or CREATED
+(both computable from the delivered bytes) — is repaired, revalidated and ingested, and every
+repair is said. Anything else is quarantined with its validation report; a checksum that
+does not match, for instance, is never "repaired": it may be the very damage fixity exists
+to catch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from .hashing import copy_hashed, fsync_dir, sha256_file
+from .safe_archive import extract_package, open_package
+from .validate import validate_package
+from .xmltools import NS_ERMS, NS_METS, NS_XLINK, SCHEMA_DIR, parse_bytes, schemas_used
+
+M = f"{{{NS_METS}}}"
+XLINK = f"{{{NS_XLINK}}}"
+PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz")
+#: requirements whose failure we can repair from the delivered bytes alone
+REPAIRABLE = {
+    "CSIP113", "CSIP97", "CSIP98", "CSIP99", "CSIP100", "CSIP118",  # Schemas file group and division
+    "CSIP69", "CSIP70",  # file/@SIZE, file/@CREATED
+    "CSIPSTR15", "ARK5",  # schemas folder
+}
+
+
+@dataclass
+class Intake:
+    """What happened to one delivered package."""
+
+    source: str  # the file's name in the inbox
+    outcome: str  # "valid" | "repaired" | "quarantined"
+    package_id: str | None = None
+    path: str | None = None  # the copy to ship (build folder)
+    sha256: str | None = None
+    size: int | None = None
+    repairs: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    records: list[dict] = field(default_factory=list)
+    report: str | None = None  # quarantine: the validation report's path
+
+
+def delivered(inbox: Path) -> list[Path]:
+    """The package files waiting in an inbox (hidden files and folders are not deliveries)."""
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(PACKAGE_SUFFIXES))
+
+
+def _suffix(name: str) -> str:
+    return ".zip" if name.lower().endswith(".zip") else ".tar"
+
+
+def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
+    """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``."""
+    build_dir.mkdir(parents=True, exist_ok=True)
+    out = []
+    for path in delivered(inbox):
+        report = validate_package(path, "sip")
+        errors = [f for f in report.findings if f.severity == "ERROR"]
+        if report.valid:
+            out.append(_accept(path, path, build_dir, "valid", []))
+            continue
+        if errors and all(f.requirement in REPAIRABLE for f in errors):
+            repaired, repairs = _repair(path, build_dir)
+            second = validate_package(repaired, "sip")
+            if second.valid:
+                intake = _accept(path, repaired, build_dir, "repaired", repairs)
+                repaired.unlink(missing_ok=True)
+                out.append(intake)
+                continue
+            repaired.unlink(missing_ok=True)
+            errors = [f for f in second.findings if f.severity == "ERROR"]
+            report = second
+        out.append(_quarantine(path, report, quarantine_dir, errors))
+    return out
+
+
+def _accept(original: Path, path: Path, build_dir: Path, outcome: str, repairs: list[str]) -> Intake:
+    with open_package(path) as reader:
+        mets = parse_bytes(reader.read_bytes("METS.xml", 512 * 1024 * 1024), name="METS.xml").getroot()
+        records = _records(reader)
+    objid = mets.get("OBJID")
+    dest = build_dir / f"{objid}{_suffix(original.name)}"
+    tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+    try:
+        digest, size = copy_hashed(path, tmp)
+        os.replace(tmp, dest)
+        fsync_dir(build_dir)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return Intake(source=original.name, outcome=outcome, package_id=objid, path=str(dest), sha256=digest,
+                  size=size, repairs=repairs, records=records)
+
+
+def _records(reader) -> list[dict]:
+    """The cases a package describes in ERMS (for the catalogue): id, reference and dates only."""
+    out: list[dict] = []
+    for rel in reader.files():
+        if not (rel.startswith("metadata/descriptive/") and rel.lower().endswith(".xml")):
+            continue
+        root = parse_bytes(reader.read_bytes(rel, 512 * 1024 * 1024), name=rel).getroot()
+        if etree.QName(root).namespace != NS_ERMS:
+            continue
+        ns = {"e": NS_ERMS}
+        for agg in root.iterfind(".//e:aggregation", ns):
+            dates = {d.get("dateType"): (d.text or "")[:10] for d in agg.iterfind("e:dates/e:date", ns)}
+            out.append({"source_id": agg.get("systemIdentifier") or "", "reference": agg.findtext("e:objectId", "",
+                        ns), "opened": dates.get("opened") or dates.get("created"), "closed": dates.get("closed")})
+    return out
+
+
+def _quarantine(path: Path, report, quarantine_dir: Path, errors) -> Intake:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    dest_dir = quarantine_dir / f"{stamp}-{path.name}"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    report_path = dest_dir / "validation-report.json"
+    report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(path, dest_dir / path.name)
+    return Intake(source=path.name, outcome="quarantined", findings=[f"{f.requirement}: {f.message}" for f in errors],
+                  report=str(report_path))
+
+
+# --- repair ------------------------------------------------------------------------------------
+
+def _repair(path: Path, build_dir: Path) -> tuple[Path, list[str]]:
+    """Apply the safe repairs to a copy; returns the repaired TAR and what was done."""
+    repairs: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="arkiv-repair-", dir=build_dir) as tmp, \
+            extract_package(path, parent=tmp) as root:
+        mets_files = [root / "METS.xml", *sorted(root.glob("representations/*/METS.xml"))]
+        changed: set[Path] = set()
+        for mets_path in mets_files:
+            tree = parse_bytes(mets_path.read_bytes(), name=mets_path.name)
+            if _fill_file_attributes(tree, mets_path.parent, repairs, root):
+                changed.add(mets_path)
+                mets_path.write_bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+        root_tree = parse_bytes((root / "METS.xml").read_bytes(), name="METS.xml")
+        if _add_schemas(root_tree, root, repairs):
+            changed.add(root / "METS.xml")
+        if changed - {root / "METS.xml"}:
+            _refresh_entries(root_tree, root, changed)
+        _mark_edited(root_tree, repairs)
+        (root / "METS.xml").write_bytes(etree.tostring(root_tree, xml_declaration=True, encoding="UTF-8"))
+        out = build_dir / f".repaired-{uuid.uuid4().hex[:8]}.tar"
+        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+            tar.add(root, arcname=root.name)
+    return out, repairs
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()
+
+
+def _fill_file_attributes(tree, base: Path, repairs: list[str], root: Path) -> bool:
+    changed = False
+    for f in tree.getroot().iter(M + "file"):
+        loc = f.find(M + "FLocat")
+        href = loc.get(XLINK + "href") if loc is not None else None
+        target = (base / href).resolve() if href else None
+        if target is None or not target.is_file() or not target.is_relative_to(root.resolve()):
+            continue
+        st = target.stat()
+        if not f.get("SIZE"):
+            f.set("SIZE", str(st.st_size))
+            repairs.append(f"{href}: SIZE added from the delivered file ({st.st_size} bytes)")
+            changed = True
+        if not f.get("CREATED"):
+            created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()
+            f.set("CREATED", created)
+            repairs.append(f"{href}: CREATED added from the delivered file's modification time")
+            changed = True
+    return changed
+
+
+def _add_schemas(tree, root: Path, repairs: list[str]) -> bool:
+    """Add the bundled official XSDs the package's XML uses, and the Schemas file group and division."""
+    mets = tree.getroot()
+    needed: set[str] = set()
+    for xml in root.rglob("*.xml"):
+        if "/data/" in xml.as_posix():
+            continue
+        needed |= set(schemas_used(parse_bytes(xml.read_bytes(), name=xml.name)))
+    file_sec = mets.find(M + "fileSec")
+    group = None if file_sec is None else file_sec.find(f"{M}fileGrp[@USE='Schemas']")
+    listed = set() if group is None else {
+        (fl.get(XLINK + "href") or "") for fl in group.iter(M + "FLocat")}
+    missing = sorted(n for n in needed if f"schemas/{n}" not in listed or not (root / "schemas" / n).is_file())
+    if not missing or file_sec is None:
+        return False
+    (root / "schemas").mkdir(exist_ok=True)
+    if group is None:
+        group = etree.Element(M + "fileGrp", ID="grp-Schemas-arkivflode", USE="Schemas")
+        file_sec.insert(0, group)
+    for i, name in enumerate(missing):
+        target = root / "schemas" / name
+        if not target.is_file():
+            shutil.copyfile(SCHEMA_DIR / name, target)
+        data = target.read_bytes()
+        f = etree.SubElement(group, M + "file", ID=f"schema-arkivflode-{i}", MIMETYPE="application/xml",
+                             SIZE=str(len(data)), CREATED=_now(), CHECKSUM=hashlib.sha256(data).hexdigest(),
+                             CHECKSUMTYPE="SHA-256")
+        etree.SubElement(f, M + "FLocat", {"LOCTYPE": "URL", XLINK + "type": "simple",
+                                           XLINK + "href": f"schemas/{name}"})
+        repairs.append(f"schemas/{name}: the official schema added (the package's XML uses it)")
+    main = mets.find(f"{M}structMap[@LABEL='CSIP']/{M}div")
+    if main is not None and main.find(f"{M}div[@LABEL='Schemas']") is None:
+        div = etree.Element(M + "div", ID="div-Schemas-arkivflode", LABEL="Schemas")
+        etree.SubElement(div, M + "fptr", FILEID=group.get("ID"))
+        # after Metadata/Documentation, before the representations
+        reps = [d for d in main if isinstance(d.tag, str) and (d.get("LABEL") or "").startswith("Representations")]
+        if reps:
+            reps[0].addprevious(div)
+        else:
+            main.append(div)
+        repairs.append("structMap: Schemas division added")
+    return True
+
+
+def _refresh_entries(tree, root: Path, changed: set[Path]) -> None:
+    """Update SIZE and CHECKSUM of root-METS entries that point at files we rewrote."""
+    for f in tree.getroot().iter(M + "file"):
+        loc = f.find(M + "FLocat")
+        href = loc.get(XLINK + "href") if loc is not None else None
+        if href and (root / href) in changed:
+            digest, size = sha256_file(root / href)
+            f.set("SIZE", str(size))
+            f.set("CHECKSUM", digest)
+            f.set("CHECKSUMTYPE", "SHA-256")
+
+
+def _mark_edited(tree, repairs: list[str]) -> None:
+    """Say in the package itself that Arkivflöde changed it, and when (CSIP8)."""
+    hdr = tree.getroot().find(M + "metsHdr")
+    if hdr is None:
+        return
+    hdr.set("LASTMODDATE", _now())
+    agent = etree.Element(M + "agent", ROLE="EDITOR", TYPE="OTHER", OTHERTYPE="SOFTWARE")
+    etree.SubElement(agent, M + "name").text = "Arkivflöde"
+    note = etree.SubElement(agent, M + "note")
+    note.text = f"Repaired at ingest: {len(repairs)} change(s); see the catalogue's events"
+    agents = hdr.findall(M + "agent")
+    (agents[-1].addnext(agent) if agents else hdr.insert(0, agent))
+
+
+def intake_dict(i: Intake) -> dict:
+    return asdict(i)
+
+
+__all__ = ["Intake", "REPAIRABLE", "delivered", "intake_dict", "take_in"]
