@@ -17,15 +17,16 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export GX_ANALYTICS_ENABLED := False
-# The demo's Lex: an Airflow connection (JSON form) and the folder holding its documents.
-export AIRFLOW_CONN_LEX_DB ?= {"conn_type": "sqlite", "host": "$(ARKIV_HOME)/demo/lex.sqlite"}
-export ARKIV_LEX_FILES ?= $(ARKIV_HOME)/demo/lex-files
-
-DEMO_CASES ?= 200
-# The interval the demo archives: the Lex DAG's yearly run covering 2025 (cases closed in 2025).
+DEMO_SIZE ?= 200
+# The runs the demo makes: logical date 2026-01-02 gives yearly DAGs the interval 2025 and
+# monthly ones December 2025. SYSTEMS: every YAML in dags/systems (override to run a subset).
 DEMO_DATE ?= 2026-01-02
+SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 
-.PHONY: install demo test test-fast lint airflow clean lock bench
+comma := ,
+empty :=
+space := $(empty) $(empty)
+.PHONY: install demo test lint airflow clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,12 +46,15 @@ $(AIRFLOW_HOME)/airflow.db: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
-demo: install $(AIRFLOW_HOME)/airflow.db  ## generate Lex, run its DAG for 2025 with `airflow dags test`, print a summary
-	$(BIN)/arkiv demo --cases $(DEMO_CASES)
-	@echo "Running the lex DAG (airflow dags test lex $(DEMO_DATE)); log: $(AIRFLOW_HOME)/demo-run.log"
-	@$(BIN)/airflow dags test lex $(DEMO_DATE) > $(AIRFLOW_HOME)/demo-run.log 2>&1 \
-	  || { grep -E "ERROR|error|CONTENT PROBLEM" $(AIRFLOW_HOME)/demo-run.log | tail -20; exit 1; }
-	@grep -q "state=success" $(AIRFLOW_HOME)/demo-run.log || { tail -30 $(AIRFLOW_HOME)/demo-run.log; exit 1; }
+demo: install $(AIRFLOW_HOME)/airflow.db  ## generate every source system, run each DAG with `airflow dags test`, print a summary
+	$(BIN)/arkiv demo --size $(DEMO_SIZE) --systems $(subst $(space),$(comma),$(strip $(SYSTEMS)))
+	@set -a; . $(ARKIV_HOME)/demo/env.sh; set +a; \
+	for s in $(SYSTEMS); do \
+	  echo "Running the $$s DAG (airflow dags test $$s $(DEMO_DATE)); log: $(AIRFLOW_HOME)/demo-$$s.log"; \
+	  $(BIN)/airflow dags test $$s $(DEMO_DATE) > $(AIRFLOW_HOME)/demo-$$s.log 2>&1; \
+	  grep -q "state=success" $(AIRFLOW_HOME)/demo-$$s.log \
+	    || { grep -E "CONTENT PROBLEM|ERROR|Error" $(AIRFLOW_HOME)/demo-$$s.log | tail -15; exit 1; }; \
+	done
 	@$(BIN)/arkiv summary
 
 test: install  ## the whole suite, as CI runs it (unit, DAG integrity, end-to-end Airflow runs, integration)
@@ -60,7 +64,8 @@ lint: install  ## ruff
 	$(BIN)/ruff check .
 
 airflow: install $(AIRFLOW_HOME)/airflow.db  ## Airflow UI on http://localhost:8080 (airflow standalone; password in var/airflow)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
+	@test -f $(ARKIV_HOME)/demo/env.sh || $(BIN)/arkiv demo --size $(DEMO_SIZE)
+	set -a; . $(ARKIV_HOME)/demo/env.sh; set +a; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 clean:  ## remove everything the embedded default keeps (var/), not the virtualenv
 	rm -rf var

@@ -454,9 +454,10 @@ class Domain:
     def _documents(self, c: CaseFile, end: dt.date) -> None:
         r = self.rng
         types = DOCUMENT_TYPES[c.type.code]
-        for number in range(1, r.choices([1, 2, 3, 4], weights=[30, 35, 22, 13])[0] + 1):
+        count = r.choices([1, 2, 3, 4], weights=[30, 35, 22, 13])[0]
+        # Numbered in date order, as filed in the personakt.
+        for number, date in enumerate(sorted(days_between(r, c.opened, end) for _ in range(count)), start=1):
             title, fmt, _w = r.choices(types, weights=[t[2] for t in types])[0]
-            date = days_between(r, c.opened, end)
             ext = "txt" if fmt == "txt" else fmt
             file_name = safe_filename(f"{title} {date.isoformat()}") + f".{ext}"
             c.documents.append(Document(self.next_id("document"), number, title, date, fmt, file_name))

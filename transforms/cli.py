@@ -3,7 +3,7 @@
 The same code the DAGs run, without Airflow::
 
     arkiv validate PATH…              check a package (folder, .tar or .zip) against CSIP/SIP/FGS
-    arkiv demo [--cases N] [--bad N]  generate the Lex demo source system under var/demo
+    arkiv demo [--size N] [--bad N]   generate every demo source system under var/demo, var/inbox
     arkiv run SYSTEM --start D --end D  run the whole chain for one interval (no Airflow)
     arkiv summary                     what the catalogue and the mellanarkiv hold
     arkiv packages [--system S]       list the catalogued packages
@@ -22,17 +22,26 @@ from .errors import ArkivError, ConfigError, ContentError
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from demo import lex
+    import shlex
+
+    import demo
+
+    from .systems import load_systems
 
     settings.ensure()
-    db = settings.demo / "lex.sqlite"
-    files = settings.demo / "lex-files"
-    summary = lex.generate(f"sqlite:///{db}", files, cases=args.cases, seed=args.seed, year=args.year, bad=args.bad)
-    print(f"Lex demo source system: {summary.cases} cases, {summary.documents} documents, {summary.parties} parties, "
-          f"{summary.files} files ({summary.bytes / 1e6:.1f} MB)")
-    print(f"  database: {db}\n  files:    {files}")
-    if any(summary.bad_rows.values()):
-        print("  deliberately bad rows: " + ", ".join(f"{k} {v}" for k, v in summary.bad_rows.items()))
+    systems = load_systems(settings.systems_dir)
+    if args.systems:
+        wanted = set(args.systems.split(","))
+        unknown = wanted - set(systems)
+        if unknown:
+            raise ConfigError(f"no such system(s): {', '.join(sorted(unknown))}")
+        systems = {k: v for k, v in systems.items() if k in wanted}
+    for line in demo.generate_all(settings.home, systems, size=args.size, seed=args.seed, bad=args.bad):
+        print(line)
+    env = demo.environment(settings.home, systems)
+    env_file = settings.demo / "env.sh"
+    env_file.write_text("".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items())), encoding="utf-8")
+    print(f"connections and folders for the DAGs: {env_file}")
     return 0
 
 
@@ -129,11 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_arguments(p)
     p.set_defaults(func=lambda a, s: validate.run(a))
 
-    p = sub.add_parser("demo", help="generate the Lex demo source system under var/demo")
-    p.add_argument("--cases", type=int, default=200)
+    p = sub.add_parser("demo", help="generate the demo source systems under var/demo and var/inbox")
+    p.add_argument("--size", type=int, default=200, help="root records per system (cases, individuals, …)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--year", type=int, default=2025)
     p.add_argument("--bad", type=int, default=0, help="plant this many bad rows of each kind")
+    p.add_argument("--systems", help="comma-separated subset (default: every system in dags/systems)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("run", help="run the whole chain for one system and interval, without Airflow")

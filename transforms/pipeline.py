@@ -342,7 +342,8 @@ def record(settings: Settings, pkg: dict) -> dict:
                             period=meta["period"], batch_id=batch_id, package_type="SIP", status="stored",
                             size=pkg["size"], sha256=pkg["sha256"], content_digest=meta["content_digest"],
                             storage="mellanarkiv", location=pkg["key"], record_count=meta["record_count"],
-                            document_count=meta["document_count"], archive_creator=sys_.agreement.archive_creator.name,
+                            document_count=meta["document_count"],
+                            archive_creator=sys_.agreement.archive_creator.organisationsnummer,
                             series_code=sys_.agreement.series,
                             series_id=series_for(cat, sys_.agreement.archive_creator.organisationsnummer,
                                                  sys_.agreement.series)))
@@ -464,6 +465,15 @@ def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, 
         cat.add_event(ses, type="metadata modification", outcome="success", agent=AGENT,
                       batch_id=f"{sys_.name}/{staged.batch}",
                       detail=f"archive structure updated: {len(creators)} archive creators, {len(series)} series")
+    # Packages archived before their series was described are linked now.
+    unlinked = [p for p in cat.packages() if p.series_code and not p.series_id and p.archive_creator]
+    for p in unlinked:
+        sid = series_for(cat, p.archive_creator, p.series_code)
+        if sid:
+            with cat.session() as ses:
+                ses.get(Package, p.id).series_id = sid
+                cat.add_event(ses, type="metadata modification", outcome="success", agent=AGENT, package_id=p.id,
+                              detail=f"linked to series {p.series_code} ({sid}) in the archival description")
     return n
 
 
