@@ -71,10 +71,16 @@ def _suffix(name: str) -> str:
 def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
     """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``."""
     build_dir.mkdir(parents=True, exist_ok=True)
-    out = []
+    out: list[Intake] = []
     for path in delivered(inbox):
         report = validate_package(path, "sip")
         errors = [f for f in report.findings if f.severity == "ERROR"]
+        objid = _objid(path) if report.valid or errors else None
+        if objid and any(i.package_id == objid for i in out):
+            # Two deliveries claim one identity: neither may silently replace the other.
+            out.append(_quarantine(path, report, quarantine_dir, errors,
+                                   note=f"OBJID {objid} was already delivered in this intake as another file"))
+            continue
         if report.valid:
             out.append(_accept(path, path, build_dir, "valid", []))
             continue
@@ -91,6 +97,14 @@ def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
             report = second
         out.append(_quarantine(path, report, quarantine_dir, errors))
     return out
+
+
+def _objid(path: Path) -> str | None:
+    try:
+        with open_package(path) as reader:
+            return parse_bytes(reader.read_bytes("METS.xml", 512 * 1024 * 1024), name="METS.xml").getroot().get("OBJID")
+    except Exception:  # an unreadable package is reported by the validator, not here
+        return None
 
 
 def _accept(original: Path, path: Path, build_dir: Path, outcome: str, repairs: list[str]) -> Intake:
@@ -127,15 +141,15 @@ def _records(reader) -> list[dict]:
     return out
 
 
-def _quarantine(path: Path, report, quarantine_dir: Path, errors) -> Intake:
+def _quarantine(path: Path, report, quarantine_dir: Path, errors, note: str | None = None) -> Intake:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
     dest_dir = quarantine_dir / f"{stamp}-{path.name}"
     dest_dir.mkdir(parents=True, exist_ok=True)
     report_path = dest_dir / "validation-report.json"
     report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(path, dest_dir / path.name)
-    return Intake(source=path.name, outcome="quarantined", findings=[f"{f.requirement}: {f.message}" for f in errors],
-                  report=str(report_path))
+    findings = [f"{f.requirement}: {f.message}" for f in errors] + ([note] if note else [])
+    return Intake(source=path.name, outcome="quarantined", findings=findings, report=str(report_path))
 
 
 # --- repair ------------------------------------------------------------------------------------
