@@ -404,6 +404,12 @@ class LexSummary:
     bytes: int
     bad_rows: dict[str, int] = field(default_factory=dict)  # kind -> count
 
+    def describe(self) -> str:
+        """One line for the demo's output."""
+        bad = sum(self.bad_rows.values())
+        return (f"Lex: {self.cases} cases, {self.documents} documents, {self.parties} parties, {self.files} files "
+                f"({self.bytes / 1e6:.1f} MB)" + (f", {bad} deliberately bad rows" if bad else ""))
+
 
 @dataclass
 class _Case:

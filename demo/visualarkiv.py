@@ -47,10 +47,11 @@ HUVUDAVDELNINGAR = {
     "G": "Räkenskaper", "H": "Statistik och utredningar", "K": "Kartor och ritningar", "L": "Fotografier och bilder",
     "M": "Ljud- och bildupptagningar", "Ö": "Övrigt",
 }
-SIGNUM_RE = re.compile(r"^[A-HKLMÖ] [1-9][0-9]{0,2}( [a-z])?$")
+SIGNUM_RE = re.compile(r"^[A-HKLMÖ] [1-9][0-9]{0,2}(?: [a-z])?$")
 FORVARINGSPLATSER = ("närarkiv", "mellanarkiv", "slutarkiv")
 MEDIA = ("papper", "digitalt")
 KOMMUNER = {"Eskilstuna": "212000-0340", "Strängnäs": "212000-0357", "Enköping": "212000-0308"}
+_KOMMUN_NAMES = {"Eskilstuna": "Eskilstuna kommun", "Strängnäs": "Strängnäs kommun", "Enköping": "Enköpings kommun"}
 
 # Malformed signa as they turn up in old registers typed in by hand.
 _MALFORMED = ("F2", "f 2", "F:2", "2 F", "FF 1", "F 02", "I 1", "F 2a", "A  1", "Ö1")
@@ -149,7 +150,8 @@ _CORE = [
      [("F 1", "Styrdokument", True), ("F 2", "Diarieförda handlingar", True), ("G 1", "Lönelistor", True)]),
     ("Enköping", "Vård- och omsorgsnämnden", "VON", "nämnd", 1999,
      [("F 1", "Avtal med utförare", True), ("F 2", "Avvikelserapporter", False), ("F 3", "Biståndsakter", True)]),
-    ("Eskilstuna", "Kommunstyrelsen", "KS", "styrelse", 1971, [("F 1", "Styrdokument", True)]),
+    ("Eskilstuna", "Kommunstyrelsen", "KS", "styrelse", 1971,
+     [("F 1", "Styrdokument", True), ("Ö 1", "Arkivredovisning", True)]),  # Visual Arkiv's own series
     ("Eskilstuna", "Kommunfullmäktige", "KF", "fullmäktige", 1971, [("F 1", "Motioner och medborgarförslag", True)]),
     ("Strängnäs", "Kommunfullmäktige", "KF", "fullmäktige", 1971, [("F 1", "Motioner", True)]),
 ]
@@ -179,7 +181,8 @@ _HISTORIC_BODIES = [
     ("Barnavårdsnämnden", "BVN"), ("Taxeringsnämnden", "TAX"), ("Brandstyrelsen", "BS"),
 ]
 _COMPANIES = [
-    ("Eskilstuna", "Eskilstuna Energi och Miljö AB", "EEM"), ("Eskilstuna", "Kommunfastigheter i Eskilstuna AB", "KFAB"),
+    ("Eskilstuna", "Eskilstuna Energi och Miljö AB", "EEM"),
+    ("Eskilstuna", "Kommunfastigheter i Eskilstuna AB", "KFAB"),
     ("Eskilstuna", "Eskilstunahem AB", "EHEM"), ("Eskilstuna", "Eskilstuna Logistik och Etablering AB", "ELE"),
     ("Strängnäs", "Strängnäs Bostads AB", "SBAB"), ("Strängnäs", "Strängnäs Fastighets AB", "SFAB"),
     ("Strängnäs", "Strängnäs Business Park AB", "SBP"),
@@ -241,7 +244,7 @@ class _Generator:
                 for body, short in _HISTORIC_BODIES:
                     start = max(founded, r.choice([1863, 1919, 1919, 1931, 1952]))
                     place = unit.split()[0]
-                    out.append((kommun, f"{body} i {unit}", f"{place.upper()[:6]}-{short}", "historisk",
+                    out.append((kommun, f"{body} i {unit}", f"{place.upper()}-{short}", "historisk",
                                 start, 1970, None, []))
         for kommun, name, short in _COMPANIES:
             seed9 = "556" + f"{r.randrange(0, 10**6):06d}"
@@ -255,8 +258,9 @@ class _Generator:
         r = self.rng
         cid = len(self.creators) + 1
         last_change = self.year if changed else self.year - r.randint(1, 6)
+        full_name = name if typ in ("historisk", "kommunalt bolag", "skolenhet") else f"{name}, {_KOMMUN_NAMES[kommun]}"
         self.creators.append({
-            "arkivbildare_id": cid, "namn": name if typ in ("historisk", "kommunalt bolag") else f"{name}, {kommun} kommun",
+            "arkivbildare_id": cid, "namn": full_name,
             "kortnamn": short, "kommun": kommun, "typ": typ, "organisationsnummer": orgnr,
             "verksam_fran": start, "verksam_till": till, "updated_at": _ts(r, min(last_change, self.year - 1)),
         })
@@ -264,7 +268,8 @@ class _Generator:
         # two years back, and a change in `year` delivers last year's volume.
         end = till or self.year - 2
         if till is not None:
-            upprattad = dt.date(r.randint(1972, 1995) if till <= 1975 else r.randint(till, self.year - 1), r.randint(1, 12), 1)
+            made = r.randint(1972, 1995) if till <= 1975 else r.randint(till, self.year - 1)
+            upprattad = dt.date(made, r.randint(1, 12), 1)
         else:
             upprattad = dt.date(r.randint(max(start, 1975), self.year - 1), r.randint(1, 12), 1)
         arkiv = {
@@ -320,21 +325,25 @@ class _Generator:
 
     def add_volume(self, serie: dict, y0: int, y1: int, typ: str, *, updated: dt.datetime | None = None) -> dict:
         r = self.rng
-        current = y1 >= self.year - 2
-        if typ == "historisk":
+        # Where a volume is kept follows its age: the office keeps the last years (närarkiv),
+        # then the mellanarkiv until transfer to the slutarkiv after about ten years.
+        age = self.year - y1
+        if typ == "historisk" or age > 15:
             place = "slutarkiv"
-        elif current:
+        elif age <= 2:
             place = r.choice(["närarkiv", "närarkiv", "mellanarkiv"])
+        elif age <= 10:
+            place = r.choice(["mellanarkiv", "mellanarkiv", "närarkiv"])
         else:
-            place = r.choice(["mellanarkiv", "mellanarkiv", "slutarkiv"])
-        digital = y0 >= 2016 and place != "närarkiv" and r.random() < 0.6
+            place = r.choice(["mellanarkiv", "slutarkiv"])
+        digital = y0 >= 2016 and place == "mellanarkiv" and r.random() < 0.6
         vol = {
             "volym_id": len(self.volumes) + 1, "serie_id": serie["serie_id"],
             "volymnummer": self.volume_counts.get(serie["serie_id"], 0) + 1,
             "datum_fran": dt.date(y0, 1, 1), "datum_till": dt.date(y1, 12, 31),
             "innehall": f"{serie['rubrik']} {y0}" + (f"–{y1}" if y1 != y0 else ""),
             "forvaringsplats": place, "medium": "digitalt" if digital else "papper",
-            "anmarkning": r.choice(_NOTES) if r.random() < 0.08 else None,
+            "anmarkning": (_NOTES[2] if digital else r.choice(_NOTES[:2] + _NOTES[3:])) if r.random() < 0.08 else None,
             "updated_at": updated or _ts(r, min(y1 + 1, self.year - 1)),
         }
         self.volumes.append(vol)
@@ -397,7 +406,7 @@ def generate(url: str, files_dir: Path | None = None, *, size: int = 100, seed: 
     missing_creator = max(c["arkivbildare_id"] for c in g.creators) + 1000
     for i in range(bad):
         a = r.choice(targets)
-        s = g.add_series(a, missing_creator + i, f"Ö {i + 1}", "Handlingar från upphörd förvaltning", True, year - 3,
+        s = g.add_series(a, missing_creator + i, f"Ö {20 + i}", "Handlingar från upphörd förvaltning", True, year - 3,
                          year - 1, "nämnd", changed=True)
         s["beskrivning"] = "Överförd från arkivbildare som avregistrerats"
     for i in range(bad):
@@ -414,8 +423,8 @@ def generate(url: str, files_dir: Path | None = None, *, size: int = 100, seed: 
         own = [s for s in g.series if s["arkiv_id"] == a["arkiv_id"] and SIGNUM_RE.match(s["signum"])
                and s["arkivbildare_id"] == a["arkivbildare_id"] and not s["rubrik"].endswith("(dubblett)")]
         twin = r.choice(own)
-        g.add_series(a, a["arkivbildare_id"], twin["signum"], f"{twin['rubrik']} (dubblett)", twin["bevarande"] == "bevaras",
-                     year - 1, year - 1, "nämnd", changed=True)
+        g.add_series(a, a["arkivbildare_id"], twin["signum"], f"{twin['rubrik']} (dubblett)",
+                     twin["bevarande"] == "bevaras", year - 1, year - 1, "nämnd", changed=True)
 
     db = make_url(url)
     if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":

@@ -30,7 +30,7 @@ from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
 from .storage import FileSystemStorage
-from .systems import System, load_system
+from .systems import System, load_system, load_systems
 
 log = logging.getLogger("arkivflode")
 AGENT = f"Arkivflöde {__version__}"
@@ -346,7 +346,7 @@ def record(settings: Settings, pkg: dict) -> dict:
                             archive_creator=sys_.agreement.archive_creator.organisationsnummer,
                             series_code=sys_.agreement.series,
                             series_id=series_for(cat, sys_.agreement.archive_creator.organisationsnummer,
-                                                 sys_.agreement.series)))
+                                                 sys_.agreement.series, _creator_names(sys_))))
             ses.flush()
             for r in meta["records"]:
                 entry = RecordEntry(**r)
@@ -397,7 +397,7 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     if not (sys_.extract_kind == "prepared" and staged.is_empty):
         structure = sys_.content.get("archive_structure")
         if structure and not staged.is_empty:
-            update_archive_structure(cat, sys_, staged, structure)
+            update_archive_structure(cat, sys_, staged, structure, load_systems(settings.systems_dir))
         changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
                                    interval_start=staged.interval_start, interval_end=staged.interval_end,
                                    status="archived", rows=_batch_state(staged),
@@ -437,7 +437,12 @@ def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: C
         os.replace(src, done / i["source"])
 
 
-def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, structure: dict) -> int:
+def _creator_names(sys_: System) -> tuple[str, ...]:
+    return (sys_.agreement.submitter.name, sys_.agreement.archive_creator.name)
+
+
+def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, structure: dict,
+                             systems: dict[str, System] | None = None) -> int:
     """Upsert archive creators and series from the archival description's staged tables."""
     import pyarrow.parquet as pq
 
@@ -468,7 +473,8 @@ def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, 
     # Packages archived before their series was described are linked now.
     unlinked = [p for p in cat.packages() if p.series_code and not p.series_id and p.archive_creator]
     for p in unlinked:
-        sid = series_for(cat, p.archive_creator, p.series_code)
+        owner = (systems or {}).get(p.system)
+        sid = series_for(cat, p.archive_creator, p.series_code, _creator_names(owner) if owner else ())
         if sid:
             with cat.session() as ses:
                 ses.get(Package, p.id).series_id = sid
@@ -477,18 +483,30 @@ def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, 
     return n
 
 
-def series_for(cat: Catalogue, orgnr: str, code: str | None) -> str | None:
-    """The catalogued series an agreement's ``series`` names ("F 2" or "F 2 Bygglovsakter") under the
-    archive creator with ``orgnr``; None while the archival description does not know it."""
+def series_for(cat: Catalogue, orgnr: str, code: str | None, creators: tuple[str, ...] = ()) -> str | None:
+    """The catalogued series an agreement names ("F 2" or "F 2 Bygglovsakter") for the archive
+    creator with ``orgnr``; None while the archival description does not know it.
+
+    A municipality's nämnder share its organisationsnummer, so when several of them have a series
+    with that code the one whose creator is named in the agreement (``creators``) wins.
+    """
     if not code:
         return None
+    best: tuple[int, str] | None = None
     with cat.session() as ses:
-        q = (sa.select(Series).join(ArchiveCreator, Series.creator_id == ArchiveCreator.id)
+        q = (sa.select(Series, ArchiveCreator.name).join(ArchiveCreator, Series.creator_id == ArchiveCreator.id)
              .where(ArchiveCreator.organisationsnummer == orgnr).order_by(Series.id))
-        for series in ses.scalars(q):
-            if code in (series.code, f"{series.code} {series.title}") or code.startswith(series.code + " "):
-                return series.id
-    return None
+        for series, creator_name in ses.execute(q):
+            if code == f"{series.code} {series.title}":
+                score = 2
+            elif code == series.code or code.startswith(series.code + " "):
+                score = 1
+            else:
+                continue
+            score += 2 if creator_name in creators else 0
+            if best is None or score > best[0]:
+                best = (score, series.id)
+    return best[1] if best else None
 
 
 def _existing_report(cat: Catalogue, batch_id: str) -> str | None:

@@ -107,3 +107,36 @@ def test_text_is_utf8():
     assert text.startswith("KS 2025/0001\n\nTjänsteskrivelse & <bilaga>\n")
     assert text.endswith("Andra.\n")
     assert "\r" not in text
+
+
+# ------------------------------------------------------------- building drawings
+
+
+def test_drawing_pdf_is_valid_a3_and_deterministic():
+    from demo.documents import make_drawing_pdf
+
+    sheets = ["Situationsplan\nTorshälla 3:14", "Planritning", "Fasadritning mot söder", "Sektion A-A"]
+    data = make_drawing_pdf(random.Random(3), sheets, title="Ritningar – MBN 2025/0815")
+    assert check_pdf(data) == verify_pdf(data) == 4
+    assert data.count(b"/MediaBox [0 0 1191 842]") == 4  # A3 landscape
+    assert b"(Torsh\xe4lla 3:14)" in data  # WinAnsi å in the title block
+    assert b" re S" in data and b" l S" in data  # real vector line work
+    assert data == make_drawing_pdf(random.Random(3), sheets, title="Ritningar – MBN 2025/0815")
+    assert data != make_drawing_pdf(random.Random(4), sheets, title="Ritningar – MBN 2025/0815")
+
+
+def test_tiff_is_multipage_group4_and_deterministic():
+    from demo.documents import make_tiff
+
+    pages = ["Planritning\nNybyggnad av enbostadshus", "Fasadritning", "Situationsplan"]
+    data = make_tiff(random.Random(7), pages)
+    img = Image.open(io.BytesIO(data))
+    assert img.format == "TIFF" and img.n_frames == 3
+    for frame in range(3):
+        img.seek(frame)
+        img.load()
+        assert img.mode == "1" and img.size == (1240, 877)
+        assert img.info["compression"] == "group4"
+        assert 0 < img.convert("L").histogram()[0] < 1240 * 877 // 4  # black lines on white paper
+    assert data == make_tiff(random.Random(7), pages)
+    assert data != make_tiff(random.Random(8), pages)
