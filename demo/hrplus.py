@@ -150,6 +150,35 @@ WORKPLACES: dict[str, list[str]] = {
     "Kultur- och fritidsförvaltningen": ["Strängnäs bibliotek", "Mariefreds bibliotek", "Strängnäs simhall",
                                          "Fritidsgården Ungdomens hus"],
 }
+# Positions tied to a kind of workplace (the rest work anywhere in their förvaltning).
+_CARE = ["Hemtjänsten Strängnäs", "Hemtjänsten Mariefred", "Solgårdens vård- och omsorgsboende",
+         "Eldstadens äldreboende"]
+_SCHOOLS = ["Finningeskolan", "Paulinskolan", "Karinslundsskolan", "Åkers styckebruks skola", "Härads skola"]
+_POSITION_WORKPLACES = {
+    "Undersköterska": _CARE,
+    "Vårdbiträde": _CARE,
+    "Sjuksköterska": _CARE,
+    "Elevassistent": _SCHOOLS,
+    "Fritidspedagog": _SCHOOLS,
+    "Förskollärare": ["Stallarholmens förskola", "Mariefreds förskola Ängsgården"],
+    "Barnskötare": ["Stallarholmens förskola", "Mariefreds förskola Ängsgården"],
+    "Lärare i grundskolan": _SCHOOLS,
+    "Lokalvårdare": ["Fastighetsenheten"],
+    "Drifttekniker": ["Fastighetsenheten"],
+    "Bygglovshandläggare": ["Bygglovsenheten"],
+    "Miljöinspektör": ["Miljöenheten"],
+    "Löneadministratör": ["Lönecenter"],
+    "Ekonom": ["Ekonomienheten"],
+    "Arkivarie": ["Kansliet"],
+    "Registrator": ["Kansliet"],
+    "HR-specialist": ["HR-avdelningen"],
+    "Bibliotekarie": ["Strängnäs bibliotek", "Mariefreds bibliotek"],
+    "Badmästare": ["Strängnäs simhall"],
+    "Fritidsledare": ["Fritidsgården Ungdomens hus"],
+    "Socialsekreterare": ["Individ- och familjeomsorgen"],
+    "Biståndshandläggare": ["Individ- och familjeomsorgen"],
+    "Personlig assistent": ["LSS-boende Tosterö"],
+}
 _COST_CENTRE_BASE = {"Kommunledningsförvaltningen": 1, "Barn- och utbildningsförvaltningen": 3,
                      "Socialförvaltningen": 5, "Samhällsbyggnadsförvaltningen": 7,
                      "Kultur- och fritidsförvaltningen": 8}
@@ -231,7 +260,8 @@ def _xml(table: str, rows: list[dict], period: str) -> bytes:
     quantity/à-pris of tax and percentage lines); both forms mean null in the contract.
     """
     _, root = FILES[table]
-    out = ['<?xml version="1.0" encoding="UTF-8"?>', f'<{root} system="HR+" kommun="Strängnäs kommun" period="{period}">']
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
+           f'<{root} system="HR+" kommun="Strängnäs kommun" period="{period}">']
     omit_nulls = table == "salary_lines"
     for row in rows:
         out.append("  <row>")
@@ -315,7 +345,7 @@ class _Generator:
             "employee_id": employee["employee_id"],
             "employment_form": form,
             "position": position,
-            "workplace": r.choice(WORKPLACES[dept]),
+            "workplace": r.choice(_POSITION_WORKPLACES.get(position) or WORKPLACES[dept]),
             "department": dept,
             "cost_centre": f"{_COST_CENTRE_BASE[dept]}{r.randint(100, 699)}",
             "start_date": start,

@@ -392,12 +392,12 @@ class _Generator:
     # -- decisions, plans, notes
 
     def decision(self, c: _Case, insats: str, outcome: str, decided: dt.date, *, hours: Decimal | None = None,
-                 legal_basis: str | None = LEGAL_BASIS) -> dict:
+                 legal_basis: str | None = LEGAL_BASIS, valid_from: dt.date | None = None) -> dict:
         r = self.rng
         end = c.closed or self.snapshot
-        valid_from = valid_to = None
+        valid_to = None
         if outcome == "beviljad":
-            valid_from = min(decided + dt.timedelta(days=r.choice([0, 0, 1, 3, 7])), end)
+            valid_from = valid_from or min(decided + dt.timedelta(days=r.choice([0, 0, 1, 3, 7])), end)
             if insats == "korttidsvistelse":
                 valid_to = min(valid_from + dt.timedelta(days=r.randint(14, 60)), end)
             elif insats in ("särskilt boende", "trygghetslarm"):
@@ -462,12 +462,22 @@ class _Generator:
             for d in sorted(_days(r, c.opened, decided) for _ in range(r.randint(1, 3))):
                 self.note(c, d, "Utredning", r.choice(_UTREDNING_NOTES), c.officer, "biståndshandläggare")
         decisions = [self.decision(c, c.insats, c.outcome, decided)]
+        # Time-limited hemtjänst and matdistribution are re-examined (omprövning) before they
+        # run out, for as long as the case lasts: a new decision takes over the next day.
+        last = decisions[0]
+        renewals: set[int] = set()  # the genomförandeplan of the first decision is followed up instead
+        while last["valid_to"] is not None and c.closed is not None and last["valid_to"] < c.closed \
+                and c.insats in ("hemtjänst", "matdistribution"):
+            review = max(last["valid_to"] - dt.timedelta(days=r.randint(7, 21)), last["decision_date"])
+            last = self.decision(c, c.insats, "beviljad", review, valid_from=last["valid_to"] + dt.timedelta(days=1))
+            decisions.append(last)
+            renewals.add(last["decision_id"])
         if c.insats == "hemtjänst" and c.outcome == "beviljad":
             for extra, p in (("trygghetslarm", 0.45), ("matdistribution", 0.25)):
                 if r.random() < p:
                     decisions.append(self.decision(c, extra, "beviljad", decided))
         for d in decisions:
-            if d["outcome"] != "beviljad" or d["insats"] not in _PLANNED or not notes:
+            if d["outcome"] != "beviljad" or d["insats"] not in _PLANNED or not notes or d["decision_id"] in renewals:
                 continue
             first_plan = min(d["valid_from"] + dt.timedelta(days=r.randint(7, 28)), end)
             plan = self.plan(c, d, first_plan)

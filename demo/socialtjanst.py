@@ -31,7 +31,7 @@ from transforms.identifiers import make_personnummer
 SECRECY_REFERENCE = "OSL 26 kap. 1 §"  # socialtjänstsekretess: every personakt is covered
 
 # A decision's legal basis: "4 kap. 1 § SoL", "11 kap. 1 § SoL" or "9 § 3 LSS".
-LEGAL_BASIS_RE = re.compile(r"^(\d{1,2} kap\. \d{1,2} § SoL|\d{1,2} § \d{1,2} LSS)$")
+LEGAL_BASIS_RE = re.compile(r"^(?:\d{1,2} kap\. \d{1,2} § SoL|\d{1,2} § \d{1,2} LSS)$")
 OUTCOMES = ("bifall", "delvis bifall", "avslag")
 # Days of birth whose personakter are kept for research (7 kap. 1 § SoF, SKR/Riksarkivet).
 KEPT_BIRTH_DAYS = ("05", "15", "25")
@@ -418,11 +418,10 @@ class Domain:
         dates = sorted(days_between(r, c.opened, end) for _ in range(r.randint(2, 7)))
         dates[0] = c.opened  # the file is opened with its first note
         for d in dates:
-            kind, template = r.choice(templates)
+            (kind, template), (_, second) = r.sample(templates, 2)
             text = self._fill(template, c, d)
             if r.random() < 0.35:  # a second paragraph: multi-line free text
-                kind2, template2 = r.choice(templates)
-                text += "\n" + self._fill(template2, c, d)
+                text += "\n" + self._fill(second, c, d)
             c.notes.append(Note(self.next_id("note"), d, kind, c.officer, text))
         if c.closed:
             reason = r.choice(["Insatsen avslutad enligt plan", "Den enskilde har flyttat från kommunen",

@@ -43,7 +43,7 @@ BAD_KINDS = (
 MUNICIPALITY = "Eskilstuna kommun"
 # Lists the files written by the last run, so a rerun removes exactly those.
 MANIFEST = ".viva-simulator-files"
-CASE_NUMBER_RE = r"^(EB|BOU|MIV|ÄO|LSS)-\d{4}-\d{5}$"
+CASE_NUMBER_RE = r"^(?:EB|BOU|MIV|ÄO|LSS)-\d{4}-\d{5}$"
 
 # ---------------------------------------------------------------------------- schema
 

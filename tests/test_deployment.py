@@ -27,11 +27,18 @@ def test_compose_environment_names_what_the_code_reads():
     known = set(LOCATIONS) | {"ARKIV_HOME", "ARKIV_CATALOGUE_URL", "ARKIV_SYSTEMS_DIR", "ARKIV_EXPECTATIONS_DIR"}
     systems = load_systems(PROJECT / "dags" / "systems")
     known |= {t.files_root_env for s in systems.values() for t in s.tables.values() if t.files_root_env}
+    known |= {s.inbox_env for s in systems.values() if s.inbox_env}
     arkiv_vars = {k for k in env if k.startswith("ARKIV_")}
     assert arkiv_vars <= known, f"unknown settings in docker-compose.yml: {arkiv_vars - known}"
-    # every source system has its Airflow connection wired
+    # every source system is wired: a connection for SQL, a document store, an inbox for deliveries
     for s in systems.values():
-        assert f"AIRFLOW_CONN_{s.connection.upper()}" in env
+        if s.connection:
+            assert f"AIRFLOW_CONN_{s.connection.upper()}" in env, s.name
+        if s.inbox_env:
+            assert s.inbox_env in env, s.name
+        for t in s.tables.values():
+            if t.files_root_env:
+                assert t.files_root_env in env, (s.name, t.name)
     assert env["AIRFLOW__CORE__EXECUTOR"] in {"LocalExecutor", "CeleryExecutor"}
     services = compose["services"]
     for name in ("api-server", "scheduler", "dag-processor", "triggerer", "postgres"):

@@ -18,8 +18,17 @@ from .xmltools import NS_ERMS, NS_XSI
 
 E = f"{{{NS_ERMS}}}"
 
-DIRECTIONS = {"incoming": "incoming", "outgoing": "outgoing", "internal": "internal_memo_without_follow-up"}
-CASE_STATUS = {"open": "open", "closed": "closed"}
+# Source systems speak English or Swedish; ERMS has one vocabulary (compared in lower case).
+DIRECTIONS = {
+    "incoming": "incoming", "inkommande": "incoming", "inkommen": "incoming",
+    "outgoing": "outgoing", "utgående": "outgoing", "utgaende": "outgoing", "expedierad": "outgoing",
+    "internal": "internal_memo_without_follow-up", "upprättad": "internal_memo_without_follow-up",
+    "intern": "internal_memo_without_follow-up",
+}
+CASE_STATUS = {
+    "open": "open", "öppen": "open", "pågående": "in_progress", "aktiv": "in_progress",
+    "closed": "closed", "avslutad": "closed", "avslutat": "closed",
+}
 
 
 @dataclass
@@ -106,13 +115,14 @@ def build_erms(
         if cm.get("classification") and f.get(cm["classification"]) is not None:
             _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
         _sub(agg, "title", f[cm["title"]])
-        if cm.get("status") and f.get(cm["status"]) in CASE_STATUS:
-            _sub(agg, "status", value=CASE_STATUS[f[cm["status"]]])
+        status = CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
+        if status:
+            _sub(agg, "status", value=status)
         if f.get(cm.get("secrecy", "")):
             restriction = _sub(agg, "restriction", restrictionType="confidential")
             _sub(restriction, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
         if retention:
-            _disposal(agg, retention)
+            _disposal(agg, retention, f.get(str(retention.get("counted_from", ""))))
         agents = _sub(agg, "agents")
         officer = _sub(agents, "agent", agentType="responsible_person")
         _sub(officer, "name", f.get(cm.get("officer", "")) or "okänd")
@@ -134,14 +144,17 @@ def build_erms(
     return root.getroottree()
 
 
-def _disposal(parent: etree._Element, retention: Mapping[str, object]) -> None:
+def _disposal(parent: etree._Element, retention: Mapping[str, object], start: object) -> None:
+    """The case's retention rule; left out while the date it counts from is not known (an open case)."""
+    if not isinstance(start, dt.date):
+        return
     disposal = _sub(parent, "disposal", disposable="true" if retention["action"] == "dispose" else "false")
     _sub(disposal, "disposalScheduleId", retention["record_class"])
     _sub(disposal, "disposalAction", "gallras" if retention["action"] == "dispose" else "bevaras")
     _sub(disposal, "disposalPeriod", retention["period"])
     _sub(disposal, "disposalMandate", retention["basis"])
     dates = _sub(disposal, "dates")
-    _sub(dates, "disposalDate", _dt(retention.get("start")) or "1970-01-01T00:00:00", dateType="retention_period_start")
+    _sub(dates, "disposalDate", _dt(start), dateType="retention_period_start")
 
 
 def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
@@ -156,7 +169,7 @@ def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
     if f.get(dm.get("secrecy", "")):
         restriction = _sub(rec, "restriction", restrictionType="confidential")
         _sub(restriction, "regulation", f.get(dm.get("secrecy_reference", "")) or "OSL")
-    direction = DIRECTIONS.get(str(f.get(dm.get("direction", ""))))
+    direction = DIRECTIONS.get(str(f.get(dm.get("direction", "")) or "").strip().lower())
     if direction:
         _sub(rec, "direction", directionDefinition=direction)
     _dates(rec, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])

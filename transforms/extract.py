@@ -163,6 +163,10 @@ def _resolve_file(root: Path, rel: object) -> str:
     return str(candidate)
 
 
+#: a row may say where it came from (file and line) under this key; it is never staged
+WHERE = "\x00where"
+
+
 class RowSource:
     """Where a system's rows come from: yields each table's rows in chunks of mappings."""
 
@@ -293,8 +297,9 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
                         cols[name].append(source.convert(ctype, m.get(name)))
                     except (ValueError, TypeError, ArithmeticError) as exc:
                         # Name the row and column, never the value: it may be a personnummer.
-                        raise ContentError(f"{system.name}.{table.name}: row {m.get(table.key)}: column {name} "
-                                           f"does not hold a {ctype} ({exc.__class__.__name__})") from None
+                        where = m.get(WHERE) or f"{system.name}.{table.name}: row {m.get(table.key)}"
+                        raise ContentError(f"{where}: column {name} does not hold a {ctype} "
+                                           f"({exc.__class__.__name__})") from None
                 if files_root is not None:
                     cols["source_path"].append(_resolve_file(files_root, m.get(table.files_path_column)))
                 elif table.files_path_column:

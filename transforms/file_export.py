@@ -23,7 +23,7 @@ from pathlib import Path
 from lxml import etree
 
 from .errors import ArkivError, ContentError
-from .extract import CONVERTERS, RowSource, _to_bool
+from .extract import CONVERTERS, WHERE, RowSource, _to_bool
 from .hashing import sha256_file
 from .systems import FileExport, System, Table
 
@@ -177,7 +177,7 @@ def _read_csv(path: Path, table: Table, fmt: FileExport) -> Iterator[Mapping[str
                 if len(fields) != len(header):
                     raise ContentError(f"{where}: line {reader.line_num}: {len(fields)} fields, "
                                        f"the header has {len(header)}")
-                yield dict(zip(header, fields, strict=True))
+                yield {**dict(zip(header, fields, strict=True)), WHERE: f"{where}: line {reader.line_num}"}
         except UnicodeDecodeError as exc:
             raise _decode_error(where, fmt, exc) from None
         except csv.Error as exc:
@@ -200,7 +200,7 @@ def _read_jsonl(path: Path, table: Table, fmt: FileExport) -> Iterator[Mapping[s
                 unknown = [k for k in row if k not in table.column_names]
                 if unknown:
                     raise ContentError(f"{where}: line {n}: unknown column {unknown[0]!r}")
-                yield {c: _jsonl_value(row.get(c)) for c in table.column_names}
+                yield {**{c: _jsonl_value(row.get(c)) for c in table.column_names}, WHERE: f"{where}: line {n}"}
         except UnicodeDecodeError as exc:
             raise _decode_error(where, fmt, exc) from None
 
@@ -234,8 +234,9 @@ def _read_xml(path: Path, table: Table, fmt: FileExport) -> Iterator[Mapping[str
                 if len(child):
                     raise ContentError(f"{where}: line {child.sourceline}: column {name!r} has nested elements")
                 row[name] = child.text if child.text is not None and child.text.strip() != "" else None
+            line = el.sourceline
             el.clear()
-            yield {c: row.get(c) for c in table.column_names}
+            yield {**{c: row.get(c) for c in table.column_names}, WHERE: f"{where}: line {line}"}
     except etree.XMLSyntaxError as exc:
         raise ContentError(f"{where}: not well-formed XML in {fmt.encoding} ({exc.msg}, line {exc.lineno})") from None
 

@@ -44,6 +44,7 @@ from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .hashing import HashingReader, HashingWriter, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
+from .retention import add_period
 from .systems import System, Table
 from .xmltools import NS_ARKIV, NS_DATADICT, SCHEMA_DIR, schema_errors, schemas_used
 
@@ -234,7 +235,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     _add_bytes(tar, objid, arc, data, now)
                     data_files.append(_bytes_ref(f"table-{table.name}", arc, data, "text/csv", now))
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
-                                len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables})
+                                len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
+                                _due_range(rc, root_rows))
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -296,7 +298,7 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
                                    _iso(case.get(cm.get("closed", "")))))
     ag = system.agreement
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
-                 "basis": rc.retention.basis}
+                 "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}
     tree = erms.build_erms(
         cases, mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
         creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
@@ -381,14 +383,26 @@ def _data_dictionary(system: System) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _retention_xml(system: System, rc, period: str) -> etree._ElementTree:
+def _retention_xml(system: System, rc, period: str, due: tuple[dt.date, dt.date] | None) -> etree._ElementTree:
     A = f"{{{NS_ARKIV}}}"
     root = etree.Element(A + "retention", nsmap={None: NS_ARKIV}, system=system.name, period=period)
-    for tag, value in (("recordClass", rc.name), ("recordClassTitle", rc.title), ("action", rc.retention.action),
-                       ("countedFrom", rc.retention.counted_from), ("period", rc.retention.period),
-                       ("basis", rc.retention.basis)):
+    values = [("recordClass", rc.name), ("recordClassTitle", rc.title), ("action", rc.retention.action),
+              ("countedFrom", rc.retention.counted_from), ("period", rc.retention.period),
+              ("basis", rc.retention.basis)]
+    if due:
+        values += [("earliestDue", due[0].isoformat()), ("latestDue", due[1].isoformat())]
+    for tag, value in values:
         etree.SubElement(root, A + tag).text = value
     return root.getroottree()
+
+
+def _due_range(rc, rows: Sequence[dict]) -> tuple[dt.date, dt.date] | None:
+    """When the rule falls due for the first and the last record of a package (None if unknown)."""
+    starts = [r.get(rc.retention.counted_from) for r in rows]
+    dates = [d.date() if isinstance(d, dt.datetime) else d for d in starts if isinstance(d, dt.date)]
+    if not dates:
+        return None
+    return add_period(min(dates), rc.retention.period), add_period(max(dates), rc.retention.period)
 
 
 def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._ElementTree:
@@ -417,10 +431,10 @@ def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._Element
 def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                     descriptive: list[tuple[str, bytes, str, str]], data_files: list[tuple[FileRef, premis.FileObject]],
                     events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
-                    csv_rows: dict[str, int]) -> None:
+                    csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None) -> None:
     ag = system.agreement
     label = f"{system.title}: {rc.title}, {staged.batch}"
-    retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch), "retention.xml", objid)
+    retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch, due), "retention.xml", objid)
     dictionary_tree = _data_dictionary_xml(system, csv_rows)
     dictionary_bytes = _xml_bytes(dictionary_tree, "data-dictionary.xml", objid)
 

@@ -120,6 +120,7 @@ def test_malformed_csv_names_file_line_and_column_never_the_value(tmp_path, text
     with pytest.raises(ContentError) as err:
         _rows(system, folder, tmp_path)
     assert message in str(err.value)
+    assert "klienter.csv" in str(err.value)  # the file, and for rows the line
     assert "12.345,50" not in str(err.value) and "3/12/2025" not in str(err.value)
 
 
