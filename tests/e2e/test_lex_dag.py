@@ -126,6 +126,8 @@ def test_every_xml_validates_with_xmlschema(archived):
         NS_ERMS: xmlschema.XMLSchema(str(SCHEMA_DIR / "ERMS.xsd"), locations=local, allow="local"),
         "https://arkivflode.se/xml/retention/1": xmlschema.XMLSchema(str(SCHEMA_DIR / "arkivflode-retention-1.xsd"),
                                                                      allow="local"),
+        "https://arkivflode.se/xml/datadictionary/1": xmlschema.XMLSchema(
+            str(SCHEMA_DIR / "arkivflode-datadictionary-1.xsd"), allow="local"),
     }
     validated = 0
     for path in _stored(archived["home"]):

@@ -91,3 +91,31 @@ def test_source_changed_after_archiving_is_stopped_not_duplicated(env, lex_sourc
     assert "already archived" in capsys.readouterr().err
     assert {p.id for p in cat.packages()} == packages
     assert list((env / "quarantine" / "lex").iterdir())
+
+
+def test_prepared_delivery_ingests_valid_repairs_what_is_safe_and_quarantines_the_rest(monkeypatch, tmp_path, capsys):
+    from demo import castor
+
+    home, inbox = tmp_path / "var", tmp_path / "inbox"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_CASTOR_INBOX", str(inbox))
+    summary = castor.generate(inbox, size=2, seed=3, year=2025, bad=2, repairable=2, as_zip=1)
+    kinds = dict(summary.kinds)
+    assert main(["run", "castor", "--start", "2025-12-31", "--end", "2026-01-01"]) == 1
+    err = capsys.readouterr().err
+    assert "2 delivered package(s) are invalid and were quarantined" in err
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    packages = cat.packages("castor")
+    assert len(packages) == 4  # 2 valid + 2 repaired
+    repaired = [p for p in packages if any(e.type == "modification" for e in cat.events(package_id=p.id))]
+    assert len(repaired) == 2
+    assert len(list((home / "quarantine" / "castor").iterdir())) == 2
+    # originals leave the inbox only once their package is verified in the mellanarkiv
+    archived = sorted(p.name for p in (inbox / ".archived").iterdir())
+    assert archived == sorted(name for name, kind in kinds.items() if kind in ("valid", "schemas_missing",
+                                                                                 "file_attributes_missing"))
+    assert not [p for p in inbox.iterdir() if p.is_file() and not p.name.startswith(".")]
+    # a second run finds an empty inbox and changes nothing
+    before = cat.snapshot()
+    assert main(["run", "castor", "--start", "2025-12-31", "--end", "2026-01-01"]) == 0
+    assert cat.snapshot() == before
