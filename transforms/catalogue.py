@@ -70,6 +70,56 @@ class Package(Base):
     archive_creator: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
     series_code: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
     series_id: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)  # set once the series is known
+    retention_action: Mapped[str | None] = mapped_column(sa.String(20), nullable=True)  # keep | dispose
+    due_date: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)  # when every record is due
+
+
+class Hold(Base):
+    """A legal hold: what it covers is neither transferred nor disposed of while it is active."""
+
+    __tablename__ = "holds"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(sa.String(20))  # package | record | record_class
+    target: Mapped[str] = mapped_column(sa.String(300), index=True)  # id | "<system>:<source id>" | "<system>:<class>"
+    reason: Mapped[str] = mapped_column(sa.Text)
+    placed_by: Mapped[str] = mapped_column(sa.String(200))
+    placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lifted_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    lifted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class DisposalList(Base):
+    """A gallring proposal: the packages due for disposal, approved or rejected by an archivist."""
+
+    __tablename__ = "disposal_lists"
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # e.g. "gallring-2040-01-01"
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    as_of: Mapped[str] = mapped_column(sa.String(20))  # the date the list was computed for
+    status: Mapped[str] = mapped_column(sa.String(20))  # proposed | approved | rejected | executed
+    items: Mapped[str] = mapped_column(sa.Text)  # JSON list of package ids
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    justification: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    certificate: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)  # the certificate's package id
+
+
+class Tombstone(Base):
+    """What was disposed of, by which rule, on whose approval — kept for ever."""
+
+    __tablename__ = "tombstones"
+    package_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    system: Mapped[str] = mapped_column(sa.String(100))
+    record_class: Mapped[str] = mapped_column(sa.String(100))
+    period: Mapped[str] = mapped_column(sa.String(100))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    record_count: Mapped[int] = mapped_column()
+    references: Mapped[str] = mapped_column(sa.Text)  # JSON list of the records' references
+    rule: Mapped[str] = mapped_column(sa.Text)
+    disposal_list: Mapped[str] = mapped_column(sa.String(100))
+    approved_by: Mapped[str] = mapped_column(sa.String(200))
+    approved_at: Mapped[dt.datetime] = mapped_column()
+    disposed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class Record(Base):
@@ -85,6 +135,8 @@ class Record(Base):
     record_class: Mapped[str] = mapped_column(sa.String(100))
     opened: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
     closed: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    retention_start: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    due_date: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
 
 
 class Event(Base):
@@ -123,7 +175,10 @@ class Series(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
-_ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id"}}
+_ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id", "retention_action", "due_date"},
+                "records": {"retention_start", "due_date"}}
+_ADDED_IN_3 = {"packages": ("retention_action VARCHAR(20)", "due_date VARCHAR(40)"),
+               "records": ("retention_start VARCHAR(40)", "due_date VARCHAR(40)")}
 
 
 def _as_of_migration_1(table: sa.Table) -> sa.Table:
@@ -147,10 +202,18 @@ def _migration_2(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE packages ADD COLUMN series_id VARCHAR(100)"))
 
 
+def _migration_3(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[Hold.__table__, DisposalList.__table__, Tombstone.__table__])
+    for table, columns in _ADDED_IN_3.items():
+        for column in columns:
+            conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
     (2, "archive structure: archive creators, series; packages name theirs", _migration_2),
+    (3, "retention: due dates, legal holds, disposal lists, tombstones", _migration_3),
 ]
 
 

@@ -8,11 +8,16 @@ The same code the DAGs run, without Airflow::
     arkiv summary                     what the catalogue and the mellanarkiv hold
     arkiv packages [--system S]       list the catalogued packages
     arkiv events PACKAGE_ID           a package's event history
+    arkiv retention plan|run [--as-of D]  the retention schedule: dry run, or transfer/dispose
+    arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT
+    arkiv hold add|remove|list        legal holds on a package, record or record class
+    arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 
@@ -127,6 +132,103 @@ def _cmd_events(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _today(args) -> str:
+    return args.as_of or dt.date.today().isoformat()
+
+
+def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
+    from . import retention
+
+    settings.ensure()
+    p = retention.step_plan(settings, _today(args))
+    cat = _catalogue(settings)
+    if args.action == "plan":
+        print(json.dumps(p, indent=2) if args.json else retention.Plan(
+            p["as_of"], p["transfer"], p["dispose"], [tuple(h) for h in p["held"]], p["unfinished"],
+            p["not_due"]).report(cat))
+        return 0
+    for pid in p["transfer"] + p["unfinished"]:
+        r = retention.step_transfer(settings, pid)
+        print(f"transferred {pid} to the slutarkiv as OCFL object {r['object']}")
+    d = retention.step_dispose(settings, p)
+    for e in d["executed"]:
+        print(f"disposal list {e['list']}: {len(e['disposed'])} disposed of, {len(e['skipped'])} kept; "
+              f"certificate {e['certificate']}")
+    if d["proposed"]:
+        print(f"disposal list {d['proposed']} proposed: approve with `arkiv gallring approve {d['proposed']} "
+              f"--by NAME --reason TEXT`")
+    return 0
+
+
+def _catalogue(settings: Settings):
+    from .catalogue import Catalogue
+
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    return cat
+
+
+def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
+    from .catalogue import DisposalList
+    from .retention import decide_disposal
+
+    cat = _catalogue(settings)
+    if args.action == "list":
+        with cat.session() as s:
+            for d in s.query(DisposalList).order_by(DisposalList.created_at):
+                print(f"{d.id}  {d.status:<9} as of {d.as_of}  {len(json.loads(d.items))} package(s)"
+                      + (f"  decided by {d.decided_by}" if d.decided_by else ""))
+        return 0
+    if not args.list_id:
+        raise ConfigError("give the disposal list's id")
+    if args.action == "show":
+        with cat.session() as s:
+            d = s.get(DisposalList, args.list_id)
+            if d is None:
+                raise ConfigError(f"no disposal list {args.list_id}")
+            print(f"{d.id}: {d.status}, as of {d.as_of}")
+            for pid in json.loads(d.items):
+                p = cat.package(pid)
+                print(f"  {pid}  {p.system} {p.period} {p.record_class}: {p.record_count} records, due {p.due_date}")
+        return 0
+    if not (args.by and args.reason):
+        raise ConfigError("a decision needs --by and --reason")
+    decide_disposal(cat, args.list_id, approve=args.action == "approve", by=args.by, justification=args.reason)
+    print(f"disposal list {args.list_id} {args.action}d by {args.by}")
+    return 0
+
+
+def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
+    from .retention import active_holds, add_hold, lift_hold
+
+    cat = _catalogue(settings)
+    if args.action == "list":
+        for h in active_holds(cat):
+            print(f"#{h.id}  {h.scope:<12} {h.target}  — {h.reason} (placed by {h.placed_by}, {h.placed_at:%Y-%m-%d})")
+        return 0
+    if not (args.by and args.reason):
+        raise ConfigError("a legal hold needs --by and --reason")
+    if args.action == "add":
+        if not (args.scope and args.target):
+            raise ConfigError("give --package ID, --record SYSTEM:SOURCE_ID or --record-class SYSTEM:CLASS")
+        hid = add_hold(cat, args.scope, args.target, args.reason, args.by)
+        print(f"legal hold #{hid} placed on {args.scope} {args.target}")
+    else:
+        lift_hold(cat, int(args.hold_id), args.by, args.reason)
+        print(f"legal hold #{args.hold_id} lifted")
+    return 0
+
+
+def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    from .retention import step_audit
+
+    result = step_audit(settings)
+    print(f"fixity audit: {result['checked']} package(s) checked, {len(result['failed'])} do not match")
+    for f in result["failed"]:
+        print(f"  {f['package_id']} ({f['storage']} {f['location']}): {f['problem']}")
+    return 1 if result["failed"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import validate
 
@@ -160,6 +262,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_packages)
 
+    p = sub.add_parser("retention", help="apply the retention schedule: plan (dry run) or run")
+    p.add_argument("action", choices=["plan", "run"])
+    p.add_argument("--as-of", help="the date to compute what is due for (default: today)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_retention)
+
+    p = sub.add_parser("gallring", help="disposal lists: list, show, approve, reject")
+    p.add_argument("action", choices=["list", "show", "approve", "reject"])
+    p.add_argument("list_id", nargs="?")
+    p.add_argument("--by", help="who decides (name of the archivist)")
+    p.add_argument("--reason", help="the justification, kept for ever")
+    p.set_defaults(func=_cmd_gallring)
+
+    p = sub.add_parser("hold", help="legal holds: add, remove, list")
+    p.add_argument("action", choices=["add", "remove", "list"])
+    p.add_argument("hold_id", nargs="?", help="remove: the hold's number")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--package", dest="target_package")
+    target.add_argument("--record", dest="target_record", help="SYSTEM:SOURCE_ID")
+    target.add_argument("--record-class", dest="target_class", help="SYSTEM:RECORD_CLASS")
+    p.add_argument("--by")
+    p.add_argument("--reason")
+    p.set_defaults(func=_cmd_hold)
+
+    p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
+    p.set_defaults(func=_cmd_audit)
+
     p = sub.add_parser("events", help="a package's event history from the catalogue")
     p.add_argument("package_id")
     p.set_defaults(func=_cmd_events)
@@ -174,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:
         return 0 if exc.code in (0, None) else 2
     settings = Settings.from_env()
+    if getattr(args, "func", None) is _cmd_hold:
+        args.scope, args.target = next(((scope, value) for scope, value in (
+            ("package", args.target_package), ("record", args.target_record),
+            ("record_class", args.target_class)) if value), (None, None))
     try:
         return int(args.func(args, settings))
     except ConfigError as exc:
@@ -185,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArkivError as exc:
         print(f"arkiv: {exc}", file=sys.stderr)
         return 1
+    except ValueError as exc:
+        print(f"arkiv: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

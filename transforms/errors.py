@@ -33,3 +33,7 @@ class StorageError(ArkivError):
 
 class ConfigError(ArkivError):
     """A configuration file or setting is invalid; the message names the file and the key."""
+
+
+class PackageError(ArkivError):
+    """A package could not be built or converted (e.g. its metadata failed its schema)."""

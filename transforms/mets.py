@@ -91,6 +91,7 @@ def build_mets(
     groups: Sequence[FileGroup] = (),
     representations: Sequence[tuple[str, str]] = (),
     schema_prefix: str = "",
+    profile_url: str = SIP_PROFILE_URL,
 ) -> etree._ElementTree:
     """A CSIP METS document.
 
@@ -108,7 +109,7 @@ def build_mets(
     root.set(CSIP + "CONTENTINFORMATIONTYPE", profile.content_information_type)
     if profile.other_content_information_type:
         root.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", profile.other_content_information_type)
-    root.set("PROFILE", SIP_PROFILE_URL)
+    root.set("PROFILE", profile_url)
 
     hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": _ts(created), "LASTMODDATE": _ts(created),
                                                  "RECORDSTATUS": profile.record_status})

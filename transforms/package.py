@@ -72,6 +72,7 @@ class RecordEntry:
     reference: str
     opened: str | None
     closed: str | None
+    retention_start: str | None = None  # the date the record class's retention period counts from
 
 
 @dataclass
@@ -227,7 +228,9 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     descriptive = []
                     _tabular_documents(tar, system, objid, rows_by_table, data_prefix, data_files, used_names)
                     ref_col = content.get("reference") or root_t.key
-                    records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None) for r in root_rows)
+                    start = rc.retention.counted_from
+                    records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
+                                               _iso(r.get(start))) for r in root_rows)
                 doc_bytes = sum(ref.size for ref, _ in data_files)
                 for table in csv_tables:
                     data = _csv_bytes(table, rows_by_table.get(table.name, []))
@@ -295,7 +298,7 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
             ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel, size=ref.size))
         cases.append(ec)
         records.append(RecordEntry(str(key), str(case[cm["reference"]]), _iso(case.get(cm.get("opened", ""))),
-                                   _iso(case.get(cm.get("closed", "")))))
+                                   _iso(case.get(cm.get("closed", ""))), _iso(case.get(rc.retention.counted_from))))
     ag = system.agreement
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
                  "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}

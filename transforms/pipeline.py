@@ -29,6 +29,7 @@ from .file_export import FileExportSource, check_delivery, delivery_folder
 from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
+from .retention import add_period
 from .storage import FileSystemStorage
 from .systems import System, load_system, load_systems
 
@@ -348,11 +349,20 @@ def record(settings: Settings, pkg: dict) -> dict:
                             series_id=series_for(cat, sys_.agreement.archive_creator.organisationsnummer,
                                                  sys_.agreement.series, _creator_names(sys_))))
             ses.flush()
+            rule = sys_.record_class(meta["record_class"]).retention
+            dues = []
             for r in meta["records"]:
-                entry = RecordEntry(**r)
+                entry = RecordEntry(**{"retention_start": r.get("closed"), **r})
+                due = _due(entry.retention_start, rule.period)
+                dues.append(due)
                 ses.add(Record(system=meta["system"], source_id=entry.source_id, reference=entry.reference,
                                package_id=pkg["package_id"], record_class=meta["record_class"],
-                               opened=entry.opened, closed=entry.closed))
+                               opened=entry.opened, closed=entry.closed, retention_start=entry.retention_start,
+                               due_date=due))
+            stored = ses.get(Package, pkg["package_id"])
+            stored.retention_action = rule.action
+            # A package is transferred or disposed of whole: it is due when its last record is.
+            stored.due_date = max(dues) if dues and all(dues) else None
             t = dt.datetime.fromisoformat
             pid = pkg["package_id"]
             if meta.get("delivered_as"):
@@ -380,6 +390,15 @@ def record(settings: Settings, pkg: dict) -> dict:
     Path(pkg["path"]).unlink(missing_ok=True)
     _sidecar(pkg["path"]).unlink(missing_ok=True)
     return {"package_id": pkg["package_id"], "recorded": True, "key": pkg["key"]}
+
+
+def _due(start: str | None, period: str) -> str | None:
+    if not start:
+        return None
+    try:
+        return add_period(dt.date.fromisoformat(start[:10]), period).isoformat()
+    except ValueError:
+        return None
 
 
 def finish_batch(settings: Settings, name: str, manifest: str, results: list[dict]) -> dict:

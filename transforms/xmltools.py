@@ -24,6 +24,8 @@ NS_ERMS = "https://DILCIS.eu/XML/ERMS"
 NS_XSI = "http://www.w3.org/2001/XMLSchema-instance"
 NS_ARKIV = "https://arkivflode.se/xml/retention/1"
 NS_DATADICT = "https://arkivflode.se/xml/datadictionary/1"
+NS_RECEIPT = "https://arkivflode.se/xml/receipt/1"
+NS_DISPOSAL = "https://arkivflode.se/xml/disposal/1"
 
 #: namespace -> schema file in SCHEMA_DIR (the file written into each package's schemas/)
 SCHEMA_FILES: dict[str, str] = {
@@ -35,6 +37,8 @@ SCHEMA_FILES: dict[str, str] = {
     NS_ERMS: "ERMS.xsd",
     NS_ARKIV: "arkivflode-retention-1.xsd",
     NS_DATADICT: "arkivflode-datadictionary-1.xsd",
+    NS_RECEIPT: "arkivflode-receipt-1.xsd",
+    NS_DISPOSAL: "arkivflode-disposal-1.xsd",
 }
 
 #: Limits on any XML document we parse (bytes); a METS of a huge package stays well below.

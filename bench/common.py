@@ -1,0 +1,118 @@
+"""Helpers shared by the benchmarks: timing, page cache, subprocesses with their own peak RSS."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+MB = 1_000_000
+
+
+def timed(fn: Callable[[], object]) -> tuple[float, object]:
+    """(seconds, result) of one call."""
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
+def drop_caches() -> bool:
+    """Write back dirty pages and drop the page cache; False when the machine refuses (not root)."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def warm(paths: Iterable[Path | str]) -> int:
+    """Read files once so that they sit in the page cache; returns the bytes read."""
+    total = 0
+    for p in paths:
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                total += len(chunk)
+    return total
+
+
+def sync_fs(path: Path | str) -> None:
+    """Make everything written under ``path`` durable (``sync -f``: that file system only)."""
+    subprocess.run(["sync", "-f", str(path)], check=True)
+
+
+def clear(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(PROJECT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.update(extra)
+    return env
+
+
+def run_measured(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 stdout_path: Path | None = None) -> dict:
+    """Run one child process; its wall time, exit code, stdout and peak RSS (kB).
+
+    The peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` — the same figure
+    ``resource.getrusage(RUSAGE_CHILDREN)`` gives, but for this child alone (RUSAGE_CHILDREN
+    is the maximum over every child this process has ever waited for).
+    """
+    out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115 - closed below
+    t = time.perf_counter()
+    proc = subprocess.Popen(args, env=env or child_env(), cwd=cwd or PROJECT, stdout=out,
+                            stderr=subprocess.PIPE)
+    stdout = b""
+    stderr = b""
+    if stdout_path is None:
+        stdout, stderr = _communicate_without_wait(proc)
+    else:
+        stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if stdout_path:
+        out.close()  # type: ignore[union-attr]
+    return {"seconds": seconds, "returncode": proc.returncode, "max_rss_kb": usage.ru_maxrss,
+            "stdout": stdout.decode(errors="replace"), "stderr": stderr.decode(errors="replace")[-4000:]}
+
+
+def _communicate_without_wait(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+    """Read stdout and stderr to their end without reaping the child (so wait4 can)."""
+    import threading
+
+    chunks: dict[str, bytes] = {}
+
+    def drain(name: str, stream) -> None:
+        chunks[name] = stream.read()
+
+    threads = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return chunks.get("out", b""), chunks.get("err", b"")
+
+
+def tree_bytes(paths: Iterable[Path | str]) -> tuple[int, int]:
+    """(files, bytes) of a list of files."""
+    n = size = 0
+    for p in paths:
+        n += 1
+        size += os.stat(p).st_size
+    return n, size
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if not a or not b:
+        return None
+    return a / b
