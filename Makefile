@@ -26,7 +26,7 @@ SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 comma := ,
 empty :=
 space := $(empty) $(empty)
-.PHONY: install demo test lint airflow clean lock
+.PHONY: install demo retention test lint airflow clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,15 @@ demo: install $(AIRFLOW_HOME)/airflow.db  ## generate every source system, run e
 	    || { grep -E "CONTENT PROBLEM|ERROR|Error" $(AIRFLOW_HOME)/demo-$$s.log | tail -15; exit 1; }; \
 	done
 	@$(BIN)/arkiv summary
+
+RETENTION_DATE ?= 2040-01-02
+retention: install $(AIRFLOW_HOME)/airflow.db  ## run the retention DAG as of RETENTION_DATE (the clock moved forward)
+	@set -a; . $(ARKIV_HOME)/demo/env.sh; set +a; \
+	$(BIN)/airflow dags test retention $(RETENTION_DATE) > $(AIRFLOW_HOME)/retention-$(RETENTION_DATE).log 2>&1; \
+	grep -q "state=success" $(AIRFLOW_HOME)/retention-$(RETENTION_DATE).log \
+	  || { grep -E "CONTENT PROBLEM|ERROR" $(AIRFLOW_HOME)/retention-$(RETENTION_DATE).log | tail -15; exit 1; }
+	@cat $(ARKIV_HOME)/reports/retention/plan-$(RETENTION_DATE).txt
+	@$(BIN)/arkiv gallring list
 
 test: install  ## the whole suite, as CI runs it (unit, DAG integrity, end-to-end Airflow runs, integration)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

@@ -59,14 +59,37 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
+# Peak RSS goes through a small launcher: Linux records the RSS a process had *before* exec in
+# its ru_maxrss, so a child forked straight from this (large) benchmark process would report at
+# least our own RSS. The launcher is a fresh, small interpreter; it runs the command and reports
+# resource.getrusage(RUSAGE_CHILDREN).ru_maxrss, i.e. the peak of that one child.
+_LAUNCHER = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[2:])\n"
+    "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+    "sys.exit(rc)\n"
+)
+
+
 def run_measured(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
                  stdout_path: Path | None = None) -> dict:
-    """Run one child process; its wall time, exit code, stdout and peak RSS (kB).
+    """Run one child process; its wall time, exit code, stdout and peak RSS in kB (see _LAUNCHER)."""
+    import tempfile
 
-    The peak RSS is the child's own ``ru_maxrss`` from ``os.wait4`` — the same figure
-    ``resource.getrusage(RUSAGE_CHILDREN)`` gives, but for this child alone (RUSAGE_CHILDREN
-    is the maximum over every child this process has ever waited for).
-    """
+    with tempfile.NamedTemporaryFile(prefix="arkiv-bench-rss-", delete=False) as f:
+        rss_file = f.name
+    try:
+        r = _run([PYTHON, "-S", "-c", _LAUNCHER, rss_file, *args], env=env, cwd=cwd,
+                 stdout_path=stdout_path)
+        text = Path(rss_file).read_text().strip()
+        r["max_rss_kb"] = int(text) if text else None
+    finally:
+        os.unlink(rss_file)
+    return r
+
+
+def _run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+         stdout_path: Path | None = None) -> dict:
     out = open(stdout_path, "wb") if stdout_path else subprocess.PIPE  # noqa: SIM115 - closed below
     t = time.perf_counter()
     proc = subprocess.Popen(args, env=env or child_env(), cwd=cwd or PROJECT, stdout=out,
@@ -77,12 +100,12 @@ def run_measured(args: list[str], *, env: dict[str, str] | None = None, cwd: Pat
         stdout, stderr = _communicate_without_wait(proc)
     else:
         stderr = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
     if stdout_path:
         out.close()  # type: ignore[union-attr]
-    return {"seconds": seconds, "returncode": proc.returncode, "max_rss_kb": usage.ru_maxrss,
+    return {"seconds": seconds, "returncode": proc.returncode,
             "stdout": stdout.decode(errors="replace"), "stderr": stderr.decode(errors="replace")[-4000:]}
 
 

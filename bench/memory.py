@@ -35,10 +35,13 @@ def _child(argv: list[str]) -> int:
     sub.add_parser("imports")
     args = parser.parse_args(argv)
 
-    from bench.corpus import LEX
+    from bench.common import PROJECT
     from transforms.extract import StagedBatch
     from transforms.package import build_packages
+    from transforms.systems import load_system
     from transforms.validate import validate_package
+
+    LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")  # noqa: N806 - as in bench.corpus
 
     t = time.perf_counter()
     if args.cmd == "build":
@@ -49,7 +52,7 @@ def _child(argv: list[str]) -> int:
                              "documents": p.document_count} for p in built]}
     elif args.cmd == "validate":
         reports = [validate_package(p, "fgs") for p in args.paths]
-        out = {"valid": all(r.valid for r in reports), "errors": [f.to_dict() for r in reports for f in r.errors][:5]}
+        out = {"valid": all(r.valid for r in reports), "errors": [f.to_dict() for r in reports for f in r.errors()][:5]}
     else:
         out = {}
     out["seconds"] = time.perf_counter() - t
@@ -65,11 +68,15 @@ def measure(args: list[str]) -> dict:
     return {"max_rss_mb": r["max_rss_kb"] * 1024 / MB, "wall_seconds": r["seconds"], **info}
 
 
-def run(one_x: Path, ten_x: Path, single: Path, work: Path, *, log) -> dict:
+VARIANTS = {"split": None, "one_package": 10**9}
+
+
+def run(one_x: Path, ten_x: Path, single: Path, work: Path, *, log, variants=tuple(VARIANTS)) -> dict:
     """``one_x``, ``ten_x``, ``single``: manifests of the staged batches to build."""
     res: dict = {"imports": measure(["imports"])}
     log(f"  memory imports only           {res['imports']['max_rss_mb']:7.1f} MB")
-    for variant, max_records in (("split", None), ("one_package", 10**9)):
+    for variant in variants:
+        max_records = VARIANTS[variant]
         for label, manifest in (("1x", one_x), ("10x", ten_x)):
             out = work / f"mem-{variant}-{label}"
             shutil.rmtree(out, ignore_errors=True)

@@ -97,3 +97,55 @@ def test_archive_structure_links_packages_to_series(world):
     # whichever ran first, every package that names a series is linked to it once both are in
     named = [p for p in cat.packages() if p.series_code]
     assert named and all(p.series_id for p in named), [(p.system, p.series_code, p.series_id) for p in named]
+
+
+def test_retention_dag_with_the_clock_moved_forward(world):
+    """The retention DAG in a real run as of 2040: AIPs in an OCFL slutarkiv, disposal only when approved."""
+    for system in SYSTEMS:
+        _run(world, system)
+    home, env = world["home"], world["env"]
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    keep = [p.id for p in cat.packages() if p.retention_action == "keep" and p.status == "stored"]
+    dispose = [p.id for p in cat.packages() if p.retention_action == "dispose" and p.status == "stored"]
+    run = subprocess.run([BIN / "airflow", "dags", "test", "retention", "2040-01-02"], env=env, capture_output=True,
+                         text=True, timeout=1800)
+    assert "state=success" in run.stdout + run.stderr, (run.stdout + run.stderr)[-4000:]
+    assert all(cat.package(pid).status == "transferred" for pid in keep)
+    assert all(cat.package(pid).status == "stored" for pid in dispose), "no disposal without approval"
+    objects = [home / "slutarkiv" / pid for pid in keep]
+    for obj in objects:
+        check = subprocess.run([sys.executable, "-W", "ignore", BIN / "ocfl-validate.py", str(obj)],
+                               capture_output=True, text=True, timeout=120)
+        assert check.returncode == 0, check.stdout
+    aips = [str(obj / "v1" / "content" / obj.name) for obj in objects]
+    ours = subprocess.run([BIN / "arkiv", "validate", *aips], capture_output=True, text=True, timeout=600)
+    assert ours.returncode == 0, ours.stdout[-3000:]
+    ref = subprocess.run([str(EARK_VALIDATE), *aips], capture_output=True, text=True, timeout=1800)
+    rules = set(re.findall(r"^\s+\S+ ([A-Z]+[0-9]+):", ref.stdout, flags=re.M))
+    assert rules <= KNOWN_FALSE, f"real findings on AIPs: {sorted(rules - KNOWN_FALSE)}"
+
+    # an archivist approves the proposed list; the next run disposes and archives a certificate
+    lists = subprocess.run([BIN / "arkiv", "gallring", "list"], env=env, capture_output=True, text=True)
+    list_id = lists.stdout.split()[0]
+    approve = subprocess.run([BIN / "arkiv", "gallring", "approve", list_id, "--by", "Anna Arkivarie",
+                              "--reason", "Gallras enligt informationshanteringsplanen"], env=env,
+                             capture_output=True, text=True)
+    assert approve.returncode == 0, approve.stderr
+    run = subprocess.run([BIN / "airflow", "dags", "test", "retention", "2040-01-03"], env=env, capture_output=True,
+                         text=True, timeout=1800)
+    assert "state=success" in run.stdout + run.stderr, (run.stdout + run.stderr)[-4000:]
+    assert all(cat.package(pid).status == "disposed" for pid in dispose)
+    assert not [p for p in (home / "mellanarkiv").rglob("*") if p.is_file()], "the mellanarkiv is empty"
+
+    # the fixity audit passes, then finds a flipped byte in the slutarkiv and names the package
+    audit = subprocess.run([BIN / "airflow", "dags", "test", "fixity_audit", "2040-01-04"], env=env,
+                           capture_output=True, text=True, timeout=1800)
+    assert "state=success" in audit.stdout + audit.stderr
+    victim = next(p for p in (objects[0] / "v1" / "content").rglob("*.xml") if "data" not in p.parts)
+    data = bytearray(victim.read_bytes())
+    data[10] ^= 0x01
+    victim.write_bytes(bytes(data))
+    audit = subprocess.run([BIN / "airflow", "dags", "test", "fixity_audit", "2040-01-05"], env=env,
+                           capture_output=True, text=True, timeout=1800)
+    out = audit.stdout + audit.stderr
+    assert "state=failed" in out and "FIXITY FAILURE" in out and objects[0].name in out

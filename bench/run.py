@@ -1,0 +1,281 @@
+"""Run every benchmark side by side and print a table of ratios; the raw figures go to a JSON file.
+
+Usage (from the project root)::
+
+    .venv/bin/python -m bench [--size tiny|quick|large] [--out DIR] [--seed N] [--keep]
+    .venv/bin/python bench/run.py …        # the same
+
+The corpus is generated from ``--seed`` at the chosen size, under a temporary work folder on
+the same file system as ``--work`` (default: the system temp folder), which is removed at the
+end unless ``--keep``. The JSON goes to ``DIR/<timestamp>.json`` (default ``bench/results/``).
+Nothing here asserts a time: these are measurements, read as ratios (see bench/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python bench/run.py`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import build, dagparse, extraction, machine, memory, validation, workers  # noqa: E402
+from bench.common import MB, PROJECT  # noqa: E402
+from bench.corpus import LEX, make_corpus, replicate, single_document, stage_sqlite  # noqa: E402
+
+SECTIONS = ("build", "validate", "extract", "memory", "workers", "dagparse")
+
+
+@dataclass(frozen=True)
+class Size:
+    cases: int  # Lex cases generated (about 80 % are closed in 2025 and archived)
+    large: list[int]  # sizes of the few large documents added to the corpus
+    mem_cases: int  # cases (by id) in the 1× memory corpus; 10× is ten copies of it
+    single: int  # the one-huge-file package
+    pg_factor: int  # copies of the corpus's rows loaded into PostgreSQL
+    repeats: int  # warm build runs per method (best kept)
+    dag_repeats: int
+    cold: bool = True
+    dd: int = 512 * MB
+    mem_variants: tuple[str, ...] = ("split", "one_package")
+    notes: list[str] = field(default_factory=list)
+
+
+SIZES = {
+    "tiny": Size(cases=120, large=[4 * MB], mem_cases=40, single=16 * MB, pg_factor=2, repeats=1, dag_repeats=3,
+                 cold=False, dd=64 * MB, mem_variants=("one_package",),
+                 notes=["tiny: for the test suite only; no cold run"]),
+    "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=3,
+                  dag_repeats=10),
+    "large": Size(cases=20000, large=[256 * MB] * 4, mem_cases=2000, single=2048 * MB, pg_factor=20, repeats=2,
+                  dag_repeats=10, dd=2048 * MB),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="quick")
+    parser.add_argument("--out", type=Path, default=PROJECT / "bench" / "results", help="folder for the JSON file")
+    parser.add_argument("--work", type=Path, default=None, help="parent of the temporary work folder")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (corpus, packages)")
+    args = parser.parse_args(argv)
+    size = SIZES[args.size]
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(only) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s): {', '.join(sorted(unknown))}")
+
+    started = dt.datetime.now(dt.UTC)
+    work = Path(tempfile.mkdtemp(prefix="arkiv-bench-", dir=args.work))
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+    result: dict = {"size": args.size, "seed": args.seed, "started": started.isoformat(), "parameters":
+                    {k: v for k, v in size.__dict__.items()}, "machine": machine.describe(work)}
+    try:
+        log(f"limits: SHA-256 in memory, dd write/read ({size.dd // MB} MB)")
+        result["limits"] = machine.limits(work, size.dd)
+        lim = result["limits"]
+        log(f"  sha256 {lim['sha256_mb_s']:.0f} MB/s, sha256sum {lim['sha256sum_tool_mb_s']:.0f} MB/s, "
+            f"write {lim['write_mb_s']:.0f} MB/s, read cold {lim['read_cold_mb_s'] or 0:.0f} MB/s")
+        log(f"corpus: Lex, {size.cases} cases, large documents {[s // MB for s in size.large]} MB, seed {args.seed}")
+        corpus = make_corpus(work / "corpus", cases=size.cases, large=size.large, seed=args.seed)
+        result["corpus"] = {"cases_generated": size.cases, "staged_rows": dict(corpus.staged.tables),
+                            "documents": len(corpus.documents), "bytes": corpus.doc_bytes,
+                            "record_classes": sorted(corpus.staged.partitions)}
+        log(f"  {len(corpus.documents)} documents, {corpus.doc_bytes / MB:.1f} MB staged")
+        if "build" in only:
+            log("build throughput")
+            result["build"] = build.run(corpus, work, repeats=size.repeats, cold=size.cold, log=log)
+        if "validate" in only:
+            log("validation throughput")
+            packages = build.build_for_validation(corpus, work / "packages")
+            result["validate"] = validation.run(packages, work, log=log)
+            shutil.rmtree(work / "packages", ignore_errors=True)
+        if "extract" in only:
+            log(f"extraction from PostgreSQL ({size.pg_factor}× the corpus's rows)")
+            result["extract"] = extraction.run(corpus.db, corpus.files, work, factor=size.pg_factor, log=log)
+        if "memory" in only:
+            log(f"memory: 1× = cases up to id {size.mem_cases} (small documents), 10× = ten copies; "
+                f"one file of {size.single // MB} MB")
+            mem = work / "memory"
+            mem.mkdir()
+            replicate(corpus.db, mem / "1x.sqlite", 1, max_case=size.mem_cases, small_only=True)
+            replicate(corpus.db, mem / "10x.sqlite", 10, max_case=size.mem_cases, small_only=True)
+            single_document(corpus.db, mem / "single.sqlite", corpus.files, size.single, args.seed)
+            manifests = [stage_sqlite(LEX, mem / f"{n}.sqlite", corpus.files, mem / f"staging-{n}").manifest_path
+                         for n in ("1x", "10x", "single")]
+            result["memory"] = memory.run(*manifests, mem, log=log, variants=size.mem_variants)
+            (corpus.files / "huge" / "single-document.pdf").unlink(missing_ok=True)
+            shutil.rmtree(mem, ignore_errors=True)
+        if "workers" in only:
+            log("scale with workers (14 record-class partitions, 1 vs 2 processes)")
+            result["workers"] = workers.run(corpus.db, corpus.files, work, log=log)
+        if "dagparse" in only:
+            log("DAG parse time")
+            result["dagparse"] = dagparse.run(repeats=size.dag_repeats, log=log)
+    finally:
+        result["seconds"] = time.perf_counter() - t0
+        if args.keep:
+            print(f"work folder kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+        args.out.mkdir(parents=True, exist_ok=True)
+        out = args.out / f"{started.strftime('%Y%m%dT%H%M%SZ')}-{args.size}.json"
+        out.write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    print()
+    print(table(result))
+    print(f"\nraw figures: {out}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------ table
+def _limit(mb_s: float, lim: dict, *, cold: bool, passes: int = 1, tool_hash: bool = False) -> str:
+    """Which physical limit a throughput is nearest to (fractions of each, the largest named)."""
+    sha = lim["sha256sum_tool_mb_s"] if tool_hash else lim["sha256_mb_s"]
+    cands = {"SHA-256": mb_s * passes / sha, "disk write": mb_s / lim["write_mb_s"]}
+    if cold and lim.get("read_cold_mb_s"):
+        cands["disk read"] = mb_s / lim["read_cold_mb_s"]
+    name, frac = max(cands.items(), key=lambda kv: kv[1])
+    if frac < 0.5:
+        return f"per-file CPU ({name} at {frac:.0%})"
+    return f"{name} ({frac:.0%})"
+
+
+def _row(cells: list[str], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
+
+def table(r: dict) -> str:
+    lines: list[str] = []
+    lim = r.get("limits", {})
+    m = r.get("machine", {})
+    lines.append(f"Arkivflöde benchmarks — size {r['size']}, seed {r['seed']}, {m.get('cpu_count')} CPUs "
+                 f"({m.get('cpu_model')}), {(m.get('ram_bytes') or 0) / 1e9:.0f} GB RAM, "
+                 f"commit {str(m.get('git_commit'))[:10]}{' (dirty)' if m.get('git_dirty') else ''}")
+    if lim:
+        lines.append(f"limits: hashlib SHA-256 {lim['sha256_mb_s']:.0f} MB/s, coreutils sha256sum "
+                     f"{lim['sha256sum_tool_mb_s']:.0f} MB/s, disk write (fdatasync) {lim['write_mb_s']:.0f} MB/s, "
+                     f"disk read cold {lim['read_cold_mb_s']:.0f} MB/s" if lim.get("read_cold_mb_s") else
+                     f"limits: SHA-256 {lim['sha256_mb_s']:.0f} MB/s, disk write {lim['write_mb_s']:.0f} MB/s")
+    c = r.get("corpus")
+    if c:
+        lines.append(f"corpus: {c['documents']} documents, {c['bytes'] / MB:.1f} MB "
+                     f"({c['staged_rows'].get('cases')} cases archived)")
+    b = r.get("build")
+    if b:
+        lines.append("")
+        lines.append(f"1. Package build ({b['files']} files, {b['bytes'] / MB:.1f} MB; output durable on disk)")
+        w = [22, 8, 9, 9, 12, 28]
+        lines.append(_row(["method", "seconds", "MB/s", "files/s", "ours ÷ it", "limit hit"], w))
+        names = {"ours": "ours (FGS SIP TAR)", "one_pass": "one-pass limit", "cp_sha256sum": "cp -r + sha256sum",
+                 "bagit": "copy + bagit"}
+        passes = {"ours": 2, "one_pass": 1, "cp_sha256sum": 1, "bagit": 1}
+        for mode in ("warm", "cold"):
+            runs = b.get(mode) or {}
+            if not runs:
+                if mode == "cold":
+                    lines.append("cold: not available (dropping the page cache was refused)"
+                                 if b.get("cold_available") is False and r["size"] != "tiny" else
+                                 "cold: not run at this size")
+                continue
+            lines.append(f"  {mode}:")
+            ours = runs.get("ours", {}).get("seconds")
+            for k, v in runs.items():
+                lines.append(_row([f"  {names[k]}", f"{v['seconds']:.2f}", f"{v['mb_s']:.1f}", f"{v['files_s']:.0f}",
+                                   f"{v['seconds'] / ours:.2f}×" if ours else "",
+                                   _limit(v["mb_s"], lim, cold=mode == "cold", passes=passes[k],
+                                          tool_hash=k == "cp_sha256sum")], w))
+            if ours and "one_pass" in runs:
+                lines.append(f"  goal ours ≥ 0.8× one-pass: {runs['one_pass']['seconds'] / ours:.2f}×; "
+                             f"vs cp+sha256sum {runs['cp_sha256sum']['seconds'] / ours:.2f}×; "
+                             f"vs bagit {runs['bagit']['seconds'] / ours:.2f}× (>1 = ours faster); metadata written: "
+                             f"ours {runs['ours'].get('metadata_bytes', 0) / MB:.1f} MB, "
+                             f"bagit {runs['bagit'].get('metadata_bytes', 0) / MB:.2f} MB")
+    v = r.get("validate")
+    if v:
+        lines.append("")
+        lines.append(f"2. Validation ({v['packages']} packages, {v['bytes'] / MB:.1f} MB, in page cache)")
+        w = [34, 8, 9, 12]
+        lines.append(_row(["validator", "seconds", "MB/s", "ours(tar) ÷"], w))
+        ours = v["ours_tar"]["seconds"]
+        for k, label in (("ours_tar", "arkiv validate (tar)"), ("ours_folder", "arkiv validate (folder)"),
+                         ("sha256sum_c", "sha256sum -c (checksums only)"),
+                         ("eark", "E-ARK reference (no checksums)")):
+            x = v.get(k) or {}
+            if not x.get("seconds"):
+                lines.append(_row([label, "n/a", "", ""], w))
+                continue
+            lines.append(_row([label, f"{x['seconds']:.2f}", f"{x['mb_s']:.1f}", f"{x['seconds'] / ours:.2f}×"], w))
+    e = r.get("extract")
+    if e:
+        lines.append("")
+        if not e.get("available"):
+            lines.append(f"3. Extraction: PostgreSQL not available ({e.get('error')})")
+        else:
+            lines.append(f"3. Extraction from PostgreSQL ({e['rows']} rows: {e['tables']})")
+            w = [34, 8, 11, 12]
+            lines.append(_row(["method", "seconds", "rows/s", "ours ÷ it"], w))
+            for k, label in (("ours", "extract_database → Parquet"), ("copy", "COPY (query) TO STDOUT (ceiling)"),
+                             ("pandas", "pandas.read_sql + to_parquet")):
+                x = e[k]
+                lines.append(_row([label, f"{x['seconds']:.2f}", f"{x['rows_s']:.0f}",
+                                   f"{x['rows_s'] and e['ours']['rows_s'] / x['rows_s']:.2f}×"], w))
+    mm = r.get("memory")
+    if mm:
+        lines.append("")
+        lines.append(f"4. Peak RSS (MB; imports alone {mm['imports']['max_rss_mb']:.0f} MB)")
+        w = [22, 12, 12, 12, 10]
+        lines.append(_row(["", "1×", "10×", "10× ÷ 1×", "flat?"], w))
+        for variant in ("split", "one_package"):
+            if f"{variant}_1x" not in mm:
+                continue
+            for what in ("build", "validate"):
+                a, b10 = mm[f"{variant}_1x"][what]["max_rss_mb"], mm[f"{variant}_10x"][what]["max_rss_mb"]
+                ratio_ = b10 / a
+                lines.append(_row([f"{what} ({variant.replace('_', ' ')})", f"{a:.0f}", f"{b10:.0f}",
+                                   f"{ratio_:.2f}", "yes" if ratio_ <= 1.2 else "NO"], w))
+            p1, p10 = mm[f"{variant}_1x"]["validated_package"], mm[f"{variant}_10x"]["validated_package"]
+            lines.append(f"    ({variant.replace('_', ' ')}: biggest package {p1['records']} → {p10['records']} "
+                         "records, "
+                         f"{p1['documents']} → {p10['documents']} files)")
+        s = mm["single_file"]
+        lines.append(f"  one file, package {s['package_bytes'] / MB:.0f} MB: build {s['build']['max_rss_mb']:.0f} MB, "
+                     f"validate {s['validate']['max_rss_mb']:.0f} MB")
+    wk = r.get("workers")
+    if wk:
+        lines.append("")
+        lines.append(f"5. Workers ({wk['partitions']} partitions, {wk['files']} files, {wk['bytes'] / MB:.1f} MB): "
+                     f"1 process {wk['workers_1']['seconds']:.2f} s ({wk['workers_1']['mb_s']:.0f} MB/s), "
+                     f"2 processes {wk['workers_2']['seconds']:.2f} s ({wk['workers_2']['mb_s']:.0f} MB/s): "
+                     f"speed-up {wk['speedup']:.2f}× (ideal 2× on {m.get('cpu_count')} CPUs)")
+    d = r.get("dagparse")
+    if d:
+        lines.append("")
+        lines.append("6. DAG parse (fresh interpreter, Airflow already imported)")
+        w = [30, 12, 14, 14]
+        lines.append(_row(["file", "first (ms)", "re-parse (ms)", "÷ empty DAG"], w))
+        base = d["files"]["empty_dag.py (baseline)"]
+        for k, x in d["files"].items():
+            lines.append(_row([k, f"{x['first_ms']:.1f}", f"{x['reparse_ms']:.1f}",
+                               f"{x['first_ms'] / base['first_ms']:.1f}×"], w))
+        de, dp = d["dagbag_empty"], d["dagbag_project"]
+        lines.append(f"  DagBag: project {dp['ms']:.0f} ms ({dp['dags']} DAGs, {dp['import_errors']} import errors) "
+                     f"vs empty DAG folder {de['ms']:.0f} ms")
+    lines.append(f"\ntotal {r.get('seconds', 0):.0f} s")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
