@@ -57,9 +57,15 @@ HOSTILE_TAR = [
 
 
 @pytest.mark.parametrize(("name", "members", "reason"), HOSTILE_TAR, ids=[h[0] for h in HOSTILE_TAR])
-def test_hostile_tar_is_refused(tmp_path, name, members, reason):
-    archive = _tar(tmp_path / f"{name}.tar", members)
-    before = _snapshot(tmp_path.parent)
+def test_hostile_tar_is_refused(tmp_path, monkeypatch, name, members, reason):
+    # The archive sits one level down and the working directory beside it, so that a member
+    # escaping by ".." or through a link would land in tmp_path, which is watched whole (the
+    # parent folder is shared with other tests running at the same time, so it is not).
+    (tmp_path / "in").mkdir()
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    archive = _tar(tmp_path / "in" / f"{name}.tar", members)
+    before = _snapshot(tmp_path)
     with pytest.raises(UnsafeArchive) as exc:
         open_package(archive)
     assert reason.lower() in str(exc.value).lower()
@@ -68,7 +74,7 @@ def test_hostile_tar_is_refused(tmp_path, name, members, reason):
     report = validate_package(archive)
     assert not report.valid and report.findings[0].requirement == "PACKAGE"
     assert reason.lower() in report.to_text().lower()
-    assert _snapshot(tmp_path.parent) == before  # nothing was written anywhere
+    assert _snapshot(tmp_path) == before  # nothing was written anywhere
 
 
 def test_non_utf8_names_are_refused(tmp_path):
