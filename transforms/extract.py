@@ -9,6 +9,7 @@ temporary name and renamed into place, so a crash never leaves a half-written ba
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import hashlib
 import json
@@ -167,11 +168,12 @@ def _resolve_file(root: Path, rel: object) -> str:
 WHERE = "\x00where"
 
 
-class RowSource:
+class RowSource(abc.ABC):
     """Where a system's rows come from: yields each table's rows in chunks of mappings."""
 
+    @abc.abstractmethod
     def chunks(self, table: Table) -> Iterator[Sequence[Mapping[str, object]]]:
-        raise NotImplementedError  # pragma: no cover - interface
+        """The table's rows, in key order, a chunk (at most ``batch_rows`` rows) at a time."""
 
     def files_root(self, table: Table) -> Path | None:
         """The folder that the table's document paths are relative to (None: no documents)."""
@@ -181,8 +183,8 @@ class RowSource:
         """Turn a raw value into the column's declared type (ValueError/TypeError when it isn't)."""
         return CONVERTERS[column_type](value)
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - most sources hold nothing to release
+        """Release connections; called once staging is done, also after an error."""
 
 
 class DatabaseSource(RowSource):
