@@ -119,3 +119,23 @@ def test_prepared_delivery_ingests_valid_repairs_what_is_safe_and_quarantines_th
     before = cat.snapshot()
     assert main(["run", "castor", "--start", "2025-12-31", "--end", "2026-01-01"]) == 0
     assert cat.snapshot() == before
+
+
+@pytest.mark.parametrize("defect", ["wrong_encoding", "ragged_row", "checksum_mismatch"])
+def test_a_delivery_that_does_not_match_its_declaration_is_quarantined_whole(monkeypatch, tmp_path, capsys, defect):
+    from demo import treserva
+
+    home, inbox = tmp_path / "var", tmp_path / "inbox"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_TRESERVA_INBOX", str(inbox))
+    treserva.generate(inbox, period="2025-12", size=8, seed=2, defect=defect)
+    assert main(["run", "treserva", "--start", "2025-12-01", "--end", "2026-01-01"]) == 1
+    err = capsys.readouterr().err
+    assert "quarantined" in err and "nothing was staged" in err
+    assert not (inbox / "2025-12").exists(), "the bad delivery left the inbox"
+    [held] = list((home / "quarantine" / "treserva").iterdir())
+    assert (held / "delivery" / "manifest.json").is_file() and (held / "reason.txt").read_text(encoding="utf-8")
+    assert not (home / "staging" / "treserva" / "2025-12").exists()
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    cat.migrate()
+    assert cat.packages() == []
