@@ -122,6 +122,25 @@ class Tombstone(Base):
     disposed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class QuarantineCase(Base):
+    """Something held back for an archivist: a batch that failed its quality gate, a bad delivery or package."""
+
+    __tablename__ = "quarantine_cases"
+    id: Mapped[str] = mapped_column(sa.String(300), primary_key=True)
+    system: Mapped[str] = mapped_column(sa.String(100), index=True)
+    batch_id: Mapped[str] = mapped_column(sa.String(200), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))  # quality | delivery | package
+    reasons: Mapped[str] = mapped_column(sa.Text)  # JSON list: failed checks and counts, never record values
+    path: Mapped[str] = mapped_column(sa.String(500))  # where the held data is
+    report: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)
+    content_state: Mapped[str] = mapped_column(sa.Text, default="{}")  # JSON: what was checked (digests)
+    status: Mapped[str] = mapped_column(sa.String(20), default="open")  # open | approved | rejected
+    decided_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    justification: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 class Record(Base):
     """A record (e.g. a case) in a package; the retention schedule is applied per record class."""
 
@@ -209,11 +228,16 @@ def _migration_3(conn: sa.Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column}"))
 
 
+def _migration_4(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[QuarantineCase.__table__])
+
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
     (2, "archive structure: archive creators, series; packages name theirs", _migration_2),
     (3, "retention: due dates, legal holds, disposal lists, tombstones", _migration_3),
+    (4, "quarantine cases for archivists' review", _migration_4),
 ]
 
 

@@ -12,6 +12,7 @@ The same code the DAGs run, without Airflow::
     arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT
     arkiv hold add|remove|list        legal holds on a package, record or record class
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
+    arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT
 """
 
 from __future__ import annotations
@@ -219,6 +220,36 @@ def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
+    from . import review
+
+    cat = _catalogue(settings)
+    if args.action == "list":
+        for c in review.cases(cat, None if args.status == "all" else args.status):
+            print(f"{c.id}  {c.kind:<8} {c.status:<8} {c.created_at:%Y-%m-%d %H:%M}  "
+                  f"{len(json.loads(c.reasons))} reason(s)" + (f"  decided by {c.decided_by}" if c.decided_by else ""))
+        return 0
+    if not args.case_id:
+        raise ConfigError("give the quarantine case's id (see `arkiv quarantine list`)")
+    if args.action == "show":
+        match = [c for c in review.cases(cat) if c.id == args.case_id]
+        if not match:
+            raise ConfigError(f"no quarantine case {args.case_id}")
+        c = match[0]
+        print(f"{c.id}: {c.kind}, {c.status}\n  held in: {c.path}\n  report:  {c.report or '-'}")
+        for r in json.loads(c.reasons):
+            print(f"  - {r}")
+        if c.decided_by:
+            print(f"  decided by {c.decided_by} on {c.decided_at:%Y-%m-%d}: {c.justification}")
+        return 0
+    review.decide(cat, args.case_id, approve=args.action == "approve", by=args.by or "",
+                  justification=args.reason or "")
+    print(f"quarantine case {args.case_id} {args.action}d" + (
+        "; rerun the interval to archive it with the deviation recorded" if args.action == "approve" else
+        "; the system owner must correct the source, then rerun the interval"))
+    return 0
+
+
 def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     from .retention import step_audit
 
@@ -285,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by")
     p.add_argument("--reason")
     p.set_defaults(func=_cmd_hold)
+
+    p = sub.add_parser("quarantine", help="quarantined batches, deliveries and packages: list, show, decide")
+    p.add_argument("action", choices=["list", "show", "approve", "reject"])
+    p.add_argument("case_id", nargs="?")
+    p.add_argument("--status", default="all", choices=["all", "open", "approved", "rejected"])
+    p.add_argument("--by", help="who decides")
+    p.add_argument("--reason", help="the justification, kept with the case and in PREMIS")
+    p.set_defaults(func=_cmd_quarantine)
 
     p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
     p.set_defaults(func=_cmd_audit)

@@ -173,6 +173,12 @@ def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
     if direction:
         _sub(rec, "direction", directionDefinition=direction)
     _dates(rec, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
+    if not doc.package_path:
+        notes = _sub(rec, "notes")
+        _sub(notes, "note", "Filen saknades i verksamhetssystemet vid uttaget; avvikelsen godkändes av en arkivarie. "
+                            "/ The file was missing at extraction; an archivist approved the deviation.",
+             noteType="arkivflode-missing-file")
+        return
     info = _sub(rec, "additionalInformation")
     _sub(info, "appendix", name=str(f.get(dm.get("file_name", "")) or doc.package_path.rsplit("/", 1)[-1]),
          path=doc.package_path, fileFormat=str(f.get(dm.get("mime_type", "")) or "application/octet-stream"))

@@ -146,6 +146,7 @@ def build_packages(
     events: Sequence[premis.Event] = (),
     profile: Profile | None = None,
     now: dt.datetime | None = None,
+    allow_missing_files: bool = False,
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk)."""
     profile = profile or (FGS_ERMS if system.content_kind == "erms" else FGS_TABULAR)
@@ -154,7 +155,8 @@ def build_packages(
     build_dir.mkdir(parents=True, exist_ok=True)
     built = []
     for part_no, cases in enumerate(_chunks(system, partition)):
-        built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now))
+        built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now,
+                                allow_missing_files))
     return built
 
 
@@ -195,7 +197,7 @@ def _csv_value(v: object) -> str:
 
 def _build_one(system: System, staged: StagedBatch, partition: Partition, roots: pa.Table, part_no: int,
                build_dir: Path, events: Sequence[premis.Event], profile: Profile,
-               now: dt.datetime) -> BuiltPackage:
+               now: dt.datetime, allow_missing_files: bool = False) -> BuiltPackage:
     root_t = system.root_table
     content = system.content
     erms_kind = system.content_kind == "erms"
@@ -216,6 +218,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     data_files: list[tuple[FileRef, premis.FileObject]] = []
     records: list[RecordEntry] = []
     used_names: set[str] = set()
+    missing: list[str] = []
     doc_bytes = 0
     try:
         with open(tmp, "wb") as raw:
@@ -223,7 +226,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
                 if erms_kind:
                     descriptive = _erms_content(tar, system, staged, rc, objid, root_rows, children, data_prefix,
-                                                data_files, records, used_names, now)
+                                                data_files, records, used_names, now,
+                                                missing if allow_missing_files else None)
                 else:
                     descriptive = []
                     _tabular_documents(tar, system, objid, rows_by_table, data_prefix, data_files, used_names)
@@ -237,6 +241,12 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     arc = f"{data_prefix}tables/{table.name}.csv"
                     _add_bytes(tar, objid, arc, data, now)
                     data_files.append(_bytes_ref(f"table-{table.name}", arc, data, "text/csv", now))
+                if missing:
+                    events = [*events, premis.Event(
+                        identifier=f"{objid}-missing-files", type="validation", time=now, outcome="warning",
+                        detail=f"{len(missing)} registered document(s) had no file at extraction (deviation "
+                               f"approved by an archivist); their records are kept without a file: document ids "
+                               f"{', '.join(missing)}", agents=(("arkivflode", "executing program"),))]
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
                                 len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
                                 _due_range(rc, root_rows))
@@ -272,7 +282,8 @@ def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
 
 def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root_rows: list[dict],
                   children: dict[str, list[dict]], data_prefix: str, data_files: list, records: list,
-                  used_names: set[str], now: dt.datetime) -> list[tuple[str, bytes, str, str]]:
+                  used_names: set[str], now: dt.datetime,
+                  missing: list[str] | None = None) -> list[tuple[str, bytes, str, str]]:
     """Documents into the TAR and the ERMS document describing the cases; returns the dmd files."""
     content = system.content
     cm, dm, pm = content["case"], content["document"], content.get("party", {})
@@ -292,8 +303,15 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
             number = doc.get(dm.get("number", "")) if dm.get("number") else None
             name = safe_name(str(doc.get(dm["file_name"]) or doc[dm["id"]]))
             rel = _unique(used_names, folder, f"{number}_{name}" if number is not None else name, doc[dm["id"]])
-            ref, obj = _add_file(tar, objid, data_prefix + rel, Path(doc.get("source_path") or ""),
-                                 f"file-{doc[dm['id']]}", doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
+            src = Path(doc.get("source_path") or "")
+            if missing is not None and not src.is_file():
+                # An archivist approved this batch knowing the file is missing: the record is kept,
+                # described as having no file, and the package's PREMIS names it (never silently).
+                missing.append(str(doc[dm["id"]]))
+                ec.documents.append(erms.Document(fields=doc, package_path="", size=0))
+                continue
+            ref, obj = _add_file(tar, objid, data_prefix + rel, src, f"file-{doc[dm['id']]}",
+                                 doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
             data_files.append((ref, obj))
             ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel, size=ref.size))
         cases.append(ec)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import __version__
+from . import __version__, review
 from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, utcnow
 from .config import Settings
 from .errors import ConfigError, ContentError, StorageError
@@ -96,12 +96,14 @@ def _stage(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime, sou
 
 
 def _quarantine_delivery(settings: Settings, name: str, folder: Path, exc: ContentError) -> Path:
-    """Move a bad file-export delivery out of the inbox, with the reason beside it."""
+    """Move a bad file-export delivery out of the inbox, with the reason beside it, and open a case."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
     dest = settings.quarantine / name / f"{folder.name}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(folder), str(dest / "delivery"))
     (dest / "reason.txt").write_text(str(exc) + "\n", encoding="utf-8")
+    review.open_case(catalogue(settings), system=name, batch_id=f"{name}/{folder.name}", kind="delivery",
+                     reasons=[exc.args[0], *exc.details], path=dest)
     return dest
 
 
@@ -143,6 +145,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
                 cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
                               detail=f"delivered package {i['source']} is invalid and was quarantined; "
                                      f"report {i['report']}")
+            review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=i["findings"],
+                             path=Path(i["report"]).parent)
     if sys_.extract_kind == "prepared" and staged.is_empty:
         return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
                 "record_classes": [], "already_archived": False}
@@ -195,6 +199,19 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
         return {"success": True, "skipped": "no records in this interval"}
     if sys_.quality_suite is None:
         return {"success": True, "skipped": "prepared packages are checked by the validator at intake"}
+    deviation = review.approved_deviation(cat, batch_id, _batch_state(staged))
+    if deviation is not None:
+        # An archivist has seen exactly this content fail and approved it with a deviation.
+        cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
+                         interval_end=staged.interval_end, status="quality_passed", rows=_batch_state(staged),
+                         quality_report=deviation.report)
+        with cat.session() as ses:
+            cat.add_event(ses, type="validation", outcome="warning", agent=deviation.decided_by or AGENT,
+                          batch_id=batch_id,
+                          detail=f"quality deviation approved by {deviation.decided_by} on "
+                                 f"{deviation.decided_at:%Y-%m-%d}: {deviation.justification}. Failed checks: "
+                                 f"{'; '.join(json.loads(deviation.reasons))}")
+        return {"success": True, "deviation": deviation.id}
     result = check_batch(settings.expectations_dir / sys_.quality_suite, staged.table_files(),
                          system=name, batch=staged.batch, report_dir=settings.reports / name,
                          sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()})
@@ -208,11 +225,15 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
                                                 f"{len(failed)} failed; report {result.result_path}")
     if not result.success:
         where = quarantine(settings, staged)
+        reasons = [f"{c.table}: {c.expectation}{' on ' + c.column if c.column else ''}: "
+                   f"{c.unexpected_count} record(s)" for c in failed]
+        case = review.open_case(cat, system=name, batch_id=batch_id, kind="quality", reasons=reasons, path=where,
+                                report=str(result.result_path), content_state=_batch_state(staged))
         raise ContentError(
-            f"{name} batch {staged.batch} failed its quality gate and was quarantined in {where}; "
-            f"nothing was packaged. Report: {result.result_path}",
-            [f"{c.table}: {c.expectation}{' on ' + c.column if c.column else ''}: {c.unexpected_count} record(s)"
-             for c in failed],
+            f"{name} batch {staged.batch} failed its quality gate and was quarantined in {where} "
+            f"(case {case}; decide with `arkiv quarantine approve|reject`); nothing was packaged. "
+            f"Report: {result.result_path}",
+            reasons,
         )
     return {"success": True, "checks": len(result.checks), "report": str(result.result_path)}
 
@@ -251,8 +272,10 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     cat = catalogue(settings)
     if all(cat.package(i) is not None for i in ids):
         return [{"package_id": i, "already_archived": True} for i in ids]
+    deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", _batch_state(staged))
     built = build_packages(sys_, staged, record_class, settings.build / name,
-                           events=_events_for_package(settings, name, staged.batch))
+                           events=_events_for_package(settings, name, staged.batch),
+                           allow_missing_files=deviation is not None)
     out = []
     for b in built:
         sidecar = _sidecar(b.path)

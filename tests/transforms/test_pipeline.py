@@ -139,3 +139,46 @@ def test_a_delivery_that_does_not_match_its_declaration_is_quarantined_whole(mon
     cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
     cat.migrate()
     assert cat.packages() == []
+
+
+def test_quarantine_case_approved_with_deviation_is_archived_once_with_the_deviation_in_premis(
+        monkeypatch, tmp_path, lex_bad_source, capsys):
+    import tarfile
+
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_LEX_FILES", str(lex_bad_source["files"]))
+    monkeypatch.setenv("ARKIV_CONN_LEX_DB", lex_bad_source["url"])
+    assert _run() == 1
+    capsys.readouterr()
+    assert main(["quarantine", "list", "--status", "open"]) == 0
+    listing = capsys.readouterr().out
+    case_id = listing.split()[0]
+    assert "quality" in listing and "open" in listing
+    page = next((home / "quarantine" / "lex").glob("*/rapport.html")).read_text(encoding="utf-8")
+    assert "Karantän / Quarantine" in page and "expect_column_values_to_be_valid_personnummer" in page
+    for pnr in _personnummer(lex_bad_source["url"]):
+        assert pnr not in page, "no personnummer in clear text in the report page"
+    with pytest.raises(SystemExit):  # a decision without a reason is refused
+        raise SystemExit(main(["quarantine", "approve", case_id, "--by", "Anna"]))
+    assert main(["quarantine", "approve", case_id, "--by", "Anna Arkivarie",
+                 "--reason", "Kända fel i Lex; rättas inte i efterhand"]) == 0
+    assert _run() == 0
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    packages = cat.packages("lex")
+    assert packages
+    with tarfile.open(home / "mellanarkiv" / packages[0].location) as tar:
+        premis = tar.extractfile(f"{packages[0].id}/metadata/preservation/premis.xml").read().decode()
+    assert "quality deviation approved by Anna Arkivarie" in premis
+    assert _run() == 0  # once: a rerun ships nothing new
+    assert {p.id for p in cat.packages("lex")} == {p.id for p in packages}
+
+
+def _personnummer(url):
+    import sqlalchemy as sa
+
+    eng = sa.create_engine(url)
+    with eng.connect() as c:
+        values = [r[0] for r in c.exec_driver_sql("SELECT personnummer FROM parties WHERE personnummer IS NOT NULL")]
+    eng.dispose()
+    return values

@@ -1,0 +1,107 @@
+"""Quarantine as a state: cases an archivist can read, decide and close.
+
+A batch that fails its quality gate, a file-export delivery that does not match its
+declaration and a delivered package that is invalid each become a case in the catalogue,
+with the held data's location, the reasons (checks and counts, never record values) and a
+report page in Swedish and English. An archivist approves with a deviation (the batch may
+then be packaged, and the deviation is written into its PREMIS) or rejects (the system owner
+fixes the source; a later run picks the corrected data up). Every decision is an event.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import __version__
+from .catalogue import Catalogue, QuarantineCase, utcnow
+
+AGENT = f"Arkivflöde {__version__}"
+
+
+def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,
+              report: str | None = None, content_state: dict | None = None) -> str:
+    """Register a quarantined batch, delivery or package; writes its report page beside the data."""
+    case_id = f"{batch_id}/{path.name}"
+    page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
+    page.write_text(report_page(system, batch_id, kind, reasons, report), encoding="utf-8")
+    with cat.session() as s:
+        s.add(QuarantineCase(id=case_id, system=system, batch_id=batch_id, kind=kind,
+                             reasons=json.dumps(reasons, ensure_ascii=False), path=str(path), report=report,
+                             content_state=json.dumps(content_state or {}, sort_keys=True)))
+        cat.add_event(s, type="quarantine", outcome="failure", agent=AGENT, batch_id=batch_id,
+                      detail=f"{kind} held in quarantine as case {case_id}: {len(reasons)} reason(s)")
+    return case_id
+
+
+def report_page(system: str, batch_id: str, kind: str, reasons: list[str], report: str | None) -> str:
+    """A readable page in Swedish and English: what failed, how many records, which IDs (never values)."""
+    e = html.escape
+    checks = []
+    if report and Path(report).is_file():
+        data = json.loads(Path(report).read_text(encoding="utf-8"))
+        for c in data.get("checks", []):
+            if not c.get("success"):
+                ids = ", ".join(e(str(i)) for i in c.get("offending_ids", [])[:200])
+                checks.append(f"<tr><td>{e(c.get('table', ''))}</td><td>{e(c.get('expectation', ''))}</td>"
+                              f"<td>{e(str(c.get('column') or ''))}</td><td>{c.get('unexpected_count', 0)}</td>"
+                              f"<td>{e(c.get('notes') or '')}</td><td><code>{ids}</code></td></tr>")
+    rows = "".join(checks)
+    items = "".join(f"<li>{e(r)}</li>" for r in reasons)
+    return f"""<!DOCTYPE html>
+<html lang="sv"><head><meta charset="utf-8"><title>Karantän / Quarantine: {e(batch_id)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;
+padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
+<h1>Karantän / Quarantine</h1>
+<p><strong>System:</strong> {e(system)} &nbsp; <strong>Leverans / Batch:</strong> {e(batch_id)} &nbsp;
+<strong>Slag / Kind:</strong> {e(kind)}</p>
+<p>Leveransen har hållits kvar och inte arkiverats. En arkivarie beslutar: godkänn med avvikelse eller
+avvisa (<code>arkiv quarantine approve|reject</code>).<br>
+The batch was held back and nothing was archived. An archivist decides: approve with a deviation or reject.</p>
+<h2>Orsaker / Reasons</h2><ul>{items}</ul>
+{"<h2>Kontroller som inte uppfylldes / Failed checks</h2><table><tr><th>Tabell / Table</th><th>Kontroll / Check</th>"
+ "<th>Kolumn / Column</th><th>Antal poster / Records</th><th>Varför / Why it matters</th>"
+ "<th>Postidentiteter / Record IDs</th></tr>" + rows + "</table>" if rows else ""}
+<p><small>Rapporten visar identiteter och antal, aldrig postinnehåll. / The report shows IDs and counts, never
+record content.</small></p>
+</body></html>
+"""
+
+
+def cases(cat: Catalogue, status: str | None = None) -> list[QuarantineCase]:
+    with cat.session() as s:
+        q = sa.select(QuarantineCase).order_by(QuarantineCase.created_at)
+        if status:
+            q = q.where(QuarantineCase.status == status)
+        return list(s.scalars(q))
+
+
+def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justification: str) -> QuarantineCase:
+    """Approve with a deviation, or reject; the decision is an event and is kept with the case."""
+    if not justification.strip() or not by.strip():
+        raise ValueError("a decision needs who decided (--by) and why (--reason)")
+    with cat.session() as s:
+        case = s.get(QuarantineCase, case_id)
+        if case is None or case.status != "open":
+            raise ValueError(f"quarantine case {case_id} is not awaiting a decision")
+        case.status = "approved" if approve else "rejected"
+        case.decided_by, case.decided_at, case.justification = by, utcnow(), justification
+        what = ("approved with deviation — the batch may be archived; the deviation is recorded in its PREMIS"
+                if approve else "rejected — the system owner must correct the source; a later run picks it up")
+        cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by,
+                      batch_id=case.batch_id, detail=f"quarantine case {case_id} {what}. Reasons: "
+                      f"{'; '.join(json.loads(case.reasons))}. Justification: {justification}")
+        return case
+
+
+def approved_deviation(cat: Catalogue, batch_id: str, content_state: dict) -> QuarantineCase | None:
+    """An approved case for exactly this content of this batch (a changed source needs a new decision)."""
+    state = json.dumps(content_state, sort_keys=True)
+    with cat.session() as s:
+        q = (sa.select(QuarantineCase).where(QuarantineCase.batch_id == batch_id, QuarantineCase.status == "approved",
+                                             QuarantineCase.kind == "quality", QuarantineCase.content_state == state)
+             .order_by(QuarantineCase.decided_at.desc()))
+        return s.scalars(q).first()
