@@ -7,6 +7,7 @@ match its checksum fails the run with its name, so that IT operations are alerte
 import datetime as dt
 
 from airflow.sdk import CronTriggerTimetable, dag, task
+from arkivflode_airflow.alerts import on_failure
 
 
 @dag(
@@ -17,7 +18,8 @@ from airflow.sdk import CronTriggerTimetable, dag, task
     catchup=False,
     max_active_runs=1,
     tags=["arkivflöde", "fixity", "audit"],
-    default_args={"owner": "it-drift", "retries": 1, "retry_delay": dt.timedelta(minutes=10)},
+    default_args={"owner": "it-drift", "retries": 1, "retry_delay": dt.timedelta(minutes=10),
+                  "on_failure_callback": on_failure},
     doc_md=__doc__,
 )
 def fixity_audit():

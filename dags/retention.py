@@ -11,6 +11,7 @@ import datetime as dt
 from pathlib import Path
 
 from airflow.sdk import AssetAny, AssetOrTimeSchedule, CronTriggerTimetable, dag, get_current_context, task
+from arkivflode_airflow.alerts import on_failure
 from arkivflode_airflow.factory import mellanarkiv_asset
 
 SYSTEMS = sorted(p.stem for p in (Path(__file__).parent / "systems").glob("*.yaml"))
@@ -26,7 +27,7 @@ SYSTEMS = sorted(p.stem for p in (Path(__file__).parent / "systems").glob("*.yam
     max_active_runs=1,
     tags=["arkivflöde", "retention", "gallring", "slutarkiv"],
     default_args={"owner": "arkivarie", "retries": 2, "retry_delay": dt.timedelta(minutes=5),
-                  "retry_exponential_backoff": True},
+                  "retry_exponential_backoff": True, "on_failure_callback": on_failure},
     doc_md=__doc__,
 )
 def retention():

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
 
+from arkivflode_airflow.alerts import on_failure
 from transforms.systems import System, load_system
 
 
@@ -38,6 +39,7 @@ def build_system_dag(path: Path):
             "retries": system.retries,
             "retry_delay": dt.timedelta(minutes=2),
             "retry_exponential_backoff": True,
+            "on_failure_callback": on_failure,
         },
         doc_md=f"**{system.title}** — {system.description}\n\nConfigured in `dags/systems/{path.name}`; "
                "see the README for what each task does.",

@@ -158,6 +158,9 @@ def test_bad_rows_fail_at_the_quality_gate_and_ship_nothing(tmp_path, airflow_ho
     out = run.stdout + run.stderr
     assert "state=failed" in out
     assert "CONTENT PROBLEM" in out and "failed its quality gate" in out
+    # IT operations get a structured alert line that says it is a content problem (not retried)
+    assert '"event": "arkivflode.task_failed", "kind": "content"' in out
+    assert "try_number=2" not in out and "up_for_retry" not in out
     assert re.search(r"task_id='package'.*new_state=success", out) is None
     assert _stored(home) == [] and _catalogue(home).packages() == []
     report = home / "reports" / "lex" / "lex-2025-quality.json"

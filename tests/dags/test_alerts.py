@@ -1,0 +1,34 @@
+import json
+import logging
+from types import SimpleNamespace
+
+from arkivflode_airflow.alerts import alert_line, classify, on_failure
+
+
+def test_content_and_system_failures_are_told_apart():
+    assert classify(Exception("CONTENT PROBLEM — not a system error, not retried: lex batch 2025 …")) == "content"
+    assert classify(Exception("CONFIGURATION PROBLEM — not retried: lex.yaml …")) == "content"
+    assert classify(Exception("FIXITY FAILURE: 1 of 19 package(s) …")) == "fixity"
+    assert classify(ConnectionError("could not connect to server")) == "system"
+
+
+def test_failure_callback_logs_one_structured_line(caplog, monkeypatch):
+    monkeypatch.delenv("ARKIV_ALERT_EMAIL", raising=False)
+    ti = SimpleNamespace(dag_id="lex", task_id="quality", run_id="r1", map_index=-1, try_number=1)
+    context = {"task_instance": ti, "exception": Exception("CONTENT PROBLEM — lex batch 2025 failed its gate")}
+    with caplog.at_level(logging.ERROR, logger="arkivflode.alerts"):
+        on_failure(context)
+    [record] = [r for r in caplog.records if r.name == "arkivflode.alerts"]
+    line = json.loads(record.getMessage())
+    assert line == {**alert_line(context), "kind": "content"} and line["who_acts"] == "archivist / system owner"
+
+
+def test_mail_trouble_does_not_hide_the_failure(caplog, monkeypatch):
+    # No SMTP server is configured here: whatever the notifier does, the callback must not raise
+    # and the structured line must already be logged.
+    monkeypatch.setenv("ARKIV_ALERT_EMAIL", "arkiv@example.invalid")
+    ti = SimpleNamespace(dag_id="lex", task_id="extract", run_id="r1", map_index=-1, try_number=1)
+    with caplog.at_level(logging.ERROR, logger="arkivflode.alerts"):
+        on_failure({"task_instance": ti, "exception": OSError("disk full")})
+    messages = [json.loads(r.getMessage()) for r in caplog.records if r.name == "arkivflode.alerts"]
+    assert messages[0]["kind"] == "system" and messages[0]["who_acts"] == "IT operations"
