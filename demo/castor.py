@@ -21,16 +21,13 @@ gives byte-identical packages. Run ``python -m demo.castor --inbox var/demo/cast
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import hashlib
 import io
-import os
 import random
 import re
 import sys
 import tarfile
-import time
 import unicodedata
 import uuid
 import zipfile
@@ -40,6 +37,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from demo import _simulator as sim
 from demo import documents as docs
 from demo import names
 from transforms import erms, premis
@@ -179,6 +177,7 @@ class _Case:
 
 
 def _days(r: random.Random, lo: dt.date, hi: dt.date) -> dt.date:
+    # Unlike sim.days_between this draws even when the span is empty: Castor's sequence depends on it.
     return lo + dt.timedelta(days=r.randint(0, max((hi - lo).days, 0)))
 
 
@@ -540,20 +539,8 @@ def _write_package(path: Path, objid: str, members: dict[str, bytes], created: d
                 info.uname = info.gname = "castor"
                 tar.addfile(info, io.BytesIO(data))
     data = buf.getvalue()
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # the inbox never shows a half-written package
+    sim.write_atomic(path, data)  # the inbox never shows a half-written package
     return len(data)
-
-
-def _clear_previous(inbox: Path) -> None:
-    manifest = inbox / MANIFEST
-    if not manifest.exists():
-        return
-    for name in manifest.read_text(encoding="utf-8").splitlines():
-        if name and "/" not in name and "\\" not in name and name not in {".", ".."}:
-            (inbox / name).unlink(missing_ok=True)
-    manifest.unlink()
 
 
 # ------------------------------------------------------------------------------ public
@@ -576,7 +563,7 @@ def generate(inbox: Path, *, size: int = 6, seed: int = 1, year: int = 2025, bad
         raise ValueError("as_zip cannot exceed size (it counts valid packages)")
     inbox = Path(inbox)
     inbox.mkdir(parents=True, exist_ok=True)
-    _clear_previous(inbox)
+    sim.clear_listed(inbox, MANIFEST)
     g = _Generator(seed, year)
     r = g.rng
 
@@ -607,15 +594,13 @@ def generate(inbox: Path, *, size: int = 6, seed: int = 1, year: int = 2025, bad
             counts["cases"] += len(cases)
             counts["documents"] += sum(len(c.docs) for c in cases)
             counts["files"] += len(members)
-    tmp = inbox / f".{MANIFEST}.tmp"
-    tmp.write_text("".join(f"{w}\n" for w in sorted(written)), encoding="utf-8")
-    os.replace(tmp, inbox / MANIFEST)
+    sim.write_listing(inbox, MANIFEST, written)
     return CastorSummary(counts=counts, bytes=total, bad_rows=bad_rows, kinds=kinds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.castor --inbox DIR [--size N --seed S --year Y --bad B --repairable R]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.castor", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.castor", __doc__)
     parser.add_argument("--inbox", default="var/demo/castor-inbox", type=Path, help="the inbox folder")
     parser.add_argument("--size", type=int, default=6, help="valid packages")
     parser.add_argument("--seed", type=int, default=1)
@@ -624,10 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repairable", type=int, default=0, help="packages with only repairable faults")
     parser.add_argument("--as-zip", type=int, default=1, help="how many of the valid packages are .zip")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.inbox, size=args.size, seed=args.seed, year=args.year, bad=args.bad,
-                       repairable=args.repairable, as_zip=min(args.as_zip, args.size))
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    sim.report(lambda: generate(args.inbox, size=args.size, seed=args.seed, year=args.year, bad=args.bad,
+                                repairable=args.repairable, as_zip=min(args.as_zip, args.size)))
     return 0
 
 

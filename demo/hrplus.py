@@ -22,24 +22,18 @@ Run ``python -m demo.hrplus --inbox var/demo/hrplus-inbox --period 2025-12``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import hashlib
-import json
-import os
 import random
-import shutil
 import sys
-import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from demo import _simulator as sim
 from demo import names
-from transforms.identifiers import luhn_digit, make_personnummer
+from transforms.identifiers import make_personnummer
 
 SYSTEM = "hrplus"
 BAD_KINDS = (
@@ -49,15 +43,7 @@ BAD_KINDS = (
     "unknown_wage_type",
     "missing_amount",
 )
-DEFECTS = (
-    "wrong_encoding",
-    "ragged_row",
-    "unknown_column",
-    "bad_value",
-    "checksum_mismatch",
-    "missing_file",
-    "unlisted_file",
-)
+DEFECTS = sim.DELIVERY_DEFECTS  # what the file-export reader must quarantine
 
 # Table -> (file, root element). Column order is the YAML's; the XML elements carry the names.
 FILES = {
@@ -222,19 +208,13 @@ def _money(value: Decimal) -> Decimal:
     return value.quantize(_CENT, rounding=ROUND_HALF_UP)
 
 
-def _days(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
-    span = (end - start).days
-    return start + dt.timedelta(days=rng.randint(0, span)) if span > 0 else start
-
-
 def parse_period(period: str) -> tuple[dt.date, dt.date]:
     """First and last day of a ``YYYY-MM`` period."""
     try:
         first = dt.datetime.strptime(period, "%Y-%m").date()
     except ValueError:
         raise ValueError(f"period must be YYYY-MM, got {period!r}") from None
-    following = dt.date(first.year + first.month // 12, first.month % 12 + 1, 1)
-    return first, following - dt.timedelta(days=1)
+    return first, sim.month_end(first)
 
 
 def payment_date(first: dt.date) -> dt.date:
@@ -277,10 +257,6 @@ def _xml(table: str, rows: list[dict], period: str) -> bytes:
     return ("\n".join(out) + "\n").encode("utf-8")
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -301,7 +277,7 @@ class _Generator:
         r = self.rng
         female = r.random() < 0.78  # municipal workforces are about four fifths women
         age = r.randint(19, 67)
-        birth = _days(r, dt.date(self.first.year - age - 1, self.first.month, 1),
+        birth = sim.days_between(r, dt.date(self.first.year - age - 1, self.first.month, 1),
                       dt.date(self.first.year - age, self.first.month, 1))
         self.persons += 1
         samordning = self.persons % 41 == 17  # newly arrived staff before a personnummer
@@ -326,16 +302,17 @@ class _Generator:
         form = form or r.choices(list(EMPLOYMENT_FORMS), weights=list(EMPLOYMENT_FORMS.values()))[0]
         dept = r.choices(list(DEPARTMENT_WEIGHTS), weights=list(DEPARTMENT_WEIGHTS.values()))[0]
         position, low, high, ob = r.choice(POSITIONS[dept])
-        start = _days(r, dt.date(self.first.year - 30, 1, 1), self.first) if form == "Tillsvidareanställning" \
-            else _days(r, self.first - dt.timedelta(days=400), self.first)
+        earliest = dt.date(self.first.year - 30, 1, 1) if form == "Tillsvidareanställning" \
+            else self.first - dt.timedelta(days=400)
+        start = sim.days_between(r, earliest, self.first)
         end = None
         rate: Decimal | None = Decimal(r.choice([100, 100, 100, 100, 90, 80, 75, 75, 60, 50]))
         monthly: Decimal | None = Decimal(r.randrange(low, high + 1, 100))
         hourly = None
         if form in ("Vikariat", "Särskild visstidsanställning"):
-            end = _days(r, self.last, self.last + dt.timedelta(days=240))
+            end = sim.days_between(r, self.last, self.last + dt.timedelta(days=240))
             if r.random() < 0.15:
-                end = _days(r, self.first, self.last)  # ends within the period: gets semesterersättning
+                end = sim.days_between(r, self.first, self.last)  # ends within the period: gets semesterersättning
         elif form == "Timavlönad":
             rate = monthly = None
             hourly = _money(Decimal(low) / Decimal("165") + Decimal(r.randint(-5, 5)))
@@ -408,7 +385,7 @@ class _Generator:
             if r.random() < 0.07:
                 days = Decimal(r.randint(1, 6))
                 daily = _money(e["monthly_salary"] * e["employment_rate"] / 100 * 12 / 365)
-                sick_start = _days(r, self.prev_first, self.prev_last - dt.timedelta(days=6))
+                sick_start = sim.days_between(r, self.prev_first, self.prev_last - dt.timedelta(days=6))
                 sick_end = sick_start + dt.timedelta(days=int(days))
                 add("1512", None, None, sick_start, sick_start, -_money(daily * Decimal("0.8") * 5 / 7))
                 add("1510", days, -daily, sick_start, sick_end)
@@ -461,10 +438,7 @@ def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int
     # Bad rows after every valid one: bad=N is bad=0 plus them.
     for _ in range(bad):  # a transposed digit: the check digit no longer fits
         emp = g.employee()
-        pnr = emp["personnummer"]
-        wrong = (int(pnr[-1]) + r.randint(1, 9)) % 10
-        assert luhn_digit(pnr[2:8] + pnr[9:12]) != wrong
-        emp["personnummer"] = pnr[:-1] + str(wrong)
+        emp["personnummer"] = sim.wrong_check_digit(r, emp["personnummer"])
         g.pay(g.employment(emp, "Tillsvidareanställning"))
     for _ in range(bad):  # sysselsättningsgrad typed as 1000 instead of 100.0
         e = g.employment(g.employee(), "Tillsvidareanställning")
@@ -505,21 +479,13 @@ def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int
         swedish = f"{kronor:,.2f}".replace(",", " ").replace(".", ",").encode()  # 32 500,00: not a decimal
         files["lonerader.xml"] = data[:start] + swedish + data[end:]
 
-    delivery = Path(inbox) / period
-    work = Path(inbox) / f".{period}.tmp-{uuid.uuid4().hex[:8]}"
-    work.mkdir(parents=True)
-    try:
+    created = dt.datetime.combine(g.last + dt.timedelta(days=1), dt.time(2, 0))  # the export job's run
+    manifest = sim.delivery_manifest(SYSTEM, period, created, files)
+    # Built beside its place and swapped in finished: the DAG never sees a half-written delivery.
+    with sim.swapped_in(Path(inbox) / period) as work:
         for name, data in files.items():
             (work / name).write_bytes(data)
-        created = dt.datetime.combine(g.last + dt.timedelta(days=1), dt.time(2, 0))  # the export job's run
-        manifest = {
-            "system": SYSTEM,
-            "period": period,
-            "created": created.isoformat(),
-            "files": [{"path": n, "size": len(d), "sha256": _sha256(d)} for n, d in sorted(files.items())],
-        }
-        (work / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n",
-                                            encoding="utf-8")
+        (work / "manifest.json").write_bytes(manifest)
         if defect == "checksum_mismatch":
             data = files["lonerader.xml"]
             i = data.index(b"<amount>") + len(b"<amount>")
@@ -532,29 +498,18 @@ def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int
         elif defect == "unlisted_file":
             extra["lonerader_kopia.xml"] = files["lonerader.xml"]
             (work / "lonerader_kopia.xml").write_bytes(extra["lonerader_kopia.xml"])
-        # Swap the finished folder into place: the DAG never sees a half-written delivery.
-        old = None
-        if delivery.exists():
-            old = delivery.with_name(f".{period}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(delivery, old)
-        os.replace(work, delivery)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
 
     written = [*files.values(), *extra.values()]
     counts = {t: len(g.rows[t]) for t in FILES}
     counts["files"] = len(written) + 1  # the table files and the manifest
-    total = sum(map(len, written)) + (delivery / "manifest.json").stat().st_size
+    total = sum(map(len, written)) + len(manifest)
     return HRPlusSummary(counts=counts, bytes=total, bad_rows=dict.fromkeys(BAD_KINDS, bad), period=period,
                          defect=defect)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.hrplus --inbox DIR [--period YYYY-MM --size N --seed S --bad B --defect D]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.hrplus", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.hrplus", __doc__)
     parser.add_argument("--inbox", default="var/demo/hrplus-inbox", type=Path, help="the export inbox folder")
     parser.add_argument("--period", default="2025-12", help="the pay period, YYYY-MM")
     parser.add_argument("--size", type=int, default=100, help="number of employees paid in the period")
@@ -562,10 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bad", type=int, default=0, help="bad rows of each kind to plant")
     parser.add_argument("--defect", choices=DEFECTS, default=None, help="break the delivery in one way")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.inbox, period=args.period, size=args.size, seed=args.seed, bad=args.bad,
-                       defect=args.defect)
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    sim.report(lambda: generate(args.inbox, period=args.period, size=args.size, seed=args.seed, bad=args.bad,
+                                defect=args.defect))
     return 0
 
 

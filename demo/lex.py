@@ -14,24 +14,20 @@ Run ``python -m demo.lex --url sqlite:///var/demo/lex.sqlite --files var/demo/le
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
-import os
 import random
 import re
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from demo import _simulator as sim
 from demo import documents as docs
 from demo import names
-from transforms.identifiers import luhn_digit, make_organisationsnummer, make_personnummer
+from transforms.identifiers import make_organisationsnummer, make_personnummer
 
 BAD_KINDS = (
     "duplicate_diarienummer",
@@ -387,9 +383,6 @@ _EXT = {"pdf": "pdf", "docx": "docx", "jpeg": "jpg", "txt": "txt"}
 
 _MALFORMED = ["{p}{y}-{n}", "{pl} {y}/{n4}", "{p} {yy}/{n4}", "{p}-{y}-{n4}", "{p} {y}:{n}"]
 
-# Characters not allowed in a file name on Windows (the files travel in zip packages).
-_UNSAFE_FILENAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
-
 # --------------------------------------------------------------------------- data types
 
 
@@ -430,12 +423,6 @@ class _Case:
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-def _days(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
-    """A uniformly drawn date in [start, end] (start when end precedes it)."""
-    span = (end - start).days
-    return start + dt.timedelta(days=rng.randint(0, span)) if span > 0 else start
 
 
 def _person_name(rng: random.Random, female: bool) -> str:
@@ -495,11 +482,6 @@ def _fill(rng: random.Random, template: str, **fixed: str) -> str:
     return template.format_map(_Filler(rng, **fixed))
 
 
-def _safe_filename(name: str) -> str:
-    cleaned = _UNSAFE_FILENAME.sub("_", name).strip(" .")
-    return cleaned[:90] or "handling"
-
-
 # --------------------------------------------------------------------------- the model
 
 
@@ -531,12 +513,12 @@ class _Generator:
         code = r.choice(UNIT_CODES[prefix])
         if mode == "closed_in_year":
             # Draw the closing day first so every such case really closes in `year`.
-            closed = _days(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
+            closed = sim.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
             duration = min(int(r.expovariate(1 / 75)), (closed - dt.date(y - 1, 1, 1)).days)
             return _Case(0, prefix, code, closed - dt.timedelta(days=duration), "closed", closed)
-        registered = _days(r, dt.date(y - 1, 7, 1), dt.date(y, 12, 31))
+        registered = sim.days_between(r, dt.date(y - 1, 7, 1), dt.date(y, 12, 31))
         if mode == "closed_next_year":
-            closed = _days(r, max(registered, dt.date(y + 1, 1, 1)), self.snapshot)
+            closed = sim.days_between(r, max(registered, dt.date(y + 1, 1, 1)), self.snapshot)
             return _Case(0, prefix, code, registered, "closed", closed)
         return _Case(0, prefix, code, registered, "open", None)
 
@@ -595,11 +577,11 @@ class _Generator:
         # A fixed rhythm rather than chance guarantees a few of each special kind even in
         # small runs: about 4 % aged 100+ ('+' separator), 3 % samordningsnummer.
         if index % 25 == 11:
-            birth = _days(r, dt.date(y + 1 - 110, 1, 1), dt.date(y + 1 - 101, 12, 31))
+            birth = sim.days_between(r, dt.date(y + 1 - 110, 1, 1), dt.date(y + 1 - 101, 12, 31))
         elif r.random() < 0.12:  # children: pupils, placements
-            birth = _days(r, dt.date(y - 17, 1, 1), dt.date(y - 2, 12, 31))
+            birth = sim.days_between(r, dt.date(y - 17, 1, 1), dt.date(y - 2, 12, 31))
         else:
-            birth = _days(r, dt.date(y + 1 - 95, 1, 1), dt.date(y - 18, 12, 31))
+            birth = sim.days_between(r, dt.date(y + 1 - 95, 1, 1), dt.date(y - 18, 12, 31))
         samordning = index % 33 == 7
         # The second-to-last digit is odd for men and even for women.
         serial = r.randrange(100) * 10 + r.choice([0, 2, 4, 6, 8] if female else [1, 3, 5, 7, 9])
@@ -640,7 +622,7 @@ class _Generator:
         r = self.rng
         n = r.choices([1, 2, 3, 4], weights=[20, 35, 30, 15])[0]
         end = max(c.closed or self.snapshot, c.registered)
-        middle = sorted(_days(r, c.registered, end) for _ in range(max(n - 2, 0)))
+        middle = sorted(sim.days_between(r, c.registered, end) for _ in range(max(n - 2, 0)))
         party_name = case_parties[0]["name"] if case_parties else None
         for number in range(1, n + 1):
             fmt = r.choices(_FORMATS, weights=_FORMAT_WEIGHTS)[0]
@@ -691,7 +673,7 @@ class _Generator:
     ) -> dict:
         r = self.rng
         file_name = self.file_name(title, fmt, doc_date)
-        file_path = f"{c.folder}/{number} {_safe_filename(file_name)}"
+        file_path = f"{c.folder}/{number} {sim.safe_filename(file_name)}"
         # Most documents of a secret case are secret; elsewhere, now and then a single
         # sensitive document sits in an otherwise public case.
         secret = r.random() < (0.75 if c.secrecy else 0.02)
@@ -776,36 +758,6 @@ def _render(fmt: str, seed: int, ctx: dict) -> bytes:
     return docs.make_jpeg(rng, 496, 702, caption)  # A4 at 60 dpi
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
-def _clear_previous(files_dir: Path) -> None:
-    """Remove the files the previous run listed in its manifest, and folders left empty."""
-    manifest = files_dir / MANIFEST
-    if not manifest.exists():
-        return
-    dirs: set[Path] = set()
-    for rel in manifest.read_text(encoding="utf-8").splitlines():
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts:
-            continue  # never follow a tampered manifest out of files_dir
-        target = files_dir / rel
-        target.unlink(missing_ok=True)
-        dirs.update(p for p in target.parents if files_dir in p.parents)
-    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):  # not empty: someone else's files live there too
-            d.rmdir()
-    manifest.unlink()
-
-
-def _batches(rows: list[dict], size: int = 1000) -> Iterable[list[dict]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
-
-
 # ------------------------------------------------------------------------------ public
 
 
@@ -860,7 +812,7 @@ def generate(
         # Same unit, series and registration day as the original, so the number is the
         # only defect; it closes on a day of its own within `year`.
         c.prefix, c.code, c.registered = original.prefix, original.code, original.registered
-        c.closed = _days(r, max(c.registered, dt.date(year, 1, 1)), dt.date(year, 12, 31))
+        c.closed = sim.days_between(r, max(c.registered, dt.date(year, 1, 1)), dt.date(year, 12, 31))
         g.complete_case(c, diarienummer=original.diarienummer, serial=original.reg_serial)
     for i in range(bad):
         c = new_bad_case()
@@ -877,7 +829,7 @@ def generate(
     for _ in range(bad):
         c = new_bad_case()
         # Registered in spring or later, closed up to 60 days *before* that, still in `year`.
-        c.registered = _days(r, dt.date(year, 3, 2), dt.date(year, 12, 31))
+        c.registered = sim.days_between(r, dt.date(year, 3, 2), dt.date(year, 12, 31))
         c.closed = c.registered - dt.timedelta(days=r.randint(1, 60))
         g.complete_case(c)
     for _ in range(bad):
@@ -891,10 +843,7 @@ def generate(
     for _ in range(bad):
         c = r.choice(closed_in_year)
         row = g.person(c.case_id)
-        pnr = row["personnummer"]
-        wrong = (int(pnr[-1]) + r.randint(1, 9)) % 10  # any other digit fails the Luhn check
-        row["personnummer"] = pnr[:-1] + str(wrong)
-        assert luhn_digit(pnr[2:8] + pnr[9:12]) != wrong
+        row["personnummer"] = sim.wrong_check_digit(r, row["personnummer"])
         g.party_rows.append(row)
     for _ in range(bad):
         c = r.choice(closed_in_year)
@@ -902,31 +851,12 @@ def generate(
         g.add_document(c, number, "Komplettering", "incoming", c.closed, c.closed, "pdf", [], write_file=False)
 
     # Database: drop and recreate, then batched executemany inserts.
-    db = make_url(url)
-    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
-        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.drop_all(conn)
-            metadata.create_all(conn)
-            conn.execute(classification_table.insert(), [{"code": k, "title": t} for k, t in CLASSIFICATION])
-            tables = ((cases_table, g.case_rows), (documents_table, g.doc_rows), (parties_table, g.party_rows))
-            for table, rows in tables:
-                for batch in _batches(rows):
-                    conn.execute(table.insert(), batch)
-    finally:
-        engine.dispose()
-
+    sim.replace_tables(url, metadata, (
+        (classification_table, [{"code": k, "title": t} for k, t in CLASSIFICATION]),
+        (cases_table, g.case_rows), (documents_table, g.doc_rows), (parties_table, g.party_rows)))
     # Files: clear what the last run wrote, then write this run's and list them.
-    files_dir.mkdir(parents=True, exist_ok=True)
-    _clear_previous(files_dir)
-    total = 0
-    for rel, fmt, file_seed, ctx in g.renders:
-        data = _render(fmt, file_seed, ctx)
-        _write_atomic(files_dir / rel, data)
-        total += len(data)
-    _write_atomic(files_dir / MANIFEST, "".join(f"{rel}\n" for rel, *_ in sorted(g.renders)).encode("utf-8"))
+    total = sim.write_listed(files_dir, MANIFEST, (
+        (rel, _render(fmt, file_seed, ctx)) for rel, fmt, file_seed, ctx in g.renders))
 
     return LexSummary(
         cases=len(g.case_rows),
@@ -940,7 +870,7 @@ def generate(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.lex --url URL --files DIR [--cases N --seed S --year Y --bad B]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.lex", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.lex", __doc__)
     parser.add_argument("--url", default="sqlite:///var/demo/lex.sqlite", help="SQLAlchemy database URL")
     parser.add_argument("--files", default="var/demo/lex-files", type=Path, help="folder for the document files")
     parser.add_argument("--cases", type=int, default=200)
@@ -948,9 +878,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--year", type=int, default=2025, help="the year whose closed cases an extraction takes")
     parser.add_argument("--bad", type=int, default=0, help="bad rows of each kind to plant")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.url, args.files, cases=args.cases, seed=args.seed, year=args.year, bad=args.bad)
-    elapsed = time.perf_counter() - started
+    summary, elapsed = sim.timed(
+        lambda: generate(args.url, args.files, cases=args.cases, seed=args.seed, year=args.year, bad=args.bad))
     print(
         f"Lex: {summary.cases} cases, {summary.documents} documents, {summary.parties} parties, "
         f"{summary.files} files ({summary.bytes / 1e6:.1f} MB) in {elapsed:.1f} s",

@@ -16,25 +16,21 @@ Run ``python -m demo.procapita --url sqlite:///var/demo/procapita.sqlite --files
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
-import os
 import random
 import re
 import sys
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from demo import _simulator as sim
 from demo import documents as docs
 from demo import names
-from transforms.identifiers import luhn_digit, make_personnummer
+from transforms.identifiers import make_personnummer
 
 BAD_KINDS = (
     "invalid_personnummer",
@@ -268,12 +264,6 @@ class _Case:
 # ---------------------------------------------------------------------------- helpers
 
 
-def _days(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
-    """A uniformly drawn date in [start, end] (start when end precedes it)."""
-    span = (end - start).days
-    return start + dt.timedelta(days=rng.randint(0, span)) if span > 0 else start
-
-
 def _person_name(rng: random.Random, female: bool) -> str:
     first = rng.choice(names.FIRST_NAMES_FEMALE if female else names.FIRST_NAMES_MALE)
     return f"{first} {rng.choice(names.LAST_NAMES)}"
@@ -286,15 +276,6 @@ def _first(client: dict) -> str:
 def _add_months(d: dt.date, months: int) -> dt.date:
     y, m = divmod(d.month - 1 + months, 12)
     return dt.date(d.year + y, m + 1, min(d.day, 28))
-
-
-def _safe_filename(name: str) -> str:
-    return re.sub(r'[\\/:*?"<>|\x00-\x1f]', "_", name).strip(" .")[:90] or "handling"
-
-
-def _batches(rows: list[dict], size: int = 1000) -> Iterable[list[dict]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
 
 
 # --------------------------------------------------------------------------- the model
@@ -324,10 +305,10 @@ class _Generator:
         index = self.persons_made
         self.persons_made += 1
         if index % 30 == 13:  # a few centenarians: the '+' separator
-            birth = _days(r, dt.date(y + 1 - 106, 1, 1), dt.date(y + 1 - 101, 12, 31))
+            birth = sim.days_between(r, dt.date(y + 1 - 106, 1, 1), dt.date(y + 1 - 101, 12, 31))
         else:
             age = min(max(int(r.gauss(84, 7)), 65), 99)
-            birth = _days(r, dt.date(y - age, 1, 1), dt.date(y - age, 12, 31))
+            birth = sim.days_between(r, dt.date(y - age, 1, 1), dt.date(y - age, 12, 31))
         samordning = index % 47 == 29  # rare in äldreomsorg, but they exist
         serial = r.randrange(100) * 10 + r.choice([0, 2, 4, 6, 8] if female else [1, 3, 5, 7, 9])
         row = {
@@ -349,7 +330,7 @@ class _Generator:
         outcome = "avslag" if r.random() < _AVSLAG[insats] else "beviljad"
         client = client or self.client()
         if mode == "closed_in_year":
-            closed = _days(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
+            closed = sim.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
             # Refused cases close within weeks; granted ones when the insats ends (death,
             # move to a nursing home, recovery), months or years later.
             if outcome == "avslag":
@@ -359,8 +340,8 @@ class _Generator:
             else:
                 duration = min(30 + int(r.expovariate(1 / 330)), 4 * 365)
             return _Case(0, client, insats, closed - dt.timedelta(days=duration), closed, outcome)
-        opened = _days(r, dt.date(y - 2, 1, 1), dt.date(y, 11, 30))
-        closed = _days(r, dt.date(y + 1, 1, 1), self.snapshot) if mode == "closed_next_year" else None
+        opened = sim.days_between(r, dt.date(y - 2, 1, 1), dt.date(y, 11, 30))
+        closed = sim.days_between(r, dt.date(y + 1, 1, 1), self.snapshot) if mode == "closed_next_year" else None
         return _Case(0, client, insats, opened, closed, outcome)
 
     def complete(self, c: _Case) -> None:
@@ -459,7 +440,7 @@ class _Generator:
         end = c.closed or self.snapshot
         decided = min(c.opened + dt.timedelta(days=r.randint(10, 35)), end)
         if notes:
-            for d in sorted(_days(r, c.opened, decided) for _ in range(r.randint(1, 3))):
+            for d in sorted(sim.days_between(r, c.opened, decided) for _ in range(r.randint(1, 3))):
                 self.note(c, d, "Utredning", r.choice(_UTREDNING_NOTES), c.officer, "biståndshandläggare")
         decisions = [self.decision(c, c.insats, c.outcome, decided)]
         # Time-limited hemtjänst and matdistribution are re-examined (omprövning) before they
@@ -487,7 +468,7 @@ class _Generator:
                 plan = self.plan(c, d, follow)
                 follow = plan["follow_up_date"]
             performer = plan["performer"]
-            for day in sorted(_days(r, first_plan, end) for _ in range(r.randint(1, 6))):
+            for day in sorted(sim.days_between(r, first_plan, end) for _ in range(r.randint(1, 6))):
                 kind = r.choices(["Genomförande", "Händelse", "Avvikelse"], weights=[80, 14, 6])[0]
                 title = r.choice(STAFF_TITLES) if "Hemtjänst" in performer or r.random() < 0.8 else "sjuksköterska"
                 self.note(c, day, kind, r.choice(_NOTES[kind]), r.choice(self.staff), title)
@@ -514,12 +495,12 @@ class _Generator:
                 text.insert(1, f"Beviljad omfattning: {d['hours_per_month']} timmar per månad.")
             planned.append((f"Beslut om {d['insats']}", "outgoing", d["decision_date"], "pdf", text))
         if r.random() < 0.3:
-            planned.append(("Läkarintyg", "incoming", _days(r, c.opened, main["decision_date"]), "pdf",
+            planned.append(("Läkarintyg", "incoming", sim.days_between(r, c.opened, main["decision_date"]), "pdf",
                             ["Intyget avser patientens funktionsförmåga.", "Bedömningen grundar sig på besök."]))
         for number, (title, direction, date, fmt, paragraphs) in enumerate(planned, start=1):
             ext = "pdf" if fmt == "pdf" else "docx"
             file_name = f"{title}.{ext}" if r.random() < 0.85 else f"Skannat dokument {date.isoformat()}.{ext}"
-            path = f"{c.opened.year}/{c.number}/{number} {_safe_filename(file_name)}"
+            path = f"{c.opened.year}/{c.number}/{number} {sim.safe_filename(file_name)}"
             self.rows["documents"].append({
                 "document_id": len(self.rows["documents"]) + 1,
                 "case_id": c.case_id,
@@ -544,31 +525,6 @@ def _render(fmt: str, ctx: dict) -> bytes:
         return docs.make_pdf(["\n".join([*ctx["header"], "", ctx["title"], "", *ctx["paragraphs"]])],
                              title=ctx["title"])
     return docs.make_docx(["\n".join(ctx["header"]), *ctx["paragraphs"]], title=ctx["title"])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)  # readers never see a half-written file
-
-
-def _clear_previous(files_dir: Path) -> None:
-    """Remove the files the previous run listed in its manifest, and folders left empty."""
-    manifest = files_dir / MANIFEST
-    if not manifest.exists():
-        return
-    dirs: set[Path] = set()
-    for rel in manifest.read_text(encoding="utf-8").splitlines():
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts:
-            continue  # never follow a tampered manifest out of files_dir
-        target = files_dir / rel
-        target.unlink(missing_ok=True)
-        dirs.update(p for p in target.parents if files_dir in p.parents)
-    for d in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):  # not empty: someone else's files live there too
-            d.rmdir()
-    manifest.unlink()
 
 
 # ------------------------------------------------------------------------------ public
@@ -624,10 +580,7 @@ def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year:
 
     for _ in range(bad):  # invalid_personnummer: a typo in the check digit
         c = bad_case()
-        pnr = c.client["personnummer"]
-        wrong = (int(pnr[-1]) + r.randint(1, 9)) % 10
-        assert luhn_digit(pnr[2:8] + pnr[9:12]) != wrong
-        c.client["personnummer"] = pnr[:-1] + str(wrong)
+        c.client["personnummer"] = sim.wrong_check_digit(r, c.client["personnummer"])
         g.add_documents(c, g.fill_case(c))
         g.case_row(c)
     for _ in range(bad):  # decision_without_legal_basis: a decision that cites no lagrum
@@ -656,36 +609,17 @@ def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year:
     for _ in range(bad):  # closed_before_opened: a refusal whose closing date precedes the application
         c = bad_case()
         c.insats, c.outcome = "särskilt boende", "avslag"
-        c.opened = _days(r, dt.date(year, 3, 1), dt.date(year, 11, 30))
+        c.opened = sim.days_between(r, dt.date(year, 3, 1), dt.date(year, 11, 30))
         c.closed = c.opened - dt.timedelta(days=r.randint(1, 40))
         decided = c.opened + dt.timedelta(days=r.randint(10, 25))
         g.add_documents(c, [g.decision(c, c.insats, c.outcome, decided)])
         g.case_row(c)
 
     # Database: drop and recreate, then batched executemany inserts, parents first.
-    db = make_url(url)
-    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
-        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.drop_all(conn)
-            metadata.create_all(conn)
-            for table in TABLES:
-                rows = sorted(g.rows[table.name], key=lambda row, k=table.primary_key.columns[0].name: row[k])
-                for batch in _batches(rows):
-                    conn.execute(table.insert(), batch)
-    finally:
-        engine.dispose()
-
-    files_dir.mkdir(parents=True, exist_ok=True)
-    _clear_previous(files_dir)
-    total = 0
-    for rel, fmt, ctx in g.renders:
-        data = _render(fmt, ctx)
-        _write_atomic(files_dir / rel, data)
-        total += len(data)
-    _write_atomic(files_dir / MANIFEST, "".join(f"{rel}\n" for rel, *_ in sorted(g.renders)).encode("utf-8"))
+    sim.replace_tables(url, metadata, (
+        (table, sorted(g.rows[table.name], key=lambda row, k=table.primary_key.columns[0].name: row[k]))
+        for table in TABLES))
+    total = sim.write_listed(files_dir, MANIFEST, ((rel, _render(fmt, ctx)) for rel, fmt, ctx in g.renders))
 
     counts = {t.name: len(g.rows[t.name]) for t in TABLES}
     counts["files"] = len(g.renders)
@@ -694,7 +628,7 @@ def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.procapita --url URL --files DIR [--size N --seed S --year Y --bad B]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.procapita", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.procapita", __doc__)
     parser.add_argument("--url", default="sqlite:///var/demo/procapita.sqlite", help="SQLAlchemy database URL")
     parser.add_argument("--files", default="var/demo/procapita-files", type=Path, help="folder for the documents")
     parser.add_argument("--size", type=int, default=100, help="number of assistance cases (biståndsärenden)")
@@ -702,9 +636,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--year", type=int, default=2025, help="the year whose closed cases an extraction takes")
     parser.add_argument("--bad", type=int, default=0, help="bad rows of each kind to plant")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad)
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    sim.report(lambda: generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad))
     return 0
 
 

@@ -17,15 +17,14 @@ form and check digit but drawn at random.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 
 from demo import documents as docs
 from demo import names
+from demo._simulator import days_between, month_end, safe_filename
 from transforms.identifiers import make_personnummer
 
 SECRECY_REFERENCE = "OSL 26 kap. 1 §"  # socialtjänstsekretess: every personakt is covered
@@ -203,7 +202,6 @@ MIME_TYPES = tuple(MIME.values())
 
 _SWEDISH_MONTHS = ("januari", "februari", "mars", "april", "maj", "juni", "juli", "augusti", "september",
                    "oktober", "november", "december")
-_UNSAFE_FILENAME = re.compile(r'[\\/:*?"<>|\x00-\x1f]')
 
 
 # --------------------------------------------------------------------------- the model
@@ -310,23 +308,6 @@ class Summary:
         return line
 
 
-def days_between(rng: random.Random, start: dt.date, end: dt.date) -> dt.date:
-    """A uniformly drawn date in [start, end] (start when end precedes it)."""
-    span = (end - start).days
-    return start + dt.timedelta(days=rng.randint(0, span)) if span > 0 else start
-
-
-def month_end(d: dt.date) -> dt.date:
-    """The last day of ``d``'s month."""
-    first_next = dt.date(d.year + (d.month == 12), d.month % 12 + 1, 1)
-    return first_next - dt.timedelta(days=1)
-
-
-def safe_filename(name: str) -> str:
-    """A file name that is valid on Windows and in zip packages."""
-    return _UNSAFE_FILENAME.sub("_", name).strip(" .")[:90] or "handling"
-
-
 class Domain:
     """Draws persons and complete case files from one rng, in a fixed order.
 
@@ -401,6 +382,14 @@ class Domain:
         self._documents(c, end)
         self.cases.append(c)
         return c
+
+    def drop_legal_basis(self, c: CaseFile) -> None:
+        """Plant "decision_without_legal_basis": the first decision cites no lagrum (a refusal if there was none)."""
+        if not c.decisions:
+            dtype, basis, _ = DECISION_TYPES[c.type.code][0]
+            c.decisions.append(Decision(self.next_id("decision"), c.opened, dtype, basis, "avslag",
+                                        None, None, None, c.officer))
+        c.decisions[0].legal_basis = None
 
     def _fill(self, template: str, c: CaseFile, when: dt.date) -> str:
         r = self.rng
@@ -484,11 +473,3 @@ def render_document(doc: Document, c: CaseFile, *, municipality: str, unit: str)
     if doc.fmt == "docx":
         return docs.make_docx(["\n".join(header), doc.title, *body], title=doc.title)
     return docs.make_text(doc.title, body or ["(ingen text)"], header=header)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary name, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)

@@ -18,22 +18,18 @@ Run ``python -m demo.treserva --inbox var/inbox/treserva --period 2025-12``.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import datetime as dt
-import hashlib
 import io
-import json
-import os
 import random
 import re
 import shutil
 import sys
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
 
+from demo import _simulator as sim
 from demo import socialtjanst as st
 from demo.socialtjanst import Summary
 
@@ -47,15 +43,7 @@ BAD_KINDS = (
     "case_without_individual",
     "negative_amount",
 )
-DEFECTS = (
-    "wrong_encoding",
-    "ragged_row",
-    "unknown_column",
-    "bad_value",
-    "checksum_mismatch",
-    "missing_file",
-    "unlisted_file",
-)
+DEFECTS = sim.DELIVERY_DEFECTS  # what the file-export reader must quarantine
 MUNICIPALITY = "Strängnäs kommun"
 ENCODING = "windows-1252"
 AKTNUMMER_RE = r"^\d{4}-\d{2}-\d{5}$"
@@ -82,7 +70,7 @@ def _period_bounds(period: str) -> tuple[dt.date, dt.date]:
     if not m:
         raise ValueError(f"period must be YYYY-MM, got {period!r}")
     first = dt.date(int(m[1]), int(m[2]), 1)
-    return first, st.month_end(first)
+    return first, sim.month_end(first)
 
 
 def _text(v: object) -> str:
@@ -124,7 +112,7 @@ class _Treserva:
     def case(self) -> st.CaseFile:
         r = self.rng
         ctype = r.choices(st.CASE_TYPES, weights=[t.weight for t in st.CASE_TYPES])[0]
-        closed = st.days_between(r, self.first, self.last)
+        closed = sim.days_between(r, self.first, self.last)
         mean = {"EB": 150, "BOU": 120, "MIV": 240, "ÄO": 500, "LSS": 700}[ctype.code]
         opened = closed - dt.timedelta(days=min(int(r.expovariate(1 / mean)) + 7, 3650))
         self.serial += r.choice([1, 1, 2])
@@ -179,14 +167,9 @@ def _plant_bad(g: _Treserva, bad: int) -> None:
         for _ in range(bad):
             c = g.case()
             if kind == "invalid_personnummer":
-                pnr = c.subject.personnummer
-                c.subject.personnummer = pnr[:-1] + str((int(pnr[-1]) + r.randint(1, 9)) % 10)
+                c.subject.personnummer = sim.wrong_check_digit(r, c.subject.personnummer)
             elif kind == "decision_without_legal_basis":
-                if not c.decisions:
-                    dtype, basis, _ = st.DECISION_TYPES[c.type.code][0]
-                    c.decisions.append(st.Decision(d.next_id("decision"), c.opened, dtype, basis, "avslag",
-                                                   None, None, None, c.officer))
-                c.decisions[0].legal_basis = None
+                d.drop_legal_basis(c)
             elif kind == "closed_before_opened":
                 g.closed_rows[c.id] = c.opened - dt.timedelta(days=r.randint(1, 45))
             elif kind == "missing_file":
@@ -196,7 +179,7 @@ def _plant_bad(g: _Treserva, bad: int) -> None:
             elif kind == "negative_amount":
                 # An återkrav booked as a negative bistånd: only ekonomiskt bistånd has amounts.
                 dec = st.Decision(d.next_id("decision"), c.closed, "Försörjningsstöd", "4 kap. 1 § SoL", "bifall",
-                                  c.closed.replace(day=1), st.month_end(c.closed), Decimal("4250.00"), c.officer)
+                                  c.closed.replace(day=1), sim.month_end(c.closed), Decimal("4250.00"), c.officer)
                 c.decisions.append(dec)
                 g.negative.add(dec.id)
 
@@ -220,14 +203,17 @@ def _apply_defect(defect: str, files: dict[str, bytes], rows: dict[str, list[lis
         files["beslut.csv"] = _csv_bytes(FILES["beslut.csv"], broken)
 
 
-def _write_delivery(folder: Path, files: dict[str, bytes], manifest: dict, defect: str | None) -> None:
+def _write_delivery(folder: Path, files: dict[str, bytes], manifest: bytes, defect: str | None) -> None:
     """Write the delivery beside its final place, break it after the manifest if asked, swap it in."""
-    work = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    for rel, data in files.items():
-        st.write_atomic(work / rel, data)
-    (work / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    docs = sorted(rel for rel in files if rel.startswith("dokument/"))
+    with sim.swapped_in(folder) as work:
+        for rel, data in files.items():
+            sim.write_atomic(work / rel, data)
+        (work / "manifest.json").write_bytes(manifest)
+        _break_after_manifest(work, sorted(rel for rel in files if rel.startswith("dokument/")), defect)
+
+
+def _break_after_manifest(work: Path, docs: list[str], defect: str | None) -> None:
+    """The defects only the manifest shows: a damaged, a missing or an unlisted document file."""
     if defect == "checksum_mismatch":
         path = work / docs[0]
         data = bytearray(path.read_bytes())
@@ -238,12 +224,6 @@ def _write_delivery(folder: Path, files: dict[str, bytes], manifest: dict, defec
     elif defect == "unlisted_file":
         first = work / docs[0]
         shutil.copyfile(first, first.with_name(f"{first.stem} (2){first.suffix}"))  # a stray copy
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(work, folder)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int = 1, bad: int = 0,
@@ -273,13 +253,7 @@ def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int
     for rel, (doc, c) in sorted(docs.items()):
         files[rel] = st.render_document(doc, c, municipality=MUNICIPALITY, unit=c.type.unit)
     created = dt.datetime.combine(g.last + dt.timedelta(days=1), dt.time(3, 0))
-    manifest = {
-        "system": "treserva",
-        "period": period,
-        "created": created.isoformat(),
-        "files": [{"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-                  for rel, data in sorted(files.items())],
-    }
+    manifest = sim.delivery_manifest("treserva", period, created, files)
     inbox = Path(inbox)
     inbox.mkdir(parents=True, exist_ok=True)
     _write_delivery(inbox / period, files, manifest, defect)
@@ -292,7 +266,7 @@ def generate(inbox: Path, *, period: str = "2025-12", size: int = 100, seed: int
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.treserva --inbox DIR [--period P --size N --seed S --bad B --defect D]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.treserva", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.treserva", __doc__)
     parser.add_argument("--inbox", default="var/inbox/treserva", type=Path, help="the inbox folder")
     parser.add_argument("--period", default="2025-12", help="the month delivered, YYYY-MM")
     parser.add_argument("--size", type=int, default=100, help="number of akter (personakter)")
@@ -300,10 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bad", type=int, default=0, help="bad akter of each kind to plant")
     parser.add_argument("--defect", choices=DEFECTS, help="break the delivery in this one way")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.inbox, period=args.period, size=args.size, seed=args.seed, bad=args.bad,
-                       defect=args.defect)
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    sim.report(lambda: generate(args.inbox, period=args.period, size=args.size, seed=args.seed, bad=args.bad,
+                                defect=args.defect))
     return 0
 
 

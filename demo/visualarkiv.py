@@ -21,19 +21,17 @@ Run ``python -m demo.visualarkiv --url sqlite:///var/demo/visualarkiv.sqlite``.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import random
 import re
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from demo import _simulator as sim
 from transforms.identifiers import make_organisationsnummer
 
 BAD_KINDS = ("invalid_organisationsnummer", "orphan_series", "malformed_signum", "volume_dates_reversed",
@@ -398,8 +396,7 @@ def generate(url: str, files_dir: Path | None = None, *, size: int = 100, seed: 
     # Bad rows, drawn after every valid one: bad=N is exactly bad=0 plus the planted rows.
     for i in range(bad):
         seed9 = "556" + f"{r.randrange(0, 10**6):06d}"
-        good = make_organisationsnummer(seed9)
-        wrong = good[:-1] + str((int(good[-1]) + 1 + r.randint(0, 8)) % 10)
+        wrong = sim.wrong_check_digit(r, make_organisationsnummer(seed9))
         g.add("Eskilstuna", f"Eskilstuna Kommunföretag {i + 1} AB", f"EKF{i + 1}", "kommunalt bolag", 2008, None,
               wrong, [("F 1", "Styrelseprotokoll med bilagor", True)], changed=True)
     targets = list(g.in_year)
@@ -426,20 +423,8 @@ def generate(url: str, files_dir: Path | None = None, *, size: int = 100, seed: 
         g.add_series(a, a["arkivbildare_id"], twin["signum"], f"{twin['rubrik']} (dubblett)",
                      twin["bevarande"] == "bevaras", year - 1, year - 1, "nämnd", changed=True)
 
-    db = make_url(url)
-    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
-        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.drop_all(conn)
-            metadata.create_all(conn)
-            for table, rows in ((arkivbildare_table, g.creators), (arkiv_table, g.archives),
-                                (serier_table, g.series), (volymer_table, g.volumes)):
-                for start in range(0, len(rows), 1000):
-                    conn.execute(table.insert(), rows[start : start + 1000])
-    finally:
-        engine.dispose()
+    sim.replace_tables(url, metadata, ((arkivbildare_table, g.creators), (arkiv_table, g.archives),
+                                       (serier_table, g.series), (volymer_table, g.volumes)))
     counts = {"arkivbildare": len(g.creators), "arkiv": len(g.archives), "serier": len(g.series),
               "volymer": len(g.volumes), "files": 0}
     return VisualArkivSummary(counts=counts, bytes=0, bad_rows={k: bad for k in BAD_KINDS})
@@ -447,7 +432,7 @@ def generate(url: str, files_dir: Path | None = None, *, size: int = 100, seed: 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.visualarkiv --url URL [--size N --seed S --year Y --bad B]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.visualarkiv", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.visualarkiv", __doc__)
     parser.add_argument("--url", default="sqlite:///var/demo/visualarkiv.sqlite", help="SQLAlchemy database URL")
     parser.add_argument("--files", default=None, type=Path, help="unused: the register has no document files")
     parser.add_argument("--size", type=int, default=100, help="archives (fonds)")
@@ -455,9 +440,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--year", type=int, default=2025, help="the year whose changes an extraction takes")
     parser.add_argument("--bad", type=int, default=0, help="bad rows of each kind to plant")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad)
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    summary = sim.report(
+        lambda: generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad))
     if any(summary.bad_rows.values()):
         print("bad rows: " + ", ".join(f"{k}={v}" for k, v in summary.bad_rows.items()))
     return 0

@@ -15,18 +15,15 @@ Run ``python -m demo.viva --url sqlite:///var/demo/viva.sqlite --files var/demo/
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import datetime as dt
 import random
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
+from demo import _simulator as sim
 from demo import socialtjanst as st
 from demo.socialtjanst import Summary
 
@@ -154,12 +151,12 @@ class _Viva:
         mean = {"EB": 150, "BOU": 120, "MIV": 240, "ÄO": 500, "LSS": 700}[ctype.code]
         earliest = dt.date(y - 4, 1, 1)
         if mode == "closed_in_year":
-            closed = st.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
+            closed = sim.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
         elif mode == "closed_next_year":
-            closed = st.days_between(r, dt.date(y + 1, 1, 1), self.until)
+            closed = sim.days_between(r, dt.date(y + 1, 1, 1), self.until)
         else:
             closed = None
-        anchor = closed or st.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
+        anchor = closed or sim.days_between(r, dt.date(y, 1, 1), dt.date(y, 12, 31))
         duration, span = int(r.expovariate(1 / mean)) + 7, (anchor - earliest).days
         if duration > span:  # files older than Viva's migration were opened within it, spread out
             duration = r.randint(7, span)
@@ -240,22 +237,17 @@ def _plant_bad(g: _Viva, bad: int, next_id: int) -> None:
         for i in range(bad):
             if kind == "closed_before_opened":
                 # Opened in spring or later; the closing date was typed as a day before it.
-                opened = st.days_between(r, dt.date(y, 3, 1), dt.date(y, 10, 31))
+                opened = sim.days_between(r, dt.date(y, 3, 1), dt.date(y, 10, 31))
                 c = g.case(next_id, "closed_in_year", opened=opened,
-                           closed=st.days_between(r, opened + dt.timedelta(days=7), dt.date(y, 12, 31)))
+                           closed=sim.days_between(r, opened + dt.timedelta(days=7), dt.date(y, 12, 31)))
                 g.closed_rows[c.id] = opened - dt.timedelta(days=r.randint(1, 45))
             else:
                 c = g.case(next_id, "closed_in_year")
             next_id += 1
             if kind == "invalid_personnummer":
-                pnr = c.subject.personnummer
-                c.subject.personnummer = pnr[:-1] + str((int(pnr[-1]) + r.randint(1, 9)) % 10)
+                c.subject.personnummer = sim.wrong_check_digit(r, c.subject.personnummer)
             elif kind == "decision_without_legal_basis":
-                if not c.decisions:
-                    dtype, basis, _ = st.DECISION_TYPES[c.type.code][0]
-                    c.decisions.append(st.Decision(d.next_id("decision"), c.opened, dtype, basis, "avslag",
-                                                   None, None, None, c.officer))
-                c.decisions[0].legal_basis = None
+                d.drop_legal_basis(c)
             elif kind == "note_before_case_opened":
                 when = c.opened - dt.timedelta(days=r.randint(1, 60))
                 c.notes.insert(0, st.Note(d.next_id("note"), when, "Telefonsamtal", c.officer,
@@ -266,24 +258,6 @@ def _plant_bad(g: _Viva, bad: int, next_id: int) -> None:
                 d.persons.remove(c.subject)
                 g.orphans[c.id] = 900_000 + i
             # closed_before_opened is set above through closed_rows.
-
-
-def _clear_previous(files_dir: Path) -> None:
-    """Remove the files the previous run listed in its manifest, and folders left empty."""
-    manifest = files_dir / MANIFEST
-    if not manifest.exists():
-        return
-    dirs: set[Path] = set()
-    for rel in manifest.read_text(encoding="utf-8").splitlines():
-        if not rel or rel.startswith("/") or ".." in Path(rel).parts:
-            continue  # never follow a tampered manifest out of files_dir
-        target = files_dir / rel
-        target.unlink(missing_ok=True)
-        dirs.update(p for p in target.parents if files_dir in p.parents)
-    for folder in sorted(dirs, key=lambda p: len(p.parts), reverse=True):
-        with contextlib.suppress(OSError):  # not empty: someone else's files live there too
-            folder.rmdir()
-    manifest.unlink()
 
 
 def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year: int = 2025,
@@ -312,29 +286,10 @@ def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year:
     files: dict[str, tuple[st.Document, st.CaseFile]] = {}
     rows = g.rows(files)
 
-    db = make_url(url)
-    if db.get_backend_name() == "sqlite" and db.database and db.database != ":memory:":
-        Path(db.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            metadata.drop_all(conn)
-            metadata.create_all(conn)
-            for table in TABLES:
-                batch = rows[table.name]
-                for start in range(0, len(batch), 1000):
-                    conn.execute(table.insert(), batch[start : start + 1000])
-    finally:
-        engine.dispose()
-
-    files_dir.mkdir(parents=True, exist_ok=True)
-    _clear_previous(files_dir)
-    total = 0
-    for rel, (doc, c) in sorted(files.items()):
-        data = st.render_document(doc, c, municipality=MUNICIPALITY, unit=c.type.unit)
-        st.write_atomic(files_dir / rel, data)
-        total += len(data)
-    st.write_atomic(files_dir / MANIFEST, "".join(f"{rel}\n" for rel in sorted(files)).encode("utf-8"))
+    sim.replace_tables(url, metadata, ((table, rows[table.name]) for table in TABLES))
+    total = sim.write_listed(files_dir, MANIFEST, (
+        (rel, st.render_document(doc, c, municipality=MUNICIPALITY, unit=c.type.unit))
+        for rel, (doc, c) in sorted(files.items())))
 
     counts = {"individuals": len(rows["individuals"]), "case_files": len(rows["case_files"]),
               "case_parties": len(rows["case_parties"]), "journal_notes": len(rows["journal_notes"]),
@@ -344,7 +299,7 @@ def generate(url: str, files_dir: Path, *, size: int = 100, seed: int = 1, year:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m demo.viva --url URL --files DIR [--size N --seed S --year Y --bad B]``."""
-    parser = argparse.ArgumentParser(prog="python -m demo.viva", description=__doc__.splitlines()[0])
+    parser = sim.parser("demo.viva", __doc__)
     parser.add_argument("--url", default="sqlite:///var/demo/viva.sqlite", help="SQLAlchemy database URL")
     parser.add_argument("--files", default="var/demo/viva-files", type=Path, help="folder for the document files")
     parser.add_argument("--size", type=int, default=100, help="number of case files (personakter)")
@@ -352,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--year", type=int, default=2025, help="the year whose closed case files an extraction takes")
     parser.add_argument("--bad", type=int, default=0, help="bad case files of each kind to plant")
     args = parser.parse_args(argv)
-    started = time.perf_counter()  # for the report only; never part of the data
-    summary = generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad)
-    print(f"{summary.describe()} in {time.perf_counter() - started:.1f} s")
+    sim.report(lambda: generate(args.url, args.files, size=args.size, seed=args.seed, year=args.year, bad=args.bad))
     return 0
 
 

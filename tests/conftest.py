@@ -95,3 +95,46 @@ def pg_url() -> str:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+MARIADB_ADMIN_URL = os.environ.get("ARKIV_TEST_MARIADB_ADMIN_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+
+def _mariadb_up() -> bool:
+    try:
+        eng = sa.create_engine(MARIADB_ADMIN_URL)
+        with eng.connect() as c:
+            c.execute(sa.text("SELECT 1"))
+        eng.dispose()
+        return True
+    except sa.exc.OperationalError:
+        return False
+
+
+def ensure_mariadb() -> None:
+    """Start the machine's MariaDB server if it is not answering."""
+    if _mariadb_up():
+        return
+    daemon = shutil.which("start-stop-daemon") or "/sbin/start-stop-daemon"
+    subprocess.run([daemon, "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"], check=False)
+    for _ in range(30):
+        if _mariadb_up():
+            return
+        time.sleep(1)
+    raise RuntimeError(f"MariaDB is not reachable at {MARIADB_ADMIN_URL} and could not be started")
+
+
+@pytest.fixture
+def mariadb_url() -> str:
+    """A throwaway MariaDB database (utf8mb4, binary collation), dropped after the test."""
+    ensure_mariadb()
+    name = f"arkiv_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+    try:
+        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+        admin.dispose()
