@@ -125,13 +125,18 @@ def ensure_mariadb() -> None:
 
 
 @pytest.fixture
-def mariadb_url() -> str:
-    """A throwaway MariaDB database (utf8mb4, binary collation), dropped after the test."""
+def mariadb_url(request) -> str:
+    """A throwaway MariaDB database in utf8mb4, dropped after the test; the server is started if it is down.
+
+    The collation is ``utf8mb4_bin`` unless the test asks for another one:
+    ``@pytest.mark.parametrize("mariadb_url", ["utf8mb4_swedish_ci"], indirect=True)``.
+    """
     ensure_mariadb()
+    collation = getattr(request, "param", "utf8mb4_bin")
     name = f"arkiv_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
+        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {collation}"))
     try:
         yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
     finally:

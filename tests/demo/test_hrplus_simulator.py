@@ -14,6 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from lxml import etree
+from simulator_output import read_files
 
 from demo import hrplus
 from transforms.errors import ContentError
@@ -38,10 +39,6 @@ INTENDED = {
     "unknown_wage_type": "salary_lines.expect_column_values_to_be_in_set(wage_type)",
     "missing_amount": "salary_lines.expect_column_values_to_not_be_null(amount)",
 }
-
-
-def read_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def xml_rows(folder: Path, table: str) -> list[dict[str, str | None]]:

@@ -10,8 +10,9 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-import sqlalchemy as sa
+import simulator_output
 from PIL import Image
+from simulator_output import read_files
 
 from demo import lex
 from demo.documents import verify_pdf
@@ -22,29 +23,11 @@ CASES = 200
 BAD = 3
 PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-TABLES = {
-    "classification": (lex.classification_table, "code"),
-    "cases": (lex.cases_table, "case_id"),
-    "documents": (lex.documents_table, "document_id"),
-    "parties": (lex.parties_table, "party_id"),
-}
 
 
 def read_rows(url: str) -> dict[str, list[dict]]:
     """Every row of the four tables, in primary-key order, as typed Python values."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                name: [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(t.c[pk]))]
-                for name, (t, pk) in TABLES.items()
-            }
-    finally:
-        engine.dispose()
-
-
-def read_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return simulator_output.read_rows(url, lex.metadata.sorted_tables)
 
 
 def run(tmp: Path, name: str, **kw) -> tuple[lex.LexSummary, dict[str, list[dict]], Path]:

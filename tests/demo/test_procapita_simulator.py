@@ -6,17 +6,14 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import io
-import shutil
-import subprocess
-import time
-import uuid
 import zipfile
 from decimal import Decimal
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
-import sqlalchemy as sa
+import simulator_output
+from simulator_output import read_files
 
 from demo import procapita
 from demo.documents import verify_pdf
@@ -32,7 +29,6 @@ YEAR = 2025
 SIZE = 120
 BAD = 2
 Y2025 = (dt.datetime(YEAR, 1, 1), dt.datetime(YEAR + 1, 1, 1))
-MARIADB_ADMIN_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 # Each planted defect and the one check of the suite that must catch it.
 INTENDED = {
@@ -47,19 +43,7 @@ INTENDED = {
 
 def read_rows(url: str) -> dict[str, list[dict]]:
     """Every row of every table, in primary-key order."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {
-                t.name: [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(*t.primary_key.columns))]
-                for t in procapita.TABLES
-            }
-    finally:
-        engine.dispose()
-
-
-def read_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return simulator_output.read_rows(url, procapita.TABLES)
 
 
 def run(tmp: Path, name: str, **kw):
@@ -310,42 +294,6 @@ def test_same_extraction_on_postgresql(tmp, clean, pg_url):
     assert summary.counts["cases"] == SIZE
     assert read_rows(pg_url) == rows
     _same_extraction(pg_url, files, url, tmp, "pg")
-
-
-def _mariadb_up() -> bool:
-    try:
-        eng = sa.create_engine(MARIADB_ADMIN_URL)
-        with eng.connect() as c:
-            c.execute(sa.text("SELECT 1"))
-        eng.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
-
-
-@pytest.fixture
-def mariadb_url():
-    """A throwaway MariaDB database (the server is started if it is down), dropped after the test."""
-    if not _mariadb_up():
-        if shutil.which("start-stop-daemon"):
-            subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec",
-                            "/usr/sbin/mariadbd"], check=False)
-        for _ in range(30):
-            if _mariadb_up():
-                break
-            time.sleep(1)
-        else:
-            raise RuntimeError(f"MariaDB is not reachable at {MARIADB_ADMIN_URL} and could not be started")
-    name = f"arkiv_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    try:
-        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.mark.integration

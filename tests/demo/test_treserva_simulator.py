@@ -16,6 +16,7 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from simulator_output import read_files as read_delivery
 
 from demo import socialtjanst as st
 from demo import treserva
@@ -36,10 +37,6 @@ BAD = 2
 START, END = dt.datetime(2025, 12, 1), dt.datetime(2026, 1, 1)
 KEYS = {"akter.csv": "akt_id", "parter.csv": "part_id", "journal.csv": "anteckning_id", "beslut.csv": "beslut_id",
         "dokument.csv": "dokument_id"}
-
-
-def read_delivery(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def read_table(folder: Path, name: str) -> list[dict[str, str]]:

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import subprocess
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -23,7 +20,6 @@ PROJECT = Path(__file__).resolve().parents[2]
 SUITE = PROJECT / "expectations" / "visualarkiv.json"
 YAML = PROJECT / "dags" / "systems" / "visualarkiv.yaml"
 START, END = dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1)
-MARIADB_ADMIN_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 # Which check must catch each bad kind: (table, expectation, column label).
 CAUGHT_BY = {
@@ -175,39 +171,6 @@ def test_postgresql(pg_url, good):
                                      Path(good["root"]) / f"sq-{uuid.uuid4().hex[:6]}")
     assert staged.partitions["arkivforteckning-bevaras"].digest == (
         sqlite_staged.partitions["arkivforteckning-bevaras"].digest)
-
-
-def _mariadb_up() -> bool:
-    try:
-        engine = sa.create_engine(MARIADB_ADMIN_URL)
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        engine.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
-
-
-@pytest.fixture
-def mariadb_url():
-    """A throwaway MariaDB database (the server is started if it is not answering)."""
-    if not _mariadb_up():
-        daemon = shutil.which("start-stop-daemon") or "/sbin/start-stop-daemon"
-        subprocess.run([daemon, "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"], check=False)
-        for _ in range(30):
-            if _mariadb_up():
-                break
-            time.sleep(1)
-    name = f"arkiv_va_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"))
-    try:
-        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
 
 
 @pytest.mark.integration

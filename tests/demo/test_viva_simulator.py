@@ -9,16 +9,14 @@ import datetime as dt
 import io
 import re
 import shutil
-import subprocess
-import time
-import uuid
 import zipfile
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pyarrow.parquet as pq
 import pytest
-import sqlalchemy as sa
+import simulator_output
+from simulator_output import read_files
 
 from demo import socialtjanst as st
 from demo import viva
@@ -35,24 +33,13 @@ YEAR = 2025
 SIZE = 150
 BAD = 2
 START, END = dt.datetime(YEAR, 1, 1), dt.datetime(YEAR + 1, 1, 1)
-MARIADB_ADMIN_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 
 PKS = {t.name: next(iter(t.primary_key.columns)).name for t in viva.TABLES}
 
 
 def read_rows(url: str) -> dict[str, list[dict]]:
     """Every row of every table, in primary-key order, as typed Python values."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return {t.name: [dict(r._mapping) for r in conn.execute(sa.select(t).order_by(t.c[PKS[t.name]]))]
-                    for t in viva.TABLES}
-    finally:
-        engine.dispose()
-
-
-def read_files(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return simulator_output.read_rows(url, viva.TABLES)
 
 
 def run(tmp: Path, name: str, **kw) -> tuple[st.Summary, dict[str, list[dict]], Path, str]:
@@ -336,43 +323,8 @@ def test_dirty_batch_fails_each_bad_kind_at_its_intended_check(tmp, dirty, syste
 # ------------------------------------------------------------------ MariaDB, CLI
 
 
-def _mariadb_up() -> bool:
-    engine = sa.create_engine(MARIADB_ADMIN_URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-        return True
-    except sa.exc.OperationalError:
-        return False
-    finally:
-        engine.dispose()
-
-
-@pytest.fixture
-def mariadb_url():
-    """A throwaway MariaDB database (utf8mb4), dropped after the test; starts the server if it is down."""
-    if not _mariadb_up():
-        subprocess.run(["start-stop-daemon", "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"],
-                       check=False)
-        for _ in range(60):
-            if _mariadb_up():
-                break
-            time.sleep(0.5)
-        else:
-            raise RuntimeError(f"MariaDB is not reachable at {MARIADB_ADMIN_URL} and could not be started")
-    name = f"arkiv_viva_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(MARIADB_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_swedish_ci"))
-    try:
-        yield MARIADB_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}?charset=utf8mb4"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-        admin.dispose()
-
-
 @pytest.mark.integration
+@pytest.mark.parametrize("mariadb_url", ["utf8mb4_swedish_ci"], indirect=True)  # as Viva's own server
 def test_mariadb_extracts_the_same_rows_and_digests_as_sqlite(tmp, dirty, system, mariadb_url):
     _, rows, files, url = dirty
     maria_files = tmp / "maria-files"
