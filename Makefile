@@ -26,7 +26,7 @@ SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 comma := ,
 empty :=
 space := $(empty) $(empty)
-.PHONY: install demo retention test lint airflow clean lock
+.PHONY: install demo retention bench test lint airflow clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,10 @@ retention: install $(AIRFLOW_HOME)/airflow.db  ## run the retention DAG as of RE
 	  || { grep -E "CONTENT PROBLEM|ERROR" $(AIRFLOW_HOME)/retention-$(RETENTION_DATE).log | tail -15; exit 1; }
 	@cat $(ARKIV_HOME)/reports/retention/plan-$(RETENTION_DATE).txt
 	@$(BIN)/arkiv gallring list
+
+BENCH_SIZE ?= quick
+bench: install  ## benchmarks side by side, ratios against baselines (BENCH_SIZE=tiny|quick|large); see bench/README.md
+	$(BIN)/python -m bench --size $(BENCH_SIZE)
 
 test: install  ## the whole suite, as CI runs it (unit, DAG integrity, end-to-end Airflow runs, integration)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q

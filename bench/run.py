@@ -252,7 +252,9 @@ def table(r: dict) -> str:
                          f"{p1['documents']} → {p10['documents']} files)")
         s = mm["single_file"]
         lines.append(f"  one file, package {s['package_bytes'] / MB:.0f} MB: build {s['build']['max_rss_mb']:.0f} MB, "
-                     f"validate {s['validate']['max_rss_mb']:.0f} MB")
+                     f"validate {s['validate']['max_rss_mb']:.0f} MB (build "
+                     f"{s['package_bytes'] / MB / s['build']['seconds']:.0f} MB/s, validate "
+                     f"{s['package_bytes'] / MB / s['validate']['seconds']:.0f} MB/s)")
     wk = r.get("workers")
     if wk:
         lines.append("")

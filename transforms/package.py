@@ -499,8 +499,10 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     docs = _data_dictionary(system)
     trees = [rep_mets, premis_tree, rep_premis_tree, dictionary_tree]
     used = set().union(*(schemas_used(t) for t in trees))
-    for _name, data, _, _ in descriptive:
-        used |= set(schemas_used(etree.fromstring(data)))
+    if descriptive:
+        # The descriptive documents are ERMS, whose schema imports nothing: no need to parse them
+        # again (that second tree cost hundreds of MB on large packages, see bench/README.md).
+        used.add("ERMS.xsd")
     used |= {"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd",
              "arkivflode-retention-1.xsd"}
     schema_refs = []
