@@ -152,16 +152,29 @@ def _schema(table: Table, extra: Sequence[str]) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _resolve_file(root: Path, rel: object) -> str:
-    """Absolute path of a document inside the document store; "" if it would escape it."""
+def _resolve_file(root: Path, rel: object, _dirs: dict[str, str] | None = None) -> str:
+    """Absolute path of a document inside the document store; "" if it would escape it.
+
+    Links are followed before the check, so a link inside the store cannot point out of it.
+    Resolving every path costs several system calls, so folders are resolved once and cached
+    in ``_dirs`` (documents share folders); the file itself is resolved only if it is a link.
+    """
     if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\x00" in rel:
         return ""
-    candidate = (root / rel).resolve()
-    try:
-        candidate.relative_to(root)
-    except ValueError:
+    folder, _, name = os.path.join(str(root), rel).rpartition(os.sep)
+    if name in ("", ".", ".."):
         return ""
-    return str(candidate)
+    cache = {} if _dirs is None else _dirs
+    real_folder = cache.get(folder)
+    if real_folder is None:
+        real_folder = cache[folder] = os.path.realpath(folder)
+    candidate = os.path.join(real_folder, name)
+    if os.path.islink(candidate):
+        candidate = os.path.realpath(candidate)
+    root_str = str(root)
+    if candidate != root_str and not candidate.startswith(root_str.rstrip(os.sep) + os.sep):
+        return ""
+    return candidate
 
 
 #: a row may say where it came from (file and line) under this key; it is never staged
@@ -289,6 +302,7 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
     own: dict[object, str | None] = classes.setdefault(table.name, {}) if keep_keys else {}
     parent_map = classes.get(table.parent_table or "", {})
     unmatched: list[str] = []
+    dirs: dict[str, str] = {}  # folder -> resolved folder, for this table's documents
     total = 0
     try:
         for chunk in source.chunks(table):
@@ -303,7 +317,7 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
                         raise ContentError(f"{where}: column {name} does not hold a {ctype} "
                                            f"({exc.__class__.__name__})") from None
                 if files_root is not None:
-                    cols["source_path"].append(_resolve_file(files_root, m.get(table.files_path_column)))
+                    cols["source_path"].append(_resolve_file(files_root, m.get(table.files_path_column), dirs))
                 elif table.files_path_column:
                     cols["source_path"].append("")
                 key = cols[table.key][-1]

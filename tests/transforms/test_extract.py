@@ -85,11 +85,23 @@ def test_rows_matching_no_record_class_are_a_content_error(lex_source, tmp_path)
 
 
 def test_document_paths_cannot_escape_the_document_store(tmp_path):
-    root = tmp_path.resolve()
+    root = (tmp_path / "store").resolve()
+    (root / "sub").mkdir(parents=True)
     (root / "a.txt").write_text("x")
+    (root / "sub" / "b.txt").write_text("x")
+    (tmp_path / "secret.txt").write_text("outside")
+    (root / "sub" / "link.txt").symlink_to(tmp_path / "secret.txt")  # a link inside pointing out
+    (root / "sub" / "inner.txt").symlink_to(root / "a.txt")  # a link that stays inside
+    (root / "out").symlink_to(tmp_path)  # a folder link pointing out
     assert _resolve_file(root, "a.txt") == str(root / "a.txt")
-    for hostile in ("../etc/passwd", "/etc/passwd", "sub/../../x", "", None, "a\x00b"):
-        assert _resolve_file(root, hostile) == ""
+    assert _resolve_file(root, "sub/b.txt") == str(root / "sub" / "b.txt")
+    assert _resolve_file(root, "sub/inner.txt") == str(root / "a.txt")
+    assert _resolve_file(root, "sub/./b.txt") == str(root / "sub" / "b.txt")
+    for hostile in ("../etc/passwd", "/etc/passwd", "sub/../../x", "", None, "a\x00b", "sub/link.txt",
+                    "out/secret.txt", "sub/..", ".."):
+        assert _resolve_file(root, hostile) == "", hostile
+    cache: dict[str, str] = {}
+    assert [_resolve_file(root, p, cache) for p in ("sub/b.txt", "sub/link.txt")] == [str(root / "sub" / "b.txt"), ""]
 
 
 def test_digest_does_not_depend_on_where_the_document_store_is_mounted(lex_source, tmp_path):
