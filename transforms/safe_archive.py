@@ -18,6 +18,7 @@ says whether the archive had that shape (``single_root``).
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import re
@@ -136,7 +137,7 @@ class _Inventory:
                 parent = parent.parent
 
 
-class PackageReader:
+class PackageReader(abc.ABC):
     """Read-only view of a package: member listing and streaming, paths relative to its root.
 
     ``root`` is the package root folder's name (CSIPSTR1/2); ``single_root`` is False when an
@@ -209,10 +210,11 @@ class PackageReader:
             raise UnsafeArchive(self.source, rel, "member is larger than its header says")
         return data
 
-    def _open(self, member: str):  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _open(self, member: str):
+        """A readable binary stream of one member (each kind of package implements it)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a folder holds no handle; archives override it
         """Release the underlying archive handle."""
 
     def __enter__(self) -> PackageReader:
