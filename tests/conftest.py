@@ -56,15 +56,20 @@ def lex_bad_source(tmp_path_factory) -> dict:
     return {"url": url, "files": root / "files", "summary": summary}
 
 
-def _postgres_up() -> bool:
+def _answers(url: str) -> bool:
+    """True when the database server at ``url`` answers a query."""
     try:
-        eng = sa.create_engine(PG_ADMIN_URL)
+        eng = sa.create_engine(url)
         with eng.connect() as c:
             c.execute(sa.text("SELECT 1"))
         eng.dispose()
         return True
     except sa.exc.OperationalError:
         return False
+
+
+def _postgres_up() -> bool:
+    return _answers(PG_ADMIN_URL)
 
 
 def ensure_postgres() -> None:
@@ -101,14 +106,7 @@ MARIADB_ADMIN_URL = os.environ.get("ARKIV_TEST_MARIADB_ADMIN_URL", "mysql+pymysq
 
 
 def _mariadb_up() -> bool:
-    try:
-        eng = sa.create_engine(MARIADB_ADMIN_URL)
-        with eng.connect() as c:
-            c.execute(sa.text("SELECT 1"))
-        eng.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
+    return _answers(MARIADB_ADMIN_URL)
 
 
 def ensure_mariadb() -> None:

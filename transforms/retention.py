@@ -1,10 +1,21 @@
-"""Retention arithmetic: when a record class's rule falls due (ISO 8601 periods on dates)."""
+"""Retention: when a record class's rule falls due, and applying the schedule to the catalogue."""
 
 from __future__ import annotations
 
 import calendar
 import datetime as dt
+import json
 import re
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from . import __version__
+from .catalogue import Catalogue, DisposalList, Event, Hold, Package, Record, Tombstone, utcnow
+from .errors import ContentError, StorageError
 
 _PERIOD = re.compile(r"^P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?(?:(?P<d>\d+)D)?$")
 
@@ -26,18 +37,6 @@ def add_period(start: dt.date, period: str) -> dt.date:
 
 
 # --- the retention schedule applied to the catalogue ---------------------------------------------
-
-import json  # noqa: E402 - the arithmetic above stands alone; what follows needs the catalogue
-import tempfile  # noqa: E402
-import uuid  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import sqlalchemy as sa  # noqa: E402
-
-from . import __version__  # noqa: E402
-from .catalogue import Catalogue, DisposalList, Event, Hold, Package, Record, Tombstone, utcnow  # noqa: E402
-from .errors import ContentError, StorageError  # noqa: E402
 
 AGENT = f"Arkivflöde {__version__}"
 
@@ -103,14 +102,14 @@ def hold_reason(cat: Catalogue, pkg: Package, holds: list[Hold]) -> str | None:
     return None
 
 
-def plan(cat: Catalogue, as_of: dt.date, mellanarkiv_has) -> Plan:
-    """Compute what is due on ``as_of`` from the catalogue (``mellanarkiv_has(key)`` checks storage)."""
+def plan(cat: Catalogue, as_of: dt.date) -> Plan:
+    """Compute what is due on ``as_of`` from the catalogue."""
     result = Plan(as_of.isoformat())
     holds = active_holds(cat)
     in_lists = _packages_in_open_lists(cat)
+    pending = _pending_removals(cat)
     for p in cat.packages():
-        if p.storage == "slutarkiv" and p.status == "transferred" and p.location.startswith("ocfl:") \
-                and p.id in _pending_removals(cat):
+        if p.status == "transferred" and p.id in pending:
             result.unfinished.append(p.id)
         if p.status != "stored" or p.storage != "mellanarkiv":
             continue
@@ -214,17 +213,11 @@ def transfer(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, package_id: str,
     pkg = cat.package(package_id)
     key = _mellanarkiv_key(cat, package_id)
     if key and mellanarkiv.exists(key):
-        sip_sha = _sip_sha(cat, package_id)
-        mellanarkiv.delete(key, verified_copy_sha256=sip_sha)
+        mellanarkiv.delete(key, verified_copy_sha256=pkg.sha256)
         with cat.session() as s:
             cat.add_event(s, type="deletion", outcome="success", agent=AGENT, package_id=package_id,
                           detail=f"removed from the mellanarkiv ({key}) after the transfer was verified")
     return {"package_id": package_id, "object": object_id, "status": pkg.status}
-
-
-def _sip_sha(cat: Catalogue, package_id: str) -> str:
-    pkg = cat.package(package_id)
-    return pkg.sha256
 
 
 def _mellanarkiv_key(cat: Catalogue, package_id: str) -> str | None:
@@ -411,7 +404,7 @@ def _ctx(settings):
 def step_plan(settings, as_of: str) -> dict:
     """What is due on ``as_of`` (ISO date); writes the dry-run report to the reports folder."""
     cat, store, _ = _ctx(settings)
-    p = plan(cat, dt.date.fromisoformat(as_of[:10]), store.exists)
+    p = plan(cat, dt.date.fromisoformat(as_of[:10]))
     report = settings.reports / "retention" / f"plan-{p.as_of}.txt"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(p.report(cat) + "\n", encoding="utf-8")
