@@ -26,7 +26,12 @@ SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 comma := ,
 empty :=
 space := $(empty) $(empty)
-.PHONY: install demo retention bench test lint airflow clean lock
+.PHONY: install system-packages demo retention bench test lint airflow clean lock
+
+# Debian packages the project runs (not Python): LibreOffice converts office documents to PDF/A,
+# Chromium and ChromeDriver drive the archivist's page in the browser tests. Installed once, only
+# what is missing (needs root or sudo; skipped with a message when neither is available).
+DEB_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui chromium chromium-driver fonts-dejavu-core
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,7 +41,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv from the lock file (reproducible: pinned versions and hashes)
+install: $(STAMP) system-packages  ## create .venv from the lock file (reproducible: pinned versions and hashes)
+
+system-packages:  ## the Debian packages above, if any is missing
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  echo "installing Debian packages: $$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 lock:  ## re-resolve requirements.lock after changing dependencies in pyproject.toml
 	$(BIN)/uv pip compile --quiet pyproject.toml --extra dev --python-version 3.11 \
