@@ -26,3 +26,5 @@ USER arkiv
 ENV AIRFLOW__CORE__DAGS_FOLDER=/opt/arkivflode/dags \
     AIRFLOW__CORE__PLUGINS_FOLDER=/opt/arkivflode/plugins \
     AIRFLOW__CORE__LOAD_EXAMPLES=False
+# api-server (UI, REST and execution API); a worker's log server, from which the api-server reads task logs
+EXPOSE 8080 8793

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 from pathlib import Path
 
 #: the interval the demo archives: yearly systems archive 2025, monthly ones December 2025
@@ -46,8 +47,13 @@ def environment(home: Path, systems: dict) -> dict[str, str]:
     return env
 
 
-def generate_all(home: Path, systems: dict, *, size: int, seed: int = 1, bad: int = 0) -> list[str]:
-    """Generate every system's demo source; returns one line per system saying what was made."""
+def generate_all(home: Path, systems: dict, *, size: int, seed: int = 1, bad: int = 0,
+                 damaged_document: bool = True) -> list[str]:
+    """Generate every system's demo source; returns one line per system saying what was made.
+
+    With ``damaged_document`` (the default), one Lex Word document is replaced by one no office
+    suite can open, to show the document quarantine (see :func:`damage_one_document`).
+    """
     lines = []
     for system in systems.values():
         module = importlib.import_module(f"demo.{system.name}")
@@ -64,4 +70,33 @@ def generate_all(home: Path, systems: dict, *, size: int, seed: int = 1, bad: in
             summary = module.generate(p["inbox"], seed=seed, year=DEMO_YEAR, size=max(2, size // 40))
         describe = getattr(summary, "describe", None)
         lines.append(describe() if callable(describe) else f"{system.name}: {summary}")
+        if system.name == "lex" and damaged_document:
+            lines.append(f"lex: damaged on purpose (a Word file no office suite can open): {damage_one_document(p)}")
     return lines
+
+
+def damage_one_document(places: dict[str, Path]) -> str:
+    """Replace the first Word document of a case closed in the demo year by one that cannot be opened.
+
+    The demo's way to show that a document that cannot be converted to PDF/A is held back
+    in a document quarantine with its reasons — not lost and not shipped half-converted.
+    """
+    import sqlite3
+
+    from demo.documents import make_damaged_docx
+
+    db = sqlite3.connect(places["db"])
+    try:
+        row = db.execute(
+            "SELECT d.file_path FROM documents d JOIN cases c ON c.case_id = d.case_id "
+            "WHERE d.file_path LIKE '%.docx' AND c.closed_date >= ? AND c.closed_date < ? AND NOT d.secrecy "
+            "ORDER BY d.document_id LIMIT 1", (f"{DEMO_YEAR}-01-01", f"{DEMO_YEAR + 1}-01-01")).fetchone()
+    finally:
+        db.close()
+    if row is None:
+        return "no Word document to damage"
+    target = places["files"] / row[0]
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(make_damaged_docx(["Detta dokument sparades inte färdigt."]))
+    os.replace(tmp, target)
+    return row[0]

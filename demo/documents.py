@@ -1,4 +1,4 @@
-"""Small, valid document files for the simulators: PDF, DOCX, JPEG and UTF-8 text.
+"""Small document files for the simulators: PDF, DOCX, JPEG and UTF-8 text (and one damaged DOCX).
 
 Every generator is deterministic: the same arguments (and, for the JPEG, the same
 ``random.Random`` state) give the same bytes, so two simulator runs with one seed produce
@@ -233,6 +233,24 @@ def make_docx(paragraphs: Iterable[str], *, title: str | None = None) -> bytes:
             zf.writestr(info, data.encode("utf-8"))
     return buf.getvalue()
 
+
+
+def make_damaged_docx(paragraphs: Iterable[str], *, title: str | None = None) -> bytes:
+    """A Word document damaged the way a failed save leaves one: intact zip, unreadable body.
+
+    The OOXML container is whole (format identification still says DOCX, by its container
+    signature), but ``word/document.xml`` is not XML, so no office suite can open it. The
+    demo's way to show that a document that cannot be converted is quarantined, not lost.
+    """
+    good = zipfile.ZipFile(io.BytesIO(make_docx(paragraphs, title=title)))
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for info in good.infolist():
+            data = good.read(info.filename)
+            if info.filename == "word/document.xml":
+                data = b"\x00\x00<w:document " + data[-40:]  # the start of the part lost, the end left
+            zf.writestr(info, data)
+    return buf.getvalue()
 
 # Fonts tried for text drawn into images, in order. Pillow's own default font has no
 # å, ä, ö glyphs (they draw as boxes), so a system DejaVu is preferred where present;

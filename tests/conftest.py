@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -141,3 +142,82 @@ def mariadb_url(request) -> str:
         with admin.connect() as conn:
             conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
         admin.dispose()
+
+
+# --- S3: moto's server mode over real HTTP on loopback ---------------------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> str:
+    """moto's S3 server in its own process on a free loopback port: real HTTP, the real S3 wire protocol.
+
+    Yields the endpoint URL. A separate process (not a thread of the test process) so that memory
+    measured in a test is the client's alone. Nothing is set in the environment: tests that want
+    the ``ARKIV_S3_*``/``AWS_*`` variables take ``s3_env``.
+    """
+    import urllib.request
+
+    exe = Path(sys.executable).parent / "moto_server"
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 — loopback only
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"moto_server exited with {proc.returncode}") from None
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"moto_server did not answer on {url}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "arkiv-test", "AWS_SECRET_ACCESS_KEY": "arkiv-test-secret",
+                       "AWS_DEFAULT_REGION": "eu-north-1"}
+
+
+def make_bucket(endpoint: str, *, object_lock: bool = False) -> str:
+    """A new, uniquely named bucket on ``endpoint`` (Object Lock enabled when asked)."""
+    import boto3
+
+    name = f"arkiv-test-{uuid.uuid4().hex[:12]}"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="eu-north-1",
+                          aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-north-1"},
+                         ObjectLockEnabledForBucket=object_lock)
+    return name
+
+
+@pytest.fixture
+def s3_env(moto_server, monkeypatch) -> dict:
+    """The environment that points Arkivflöde at moto (for this test only) and two fresh buckets.
+
+    ``mellanarkiv`` is a plain bucket, ``slutarkiv`` one with Object Lock enabled; the locations
+    themselves (``ARKIV_MELLANARKIV``/``ARKIV_SLUTARKIV``) are left to the test.
+    """
+    env = {**S3_TEST_CREDENTIALS, "ARKIV_S3_ENDPOINT_URL": moto_server}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ARKIV_S3_SSE", "ARKIV_S3_PART_SIZE_MB",
+              "ARKIV_SLUTARKIV_OBJECT_LOCK_MODE", "ARKIV_SLUTARKIV_OBJECT_LOCK_DAYS"):
+        monkeypatch.delenv(k, raising=False)
+    return {"endpoint": moto_server, "env": env, "mellanarkiv": make_bucket(moto_server),
+            "slutarkiv": make_bucket(moto_server, object_lock=True)}

@@ -194,6 +194,150 @@ class Series(Base):
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+# --- access (migration 6): search index, credentials, access log ------------------------------
+
+class AccessPackage(Base):
+    """A package as the access index last read it: where it was, whether its bytes verified."""
+
+    __tablename__ = "access_packages"
+    package_id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    storage: Mapped[str] = mapped_column(sa.String(20))  # mellanarkiv | slutarkiv | disposed
+    location: Mapped[str] = mapped_column(sa.String(500))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    verified: Mapped[bool] = mapped_column(default=False)  # every member matched its METS checksum
+    members: Mapped[int] = mapped_column(default=0)
+    erms_path: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)  # the ERMS document, if any
+    erms_offset: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)  # its data offset in the TAR
+    erms_size: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)
+    indexed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AccessEntry(Base):
+    """One record in the search index (a tombstone once its package is disposed of).
+
+    ``public_text`` is what anyone may search (no title or party names of a secret record);
+    ``full_text`` adds those for cleared roles. Personnummer are never stored here.
+    """
+
+    __tablename__ = "access_entries"
+    __table_args__ = (sa.UniqueConstraint("system", "source_id", "package_id", name="uq_access_entry"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(sa.String(100), index=True)
+    source_id: Mapped[str] = mapped_column(sa.String(200), index=True)
+    package_id: Mapped[str] = mapped_column(sa.String(100), index=True)
+    reference: Mapped[str] = mapped_column(sa.String(200), index=True)
+    title: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    record_class: Mapped[str] = mapped_column(sa.String(100))
+    period: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    opened: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    closed: Mapped[str | None] = mapped_column(sa.String(40), nullable=True)
+    archive_creator: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    series: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    parties: Mapped[str | None] = mapped_column(sa.Text, nullable=True)  # names, "; "-separated
+    secret: Mapped[bool] = mapped_column(default=False)
+    secrecy_reference: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    storage: Mapped[str] = mapped_column(sa.String(20))  # mellanarkiv | slutarkiv | disposed
+    public_text: Mapped[str] = mapped_column(sa.Text, default="")
+    full_text: Mapped[str] = mapped_column(sa.Text, default="")
+    indexed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class AccessDocument(Base):
+    """A document of an indexed record: where its bytes are inside the package, and their checksum."""
+
+    __tablename__ = "access_documents"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(sa.ForeignKey("access_entries.id"), index=True)
+    document_id: Mapped[str] = mapped_column(sa.String(200))
+    number: Mapped[int | None] = mapped_column(nullable=True)
+    title: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    path: Mapped[str | None] = mapped_column(sa.String(500), nullable=True)  # relative to the package root
+    name: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)  # original file name
+    mimetype: Mapped[str] = mapped_column(sa.String(200), default="application/octet-stream")
+    size: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    sha256: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    tar_offset: Mapped[int | None] = mapped_column(sa.BigInteger, nullable=True)  # data offset in the SIP TAR
+    secret: Mapped[bool] = mapped_column(default=False)
+    secrecy_reference: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+
+
+class AccessPersonnummer(Base):
+    """A keyed hash (HMAC) of a party's personnummer: exact-match search without storing the number."""
+
+    __tablename__ = "access_personnummer"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    entry_id: Mapped[int] = mapped_column(sa.ForeignKey("access_entries.id"), index=True)
+    digest: Mapped[str] = mapped_column(sa.String(64), index=True)
+
+
+class AccessCredential(Base):
+    """An API credential: a role, optionally scoped to one system; only the token's SHA-256 is kept."""
+
+    __tablename__ = "access_credentials"
+    id: Mapped[str] = mapped_column(sa.String(100), primary_key=True)  # a name, e.g. "lex-client"
+    role: Mapped[str] = mapped_column(sa.String(20))  # archivist | system_owner | client | researcher
+    system: Mapped[str | None] = mapped_column(sa.String(100), nullable=True)
+    cleared: Mapped[bool] = mapped_column(default=False)  # may see records covered by secrecy (OSL)
+    token_sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(sa.String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+
+
+class AccessLogEntry(Base):
+    """One access (who, what, when, why, outcome); append-only, enforced by database triggers."""
+
+    __tablename__ = "access_log"
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    time: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(sa.String(200), index=True)
+    role: Mapped[str] = mapped_column(sa.String(20))
+    action: Mapped[str] = mapped_column(sa.String(40))  # search | record | document | history | receipt | export
+    target: Mapped[str] = mapped_column(sa.String(500), index=True)
+    purpose: Mapped[str] = mapped_column(sa.Text, default="")
+    outcome: Mapped[str] = mapped_column(sa.String(20))  # granted | withheld | refused | not_found
+    detail: Mapped[str] = mapped_column(sa.Text, default="")
+
+
+class FileFormat(Base):
+    """One file of a package with its PRONOM identification and what the format policy did with it.
+
+    ``outcome``: accepted (kept as delivered), converted (an original whose PDF/A is
+    ``derivative``), derivative (made from ``derived_from``), rejected or conversion failed
+    (kept in the original representation, a copy quarantined with ``reason``).
+    """
+
+    __tablename__ = "file_formats"
+    __table_args__ = (sa.UniqueConstraint("package_id", "path", name="uq_file_format_path"),)
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    package_id: Mapped[str] = mapped_column(sa.String(100), index=True)
+    path: Mapped[str] = mapped_column(sa.String(1000))  # relative to the package root
+    representation: Mapped[str] = mapped_column(sa.String(100))
+    puid: Mapped[str | None] = mapped_column(sa.String(40), index=True, nullable=True)  # None: unidentified
+    format_name: Mapped[str] = mapped_column(sa.String(300), default="")
+    format_version: Mapped[str] = mapped_column(sa.String(100), default="")
+    mime: Mapped[str] = mapped_column(sa.String(200), default="")
+    method: Mapped[str] = mapped_column(sa.String(20))  # signature | container | extension | none
+    tool: Mapped[str] = mapped_column(sa.String(200))  # e.g. "fido 1.6.1 (PRONOM v109)"
+    outcome: Mapped[str] = mapped_column(sa.String(30))  # accepted | converted | derivative | rejected | …
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    derived_from: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    derivative: Mapped[str | None] = mapped_column(sa.String(1000), nullable=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+def add_file_formats(s: Session, package_id: str, rows: list[dict]) -> None:
+    """Enter a package's identified files (the builder's ``formats`` list) in one session."""
+    for r in rows:
+        s.add(FileFormat(package_id=package_id, path=r["path"], representation=r["representation"],
+                         puid=r.get("puid"), format_name=r.get("format_name") or "",
+                         format_version=r.get("format_version") or "", mime=r.get("mime") or "",
+                         method=r.get("method") or "none", tool=r.get("tool") or "", outcome=r["outcome"],
+                         reason=r.get("detail") or r.get("reason") or "", derived_from=r.get("derived_from"),
+                         derivative=r.get("derivative"), sha256=r["sha256"], size=r["size"]))
+
+
 _ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id", "retention_action", "due_date"},
                 "records": {"retention_start", "due_date"}}
 _ADDED_IN_3 = {"packages": ("retention_action VARCHAR(20)", "due_date VARCHAR(40)"),
@@ -232,13 +376,50 @@ def _migration_4(conn: sa.Connection) -> None:
     Base.metadata.create_all(conn, tables=[QuarantineCase.__table__])
 
 
+_ACCESS_TABLES = ("access_packages", "access_entries", "access_documents", "access_personnummer",
+                  "access_credentials", "access_log")
+
+
+def _migration_6(conn: sa.Connection) -> None:
+    """Access: the search index (FTS5 on SQLite, tsvector on PostgreSQL) and an append-only access log."""
+    Base.metadata.create_all(conn, tables=[Base.metadata.tables[t] for t in _ACCESS_TABLES])
+    if conn.dialect.name == "postgresql":
+        for col in ("public", "full"):
+            conn.execute(sa.text(f"ALTER TABLE access_entries ADD COLUMN {col}_tsv tsvector "
+                                 f"GENERATED ALWAYS AS (to_tsvector('swedish', {col}_text)) STORED"))
+            conn.execute(sa.text(f"CREATE INDEX ix_access_entries_{col}_tsv ON access_entries USING GIN ({col}_tsv)"))
+        conn.execute(sa.text(
+            "CREATE FUNCTION access_log_append_only() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION 'access_log is append-only: % refused', TG_OP; END $$"))
+        conn.execute(sa.text("CREATE TRIGGER access_log_no_change BEFORE UPDATE OR DELETE ON access_log "
+                             "FOR EACH ROW EXECUTE FUNCTION access_log_append_only()"))
+        conn.execute(sa.text("CREATE TRIGGER access_log_no_truncate BEFORE TRUNCATE ON access_log "
+                             "FOR EACH STATEMENT EXECUTE FUNCTION access_log_append_only()"))
+    else:
+        conn.execute(sa.text("CREATE VIRTUAL TABLE access_fts USING fts5(public_text, full_text, "
+                             "tokenize = 'unicode61 remove_diacritics 2')"))
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(sa.text(f"CREATE TRIGGER access_log_no_{op.lower()} BEFORE {op} ON access_log "
+                                 f"BEGIN SELECT RAISE(ABORT, 'access_log is append-only: {op} refused'); END"))
+
+
+def _migration_5(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[FileFormat.__table__])
+
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
     (2, "archive structure: archive creators, series; packages name theirs", _migration_2),
     (3, "retention: due dates, legal holds, disposal lists, tombstones", _migration_3),
     (4, "quarantine cases for archivists' review", _migration_4),
+    (5, "file formats: PRONOM identification and format-policy outcome per file", _migration_5),
+    (6, "access: search index, document offsets, credentials, append-only access log", _migration_6),
 ]
+
+
+#: the PostgreSQL advisory lock key that serialises :meth:`Catalogue.migrate` (any fixed bigint)
+_MIGRATION_LOCK = 0x41524B4956  # "ARKIV"
 
 
 class Catalogue:
@@ -259,8 +440,20 @@ class Catalogue:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> int:
-        """Apply pending migrations; returns the schema version now in force."""
+        """Apply pending migrations; returns the schema version now in force.
+
+        Every task calls this, often several at once on different workers: when the schema
+        is current it only reads. Otherwise the migrations run under a lock held until they
+        commit (PostgreSQL advisory lock; SQLite takes its write lock up front), so a second
+        process waits and then finds them done instead of running them again.
+        """
+        if self._applied() >= {v for v, _, _ in MIGRATIONS}:
+            return MIGRATIONS[-1][0]
         with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+            elif self.engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")  # pysqlite has not begun one yet (autobegin is lazy)
             SchemaVersion.__table__.create(conn, checkfirst=True)
             done = {v for (v,) in conn.execute(sa.select(SchemaVersion.version))}
             for version, name, fn in MIGRATIONS:
@@ -268,6 +461,30 @@ class Catalogue:
                     fn(conn)
                     conn.execute(sa.insert(SchemaVersion).values(version=version, name=name, applied_at=utcnow()))
         return MIGRATIONS[-1][0]
+
+    def _applied(self) -> set[int]:
+        """The migrations recorded as applied (none when the catalogue is new)."""
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table(SchemaVersion.__tablename__):
+                return set()
+            return {v for (v,) in conn.execute(sa.select(SchemaVersion.version))}
+
+    def lock(self, s: Session, key: str) -> None:
+        """Serialise writers of ``key`` (a batch or package id) until ``s``'s transaction ends.
+
+        Two DAG runs, a retried task or the CLI can record the same batch or package at the
+        same moment on different workers. Each reads "not there yet" and inserts; the primary
+        key stops the duplicate, but the loser fails. Under this lock the second writer waits,
+        then reads what the first committed and does nothing. Call it first in the session.
+        PostgreSQL: a transaction-level advisory lock on the key's hash. SQLite: the database's
+        one write lock, taken now (``BEGIN IMMEDIATE``) instead of at the first write.
+        """
+        if self.engine.dialect.name == "postgresql":
+            s.execute(sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key})
+        elif self.engine.dialect.name == "sqlite":
+            dbapi = s.connection().connection.dbapi_connection
+            if not dbapi.in_transaction:  # pysqlite begins lazily; once it has written, the lock is held
+                dbapi.execute("BEGIN IMMEDIATE")
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -315,6 +532,7 @@ class Catalogue:
         """Create or update a batch; returns False (and writes nothing) when nothing changed."""
         rows_json = json.dumps(rows, sort_keys=True)
         with self.session() as s:
+            self.lock(s, f"batch:{batch_id}")  # concurrent writers: exactly one creates, the other sees it
             b = s.get(Batch, batch_id)
             if b is None:
                 s.add(Batch(id=batch_id, system=system, period=period, interval_start=interval_start,

@@ -95,7 +95,7 @@ def archive_certificate(cat: Catalogue, slutarkiv_root: Path, list_id: str, disp
                                   .where(Record.package_id.in_(disposed))):
             refs.setdefault(pid, []).append(ref)
     object_id = f"uuid-{uuid.uuid5(NAMESPACE, list_id)}"
-    if (slutarkiv_root / object_id).exists():
+    if ocfl.object_exists(slutarkiv_root, object_id):  # a folder or a bucket
         return object_id
     xml = certificate_xml(dl, stones, refs, skipped, now)
     page = certificate_html(dl, stones, skipped, now)

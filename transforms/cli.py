@@ -12,7 +12,9 @@ The same code the DAGs run, without Airflow::
     arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT
     arkiv hold add|remove|list        legal holds on a package, record or record class
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
+    arkiv reconcile [--deep] [--repair] [--json]  catalogue vs storage: orphans, missing, half-finished
     arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT
+    arkiv index | search | export | access-log | access-token | receipt | api   access (README "Access")
 """
 
 from __future__ import annotations
@@ -328,9 +330,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
     p.set_defaults(func=_cmd_audit)
 
+    from . import reconcile
+
+    p = sub.add_parser("reconcile", help="compare the catalogue with both archives; --repair what is provably safe")
+    reconcile.add_arguments(p)
+    p.set_defaults(func=reconcile.run)
+
     p = sub.add_parser("events", help="a package's event history from the catalogue")
     p.add_argument("package_id")
     p.set_defaults(func=_cmd_events)
+
+    from .access.cli import add_parsers as add_access_parsers
+
+    add_access_parsers(sub)
     return parser
 
 

@@ -35,5 +35,10 @@ class ConfigError(ArkivError):
     """A configuration file or setting is invalid; the message names the file and the key."""
 
 
+class StateError(ArkivError):
+    """A step found the pipeline in a state it must not act on (an earlier step did not finish);
+    retrying the same step does not help: rerun the earlier one."""
+
+
 class PackageError(ArkivError):
     """A package could not be built or converted (e.g. its metadata failed its schema)."""

@@ -8,6 +8,13 @@ never stored twice across versions.
 
 An object is built completely in a work folder beside the storage root and then renamed
 into the root in one step, so a crash leaves either no object or a whole one.
+
+The storage root may also be a bucket (an :class:`~transforms.storage.S3Storage`): every
+function here takes either. S3 has no rename, so there an object is built and verified in a
+local temporary folder, then uploaded file by file with verified writes, the object
+declaration (``0=ocfl_object_1.1``) last: an object without its declaration is not an object
+(a crash mid-upload leaves an unsealed partial that the next write removes), and once the
+declaration is there every file is put under the bucket's Object Lock retention (:func:`seal`).
 """
 
 from __future__ import annotations
@@ -17,11 +24,18 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import StorageError
 from .hashing import CHUNK, fsync_dir
+from .retention import failpoint
+
+if TYPE_CHECKING:
+    from .storage import S3Storage
+
 
 ROOT_DECLARATION = "0=ocfl_1.1"
 OBJECT_DECLARATION = "0=ocfl_object_1.1"
@@ -38,33 +52,79 @@ def _utc(value: dt.datetime | None) -> dt.datetime:
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).replace(microsecond=0)
 
 
-def init_root(root: Path) -> None:
+def _is_bucket(root) -> bool:
+    return not isinstance(root, Path)
+
+
+def _put_text(store: S3Storage, key: str, text: str) -> None:
+    """A small deterministic file into a bucket (idempotent: identical content is fine)."""
+    with tempfile.TemporaryDirectory(prefix="arkiv-ocfl-") as tmp:
+        path = Path(tmp) / "f"
+        path.write_text(text, encoding="utf-8")
+        store.put(path, key)
+
+
+def init_root(root: Path | S3Storage) -> None:
     """Make ``root`` an OCFL 1.1 storage root (idempotent)."""
+    if _is_bucket(root):
+        if not root.exists(ROOT_DECLARATION):
+            _put_text(root, ROOT_DECLARATION, "ocfl_1.1\n")
+            _put_text(root, "ocfl_layout.json", _layout_json())
+        return
     root.mkdir(parents=True, exist_ok=True)
     decl = root / ROOT_DECLARATION
     if not decl.exists():
         decl.write_text("ocfl_1.1\n", encoding="utf-8")
-        (root / "ocfl_layout.json").write_text(json.dumps({
-            "extension": LAYOUT,
-            "description": "Flat direct: each object's root is the storage root's child named by the object id"},
-            indent=2), encoding="utf-8")  # 0002 has no parameters, so no extensions/…/config.json
+        (root / "ocfl_layout.json").write_text(_layout_json(), encoding="utf-8")
+
+
+def _layout_json() -> str:
+    # 0002 has no parameters, so no extensions/…/config.json
+    return json.dumps({"extension": LAYOUT, "description": "Flat direct: each object's root is the storage "
+                                                            "root's child named by the object id"}, indent=2)
 
 
 def _digests(path: Path) -> tuple[str, str, int]:
     """(sha512, sha256, size) in one read."""
-    h512, h256, size = hashlib.sha512(), hashlib.sha256(), 0
     with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h512.update(chunk)
-            h256.update(chunk)
-            size += len(chunk)
+        return _stream_digests(f)
+
+
+def _stream_digests(f: BinaryIO) -> tuple[str, str, int]:
+    h512, h256, size = hashlib.sha512(), hashlib.sha256(), 0
+    while chunk := f.read(CHUNK):
+        h512.update(chunk)
+        h256.update(chunk)
+        size += len(chunk)
     return h512.hexdigest(), h256.hexdigest(), size
 
 
-def object_path(root: Path, object_id: str) -> Path:
+def _check_id(object_id: str) -> str:
     if not object_id or "/" in object_id or object_id.startswith("."):
         raise ValueError(f"object id {object_id!r} cannot be a directory name under the flat-direct layout")
-    return root / object_id
+    return object_id
+
+
+def object_path(root: Path, object_id: str) -> Path:
+    return root / _check_id(object_id)
+
+
+def object_exists(root: Path | S3Storage, object_id: str) -> bool:
+    """True when the object is there whole (a bucket: its declaration, which is written last)."""
+    if _is_bucket(root):
+        return root.exists(f"{_check_id(object_id)}/{OBJECT_DECLARATION}")
+    return object_path(root, object_id).exists()
+
+
+def seal(root: Path | S3Storage, object_id: str) -> None:
+    """Put every file of a complete object under the bucket's Object Lock retention (folders: nothing to do).
+
+    Idempotent, so a rerun after a crash between the declaration and the lock finishes the job.
+    """
+    if not _is_bucket(root) or root.lock is None:
+        return
+    for key in root.list(_check_id(object_id)):
+        root.retain(key)
 
 
 def write_object(root: Path, object_id: str, source: Path, *, message: str, user: str,
@@ -75,6 +135,8 @@ def write_object(root: Path, object_id: str, source: Path, *, message: str, user
     that a package's root folder stays named after its OBJID inside the object (CSIP1).
     Refuses to touch an object that exists already (a rerun verifies it instead).
     """
+    if _is_bucket(root):
+        return _write_object_to_bucket(root, object_id, source, message=message, user=user, created=created)
     init_root(root)
     final = object_path(root, object_id)
     if final.exists():
@@ -115,6 +177,7 @@ def write_object(root: Path, object_id: str, source: Path, *, message: str, user
             (folder / "inventory.json").write_bytes(data)
             (folder / "inventory.json.sha512").write_text(sidecar, encoding="utf-8")
         (work / OBJECT_DECLARATION).write_text("ocfl_object_1.1\n", encoding="utf-8")
+        failpoint("ocfl.before_publish")  # the whole object in the work folder, not yet in the root
         os.replace(work, final)  # the object appears whole, or not at all
         fsync_dir(root)
     finally:
@@ -125,7 +188,44 @@ def write_object(root: Path, object_id: str, source: Path, *, message: str, user
     return inventory
 
 
-def read_inventory(root: Path, object_id: str) -> dict:
+def _write_object_to_bucket(store: S3Storage, object_id: str, source: Path, *, message: str, user: str,
+                            created: dt.datetime | None) -> dict:
+    """Build and verify the object locally, then upload it with verified writes, declaration last, and seal it."""
+    init_root(store)
+    if object_exists(store, object_id):
+        raise StorageError(f"slutarkiv: object {object_id} exists already")
+    leftovers = list(store.list(object_id))
+    if leftovers:
+        # an upload that crashed before the declaration: never sealed, never recorded, its SIP
+        # still in the mellanarkiv. Its files (with another receipt time) would block this write.
+        for key in leftovers:
+            store.discard_unsealed(key, reason=f"partial OCFL object {object_id} without its declaration")
+    with tempfile.TemporaryDirectory(prefix="arkiv-ocfl-", dir=store.work_dir) as tmp:
+        local = Path(tmp) / "root"
+        inventory = write_object(local, object_id, source, message=message, user=user, created=created)
+        problems = verify_object(local, object_id)
+        if problems:
+            raise StorageError(f"slutarkiv: object {object_id} did not verify before upload: {problems[:3]}")
+        obj = local / object_id
+        sha256_of = {p: d for d, paths in inventory["fixity"]["sha256"].items() for p in paths}
+        files = sorted((p for p in obj.rglob("*") if p.is_file()),
+                       key=lambda p: (p.name == OBJECT_DECLARATION, p.relative_to(obj).as_posix()))
+        for path in files:
+            rel = path.relative_to(obj).as_posix()
+            if rel == OBJECT_DECLARATION:
+                failpoint("ocfl.before_declaration")  # every other file uploaded: an unsealed partial
+            store.put(path, f"{object_id}/{rel}", expected_sha256=sha256_of.get(rel), lock=False)
+    seal(store, object_id)
+    return inventory
+
+
+def read_inventory(root: Path | S3Storage, object_id: str) -> dict:
+    if _is_bucket(root):
+        key = f"{_check_id(object_id)}/inventory.json"
+        if not root.exists(key):
+            raise StorageError(f"slutarkiv: object {object_id} does not exist")
+        with root.open(key) as f:
+            return json.loads(f.read())
     path = object_path(root, object_id) / "inventory.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -133,8 +233,41 @@ def read_inventory(root: Path, object_id: str) -> dict:
         raise StorageError(f"slutarkiv: object {object_id} does not exist") from None
 
 
-def verify_object(root: Path, object_id: str) -> list[str]:
+def _verify_in_bucket(store: S3Storage, object_id: str) -> list[str]:
+    """As :func:`verify_object`, streaming every file of the object from the bucket."""
+    prefix = _check_id(object_id)
+    keys = {k.removeprefix(prefix + "/") for k in store.list(prefix)}
+    if OBJECT_DECLARATION not in keys:
+        return [f"{object_id}: no object declaration"]
+    problems: list[str] = []
+    with store.open(f"{prefix}/inventory.json") as f:
+        data = f.read()  # the inventory is small metadata (kilobytes), not content
+    with store.open(f"{prefix}/inventory.json.sha512") as f:
+        sidecar = f.read().decode("utf-8").split()[0]
+    if hashlib.sha512(data).hexdigest() != sidecar:
+        problems.append(f"{object_id}: inventory.json does not match inventory.json.sha512")
+    inventory = json.loads(data)
+    listed = set()
+    sha256_of = {p: d for d, paths in inventory.get("fixity", {}).get("sha256", {}).items() for p in paths}
+    for digest, paths in inventory["manifest"].items():
+        for rel in paths:
+            listed.add(rel)
+            if rel not in keys:
+                problems.append(f"{object_id}: {rel} is missing")
+                continue
+            with store.open(f"{prefix}/{rel}") as f:
+                d512, d256, _ = _stream_digests(f)
+            if d512 != digest or (rel in sha256_of and sha256_of[rel] != d256):
+                problems.append(f"{object_id}: {rel} does not match its digest")
+    problems += [f"{object_id}: {rel} is stored but not in the manifest"
+                 for rel in sorted(keys) if "/content/" in f"/{rel}" and rel not in listed]
+    return problems
+
+
+def verify_object(root: Path | S3Storage, object_id: str) -> list[str]:
     """Every problem with a stored object: inventory digest, missing or altered content. [] when sound."""
+    if _is_bucket(root):
+        return _verify_in_bucket(root, object_id)
     obj = object_path(root, object_id)
     problems: list[str] = []
     if not (obj / OBJECT_DECLARATION).is_file():
@@ -163,8 +296,11 @@ def verify_object(root: Path, object_id: str) -> list[str]:
     return problems
 
 
-def objects(root: Path) -> list[str]:
+def objects(root: Path | S3Storage) -> list[str]:
     """The object ids in a storage root."""
+    if _is_bucket(root):
+        return sorted(k.split("/")[0] for k in root.list() if k.count("/") == 1
+                      and k.endswith(f"/{OBJECT_DECLARATION}"))
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / OBJECT_DECLARATION).is_file())

@@ -7,7 +7,8 @@ A package is FGS Paketstruktur 2.0 (E-ARK CSIP 2.1.0 + SIP 2.1.0)::
     <OBJID>/metadata/descriptive/retention.xml our retention extension
     <OBJID>/metadata/preservation/premis.xml  PREMIS 3: files, events, agents
     <OBJID>/representations/rep1/METS.xml     the representation's METS
-    <OBJID>/representations/rep1/data/…       the documents
+    <OBJID>/representations/rep1/data/…       the documents in preservation formats
+    <OBJID>/representations/rep1-original/…   the originals of converted or rejected documents
     <OBJID>/documentation/data-dictionary.csv the tables' columns, types and meanings
     <OBJID>/schemas/*.xsd                     every schema the package's XML uses
 
@@ -15,6 +16,14 @@ The TAR is written in one pass: each document is read once, hashed while it is c
 the archive, and the metadata that lists the checksums is written after the data. The TAR
 is built under a temporary name, fsynced and renamed; every XML is validated against its
 schema before the package is called done.
+
+Before the TAR is opened every document is identified (PRONOM, one fido per package) and
+judged by the system's format policy (:mod:`transforms.formats`). What the policy says to
+convert is converted in one LibreOffice batch (:mod:`transforms.conversion`); the PDF/A goes
+into ``rep1`` and the original into ``rep1-original``, linked in PREMIS by a migration event
+and a derivation relationship. A document that is rejected, or whose conversion fails, is
+kept in ``rep1-original`` only, copied to the quarantine with its reason and named in a
+PREMIS quarantine event: never silently missing.
 """
 
 from __future__ import annotations
@@ -22,8 +31,10 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import json
 import os
 import re
+import shutil
 import tarfile
 import unicodedata
 import uuid
@@ -39,10 +50,12 @@ import pyarrow.parquet as pq
 from lxml import etree
 
 from . import __version__, erms, premis
+from .conversion import Converter, Job
 from .errors import ArkivError, ContentError
 from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
-from .hashing import HashingReader, HashingWriter, fsync_dir
+from .formats import Decision, FormatPolicy, Identification, Identifier
+from .hashing import HashingReader, HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
 from .retention import add_period
 from .systems import System, Table
@@ -51,6 +64,8 @@ from .xmltools import NS_ARKIV, NS_DATADICT, SCHEMA_DIR, schema_errors, schemas_
 #: namespace for deterministic package identifiers (UUIDv5)
 PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
 REP = "rep1"
+#: the representation that keeps the originals of converted (or rejected) documents
+REP_ORIGINAL = f"{REP}-original"
 
 MIME_BY_SUFFIX = {
     ".pdf": "application/pdf", ".txt": "text/plain", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -91,6 +106,11 @@ class BuiltPackage:
     document_count: int
     document_bytes: int
     records: list[RecordEntry] = field(default_factory=list)
+    #: every data file with its identification and policy outcome (for the catalogue's file_formats)
+    formats: list[dict] = field(default_factory=list)
+    #: documents held back for an archivist: path in the package, quarantine copy, reason
+    quarantined: list[dict] = field(default_factory=list)
+    converted: int = 0
 
 
 def package_id_for(system: str, record_class: str, period: str, part: int, digest: str) -> str:
@@ -147,17 +167,258 @@ def build_packages(
     profile: Profile | None = None,
     now: dt.datetime | None = None,
     allow_missing_files: bool = False,
+    quarantine_dir: Path | None = None,
+    policy: FormatPolicy | None = None,
+    conversion_timeout: float | None = None,
 ) -> list[BuiltPackage]:
-    """Build every package of one record class of a staged batch (one per chunk)."""
+    """Build every package of one record class of a staged batch (one per chunk).
+
+    ``quarantine_dir`` receives copies of documents the format policy rejects or that fail
+    conversion (default ``<build_dir>/quarantined-documents``); ``policy`` defaults to the
+    system's (the shipped default with the system's ``format_policy`` overrides).
+    """
     profile = profile or (FGS_ERMS if system.content_kind == "erms" else FGS_TABULAR)
     partition = staged.partitions[record_class]
     now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
     build_dir.mkdir(parents=True, exist_ok=True)
+    formats = _FormatStep(policy or system.formats, build_dir,
+                          quarantine_dir or build_dir / "quarantined-documents", conversion_timeout)
     built = []
-    for part_no, cases in enumerate(_chunks(system, partition)):
-        built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now,
-                                allow_missing_files))
+    try:
+        for part_no, cases in enumerate(_chunks(system, partition)):
+            built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now,
+                                    allow_missing_files, formats))
+    finally:
+        formats.close()
     return built
+
+
+@dataclass
+class _Verdict:
+    """One document's identification, the policy's decision and (when converted) the PDF/A."""
+
+    ident: Identification
+    decision: Decision
+    output: Path | None = None  # the converted PDF/A
+    output_ident: Identification | None = None
+    detail: str = ""  # conversion check or failure
+    seconds: float = 0.0
+
+
+@dataclass
+class _PackageFiles:
+    """What one package's documents became: files per representation, events, quarantine."""
+
+    objid: str
+    now: dt.datetime
+    verdicts: dict[str, _Verdict]
+    data_files: list = field(default_factory=list)  # (FileRef, FileObject) in rep1
+    originals: list = field(default_factory=list)  # (FileRef, FileObject) in rep1-original
+    quarantined: list = field(default_factory=list)
+    formats: list = field(default_factory=list)
+    converted: int = 0
+
+
+class _FormatStep:
+    """Identification, policy and conversion for the packages of one build_packages call."""
+
+    def __init__(self, policy: FormatPolicy, build_dir: Path, quarantine_dir: Path, timeout: float | None):
+        self.policy = policy
+        self.build_dir = build_dir
+        self.quarantine_dir = quarantine_dir
+        self.timeout = timeout
+        self.identifier = Identifier()
+        self.converter_version: str | None = None
+        self._converter: Converter | None = None  # started on first need, kept for every package of the call
+
+    def converter(self) -> Converter:
+        """The LibreOffice converter of this build (one private profile for all its packages)."""
+        if self._converter is None:
+            kwargs = {"timeout": self.timeout} if self.timeout else {}
+            self._converter = Converter(work_dir=self.build_dir, **kwargs).__enter__()
+            self.converter_version = self._converter.version
+        return self._converter
+
+    def close(self) -> None:
+        if self._converter is not None:
+            self._converter.__exit__(None, None, None)
+            self._converter = None
+
+    def prepare(self, objid: str, sources: Sequence[Path], work: Path, now: dt.datetime) -> _PackageFiles:
+        """Identify every source once, decide, convert what must be converted in one batch."""
+        verdicts: dict[str, _Verdict] = {}
+        for src in sources:
+            if str(src) in verdicts or not src.is_file():
+                continue
+            ident = self.identifier.identify(src)
+            verdicts[str(src)] = _Verdict(ident, self.policy.decide(ident))
+        todo = [(k, v) for k, v in verdicts.items() if v.decision.action == "convert"]
+        if todo:
+            results = self.converter().convert(
+                [Job(Path(k), v.ident.puid, v.decision.target or "pdfa-2b") for k, v in todo], work / "converted")
+            for (_, v), r in zip(todo, results, strict=True):
+                v.detail, v.seconds = r.detail, r.seconds
+                if r.ok and r.output is not None:
+                    v.output = r.output
+                    v.output_ident = self.identifier.identify(r.output)
+                    after = self.policy.decide(v.output_ident)
+                    if after.action != "accept":
+                        v.output, v.detail = None, f"the converted file is not accepted: {after.reason}"
+        return _PackageFiles(objid, now, verdicts)
+
+    def identify_bytes(self, data: bytes, work: Path, name: str) -> Identification:
+        """Identify bytes we wrote ourselves (the tables' CSV) the same way as any document."""
+        tmp = work / f"identify-{uuid.uuid4().hex[:8]}-{safe_name(name)}"
+        tmp.write_bytes(data)
+        try:
+            return self.identifier.identify(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def quarantine(self, files: _PackageFiles, src: Path, rel: str, reason: str) -> str:
+        """A verified copy of a held-back document beside a reasons file; returns the copy's path."""
+        folder = self.quarantine_dir / files.objid
+        dest = folder / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+        try:
+            copy_hashed(src, tmp)
+            os.replace(tmp, dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        files.quarantined.append({"path": rel, "copy": str(dest), "folder": str(folder), "reason": reason})
+        reasons = folder / "reasons.json"
+        part = reasons.with_name(f".reasons.json.part-{uuid.uuid4().hex[:8]}")
+        part.write_text(json.dumps({"package_id": files.objid, "documents": files.quarantined},
+                                   ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(part, reasons)
+        return str(dest)
+
+    def events(self, files: _PackageFiles) -> tuple[list[premis.Event], list[premis.Agent]]:
+        """The package's format events (identification, policy, migrations, quarantine) and their agents."""
+        objid, now = files.objid, files.now
+        idents = [(f["path"], f) for f in files.formats]
+        unidentified = [p for p, f in idents if f["puid"] is None]
+        agents = [premis.Agent("fido", "fido (Format Identification for Digital Objects)", "software",
+                               f"{self.identifier.tool_version} ({self.identifier.signature_version})")]
+        evs = [premis.Event(
+            identifier=f"{objid}-format-identification", type="format identification", time=now,
+            outcome="warning" if unidentified else "success",
+            detail=f"{len(idents)} file(s) identified with {self.identifier.tool} against PRONOM"
+                   + (f"; {len(unidentified)} not identified" if unidentified else ""),
+            agents=(("fido", "executing program"),), objects=tuple(p for p, _ in idents))]
+        counts: dict[str, int] = defaultdict(int)
+        for _, f in idents:
+            counts[f["outcome"]] += 1
+        warned = [p for p, f in idents if f.get("warn")]
+        evs.append(premis.Event(
+            identifier=f"{objid}-format-policy", type="validation", time=now,
+            outcome="failure" if files.quarantined else ("warning" if warned else "success"),
+            detail=f"format policy {self.policy.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
+            agents=(("arkivflode", "executing program"),)))
+        if warned:
+            evs.append(premis.Event(
+                identifier=f"{objid}-format-warnings", type="validation", time=now, outcome="warning",
+                detail=f"{len(warned)} file(s) accepted with a reservation of the format policy (e.g. PDF that "
+                       "is not PDF/A); an archivist should review them before transfer",
+                agents=(("arkivflode", "executing program"),), objects=tuple(warned)))
+        migrations = [f for _, f in idents if f["outcome"] in ("converted", "conversion failed")]
+        if migrations and self.converter_version:
+            agents.append(premis.Agent("libreoffice", "LibreOffice (headless)", "software",
+                                       self.converter_version.removeprefix("LibreOffice ")))
+        for i, f in enumerate(migrations):
+            ok = f["outcome"] == "converted"
+            evs.append(premis.Event(
+                identifier=f"{objid}-migration-{i + 1}", type="migration", time=now,
+                outcome="success" if ok else "failure",
+                detail=f"{f['label']} to {f['target']} with {self.converter_version}"
+                       + (f" in {f['seconds']:.1f} s" if f.get("seconds") else ""),
+                outcome_note=f["detail"],
+                agents=(("libreoffice", "executing program"),),
+                objects=((f["path"], "source"), (f["derivative"], "outcome")) if ok else ((f["path"], "source"),)))
+        for i, q in enumerate(files.quarantined):
+            evs.append(premis.Event(
+                identifier=f"{objid}-quarantine-{i + 1}", type="quarantine", time=now, outcome="failure",
+                detail="not placed in the preservation representation; kept in "
+                       f"representations/{REP_ORIGINAL} and copied to the quarantine for an archivist",
+                outcome_note=q["reason"], agents=(("arkivflode", "executing program"),),
+                objects=(f"representations/{REP_ORIGINAL}/data/{q['path']}",)))
+        return evs, agents
+
+
+def _with_format(obj: premis.FileObject, ident: Identification, **extra) -> premis.FileObject:
+    """A PREMIS file object carrying its PRONOM identification (name, version, PUID, how found)."""
+    from dataclasses import replace
+
+    note = f"identified by {ident.tool}, {ident.method} match" if ident.identified else \
+        f"not identified by {ident.tool}: {ident.note}"
+    return replace(obj, format_name=ident.name or obj.format_name, format_version=ident.version,
+                   puid=ident.puid if ident.identified else None, format_note=note, **extra)
+
+
+def _format_row(obj: premis.FileObject, rep: str, ident: Identification, decision: Decision, outcome: str,
+                **extra) -> dict:
+    """One file as the catalogue's file_formats table keeps it."""
+    return {"path": obj.identifier, "representation": rep, "puid": obj.puid, "format_name": ident.name,
+            "format_version": ident.version, "mime": ident.mime, "method": ident.method, "tool": ident.tool,
+            "outcome": outcome, "policy": decision.action, "warn": decision.warn, "reason": decision.reason,
+            "sha256": obj.sha256, "size": obj.size, **extra}
+
+
+def _add_document(tar: tarfile.TarFile, formats: _FormatStep, files: _PackageFiles, rel: str, src: Path,
+                  file_id: str, original_name: str | None, declared_mime: str | None) -> tuple[str, FileRef]:
+    """One document into the package as the format policy says; returns the original's (path, METS entry).
+
+    Accepted: into rep1 as delivered. Converted: the PDF/A into rep1, the original into
+    rep1-original. Rejected or failed: the original into rep1-original, a copy to the quarantine.
+    """
+    objid = files.objid
+    verdict = files.verdicts.get(str(src))
+    if verdict is None:
+        if not src.is_file():  # unreadable: _add_file raises the ContentError that names it
+            _add_file(tar, objid, f"representations/{REP}/data/{rel}", src, file_id, original_name, declared_mime)
+        # The file appeared after the package's files were identified: judge it now; it missed the
+        # conversion batch, so a file that needs converting is held back rather than passed.
+        ident = formats.identifier.identify(src)
+        verdict = files.verdicts[str(src)] = _Verdict(ident, formats.policy.decide(ident),
+                                                      detail="the file appeared after the conversion batch ran")
+    ident, decision = verdict.ident, verdict.decision
+    if decision.action == "accept":
+        arc = f"representations/{REP}/data/{rel}"
+        ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None)
+        obj = _with_format(obj, ident)
+        files.data_files.append((ref, obj))
+        files.formats.append(_format_row(obj, REP, ident, decision, "accepted"))
+        return arc, ref
+    orig_arc = f"representations/{REP_ORIGINAL}/data/{rel}"
+    oref, oobj = _add_file(tar, objid, orig_arc, src, f"{file_id}-original", original_name,
+                           declared_mime or ident.mime or None, rep=REP_ORIGINAL)
+    oobj = _with_format(oobj, ident)
+    files.originals.append((oref, oobj))
+    if decision.action == "convert" and verdict.output is not None and verdict.output_ident is not None:
+        pdf_rel = rel.rsplit(".", 1)[0] + ".pdf" if "." in rel.rsplit("/", 1)[-1] else rel + ".pdf"
+        arc = f"representations/{REP}/data/{pdf_rel}"
+        ref, obj = _add_file(tar, objid, arc, verdict.output, file_id, original_name, "application/pdf")
+        obj = _with_format(obj, verdict.output_ident, derived_from=orig_arc,
+                           creating_application=("LibreOffice", (formats.converter_version or "").split()[-1]))
+        files.data_files.append((ref, obj))
+        files.converted += 1
+        files.formats.append(_format_row(oobj, REP_ORIGINAL, ident, decision, "converted", target=decision.target,
+                                         derivative=arc, detail=verdict.detail, seconds=round(verdict.seconds, 2),
+                                         label=ident.label))
+        files.formats.append(_format_row(obj, REP, verdict.output_ident, formats.policy.decide(verdict.output_ident),
+                                         "derivative", derived_from=orig_arc))
+        return orig_arc, oref
+    if decision.action == "convert":
+        reason = f"conversion of {ident.label} to {decision.target} failed: {verdict.detail}"
+        outcome = "conversion failed"
+    else:
+        reason = decision.reason
+        outcome = "rejected"
+    copy = formats.quarantine(files, src, rel, reason)
+    files.formats.append(_format_row(oobj, REP_ORIGINAL, ident, decision, outcome, target=decision.target,
+                                     detail=verdict.detail or reason, quarantine_copy=copy, label=ident.label))
+    return orig_arc, oref
 
 
 def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict[str, list[dict]]:
@@ -197,7 +458,8 @@ def _csv_value(v: object) -> str:
 
 def _build_one(system: System, staged: StagedBatch, partition: Partition, roots: pa.Table, part_no: int,
                build_dir: Path, events: Sequence[premis.Event], profile: Profile,
-               now: dt.datetime, allow_missing_files: bool = False) -> BuiltPackage:
+               now: dt.datetime, allow_missing_files: bool = False,
+               formats: _FormatStep | None = None) -> BuiltPackage:
     root_t = system.root_table
     content = system.content
     erms_kind = system.content_kind == "erms"
@@ -214,23 +476,28 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
 
     final = build_dir / f"{objid}.tar"
     tmp = build_dir / f".{objid}.tar.part-{uuid.uuid4().hex[:8]}"
+    work = build_dir / f".{objid}.work-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
-    data_files: list[tuple[FileRef, premis.FileObject]] = []
+    formats = formats or _FormatStep(system.formats, build_dir, build_dir / "quarantined-documents", None)
+    sources = [Path(r["source_path"]) for rows in rows_by_table.values() for r in rows if r.get("source_path")]
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     missing: list[str] = []
     doc_bytes = 0
     try:
+        work.mkdir()
+        files = formats.prepare(objid, sources, work, now)
+        data_files: list[tuple[FileRef, premis.FileObject]] = files.data_files
         with open(tmp, "wb") as raw:
             out = HashingWriter(raw)
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
                 if erms_kind:
                     descriptive = _erms_content(tar, system, staged, rc, objid, root_rows, children, data_prefix,
-                                                data_files, records, used_names, now,
+                                                files, records, used_names, now, formats,
                                                 missing if allow_missing_files else None)
                 else:
                     descriptive = []
-                    _tabular_documents(tar, system, objid, rows_by_table, data_prefix, data_files, used_names)
+                    _tabular_documents(tar, system, objid, rows_by_table, data_prefix, files, used_names, formats)
                     ref_col = content.get("reference") or root_t.key
                     start = rc.retention.counted_from
                     records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
@@ -240,16 +507,21 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     data = _csv_bytes(table, rows_by_table.get(table.name, []))
                     arc = f"{data_prefix}tables/{table.name}.csv"
                     _add_bytes(tar, objid, arc, data, now)
-                    data_files.append(_bytes_ref(f"table-{table.name}", arc, data, "text/csv", now))
+                    ref, obj = _bytes_ref(f"table-{table.name}", arc, data, "text/csv", now)
+                    ident = formats.identify_bytes(data, work, f"{table.name}.csv")
+                    obj = _with_format(obj, ident)
+                    data_files.append((ref, obj))
+                    files.formats.append(_format_row(obj, REP, ident, formats.policy.decide(ident), "accepted"))
                 if missing:
                     events = [*events, premis.Event(
                         identifier=f"{objid}-missing-files", type="validation", time=now, outcome="warning",
                         detail=f"{len(missing)} registered document(s) had no file at extraction (deviation "
                                f"approved by an archivist); their records are kept without a file: document ids "
                                f"{', '.join(missing)}", agents=(("arkivflode", "executing program"),))]
+                format_events, format_agents = formats.events(files)
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
                                 len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
-                                _due_range(rc, root_rows))
+                                _due_range(rc, root_rows), files.originals, format_events, format_agents)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -257,10 +529,13 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return BuiltPackage(
         package_id=objid, path=str(final), size=out.size, sha256=out.hexdigest(), system=system.name,
         record_class=rc.name, period=staged.batch, content_digest=partition.digest, record_count=len(records),
-        document_count=len(data_files), document_bytes=doc_bytes, records=records,
+        document_count=len(data_files), document_bytes=doc_bytes, records=records, formats=files.formats,
+        quarantined=files.quarantined, converted=files.converted,
     )
 
 
@@ -281,8 +556,8 @@ def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
 
 
 def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root_rows: list[dict],
-                  children: dict[str, list[dict]], data_prefix: str, data_files: list, records: list,
-                  used_names: set[str], now: dt.datetime,
+                  children: dict[str, list[dict]], data_prefix: str, files: _PackageFiles, records: list,
+                  used_names: set[str], now: dt.datetime, formats: _FormatStep,
                   missing: list[str] | None = None) -> list[tuple[str, bytes, str, str]]:
     """Documents into the TAR and the ERMS document describing the cases; returns the dmd files."""
     content = system.content
@@ -310,10 +585,11 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
                 missing.append(str(doc[dm["id"]]))
                 ec.documents.append(erms.Document(fields=doc, package_path="", size=0))
                 continue
-            ref, obj = _add_file(tar, objid, data_prefix + rel, src, f"file-{doc[dm['id']]}",
-                                 doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
-            data_files.append((ref, obj))
-            ec.documents.append(erms.Document(fields=doc, package_path="../../" + data_prefix + rel, size=ref.size))
+            # ERMS describes the document as the business system registered it: the appendix is
+            # the original (rep1, or rep1-original when converted); PREMIS leads on to the PDF/A.
+            path, ref = _add_document(tar, formats, files, rel, src, f"file-{doc[dm['id']]}",
+                                      doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
+            ec.documents.append(erms.Document(fields=doc, package_path="../../" + path, size=ref.size))
         cases.append(ec)
         records.append(RecordEntry(str(key), str(case[cm["reference"]]), _iso(case.get(cm.get("opened", ""))),
                                    _iso(case.get(cm.get("closed", ""))), _iso(case.get(rc.retention.counted_from))))
@@ -329,7 +605,7 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
 
 
 def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str, list[dict]], data_prefix: str,
-                       data_files: list, used_names: set[str]) -> None:
+                       files: _PackageFiles, used_names: set[str], formats: _FormatStep) -> None:
     """Document files referenced by any table of a tabular system, under data/documents/<table>/."""
     for table in system.table_order():
         if not table.files_path_column:
@@ -338,9 +614,8 @@ def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str,
             src = row.get("source_path") or ""
             name = safe_name(str(row.get(table.files_path_column) or row[table.key]).rsplit("/", 1)[-1])
             rel = _unique(used_names, f"documents/{table.name}", name, row[table.key])
-            ref, obj = _add_file(tar, objid, data_prefix + rel, Path(src), f"file-{table.name}-{row[table.key]}",
-                                 str(row.get(table.files_path_column)), None)
-            data_files.append((ref, obj))
+            _add_document(tar, formats, files, rel, Path(src), f"file-{table.name}-{row[table.key]}",
+                          str(row.get(table.files_path_column)), None)
 
 
 def _iso(v: object) -> str | None:
@@ -348,7 +623,8 @@ def _iso(v: object) -> str | None:
 
 
 def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, file_id: str,
-              original_name: str | None, declared_mime: str | None) -> tuple[FileRef, premis.FileObject]:
+              original_name: str | None, declared_mime: str | None,
+              rep: str = REP) -> tuple[FileRef, premis.FileObject]:
     """Copy one document into the TAR, hashing it on the way (one read)."""
     try:
         st = src.stat()
@@ -366,7 +642,7 @@ def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, file_id
             raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}")
     mime = declared_mime or MIME_BY_SUFFIX.get(src.suffix.lower(), "application/octet-stream")
     created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
-    href = arcname.removeprefix(f"representations/{REP}/")
+    href = arcname.removeprefix(f"representations/{rep}/")
     ref = FileRef(file_id, href, mime, st.st_size, reader.hexdigest(), created)
     obj = premis.FileObject(arcname, reader.hexdigest(), st.st_size, mime, original_name)
     return ref, obj
@@ -452,7 +728,9 @@ def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._Element
 def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                     descriptive: list[tuple[str, bytes, str, str]], data_files: list[tuple[FileRef, premis.FileObject]],
                     events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
-                    csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None) -> None:
+                    csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
+                    originals: Sequence[tuple[FileRef, premis.FileObject]] = (),
+                    format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = ()) -> None:
     ag = system.agreement
     label = f"{system.title}: {rc.title}, {staged.batch}"
     retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch, due), "retention.xml", objid)
@@ -475,29 +753,42 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     )
     # Package-level PREMIS: what happened (events) and who did it (agents). File-level
     # PREMIS (objects with fixity) belongs to the representation whose files it describes.
+    # Package-level PREMIS: what happened (events) and who did it (agents). File-level
+    # PREMIS (objects with fixity and format) belongs to the representation whose files it
+    # describes; the format events (identification, migration, quarantine) sit with the
+    # preservation representation's objects, and link the originals by their package paths.
+    reps = [(REP, list(data_files))] + ([(REP_ORIGINAL, list(originals))] if originals else [])
     premis_tree = premis.build_premis([], [*events, build_event], [software, creator],
-                                      representations=[f"representations/{REP}"])
+                                      representations=[f"representations/{name}" for name, _ in reps])
     premis_bytes = _xml_bytes(premis_tree, "premis.xml", objid)
-    rep_premis_tree = premis.build_premis([obj for _, obj in data_files], [digest_event], [software],
-                                          schema_prefix="../../../../")
-    rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{REP}/metadata/preservation/premis.xml", objid)
 
     agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
                             (ag.submitter.name, ag.submitter.organisationsnummer))
     cit, other_cit = profile.content_information_type, profile.other_content_information_type
-    rep_mets = build_mets(
-        objid=REP, label=f"{label} ({REP})", profile=profile, package_type="SIP", created=now,
-        agents=[profile.software_agent()],
-        metadata=[MetadataRef("digiprovMD", _ref("digiprov-premis-rep1", "metadata/preservation/premis.xml",
-                                                 rep_premis_bytes, "application/xml", now), "PREMIS")],
-        groups=[FileGroup(f"Representations/{REP}/data", [ref for ref, _ in data_files], cit, other_cit)]
-        if data_files else [],
-        schema_prefix="../../",
-    )
-    rep_bytes = _xml_bytes(rep_mets, f"representations/{REP}/METS.xml", objid)
+    rep_trees, rep_out = [], []
+    for name, files in reps:
+        rep_events = [digest_event, *format_events] if name == REP else [digest_event]
+        rep_agents = [software, *format_agents] if name == REP else [software]
+        rep_premis_tree = premis.build_premis([obj for _, obj in files], rep_events, rep_agents,
+                                              schema_prefix="../../../../")
+        rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{name}/metadata/preservation/premis.xml",
+                                      objid)
+        rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
+        rep_mets = build_mets(
+            objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
+            package_type="SIP", created=now, agents=[profile.software_agent()],
+            metadata=[MetadataRef("digiprovMD", _ref(f"digiprov-premis-{name}", "metadata/preservation/premis.xml",
+                                                     rep_premis_bytes, "application/xml", now), "PREMIS")],
+            groups=[FileGroup(f"Representations/{name}/data", [ref for ref, _ in files], cit, other_cit)]
+            if files else [],
+            schema_prefix="../../",
+        )
+        rep_bytes = _xml_bytes(rep_mets, f"representations/{name}/METS.xml", objid)
+        rep_trees += [rep_mets, rep_premis_tree]
+        rep_out.append((name, rep_premis_bytes, rep_bytes))
 
     docs = _data_dictionary(system)
-    trees = [rep_mets, premis_tree, rep_premis_tree, dictionary_tree]
+    trees = [*rep_trees, premis_tree, dictionary_tree]
     used = set().union(*(schemas_used(t) for t in trees))
     if descriptive:
         # The descriptive documents are ERMS, whose schema imports nothing: no need to parse them
@@ -522,8 +813,9 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     dmd.append(MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
                                           "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"))
     _add_bytes(tar, objid, "metadata/preservation/premis.xml", premis_bytes, now)
-    _add_bytes(tar, objid, f"representations/{REP}/metadata/preservation/premis.xml", rep_premis_bytes, now)
-    _add_bytes(tar, objid, f"representations/{REP}/METS.xml", rep_bytes, now)
+    for name, rep_premis_bytes, rep_bytes in rep_out:
+        _add_bytes(tar, objid, f"representations/{name}/metadata/preservation/premis.xml", rep_premis_bytes, now)
+        _add_bytes(tar, objid, f"representations/{name}/METS.xml", rep_bytes, now)
 
     reference = ag.reference_code + (f"/{ag.series}" if ag.series else "")
     root_mets = build_mets(
@@ -537,9 +829,10 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                 _ref("doc-data-dictionary-xml", "documentation/data-dictionary.xml", dictionary_bytes,
                      "application/xml", now)]),
             FileGroup("Schemas", schema_refs),
-            FileGroup(f"Representations/{REP}", [_ref(f"mets-{REP}", f"representations/{REP}/METS.xml", rep_bytes,
-                                                      "application/xml", now)], cit, other_cit),  # CSIP62/63
+            *[FileGroup(f"Representations/{name}", [_ref(f"mets-{name}", f"representations/{name}/METS.xml",
+                                                         rep_bytes, "application/xml", now)], cit, other_cit)
+              for name, _, rep_bytes in rep_out],  # CSIP62/63
         ],
-        representations=[(REP, f"representations/{REP}/METS.xml")],
+        representations=[(name, f"representations/{name}/METS.xml") for name, _, _ in rep_out],
     )
     _add_bytes(tar, objid, "METS.xml", _xml_bytes(root_mets, "METS.xml", objid), now)

@@ -21,16 +21,16 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from . import __version__, review
-from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, utcnow
+from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, add_file_formats, utcnow
 from .config import Settings
-from .errors import ConfigError, ContentError, StorageError
+from .errors import ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
 from .file_export import FileExportSource, check_delivery, delivery_folder
 from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
-from .retention import add_period
-from .storage import FileSystemStorage
+from .retention import add_period, failpoint
+from .storage import FileSystemStorage, S3Storage, storage_for
 from .systems import System, load_system, load_systems
 
 log = logging.getLogger("arkivflode")
@@ -51,8 +51,9 @@ def catalogue(settings: Settings) -> Catalogue:
     return cat
 
 
-def mellanarkiv(settings: Settings) -> FileSystemStorage:
-    return FileSystemStorage(settings.mellanarkiv, "mellanarkiv")
+def mellanarkiv(settings: Settings) -> FileSystemStorage | S3Storage:
+    """The mellanarkiv: a folder or a bucket, as ``ARKIV_MELLANARKIV`` says (downloads go to the build folder)."""
+    return storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
 
 
 def _local(value: dt.datetime | str, tz: str) -> dt.datetime:
@@ -110,7 +111,7 @@ def _quarantine_delivery(settings: Settings, name: str, folder: Path, exc: Conte
 def _take_in_prepared(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime) -> StagedBatch:
     batch = period_label(s, e)
     intakes = [intake_dict(i) for i in take_in(_inbox(sys_), settings.build / sys_.name,
-                                               settings.quarantine / sys_.name)]
+                                               settings.quarantine / sys_.name, policy=sys_.formats)]
     accepted = [i for i in intakes if i["outcome"] != "quarantined"]
     folder = settings.staging / sys_.name / batch
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,6 +173,7 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
         with cat.session() as ses:
             cat.add_event(ses, type="capture", outcome="success", agent=AGENT, batch_id=batch_id,
                           detail=f"extracted {_counts(staged.tables)} from {name} for {staged.batch}")
+    failpoint("extract.after_batch")
     log.info("extracted %s batch %s: %s", name, staged.batch, _counts(staged.tables))
     return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
             "record_classes": sorted(staged.partitions), "already_archived": unchanged}
@@ -238,6 +240,60 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     return {"success": True, "checks": len(result.checks), "report": str(result.result_path)}
 
 
+def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> dict:
+    """Where a batch stands after its quality gate, for the DAG's wait for an archivist.
+
+    ``passed`` (the gate passed or had nothing to check), ``waiting`` (a quarantine case is
+    open), ``approved`` (the archivist approved with a deviation: the held data is copied back
+    to staging and the gate records the deviation, so the same run goes on to package it).
+    A rejected case raises ContentError: the system owner corrects the source and a later run
+    of the interval extracts it again. A batch with neither a passed gate nor a case raises
+    StateError: the gate did not finish, and nothing may be packaged unchecked.
+    """
+    sys_ = system(settings, name)
+    staged_dir = Path(manifest).parent
+    cat = catalogue(settings)
+    batch_id = f"{name}/{batch}"
+    with cat.session() as ses:
+        b = ses.get(Batch, batch_id)
+        status, rows = (b.status, json.loads(b.rows)) if b else (None, None)
+    if status in {"quality_passed", "archived"} or sys_.quality_suite is None:
+        return {"state": "passed", "batch": batch_id}
+    if status == "staged" and Path(manifest).is_file() and StagedBatch.load(manifest).is_empty:
+        return {"state": "passed", "batch": batch_id}
+    case = review.latest_case(cat, batch_id, rows) if rows is not None else None
+    if case is None:
+        raise StateError(f"{batch_id} has no passed quality gate and no quarantine case (status {status}): the "
+                         "quality check did not finish; rerun it. Nothing is packaged unchecked.")
+    if case.status == "open":
+        return {"state": "waiting", "batch": batch_id, "case": case.id}
+    if case.status == "rejected":
+        raise ContentError(f"{batch_id}: quarantine case {case.id} was rejected by {case.decided_by} "
+                           f"({case.justification}). The system owner must correct the source; a later run of this "
+                           "interval extracts it again. Nothing was packaged.")
+    if not Path(manifest).is_file():
+        _restore_from_quarantine(Path(case.path), staged_dir)
+        with cat.session() as ses:
+            cat.add_event(ses, type="replication", outcome="success", agent=AGENT, batch_id=batch_id,
+                          detail=f"approved batch copied back from quarantine case {case.id} for packaging; the "
+                                 "quarantined copy is kept with its report")
+    result = check_quality(settings, name, manifest)
+    if not result.get("deviation"):
+        raise StateError(f"{batch_id}: case {case.id} is approved, but the staged data no longer matches what was "
+                         "approved; a new decision is needed")
+    return {"state": "approved", "batch": batch_id, "case": case.id}
+
+
+def _restore_from_quarantine(held: Path, staged_dir: Path) -> None:
+    """Copy a quarantined batch back to its staging folder (atomically: a temp copy, then a rename)."""
+    if not (held / "manifest.json").is_file():
+        raise StateError(f"the quarantined batch {held} is gone; extract the interval again")
+    tmp = staged_dir.with_name(f".{staged_dir.name}.restore-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(held, tmp, ignore=shutil.ignore_patterns("rapport.html"))
+    os.replace(tmp, staged_dir)
+
+
 def quarantine(settings: Settings, staged: StagedBatch) -> Path:
     """Move a staged batch into the quarantine area (kept for the archivists' review)."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
@@ -275,7 +331,8 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", _batch_state(staged))
     built = build_packages(sys_, staged, record_class, settings.build / name,
                            events=_events_for_package(settings, name, staged.batch),
-                           allow_missing_files=deviation is not None)
+                           allow_missing_files=deviation is not None,
+                           quarantine_dir=settings.quarantine / name / "documents")
     out = []
     for b in built:
         sidecar = _sidecar(b.path)
@@ -284,6 +341,7 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
                                          "built_at": utcnow().isoformat()}, ensure_ascii=False), encoding="utf-8")
         out.append({"package_id": b.package_id, "path": b.path, "sha256": b.sha256, "size": b.size,
                     "records": b.record_count, "documents": b.document_count, "already_archived": False})
+    failpoint("package.after_write")
     log.info("built %d package(s) for %s %s %s", len(out), name, staged.batch, record_class)
     return out
 
@@ -311,7 +369,8 @@ def _package_prepared(settings: Settings, sys_: System, staged: StagedBatch, rec
             "system": sys_.name, "record_class": record_class, "period": staged.batch, "content_digest": i["sha256"],
             "record_count": len(i["records"]), "document_count": 0, "records": i["records"],
             "built_at": utcnow().isoformat(), "delivered_as": i["source"], "outcome": i["outcome"],
-            "repairs": i["repairs"]}, ensure_ascii=False), encoding="utf-8")
+            "repairs": i["repairs"], "formats": i.get("formats", []),
+            "format_findings": i.get("format_findings", [])}, ensure_ascii=False), encoding="utf-8")
         out.append({"package_id": i["package_id"], "path": i["path"], "sha256": i["sha256"], "size": i["size"],
                     "records": len(i["records"]), "documents": 0, "already_archived": False, "source": i["source"]})
     return out
@@ -324,12 +383,13 @@ def storage_key(system_name: str, period: str, package_id: str, suffix: str = ".
 
 
 def ship(settings: Settings, pkg: dict) -> dict:
-    """Copy a built package into the mellanarkiv (verified by read-back, never overwriting)."""
+    """Copy a built package into the mellanarkiv (verified, never overwriting; see transforms/storage.py)."""
     if pkg.get("already_archived"):
         return pkg
     meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
     key = storage_key(meta["system"], meta["period"], pkg["package_id"], Path(pkg["path"]).suffix)
     stored = mellanarkiv(settings).put(pkg["path"], key, expected_sha256=pkg["sha256"])
+    failpoint("ship.after_copy_before_verify")
     return {**pkg, "key": stored.key, "shipped_at": utcnow().isoformat()}
 
 
@@ -339,12 +399,12 @@ def verify(settings: Settings, pkg: dict) -> dict:
         return pkg
     from .validate import validate_package
 
-    store = mellanarkiv(settings)
-    stat = store.stat(pkg["key"])
-    if stat.sha256 != pkg["sha256"] or stat.size != pkg["size"]:
-        raise StorageError(f"mellanarkiv: {pkg['key']}: stored copy does not match the built package "
-                           f"(sha256 {stat.sha256} vs {pkg['sha256']})")
-    report = validate_package(store.root / pkg["key"])
+    # the stored bytes themselves (downloaded once from a bucket) are hashed and then validated
+    with mellanarkiv(settings).local_copy(pkg["key"]) as (path, stat):
+        if stat.sha256 != pkg["sha256"] or stat.size != pkg["size"]:
+            raise StorageError(f"mellanarkiv: {pkg['key']}: stored copy does not match the built package "
+                               f"(sha256 {stat.sha256} vs {pkg['sha256']})")
+        report = validate_package(path)
     if not report.valid:
         errors = [f"{f.requirement}: {f.message}" for f in report.findings if f.severity == "ERROR"]
         raise ContentError(f"package {pkg['package_id']} is stored but does not validate", errors)
@@ -361,7 +421,9 @@ def record(settings: Settings, pkg: dict) -> dict:
     cat = catalogue(settings)
     batch_id = f"{meta['system']}/{meta['period']}"
     with cat.session() as ses:
-        if ses.get(Package, pkg["package_id"]) is None:
+        cat.lock(ses, f"package:{pkg['package_id']}")  # two writers at once: one records, the other finds it
+        new = ses.get(Package, pkg["package_id"]) is None
+        if new:
             ses.add(Package(id=pkg["package_id"], system=meta["system"], record_class=meta["record_class"],
                             period=meta["period"], batch_id=batch_id, package_type="SIP", status="stored",
                             size=pkg["size"], sha256=pkg["sha256"], content_digest=meta["content_digest"],
@@ -410,9 +472,28 @@ def record(settings: Settings, pkg: dict) -> dict:
                           detail=f"arkiv validate: valid ({pkg.get('requirements_checked', 0)} requirements checked)")
             cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
                           detail="recorded in the catalogue")
+            # Formats (issue 8): every file's PRONOM identification and policy outcome; documents the
+            # policy held back are events here and a quarantine case below.
+            add_file_formats(ses, pid, meta.get("formats", []))
+            for finding in meta.get("format_findings", []):
+                cat.add_event(ses, type="validation", outcome="warning", agent=AGENT, package_id=pid,
+                              batch_id=batch_id, detail=f"delivered file not accepted by the format policy: {finding}")
+            for q in meta.get("quarantined", []):
+                cat.add_event(ses, type="quarantine", outcome="failure", agent=AGENT, package_id=pid,
+                              batch_id=batch_id, detail=f"document {q['path']} held back: {q['reason']}")
+            held = meta.get("quarantined", [])
+            failpoint("record.after_verify_before_commit")  # everything added, nothing committed
+        else:
+            held = []
+    if held:
+        review.open_case(cat, system=meta["system"], batch_id=batch_id, kind="document",
+                         reasons=[f"{q['path']}: {q['reason']}" for q in held], path=Path(held[0]["folder"]))
+    failpoint("record.after_commit_before_cleanup")
     Path(pkg["path"]).unlink(missing_ok=True)
     _sidecar(pkg["path"]).unlink(missing_ok=True)
-    return {"package_id": pkg["package_id"], "recorded": True, "key": pkg["key"]}
+    # counts for the metrics, only for what this call recorded (not what another writer did)
+    return {"package_id": pkg["package_id"], "recorded": True, "key": pkg["key"], "new": new,
+            "records": meta["record_count"] if new else 0, "bytes": pkg["size"] if new else 0}
 
 
 def _due(start: str | None, period: str) -> str | None:
@@ -440,6 +521,7 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
         structure = sys_.content.get("archive_structure")
         if structure and not staged.is_empty:
             update_archive_structure(cat, sys_, staged, structure, load_systems(settings.systems_dir))
+        failpoint("finish.before_batch_archived")
         changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
                                    interval_start=staged.interval_start, interval_end=staged.interval_end,
                                    status="archived", rows=_batch_state(staged),
@@ -448,6 +530,7 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
         _archive_inbox(settings, sys_, staged, cat)
     shutil.rmtree(staged.directory, ignore_errors=True)
     new = [r for r in results if r.get("recorded")]
+    _index(settings, [r["package_id"] for r in new])
     quarantined = [i for i in staged.prepared if i["outcome"] == "quarantined"]
     if quarantined:
         raise ContentError(f"{name}: {len(new)} package(s) archived, but {len(quarantined)} delivered package(s) "
@@ -455,6 +538,22 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
                            [f"{i['source']}: {'; '.join(i['findings'][:3])} (report {i['report']})"
                             for i in quarantined])
     return {"batch": staged.batch, "packages_new": len(new), "packages_total": len(results), "changed": changed}
+
+
+def _index(settings: Settings, package_ids: list[str]) -> None:
+    """Make newly recorded packages findable (transforms.access). The index is derived from the
+    catalogue and the stored packages: a failure here is logged, not fatal — the package is
+    archived either way, and `arkiv index --sync` (or the next run) catches up."""
+    if not package_ids:
+        return
+    from .access.service import index_recorded_package
+
+    for pid in package_ids:
+        try:
+            index_recorded_package(settings, pid)
+        except Exception as exc:  # derived data: never let it undo an archived batch
+            log.error("search index not updated for package %s (%s: %s); run `arkiv index`", pid,
+                      type(exc).__name__, exc)
 
 
 def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: Catalogue) -> None:

@@ -24,7 +24,7 @@ class Event:
     detail: str = ""
     outcome_note: str = ""
     agents: tuple[tuple[str, str], ...] = ()  # (agent identifier, role)
-    objects: tuple[str, ...] = ()
+    objects: tuple[str | tuple[str, str], ...] = ()  # identifier, or (identifier, role: source | outcome)
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class FileObject:
     size: int
     format_name: str
     original_name: str | None = None
+    puid: str | None = None  # PRONOM identifier (formatRegistry PRONOM)
+    format_version: str = ""
+    format_note: str = ""  # how the format was identified: tool, version, method
+    creating_application: tuple[str, str] | None = None  # (name, version) of the converter
+    derived_from: str | None = None  # the identifier of the original this file was migrated from
 
 
 def _sub(parent: etree._Element, tag: str, text: object = None) -> etree._Element:
@@ -84,10 +89,30 @@ def build_premis(objects: Iterable[FileObject], events: Iterable[Event], agents:
         _sub(fixity, "messageDigest", obj.sha256)
         _sub(fixity, "messageDigestOriginator", "Arkivflöde")
         _sub(ch, "size", obj.size)
-        fmt = _sub(_sub(ch, "format"), "formatDesignation")
+        fmt_el = _sub(ch, "format")
+        fmt = _sub(fmt_el, "formatDesignation")
         _sub(fmt, "formatName", obj.format_name)
+        if obj.format_version:
+            _sub(fmt, "formatVersion", obj.format_version)
+        if obj.puid:
+            reg = _sub(fmt_el, "formatRegistry")
+            _sub(reg, "formatRegistryName", "PRONOM")
+            _sub(reg, "formatRegistryKey", obj.puid)
+            _sub(reg, "formatRegistryRole", "specification")
+        if obj.format_note:
+            _sub(fmt_el, "formatNote", obj.format_note)
+        if obj.creating_application:
+            app = _sub(ch, "creatingApplication")
+            _sub(app, "creatingApplicationName", obj.creating_application[0])
+            _sub(app, "creatingApplicationVersion", obj.creating_application[1])
         if obj.original_name:
             _sub(el, "originalName", obj.original_name)
+        if obj.derived_from:
+            # PREMIS 3 derivation: this file was migrated from the original in the other representation.
+            rel = _sub(el, "relationship")
+            _sub(rel, "relationshipType", "derivation")
+            _sub(rel, "relationshipSubType", "has source")
+            _ident(rel, "relatedObject", "local", obj.derived_from)
     for ev in events:
         el = _sub(root, "event")
         _ident(el, "event", "local", ev.identifier)
@@ -104,10 +129,13 @@ def build_premis(objects: Iterable[FileObject], events: Iterable[Event], agents:
             _sub(link, "linkingAgentIdentifierType", "local")
             _sub(link, "linkingAgentIdentifierValue", agent_id)
             _sub(link, "linkingAgentRole", role)
-        for obj_id in ev.objects:
+        for obj in ev.objects:
+            obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
             link = _sub(el, "linkingObjectIdentifier")
             _sub(link, "linkingObjectIdentifierType", "local")
             _sub(link, "linkingObjectIdentifierValue", obj_id)
+            if obj_role:
+                _sub(link, "linkingObjectRole", obj_role)
     for ag in agents:
         el = _sub(root, "agent")
         _ident(el, "agent", ag.identifier_type, ag.identifier)

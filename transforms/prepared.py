@@ -7,6 +7,11 @@ inventing anything — missing standard schemas, ``file`` elements without SIZE 
 repair is said. Anything else is quarantined with its validation report; a checksum that
 does not match, for instance, is never "repaired": it may be the very damage fixity exists
 to catch.
+
+Accepted packages then get the same format identification and policy check as the packages
+we build (:mod:`transforms.formats`): every file under ``representations/*/data/`` is
+identified, and a file the policy would not accept in a preservation representation is
+reported in the intake's findings (the delivered package itself is never changed for it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from .formats import FormatPolicy, Identifier, default_policy
 from .hashing import copy_hashed, fsync_dir, sha256_file
 from .safe_archive import extract_package, open_package
 from .validate import validate_package
@@ -54,6 +60,8 @@ class Intake:
     findings: list[str] = field(default_factory=list)
     records: list[dict] = field(default_factory=list)
     report: str | None = None  # quarantine: the validation report's path
+    formats: list[dict] = field(default_factory=list)  # every data file's identification and policy outcome
+    format_findings: list[str] = field(default_factory=list)  # files the format policy does not accept
 
 
 def delivered(inbox: Path) -> list[Path]:
@@ -68,10 +76,15 @@ def _suffix(name: str) -> str:
     return ".zip" if name.lower().endswith(".zip") else ".tar"
 
 
-def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
-    """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``."""
+def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path,
+            policy: FormatPolicy | None = None) -> list[Intake]:
+    """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``.
+
+    Accepted packages are also identified and checked against ``policy`` (default: the shipped one).
+    """
     build_dir.mkdir(parents=True, exist_ok=True)
     out: list[Intake] = []
+    checker = _FormatCheck(policy or default_policy(), build_dir)
     for path in delivered(inbox):
         report = validate_package(path, "sip")
         errors = [f for f in report.findings if f.severity == "ERROR"]
@@ -82,7 +95,7 @@ def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
                                    note=f"OBJID {objid} was already delivered in this intake as another file"))
             continue
         if report.valid:
-            out.append(_accept(path, path, build_dir, "valid", []))
+            out.append(checker.check(_accept(path, path, build_dir, "valid", [])))
             continue
         if errors and all(f.requirement in REPAIRABLE for f in errors):
             repaired, repairs = _repair(path, build_dir)
@@ -90,13 +103,48 @@ def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path) -> list[Intake]:
             if second.valid:
                 intake = _accept(path, repaired, build_dir, "repaired", repairs)
                 repaired.unlink(missing_ok=True)
-                out.append(intake)
+                out.append(checker.check(intake))
                 continue
             repaired.unlink(missing_ok=True)
             errors = [f for f in second.findings if f.severity == "ERROR"]
             report = second
         out.append(_quarantine(path, report, quarantine_dir, errors))
     return out
+
+
+class _FormatCheck:
+    """Identify a delivered package's data files with one loaded fido and judge them by the policy."""
+
+    def __init__(self, policy: FormatPolicy, work_parent: Path):
+        self.policy = policy
+        self.work_parent = work_parent
+        self._identifier: Identifier | None = None
+
+    def check(self, intake: Intake) -> Intake:
+        if self._identifier is None:
+            self._identifier = Identifier()
+        with extract_package(intake.path, parent=self.work_parent) as root:
+            for f in sorted(root.glob("representations/*/data/**/*")):
+                if not f.is_file():
+                    continue
+                rel = f.relative_to(root).as_posix()
+                ident = self._identifier.identify(f)
+                decision = self.policy.decide(ident)
+                # A representation named *-original keeps the originals of migrated files (ours, and
+                # the usual E-ARK practice): identified and recorded, but not judged for preservation.
+                original = rel.split("/")[1].endswith("-original")
+                digest, size = sha256_file(f)
+                intake.formats.append({
+                    "path": rel, "representation": rel.split("/")[1], "puid": ident.puid if ident.identified else None,
+                    "format_name": ident.name, "format_version": ident.version, "mime": ident.mime,
+                    "method": ident.method, "tool": ident.tool, "sha256": digest, "size": size,
+                    "outcome": "original" if original else
+                    "accepted" if decision.action == "accept" else f"policy: {decision.action}",
+                    "reason": decision.reason})
+                if decision.action != "accept" and not original:
+                    intake.format_findings.append(f"{rel}: format policy {self.policy.name} says "
+                                                  f"{decision.action}: {decision.reason}")
+        return intake
 
 
 def _objid(path: Path) -> str | None:

@@ -2,13 +2,18 @@
 
 A batch arrives as Parquet staging files, one or more per table. :func:`check_batch` reads
 each table into one pandas DataFrame, validates it with Great Expectations (GX 1.x, an
-ephemeral context: nothing is stored or sent anywhere) and writes a JSON report for the
-archivists. A batch whose result is not ``success`` must never be packaged.
+ephemeral context: nothing is stored or sent anywhere) and writes two reports for the
+archivists: a JSON summary (our own format, read by the quarantine page) and GX's own
+Data Docs (static HTML, one page per table). A batch whose result is not ``success`` must
+never be packaged.
 
-Records carry personnummer and secret (OSL) data, so the report holds *record IDs and
-counts only*. GX hands back unexpected values in several lists; they are never copied into
-a :class:`CheckResult`, the JSON, the summary or the log. Only the values of each table's
-``id_column`` are kept, and a table's id column may not be one of its sensitive columns.
+Records carry personnummer and secret (OSL) data. The reports name offending records by
+their ``id_column`` and show a few example values per failed check — and every value of a
+column marked ``sensitive`` in the system YAML is masked (:mod:`transforms.masking`):
+a personnummer as ``19XXXXXX-XXXX``, anything else by its length. Everything that looks
+like a personnummer is masked even in unmarked columns. GX's result is masked *before*
+Data Docs render it, and the HTML is checked once more against the batch's sensitive
+values. Nothing from a record is logged; a table's id column may not be sensitive.
 
 The suite is our own thin JSON wrapper around GX expectation configurations::
 
@@ -29,6 +34,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -37,11 +43,14 @@ from pathlib import Path
 from typing import Any
 
 from transforms.errors import ConfigError, ContentError, StorageError
+from transforms.masking import shown
 
 log = logging.getLogger(__name__)
 
 #: At most this many offending record IDs are kept per check.
 MAX_OFFENDING_IDS = 1000
+#: At most this many example values (masked where sensitive) are shown per failed check.
+MAX_EXAMPLES = 20
 
 # Pseudo-checks for problems found before GX runs; named so that nobody mistakes them for
 # GX expectation types.
@@ -209,7 +218,7 @@ def _parse_expectation(raw: object, key: str, fail) -> ExpectationSpec:
 
 @dataclass
 class CheckResult:
-    """The outcome of one expectation on one table: counts and record IDs, never values."""
+    """The outcome of one expectation on one table: counts, record IDs and masked examples."""
 
     table: str
     expectation: str
@@ -221,6 +230,9 @@ class CheckResult:
     offending_ids: list[str]  # values of the table's id column, at most MAX_OFFENDING_IDS
     notes: str = ""  # the suite's meta.notes: why an archivist cares
     error: str | None = None  # set when the check could not be evaluated at all
+    #: a few unexpected values with their counts, as shown: masked when the column is sensitive
+    examples: list[dict[str, Any]] | None = None
+    sensitive: bool = False  # the check reads a column marked sensitive
 
     def describe(self) -> str:
         """``cases.expect_column_values_to_be_unique(diarienummer)``."""
@@ -239,6 +251,7 @@ class QualityResult:
     tables: dict[str, int]  # rows per staged table
     result_path: Path | None  # the JSON report in report_dir
     duration_seconds: float = 0.0
+    data_docs: Path | None = None  # GX Data Docs (index.html), rendered from the masked result
 
     def failed(self) -> list[CheckResult]:
         """The checks that did not pass, in suite order."""
@@ -324,6 +337,7 @@ def check_batch(
     checks: list[CheckResult] = []
     rows: dict[str, int] = {}
     withheld_values: set[str] = set()
+    validations: dict[str, Any] = {}  # table -> GX result, masked, for Data Docs
     for tname, tsuite in suite.tables.items():
         files = tables.get(tname)
         if not files:
@@ -339,7 +353,11 @@ def check_batch(
         df = _read_table(tname, files)
         rows[tname] = len(df)
         withheld_values |= _sensitive_values(df, sensitive.get(tname, set()))
-        checks.extend(_check_table(gx, datasource, tsuite, gx_expectations[tname], df))
+        table_checks, validation = _check_table(gx, datasource, tsuite, gx_expectations[tname], df,
+                                                sensitive.get(tname, set()))
+        checks.extend(table_checks)
+        if validation is not None:
+            validations[tname] = validation
     for tname, files in tables.items():
         if tname not in suite.tables:
             # Not a failure (the suite decides what is checked), but worth a line in the log.
@@ -352,6 +370,7 @@ def check_batch(
         system=system, batch=batch, success=success, checks=checks, tables=rows, result_path=None,
         duration_seconds=round(time.monotonic() - started, 3),
     )
+    result.data_docs = _write_data_docs(validations, result, Path(report_dir), withheld_values)
     result.result_path = _write_report(result, suite, Path(report_dir), gx.__version__)
     if success:
         log.info("%s", result.summary())
@@ -437,8 +456,9 @@ def _count_rows(tname: str, files: Iterable[Path]) -> int:
         raise StorageError(f"cannot read staging file of table {tname}: {exc}") from exc
 
 
-def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df) -> list[CheckResult]:
-    """Run one table's expectations; results come back in suite order."""
+def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
+                 sensitive: set[str]) -> tuple[list[CheckResult], Any]:
+    """Run one table's expectations; results come back in suite order, with GX's (masked) result."""
     results: dict[str, CheckResult] = {}
     present = set(map(str, df.columns))
     has_id = tsuite.id_column in present
@@ -454,6 +474,7 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df) -> list[
         )
 
     runnable = []
+    validation = None
     for spec, exp in zip(tsuite.expectations, gx_exps, strict=True):
         missing = [c for c in spec.columns if c not in present]
         if missing:
@@ -481,17 +502,19 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df) -> list[
         for evr in validation.results:
             key = evr.expectation_config.meta.get(_INDEX_META_KEY)
             spec = by_key[key]
-            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id)
+            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id, sensitive)
+        _mask_gx_result(validation, tsuite, sensitive)
     # GX returns one result per expectation; should a future version drop one, the check
     # fails visibly rather than passing by omission.
     return lead + [
         results.get(spec.key) or _result(tsuite.name, spec, False, len(df), 0, [], error="no result from GX")
         for spec in tsuite.expectations
-    ]
+    ], validation
 
 
-def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: bool) -> CheckResult:
-    """Keep counts and ids from a GX result; every list of values is dropped here."""
+def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: bool,
+             sensitive: set[str]) -> CheckResult:
+    """Keep counts, ids and a few examples (masked where sensitive) from a GX result."""
     error = _exception_type(evr.exception_info)
     if error:
         # The message and traceback may quote record values, so only the type is kept.
@@ -511,10 +534,68 @@ def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: 
                 ids.append(text)
             if len(ids) >= MAX_OFFENDING_IDS:
                 break
-    return _result(
+    is_sensitive = any(c in sensitive for c in spec.columns)
+    examples = []
+    if not evr.success:
+        for entry in (res.get("partial_unexpected_counts") or [])[:MAX_EXAMPLES]:
+            if isinstance(entry, Mapping):
+                examples.append({"value": shown(entry.get("value"), sensitive=is_sensitive),
+                                 "count": _int(entry.get("count"), 1)})
+        if not examples and "observed_value" in res:
+            examples.append({"value": shown(res["observed_value"], sensitive=is_sensitive), "observed": True})
+    result = _result(
         tsuite.name, spec, bool(evr.success), _int(res.get("element_count"), rows),
         _int(res.get("unexpected_count"), 0), ids,
     )
+    result.examples, result.sensitive = examples, is_sensitive
+    return result
+
+
+# Keys of a GX result that hold counts and percentages, never record values.
+_COUNT_KEYS = {"element_count", "unexpected_count", "unexpected_percent", "missing_count", "missing_percent",
+               "unexpected_percent_total", "unexpected_percent_nonmissing", "unexpected_index_column_names"}
+
+
+def _mask_gx_result(validation, tsuite: TableSuite, sensitive: set[str]) -> None:
+    """Mask, in place, every record value in GX's result before anything renders it.
+
+    Values of the checked column are masked when it is sensitive (and scrubbed of anything
+    personnummer-like otherwise); in the index lists, each column's value is masked by that
+    column's own marking and the id column is kept; exception messages, which can quote
+    values, are cut down to the exception's type.
+    """
+    by_key = {spec.key: spec for spec in tsuite.expectations}
+
+    def walk(value: Any, is_sensitive: bool) -> Any:
+        if isinstance(value, Mapping):
+            return {k: walk(v, is_sensitive) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v, is_sensitive) for v in value]
+        if isinstance(value, bool | int | float) and not is_sensitive:
+            return value
+        return shown(value, sensitive=is_sensitive)
+
+    for evr in validation.results:
+        spec = by_key.get(evr.expectation_config.meta.get(_INDEX_META_KEY))
+        is_sensitive = spec is None or any(c in sensitive for c in spec.columns)
+        res = dict(evr.result or {})
+        for key, value in list(res.items()):
+            if key in _COUNT_KEYS:
+                continue
+            if key in {"partial_unexpected_index_list", "unexpected_index_list"} and isinstance(value, list):
+                res[key] = [{col: (v if col == tsuite.id_column else shown(v, sensitive=col in sensitive))
+                             for col, v in entry.items()} if isinstance(entry, Mapping) else walk(entry, True)
+                            for entry in value]
+            elif key == "partial_unexpected_counts" and isinstance(value, list):
+                res[key] = [{"value": shown(e.get("value"), sensitive=is_sensitive), "count": e.get("count")}
+                            if isinstance(e, Mapping) else walk(e, is_sensitive) for e in value]
+            else:
+                res[key] = walk(value, is_sensitive)
+        evr.result = res
+        info = evr.exception_info or {}
+        if isinstance(info, Mapping) and info.get("raised_exception"):
+            evr.exception_info = {"raised_exception": True, "exception_traceback": None,
+                                  "exception_message": _exception_type(info) or "exception"}
 
 
 def _result(table: str, spec: ExpectationSpec, success: bool, elements: int, unexpected: int,
@@ -615,6 +696,62 @@ def _withhold(checks: list[CheckResult], values: set[str]) -> None:
             log.warning("%s: %d offending ids equal a sensitive value and were withheld", c.describe(), n)
 
 
+# Data Docs pages load Bootstrap, jQuery and Vega from public CDNs. An archive's report must
+# open offline and must not tell a third party what is being read: those tags are removed
+# and a small stylesheet of our own stands in.
+_EXTERNAL_TAG = re.compile(r"<(?:link|script|img)\b[^>]*(?:href|src)=\"https?://[^\"]*\"[^>]*>(?:\s*</script>)?", re.I)
+_EXTERNAL_CSS = re.compile(r"url\(\s*['\"]?https?://[^)]*\)", re.I)
+_OFFLINE_STYLE = """<style>body{font-family:sans-serif;margin:1.5em;color:#222}table{border-collapse:collapse;
+margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 6px;vertical-align:top}.text-danger{color:#b00020}
+.text-success{color:#1b5e20}.hide,.collapse:not(.show){display:none}</style>"""
+
+
+def _write_data_docs(validations: dict[str, Any], result: QualityResult, report_dir: Path,
+                     withheld_values: set[str]) -> Path | None:
+    """Render GX Data Docs (one static page per table, and an index) from the masked results."""
+    if not validations:
+        return None
+    from great_expectations.render.renderer import ValidationResultsPageRenderer
+    from great_expectations.render.view import DefaultJinjaPageView
+
+    target = report_dir / f"{result.system}-{result.batch}-datadocs"
+    tmp = report_dir / f".{target.name}.tmp-{os.getpid()}"
+    guard = sorted((v for v in withheld_values if len(v) >= 6), key=len, reverse=True)
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        links = []
+        for tname, validation in validations.items():
+            page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation))
+            page = _EXTERNAL_CSS.sub("none", _EXTERNAL_TAG.sub("", page))
+            page = page.replace("</head>", _OFFLINE_STYLE + "</head>", 1)
+            for value in guard:  # last guard: GX rendered something we did not mask
+                if value in page:
+                    log.warning("%s: a sensitive value reached the Data Docs page of %s and was masked",
+                                result.batch, tname)
+                    page = page.replace(value, shown(value, sensitive=True))
+            (tmp / f"{tname}.html").write_text(page, encoding="utf-8")
+            ok = all(c.success for c in result.checks if c.table == tname)
+            links.append(f'<li><a href="{tname}.html">{tname}</a> — {"ok" if ok else "FAILED / UNDERKÄND"}</li>')
+        (tmp / "index.html").write_text(
+            f"<!DOCTYPE html><html lang=\"sv\"><head><meta charset=\"utf-8\"><title>Data Docs {result.system} "
+            f"{result.batch}</title>{_OFFLINE_STYLE}</head><body><h1>Great Expectations Data Docs</h1>"
+            f"<p>{result.system} {result.batch}: känsliga värden maskerade / sensitive values masked.</p>"
+            f"<ul>{''.join(links)}</ul></body></html>\n", encoding="utf-8")
+        if target.exists():
+            old = report_dir / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except OSError as exc:
+        raise StorageError(f"cannot write Data Docs {target}: {exc}") from exc
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target / "index.html"
+
+
 def _write_report(result: QualityResult, suite: Suite, report_dir: Path, gx_version: str) -> Path:
     """Write the report atomically: readers never see a half-written file."""
     checks = []
@@ -632,6 +769,8 @@ def _write_report(result: QualityResult, suite: Suite, report_dir: Path, gx_vers
                 "offending_ids_truncated": c.unexpected_count > len(c.offending_ids) and bool(c.offending_ids),
                 "notes": c.notes,
                 "error": c.error,
+                "sensitive": c.sensitive,
+                "examples": c.examples or [],
             }
         )
     doc = {
@@ -646,7 +785,8 @@ def _write_report(result: QualityResult, suite: Suite, report_dir: Path, gx_vers
         "great_expectations_version": gx_version,
         "timestamp": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "duration_seconds": result.duration_seconds,
-        "values_included": False,
+        "values_included": "examples only; values of sensitive columns and personnummer-like text masked",
+        "data_docs": str(result.data_docs) if result.data_docs else None,
     }
     target = report_dir / f"{result.system}-{result.batch}-quality.json"
     tmp_name = None

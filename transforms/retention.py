@@ -5,17 +5,28 @@ from __future__ import annotations
 import calendar
 import datetime as dt
 import json
+import logging
 import re
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
 from . import __version__
 from .catalogue import Catalogue, DisposalList, Event, Hold, Package, Record, Tombstone, utcnow
 from .errors import ContentError, StorageError
+
+log = logging.getLogger("arkivflode")
+
+if TYPE_CHECKING:
+    from .storage import FileSystemStorage, S3Storage
+
+    Storage = FileSystemStorage | S3Storage
 
 _PERIOD = re.compile(r"^P(?:(?P<y>\d+)Y)?(?:(?P<m>\d+)M)?(?:(?P<d>\d+)D)?$")
 
@@ -143,7 +154,7 @@ def _pending_removals(cat: Catalogue) -> set[str]:
 
 # --- transfer ----------------------------------------------------------------------------------------
 
-def transfer(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, package_id: str, *, basis: str,
+def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Storage, package_id: str, *, basis: str,
              now: dt.datetime | None = None) -> dict:
     """Move one package from the mellanarkiv to the slutarkiv as an OCFL object holding its AIP.
 
@@ -151,7 +162,9 @@ def transfer(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, package_id: str,
     build the AIP in a work folder; write the OCFL object (appears whole or not at all); verify
     every file against the inventory and the SIP's checksums; record the transfer and the receipt
     in the catalogue; only then remove the SIP from the mellanarkiv. A rerun picks up where a
-    crash stopped and never writes an object twice.
+    crash stopped and never writes an object twice. Either archive may be a folder or a bucket:
+    the SIP is read through ``local_copy`` (checked against its catalogued SHA-256), and the
+    slutarkiv's object is sealed under Object Lock once it verifies (see transforms/ocfl.py).
     """
     from . import ocfl
     from .aip import RECEIPT, make_aip, receipt_xml
@@ -165,39 +178,41 @@ def transfer(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, package_id: str,
     object_id = package_id
     ocfl.init_root(slutarkiv_root)
     if pkg.status == "stored":
-        if not (slutarkiv_root / object_id).exists():
-            stat = mellanarkiv.stat(pkg.location)
-            if stat.sha256 != pkg.sha256:
-                raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued SHA-256; "
-                                   "not transferred (run the fixity audit)")
-            with tempfile.TemporaryDirectory(prefix="arkiv-aip-") as tmp, \
-                    extract_package(mellanarkiv.root / pkg.location, parent=tmp) as root:
-                files = [p for p in root.rglob("*") if p.is_file()]
-                receipt = receipt_xml(package_id=package_id, system=pkg.system, record_class=pkg.record_class,
-                                      received_from=f"mellanarkiv:{pkg.location}", source_sha256=pkg.sha256,
-                                      received_at=now, files=len(files), size=sum(p.stat().st_size for p in files),
-                                      records=pkg.record_count, basis=basis)
-                # everything that happened: to the batch it came from (extraction, quality, decisions)
-                # and to the package itself (creation, ingest, fixity, holds)
-                batch_events = [e for e in cat.events(batch_id=pkg.batch_id) if e.package_id is None]
-                history = [PremisEvent(identifier=f"catalogue-event-{e.id}", type=e.type, time=e.time,
-                                       outcome=e.outcome, detail=e.detail,
-                                       agents=(("arkivflode", "executing program"),))
-                           for e in sorted(batch_events + cat.events(package_id=package_id), key=lambda e: e.id)]
-                history.append(PremisEvent(identifier=f"{package_id}-transfer", type="transfer", time=now,
-                                           outcome="success", detail=f"transferred to the slutarkiv; {basis}",
-                                           agents=(("arkivflode", "executing program"),)))
-                make_aip(root, events=history, receipt=receipt, now=now)
-                ocfl.write_object(slutarkiv_root, object_id, root, message=f"AIP of {package_id}: {basis}",
-                                  user=AGENT, created=now)
-        problems = ocfl.verify_object(slutarkiv_root, object_id)
-        if problems:
-            raise StorageError("slutarkiv: the new object does not verify; the mellanarkiv copy is kept: "
-                               + "; ".join(problems[:5]))
-        _check_data_unchanged(slutarkiv_root / object_id, mellanarkiv.root / pkg.location)
+        # the SIP as a local file, hashed against the catalogue (downloaded once when the mellanarkiv is a bucket)
+        with tempfile.TemporaryDirectory(prefix="arkiv-aip-") as tmp, \
+                _local_sip(mellanarkiv, pkg) as sip:
+            if not ocfl.object_exists(slutarkiv_root, object_id):
+                with extract_package(sip, parent=tmp) as root:
+                    files = [p for p in root.rglob("*") if p.is_file()]
+                    receipt = receipt_xml(package_id=package_id, system=pkg.system, record_class=pkg.record_class,
+                                          received_from=f"mellanarkiv:{pkg.location}", source_sha256=pkg.sha256,
+                                          received_at=now, files=len(files),
+                                          size=sum(p.stat().st_size for p in files),
+                                          records=pkg.record_count, basis=basis)
+                    # everything that happened: to the batch it came from (extraction, quality, decisions)
+                    # and to the package itself (creation, ingest, fixity, holds)
+                    batch_events = [e for e in cat.events(batch_id=pkg.batch_id) if e.package_id is None]
+                    history = [PremisEvent(identifier=f"catalogue-event-{e.id}", type=e.type, time=e.time,
+                                           outcome=e.outcome, detail=e.detail,
+                                           agents=(("arkivflode", "executing program"),))
+                               for e in sorted(batch_events + cat.events(package_id=package_id),
+                                               key=lambda e: e.id)]
+                    history.append(PremisEvent(identifier=f"{package_id}-transfer", type="transfer", time=now,
+                                               outcome="success", detail=f"transferred to the slutarkiv; {basis}",
+                                               agents=(("arkivflode", "executing program"),)))
+                    make_aip(root, events=history, receipt=receipt, now=now)
+                    ocfl.write_object(slutarkiv_root, object_id, root, message=f"AIP of {package_id}: {basis}",
+                                      user=AGENT, created=now)
+            problems = ocfl.verify_object(slutarkiv_root, object_id)
+            if problems:
+                raise StorageError("slutarkiv: the new object does not verify; the mellanarkiv copy is kept: "
+                                   + "; ".join(problems[:5]))
+            _check_data_unchanged(ocfl.read_inventory(slutarkiv_root, object_id), sip)
+        ocfl.seal(slutarkiv_root, object_id)  # Object Lock on a bucket (a rerun seals what a crash left unsealed)
         inventory = ocfl.read_inventory(slutarkiv_root, object_id)
         receipt_digest = next(d for d, paths in inventory["fixity"]["sha256"].items()
                               if any(p.endswith(f"/{RECEIPT}") for p in paths))
+        failpoint("transfer.after_copy_before_record")
         with cat.session() as s:
             p = s.get(Package, package_id)
             p.status, p.storage, p.package_type, p.location = "transferred", "slutarkiv", "AIP", f"ocfl:{object_id}"
@@ -228,13 +243,25 @@ def _mellanarkiv_key(cat: Catalogue, package_id: str) -> str | None:
     return None
 
 
-def _check_data_unchanged(object_root: Path, sip_path: Path) -> None:
+@contextmanager
+def _local_sip(mellanarkiv: Storage, pkg: Package) -> Iterator[Path]:
+    """The package's SIP as a local file whose SHA-256 is the catalogued one (any backend)."""
+    try:
+        with mellanarkiv.local_copy(pkg.location, expected_sha256=pkg.sha256) as (path, _):
+            yield path
+    except StorageError as exc:
+        if "differs from the expected" not in str(exc):
+            raise
+        raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued SHA-256; "
+                           "not transferred (run the fixity audit)") from exc
+
+
+def _check_data_unchanged(inventory: dict, sip_path: Path) -> None:
     """Every data file in the AIP has the very bytes it had in the SIP (compared by SHA-256)."""
     import hashlib
     import tarfile
     import zipfile
 
-    inventory = json.loads((object_root / "inventory.json").read_text(encoding="utf-8"))
     # logical paths are "<OBJID>/…" in the object and in the SIP: compare below the root folder
     aip = {p.removeprefix("v1/content/").split("/", 1)[1]: d
            for d, paths in inventory["fixity"]["sha256"].items() for p in paths}
@@ -317,7 +344,8 @@ def decide_disposal(cat: Catalogue, list_id: str, *, approve: bool, by: str, jus
                           detail=f"disposal list {list_id} {dl.status} by {by}: {justification}")
 
 
-def execute_disposal(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, list_id: str, systems: dict) -> dict:
+def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Storage, list_id: str,
+                     systems: dict) -> dict:
     """Dispose of an approved list: delete, keep tombstones, archive a disposal certificate."""
     from .certificate import archive_certificate
 
@@ -343,8 +371,10 @@ def execute_disposal(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, list_id:
                                 references=json.dumps(refs, ensure_ascii=False), rule=f"{rule.period} from "
                                 f"{rule.counted_from}: {rule.basis}", disposal_list=list_id,
                                 approved_by=approved_by, approved_at=approved_at))
+        failpoint("disposal.after_tombstone_before_delete")
         if mellanarkiv.exists(pkg.location):
             mellanarkiv.delete(pkg.location, verified_copy_sha256=pkg.sha256)
+        failpoint("disposal.after_delete_before_record")
         with cat.session() as s:
             p = s.get(Package, pid)
             p.status = "disposed"
@@ -352,6 +382,7 @@ def execute_disposal(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, list_id:
                           detail=f"disposed of (gallrad) under list {list_id}, approved by {approved_by}; "
                                  f"tombstone kept; rule: {rule.basis}")
         disposed.append(pid)
+    failpoint("disposal.before_certificate")
     certificate = archive_certificate(cat, slutarkiv_root, list_id, disposed, skipped)
     with cat.session() as s:
         dl = s.get(DisposalList, list_id)
@@ -361,7 +392,7 @@ def execute_disposal(cat: Catalogue, mellanarkiv, slutarkiv_root: Path, list_id:
 
 # --- fixity audit -------------------------------------------------------------------------------------------
 
-def audit(cat: Catalogue, mellanarkiv, slutarkiv_root: Path) -> dict:
+def audit(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Storage) -> dict:
     """Re-read every stored package, record a fixity event for each; returns the ones that no longer match."""
     from . import ocfl
 
@@ -375,7 +406,7 @@ def audit(cat: Catalogue, mellanarkiv, slutarkiv_root: Path) -> dict:
                 ok, detail = False, str(exc)
         elif p.status == "transferred" and p.location.startswith("ocfl:"):
             problems = ocfl.verify_object(slutarkiv_root, p.location.removeprefix("ocfl:")) \
-                if (slutarkiv_root / p.location.removeprefix("ocfl:")).exists() else ["object missing"]
+                if ocfl.object_exists(slutarkiv_root, p.location.removeprefix("ocfl:")) else ["object missing"]
             ok = not problems
             detail = "every file matches its SHA-512 and SHA-256" if ok else "; ".join(problems[:5])
         else:
@@ -393,12 +424,23 @@ def audit(cat: Catalogue, mellanarkiv, slutarkiv_root: Path) -> dict:
 # --- steps for the retention DAG and the CLI (settings in, small dicts out) ------------------------------
 
 def _ctx(settings):
-    from .storage import FileSystemStorage
+    from .storage import storage_for
     from .systems import load_systems
 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
-    return cat, FileSystemStorage(settings.mellanarkiv, "mellanarkiv"), load_systems(settings.systems_dir)
+    store = storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
+    return cat, store, load_systems(settings.systems_dir)
+
+
+def slutarkiv(settings) -> Path | S3Storage:
+    """The slutarkiv's OCFL storage root: a folder (Path) or a bucket (S3Storage with its Object Lock)."""
+    from .config import is_s3
+    from .storage import storage_for
+
+    if is_s3(settings.slutarkiv):
+        return storage_for(settings.slutarkiv, "slutarkiv", settings.s3, work_dir=settings.build / ".downloads")
+    return settings.slutarkiv
 
 
 def step_plan(settings, as_of: str) -> dict:
@@ -416,7 +458,9 @@ def step_transfer(settings, package_id: str) -> dict:
     pkg = cat.package(package_id)
     rule = systems[pkg.system].record_class(pkg.record_class).retention
     basis = f"{rule.action} after {rule.period} from {rule.counted_from}: {rule.basis}"
-    return transfer(cat, store, settings.slutarkiv, package_id, basis=basis)
+    result = transfer(cat, store, slutarkiv(settings), package_id, basis=basis)
+    _sync_index(settings)
+    return result
 
 
 def step_dispose(settings, plan_: dict) -> dict:
@@ -424,13 +468,26 @@ def step_dispose(settings, plan_: dict) -> dict:
     cat, store, systems = _ctx(settings)
     with cat.session() as s:
         approved = [d.id for d in s.scalars(sa.select(DisposalList).where(DisposalList.status == "approved"))]
-    executed = [execute_disposal(cat, store, settings.slutarkiv, lid, systems) for lid in approved]
+    executed = [execute_disposal(cat, store, slutarkiv(settings), lid, systems) for lid in approved]
     p = Plan(plan_["as_of"], dispose=[pid for pid in plan_["dispose"]
                                       if pid not in _packages_in_open_lists(cat)])
     proposed = propose_disposal(cat, p)
+    if executed:
+        _sync_index(settings)
     return {"executed": executed, "proposed": proposed}
+
+
+def _sync_index(settings) -> None:
+    """Transferred records answer from the slutarkiv, disposed ones only as tombstones (transforms.access).
+    The index is derived data: a failure is logged, and `arkiv index --sync` catches up."""
+    from .access.service import sync_index
+
+    try:
+        sync_index(settings)
+    except Exception as exc:
+        log.error("search index not brought up to date (%s: %s); run `arkiv index`", type(exc).__name__, exc)
 
 
 def step_audit(settings) -> dict:
     cat, store, _ = _ctx(settings)
-    return audit(cat, store, settings.slutarkiv)
+    return audit(cat, store, slutarkiv(settings))

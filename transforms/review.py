@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from . import __version__
 from .catalogue import Catalogue, QuarantineCase, utcnow
+from .masking import scrub
 
 AGENT = f"Arkivflöde {__version__}"
 
@@ -27,7 +28,9 @@ def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons:
     """Register a quarantined batch, delivery or package; writes its report page beside the data."""
     case_id = f"{batch_id}/{path.name}"
     page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
-    page.write_text(report_page(system, batch_id, kind, reasons, report), encoding="utf-8")
+    docs = data_docs_of(report)
+    page.write_text(report_page(system, batch_id, kind, reasons, report, docs.as_uri() if docs else None),
+                    encoding="utf-8")
     with cat.session() as s:
         s.add(QuarantineCase(id=case_id, system=system, batch_id=batch_id, kind=kind,
                              reasons=json.dumps(reasons, ensure_ascii=False), path=str(path), report=report,
@@ -37,8 +40,28 @@ def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons:
     return case_id
 
 
-def report_page(system: str, batch_id: str, kind: str, reasons: list[str], report: str | None) -> str:
-    """A readable page in Swedish and English: what failed, how many records, which IDs (never values)."""
+def data_docs_of(report: str | None) -> Path | None:
+    """The GX Data Docs index written beside a quality report, if there is one."""
+    if not report or not Path(report).is_file():
+        return None
+    docs = json.loads(Path(report).read_text(encoding="utf-8")).get("data_docs")
+    return Path(docs) if docs and Path(docs).is_file() else None
+
+
+WHAT_HAPPENED = {
+    "quality": "Leveransen har hållits kvar och inte arkiverats. En arkivarie beslutar: godkänn med avvikelse eller "
+               "avvisa (<code>arkiv quarantine approve|reject</code>).<br>The batch was held back and nothing was "
+               "archived. An archivist decides: approve with a deviation or reject.",
+    "document": "Dokumentet kunde inte bevaras i ett godkänt format och hölls tillbaka från bevarandeformen; "
+                "originalet finns kvar i paketet (<code>rep1-original</code>) och här i karantänen.<br>The document "
+                "could not be preserved in an accepted format and was held back from the preservation "
+                "representation; the original is kept in the package (<code>rep1-original</code>) and here.",
+}
+
+
+def report_page(system: str, batch_id: str, kind: str, reasons: list[str], report: str | None,
+                data_docs_href: str | None = None) -> str:
+    """A readable page in Swedish and English: what failed, how many records, which IDs, masked examples."""
     e = html.escape
     checks = []
     if report and Path(report).is_file():
@@ -46,11 +69,20 @@ def report_page(system: str, batch_id: str, kind: str, reasons: list[str], repor
         for c in data.get("checks", []):
             if not c.get("success"):
                 ids = ", ".join(e(str(i)) for i in c.get("offending_ids", [])[:200])
+                # Examples were masked when the report was written; scrubbed again here in case
+                # the report came from an older version.
+                examples = "<br>".join(f"{e(scrub(str(x.get('value'))))}" + (f" ({x['count']})" if x.get("count")
+                                                                                else "")
+                                       for x in c.get("examples") or [])
+                mark = " <em>(känslig / sensitive)</em>" if c.get("sensitive") else ""
                 checks.append(f"<tr><td>{e(c.get('table', ''))}</td><td>{e(c.get('expectation', ''))}</td>"
-                              f"<td>{e(str(c.get('column') or ''))}</td><td>{c.get('unexpected_count', 0)}</td>"
-                              f"<td>{e(c.get('notes') or '')}</td><td><code>{ids}</code></td></tr>")
+                              f"<td>{e(str(c.get('column') or ''))}{mark}</td><td>{c.get('unexpected_count', 0)}</td>"
+                              f"<td>{e(c.get('notes') or '')}</td><td><code>{ids}</code></td>"
+                              f"<td><code>{examples}</code></td></tr>")
     rows = "".join(checks)
-    items = "".join(f"<li>{e(r)}</li>" for r in reasons)
+    items = "".join(f"<li>{e(scrub(r))}</li>" for r in reasons)
+    docs_link = (f'<p><a href="{e(data_docs_href)}">Great Expectations Data Docs</a> (alla kontroller / every '
+                 f"check)</p>" if data_docs_href else "")
     return f"""<!DOCTYPE html>
 <html lang="sv"><head><meta charset="utf-8"><title>Karantän / Quarantine: {e(batch_id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;
@@ -58,15 +90,16 @@ padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
 <h1>Karantän / Quarantine</h1>
 <p><strong>System:</strong> {e(system)} &nbsp; <strong>Leverans / Batch:</strong> {e(batch_id)} &nbsp;
 <strong>Slag / Kind:</strong> {e(kind)}</p>
-<p>Leveransen har hållits kvar och inte arkiverats. En arkivarie beslutar: godkänn med avvikelse eller
-avvisa (<code>arkiv quarantine approve|reject</code>).<br>
-The batch was held back and nothing was archived. An archivist decides: approve with a deviation or reject.</p>
+<p>{WHAT_HAPPENED.get(kind, WHAT_HAPPENED["quality"])}</p>
 <h2>Orsaker / Reasons</h2><ul>{items}</ul>
 {"<h2>Kontroller som inte uppfylldes / Failed checks</h2><table><tr><th>Tabell / Table</th><th>Kontroll / Check</th>"
  "<th>Kolumn / Column</th><th>Antal poster / Records</th><th>Varför / Why it matters</th>"
- "<th>Postidentiteter / Record IDs</th></tr>" + rows + "</table>" if rows else ""}
-<p><small>Rapporten visar identiteter och antal, aldrig postinnehåll. / The report shows IDs and counts, never
-record content.</small></p>
+ "<th>Postidentiteter / Record IDs</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
+ if rows else ""}
+{docs_link}
+<p><small>Rapporten visar postidentiteter, antal och några exempelvärden; värden i känsliga kolumner och allt
+som liknar ett personnummer är maskerade. / The report shows record IDs, counts and a few example values;
+values of sensitive columns and anything shaped like a personnummer are masked.</small></p>
 </body></html>
 """
 
@@ -95,6 +128,16 @@ def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justificatio
                       batch_id=case.batch_id, detail=f"quarantine case {case_id} {what}. Reasons: "
                       f"{'; '.join(json.loads(case.reasons))}. Justification: {justification}")
         return case
+
+
+def latest_case(cat: Catalogue, batch_id: str, content_state: dict, kind: str = "quality") -> QuarantineCase | None:
+    """The newest case of ``kind`` for exactly this content of this batch, whatever its status."""
+    state = json.dumps(content_state, sort_keys=True)
+    with cat.session() as s:
+        q = (sa.select(QuarantineCase).where(QuarantineCase.batch_id == batch_id, QuarantineCase.kind == kind,
+                                             QuarantineCase.content_state == state)
+             .order_by(QuarantineCase.created_at.desc()))
+        return s.scalars(q).first()
 
 
 def approved_deviation(cat: Catalogue, batch_id: str, content_state: dict) -> QuarantineCase | None:

@@ -144,6 +144,15 @@ class System:
     source: Path = field(compare=False, default=Path("."))
     file_export: FileExport | None = None
     inbox_env: str | None = None
+    #: overrides of the default format policy (same keys as transforms/policies/format-policy.yaml)
+    format_policy: dict[str, Any] | None = field(compare=False, default=None)
+
+    @property
+    def formats(self):
+        """The format policy for this system: the default with this system's overrides."""
+        from .formats import policy_for
+
+        return policy_for(self.format_policy)
 
     @property
     def content_kind(self) -> str:
@@ -288,6 +297,14 @@ def load_system(path: Path | str) -> System:
         raise r.fail("quality.suite", "is required (only prepared systems, checked by the validator, have none)")
     pkg = r.get(data, "package", "", dict, default={})
     start = r.get(data, "start_date", "", (dt.date, str))
+    format_policy = r.get(data, "format_policy", "", dict, default=None)
+    if format_policy is not None:
+        from .formats import policy_for
+
+        try:
+            policy_for(format_policy)
+        except ConfigError as exc:
+            raise r.fail("format_policy", str(exc)) from None
     return System(
         name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
         owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
@@ -303,6 +320,7 @@ def load_system(path: Path | str) -> System:
         max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
         file_export=file_export,
         inbox_env=r.get(ex, "inbox_env", "extract") if kind in ("file_export", "prepared") else None,
+        format_policy=format_policy,
     )
 
 

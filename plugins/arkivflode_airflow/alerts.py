@@ -27,6 +27,11 @@ def alert_line(context: dict) -> dict:
     ti = context.get("task_instance") or context.get("ti")
     exc = context.get("exception")
     kind = classify(exc)
+    if getattr(ti, "task_id", None) == "await_decision" and type(exc).__name__ == "AirflowSensorTimeout":
+        # Nobody decided on a quarantined batch in time: the archivists must act, not IT.
+        kind = "content"
+        exc = f"CONTENT PROBLEM — no archivist decision on the quarantined batch in time ({exc}); the case " \
+              "stays open: decide it (`arkiv quarantine approve|reject` or the Arkivflöde page), then clear this task"
     return {
         "event": "arkivflode.task_failed", "kind": kind,
         "dag_id": getattr(ti, "dag_id", None), "task_id": getattr(ti, "task_id", None),

@@ -1,4 +1,4 @@
-"""One DAG per source-system YAML: extract → quality → package → ship → verify → record.
+"""One DAG per source-system YAML: extract → quality → decision → package → ship → verify → record.
 
 Nothing here knows a system by name: everything comes from ``dags/systems/<system>.yaml``.
 Only the YAML is read at parse time; the work (and every heavy import) happens in tasks.
@@ -7,9 +7,10 @@ Only the YAML is read at parse time; the work (and every heavy import) happens i
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, dag, get_current_context, task
+from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
 from arkivflode_airflow.alerts import on_failure
 from transforms.systems import System, load_system
@@ -20,11 +21,23 @@ def mellanarkiv_asset(system_name: str) -> Asset:
     return Asset(uri=f"arkiv://mellanarkiv/{system_name}", name=f"mellanarkiv_{system_name}")
 
 
+def decision_timing() -> tuple[float, float]:
+    """How often the wait for an archivist's decision looks, and how long it waits (seconds).
+
+    ``ARKIV_DECISION_POKE_SECONDS`` (default 300) and ``ARKIV_DECISION_TIMEOUT_HOURS``
+    (default 336, two weeks). The wait gives its worker slot back between looks.
+    """
+    poke = float(os.environ.get("ARKIV_DECISION_POKE_SECONDS") or 300)
+    hours = float(os.environ.get("ARKIV_DECISION_TIMEOUT_HOURS") or 14 * 24)
+    return poke, hours * 3600
+
+
 def build_system_dag(path: Path):
     """Build the DAG for one system YAML."""
     system: System = load_system(path)
     name = system.name
     asset = mellanarkiv_asset(name)
+    poke_seconds, timeout_seconds = decision_timing()
 
     @dag(
         dag_id=name,
@@ -59,10 +72,31 @@ def build_system_dag(path: Path):
         @task
         def quality(batch: dict) -> dict:
             """Check the staged batch with the system's Great Expectations suite."""
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from arkivflode_airflow import steps
+            from arkivflode_airflow.metrics import emit_batch_metrics
+            from transforms import pipeline
+
+            try:
+                return {**batch, "quality": steps.run(pipeline.check_quality, name, batch["manifest"])}
+            except AirflowFailException:
+                emit_batch_metrics(name, {"quality_failures": 1})
+                raise
+
+        # Runs whether the gate passed or failed (a failed gate is a red task and an alert, and
+        # a quarantine case). Passed: goes on at once. Quarantined: waits for an archivist's
+        # decision in the catalogue (`arkiv quarantine approve|reject` or the Arkivflöde page);
+        # approved goes on to package the same batch with its deviation, rejected fails.
+        @task.sensor(poke_interval=poke_seconds, timeout=timeout_seconds, mode="reschedule",
+                     trigger_rule="all_done")
+        def await_decision(batch: dict) -> PokeReturnValue:
+            """Wait for an archivist's decision on a quarantined batch (no wait when the gate passed)."""
             from arkivflode_airflow import steps
             from transforms import pipeline
 
-            return {**batch, "quality": steps.run(pipeline.check_quality, name, batch["manifest"])}
+            state = steps.run(pipeline.await_decision, name, batch["manifest"], batch["batch"])
+            return PokeReturnValue(is_done=state["state"] != "waiting", xcom_value={**batch, "decision": state})
 
         @task
         def partitions(batch: dict) -> list[dict]:
@@ -111,13 +145,22 @@ def build_system_dag(path: Path):
         def finish(batch: dict, results: list[dict]) -> dict:
             """Mark the batch archived and report what is new in the mellanarkiv."""
             from arkivflode_airflow import steps
+            from arkivflode_airflow.metrics import emit_batch_metrics
             from transforms import pipeline
 
-            return steps.run(pipeline.finish_batch, name, batch["manifest"], list(results))
+            done = steps.run(pipeline.finish_batch, name, batch["manifest"], list(results))
+            new = [r for r in results if r.get("recorded")]
+            emit_batch_metrics(name, {"packages": sum(1 for r in new if r.get("new")),
+                                      "records": sum(r.get("records", 0) for r in new),
+                                      "bytes": sum(r.get("bytes", 0) for r in new)})
+            return done
 
-        checked = quality(extract())
-        built = package.expand(partition=partitions(checked))
+        extracted = extract()
+        checked = quality(extracted)
+        decided = await_decision(extracted)
+        checked >> decided
+        built = package.expand(partition=partitions(decided))
         recorded = record.expand(pkg=verify.expand(pkg=ship.expand(pkg=collect(built))))
-        finish(checked, recorded)
+        finish(decided, recorded)
 
     return source_system()

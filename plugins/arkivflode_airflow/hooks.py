@@ -1,8 +1,10 @@
-"""Connections: where a source system's database is, from the environment or Airflow."""
+"""Connections: where a source system's database is and how to reach the S3 archives (environment or Airflow)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote
 
 #: Airflow connection type -> SQLAlchemy driver
@@ -44,3 +46,41 @@ def source_url(conn_id: str) -> str:
         auth += "@"
     port = f":{conn.port}" if conn.port else ""
     return f"{driver}://{auth}{conn.host}{port}/{conn.schema or ''}"
+
+
+# --- S3 for the mellanarkiv and slutarkiv ------------------------------------------------------------------
+
+def s3_client_factory(conn_id: str, max_attempts: int = 5, addressing_style: str = "auto") -> Callable[[], Any]:
+    """Builds the boto3 S3 client from the Airflow AWS connection ``conn_id`` (through the Amazon provider).
+
+    The connection's credentials, role, region (``region_name``) and endpoint (``endpoint_url`` in
+    its extra, for MinIO) apply, with any secrets backend Airflow is configured with. The client
+    gets the same retry policy as the plain boto3 client of ``transforms/storage.py``.
+    """
+
+    def build():
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from botocore.config import Config
+
+        config = Config(retries={"mode": "standard", "max_attempts": max_attempts},
+                        s3={"addressing_style": addressing_style}, connect_timeout=10, read_timeout=120)
+        return S3Hook(aws_conn_id=conn_id, config=config).get_conn()
+
+    return build
+
+
+def with_airflow_s3(settings):
+    """``settings`` whose S3 client comes from the Airflow connection named by ``ARKIV_S3_CONN_ID``.
+
+    Without that variable (or when neither archive is a bucket) the settings are returned as they
+    are, and boto3's standard chain (``AWS_*`` variables, instance role) applies.
+    """
+    from dataclasses import replace
+
+    from transforms.config import is_s3
+
+    s3 = settings.s3
+    if not s3.conn_id or not (is_s3(settings.mellanarkiv) or is_s3(settings.slutarkiv)):
+        return settings
+    factory = s3_client_factory(s3.conn_id, s3.max_attempts, s3.addressing_style)
+    return replace(settings, s3=replace(s3, client_factory=factory))

@@ -18,15 +18,20 @@ def run(step: Callable[..., Any], *args: Any) -> Any:
     """Call ``step(settings, *args)``; ContentError/ConfigError become non-retried failures."""
     from airflow.sdk.exceptions import AirflowFailException
 
+    from arkivflode_airflow.hooks import with_airflow_s3
     from transforms.config import Settings
-    from transforms.errors import ConfigError, ContentError
+    from transforms.errors import ConfigError, ContentError, StateError
 
-    settings = Settings.from_env().ensure()
     try:
+        # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
+        settings = with_airflow_s3(Settings.from_env().ensure())
         return step(settings, *args)
     except ContentError as exc:
         log.error("content problem (not retried; an archivist or the system owner must act): %s", exc)
         raise AirflowFailException(f"CONTENT PROBLEM — not a system error, not retried: {exc}") from None
+    except StateError as exc:
+        log.error("state problem (not retried; an earlier step must be rerun): %s", exc)
+        raise AirflowFailException(f"STATE PROBLEM — not retried: {exc}") from None
     except ConfigError as exc:
         log.error("configuration problem (not retried): %s", exc)
         raise AirflowFailException(f"CONFIGURATION PROBLEM — not retried: {exc}") from None

@@ -32,3 +32,15 @@ def test_mail_trouble_does_not_hide_the_failure(caplog, monkeypatch):
         on_failure({"task_instance": ti, "exception": OSError("disk full")})
     messages = [json.loads(r.getMessage()) for r in caplog.records if r.name == "arkivflode.alerts"]
     assert messages[0]["kind"] == "system" and messages[0]["who_acts"] == "IT operations"
+
+
+def test_no_decision_in_time_is_the_archivists_to_act_on():
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+
+    ti = SimpleNamespace(dag_id="lex", task_id="await_decision", run_id="r1", map_index=-1, try_number=1)
+    line = alert_line({"task_instance": ti, "exception": AirflowSensorTimeout("Sensor has timed out")})
+    assert line["kind"] == "content" and line["who_acts"] == "archivist / system owner"
+    assert "no archivist decision" in line["message"] and "arkiv quarantine" in line["message"]
+    # the same exception elsewhere is IT's
+    ti.task_id = "extract"
+    assert alert_line({"task_instance": ti, "exception": AirflowSensorTimeout("x")})["kind"] == "system"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms import quality
+from transforms import masking, quality
 from transforms.errors import ConfigError
 from transforms.identifiers import make_organisationsnummer, make_personnummer
 from transforms.quality import check_batch, load_suite
@@ -271,8 +272,12 @@ def test_valid_batch_passes_and_writes_report(gx, tmp_path):
     assert dt.datetime.fromisoformat(doc["timestamp"]).tzinfo is not None
     assert len(doc["checks"]) == len(result.checks)
     assert all(c["notes"] for c in doc["checks"])
-    # Atomic write: no temp file is left beside the report.
-    assert [p.name for p in (tmp_path / "reports").iterdir()] == ["lex-b1-quality.json"]
+    # Atomic writes: no temp file is left beside the report and the Data Docs.
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["lex-b1-datadocs", "lex-b1-quality.json"]
+    docs = result.data_docs
+    assert docs == tmp_path / "reports" / "lex-b1-datadocs" / "index.html" and doc["data_docs"] == str(docs)
+    assert sorted(p.name for p in docs.parent.iterdir()) == ["cases.html", "documents.html", "index.html",
+                                                             "parties.html"]
 
 
 @pytest.mark.parametrize("defect", list(DEFECTS))
@@ -310,18 +315,43 @@ def test_all_defects_together_and_no_values_leak(gx, tmp_path, caplog, capfd):
     written = result.result_path.read_text(encoding="utf-8")
     out, err = capfd.readouterr()
     outputs = {"report": written, "summary": result.summary(), "log": caplog.text, "stdout+stderr": out + err}
-    # Sensitive values, and to be safe the other unexpected values too, appear nowhere.
-    leaked = ["ks-2023-4", bad_pnr, BAD_PNR_NAME, SECRET_TITLE, bad_orgnr, missing_path, "Person 2"]
+    data_docs = "".join(f.read_text(encoding="utf-8") for f in result.data_docs.parent.glob("*.html"))
+    outputs["data docs"] = data_docs
+    # Values of sensitive columns (and anything shaped like a personnummer) appear nowhere ...
+    leaked = [bad_pnr, BAD_PNR_NAME, SECRET_TITLE, bad_orgnr, "Person 2"]
     for where, text in outputs.items():
         for value in leaked:
             assert value not in text, f"{value!r} leaked into the {where}"
-    # ... while the offending record IDs are there for the archivist.
+    # ... and values of the non-sensitive checked columns are neither logged nor summarised,
+    for where in ("summary", "log", "stdout+stderr"):
+        for value in ("ks-2023-4", missing_path):
+            assert value not in outputs[where], f"{value!r} leaked into the {where}"
+    # while the report names offending records by ID and shows masked examples for the archivist.
     doc = json.loads(written)
     pnr_check = next(c for c in doc["checks"] if c["expectation"].endswith("valid_personnummer"))
     assert pnr_check["offending_ids"] == ["1011"] and pnr_check["unexpected_count"] == 1
+    assert pnr_check["sensitive"] is True
+    assert pnr_check["examples"] == [{"value": masking.mask(bad_pnr), "count": 1}]
+    assert set(masking.mask(bad_pnr)) <= set("0123456789X-+ ") and masking.mask(bad_pnr).count("X") == 10
     assert "1011" in written and "104" in written
-    gx_value_lists = ("partial_unexpected_list", "unexpected_list", "unexpected_rows", "partial_unexpected_counts")
-    assert not any(k in written for k in gx_value_lists)
+    diarie = next(c for c in doc["checks"] if c["column"] == "diarienummer" and c["expectation"].endswith("regex"))
+    assert diarie["examples"] == [{"value": "ks-2023-4", "count": 1}] and diarie["sensitive"] is False
+    # GX's own value lists went into the Data Docs only after masking.
+    assert masking.mask(bad_pnr) in data_docs
+    loads = re.findall(r"(?:src=|<link[^>]*href=|url\()['\"]?https?://", data_docs)
+    assert loads == [], "Data Docs must not load anything from the internet"
+
+
+def test_masking_keeps_the_shape_of_a_personnummer_and_nothing_else():
+    assert masking.mask("19850101-1234") == "19XXXXXX-XXXX"
+    assert masking.mask("8501011234") == "XXXXXXXXXX"
+    assert masking.mask("Anna Andersson") == "(dolt / masked: 14 tecken / characters)"
+    assert masking.mask(None) == masking.mask(float("nan")) == "(tomt / empty)"
+    assert masking.scrub("ärende om 19850101-1234 och 850101+1234, dnr KS 2025/17") == (
+        "ärende om 19XXXXXX-XXXX och XXXXXX+XXXX, dnr KS 2025/17")
+    assert masking.scrub("telefon 016-710 10 00, belopp 1234567890123") == "telefon 016-710 10 00, belopp 1234567890123"
+    long = masking.shown("x" * 200, sensitive=False)
+    assert long.endswith("…") and len(long) == 80
 
 
 def test_missing_table_is_a_failure_not_a_crash(gx, tmp_path):

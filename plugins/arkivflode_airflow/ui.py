@@ -1,0 +1,160 @@
+"""The archivist's page inside Airflow: a FastAPI app the API server mounts at ``/arkiv``.
+
+It sits behind Airflow's own authentication: the user is whoever Airflow's auth manager
+says the session cookie (or a bearer token) belongs to, and a browser without a session is
+sent to Airflow's login page. What a user may do follows Airflow's permissions on the
+system's DAG: reading a case needs read access to that DAG, deciding needs edit access
+(with the simple auth manager: role ``viewer`` reads, ``user`` and above decide).
+
+The pages themselves are rendered by :mod:`transforms.review_web`; decisions go through
+:func:`transforms.review.decide`, exactly as ``arkiv quarantine approve|reject`` does.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+log = logging.getLogger("arkivflode.ui")
+BASE = "/arkiv"
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+async def current_user(request: Request):
+    """The Airflow user of this request, or a redirect to Airflow's login page."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    auth = request.headers.get("authorization", "")
+    bearer = None
+    if auth.lower().startswith("bearer "):
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        bearer = HTTPAuthorizationCredentials(scheme="Bearer", credentials=auth.split(" ", 1)[1])
+    try:
+        return await get_user(request, None, bearer)
+    except HTTPException:
+        raise LoginRequired(str(request.url.path) + (f"?{request.url.query}" if request.url.query else "")) from None
+
+
+User = Annotated[object, Depends(current_user)]
+
+
+def _may(user, system: str, method: str) -> bool:
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return get_auth_manager().is_authorized_dag(method=method, details=DagDetails(id=system), user=user)
+
+
+def _visible_systems(user) -> set[str]:
+    from transforms.config import Settings
+    from transforms.systems import load_systems
+
+    return {name for name in load_systems(Settings.from_env().systems_dir) if _may(user, name, "GET")}
+
+
+def _catalogue():
+    from transforms.config import Settings
+    from transforms.pipeline import catalogue
+
+    return catalogue(Settings.from_env().ensure())
+
+
+def _case(case_id: str, user, method: str = "GET"):
+    from transforms.catalogue import QuarantineCase
+
+    cat = _catalogue()
+    with cat.session() as s:
+        case = s.get(QuarantineCase, case_id)
+    if case is None:
+        raise HTTPException(404, f"no quarantine case {case_id}")
+    if not _may(user, case.system, method):
+        raise HTTPException(403, f"you may not {'decide on' if method != 'GET' else 'read'} cases of {case.system}")
+    return cat, case
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(title="Arkivflöde — archivist's page", description=__doc__, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(LoginRequired)
+    async def _to_login(request: Request, exc: LoginRequired):
+        from airflow.api_fastapi.app import get_auth_manager
+
+        login = get_auth_manager().get_url_login()
+        sep = "&" if "?" in login else "?"
+        return RedirectResponse(f"{login}{sep}next={quote(exc.next_url, safe='')}", status_code=303)
+
+    @app.get("/", response_class=HTMLResponse)
+    def cases(user: User, system: str | None = None, status: str | None = None, kind: str | None = None,
+              since: str | None = None) -> str:
+        from transforms.review_web import CaseFilter, cases_page
+
+        try:
+            day = dt.date.fromisoformat(since) if since else None
+        except ValueError:
+            raise HTTPException(400, "since: a date as YYYY-MM-DD") from None
+        f = CaseFilter(system or None, status or None, kind or None, day)
+        return cases_page(_catalogue(), f, BASE, _visible_systems(user))
+
+    @app.get("/api/cases")
+    def cases_json(user: User, status: str | None = None) -> JSONResponse:
+        from transforms.review_web import CaseFilter, list_cases
+
+        visible = _visible_systems(user)
+        return JSONResponse([
+            {"id": c.id, "system": c.system, "kind": c.kind, "status": c.status, "opened": c.created_at.isoformat(),
+             "decided_by": c.decided_by, "decided_at": c.decided_at.isoformat() if c.decided_at else None}
+            for c in list_cases(_catalogue(), CaseFilter(status=status)) if c.system in visible])
+
+    @app.get("/case", response_class=HTMLResponse)
+    def case(user: User, id: str) -> str:  # noqa: A002 - the query parameter's name
+        from transforms.review_web import case_page
+
+        cat, c = _case(id, user)
+        return case_page(cat, c, BASE, may_decide=_may(user, c.system, "PUT"))
+
+    @app.post("/case/decision")
+    def decide(user: User, id: Annotated[str, Form()], action: Annotated[str, Form()],  # noqa: A002
+               reason: Annotated[str, Form()]) -> RedirectResponse:
+        from transforms import review
+        from transforms.review_web import case_url
+
+        if action not in {"approve", "reject"}:
+            raise HTTPException(400, "action: approve or reject")
+        cat, c = _case(id, user, "PUT")
+        try:
+            review.decide(cat, c.id, approve=action == "approve", by=user.get_name(), justification=reason)
+        except ValueError as exc:
+            raise HTTPException(409, str(exc)) from None
+        log.info("quarantine case %s %sd by %s through the archivist's page", c.id, action, user.get_name())
+        return RedirectResponse(case_url(BASE, c.id), status_code=303)
+
+    @app.get("/datadocs", response_class=HTMLResponse)
+    def datadocs(user: User, id: str, page: str = "index.html") -> str:  # noqa: A002
+        from transforms.review_web import data_docs_html
+
+        _, c = _case(id, user)
+        text = data_docs_html(c, page, BASE)
+        if text is None:
+            raise HTTPException(404, "no such Data Docs page")
+        return text
+
+    @app.get("/overview", response_class=HTMLResponse)
+    def overview(user: User) -> str:
+        from transforms.review_web import overview_page
+
+        return overview_page(_catalogue(), BASE, _visible_systems(user))
+
+    return app
+
+
+app = create_app()

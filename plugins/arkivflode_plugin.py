@@ -1,0 +1,30 @@
+"""Registers Arkivflöde's web apps with Airflow's API server, linked from Airflow's navigation bar.
+
+* ``/arkiv`` — the archivist's quarantine page (behind Airflow's login; plugins/arkivflode_airflow/ui.py);
+* ``/arkiv-api`` — the archive API and its search page (transforms/access): business systems,
+  archivists and researchers authenticate with their own archive credentials (`arkiv access-token`),
+  since a business system is not an Airflow user. It also runs on its own with `arkiv api`.
+"""
+
+from __future__ import annotations
+
+from airflow.plugins_manager import AirflowPlugin
+from arkivflode_airflow.ui import BASE, app
+
+from transforms.access.api import create_app
+
+ACCESS_BASE = "/arkiv-api"
+
+
+class ArkivflodePlugin(AirflowPlugin):
+    name = "arkivflode"
+    fastapi_apps = [
+        {"app": app, "url_prefix": BASE, "name": "Arkivflöde: archivist's page"},
+        {"app": create_app(), "url_prefix": ACCESS_BASE, "name": "Arkivflöde: archive API"},
+    ]
+    external_views = [
+        {"name": "Arkivflöde: karantän / quarantine", "href": f"{BASE}/", "destination": "nav",
+         "category": "browse", "url_route": "arkivflode"},
+        {"name": "Arkivflöde: sök i arkivet / search", "href": f"{ACCESS_BASE}/archive", "destination": "nav",
+         "category": "browse", "url_route": "arkivflode-search"},
+    ]

@@ -1,0 +1,149 @@
+"""The index through a package's life (mellanarkiv → slutarkiv or disposal), receipts that refuse, big documents."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+import tracemalloc
+
+import pytest
+
+from transforms.access import index
+from transforms.access import packages as pk
+from transforms.access.auth import NotFound, Principal
+from transforms.access.receipts import ReceiptRefused, build_receipt
+from transforms.access.service import Archive
+from transforms.cli import main
+from transforms.errors import StorageError
+from transforms.storage import FileSystemStorage
+
+ARCHIVIST = Principal("anna", "archivist")
+RESEARCHER = Principal("rita", "researcher")
+
+
+@pytest.fixture
+def archived(tmp_path, lex_source, archive_helpers):
+    settings = archive_helpers["archive_lex"](tmp_path / "var", lex_source)
+    arc = Archive(settings)
+    arc.sync()
+    return {"settings": settings, "archive": arc,
+            "pick": archive_helpers["pick"](arc, archive_helpers["source_cases"](lex_source))}
+
+
+def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
+    arc, settings = archived["archive"], archived["settings"]
+    keep = [p for p in arc.cat.packages() if p.retention_action == "keep"]
+    dispose = [p for p in arc.cat.packages() if p.retention_action == "dispose"]
+    assert keep and dispose
+    monkeypatch.setenv("ARKIV_HOME", str(settings.home))
+    assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0  # transfers; proposes the disposal list
+    lists = arc.cat.engine.connect().exec_driver_sql("SELECT id FROM disposal_lists").scalars().all()
+    assert main(["gallring", "approve", lists[0], "--by", "Anna Arkivarie", "--reason", "IHP 4.2"]) == 0
+    assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
+    done = arc.sync()
+    assert done["moved"] == len(keep) and done["tombstoned"] == len(dispose) and not done["failed"]
+    assert arc.sync() == {"indexed": 0, "moved": 0, "tombstoned": 0, "failed": []}  # nothing left to do
+
+    # a kept record now answers from the slutarkiv, and its documents stream from the OCFL object
+    hits = arc.search(ARCHIVIST, "", storage="slutarkiv", limit=500).hits
+    assert hits and {h["package_id"] for h in hits} == {p.id for p in keep}
+    rec = next(r for r in (arc.record(ARCHIVIST, "lex", h["source_id"]) for h in hits) if r["documents"])
+    assert rec["storage"] == "slutarkiv"
+    doc = rec["documents"][0]
+    got = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"])
+    data = b"".join(got.chunks)
+    assert got.storage == "slutarkiv" and hashlib.sha256(data).hexdigest() == doc["sha256"]
+    assert arc.history(ARCHIVIST, keep[0].id)["storage"] == "slutarkiv"
+
+    # a disposed record is findable only as a tombstone: reference, class, period — nothing else
+    gone = arc.search(RESEARCHER, "", storage="disposed", limit=500).hits
+    assert len(gone) == sum(p.record_count for p in dispose)
+    assert all(h["tombstone"] and h["title"] is None for h in gone)
+    ref = gone[0]["reference"]
+    assert [h["storage"] for h in arc.search(ARCHIVIST, ref).hits] == ["disposed"]
+    rec = arc.record(ARCHIVIST, "lex", gone[0]["source_id"])
+    assert rec["disposed"] and rec["documents"] == [] and rec["parties"] == []
+    with arc.cat.engine.connect() as c:
+        left = c.exec_driver_sql(
+            "SELECT count(*) FROM access_documents d JOIN access_entries e ON e.id = d.entry_id "
+            "WHERE e.storage = 'disposed'").scalar()
+        pnr = c.exec_driver_sql(
+            "SELECT count(*) FROM access_personnummer p JOIN access_entries e ON e.id = p.entry_id "
+            "WHERE e.storage = 'disposed'").scalar()
+    assert left == 0 and pnr == 0
+    # no receipt once a package has left the mellanarkiv
+    with pytest.raises(ReceiptRefused):
+        build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex")
+
+
+def test_a_damaged_package_gets_no_receipt_and_its_document_is_not_served(archived):
+    arc, settings = archived["archive"], archived["settings"]
+    case = archived["pick"]["public"]
+    rec = arc.record(ARCHIVIST, "lex", str(case["case_id"]))
+    pkg = arc.cat.package(rec["package_id"])
+    assert build_receipt(arc.cat, arc.store, pkg.id, issued_to="lex")["record_count"] == pkg.record_count
+    doc = rec["documents"][0]
+    entry = index.find_entry(arc.cat, "lex", rec["source_id"])
+    entry_doc = next(d for d in index.documents_of(arc.cat, entry.id) if d.document_id == doc["document_id"])
+    path = settings.mellanarkiv / pkg.location
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:  # one flipped byte inside the document (bit rot)
+        f.seek(entry_doc.tar_offset + entry_doc.size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    with pytest.raises(ReceiptRefused, match="no longer matches"):
+        build_receipt(arc.cat, arc.store, pkg.id, issued_to="lex")
+    download = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"])
+    with pytest.raises(StorageError, match="no longer matches its checksum"):
+        b"".join(download.chunks)
+    with pytest.raises(NotFound):
+        arc.record(Principal("viva", "client", "viva"), "lex", rec["source_id"])
+
+
+def test_a_large_document_streams_with_bounded_memory(tmp_path):
+    """A 64 MiB member served from a stored TAR through the storage's open(): memory stays at a few chunks."""
+    size = 64 * 1024 * 1024
+    src = tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        block = hashlib.sha256(b"x").digest() * 2048  # 64 KiB, not all zeros
+        for _ in range(size // len(block)):
+            f.write(block)
+    tar_path = tmp_path / "pkg.tar"
+    with tarfile.open(tar_path, "w") as tar:
+        tar.add(src, arcname="uuid-x/representations/rep1/data/big.bin")
+        tar.add(src, arcname="uuid-x/representations/rep1/data/second.bin")
+    store = FileSystemStorage(tmp_path / "mellanarkiv")
+    stored = store.put(tar_path, "lex/2025/pkg.tar")
+    with store.open(stored.key) as f:
+        scan = pk.scan_tar(f)
+    assert scan.sha256 == stored.sha256
+    member = scan.members["representations/rep1/data/second.bin"]
+    tracemalloc.start()
+    h, n = hashlib.sha256(), 0
+    for chunk in pk.stream_range(lambda: store.open(stored.key), member.offset, member.size, member.sha256):
+        h.update(chunk)
+        n += len(chunk)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == size and h.hexdigest() == member.sha256
+    assert peak < 2 * 1024 * 1024, f"peak {peak} bytes while streaming {size}"
+
+    # a storage whose open() gives a plain stream (no seek) is read past, still in bounded memory
+    class _Plain:
+        def __init__(self, raw):
+            self.raw = raw
+
+        def read(self, n=-1):
+            return self.raw.read(n)
+
+        def close(self):
+            self.raw.close()
+
+    tracemalloc.start()
+    data_len = sum(len(c) for c in pk.stream_range(lambda: _Plain(store.open(stored.key)), member.offset,
+                                                   member.size, member.sha256))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert data_len == size and peak < 2 * 1024 * 1024

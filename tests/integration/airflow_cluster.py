@@ -1,0 +1,177 @@
+"""A real, multi-process Airflow deployment for the integration tests: the same components as
+docker-compose.yml (api-server, scheduler, dag-processor, Celery workers), each a subprocess
+with its own AIRFLOW_HOME, talking only through PostgreSQL, Redis and HTTP as they would on
+separate machines.
+
+The shared settings come from deploy/airflow.env (the file docker-compose.yml gives every
+Airflow service); only the endpoints and secrets are set here, under the names listed in
+:data:`ENDPOINT_VARIABLES` — tests/test_deployment.py checks that docker-compose.yml sets the
+same ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+AIRFLOW_ENV_FILE = PROJECT / "deploy" / "airflow.env"
+
+#: Site-specific settings (endpoints, secrets) the deployment must give every Airflow service.
+ENDPOINT_VARIABLES = (
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",   # metadata database (PostgreSQL)
+    "AIRFLOW__CELERY__BROKER_URL",           # Redis
+    "AIRFLOW__CELERY__RESULT_BACKEND",       # PostgreSQL (db+postgresql://…)
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",  # where workers report task state (the api-server)
+    "AIRFLOW__API_AUTH__JWT_SECRET",         # shared by api-server and workers
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__METRICS__STATSD_HOST",
+    "ARKIV_CATALOGUE_URL",                   # the archive catalogue (PostgreSQL)
+    "ARKIV_MELLANARKIV",                     # s3://bucket
+    "ARKIV_S3_ENDPOINT_URL",                 # MinIO (or moto in the test); unset for AWS itself
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)
+
+
+def read_env_file(path: Path = AIRFLOW_ENV_FILE) -> dict[str, str]:
+    """``KEY=value`` lines of an env file (comments and blank lines skipped)."""
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            out[key.strip()] = value.strip()
+    return out
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Component:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+
+@dataclass
+class AirflowCluster:
+    """Starts and stops the components; ``env`` is what every one of them gets."""
+
+    root: Path
+    env: dict[str, str]
+    api_port: int
+    components: list[Component] = field(default_factory=list)
+    password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+
+    @property
+    def api(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+    def _env_for(self, name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        home = self.root / name
+        home.mkdir(parents=True, exist_ok=True)
+        # every component that serves logs gets its own port (two workers share this machine)
+        return {**self.env, "AIRFLOW_HOME": str(home), "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+                **(extra or {})}
+
+    def run(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+        """A one-shot ``airflow`` command (e.g. ``db migrate``) with the cluster's settings."""
+        return subprocess.run([str(BIN / "airflow"), *args], env=self._env_for("cli"), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> Component:
+        """Start ``airflow <args>`` in its own process group, output to <root>/<name>.log."""
+        log = self.root / f"{name}.log"
+        out = open(log, "wb")  # noqa: SIM115 - the child owns it
+        proc = subprocess.Popen([str(BIN / "airflow"), *args], env=self._env_for(name, extra_env), stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root / name)
+        out.close()
+        comp = Component(name, proc, log)
+        self.components.append(comp)
+        return comp
+
+    def write_password(self) -> None:
+        """The simple auth manager's password file for the api-server's ``admin`` user."""
+        home = self.root / "api-server"
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "passwords.json").write_text(json.dumps({"admin": self.password}), encoding="utf-8")
+
+    def check_alive(self) -> None:
+        dead = [c for c in self.components if c.proc.poll() is not None]
+        if dead:
+            raise RuntimeError("component(s) exited: " + ", ".join(f"{c.name} (rc {c.proc.returncode})" for c in dead))
+
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every process group, then SIGKILL what is left after ``grace`` seconds."""
+        for c in self.components:
+            if c.proc.poll() is None:
+                _signal_group(c.proc, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for c in self.components:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            _signal_group(c.proc, signal.SIGKILL)  # children (task processes, gunicorn/uvicorn workers) too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                c.proc.wait(timeout=10)
+
+    def logs(self, tail: int = 60) -> str:
+        """The last lines of every component's log (printed when a test fails)."""
+        parts = []
+        for c in self.components:
+            lines = c.log.read_text(encoding="utf-8", errors="replace").splitlines() if c.log.exists() else []
+            parts.append(f"===== {c.name} (rc {c.proc.poll()}) — last {tail} of {len(lines)} lines =====")
+            parts.extend(lines[-tail:])
+        return "\n".join(parts)
+
+    # --- the REST API ----------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A JWT from the simple auth manager (POST /auth/token)."""
+        return self.request("POST", "/auth/token", {"username": "admin", "password": self.password},
+                            token=None)["access_token"]
+
+    def request(self, method: str, path: str, body: dict | None = None, *, token: str | None = None,
+                timeout: float = 30) -> dict:
+        req = urllib.request.Request(self.api + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json", "Accept": "application/json"})
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback
+            return json.loads(resp.read() or b"{}")
+
+    def wait_for_api(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                health = self.request("GET", "/api/v2/monitor/health", timeout=5)
+                if health.get("metadatabase", {}).get("status") == "healthy":
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            time.sleep(1)
+        raise TimeoutError(f"api-server not healthy after {timeout} s")
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)  # the group the component leads (start_new_session)

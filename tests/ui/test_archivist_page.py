@@ -1,0 +1,231 @@
+"""The archivist's page in a real Airflow API server, driven by Debian's headless Chromium.
+
+An Airflow 3.3 API server (simple auth manager, two users: ``archivist`` with role user and
+``reader`` with role viewer) mounts the plugin. Chromium logs in through Airflow's own login
+page, opens the list of quarantine cases, opens a case's report and its Data Docs, approves
+the case with a justification and opens the overview chart. Screenshots are saved under the
+test's output folder (``test-output/ui/`` in the checkout, or ``$ARKIV_TEST_OUTPUT``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from transforms import review
+from transforms.catalogue import Catalogue
+from transforms.cli import main
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+PASSWORDS = {"archivist": "arkiv-test-1", "reader": "las-test-1"}
+OUTPUT = Path(os.environ.get("ARKIV_TEST_OUTPUT") or PROJECT / "test-output") / "ui"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _personnummer(url: str) -> set[str]:
+    db = sqlite3.connect(url.removeprefix("sqlite:///"))
+    try:
+        return {r[0] for r in db.execute("SELECT personnummer FROM parties WHERE personnummer IS NOT NULL")}
+    finally:
+        db.close()
+
+
+@pytest.fixture(scope="module")
+def quarantined(tmp_path_factory, lex_bad_source) -> dict:
+    """A catalogue with one open quality case, made by a real run of the Lex pipeline (`arkiv run`)."""
+    home = tmp_path_factory.mktemp("ui") / "var"
+    env = {"ARKIV_HOME": str(home), "ARKIV_LEX_FILES": str(lex_bad_source["files"]),
+           "ARKIV_CONN_LEX_DB": lex_bad_source["url"]}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        assert main(["run", "lex", "--start", "2025-01-01", "--end", "2026-01-01"]) == 1
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    (case,) = review.cases(cat, status="open")
+    return {"home": home, "case": case.id, "catalogue": cat, "pnr": _personnummer(lex_bad_source["url"])}
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory, quarantined) -> str:
+    root = tmp_path_factory.mktemp("airflow-ui")
+    (root / "passwords.json").write_text(json.dumps(PASSWORDS), encoding="utf-8")
+    port = _free_port()
+    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "ARKIV_HOME": str(quarantined["home"]),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "archivist:user,reader:viewer",
+           "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
+           "GX_ANALYTICS_ENABLED": "False"}
+    subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):  # noqa: S310
+                break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                log_text = (root / "api-server.log").read_text()[-5000:]
+                raise AssertionError("the API server did not start:\n" + log_text) from None
+            time.sleep(1)
+    yield base
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+def _token(base: str, user: str) -> str:
+    req = urllib.request.Request(f"{base}/auth/token", method="POST", headers={"Content-Type": "application/json"},
+                                 data=json.dumps({"username": user, "password": PASSWORDS[user]}).encode())
+    with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+        return json.load(r)["access_token"]
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def _request(url: str, token: str | None = None, data: dict | None = None) -> tuple[int, str, dict]:
+    opener = urllib.request.build_opener(_NoRedirect)
+    headers = {"Cookie": f"_token={token}"} if token else {}
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    try:
+        with opener.open(urllib.request.Request(url, data=body, headers=headers), timeout=60) as r:
+            return r.status, r.read().decode(), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace"), dict(exc.headers)
+
+
+def test_without_a_session_the_page_sends_you_to_airflows_login(api_server):
+    status, _, headers = _request(f"{api_server}/arkiv/")
+    assert status == 303
+    assert headers["location"].startswith(f"{api_server}/auth/login?next=%2Farkiv%2F") or \
+        headers["location"].startswith("/auth/login?next=%2Farkiv%2F")
+
+
+def test_a_viewer_reads_but_may_not_decide(api_server, quarantined):
+    token = _token(api_server, "reader")
+    case = urllib.parse.quote(quarantined["case"], safe="")
+    status, page, _ = _request(f"{api_server}/arkiv/case?id={case}", token)
+    assert status == 200 and "valid_personnummer" in page
+    assert "You may read but not decide" in page and 'name="reason"' not in page
+    status, _, _ = _request(f"{api_server}/arkiv/case/decision", token,
+                            {"id": quarantined["case"], "action": "approve", "reason": "försök"})
+    assert status == 403
+    assert review.cases(quarantined["catalogue"], status="open")  # nothing was decided
+
+
+def test_archivist_logs_in_opens_the_list_and_the_report_and_decides_in_chromium(api_server, quarantined):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver (make install)"
+    if OUTPUT.exists():
+        shutil.rmtree(OUTPUT)
+    OUTPUT.mkdir(parents=True)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    wait = WebDriverWait(driver, 60)
+    try:
+        driver.get(f"{api_server}/arkiv/")
+        wait.until(ec.presence_of_element_located((By.NAME, "username")))  # Airflow's own login page
+        driver.save_screenshot(str(OUTPUT / "1-login.png"))
+        driver.find_element(By.NAME, "username").send_keys("archivist")
+        driver.find_element(By.NAME, "password").send_keys(PASSWORDS["archivist"])
+        driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+
+        table = wait.until(ec.presence_of_element_located((By.ID, "cases")))
+        assert quarantined["case"] in table.text and "awaiting decision" in table.text
+        driver.save_screenshot(str(OUTPUT / "2-cases.png"))
+        # the filters narrow the list
+        driver.get(f"{api_server}/arkiv/?status=approved")
+        assert "No cases" in wait.until(ec.presence_of_element_located((By.ID, "cases"))).text
+        driver.get(f"{api_server}/arkiv/?system=lex&status=open")
+        wait.until(ec.presence_of_element_located((By.LINK_TEXT, quarantined["case"]))).click()
+
+        wait.until(ec.presence_of_element_located((By.ID, "history")))
+        page = driver.page_source
+        assert "expect_column_values_to_be_valid_personnummer" in page and "XXXXXX-XXXX" in page
+        for pnr in quarantined["pnr"]:
+            assert pnr not in page, "a personnummer in clear text on the report page"
+        driver.save_screenshot(str(OUTPUT / "3-report.png"))
+
+        driver.find_element(By.LINK_TEXT, "Great Expectations Data Docs").click()
+        wait.until(ec.presence_of_element_located((By.LINK_TEXT, "parties"))).click()
+        wait.until(lambda d: "valid_personnummer" in d.page_source)
+        for pnr in quarantined["pnr"]:
+            assert pnr not in driver.page_source, "a personnummer in clear text in the Data Docs"
+        driver.save_screenshot(str(OUTPUT / "4-datadocs.png"))
+
+        driver.back()
+        driver.back()
+        wait.until(ec.presence_of_element_located((By.NAME, "reason"))).send_keys("Kända fel, dokumenterade")
+        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "approved"))
+        assert "archivist" in driver.find_element(By.ID, "status").find_element(By.XPATH, "..").text
+        driver.save_screenshot(str(OUTPUT / "5-decided.png"))
+
+        driver.get(f"{api_server}/arkiv/overview")
+        chart = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "svg.chart")))
+        assert chart.get_attribute("aria-label") == "lex"
+        assert "lex" in driver.find_element(By.ID, "outcomes").text
+        driver.save_screenshot(str(OUTPUT / "6-overview.png"))
+    finally:
+        driver.quit()
+
+    (case,) = review.cases(quarantined["catalogue"], status="approved")
+    assert case.decided_by == "archivist" and case.justification == "Kända fel, dokumenterade"
+    events = quarantined["catalogue"].events(batch_id=case.batch_id)
+    assert any(ev.type == "decision" and ev.agent == "archivist" for ev in events)
+    for shot in ("1-login", "2-cases", "3-report", "4-datadocs", "5-decided", "6-overview"):
+        assert (OUTPUT / f"{shot}.png").stat().st_size > 5000
+
+
+def test_the_archive_api_is_mounted_beside_it(api_server):
+    status, body, _ = _request(f"{api_server}/arkiv-api/openapi.json")
+    assert status == 200
+    paths = json.loads(body)["paths"]
+    assert any(p.startswith("/api/v1/records") for p in paths) and any("receipt" in p for p in paths)
+    status, _, _ = _request(f"{api_server}/arkiv-api/api/v1/search?q=bygglov")
+    assert status in (401, 403)  # the archive API wants its own credential

@@ -1,0 +1,189 @@
+"""The ``arkiv`` subcommands for access: index, search, export, access-log, access-token, receipt, api.
+
+The CLI runs on the archive's own machine, so it acts as a principal named by ``--as`` (default
+``cli:<user>``) with the role given by ``--role`` (default archivist); every read is logged like
+an API call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+from pathlib import Path
+
+from ..config import Settings
+
+
+def _principal(args: argparse.Namespace):
+    from .auth import Principal
+
+    return Principal(args.as_name or f"cli:{getpass.getuser()}", args.role, getattr(args, "scope_system", None),
+                     getattr(args, "cleared", False))
+
+
+def _archive(settings: Settings):
+    from .service import Archive
+
+    settings.ensure()
+    return Archive(settings)
+
+
+def _who_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--as", dest="as_name", help="who is reading (logged; default cli:<user>)")
+    p.add_argument("--role", default="archivist", choices=["archivist", "system_owner", "client", "researcher"])
+    p.add_argument("--scope", dest="scope_system", help="the system a system_owner or client is scoped to")
+    p.add_argument("--purpose", default="", help="why (logged)")
+
+
+def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
+    arc = _archive(settings)
+    if args.package:
+        r = arc.index_package(args.package)
+        print(f"indexed {r['package_id']}: {r['records']} record(s), {r['documents']} document(s), "
+              f"{'verified' if r['verified'] else 'NOT verified'} ({r['storage']})")
+        return 0
+    r = arc.sync()
+    print(f"search index: {r['indexed']} package(s) indexed, {r['moved']} moved, {r['tombstoned']} tombstoned, "
+          f"{len(r['failed'])} failed")
+    for f in r["failed"]:
+        print(f"  {f['package_id']}: {f['error']}")
+    return 1 if r["failed"] else 0
+
+
+def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    arc = _archive(settings)
+    r = arc.search(_principal(args), " ".join(args.query), purpose=args.purpose, system=args.system,
+                   record_class=args.record_class, personnummer=args.personnummer, limit=args.limit)
+    if args.json:
+        print(json.dumps({"total": r.total, "hits": r.hits}, ensure_ascii=False, indent=2))
+        return 0
+    print(f"{r.total} hit(s)")
+    for h in r.hits:
+        title = "[classified: " + (h["secrecy_reference"] or "OSL") + "]" if h["title"] is None and h["classified"] \
+            else ("[disposed of]" if h.get("tombstone") else h["title"] or "")
+        print(f"  {h['reference']:<16} {h['closed'] or '':<10} {h['storage']:<11} {h['link']}  {title}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
+    from . import dip
+
+    arc = _archive(settings)
+    records = [r for r in (args.records or "").split(",") if r.strip()]
+    out = Path(args.out) if args.out else settings.home / "exports"
+    result = dip.export(arc, _principal(args), records=records, q=args.q, system=args.system, purpose=args.purpose,
+                        dest=out)
+    print(f"DIP {result['package_id']}: {len(result['records'])} record(s), {len(result['withheld'])} "
+          f"withholding(s), {result['size']:,} bytes")
+    print(f"  {result['path']}")
+    for w in result["withheld"]:
+        print(f"  withheld: {w['record']}: {w['what']} — {w['why']}")
+    return 0
+
+
+def _cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
+    arc = _archive(settings)
+    rows = arc.access_log(_principal(args), actor=args.actor, target=args.target, action=args.action,
+                          limit=args.limit)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for r in rows:
+        print(f"{r['time']}  {r['actor']:<18} {r['role']:<12} {r['action']:<10} {r['outcome']:<9} {r['target']}"
+              + (f"  purpose: {r['purpose']}" if r["purpose"] else ""))
+    return 0
+
+
+def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    from . import auth
+
+    arc = _archive(settings)
+    if args.action == "add":
+        if not args.name:
+            raise ValueError("give the credential's name")
+        token = auth.add_credential(arc.cat, args.name, args.token_role, system=args.system, cleared=args.cleared,
+                                    by=args.by or f"cli:{getpass.getuser()}")
+        print(f"credential {args.name} ({args.token_role}{', ' + args.system if args.system else ''}"
+              f"{', cleared' if args.cleared else ''}); the token is shown once, only its hash is kept:")
+        print(token)
+    elif args.action == "revoke":
+        auth.revoke_credential(arc.cat, args.name)
+        print(f"credential {args.name} revoked")
+    else:
+        for c in auth.credentials(arc.cat):
+            state = f"revoked {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"
+            print(f"  {c.id:<20} {c.role:<12} {c.system or '(all systems)':<14} "
+                  f"{'cleared' if c.cleared else '':<8} {state}")
+    return 0
+
+
+def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
+    arc = _archive(settings)
+    print(json.dumps(arc.receipt(_principal(args), args.package_id, purpose=args.purpose), ensure_ascii=False,
+                     indent=2))
+    return 0
+
+
+def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from .api import create_app
+
+    settings.ensure()
+    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add the access subcommands to the ``arkiv`` parser."""
+    p = sub.add_parser("index", help="bring the search index up to date (or reindex one package)")
+    p.add_argument("--package")
+    p.set_defaults(func=_cmd_index)
+
+    p = sub.add_parser("search", help="search the archive (diarienummer, title, parties, dates, …)")
+    p.add_argument("query", nargs="*")
+    p.add_argument("--system")
+    p.add_argument("--record-class")
+    p.add_argument("--personnummer", help="exact match; archivists and system owners only")
+    p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("export", help="an E-ARK DIP of records for a request (utlämnande), secret parts withheld")
+    p.add_argument("--records", help="comma-separated SYSTEM/SOURCE_ID")
+    p.add_argument("--q", help="add the hits of this search")
+    p.add_argument("--system")
+    p.add_argument("--out", help="folder for the DIP (default var/exports)")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("access-log", help="who read what, when and why (archivists)")
+    p.add_argument("--actor")
+    p.add_argument("--target", help="a record (lex/27), package ID or prefix")
+    p.add_argument("--action")
+    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--json", action="store_true")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_access_log)
+
+    p = sub.add_parser("access-token", help="API credentials: add, revoke, list")
+    p.add_argument("action", choices=["add", "revoke", "list"])
+    p.add_argument("name", nargs="?")
+    p.add_argument("--role", dest="token_role", default="client",
+                   choices=["archivist", "system_owner", "client", "researcher"])
+    p.add_argument("--system", help="the system a system_owner or client credential is scoped to")
+    p.add_argument("--cleared", action="store_true", help="may read records covered by secrecy (OSL)")
+    p.add_argument("--by", help="who issues the credential")
+    p.set_defaults(func=_cmd_token)
+
+    p = sub.add_parser("receipt", help="the kvittens of a package verified in the mellanarkiv")
+    p.add_argument("package_id")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_receipt)
+
+    p = sub.add_parser("api", help="serve the archive API (uvicorn)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.set_defaults(func=_cmd_api)

@@ -1,0 +1,390 @@
+"""The search index over the catalogue and the packages' descriptive metadata.
+
+One row per record (:class:`~transforms.catalogue.AccessEntry`) with diarienummer, title, dates,
+record class, system, archive creator, series and party names; its documents with their place
+in the package; keyed hashes of the parties' personnummer. Full-text search is SQLite FTS5 on
+the embedded default and PostgreSQL ``tsvector`` (Swedish configuration) in production, behind
+the one :func:`search` below.
+
+Kept current by :func:`index_package` (call it when a package is recorded) and :func:`sync`
+(after transfers to the slutarkiv and disposals: a disposed record stays findable only as a
+tombstone — reference, system, class and period — with nothing else of it left in the index).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+from lxml import etree
+
+from ..catalogue import (
+    AccessDocument,
+    AccessEntry,
+    AccessPackage,
+    AccessPersonnummer,
+    ArchiveCreator,
+    Catalogue,
+    Package,
+    Record,
+    Series,
+    Tombstone,
+    utcnow,
+)
+from ..errors import ArkivError, StorageError
+from ..xmltools import NS_ERMS
+from . import packages as pk
+from .auth import AccessDenied, Principal, personnummer_digest
+
+E = f"{{{NS_ERMS}}}"
+
+
+@dataclass
+class ParsedDocument:
+    document_id: str
+    number: int | None
+    title: str | None
+    path: str | None
+    name: str | None
+    mimetype: str
+    secret: bool
+    regulation: str | None
+
+
+@dataclass
+class ParsedRecord:
+    source_id: str
+    reference: str
+    title: str | None = None
+    opened: str | None = None
+    closed: str | None = None
+    secret: bool = False
+    regulation: str | None = None
+    parties: list[str] = field(default_factory=list)
+    personnummer: list[str] = field(default_factory=list)
+    documents: list[ParsedDocument] = field(default_factory=list)
+
+
+def _text(el, tag: str) -> str | None:
+    child = el.find(E + tag)
+    return child.text if child is not None and child.text is not None else None
+
+
+def _regulation(el) -> str | None:
+    r = el.find(f"{E}restriction/{E}regulation")
+    return r.text if r is not None else None
+
+
+def parse_erms(data: bytes) -> dict[str, ParsedRecord]:
+    """Cases (aggregations) of an ERMS document by their system identifier."""
+    tree = pk.parse_xml(data, "ERMS.xml")
+    out: dict[str, ParsedRecord] = {}
+    for agg in tree.iter(E + "aggregation"):
+        rec = ParsedRecord(source_id=agg.get("systemIdentifier", ""), reference=_text(agg, "objectId") or "",
+                           title=_text(agg, "title"), secret=_text(agg, "securityClass") == "secret",
+                           regulation=_regulation(agg))
+        for d in agg.findall(f"{E}dates/{E}date"):
+            if d.get("dateType") == "opened":
+                rec.opened = (d.text or "")[:10] or None
+            elif d.get("dateType") == "closed":
+                rec.closed = (d.text or "")[:10] or None
+        for a in agg.findall(f"{E}agents/{E}agent"):
+            if a.get("agentType") != "counterpart":
+                continue
+            if _text(a, "name"):
+                rec.parties.append(_text(a, "name"))
+            idn = a.find(E + "idNumber")
+            if idn is not None and idn.get("idNumberType") == "personnummer" and idn.text:
+                rec.personnummer.append(idn.text)
+        for r in agg.findall(E + "record"):
+            app = r.find(f"{E}additionalInformation/{E}appendix")
+            number = _text(r, "runningNumber")
+            rec.documents.append(ParsedDocument(
+                document_id=r.get("systemIdentifier") or _text(r, "objectId") or "",
+                number=int(number) if number and number.isdigit() else None, title=_text(r, "title"),
+                path=pk._join("metadata/descriptive/", app.get("path")) if app is not None else None,
+                name=app.get("name") if app is not None else None,
+                mimetype=(app.get("fileFormat") if app is not None else None) or "application/octet-stream",
+                secret=_text(r, "securityClass") == "secret", regulation=_regulation(r)))
+        out[rec.source_id] = rec
+    return out
+
+
+# --- building the index ---------------------------------------------------------------------------------
+
+def _structure(cat: Catalogue, pkg: Package) -> tuple[str | None, str | None]:
+    """(archive creator name, series "code title") for a package, from the archival description."""
+    with cat.session() as s:
+        if pkg.series_id:
+            row = s.execute(sa.select(Series, ArchiveCreator.name).join(
+                ArchiveCreator, Series.creator_id == ArchiveCreator.id).where(Series.id == pkg.series_id)).first()
+            if row:
+                return row[1], f"{row[0].code} {row[0].title}"
+        name = None
+        if pkg.archive_creator:
+            name = s.scalars(sa.select(ArchiveCreator.name).where(
+                ArchiveCreator.organisationsnummer == pkg.archive_creator).order_by(ArchiveCreator.id)).first()
+        return name or pkg.archive_creator, pkg.series_code
+
+
+def _texts(system: str, record_class: str, period: str | None, reference: str, opened, closed, creator, series,
+           title, parties, doc_titles_public, doc_titles_all, secret: bool) -> tuple[str, str]:
+    base = [reference, system, record_class, period or "", opened or "", closed or "", creator or "", series or ""]
+    full = base + [title or "", *parties, *doc_titles_all]
+    public = base if secret else base + [title or "", *parties, *doc_titles_public]
+    return " ".join(p for p in public if p), " ".join(p for p in full if p)
+
+
+def _delete_package_rows(s, package_id: str) -> None:
+    ids = [i for (i,) in s.execute(sa.select(AccessEntry.id).where(AccessEntry.package_id == package_id))]
+    if not ids:
+        return
+    s.execute(sa.delete(AccessDocument).where(AccessDocument.entry_id.in_(ids)))
+    s.execute(sa.delete(AccessPersonnummer).where(AccessPersonnummer.entry_id.in_(ids)))
+    if s.get_bind().dialect.name == "sqlite":
+        for i in ids:
+            s.execute(sa.text("DELETE FROM access_fts WHERE rowid = :i"), {"i": i})
+    s.execute(sa.delete(AccessEntry).where(AccessEntry.id.in_(ids)))
+
+
+def _add_entry(s, entry: AccessEntry) -> None:
+    s.add(entry)
+    s.flush()
+    if s.get_bind().dialect.name == "sqlite":
+        s.execute(sa.text("INSERT INTO access_fts(rowid, public_text, full_text) VALUES (:i, :p, :f)"),
+                  {"i": entry.id, "p": entry.public_text, "f": entry.full_text})
+
+
+def scan_package(pkg: Package, store, slutarkiv_root: Path) -> pk.Scan:
+    """One pass over the stored package, wherever it is."""
+    if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
+        return pk.scan_ocfl(Path(slutarkiv_root) / pkg.location.removeprefix("ocfl:"))
+    with store.open(pkg.location) as f:
+        return pk.scan_tar(f)
+
+
+def index_package(cat: Catalogue, store, slutarkiv_root: Path, package_id: str, key: bytes) -> dict:
+    """(Re)index one catalogued package from its stored bytes; idempotent.
+
+    ``store`` is the mellanarkiv storage (anything with ``open(key)``); ``key`` the personnummer HMAC key.
+    A package whose stored bytes do not match the catalogue is indexed from the catalogue alone and
+    marked unverified — it can be found, but no receipt will list its records.
+    """
+    pkg = cat.package(package_id)
+    if pkg is None:
+        raise StorageError(f"no package {package_id} in the catalogue")
+    if pkg.status == "disposed":
+        return index_tombstone(cat, package_id)
+    scan = scan_package(pkg, store, slutarkiv_root)
+    in_mellanarkiv = pkg.storage == "mellanarkiv"
+    verified = (scan.sha256 == pkg.sha256 if in_mellanarkiv else True) and not scan.unverified()
+    erms_at = pk.erms_path(scan)
+    parsed = parse_erms(scan.metadata[erms_at]) if erms_at and erms_at in scan.metadata else {}
+    creator, series = _structure(cat, pkg)
+    if creator == pkg.archive_creator and erms_at in scan.metadata:
+        # not in the archival description (yet): the name the package itself gives
+        agency = pk.parse_xml(scan.metadata[erms_at], "ERMS.xml").find(f".//{E}maintenanceAgency/{E}agencyName")
+        creator = agency.text if agency is not None and agency.text else creator
+    with cat.session() as s:
+        records = list(s.scalars(sa.select(Record).where(Record.package_id == package_id).order_by(Record.id)))
+        _delete_package_rows(s, package_id)
+        n_docs = 0
+        for r in records:
+            p = parsed.get(r.source_id) or ParsedRecord(r.source_id, r.reference)
+            public_docs = [d.title for d in p.documents if d.title and not d.secret]
+            all_docs = [d.title for d in p.documents if d.title]
+            public, full = _texts(pkg.system, pkg.record_class, pkg.period, r.reference, r.opened or p.opened,
+                                  r.closed or p.closed, creator, series, p.title, p.parties, public_docs, all_docs,
+                                  p.secret)
+            entry = AccessEntry(system=pkg.system, source_id=r.source_id, package_id=package_id,
+                                reference=r.reference, title=p.title, record_class=pkg.record_class,
+                                period=pkg.period, opened=(r.opened or p.opened or None),
+                                closed=(r.closed or p.closed or None), archive_creator=creator, series=series,
+                                parties="; ".join(p.parties) or None, secret=p.secret,
+                                secrecy_reference=p.regulation if p.secret else None, storage=pkg.storage,
+                                public_text=public, full_text=full, indexed_at=utcnow())
+            _add_entry(s, entry)
+            for d in p.documents:
+                m = scan.members.get(d.path) if d.path else None
+                s.add(AccessDocument(entry_id=entry.id, document_id=d.document_id, number=d.number, title=d.title,
+                                     path=d.path if m else None, name=d.name, mimetype=d.mimetype,
+                                     size=m.size if m else 0, sha256=m.sha256 if m else None,
+                                     tar_offset=m.offset if m and in_mellanarkiv else None, secret=d.secret,
+                                     secrecy_reference=d.regulation if d.secret else None))
+                n_docs += 1
+            for number in p.personnummer:
+                digest = personnummer_digest(key, number)
+                if digest:
+                    s.add(AccessPersonnummer(entry_id=entry.id, digest=digest))
+        row = s.get(AccessPackage, package_id) or AccessPackage(package_id=package_id)
+        row.storage, row.location, row.sha256 = pkg.storage, pkg.location, pkg.sha256
+        row.verified, row.members, row.indexed_at = verified, len(scan.members), utcnow()
+        erms_member = scan.members.get(erms_at) if erms_at else None
+        row.erms_path = erms_at if erms_member else None
+        row.erms_offset = erms_member.offset if erms_member and in_mellanarkiv else None
+        row.erms_size = erms_member.size if erms_member else None
+        s.add(row)
+    return {"package_id": package_id, "records": len(records), "documents": n_docs, "verified": verified,
+            "storage": pkg.storage}
+
+
+def index_tombstone(cat: Catalogue, package_id: str) -> dict:
+    """Replace a disposed package's index rows by tombstones: reference, system, class, period — nothing more."""
+    with cat.session() as s:
+        t = s.get(Tombstone, package_id)
+        if t is None:
+            raise StorageError(f"package {package_id} is disposed of but has no tombstone")
+        refs = json.loads(t.references)
+        old = {e.reference: e.source_id for e in s.scalars(
+            sa.select(AccessEntry).where(AccessEntry.package_id == package_id))}
+        _delete_package_rows(s, package_id)
+        for i, ref in enumerate(refs):
+            text = " ".join([ref, t.system, t.record_class, t.period, "gallrad disposed"])
+            _add_entry(s, AccessEntry(system=t.system, source_id=old.get(ref) or f"{package_id}#{i}",
+                                      package_id=package_id, reference=ref, title=None, record_class=t.record_class,
+                                      period=t.period, storage="disposed", secret=False, public_text=text,
+                                      full_text=text, indexed_at=utcnow()))
+        row = s.get(AccessPackage, package_id) or AccessPackage(package_id=package_id, location="", sha256=t.sha256)
+        row.storage, row.location, row.verified, row.members, row.indexed_at = "disposed", "", False, 0, utcnow()
+        s.add(row)
+    return {"package_id": package_id, "records": len(refs), "documents": 0, "verified": False, "storage": "disposed"}
+
+
+def sync(cat: Catalogue, store, slutarkiv_root: Path, key: bytes) -> dict:
+    """Bring the index in line with the catalogue: new packages, moves to the slutarkiv, disposals.
+
+    Cheap when nothing changed (one query per table); safe to run after every retention run.
+    """
+    with cat.session() as s:
+        indexed = {a.package_id: (a.storage, a.location) for a in s.scalars(sa.select(AccessPackage))}
+    done = {"indexed": 0, "moved": 0, "tombstoned": 0, "failed": []}
+    for p in cat.packages():
+        now = ("disposed", "") if p.status == "disposed" else (p.storage, p.location)
+        if indexed.get(p.id) == now:
+            continue
+        try:
+            index_package(cat, store, slutarkiv_root, p.id, key)
+        except (ArkivError, OSError, ValueError, tarfile.TarError, etree.LxmlError) as exc:
+            # one unreadable package must not stop the rest; it is reported and retried next time
+            done["failed"].append({"package_id": p.id, "error": str(exc)})
+            continue
+        kind = "tombstoned" if p.status == "disposed" else ("moved" if p.id in indexed else "indexed")
+        done[kind] += 1
+    return done
+
+
+# --- searching --------------------------------------------------------------------------------------------
+
+_TERM = re.compile(r"\S+")
+
+
+def _fts5_query(column: str, q: str) -> str:
+    """Each word as a quoted prefix term, all required: user input can never be FTS5 syntax."""
+    terms = ['"' + t.replace('"', '""') + '"*' for t in _TERM.findall(q)]
+    return f"{column} : ({' AND '.join(terms)})"
+
+
+def _dates(opened: str | None, closed: str | None) -> dict:
+    return {"opened": opened, "closed": closed}
+
+
+def deep_link(system: str, source_id: str) -> str:
+    """The stable address of a record, independent of package and storage (documented in the README)."""
+    return f"/api/v1/records/{system}/{source_id}"
+
+
+def summary(e: AccessEntry, who: Principal) -> dict:
+    """A search hit: never party names, never personnummer; a secret record says only that it is classified."""
+    withheld = e.secret and not who.sees_secret
+    out = {"system": e.system, "source_id": e.source_id, "reference": e.reference, "link": deep_link(e.system,
+           e.source_id), "record_class": e.record_class, "period": e.period, **_dates(e.opened, e.closed),
+           "archive_creator": e.archive_creator, "series": e.series, "storage": e.storage,
+           "package_id": e.package_id, "classified": bool(e.secret),
+           "secrecy_reference": e.secrecy_reference if e.secret else None,
+           "title": None if withheld or e.storage == "disposed" else e.title}
+    if e.storage == "disposed":
+        out["tombstone"] = True
+    return out
+
+
+@dataclass
+class SearchResult:
+    total: int
+    hits: list[dict]
+
+
+def search(cat: Catalogue, who: Principal, q: str = "", *, system: str | None = None,
+           record_class: str | None = None, closed_from: str | None = None, closed_to: str | None = None,
+           storage: str | None = None, personnummer: str | None = None, key: bytes | None = None,
+           limit: int = 20, offset: int = 0) -> SearchResult:
+    """Search the index as ``who``: scoped to their system, secret titles and parties searchable only when cleared,
+    personnummer only by roles allowed to and only as an exact match."""
+    query = sa.select(AccessEntry)
+    if not who.in_scope(system or who.system or ""):
+        return SearchResult(0, [])
+    if who.system:
+        query = query.where(AccessEntry.system == who.system)
+    if system:
+        query = query.where(AccessEntry.system == system)
+    if record_class:
+        query = query.where(AccessEntry.record_class == record_class)
+    if storage:
+        query = query.where(AccessEntry.storage == storage)
+    if closed_from:
+        query = query.where(AccessEntry.closed >= closed_from)
+    if closed_to:
+        query = query.where(AccessEntry.closed <= closed_to)
+    if personnummer:
+        if not who.may_search_personnummer:
+            raise AccessDenied(f"role {who.role} may not search by personnummer")
+        digest = personnummer_digest(key or b"", personnummer)
+        if digest is None:
+            return SearchResult(0, [])
+        query = query.where(AccessEntry.id.in_(sa.select(AccessPersonnummer.entry_id)
+                                               .where(AccessPersonnummer.digest == digest)))
+    q = (q or "").strip()
+    column = "full" if who.sees_secret else "public"
+    if q:
+        exact = sa.func.lower(AccessEntry.reference) == q.lower()
+        if cat.engine.dialect.name == "postgresql":
+            tsv = sa.literal_column(f"access_entries.{column}_tsv")
+            match = tsv.op("@@")(sa.func.websearch_to_tsquery(sa.literal_column("'swedish'"), q))
+        else:
+            match = AccessEntry.id.in_(sa.select(sa.literal_column("rowid")).select_from(sa.table("access_fts"))
+                                       .where(sa.text("access_fts MATCH :m").bindparams(
+                                           m=_fts5_query(f"{column}_text", q))))
+        query = query.where(sa.or_(exact, match))
+    with cat.session() as s:
+        total = s.scalar(sa.select(sa.func.count()).select_from(query.subquery())) or 0
+        rows = list(s.scalars(query.order_by(AccessEntry.closed.desc(), AccessEntry.reference, AccessEntry.id)
+                              .limit(max(1, min(limit, 500))).offset(max(0, offset))))
+    return SearchResult(total, [summary(e, who) for e in rows])
+
+
+def find_entry(cat: Catalogue, system: str, source_id: str) -> AccessEntry | None:
+    """The record a deep link names: the copy that is stored (the newest if the source delivered it twice)."""
+    with cat.session() as s:
+        rows = list(s.scalars(sa.select(AccessEntry).where(AccessEntry.system == system,
+                                                           AccessEntry.source_id == source_id)
+                              .order_by(AccessEntry.id.desc())))
+    live = [e for e in rows if e.storage != "disposed"]
+    return (live or rows or [None])[0]
+
+
+def documents_of(cat: Catalogue, entry_id: int) -> list[AccessDocument]:
+    with cat.session() as s:
+        return list(s.scalars(sa.select(AccessDocument).where(AccessDocument.entry_id == entry_id)
+                              .order_by(AccessDocument.number, AccessDocument.id)))
+
+
+def indexed_package(cat: Catalogue, package_id: str) -> AccessPackage | None:
+    with cat.session() as s:
+        return s.get(AccessPackage, package_id)
+
+
+__all__ = ["SearchResult", "deep_link", "find_entry", "index_package", "index_tombstone", "parse_erms", "search",
+           "sync"]

@@ -1,0 +1,217 @@
+"""Reading stored packages for access: one streaming pass to index or verify, ranged reads to serve.
+
+A SIP in the mellanarkiv is a TAR; a document inside it is served by seeking to the member's
+data offset (found once, when the package is indexed) and copying exactly its size — through
+the storage's ``open(key)``, never unpacked to disk and never read whole. A package in the
+slutarkiv is an OCFL object whose files are plain files, located through its inventory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from lxml import etree
+
+from ..errors import StorageError
+from ..xmltools import NS_METS, NS_XLINK, parse_bytes
+
+CHUNK = 64 * 1024
+#: metadata files kept in memory during a scan (the rest are only hashed)
+MAX_METADATA_BYTES = 512 * 1024 * 1024
+_M = f"{{{NS_METS}}}"
+_XL = f"{{{NS_XLINK}}}"
+
+
+@dataclass(frozen=True)
+class Member:
+    """A file of a package: its path from the package root, where its bytes start in the TAR, size, SHA-256."""
+
+    path: str
+    offset: int | None
+    size: int
+    sha256: str
+
+
+@dataclass
+class Scan:
+    """What one pass over a stored package found."""
+
+    sha256: str
+    size: int
+    members: dict[str, Member] = field(default_factory=dict)
+    metadata: dict[str, bytes] = field(default_factory=dict)  # METS and descriptive XML, by path
+
+    def declared_checksums(self) -> dict[str, str]:
+        """Path from the package root -> SHA-256 declared by the root and representation METS files."""
+        out: dict[str, str] = {}
+        for mets_path, data in self.metadata.items():
+            if not mets_path.endswith("METS.xml"):
+                continue
+            base = str(PurePosixPath(mets_path).parent)
+            base = "" if base == "." else base + "/"
+            tree = parse_bytes(data, name=mets_path)
+            for f in tree.iter(_M + "file"):
+                loc = f.find(_M + "FLocat")
+                if loc is not None and f.get("CHECKSUM") and loc.get(_XL + "href"):
+                    out[_join(base, loc.get(_XL + "href"))] = f.get("CHECKSUM").lower()
+            for ref in tree.iter(_M + "mdRef"):
+                if ref.get("CHECKSUM") and ref.get(_XL + "href"):
+                    out[_join(base, ref.get(_XL + "href"))] = ref.get("CHECKSUM").lower()
+        return out
+
+    def unverified(self) -> list[str]:
+        """Members whose bytes differ from their METS checksum, and declared files that are missing."""
+        bad = []
+        for path, digest in self.declared_checksums().items():
+            m = self.members.get(path)
+            if m is None or m.sha256 != digest:
+                bad.append(path)
+        return sorted(bad)
+
+
+def _join(base: str, href: str) -> str:
+    parts: list[str] = []
+    for p in PurePosixPath(base + href).parts:
+        if p == "..":
+            if parts:
+                parts.pop()
+        elif p != ".":
+            parts.append(p)
+    return "/".join(parts)
+
+
+def _is_metadata(path: str) -> bool:
+    return path.endswith("METS.xml") or path.startswith("metadata/descriptive/")
+
+
+class _Hashing:
+    """A read-through wrapper hashing everything read (the whole package in the same pass)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.h, self.size = raw, hashlib.sha256(), 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.h.update(data)
+        self.size += len(data)
+        return data
+
+
+def scan_tar(stream: BinaryIO) -> Scan:
+    """Read a SIP TAR once from a stream: whole-package SHA-256, each member's offset and SHA-256,
+    and the METS/descriptive metadata bytes. Bounded memory apart from the metadata it keeps."""
+    src = _Hashing(stream)
+    members: dict[str, Member] = {}
+    metadata: dict[str, bytes] = {}
+    with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[arg-type]
+        for info in tar:
+            if not info.isfile():
+                continue
+            parts = info.name.split("/", 1)
+            if len(parts) != 2 or ".." in PurePosixPath(parts[1]).parts:
+                continue
+            rel = parts[1]
+            fh = tar.extractfile(info)
+            h = hashlib.sha256()
+            keep = _is_metadata(rel) and info.size <= MAX_METADATA_BYTES
+            buf = bytearray() if keep else None
+            while chunk := fh.read(CHUNK):
+                h.update(chunk)
+                if buf is not None:
+                    buf += chunk
+            members[rel] = Member(rel, info.offset_data, info.size, h.hexdigest())
+            if buf is not None:
+                metadata[rel] = bytes(buf)
+    while src.read(CHUNK):  # the end-of-archive blocks belong to the package's checksum too
+        pass
+    return Scan(src.h.hexdigest(), src.size, members, metadata)
+
+
+def scan_ocfl(object_root: Path) -> Scan:
+    """The same view of an AIP in the slutarkiv, from its OCFL inventory (hashes from its fixity block)."""
+    inv = json.loads((object_root / "inventory.json").read_text(encoding="utf-8"))
+    head = inv["versions"][inv["head"]]["state"]
+    content_of = {d: paths[0] for d, paths in inv["manifest"].items()}
+    sha256_of = {p: d for d, paths in inv.get("fixity", {}).get("sha256", {}).items() for p in paths}
+    members: dict[str, Member] = {}
+    metadata: dict[str, bytes] = {}
+    for digest, logicals in head.items():
+        content = content_of[digest]
+        for logical in logicals:
+            rel = logical.split("/", 1)[1] if "/" in logical else logical
+            path = object_root / content
+            members[rel] = Member(rel, None, path.stat().st_size, sha256_of.get(content, ""))
+            if _is_metadata(rel):
+                metadata[rel] = path.read_bytes()
+    return Scan(inv.get("id", ""), 0, members, metadata)
+
+
+def ocfl_file(object_root: Path, rel: str) -> Path:
+    """The content file holding ``rel`` (a path from the package root) in the object's head version."""
+    inv = json.loads((object_root / "inventory.json").read_text(encoding="utf-8"))
+    for digest, logicals in inv["versions"][inv["head"]]["state"].items():
+        if any((lg.split("/", 1)[1] if "/" in lg else lg) == rel for lg in logicals):
+            return object_root / inv["manifest"][digest][0]
+    raise StorageError(f"slutarkiv: {object_root.name} has no file {rel}")
+
+
+def stream_range(opener: Callable[[], BinaryIO], offset: int, size: int, expected_sha256: str | None = None,
+                 chunk: int = CHUNK) -> Iterator[bytes]:
+    """Yield ``size`` bytes starting at ``offset`` of the stream ``opener`` returns, chunk by chunk.
+
+    Seeks when the stream can (a file; an S3 body opened with a range need not); otherwise reads
+    past the preceding bytes without keeping them. The bytes are hashed on the way: a mismatch with
+    ``expected_sha256`` raises :class:`StorageError` before the last chunk, so a damaged document is
+    never delivered as if it were whole.
+    """
+    f = opener()
+    try:
+        if offset:
+            seekable = getattr(f, "seekable", lambda: False)()
+            if seekable:
+                f.seek(offset)
+            else:
+                left = offset
+                while left:
+                    skipped = f.read(min(chunk, left))
+                    if not skipped:
+                        raise StorageError("stored package ended before the document's offset")
+                    left -= len(skipped)
+        h, left = hashlib.sha256(), size
+        pending = b""
+        while left:
+            data = f.read(min(chunk, left))
+            if not data:
+                raise StorageError("stored package ended inside a document")
+            left -= len(data)
+            h.update(data)
+            if pending:
+                yield pending
+            pending = data
+        if expected_sha256 and h.hexdigest() != expected_sha256:
+            raise StorageError("a stored document no longer matches its checksum; delivery stopped (run the audit)")
+        if pending:
+            yield pending
+    finally:
+        f.close()
+
+
+def erms_path(scan: Scan) -> str | None:
+    """The package's ERMS document, named by the root METS dmdSec (None for tabular packages)."""
+    data = scan.metadata.get("METS.xml")
+    if data is None:
+        return None
+    for ref in parse_bytes(data, name="METS.xml").iter(_M + "mdRef"):
+        if ref.get("OTHERMDTYPE") == "ERMS" or ref.get(_XL + "href", "").endswith("ERMS.xml"):
+            return _join("", ref.get(_XL + "href"))
+    return None
+
+
+def parse_xml(data: bytes, name: str) -> etree._ElementTree:
+    return parse_bytes(data, name=name)

@@ -1,0 +1,266 @@
+"""The archive as its readers see it: search, records, documents, history — each access logged.
+
+:class:`Archive` is what both the HTTP API (:mod:`transforms.access.api`) and the ``arkiv`` CLI
+call, so that the rules (scope, secrecy, logging) live in one place. Every answer names the
+storage the record sits in: ``mellanarkiv``, ``slutarkiv`` or ``disposed`` (a tombstone).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..catalogue import AccessDocument, AccessEntry, Catalogue
+from ..config import Settings
+from . import accesslog, index, receipts
+from . import packages as pk
+from .auth import AccessDenied, NotFound, Principal, Withheld, personnummer_key
+
+
+def mellanarkiv_store(settings: Settings):
+    """The mellanarkiv storage the pipeline writes to (whichever backend it is configured with)."""
+    from ..pipeline import mellanarkiv
+
+    return mellanarkiv(settings)
+
+
+@dataclass
+class Download:
+    """A document ready to stream: its metadata and an iterator over its bytes."""
+
+    name: str
+    mimetype: str
+    size: int
+    sha256: str | None
+    storage: str
+    chunks: Iterator[bytes]
+
+
+class Archive:
+    """Search and read the archive on behalf of a :class:`Principal`; every access is logged."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue | None = None, store=None):
+        self.settings = settings
+        if catalogue is None:
+            catalogue = Catalogue(settings.catalogue_url)
+            catalogue.migrate()
+        self.cat = catalogue
+        self._store = store
+        self.key = personnummer_key(settings.home)
+
+    @property
+    def store(self):
+        if self._store is None:
+            self._store = mellanarkiv_store(self.settings)
+        return self._store
+
+    # --- index maintenance (no principal: the pipeline and the retention runs call these) --------------
+
+    def index_package(self, package_id: str) -> dict:
+        return index.index_package(self.cat, self.store, self.settings.slutarkiv, package_id, self.key)
+
+    def sync(self) -> dict:
+        return index.sync(self.cat, self.store, self.settings.slutarkiv, self.key)
+
+    # --- reads ----------------------------------------------------------------------------------------
+
+    def search(self, who: Principal, q: str = "", *, purpose: str = "", **filters) -> index.SearchResult:
+        pnr = filters.get("personnummer")
+        target = "search" + (f" system={filters['system']}" if filters.get("system") else "")
+        try:
+            result = index.search(self.cat, who, q, key=self.key, **filters)
+        except AccessDenied as exc:
+            accesslog.log(self.cat, who, "search", target, outcome="refused", purpose=purpose, detail=str(exc))
+            raise
+        # The query itself is not logged when it could identify a person.
+        detail = f"{result.total} hit(s); " + ("by personnummer (exact)" if pnr else f"query {_mask(q)!r}"[:300])
+        accesslog.log(self.cat, who, "search", target, purpose=purpose, detail=detail)
+        return result
+
+    def _entry(self, who: Principal, system: str, source_id: str, action: str, purpose: str) -> AccessEntry:
+        target = f"{system}/{source_id}"
+        entry = index.find_entry(self.cat, system, source_id)
+        if entry is None or not who.in_scope(system):
+            accesslog.log(self.cat, who, action, target, purpose=purpose,
+                          outcome="not_found" if entry is None else "refused",
+                          detail="" if entry is None else f"outside the credential's scope ({who.system})")
+            raise NotFound(f"no record {target} in the archive")
+        return entry
+
+    def record(self, who: Principal, system: str, source_id: str, *, purpose: str = "") -> dict:
+        """A record with its metadata and documents; a secret one, to an uncleared reader, only as classified."""
+        e = self._entry(who, system, source_id, "record", purpose)
+        target = f"{system}/{source_id}"
+        out = index.summary(e, who)
+        out["deep_link"] = index.deep_link(system, source_id)
+        if e.storage == "disposed":
+            accesslog.log(self.cat, who, "record", target, purpose=purpose, detail="tombstone")
+            out.update({"documents": [], "parties": [], "disposed": True})
+            return out
+        if e.secret and not who.sees_secret:
+            accesslog.log(self.cat, who, "record", target, purpose=purpose, outcome="withheld",
+                          detail=f"classified ({e.secrecy_reference or 'OSL'})")
+            out.update({"withheld": f"the record is classified ({e.secrecy_reference or 'OSL'}); "
+                                    "its content is withheld", "documents": None, "parties": None})
+            return out
+        docs = index.documents_of(self.cat, e.id)
+        out["parties"] = [p for p in (e.parties or "").split("; ") if p]
+        out["documents"] = [self._doc_view(who, e, d) for d in docs]
+        pkg = index.indexed_package(self.cat, e.package_id)
+        out["package"] = {"id": e.package_id, "storage": e.storage, "verified": bool(pkg and pkg.verified),
+                          "history": f"/api/v1/packages/{e.package_id}/history"}
+        withheld = sum(1 for d in docs if d.secret and not who.sees_secret)
+        accesslog.log(self.cat, who, "record", target, purpose=purpose,
+                      detail=f"{len(docs)} document(s) listed" + (f", {withheld} classified" if withheld else ""))
+        return out
+
+    @staticmethod
+    def _doc_view(who: Principal, e: AccessEntry, d: AccessDocument) -> dict:
+        hidden = d.secret and not who.sees_secret
+        view = {"document_id": d.document_id, "number": d.number, "classified": bool(d.secret),
+                "secrecy_reference": d.secrecy_reference, "title": None if hidden else d.title,
+                "name": None if hidden else d.name, "mimetype": d.mimetype, "size": d.size,
+                "sha256": d.sha256, "storage": e.storage, "available": d.path is not None}
+        if d.path and not hidden:
+            view["content"] = f"{index.deep_link(e.system, e.source_id)}/documents/{d.document_id}"
+        return view
+
+    def document(self, who: Principal, system: str, source_id: str, document_id: str, *,
+                 purpose: str = "") -> Download:
+        """A document's bytes, streamed from the stored package (a range of the TAR, or the OCFL file)."""
+        e = self._entry(who, system, source_id, "document", purpose)
+        target = f"{system}/{source_id}/documents/{document_id}"
+        doc = next((d for d in index.documents_of(self.cat, e.id) if d.document_id == document_id), None)
+        if doc is None or doc.path is None:
+            accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="not_found")
+            raise NotFound(f"no document {document_id} with a file in record {system}/{source_id}")
+        if (e.secret or doc.secret) and not who.sees_secret:
+            reg = e.secrecy_reference if e.secret else doc.secrecy_reference
+            accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld",
+                          detail=f"classified ({reg or 'OSL'})")
+            raise Withheld(f"document {target}", reg)
+        pkg = self.cat.package(e.package_id)
+        chunks = self.document_chunks(e, doc)
+        accesslog.log(self.cat, who, "document", target, purpose=purpose,
+                      detail=f"{doc.size} bytes from the {pkg.storage}")
+        return Download(doc.name or doc.path.rsplit("/", 1)[-1], doc.mimetype, doc.size, doc.sha256, pkg.storage,
+                        chunks)
+
+    def document_chunks(self, e: AccessEntry, doc: AccessDocument) -> Iterator[bytes]:
+        """The document's bytes, verified against its checksum while they stream (no access check here)."""
+        pkg = self.cat.package(e.package_id)
+        if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
+            path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), doc.path)
+            return pk.stream_range(lambda: open(path, "rb"), 0, doc.size, doc.sha256)
+        if doc.tar_offset is None:
+            raise NotFound(f"document {doc.document_id}: its place in the package is not indexed; run `arkiv index`")
+        return self._tar_range(pkg.location, doc.tar_offset, doc.size, doc.sha256)
+
+    def _tar_range(self, location: str, offset: int, size: int, sha256: str | None) -> Iterator[bytes]:
+        """Bytes of a stored TAR: by a ranged read when the storage offers one (``open_range``), else by
+        seeking (a file) or reading past the preceding bytes (a plain stream)."""
+        ranged = getattr(self.store, "open_range", None)
+        if ranged is not None:
+            return pk.stream_range(lambda: ranged(location, offset, size), 0, size, sha256)
+        return pk.stream_range(lambda: self.store.open(location), offset, size, sha256)
+
+    def history(self, who: Principal, package_id: str, *, purpose: str = "") -> dict:
+        """A package's validation and PREMIS history from the catalogue."""
+        pkg = self.cat.package(package_id)
+        if pkg is None or not who.may_read_history(pkg.system):
+            accesslog.log(self.cat, who, "history", package_id, purpose=purpose,
+                          outcome="not_found" if pkg is None else "refused")
+            if pkg is not None and who.role == "researcher":
+                raise AccessDenied("researchers do not read package histories")
+            raise NotFound(f"no package {package_id}")
+        events = self.cat.events(package_id=package_id)
+        batch = [e for e in self.cat.events(batch_id=pkg.batch_id) if e.package_id is None]
+        accesslog.log(self.cat, who, "history", package_id, purpose=purpose)
+        storage = "disposed" if pkg.status == "disposed" else pkg.storage
+        return {"package_id": package_id, "system": pkg.system, "storage": storage, "status": pkg.status,
+                "sha256": pkg.sha256, "validation": [_event(e) for e in events if e.type == "validation"],
+                "events": [_event(e) for e in sorted(batch + events, key=lambda e: e.id)]}
+
+    def packages(self, who: Principal, system: str | None = None) -> list[dict]:
+        """Packages the principal may see (their own system's for scoped roles)."""
+        if who.role == "researcher":
+            raise AccessDenied("researchers search records; package lists are for archivists and systems")
+        rows = self.cat.packages(who.system or system)
+        return [{"id": p.id, "system": p.system, "record_class": p.record_class, "period": p.period,
+                 "status": p.status, "storage": "disposed" if p.status == "disposed" else p.storage,
+                 "records": p.record_count, "receipt": f"/api/v1/receipts/{p.id}"} for p in rows]
+
+    def access_log(self, who: Principal, **filters) -> list[dict]:
+        try:
+            rows = accesslog.entries(self.cat, who, **filters)
+        except AccessDenied:
+            accesslog.log(self.cat, who, "access-log", "access_log", outcome="refused")
+            raise
+        accesslog.log(self.cat, who, "access-log", "access_log", detail=f"{len(rows)} entries read")
+        return rows
+
+    def receipt(self, who: Principal, package_id: str, *, purpose: str = "") -> dict:
+        """The kvittens for a package, for its own system's credentials (and archivists)."""
+        pkg = self.cat.package(package_id)
+        if pkg is None or not who.may_fetch_receipt(pkg.system):
+            accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose,
+                          outcome="not_found" if pkg is None else "refused")
+            if pkg is not None and who.in_scope(pkg.system):
+                raise AccessDenied(f"role {who.role} does not receive receipts")
+            raise NotFound(f"no package {package_id}")
+        try:
+            r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})")
+        except receipts.ReceiptRefused as exc:
+            accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose, outcome="refused", detail=str(exc))
+            raise
+        accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose,
+                      detail=f"{r['record_count']} record(s) listed")
+        return r
+
+    def member_bytes(self, package_id: str, rel: str, limit: int = 512 * 1024 * 1024) -> bytes | None:
+        """A metadata file of a package (its ERMS document), by ranged read or from the OCFL object."""
+        pkg = self.cat.package(package_id)
+        row = index.indexed_package(self.cat, package_id)
+        if pkg is None or row is None:
+            return None
+        if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
+            path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), rel)
+            return path.read_bytes() if path.stat().st_size <= limit else None
+        if rel != row.erms_path or row.erms_offset is None or (row.erms_size or 0) > limit:
+            return None
+        return b"".join(self._tar_range(pkg.location, row.erms_offset, row.erms_size or 0, None))
+
+
+_PERSONNUMMER_LIKE = re.compile(r"(?<!\d)(\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
+
+
+def _mask(q: str) -> str:
+    """A query as logged: anything shaped like a personnummer replaced."""
+    return _PERSONNUMMER_LIKE.sub("[personnummer]", q or "")
+
+
+def _event(e) -> dict:
+    return {"id": e.id, "type": e.type, "time": e.time.isoformat(), "outcome": e.outcome, "agent": e.agent,
+            "detail": e.detail}
+
+
+# --- hooks for the pipeline and the retention runs --------------------------------------------------------
+
+def index_recorded_package(settings: Settings, package_id: str) -> dict:
+    """Index a package just recorded in the catalogue (call after ``pipeline.record``); idempotent."""
+    arc = Archive(settings)
+    try:
+        return arc.index_package(package_id)
+    finally:
+        arc.cat.dispose()
+
+
+def sync_index(settings: Settings) -> dict:
+    """Bring the index up to date after transfers and disposals (call after a retention run)."""
+    arc = Archive(settings)
+    try:
+        return arc.sync()
+    finally:
+        arc.cat.dispose()
