@@ -43,15 +43,27 @@ class Corpus:
 
 
 def write_random_file(path: Path, size: int, seed: int) -> None:
-    """``size`` seeded pseudo-random (incompressible) bytes, as a scanned image would be."""
+    """A PDF of ``size`` bytes whose one stream is seeded pseudo-random (incompressible) bytes, as a
+    scanned drawing would be: format identification sees a PDF (header, objects, trailer), so the
+    document is packaged like any other rather than held back as unidentified."""
     rng = random.Random(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
-    left = size
+    def head_for(n: int) -> bytes:
+        return (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+                b"2 0 obj\n<< /Type /Pages /Kids [] /Count 0 >>\nendobj\n3 0 obj\n<< /Length "
+                + str(n).encode() + b" >>\nstream\n")
+
+    tail = b"\nendstream\nendobj\ntrailer\n<< /Root 1 0 R >>\n%%EOF\n"
+    body = max(0, size - len(head_for(size)) - len(tail))
+    head = head_for(body)
+    left = body
     with open(path, "wb") as f:
+        f.write(head)
         while left:
             n = min(left, 1 << 22)
             f.write(rng.randbytes(n))
             left -= n
+        f.write(tail)
 
 
 def add_large_documents(db: Path, files: Path, sizes: list[int], seed: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,13 +17,19 @@ os.environ["GX_ANALYTICS_ENABLED"] = "False"
 
 import pytest
 import sqlalchemy as sa
+from testservices import (
+    MARIADB_ADMIN_URL,
+    PG_ADMIN_URL,
+    S3_TEST_CREDENTIALS,
+    ensure_mariadb,
+    ensure_postgres,
+    free_port,
+    make_bucket,
+)
 
 from transforms.config import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
-PG_ADMIN_URL = os.environ.get("ARKIV_TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 def settings_for(home: Path) -> Settings:
     """Settings with every location under ``home`` (as the embedded default does under var/)."""
     return Settings.from_env({"ARKIV_HOME": str(home)}).ensure()
@@ -57,36 +62,6 @@ def lex_bad_source(tmp_path_factory) -> dict:
     return {"url": url, "files": root / "files", "summary": summary}
 
 
-def _answers(url: str) -> bool:
-    """True when the database server at ``url`` answers a query."""
-    try:
-        eng = sa.create_engine(url)
-        with eng.connect() as c:
-            c.execute(sa.text("SELECT 1"))
-        eng.dispose()
-        return True
-    except sa.exc.OperationalError:
-        return False
-
-
-def _postgres_up() -> bool:
-    return _answers(PG_ADMIN_URL)
-
-
-def ensure_postgres() -> None:
-    """Start the machine's PostgreSQL cluster if it is not answering (CI machines start it anyway)."""
-    if _postgres_up():
-        return
-    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
-    if versions and shutil.which("pg_ctlcluster"):
-        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", "start"], check=False)
-        for _ in range(30):
-            if _postgres_up():
-                return
-            time.sleep(1)
-    raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and could not be started")
-
-
 @pytest.fixture
 def pg_url() -> str:
     """A throwaway PostgreSQL database, dropped after the test."""
@@ -101,26 +76,6 @@ def pg_url() -> str:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
-
-
-MARIADB_ADMIN_URL = os.environ.get("ARKIV_TEST_MARIADB_ADMIN_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
-
-
-def _mariadb_up() -> bool:
-    return _answers(MARIADB_ADMIN_URL)
-
-
-def ensure_mariadb() -> None:
-    """Start the machine's MariaDB server if it is not answering."""
-    if _mariadb_up():
-        return
-    daemon = shutil.which("start-stop-daemon") or "/sbin/start-stop-daemon"
-    subprocess.run([daemon, "--start", "--oknodo", "--background", "--exec", "/usr/sbin/mariadbd"], check=False)
-    for _ in range(30):
-        if _mariadb_up():
-            return
-        time.sleep(1)
-    raise RuntimeError(f"MariaDB is not reachable at {MARIADB_ADMIN_URL} and could not be started")
 
 
 @pytest.fixture
@@ -146,14 +101,6 @@ def mariadb_url(request) -> str:
 
 # --- S3: moto's server mode over real HTTP on loopback ---------------------------------------------------
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def moto_server() -> str:
     """moto's S3 server in its own process on a free loopback port: real HTTP, the real S3 wire protocol.
@@ -165,7 +112,7 @@ def moto_server() -> str:
     import urllib.request
 
     exe = Path(sys.executable).parent / "moto_server"
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -187,23 +134,6 @@ def moto_server() -> str:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
-
-
-S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "arkiv-test", "AWS_SECRET_ACCESS_KEY": "arkiv-test-secret",
-                       "AWS_DEFAULT_REGION": "eu-north-1"}
-
-
-def make_bucket(endpoint: str, *, object_lock: bool = False) -> str:
-    """A new, uniquely named bucket on ``endpoint`` (Object Lock enabled when asked)."""
-    import boto3
-
-    name = f"arkiv-test-{uuid.uuid4().hex[:12]}"
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="eu-north-1",
-                          aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                          aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-north-1"},
-                         ObjectLockEnabledForBucket=object_lock)
-    return name
 
 
 @pytest.fixture

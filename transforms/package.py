@@ -752,12 +752,15 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         agents=(("arkivflode", "executing program"),),
     )
     # Package-level PREMIS: what happened (events) and who did it (agents). File-level
-    # PREMIS (objects with fixity) belongs to the representation whose files it describes.
-    # Package-level PREMIS: what happened (events) and who did it (agents). File-level
     # PREMIS (objects with fixity and format) belongs to the representation whose files it
     # describes; the format events (identification, migration, quarantine) sit with the
     # preservation representation's objects, and link the originals by their package paths.
-    reps = [(REP, list(data_files))] + ([(REP_ORIGINAL, list(originals))] if originals else [])
+    # When the policy held back every document there is no preservation representation at
+    # all (an empty one would be invalid METS): only the originals, and the format events go
+    # with them.
+    reps = (([(REP, list(data_files))] if data_files or not originals else [])
+            + ([(REP_ORIGINAL, list(originals))] if originals else []))
+    events_rep = reps[0][0]
     premis_tree = premis.build_premis([], [*events, build_event], [software, creator],
                                       representations=[f"representations/{name}" for name, _ in reps])
     premis_bytes = _xml_bytes(premis_tree, "premis.xml", objid)
@@ -767,8 +770,8 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     cit, other_cit = profile.content_information_type, profile.other_content_information_type
     rep_trees, rep_out = [], []
     for name, files in reps:
-        rep_events = [digest_event, *format_events] if name == REP else [digest_event]
-        rep_agents = [software, *format_agents] if name == REP else [software]
+        rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
+        rep_agents = [software, *format_agents] if name == events_rep else [software]
         rep_premis_tree = premis.build_premis([obj for _, obj in files], rep_events, rep_agents,
                                               schema_prefix="../../../../")
         rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{name}/metadata/preservation/premis.xml",

@@ -189,7 +189,7 @@ def _package_id_of(key: str) -> str | None:
 
 # --- the catalogue's side ----------------------------------------------------------------------------
 
-def _mellanarkiv_keys(events: list[Event]) -> dict[str, str]:
+def _mellanarkiv_keys(events) -> dict[str, str]:
     """package id -> the key its SIP was stored under in the mellanarkiv (from the replication events)."""
     out = {}
     for e in events:
@@ -214,7 +214,9 @@ class _Reconciler:
         self.report = Report(deep=deep, repair=repair)
         self.packages = {p.id: p for p in cat.packages()}
         with cat.session() as s:
-            self.events = list(s.scalars(sa.select(Event).order_by(Event.id)))
+            # only what the checks need (a package's event types, the replication details), not whole rows
+            self.events = s.execute(sa.select(Event.package_id, Event.type, Event.detail)
+                                    .where(Event.package_id.is_not(None)).order_by(Event.id)).all()
             self.tombstones = {t.package_id: t for t in s.scalars(sa.select(Tombstone))}
             self.lists = list(s.scalars(sa.select(DisposalList)))
         self.types: dict[str, set[str]] = {}
@@ -351,7 +353,8 @@ class _Reconciler:
         """Copy an uncatalogued object to the quarantine folder, verify the copy, then remove the original."""
         dest = self.set_aside_dir / f"{self.now:%Y%m%dT%H%M%S}" / key
         dest.parent.mkdir(parents=True, exist_ok=True)
-        with self.mell.local_copy(key) as (path, stored):
+        # hashed first: an object written outside Arkivflöde has no recorded SHA-256 to check against
+        with self.mell.local_copy(key, expected_sha256=self.mell.stat(key).sha256) as (path, stored):
             digest, _ = copy_hashed(path, dest.with_name(dest.name + ".tmp"))
         if digest != stored.sha256 or sha256_file(dest.with_name(dest.name + ".tmp"))[0] != stored.sha256:
             raise StorageError(f"the copy of {key} in {dest.parent} does not verify; nothing removed")

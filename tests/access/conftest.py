@@ -69,7 +69,9 @@ def lex_archive(tmp_path_factory, lex_source):
     """An archived and indexed Lex on the embedded SQLite catalogue, with API credentials."""
     settings = archive_lex(tmp_path_factory.mktemp("access") / "var", lex_source)
     arc = Archive(settings)
-    assert arc.sync()["indexed"] >= 1
+    arc.sync()  # the pipeline indexed each package as it was recorded; sync finds nothing missed
+    with arc.cat.engine.connect() as c:
+        assert c.execute(sa.text("SELECT count(*) FROM access_entries")).scalar() >= 1
     tokens = {
         "archivist": add_credential(arc.cat, "anna-arkivarie", "archivist", by="test"),
         "lex": add_credential(arc.cat, "lex-client", "client", system="lex", by="test"),

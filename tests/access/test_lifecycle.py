@@ -41,9 +41,8 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     lists = arc.cat.engine.connect().exec_driver_sql("SELECT id FROM disposal_lists").scalars().all()
     assert main(["gallring", "approve", lists[0], "--by", "Anna Arkivarie", "--reason", "IHP 4.2"]) == 0
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
-    done = arc.sync()
-    assert done["moved"] == len(keep) and done["tombstoned"] == len(dispose) and not done["failed"]
-    assert arc.sync() == {"indexed": 0, "moved": 0, "tombstoned": 0, "failed": []}  # nothing left to do
+    # the retention runs brought the index up to date themselves: nothing is left to do
+    assert arc.sync() == {"indexed": 0, "moved": 0, "tombstoned": 0, "failed": []}
 
     # a kept record now answers from the slutarkiv, and its documents stream from the OCFL object
     hits = arc.search(ARCHIVIST, "", storage="slutarkiv", limit=500).hits

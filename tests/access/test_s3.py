@@ -18,7 +18,9 @@ def test_index_serve_and_receipt_from_an_s3_mellanarkiv(tmp_path, lex_source, s3
     settings = archive_helpers["archive_lex"](tmp_path / "var", lex_source)
     arc = Archive(settings)
     assert type(arc.store).__name__ == "S3Storage"
-    assert arc.sync()["indexed"] == len(arc.cat.packages()) > 0
+    assert arc.sync()["indexed"] == 0  # the pipeline indexed every package as it recorded it
+    with arc.cat.engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM access_packages").scalar() == len(arc.cat.packages()) > 0
     case = archive_helpers["pick"](arc, archive_helpers["source_cases"](lex_source))["public"]
     who = Principal("lex-client", "client", "lex")
     rec = arc.record(who, "lex", str(case["case_id"]))

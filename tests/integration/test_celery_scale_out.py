@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from airflow_cluster import ENDPOINT_VARIABLES, PROJECT, AirflowCluster, free_port, read_env_file
-from conftest import PG_ADMIN_URL, S3_TEST_CREDENTIALS, ensure_postgres, make_bucket
+from testservices import PG_ADMIN_URL, S3_TEST_CREDENTIALS, ensure_postgres, make_bucket
 
 from transforms.catalogue import Batch, Catalogue, Package
 

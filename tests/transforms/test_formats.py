@@ -141,3 +141,24 @@ def test_prepared_delivery_files_are_identified_and_rejected_formats_reported(le
     originals = [f for f in data_files if f["representation"] == "rep1-original"]
     assert originals and all(f["outcome"] == "original" for f in originals)  # kept originals are not judged
     assert all("PDF/A only here" in f for f in intake.format_findings)
+
+
+def test_a_package_whose_every_document_is_held_back_still_builds_and_validates(lex_source, tmp_path):
+    """Nothing left for the preservation representation: its PREMIS keeps its events on the
+    representation object, the originals stay beside it, and the package is valid."""
+    from transforms.validate import validate_package
+
+    staged = extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1),
+                              tmp_path / "staging", env={"ARKIV_LEX_FILES": str(lex_source["files"])})
+    rc = min(staged.partitions, key=lambda k: staged.partitions[k].rows["cases"])
+    reject_all = policy_for({"formats": {puid: {"action": "reject", "note": "test: nothing accepted"}
+                                         for puid in ("fmt/18", "fmt/19", "fmt/20", "fmt/276", "fmt/412", "fmt/43",
+                                                      "fmt/44", "x-fmt/111", "fmt/101", "fmt/40", "fmt/214")}})
+    built = build_packages(LEX, staged, rc, tmp_path / "build", policy=reject_all,
+                           quarantine_dir=tmp_path / "held")[0]
+    with tarfile.open(built.path) as tar:
+        names = [m.name for m in tar.getmembers()]
+    assert not [n for n in names if "/representations/rep1/data/" in n]
+    assert [n for n in names if "/representations/rep1-original/data/" in n]
+    report = validate_package(Path(built.path))
+    assert report.valid, report.errors[:5]

@@ -36,7 +36,7 @@ def _config(**kw) -> S3Config:
 
 def _raw(s3_env):
     """A plain client for looking behind the backend's back."""
-    from conftest import S3_TEST_CREDENTIALS as c
+    from testservices import S3_TEST_CREDENTIALS as c
 
     return boto3.client("s3", endpoint_url=s3_env["endpoint"], region_name="eu-north-1",
                         aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"])

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from testservices import free_port
 
 from transforms import review
 from transforms.catalogue import Catalogue
@@ -35,12 +35,6 @@ BIN = Path(sys.executable).parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 PASSWORDS = {"archivist": "arkiv-test-1", "reader": "las-test-1"}
 OUTPUT = Path(os.environ.get("ARKIV_TEST_OUTPUT") or PROJECT / "test-output") / "ui"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _personnummer(url: str) -> set[str]:
@@ -73,7 +67,7 @@ def quarantined(tmp_path_factory, lex_bad_source) -> dict:
 def api_server(tmp_path_factory, quarantined) -> str:
     root = tmp_path_factory.mktemp("airflow-ui")
     (root / "passwords.json").write_text(json.dumps(PASSWORDS), encoding="utf-8")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "ARKIV_HOME": str(quarantined["home"]),
            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
