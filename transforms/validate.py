@@ -48,7 +48,7 @@ VOCABULARY_DIR = Path(str(resources.files("transforms") / "vocabularies"))
 
 CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
 SIP_PROFILE_URL = "https://earksip.dilcis.eu/profile/E-ARK-SIP.xml"
-PROFILES = ("csip", "sip", "fgs")
+PROFILES = ("csip", "sip", "fgs", "dip")
 
 SEVERITIES = ("ERROR", "WARNING", "INFO")
 _LEVEL_SEVERITY = {"MUST": "ERROR", "SHOULD": "WARNING", "MAY": "INFO"}
@@ -138,6 +138,14 @@ _OWN = [
      "The package's schemas/ folder holds every bundled XSD that the package's XML uses (FGS profile).", "fgs"),
     ("ARK6", "MUST", "Representation METS",
      "Every representation folder has its own METS.xml (FGS profile).", "fgs"),
+    # No official E-ARK DIP METS profile ships with this project (shared/vendor has CSIP and SIP
+    # only): a DIP is checked as CSIP plus these two rules of ours.
+    ("DIP1", "MUST", "Package type DIP",
+     "Every METS document (package and representations) says metsHdr/@csip:OAISPACKAGETYPE=\"DIP\" "
+     "(DIP profile).", "dip"),
+    ("DIP2", "MUST", "Withholdings declared",
+     "documentation/withheld.json exists and is a JSON list (or an object with a list \"withheld\") of what was "
+     "withheld or masked and why — empty when nothing was (DIP profile).", "dip"),
 ]
 
 #: Requirement IDs this module checks (fully or in their machine-checkable part).
@@ -146,7 +154,7 @@ CHECKED: frozenset[str] = frozenset(
     + [f"CSIPSTR{i}" for i in (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 16)]
     + ["SIP1", "SIP2", "SIP3", "SIP4", "SIP5", "SIP6", "SIP7", "SIP8"]
     + [f"SIP{i}" for i in range(9, 36)]
-    + ["METS-XML", "METS-XSD", "ARK1", "ARK2", "ARK3", "ARK4", "ARK5", "ARK6"]
+    + ["METS-XML", "METS-XSD", "ARK1", "ARK2", "ARK3", "ARK4", "ARK5", "ARK6", "DIP1", "DIP2"]
 )
 
 #: Why some requirements are not (fully) checked; shown by ``--requirements``.
@@ -489,6 +497,23 @@ class _Validator:
         self._check_unlisted()
         if self.profile == "fgs":
             self._check_fgs(reps)
+        if self.profile == "dip":
+            self._check_dip()
+
+    def _check_dip(self) -> None:
+        rel = "documentation/withheld.json"
+        if not self.pkg.is_file(rel):
+            self.fail("DIP2", "documentation/withheld.json is missing; a DIP declares what was withheld and why "
+                      "(an empty list when nothing was)", rel)
+            return
+        try:
+            data = json.loads(self.pkg.read_bytes(rel, xmltools.MAX_XML_BYTES))
+        except (ValueError, UnsafeArchive) as exc:
+            self.fail("DIP2", f"documentation/withheld.json is not readable JSON ({type(exc).__name__})", rel)
+            return
+        items = data.get("withheld") if isinstance(data, dict) else data
+        if not isinstance(items, list):
+            self.fail("DIP2", "documentation/withheld.json must hold a list of withholdings", rel)
 
     def _load(self, rel: str, *, rep: str | None) -> _Doc | None:
         self.mets_paths.add(rel)
@@ -611,6 +636,8 @@ class _Validator:
             self.fail("CSIP9", "metsHdr/@csip:OAISPACKAGETYPE is missing (SIP, AIP, DIP …)", loc)
         elif ptype not in vocabulary("CSIPVocabularyOAISPackageType"):
             self.fail("CSIP9", f"OAISPACKAGETYPE {ptype!r} is not in the OAIS package type vocabulary", loc)
+        if self.profile == "dip" and ptype != "DIP":
+            self.fail("DIP1", f'OAISPACKAGETYPE must be "DIP" in a DIP (found {ptype!r})', loc)
         sip_root = self.sip and doc.rep is None
         if sip_root:
             if ptype != "SIP":

@@ -173,8 +173,9 @@ def test_secret_case_withheld_in_search_record_document_and_dip(client, lex_arch
     assert r.status_code == 200, r.text
     dip = tmp_path / "dip.tar"
     dip.write_bytes(r.content)
-    report = validate_package(dip)
+    report = validate_package(dip, "dip")
     assert report.valid, [f.message for f in report.findings if f.severity == "ERROR"][:5]
+    assert report.profile == "dip"
     with tarfile.open(dip) as tar:
         names = tar.getnames()
         root = names[0].split("/")[0]
@@ -268,7 +269,7 @@ def test_dip_export_from_the_cli_validates(lex_archive, tmp_path, capsys):
         out = capsys.readouterr().out
         dips = list(tmp_path.glob("*.tar"))
         assert len(dips) == 1 and "1 record(s)" in out
-        assert main(["validate", str(dips[0])]) == 0
+        assert main(["validate", "--profile", "dip", str(dips[0])]) == 0
         capsys.readouterr()
         assert main(["access-log", "--actor", "cli-rita", "--json"]) == 0
         rows = json.loads(capsys.readouterr().out)

@@ -527,3 +527,21 @@ def test_random_mutations_never_crash(tmp_path_factory, ops):
     assert isinstance(report.valid, bool)
     json.dumps(report.to_dict())
     report.to_text()
+
+
+def test_dip_profile_wants_package_type_dip_and_a_withheld_manifest(pkg):
+    """Our DIP rules (no official DIP profile is bundled): a SIP is not a DIP; a DIP declares withholdings."""
+    reqs = {r.id for r in v.list_requirements("dip")}
+    assert {"DIP1", "DIP2", "CSIP9"} <= reqs and "SIP4" not in reqs and "ARK1" not in reqs
+    assert {"DIP1", "DIP2"} <= ids(v.validate_package(pkg, "dip"), "ERROR")  # a SIP, as built
+
+    mutate(pkg, lambda m: m.find(f"{{{NS_METS}}}metsHdr").set(f"{{{NS_CSIP}}}OAISPACKAGETYPE", "DIP"))
+    for rep in (pkg / "representations").iterdir():
+        mutate(pkg, lambda m: m.find(f"{{{NS_METS}}}metsHdr").set(f"{{{NS_CSIP}}}OAISPACKAGETYPE", "DIP"),
+               f"representations/{rep.name}/METS.xml")
+    (pkg / "documentation").mkdir(exist_ok=True)
+    (pkg / "documentation" / "withheld.json").write_text("not json", encoding="utf-8")
+    found = ids(v.validate_package(pkg, "dip"), "ERROR")
+    assert "DIP1" not in found and "DIP2" in found
+    (pkg / "documentation" / "withheld.json").write_text('{"withheld": []}', encoding="utf-8")
+    assert not {"DIP1", "DIP2"} & ids(v.validate_package(pkg, "dip"), "ERROR")

@@ -198,7 +198,7 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
 
         os.replace(tmp, final)
         fsync_dir(dest)
-        report = validate_package(final)
+        report = validate_package(final, "dip")
         if not report.valid:
             errors = [f"{f.requirement}: {f.message}" for f in report.findings if f.severity == "ERROR"]
             final.unlink(missing_ok=True)
