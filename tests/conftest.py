@@ -19,12 +19,11 @@ import pytest
 import sqlalchemy as sa
 from testservices import (
     MARIADB_ADMIN_URL,
-    PG_ADMIN_URL,
     S3_TEST_CREDENTIALS,
     ensure_mariadb,
-    ensure_postgres,
     free_port,
     make_bucket,
+    throwaway_postgres_database,
 )
 
 from transforms.config import Settings
@@ -65,17 +64,8 @@ def lex_bad_source(tmp_path_factory) -> dict:
 @pytest.fixture
 def pg_url() -> str:
     """A throwaway PostgreSQL database, dropped after the test."""
-    ensure_postgres()
-    name = f"arkiv_test_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture

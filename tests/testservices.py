@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -46,6 +48,22 @@ def ensure_postgres() -> None:
                 return
             time.sleep(1)
     raise RuntimeError(f"PostgreSQL is not reachable at {PG_ADMIN_URL} and could not be started")
+
+
+@contextmanager
+def throwaway_postgres_database(prefix: str = "arkiv_test") -> Iterator[str]:
+    """A new PostgreSQL database (the server is started if it is down), dropped afterwards; yields its URL."""
+    ensure_postgres()
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 MARIADB_ADMIN_URL = os.environ.get("ARKIV_TEST_MARIADB_ADMIN_URL", "mysql+pymysql://root@127.0.0.1:3306/test")

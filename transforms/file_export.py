@@ -217,6 +217,12 @@ def _read_xml(path: Path, table: Table, fmt: FileExport) -> Iterator[Mapping[str
     if b"<!DOCTYPE" in head or b"<!ENTITY" in head:
         raise ContentError(f"{where}: DOCTYPE/ENTITY declarations are not accepted")
     declared = _xml_declared_encoding(head)
+    if declared:
+        try:
+            codecs.lookup(declared)
+        except LookupError:
+            raise ContentError(f"{where}: the XML declares encoding {declared!r}, which is not a known "
+                               f"encoding; the system declares {fmt.encoding!r}") from None
     if declared and codecs.lookup(declared).name != codecs.lookup(fmt.encoding.replace("-sig", "")).name:
         raise ContentError(f"{where}: the XML declares encoding {declared!r}, the system declares {fmt.encoding!r}")
     columns = set(table.column_names)

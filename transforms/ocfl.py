@@ -26,6 +26,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -233,17 +234,15 @@ def read_inventory(root: Path | S3Storage, object_id: str) -> dict:
         raise StorageError(f"slutarkiv: object {object_id} does not exist") from None
 
 
-def _verify_in_bucket(store: S3Storage, object_id: str) -> list[str]:
-    """As :func:`verify_object`, streaming every file of the object from the bucket."""
-    prefix = _check_id(object_id)
-    keys = {k.removeprefix(prefix + "/") for k in store.list(prefix)}
-    if OBJECT_DECLARATION not in keys:
+def _verify_files(object_id: str, files: set[str], read: Callable[[str], bytes],
+                  digests: Callable[[str], tuple[str, str, int]]) -> list[str]:
+    """The checks of :func:`verify_object`, over an object whose stored files (relative paths)
+    are ``files``, read small ones whole with ``read`` and stream-hash content with ``digests``."""
+    if OBJECT_DECLARATION not in files:
         return [f"{object_id}: no object declaration"]
     problems: list[str] = []
-    with store.open(f"{prefix}/inventory.json") as f:
-        data = f.read()  # the inventory is small metadata (kilobytes), not content
-    with store.open(f"{prefix}/inventory.json.sha512") as f:
-        sidecar = f.read().decode("utf-8").split()[0]
+    data = read("inventory.json")  # the inventory is small metadata (kilobytes), not content
+    sidecar = read("inventory.json.sha512").decode("utf-8").split()[0]
     if hashlib.sha512(data).hexdigest() != sidecar:
         problems.append(f"{object_id}: inventory.json does not match inventory.json.sha512")
     inventory = json.loads(data)
@@ -252,48 +251,34 @@ def _verify_in_bucket(store: S3Storage, object_id: str) -> list[str]:
     for digest, paths in inventory["manifest"].items():
         for rel in paths:
             listed.add(rel)
-            if rel not in keys:
+            if rel not in files:
                 problems.append(f"{object_id}: {rel} is missing")
                 continue
-            with store.open(f"{prefix}/{rel}") as f:
-                d512, d256, _ = _stream_digests(f)
+            d512, d256, _ = digests(rel)
             if d512 != digest or (rel in sha256_of and sha256_of[rel] != d256):
                 problems.append(f"{object_id}: {rel} does not match its digest")
     problems += [f"{object_id}: {rel} is stored but not in the manifest"
-                 for rel in sorted(keys) if "/content/" in f"/{rel}" and rel not in listed]
+                 for rel in sorted(files) if "/content/" in f"/{rel}" and rel not in listed]
     return problems
 
 
 def verify_object(root: Path | S3Storage, object_id: str) -> list[str]:
     """Every problem with a stored object: inventory digest, missing or altered content. [] when sound."""
     if _is_bucket(root):
-        return _verify_in_bucket(root, object_id)
+        prefix = _check_id(object_id)
+
+        def read(rel: str) -> bytes:
+            with root.open(f"{prefix}/{rel}") as f:
+                return f.read()
+
+        def stream(rel: str) -> tuple[str, str, int]:
+            with root.open(f"{prefix}/{rel}") as f:
+                return _stream_digests(f)
+
+        return _verify_files(object_id, {k.removeprefix(prefix + "/") for k in root.list(prefix)}, read, stream)
     obj = object_path(root, object_id)
-    problems: list[str] = []
-    if not (obj / OBJECT_DECLARATION).is_file():
-        return [f"{object_id}: no object declaration"]
-    data = (obj / "inventory.json").read_bytes()
-    sidecar = (obj / "inventory.json.sha512").read_text(encoding="utf-8").split()[0]
-    if hashlib.sha512(data).hexdigest() != sidecar:
-        problems.append(f"{object_id}: inventory.json does not match inventory.json.sha512")
-    inventory = json.loads(data)
-    listed = set()
-    sha256_of = {p: d for d, paths in inventory.get("fixity", {}).get("sha256", {}).items() for p in paths}
-    for digest, paths in inventory["manifest"].items():
-        for rel in paths:
-            listed.add(rel)
-            path = obj / rel
-            if not path.is_file():
-                problems.append(f"{object_id}: {rel} is missing")
-                continue
-            d512, d256, _ = _digests(path)
-            if d512 != digest or (rel in sha256_of and sha256_of[rel] != d256):
-                problems.append(f"{object_id}: {rel} does not match its digest")
-    for path in obj.rglob("*"):
-        rel = path.relative_to(obj).as_posix()
-        if path.is_file() and "/content/" in f"/{rel}" and rel not in listed:
-            problems.append(f"{object_id}: {rel} is stored but not in the manifest")
-    return problems
+    files = {p.relative_to(obj).as_posix() for p in obj.rglob("*") if p.is_file()} if obj.is_dir() else set()
+    return _verify_files(object_id, files, lambda rel: (obj / rel).read_bytes(), lambda rel: _digests(obj / rel))
 
 
 def objects(root: Path | S3Storage) -> list[str]:

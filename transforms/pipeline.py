@@ -388,7 +388,18 @@ def ship(settings: Settings, pkg: dict) -> dict:
         return pkg
     meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
     key = storage_key(meta["system"], meta["period"], pkg["package_id"], Path(pkg["path"]).suffix)
-    stored = mellanarkiv(settings).put(pkg["path"], key, expected_sha256=pkg["sha256"])
+    store = mellanarkiv(settings)
+    if store.exists(key) and store.stat(key).sha256 != pkg["sha256"]:
+        cat = catalogue(settings)
+        if cat.package(pkg["package_id"]) is None:
+            # An earlier run stored this package and died before recording it; the rebuild has
+            # other bytes (new timestamps). That copy was never catalogued: set it aside
+            # (verified copy first) rather than refuse for ever or overwrite it.
+            from .reconcile import set_aside
+
+            set_aside(cat, store, key, settings.quarantine / "reconcile" / utcnow().strftime("%Y%m%dT%H%M%S"),
+                      pkg["package_id"], why="ship: an earlier, interrupted run's copy was in the way")
+    stored = store.put(pkg["path"], key, expected_sha256=pkg["sha256"])
     failpoint("ship.after_copy_before_verify")
     return {**pkg, "key": stored.key, "shipped_at": utcnow().isoformat()}
 

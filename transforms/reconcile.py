@@ -350,20 +350,8 @@ class _Reconciler:
                    detail=f"reconcile: {what} (an interrupted write, never verified nor recorded)")
 
     def _set_aside(self, key: str, pid: str | None) -> None:
-        """Copy an uncatalogued object to the quarantine folder, verify the copy, then remove the original."""
-        dest = self.set_aside_dir / f"{self.now:%Y%m%dT%H%M%S}" / key
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        # hashed first: an object written outside Arkivflöde has no recorded SHA-256 to check against
-        with self.mell.local_copy(key, expected_sha256=self.mell.stat(key).sha256) as (path, stored):
-            digest, _ = copy_hashed(path, dest.with_name(dest.name + ".tmp"))
-        if digest != stored.sha256 or sha256_file(dest.with_name(dest.name + ".tmp"))[0] != stored.sha256:
-            raise StorageError(f"the copy of {key} in {dest.parent} does not verify; nothing removed")
-        dest.with_name(dest.name + ".tmp").replace(dest)
-        self.mell.delete(key, verified_copy_sha256=stored.sha256)
-        self.event(type="quarantine", package_id=pid,
-                   detail=f"reconcile: {self.mell.describe(key)} was stored but never catalogued (an interrupted "
-                          f"run); set aside to {dest} (SHA-256 {stored.sha256}, copy verified) and removed from "
-                          "the mellanarkiv so that a rerun can store the package")
+        set_aside(self.cat, self.mell, key, self.set_aside_dir / f"{self.now:%Y%m%dT%H%M%S}", pid,
+                  why="reconcile: found stored but never catalogued (an interrupted run)")
 
     # -- slutarkiv -----------------------------------------------------------------------------
 
@@ -562,6 +550,30 @@ class _Reconciler:
                 self.add(Finding("missing_event", "catalogue", pid,
                                  f"status {p.status} but no {', '.join(missing)} event(s)", pid,
                                  "find out what happened to the package; its history is incomplete"))
+
+
+def set_aside(cat: Catalogue, store: Storage, key: str, folder: Path, package_id: str | None, *, why: str) -> Path:
+    """Copy an uncatalogued object into ``folder``, verify the copy, then remove the original.
+
+    Used by ``reconcile --repair`` and by a rerun that finds its own earlier, never recorded
+    copy of a package in its way (the rebuilt package has new timestamps, so other bytes).
+    Nothing is removed unless the copy verifies; the move is a PREMIS event.
+    """
+    dest = folder / key
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    # hashed first: an object written outside Arkivflöde has no recorded SHA-256 to check against
+    with store.local_copy(key, expected_sha256=store.stat(key).sha256) as (path, stored):
+        digest, _ = copy_hashed(path, tmp)
+    if digest != stored.sha256 or sha256_file(tmp)[0] != stored.sha256:
+        raise StorageError(f"the copy of {key} in {dest.parent} does not verify; nothing removed")
+    tmp.replace(dest)
+    store.delete(key, verified_copy_sha256=stored.sha256)
+    with cat.session() as s:
+        cat.add_event(s, type="quarantine", outcome="success", agent=AGENT, package_id=package_id,
+                      detail=f"{why}: {store.describe(key)} set aside to {dest} (SHA-256 {stored.sha256}, copy "
+                             "verified) and removed from the mellanarkiv so that the package can be stored")
+    return dest
 
 
 def reconcile(cat: Catalogue, mellanarkiv: Storage, slutarkiv: Path | S3Storage, *, deep: bool = False,

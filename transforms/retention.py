@@ -43,8 +43,12 @@ def add_period(start: dt.date, period: str) -> dt.date:
     years, months, days = (int(m[k] or 0) for k in ("y", "m", "d"))
     total = start.year * 12 + (start.month - 1) + years * 12 + months
     year, month = divmod(total, 12)
-    day = min(start.day, calendar.monthrange(year, month + 1)[1])
-    return dt.date(year, month + 1, day) + dt.timedelta(days=days)
+    try:
+        day = min(start.day, calendar.monthrange(year, month + 1)[1])
+        return dt.date(year, month + 1, day) + dt.timedelta(days=days)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{start.isoformat()} + {period} is past the last date a calendar can hold (9999-12-31); "
+                         "a retention period this long means keep, not dispose") from None
 
 
 # --- the retention schedule applied to the catalogue ---------------------------------------------

@@ -389,6 +389,13 @@ def _record_classes(r: _Reader, data: dict, root: Table | None) -> tuple[RecordC
         period = r.get(ret, "period", f"{where}.retention")
         if not _DURATION.match(period) or period == "P":
             raise r.fail(f"{where}.retention.period", f"{period!r} is not an ISO 8601 duration like P2Y or P10Y")
+        try:
+            from .retention import add_period
+
+            add_period(dt.date(2000, 1, 1), period)
+        except ValueError:
+            raise r.fail(f"{where}.retention.period", f"{period!r} reaches past the year 9999; for records kept for "
+                         "ever use action: keep") from None
         retention = Retention(action, r.get(ret, "counted_from", f"{where}.retention"), period,
                               r.get(ret, "basis", f"{where}.retention"))
         title = r.get(rc, "title", where)

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from airflow_cluster import ENDPOINT_VARIABLES, PROJECT, AirflowCluster, free_port, read_env_file
-from testservices import PG_ADMIN_URL, S3_TEST_CREDENTIALS, ensure_postgres, make_bucket
+from testservices import S3_TEST_CREDENTIALS, make_bucket, throwaway_postgres_database
 
 from transforms.catalogue import Batch, Catalogue, Package
 
@@ -38,17 +38,8 @@ RUN_TIMEOUT = 600  # seconds for the DAG run itself
 @pytest.fixture
 def metadata_db():
     """A throwaway PostgreSQL database for Airflow's metadata and the Celery results."""
-    ensure_postgres()
-    name = f"arkiv_airflow_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_postgres_database("arkiv_airflow") as url:
+        yield url
 
 
 class StatsdListener:
