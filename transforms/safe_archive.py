@@ -204,11 +204,19 @@ class PackageReader(abc.ABC):
         """The member's content, refusing members larger than ``limit`` bytes."""
         if self.sizes.get(rel, 0) > limit:
             raise UnsafeArchive(self.source, rel, "member is too large to read into memory", f"limit {limit}")
+        # Read what the member is, chunk by chunk, never more than limit + 1: a single
+        # read(limit + 1) makes some streams allocate (and touch) the whole limit up front.
+        parts, total = [], 0
         with self.open(rel) as fh:
-            data = fh.read(limit + 1)
-        if len(data) > limit:
+            while total <= limit:
+                chunk = fh.read(min(1 << 20, limit + 1 - total))
+                if not chunk:
+                    break
+                parts.append(chunk)
+                total += len(chunk)
+        if total > limit:
             raise UnsafeArchive(self.source, rel, "member is larger than its header says")
-        return data
+        return b"".join(parts)
 
     @abc.abstractmethod
     def _open(self, member: str):

@@ -435,7 +435,7 @@ def test_list_requirements_reads_profiles():
     assert fgs["ARK2"].checked and not fgs["REF_METS_1"].checked and fgs["REF_METS_1"].note
     assert len([r for r in csip.values() if r.id.startswith("CSIP") and not r.id.startswith("CSIPSTR")]) == 116
     with pytest.raises(ValueError):
-        v.list_requirements("dip")
+        v.list_requirements("nope")
 
 
 def test_report_dict_and_text(pkg):
