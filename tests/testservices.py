@@ -98,11 +98,12 @@ S3_TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "arkiv-test", "AWS_SECRET_ACCESS_KEY
                        "AWS_DEFAULT_REGION": "eu-north-1"}
 
 
-def make_bucket(endpoint: str, *, object_lock: bool = False) -> str:
-    """A new, uniquely named bucket on ``endpoint`` (Object Lock enabled when asked)."""
+def make_bucket(endpoint: str, *, object_lock: bool = False, name: str | None = None) -> str:
+    """A new, uniquely named bucket on ``endpoint`` (Object Lock enabled when asked); ``name`` to
+    recreate a known one (on a restarted moto server, which keeps nothing)."""
     import boto3
 
-    name = f"arkiv-test-{uuid.uuid4().hex[:12]}"
+    name = name or f"arkiv-test-{uuid.uuid4().hex[:12]}"
     client = boto3.client("s3", endpoint_url=endpoint, region_name="eu-north-1",
                           aws_access_key_id=S3_TEST_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                           aws_secret_access_key=S3_TEST_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
@@ -111,3 +112,96 @@ def make_bucket(endpoint: str, *, object_lock: bool = False) -> str:
     return name
 
 
+
+
+def start_moto(port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """A moto S3 server of the caller's own on ``port`` (a free one by default): ``(process, endpoint)``.
+
+    moto keeps everything in memory: a server started again on the same port is empty.
+    """
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 — loopback only
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server on port {port} exited with {proc.returncode}") from None
+            time.sleep(0.1)
+    stop_process(proc)
+    raise RuntimeError(f"moto_server did not answer on {url}")
+
+
+def stop_process(proc: subprocess.Popen, *, kill: bool = False) -> None:
+    """End a process this test started: SIGKILL when ``kill`` (a crash), else SIGTERM and a wait."""
+    if proc.poll() is not None:
+        return
+    if kill:
+        proc.kill()
+    else:
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+class ThrowawayCluster:
+    """A PostgreSQL cluster of the test's own (``initdb`` in a temporary folder, ``pg_ctl``), on a free
+    port, so that a test can stop the server under a running program without touching anyone else's.
+
+    ``initdb`` refuses to run as root: as root the cluster belongs to the ``postgres`` user.
+    """
+
+    def __init__(self) -> None:
+        import tempfile
+        from pathlib import Path
+
+        self.root = Path(tempfile.mkdtemp(prefix="arkiv-pg-"))
+        self.data = self.root / "data"
+        self.port = free_port()
+        self._as = []
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            self._as = ["runuser", "-u", "postgres", "--"]
+        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync")
+
+    def _run(self, *cmd: str) -> None:
+        r = subprocess.run([*self._as, *cmd], capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed ({r.returncode}): {r.stderr.strip()}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop``; ``mode="immediate"`` is a crash: every connection cut, no checkpoint."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        status = subprocess.run([*self._as, "pg_ctl", "-D", str(self.data), "status"], capture_output=True)
+        return status.returncode == 0
+
+    def create_database(self, name: str) -> str:
+        eng = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with eng.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        eng.dispose()
+        return self.url(name)
+
+    def destroy(self) -> None:
+        if self.data.exists() and self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -17,6 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from .errors import AlreadyRunning
+
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
@@ -428,7 +430,9 @@ class Catalogue:
     def __init__(self, url: str):
         self.url = url
         kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-        self.engine = sa.create_engine(url, **kwargs)
+        # hide_parameters: a failed statement's error must not carry record values (references,
+        # names) into logs and task output; the statement itself is kept.
+        self.engine = sa.create_engine(url, hide_parameters=True, **kwargs)
         if url.startswith("sqlite"):
             @sa_event.listens_for(self.engine, "connect")
             def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
@@ -485,6 +489,63 @@ class Catalogue:
             dbapi = s.connection().connection.dbapi_connection
             if not dbapi.in_transaction:  # pysqlite begins lazily; once it has written, the lock is held
                 dbapi.execute("BEGIN IMMEDIATE")
+
+    @contextmanager
+    def exclusive(self, key: str, what: str) -> Iterator[None]:
+        """Hold ``key`` for the whole block, across processes and machines sharing this catalogue.
+
+        For work that must not run twice at once (two `arkiv run` of one interval would build,
+        store and record the same packages side by side). Does not wait: when another process
+        holds the key, raises :class:`AlreadyRunning` naming ``what``. PostgreSQL: a session-level
+        advisory lock on a connection of its own (released when the block ends, or by the server
+        when the process dies); SQLite: an ``flock`` on a file beside the database (released by
+        the kernel when the process dies); MySQL/MariaDB: ``GET_LOCK``.
+        """
+        busy = AlreadyRunning(f"{what} is already running in another process (lock {key!r} on the catalogue); "
+                              "nothing was done by this one. Let it finish; rerun afterwards if it failed.")
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            import fcntl
+            import hashlib
+            import os
+            from pathlib import Path
+
+            db = Path(self.engine.url.database or "catalogue.sqlite")
+            lock_file = db.with_name(f".{db.name}.lock-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+            fd = os.open(lock_file, os.O_CREAT | os.O_RDWR, 0o600)
+            try:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise busy from None
+                yield
+            finally:
+                os.close(fd)  # closing the descriptor releases the flock
+            return
+        take, release = {
+            "postgresql": ("SELECT pg_try_advisory_lock(hashtextextended(:k, 0))",
+                           "SELECT pg_advisory_unlock(hashtextextended(:k, 0))"),
+            "mysql": ("SELECT GET_LOCK(:k, 0)", "SELECT RELEASE_LOCK(:k)"),
+        }.get(dialect, (None, None))
+        if take is None:
+            yield
+            return
+        conn = self.engine.connect()
+        try:
+            got = conn.execute(sa.text(take), {"k": key}).scalar()
+            conn.commit()
+            if not got:
+                raise busy
+            try:
+                yield
+            finally:
+                try:
+                    conn.execute(sa.text(release), {"k": key})
+                    conn.commit()
+                except sa.exc.DBAPIError:
+                    conn.invalidate()  # the connection is gone, and the server released the lock with it
+        finally:
+            conn.close()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

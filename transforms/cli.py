@@ -62,14 +62,20 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"no source database for {args.system}: "
                           f"give --source-url or set ARKIV_CONN_{sys_.connection.upper()}")
     settings.ensure()
-    batch = pipeline.extract(settings, args.system, args.start, args.end, url)
-    print(f"extracted {batch['batch']}: " + ", ".join(f"{v} {k}" for k, v in batch["rows"].items()))
-    pipeline.check_quality(settings, args.system, batch["manifest"])
-    results = []
-    for rc in batch["record_classes"]:
-        for pkg in pipeline.package(settings, args.system, batch["manifest"], rc):
-            results.append(pipeline.record(settings, pipeline.verify(settings, pipeline.ship(settings, pkg))))
-    done = pipeline.finish_batch(settings, args.system, batch["manifest"], results)
+    cat = pipeline.catalogue(settings)
+    # Two runs of one interval at once would build, store and record the same packages side by
+    # side; the second one stops here instead (the first may be another machine's).
+    what = f"arkiv run {args.system} {args.start} – {args.end}"
+    with cat.exclusive(f"run:{args.system}:{args.start}/{args.end}", what):
+        batch = pipeline.extract(settings, args.system, args.start, args.end, url)
+        print(f"extracted {batch['batch']}: " + ", ".join(f"{v} {k}" for k, v in batch["rows"].items()))
+        pipeline.check_quality(settings, args.system, batch["manifest"])
+        results = []
+        for rc in batch["record_classes"]:
+            for pkg in pipeline.package(settings, args.system, batch["manifest"], rc):
+                results.append(pipeline.record(settings, pipeline.verify(settings, pipeline.ship(settings, pkg))))
+        done = pipeline.finish_batch(settings, args.system, batch["manifest"], results)
+    cat.dispose()
     print(f"{done['packages_new']} new package(s), {done['packages_total']} in all for {args.system} {done['batch']}")
     return 0
 
@@ -372,6 +378,43 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"arkiv: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"arkiv: {_os_error(exc)}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        what = _infrastructure_error(exc)
+        if what is None:
+            raise
+        print(f"arkiv: {what}", file=sys.stderr)
+        return 1
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for a failed file or network operation: what, where, and what to do."""
+    import errno
+
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on device{where} (errno {exc.errno}). Nothing unfinished was recorded: free space "
+                "(or point ARKIV_BUILD_DIR / ARKIV_STAGING_DIR elsewhere) and rerun the same command.")
+    return f"system error: {exc.strerror or exc}{where} (errno {exc.errno}); rerun once it is fixed"
+
+
+def _infrastructure_error(exc: Exception) -> str | None:
+    """A one-line message for the catalogue database or the object store failing underneath us (not
+    our own errors, which say more), or None. Only the driver's first line: never the statement's
+    values, which may be record content."""
+    module = type(exc).__module__
+    if module.startswith("sqlalchemy"):
+        from sqlalchemy.exc import DBAPIError
+
+        orig = exc.orig if isinstance(exc, DBAPIError) else exc
+        first = (str(orig).strip().splitlines() or [""])[0]
+        return (f"the catalogue database failed: {type(orig).__name__}: {first}. The unfinished transaction "
+                "was rolled back (nothing half-recorded); rerun once the database answers.")
+    if module.startswith(("botocore", "boto3", "urllib3")):
+        return f"the object store failed: {type(exc).__name__}: {exc}; rerun once it answers"
+    return None
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,6 +67,8 @@ class S3Config:
     sse: str | None = None  # AES256 | aws:kms
     sse_kms_key_id: str | None = None
     part_size: int = 16 * MIB
+    #: files larger than this go up in a multipart upload (None: larger than one part)
+    multipart_threshold: int | None = None
     read_back_max: int = 64 * MIB
     max_attempts: int = 5
     conditional_writes: bool = True
@@ -75,6 +77,11 @@ class S3Config:
     #: builds the boto3 S3 client; None = boto3's standard credential chain (set by plugins/ for an
     #: Airflow connection). Excluded from equality so that settings still compare by value.
     client_factory: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def multipart_above(self) -> int:
+        """Files larger than this many bytes are uploaded in parts."""
+        return self.part_size if self.multipart_threshold is None else self.multipart_threshold
 
     def lock_for(self, archive: str) -> ObjectLock | None:
         """The Object Lock retention configured for ``archive`` (None: objects are written unlocked)."""
@@ -95,6 +102,11 @@ class S3Config:
         if part_size < S3_MIN_PART_SIZE:
             raise ConfigError(f"ARKIV_S3_PART_SIZE_MB: S3's smallest multipart part is 5 MiB, not "
                               f"{part_size / MIB:g} MiB")
+        threshold = env.get("ARKIV_S3_MULTIPART_THRESHOLD_MB")
+        if threshold and not 0 <= float(threshold) * MIB <= part_size:
+            # a single PUT holds the whole file in memory: never more than one part
+            raise ConfigError(f"ARKIV_S3_MULTIPART_THRESHOLD_MB={threshold}: give 0 to {part_size / MIB:g} "
+                              "(at most ARKIV_S3_PART_SIZE_MB)")
         style = env.get("ARKIV_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto")
         if style not in ("auto", "path", "virtual"):
             raise ConfigError(f"ARKIV_S3_ADDRESSING_STYLE={style!r}: use auto, path or virtual")
@@ -112,6 +124,7 @@ class S3Config:
         return cls(endpoint_url=endpoint,
                    region=env.get("ARKIV_S3_REGION") or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
                    addressing_style=style, sse=sse, sse_kms_key_id=kms_key, part_size=part_size,
+                   multipart_threshold=int(float(threshold) * MIB) if threshold else None,
                    read_back_max=int(float(env.get("ARKIV_S3_READ_BACK_MAX_MB") or 64) * MIB),
                    max_attempts=int(env.get("ARKIV_S3_MAX_ATTEMPTS") or 5),
                    conditional_writes=(env.get("ARKIV_S3_CONDITIONAL_WRITES") or "true").lower()

@@ -42,3 +42,8 @@ class StateError(ArkivError):
 
 class PackageError(ArkivError):
     """A package could not be built or converted (e.g. its metadata failed its schema)."""
+
+
+class AlreadyRunning(ArkivError):
+    """The same work (one system's interval) is being done by another process right now: let it
+    finish; running it a second time at once could only race it."""

@@ -10,6 +10,7 @@ package IDs in the catalogue and does nothing.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import logging
@@ -329,10 +330,18 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     if all(cat.package(i) is not None for i in ids):
         return [{"package_id": i, "already_archived": True} for i in ids]
     deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", _batch_state(staged))
-    built = build_packages(sys_, staged, record_class, settings.build / name,
-                           events=_events_for_package(settings, name, staged.batch),
-                           allow_missing_files=deviation is not None,
-                           quarantine_dir=settings.quarantine / name / "documents")
+    try:
+        built = build_packages(sys_, staged, record_class, settings.build / name,
+                               events=_events_for_package(settings, name, staged.batch),
+                               allow_missing_files=deviation is not None,
+                               quarantine_dir=settings.quarantine / name / "documents")
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # the builder writes under temporary names and removes them on failure: nothing half-built remains
+        raise StorageError(f"{name} {staged.batch} {record_class}: building the package(s) in "
+                           f"{settings.build / name} failed: no space left on device (errno {exc.errno}); nothing "
+                           "was stored or recorded for them. Free space (or set ARKIV_BUILD_DIR) and rerun.") from None
     out = []
     for b in built:
         sidecar = _sidecar(b.path)

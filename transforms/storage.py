@@ -71,7 +71,14 @@ class FileSystemStorage:
             raise StorageError(f"{self.name}: {key} already exists with other content; refusing to overwrite")
         tmp = dest.with_name(f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
-            written, size = copy_hashed(src, tmp)
+            try:
+                written, size = copy_hashed(src, tmp)
+            except OSError as exc:
+                if not Path(src).is_file():
+                    raise
+                # the disk, not the package: a full or read-only folder (ENOSPC, EROFS, EIO …)
+                raise StorageError(f"{self.name}: {key}: writing to {dest.parent} failed: "
+                                   f"{exc.strerror or exc} (errno {exc.errno}); nothing was stored") from None
             if expected_sha256 and written != expected_sha256:
                 raise StorageError(f"{self.name}: {key}: source checksum {written} "
                                    f"differs from expected {expected_sha256}")
@@ -172,7 +179,8 @@ def s3_client(config: S3Config):
 
     return boto3.session.Session().client(
         "s3", endpoint_url=config.endpoint_url, region_name=config.region,
-        config=Config(retries={"mode": "standard", "max_attempts": config.max_attempts},
+        # total_max_attempts counts the first request too ("max_attempts" here would add one more)
+        config=Config(retries={"mode": "standard", "total_max_attempts": config.max_attempts},
                       s3={"addressing_style": config.addressing_style},
                       connect_timeout=10, read_timeout=120))
 
@@ -241,13 +249,15 @@ class S3Storage:
 
     def head(self, key: str) -> dict | None:
         """The object's HEAD (with its S3 checksum), or None when there is none. Cheap: no bytes read."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self._key(key), ChecksumMode="ENABLED")
         except ClientError as exc:
             if _status(exc) == 404 or _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
+            raise self._fail(key, "HEAD", exc) from exc
+        except BotoCoreError as exc:
             raise self._fail(key, "HEAD", exc) from exc
 
     def exists(self, key: str) -> bool:
@@ -272,13 +282,15 @@ class S3Storage:
         return self._get(key, Range=f"bytes={start}-{start + length - 1}")["Body"]
 
     def _get(self, key: str, **extra) -> dict:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key), **extra)
         except ClientError as exc:
             if _error_code(exc) in ("NoSuchKey", "404"):
                 raise StorageError(f"{self.name}: {key} does not exist") from None
+            raise self._fail(key, "GET", exc) from exc
+        except BotoCoreError as exc:
             raise self._fail(key, "GET", exc) from exc
 
     def _stream_hash(self, key: str, sink: BinaryIO | None = None) -> StoredObject:
@@ -309,9 +321,14 @@ class S3Storage:
             prefix = prefix.rstrip("/") + "/"
         full = self._key(prefix) if prefix else (self.prefix + "/" if self.prefix else "")
         strip = len(self.prefix) + 1 if self.prefix else 0
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
-            for item in page.get("Contents", []):
-                yield item["Key"][strip:]
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
+                for item in page.get("Contents", []):
+                    yield item["Key"][strip:]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(prefix or "/", f"listing {self.url}", exc) from exc
 
     @contextmanager
     def local_copy(self, key: str, expected_sha256: str | None = None) -> Iterator[tuple[Path, StoredObject]]:
@@ -367,7 +384,7 @@ class S3Storage:
         metadata before the first byte is sent); without it the file is hashed once beforehand.
         See the class docstring for what is verified and why.
         """
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         src = Path(src)
         size = src.stat().st_size
@@ -375,14 +392,16 @@ class S3Storage:
         if self.head(key) is not None:
             return self._existing(key, want)
         try:
-            if size <= self.config.part_size:
+            if size <= self.config.multipart_above:
                 response = self._put_single(src, key, want, lock)
             else:
                 response = self._put_multipart(src, key, want, size, lock)
         except ClientError as exc:
             if _status(exc) == 412 or _error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return self._existing(key, want)  # written meanwhile (or our own lost response): compare
-            raise self._fail(key, "upload", exc) from exc
+            raise self._fail(key, f"upload to {self.url}", exc) from exc
+        except BotoCoreError as exc:  # the store did not answer (stopped, unreachable, timed out) after retries
+            raise self._fail(key, f"upload to {self.url}", exc) from exc
         try:
             return self._verify_written(key, size, want, response, lock)
         except StorageError:
@@ -430,6 +449,7 @@ class S3Storage:
                     part_digests.append(digest)
                     parts.append({"PartNumber": number, "ETag": r["ETag"], "ChecksumSHA256": _b64(digest)})
                     del data
+                    failpoint("storage.after_part")  # a part uploaded, the upload open
             if whole.hexdigest() != want:
                 raise StorageError(f"{self.name}: {key}: source checksum {whole.hexdigest()} differs from "
                                    f"expected {want}")

@@ -62,7 +62,7 @@ def s3_client_factory(conn_id: str, max_attempts: int = 5, addressing_style: str
         from airflow.providers.amazon.aws.hooks.s3 import S3Hook
         from botocore.config import Config
 
-        config = Config(retries={"mode": "standard", "max_attempts": max_attempts},
+        config = Config(retries={"mode": "standard", "total_max_attempts": max_attempts},
                         s3={"addressing_style": addressing_style}, connect_timeout=10, read_timeout=120)
         return S3Hook(aws_conn_id=conn_id, config=config).get_conn()
 
