@@ -26,7 +26,7 @@ SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 comma := ,
 empty :=
 space := $(empty) $(empty)
-.PHONY: install system-packages demo retention bench test reliability lint airflow clean lock
+.PHONY: install system-packages demo retention bench test reliability audit lint airflow clean lock
 
 # Debian packages the project runs (not Python): LibreOffice converts office documents to PDF/A,
 # Chromium and ChromeDriver drive the archivist's page in the browser tests. Installed once, only
@@ -86,8 +86,13 @@ bench: install  ## benchmarks side by side, ratios against baselines (BENCH_SIZE
 test: install  ## the whole suite, as CI runs it (unit, DAG integrity, end-to-end Airflow runs, integration)
 	$(BIN)/python -m pytest -n 2 --dist loadgroup -q
 
-reliability: install  ## fault injection at every failpoint, reconcile, fuzzing; prints the tables (var/reliability.json)
+reliability: install  ## failpoints, infrastructure faults, reconcile, fuzzing, sensitive-value scan, dependency audit; prints the tables (var/reliability.json)
 	ARKIV_RELIABILITY_REPORT=$(ARKIV_HOME)/reliability.json $(BIN)/python -m pytest tests/reliability -n 0 -q -p no:cacheprovider
+	@$(MAKE) --no-print-directory audit
+
+audit: install  ## dependency audit: every package of requirements.lock against PyPI's known vulnerabilities (var/dependency-audit.json)
+	@.ci/audit $(ARKIV_HOME)/dependency-audit.json; rc=$$?; \
+	if [ $$rc -eq 4 ]; then echo "(some packages could not be audited here: see the report)"; exit 0; fi; exit $$rc
 
 lint: install  ## ruff
 	$(BIN)/ruff check .

@@ -352,9 +352,10 @@ def check_batch(
             continue
         df = _read_table(tname, files)
         rows[tname] = len(df)
-        withheld_values |= _sensitive_values(df, sensitive.get(tname, set()))
+        table_values = _sensitive_values(df, sensitive.get(tname, set()))
+        withheld_values |= table_values
         table_checks, validation = _check_table(gx, datasource, tsuite, gx_expectations[tname], df,
-                                                sensitive.get(tname, set()))
+                                                sensitive.get(tname, set()), _guard(table_values))
         checks.extend(table_checks)
         if validation is not None:
             validations[tname] = validation
@@ -457,7 +458,7 @@ def _count_rows(tname: str, files: Iterable[Path]) -> int:
 
 
 def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
-                 sensitive: set[str]) -> tuple[list[CheckResult], Any]:
+                 sensitive: set[str], guard: list[str] = ()) -> tuple[list[CheckResult], Any]:
     """Run one table's expectations; results come back in suite order, with GX's (masked) result."""
     results: dict[str, CheckResult] = {}
     present = set(map(str, df.columns))
@@ -502,8 +503,8 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
         for evr in validation.results:
             key = evr.expectation_config.meta.get(_INDEX_META_KEY)
             spec = by_key[key]
-            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id, sensitive)
-        _mask_gx_result(validation, tsuite, sensitive)
+            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id, sensitive, guard)
+        _mask_gx_result(validation, tsuite, sensitive, guard)
     # GX returns one result per expectation; should a future version drop one, the check
     # fails visibly rather than passing by omission.
     return lead + [
@@ -513,7 +514,7 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
 
 
 def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: bool,
-             sensitive: set[str]) -> CheckResult:
+             sensitive: set[str], guard: list[str] = ()) -> CheckResult:
     """Keep counts, ids and a few examples (masked where sensitive) from a GX result."""
     error = _exception_type(evr.exception_info)
     if error:
@@ -539,10 +540,10 @@ def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: 
     if not evr.success:
         for entry in (res.get("partial_unexpected_counts") or [])[:MAX_EXAMPLES]:
             if isinstance(entry, Mapping):
-                examples.append({"value": shown(entry.get("value"), sensitive=is_sensitive),
+                examples.append({"value": _shown(entry.get("value"), is_sensitive, guard),
                                  "count": _int(entry.get("count"), 1)})
         if not examples and "observed_value" in res:
-            examples.append({"value": shown(res["observed_value"], sensitive=is_sensitive), "observed": True})
+            examples.append({"value": _shown(res["observed_value"], is_sensitive, guard), "observed": True})
     result = _result(
         tsuite.name, spec, bool(evr.success), _int(res.get("element_count"), rows),
         _int(res.get("unexpected_count"), 0), ids,
@@ -556,7 +557,7 @@ _COUNT_KEYS = {"element_count", "unexpected_count", "unexpected_percent", "missi
                "unexpected_percent_total", "unexpected_percent_nonmissing", "unexpected_index_column_names"}
 
 
-def _mask_gx_result(validation, tsuite: TableSuite, sensitive: set[str]) -> None:
+def _mask_gx_result(validation, tsuite: TableSuite, sensitive: set[str], guard: list[str] = ()) -> None:
     """Mask, in place, every record value in GX's result before anything renders it.
 
     Values of the checked column are masked when it is sensitive (and scrubbed of anything
@@ -573,7 +574,7 @@ def _mask_gx_result(validation, tsuite: TableSuite, sensitive: set[str]) -> None
             return [walk(v, is_sensitive) for v in value]
         if isinstance(value, bool | int | float) and not is_sensitive:
             return value
-        return shown(value, sensitive=is_sensitive)
+        return _shown(value, is_sensitive, guard)
 
     for evr in validation.results:
         spec = by_key.get(evr.expectation_config.meta.get(_INDEX_META_KEY))
@@ -583,11 +584,11 @@ def _mask_gx_result(validation, tsuite: TableSuite, sensitive: set[str]) -> None
             if key in _COUNT_KEYS:
                 continue
             if key in {"partial_unexpected_index_list", "unexpected_index_list"} and isinstance(value, list):
-                res[key] = [{col: (v if col == tsuite.id_column else shown(v, sensitive=col in sensitive))
+                res[key] = [{col: (v if col == tsuite.id_column else _shown(v, col in sensitive, guard))
                              for col, v in entry.items()} if isinstance(entry, Mapping) else walk(entry, True)
                             for entry in value]
             elif key == "partial_unexpected_counts" and isinstance(value, list):
-                res[key] = [{"value": shown(e.get("value"), sensitive=is_sensitive), "count": e.get("count")}
+                res[key] = [{"value": _shown(e.get("value"), is_sensitive, guard), "count": e.get("count")}
                             if isinstance(e, Mapping) else walk(e, is_sensitive) for e in value]
             else:
                 res[key] = walk(value, is_sensitive)
@@ -673,6 +674,22 @@ def _condition_text(cond: Mapping[str, Any]) -> str:
     return str(cond.get("pass_through_filter", cond))
 
 
+def _guard(values: set[str]) -> list[str]:
+    """The sensitive values worth looking for inside other text, longest first (short ones match anywhere)."""
+    return sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
+
+
+def _shown(value: Any, is_sensitive: bool, guard: list[str]) -> str:
+    """:func:`shown`, but a value of a column nobody marked sensitive is first cleared of any sensitive
+    value of the same table it contains (a document's path holds its sensitive file name) — before
+    it is shortened, so that a cut-off copy cannot slip through either."""
+    if not is_sensitive and guard and isinstance(value, str):
+        for v in guard:
+            if v in value:
+                value = value.replace(v, shown(v, sensitive=True))
+    return shown(value, sensitive=is_sensitive)
+
+
 def _sensitive_values(df, columns: set[str]) -> set[str]:
     values: set[str] = set()
     for col in columns:
@@ -682,18 +699,32 @@ def _sensitive_values(df, columns: set[str]) -> set[str]:
 
 
 def _withhold(checks: list[CheckResult], values: set[str]) -> None:
-    """Last guard: drop any reported id that equals a sensitive value of the batch.
+    """Last guard: drop any reported id that equals a sensitive value of the batch, mask any in an example.
 
     IDs come from a non-sensitive column, but a source system may use, say, the
     personnummer as a party's id; then the id *is* the secret and must not be written.
     """
     if not values:
         return
+    guard = sorted((v for v in values if len(v) >= 6), key=len, reverse=True)
     for c in checks:
         if any(i in values for i in c.offending_ids):
             n = sum(i in values for i in c.offending_ids)
             c.offending_ids = [_WITHHELD if i in values else i for i in c.offending_ids]
             log.warning("%s: %d offending ids equal a sensitive value and were withheld", c.describe(), n)
+        # An example from a column nobody marked sensitive can still contain a sensitive value of
+        # the same rows: a document's file path holds its (sensitive) file name.
+        for example in c.examples or ():
+            text = example.get("value")
+            if c.sensitive or not isinstance(text, str):
+                continue
+            masked = text
+            for value in guard:
+                if value in masked:
+                    masked = masked.replace(value, shown(value, sensitive=True))
+            if masked != text:
+                example["value"] = masked
+                log.warning("%s: an example value contained a sensitive value and was masked", c.describe())
 
 
 # Data Docs pages load Bootstrap, jQuery and Vega from public CDNs. An archive's report must

@@ -23,6 +23,14 @@ EARK_VALIDATE = PROJECT.parent / "shared" / "tools" / "eark-validate"
 #   SIP14 (requires IDENTIFICATIONCODE on the software agent, contradicting CSIP16).
 KNOWN_FALSE = {"CSIP2", "CSIP4", "CSIP5", "CSIP12", "CSIP13", "CSIP15", "CSIP16", "CSIP63", "CSIP103", "SIP14"}
 LOGICAL_DATE = "2026-01-02"  # the yearly run whose data interval is 2025
+#: output of commands the current test ran (what, text): scanned for sensitive values after the test
+CAPTURED: list[tuple[str, str]] = []
+
+
+def captured(what: str, run: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Keep a command's output for the sensitive-value scan after the test; returns ``run``."""
+    CAPTURED.append((what, (run.stdout or "") + (run.stderr or "")))
+    return run
 
 
 def _env(home: Path, source: dict, airflow_home: Path) -> dict:
@@ -40,8 +48,8 @@ def _env(home: Path, source: dict, airflow_home: Path) -> dict:
 
 
 def dags_test(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([BIN / "airflow", "dags", "test", "lex", LOGICAL_DATE], env=env, capture_output=True,
-                          text=True, timeout=900)
+    return captured("airflow dags test lex", subprocess.run(
+        [BIN / "airflow", "dags", "test", "lex", LOGICAL_DATE], env=env, capture_output=True, text=True, timeout=900))
 
 
 def _catalogue(home: Path) -> Catalogue:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e_support import BIN, LOGICAL_DATE, _catalogue, _env, _stored, dags_test
+from e2e_support import BIN, LOGICAL_DATE, _catalogue, _env, _stored, captured, dags_test
 
 from transforms import review
 from transforms.catalogue import Record
@@ -84,7 +84,8 @@ def _finish(proc: subprocess.Popen, timeout: float = 900) -> str:
 
 
 def _arkiv(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([BIN / "arkiv", *args], env=env, capture_output=True, text=True, timeout=120)
+    return captured(f"arkiv {args[0]}", subprocess.run([BIN / "arkiv", *args], env=env, capture_output=True,
+                                                       text=True, timeout=120))
 
 
 def _no_clear_personnummer(numbers: set[str], texts: dict[str, str]) -> None:
@@ -188,8 +189,8 @@ def test_reject_then_corrected_source_is_archived_once(tmp_path, airflow_home, r
 def test_without_a_decision_the_wait_times_out_as_a_content_problem(tmp_path, airflow_home, review_env):
     home = tmp_path / "var"
     env = {**review_env, "ARKIV_DECISION_TIMEOUT_HOURS": str(20 / 3600)}
-    run = subprocess.run([BIN / "airflow", "dags", "test", "lex", LOGICAL_DATE], env=env, capture_output=True,
-                         text=True, timeout=900)
+    run = captured("airflow dags test lex", subprocess.run([BIN / "airflow", "dags", "test", "lex", LOGICAL_DATE],
+                                                            env=env, capture_output=True, text=True, timeout=900))
     out = run.stdout + run.stderr
     assert "state=failed" in out
     assert "CONTENT PROBLEM" in out and "failed its quality gate" in out

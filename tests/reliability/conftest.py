@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fault_support import AS_OF, FUZZ, INTERVAL, RESULTS, Backend, _base_env, arkiv
+from fault_support import AS_OF, FUZZ, INFRA, INTERVAL, RESULTS, Backend, _base_env, arkiv
+from security_support import SENSITIVE_SCAN, e2e_totals, table_lines
 
 
 @pytest.fixture(scope="session")
@@ -73,10 +74,14 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{target:<50} {n:>6}")
         terminalreporter.write_line(f"{'total':<50} {sum(FUZZ.values()):>6}")
     out = os.environ.get("ARKIV_RELIABILITY_REPORT")
-    if out and (RESULTS or FUZZ):
+    if out and (RESULTS or FUZZ or INFRA):
         import json
 
-        Path(out).write_text(json.dumps({"faults": RESULTS, "fuzz": dict(FUZZ)}, indent=2), encoding="utf-8")
+        Path(out).write_text(json.dumps({"faults": RESULTS, "infrastructure": INFRA, "fuzz": dict(FUZZ),
+                                         "sensitive_scan": SENSITIVE_SCAN}, indent=2), encoding="utf-8")
+    if INFRA:
+        _infra_table(terminalreporter)
+    _sensitive_table(terminalreporter)
     if not RESULTS:
         return
     terminalreporter.section("fault injection: failpoint × backend")
@@ -90,3 +95,34 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_line(
         f"{len(RESULTS)} scenarios, {killed} runs killed, lost {sum(r['lost'] for r in RESULTS)}, duplicated "
         f"{sum(r['duplicated'] for r in RESULTS)}, inconsistent {sum(r['inconsistent'] for r in RESULTS)}")
+
+
+def _infra_table(terminalreporter) -> None:
+    terminalreporter.section("infrastructure faults injected and their outcomes")
+    terminalreporter.write_line(f"{'fault':<44} {'backend':<14} {'injected how':<52} {'outcome':<40} "
+                                f"{'lost':>4} {'dup':>4} {'incons':>6}")
+    for r in INFRA:
+        terminalreporter.write_line(f"{r['fault']:<44} {r['backend']:<14} {r['injected']:<52} {r['outcome']:<40} "
+                                    f"{r['lost']:>4} {r['duplicated']:>4} {r['inconsistent']:>6}")
+        detail = "; ".join(x for x in (r["recovery"], r["message"]) if x)
+        if detail:
+            terminalreporter.write_line(f"    {detail}")
+    terminalreporter.write_line(
+        f"{len(INFRA)} infrastructure faults, lost {sum(r['lost'] for r in INFRA)}, duplicated "
+        f"{sum(r['duplicated'] for r in INFRA)}, inconsistent {sum(r['inconsistent'] for r in INFRA)}")
+
+
+def _sensitive_table(terminalreporter) -> None:
+    """Sensitive values found outside the packages: this run's scan (test_sensitive_outputs.py) and,
+    when the end-to-end tests wrote theirs (test-output/sensitive-scan/e2e, from the last `make test`),
+    their totals."""
+    if SENSITIVE_SCAN:
+        terminalreporter.section("sensitive values outside the packages (Viva through arkiv)")
+        for line in table_lines():
+            terminalreporter.write_line(line)
+    e2e = Path(__file__).resolve().parents[2] / "test-output" / "sensitive-scan" / "e2e"
+    totals = e2e_totals(e2e) if e2e.is_dir() else {}
+    if totals:
+        terminalreporter.section(f"sensitive values outside the packages (end-to-end tests, {e2e})")
+        for loc, v in sorted(totals.items()):
+            terminalreporter.write_line(f"{loc:<50} {v['scanned']:>7} {v['unit']:<6} found {v['hits']}")

@@ -12,6 +12,7 @@ Stable deep links (they survive the move from mellanarkiv to slutarkiv)::
 
 
 import os
+import re
 import tempfile
 import threading
 from pathlib import Path
@@ -24,6 +25,7 @@ from starlette.background import BackgroundTask
 
 from .. import __version__
 from ..config import Settings
+from ..errors import ContentError
 from . import dip, receipts
 from .auth import AccessDenied, NotFound, Principal, Withheld, authenticate
 from .page import PAGE
@@ -62,6 +64,10 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
     async def _withheld(_req: Request, exc: Withheld):
         return JSONResponse({"detail": str(exc), "classified": True, "secrecy_reference": exc.regulation},
                             status_code=403)
+
+    @app.exception_handler(ContentError)
+    async def _content(_req: Request, exc: ContentError):
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(receipts.ReceiptRefused)
     async def _refused(_req: Request, exc: receipts.ReceiptRefused):
@@ -113,7 +119,7 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         """The document's bytes, streamed out of the stored package (never unpacked, never read whole)."""
         d = holder.get().document(who, system, source_id, document_id, purpose=why)
         headers = {"Content-Length": str(d.size), "X-Arkiv-Storage": d.storage,
-                   "Content-Disposition": f"attachment; filename*=UTF-8''{_quote(d.name)}"}
+                   "Content-Disposition": content_disposition(d.name)}
         if d.sha256:
             headers["X-Checksum-SHA256"] = d.sha256
         return StreamingResponse(d.chunks, media_type=d.mimetype, headers=headers)
@@ -152,7 +158,7 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         path = Path(result["path"])
         headers = {"Content-Length": str(path.stat().st_size), "X-Arkiv-DIP": result["package_id"],
                    "X-Arkiv-Withheld": str(len(result["withheld"])),
-                   "Content-Disposition": f"attachment; filename={path.name}"}
+                   "Content-Disposition": content_disposition(path.name)}
         return StreamingResponse(_file_chunks(path), media_type="application/x-tar", headers=headers,
                                  background=BackgroundTask(_remove_tree, tmp))
 
@@ -173,10 +179,25 @@ class _Lazy:
         return self.archive
 
 
-def _quote(name: str) -> str:
+def content_disposition(name: str, fallback: str = "document") -> str:
+    """``attachment`` with a safe file name: no folders, no control characters, no quotes.
+
+    ``filename`` is a plain-ASCII stand-in for old clients; ``filename*`` (RFC 6266/8187) carries the
+    name in UTF-8, percent-encoded. A name from a record (``../../x``, ``a"b;\r\nX: y``) can neither
+    break the header nor make a browser write outside its download folder.
+    """
+    import unicodedata
     from urllib.parse import quote
 
-    return quote(name, safe="")
+    base = re.split(r"[/\\]", name or "")[-1]
+    base = "".join(c for c in base if unicodedata.category(c)[0] != "C").strip().lstrip(".").strip()
+    base = base[:200] or fallback
+    ascii_name = unicodedata.normalize("NFKD", base).encode("ascii", "ignore").decode("ascii")
+    ascii_name = re.sub(r"[^A-Za-z0-9._ -]+", "_", ascii_name).strip(" ._") or fallback
+    suffix = Path(base).suffix
+    if suffix and not ascii_name.endswith(suffix) and suffix.isascii():
+        ascii_name += suffix
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(base, safe='')}"
 
 
 def _file_chunks(path: Path, chunk: int = 64 * 1024):
@@ -198,4 +219,4 @@ def main() -> None:  # pragma: no cover - exercised by `arkiv api`
                 port=int(os.environ.get("ARKIV_API_PORT", "8765")))
 
 
-__all__ = ["create_app"]
+__all__ = ["content_disposition", "create_app"]

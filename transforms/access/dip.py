@@ -39,7 +39,7 @@ from ..mets import FileGroup, FileRef, MetadataRef, build_mets
 from ..xmltools import NS_ERMS, NS_XSI, SCHEMA_DIR, schema_errors, schemas_used
 from . import accesslog, index
 from . import packages as pk
-from .auth import AccessDenied, NotFound, Principal
+from .auth import AccessDenied, NotFound, Principal, Withheld
 
 E = f"{{{NS_ERMS}}}"
 CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
@@ -126,6 +126,9 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
     now = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0)
     entries, withheld = _select(arc, who, list(records), q, system, purpose)
     if not entries:
+        accesslog.log(arc.cat, who, "export", "dip", outcome="not_found", purpose=purpose,
+                      detail=f"no record the requester may receive among {len(records)} link(s)"
+                             + (" and a search" if q else ""))
         raise NotFound("the selection holds no record the requester may receive")
     objid = "uuid-" + str(uuid.uuid4())
     dest.mkdir(parents=True, exist_ok=True)
@@ -189,7 +192,16 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                     delivered.append({"record": link, "reference": e.reference, "storage": e.storage,
                                       "masked": whole})
                 if not aggregations:
+                    accesslog.log(arc.cat, who, "export", "dip", outcome="not_found", purpose=purpose,
+                                  detail="nothing in the selection can be handed out")
                     raise NotFound("nothing in the selection can be handed out to this requester")
+                if not data_refs:
+                    # A DIP needs a representation with at least one file (CSIP114); when every document
+                    # of the selection is withheld from this reader there is none to give.
+                    accesslog.log(arc.cat, who, "export", "dip", outcome="withheld", purpose=purpose,
+                                  detail=f"every document of {len(delivered)} record(s) is withheld from role "
+                                         f"{who.role}")
+                    raise Withheld(f"every document of the selection ({len(delivered)} record(s))", "OSL")
                 _write_metadata(tar, objid, who, purpose, control, aggregations, data_refs, data_objs, withheld,
                                 delivered, now)
             raw.flush()

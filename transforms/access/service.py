@@ -16,7 +16,7 @@ from ..catalogue import AccessDocument, AccessEntry, Catalogue
 from ..config import Settings
 from . import accesslog, index, receipts
 from . import packages as pk
-from .auth import AccessDenied, NotFound, Principal, Withheld, personnummer_key
+from .auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, personnummer_key
 
 
 def mellanarkiv_store(settings: Settings):
@@ -168,12 +168,16 @@ class Archive:
 
     def history(self, who: Principal, package_id: str, *, purpose: str = "") -> dict:
         """A package's validation and PREMIS history from the catalogue."""
+        if who.role == "researcher":
+            # refused by role before the lookup: the answer must not tell whether the package exists
+            accesslog.log(self.cat, who, "history", package_id, purpose=purpose, outcome="refused",
+                          detail="role researcher")
+            raise AccessDenied("researchers do not read package histories")
         pkg = self.cat.package(package_id)
         if pkg is None or not who.may_read_history(pkg.system):
             accesslog.log(self.cat, who, "history", package_id, purpose=purpose,
-                          outcome="not_found" if pkg is None else "refused")
-            if pkg is not None and who.role == "researcher":
-                raise AccessDenied("researchers do not read package histories")
+                          outcome="not_found" if pkg is None else "refused",
+                          detail="" if pkg is None else f"outside the credential's scope ({who.system})")
             raise NotFound(f"no package {package_id}")
         events = self.cat.events(package_id=package_id)
         batch = [e for e in self.cat.events(batch_id=pkg.batch_id) if e.package_id is None]
@@ -185,9 +189,12 @@ class Archive:
 
     def packages(self, who: Principal, system: str | None = None) -> list[dict]:
         """Packages the principal may see (their own system's for scoped roles)."""
+        target = "packages" + (f" system={system}" if system else "")
         if who.role == "researcher":
+            accesslog.log(self.cat, who, "packages", target, outcome="refused", detail="role researcher")
             raise AccessDenied("researchers search records; package lists are for archivists and systems")
         rows = self.cat.packages(who.system or system)
+        accesslog.log(self.cat, who, "packages", target, detail=f"{len(rows)} package(s) listed")
         return [{"id": p.id, "system": p.system, "record_class": p.record_class, "period": p.period,
                  "status": p.status, "storage": "disposed" if p.status == "disposed" else p.storage,
                  "records": p.record_count, "receipt": f"/api/v1/receipts/{p.id}"} for p in rows]
@@ -203,12 +210,16 @@ class Archive:
 
     def receipt(self, who: Principal, package_id: str, *, purpose: str = "") -> dict:
         """The kvittens for a package, for its own system's credentials (and archivists)."""
+        if who.role not in ("archivist", *SCOPED_ROLES):
+            # refused by role before the lookup: the answer must not tell whether the package exists
+            accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose, outcome="refused",
+                          detail=f"role {who.role}")
+            raise AccessDenied(f"role {who.role} does not receive receipts")
         pkg = self.cat.package(package_id)
         if pkg is None or not who.may_fetch_receipt(pkg.system):
             accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose,
-                          outcome="not_found" if pkg is None else "refused")
-            if pkg is not None and who.in_scope(pkg.system):
-                raise AccessDenied(f"role {who.role} does not receive receipts")
+                          outcome="not_found" if pkg is None else "refused",
+                          detail="" if pkg is None else f"outside the credential's scope ({who.system})")
             raise NotFound(f"no package {package_id}")
         try:
             r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})")
