@@ -1,7 +1,8 @@
 """A real, multi-process Airflow deployment for the integration tests: the same components as
 docker-compose.yml (api-server, scheduler, dag-processor, Celery workers), each a subprocess
 with its own AIRFLOW_HOME, talking only through PostgreSQL, Redis and HTTP as they would on
-separate machines.
+separate machines. The benchmark of mapped tasks on the LocalExecutor (bench/airflow_stack.py)
+starts the same stack without Celery workers.
 
 The shared settings come from deploy/airflow.env (the file docker-compose.yml gives every
 Airflow service); only the endpoints and secrets are set here, under the names listed in
@@ -79,6 +80,7 @@ class AirflowCluster:
     env: dict[str, str]
     api_port: int
     components: list[Component] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
     password: str = field(default_factory=lambda: secrets.token_urlsafe(16))
 
     @property
@@ -100,7 +102,7 @@ class AirflowCluster:
     def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> Component:
         """Start ``airflow <args>`` in its own process group, output to <root>/<name>.log."""
         log = self.root / f"{name}.log"
-        out = open(log, "wb")  # noqa: SIM115 - the child owns it
+        out = open(log, "ab")  # noqa: SIM115 - the child owns it; a restart appends
         proc = subprocess.Popen([str(BIN / "airflow"), *args], env=self._env_for(name, extra_env), stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root / name)
         out.close()
@@ -113,6 +115,43 @@ class AirflowCluster:
         home = self.root / "api-server"
         home.mkdir(parents=True, exist_ok=True)
         (home / "passwords.json").write_text(json.dumps({"admin": self.password}), encoding="utf-8")
+
+    def start_core(self) -> None:
+        """Migrate the metadata database, then start the api-server, scheduler and dag-processor.
+
+        With the CeleryExecutor the workers are started after this; with the LocalExecutor the
+        scheduler runs the tasks itself. ``timings["db migrate"]`` is how long the migration took.
+        """
+        started = time.monotonic()
+        migrated = self.run("db", "migrate")
+        if migrated.returncode != 0:
+            raise RuntimeError("airflow db migrate failed:\n" + migrated.stdout[-3000:] + migrated.stderr[-3000:])
+        self.timings["db migrate"] = time.monotonic() - started
+        self.write_password()
+        passwords = str(self.root / "api-server" / "passwords.json")
+        self.start("api-server", "api-server", "--port", str(self.api_port), "--host", "127.0.0.1", "--workers", "1",
+                   extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": passwords})
+        self.start("scheduler", "scheduler")
+        self.start("dag-processor", "dag-processor")
+
+    def restart(self, name: str, *, extra_env: dict[str, str] | None = None) -> Component:
+        """Stop one component (its whole process group) and start it again with ``extra_env`` on top."""
+        old = next(c for c in self.components if c.name == name)
+        _stop_group(old.proc, grace=20)
+        self.components.remove(old)
+        args = old.proc.args[1:] if isinstance(old.proc.args, list) else []
+        return self.start(name, *args, extra_env=extra_env)
+
+    def wait(self, what: str, check, timeout: float, interval: float = 2):
+        """Poll ``check()`` until it returns something true (returned); fail if a component exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            result = check()
+            if result:
+                return result
+            time.sleep(interval)
+        raise TimeoutError(f"{what}: not after {timeout} s")
 
     def check_alive(self) -> None:
         dead = [c for c in self.components if c.proc.poll() is not None]
@@ -170,6 +209,17 @@ class AirflowCluster:
                 pass
             time.sleep(1)
         raise TimeoutError(f"api-server not healthy after {timeout} s")
+
+
+def _stop_group(proc: subprocess.Popen, grace: float) -> None:
+    """SIGTERM the process group ``proc`` leads, SIGKILL it after ``grace`` seconds."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=grace)
+    _signal_group(proc, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:

@@ -137,16 +137,7 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
     c.root.mkdir()
     c.statsd = statsd
     try:
-        started = time.monotonic()
-        migrated = c.run("db", "migrate")
-        assert migrated.returncode == 0, migrated.stdout[-3000:] + migrated.stderr[-3000:]
-        c.timings = {"db migrate": time.monotonic() - started}
-        c.write_password()
-        passwords = str(c.root / "api-server" / "passwords.json")
-        c.start("api-server", "api-server", "--port", str(c.api_port), "--host", "127.0.0.1", "--workers", "1",
-                extra_env={"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": passwords})
-        c.start("scheduler", "scheduler")
-        c.start("dag-processor", "dag-processor")
+        c.start_core()  # db migrate, api-server, scheduler, dag-processor
         for worker in WORKERS:
             # One slot per worker (deploy/airflow.env has 2): with late acks and a prefetch of one, a busy
             # worker takes nothing more, so two mapped tasks queued together must run on both workers.
@@ -162,14 +153,7 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
 
 
 def _wait(what: str, check, timeout: float, cluster: AirflowCluster, interval: float = 2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cluster.check_alive()
-        result = check()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"{what}: not after {timeout} s")
+    return cluster.wait(what, check, timeout, interval)
 
 
 def test_lex_dag_runs_on_two_celery_workers(cluster, pg_url, lex_source, tmp_path):
