@@ -20,6 +20,7 @@ specification, this module follows the specification; those places carry a comme
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -28,6 +29,7 @@ import mimetypes
 import posixpath
 import re
 import sys
+import tempfile
 import urllib.parse
 import zlib
 from collections import Counter, defaultdict
@@ -412,17 +414,312 @@ def _resolve_href(href: str, base: str) -> tuple[str | None, str]:
 
 
 class _Doc:
-    """A parsed METS document and where it sits in the package."""
+    """A METS document and where it sits in the package.
 
-    def __init__(self, rel: str, root, *, rep: str | None):
+    The document is streamed (:meth:`_Validator._load`): each ``file`` of its file section is
+    checked as soon as the parser has read it and then dropped, so ``root`` holds the rest of the
+    tree only. What the later checks need from the dropped elements is kept here in compact form:
+    their IDs, the findings per file group (to report in document order) and format counts.
+    """
+
+    def __init__(self, rel: str, *, rep: str | None):
         self.rel = rel
-        self.root = root
+        self.root = None
         self.rep = rep  # representation folder name, None for the package METS
         self.base = posixpath.dirname(rel)
         self.ids: dict[str, etree._Element] = {}
+        self.removed_ids: set[str] = set()  # IDs of the file elements checked while streaming
+        self.groups: dict = {}  # fileGrp element -> _GroupLog
+        self.schemas: list[str] = []  # bundled schema files the document uses
+        self.file_count = 0  # every mets:file element, for SIP32-35
+        self.format_missing: Counter[str] = Counter()
+        self.format_empty: Counter[str] = Counter()
+
+    def attach(self, root) -> None:
+        self.root = root
         for el in root.iter():
             if isinstance(el.tag, str) and el.get("ID"):
                 self.ids.setdefault(el.get("ID"), el)
+
+    def has_id(self, ident: str) -> bool:
+        return ident in self.ids or ident in self.removed_ids
+
+    def release(self, *, keep_root: bool) -> None:
+        """Drop what only the per-document checks needed (the package METS keeps its tree for ARK4)."""
+        self.ids, self.removed_ids, self.groups = {}, set(), {}
+        if not keep_root:
+            self.root = None
+
+
+class _GroupLog:
+    """What streaming found for the ``file`` children of one fileGrp, in document order.
+
+    ``seq`` holds per file either the element (kept in the tree, checked later), a list of its
+    buffered findings, or an int counting consecutive files that had none. ``counts``/``over``
+    cap the buffered findings per requirement as :meth:`_Validator.fail` caps the report.
+    """
+
+    __slots__ = ("seq", "counts", "over")
+
+    def __init__(self):
+        self.seq: list = []
+        self.counts: Counter[str] = Counter()
+        self.over: Counter[str] = Counter()
+
+    def add_clean(self) -> None:
+        if self.seq and isinstance(self.seq[-1], int):
+            self.seq[-1] += 1
+        else:
+            self.seq.append(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Streaming XML: safe, validating, in bounded memory
+# --------------------------------------------------------------------------------------------
+#: The protections of :func:`transforms.xmltools.safe_parser`, for the streaming parsers.
+_SAFE_PARSE = dict(resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False, huge_tree=False)
+_FORMAT_ATTRS = (("SIP32", ("FILEFORMATNAME",)), ("SIP33", ("FILEFORMATVERSION",)),
+                 ("SIP34", ("FILEFORMATREGISTRY", "FORMATREGISTRY")),
+                 ("SIP35", ("FILEFORMATKEY", "FORMATREGISTRYKEY")))
+
+
+class _NullTarget:
+    """A parser target without callbacks: libxml2 checks well-formedness and builds nothing."""
+
+    def close(self):
+        return None
+
+
+class _Declarations:
+    """A parser target that notes only the DOCTYPE and the namespaces declared (a few calls)."""
+
+    def __init__(self):
+        self.has_doctype = False
+        self.namespaces: set[str] = set()
+
+    def doctype(self, name, pubid, system):
+        self.has_doctype = True
+
+    def start_ns(self, prefix, uri):
+        self.namespaces.add(uri)
+
+    def close(self):
+        return None
+
+
+def _seen_id(seen: set[int], value: str) -> bool:
+    """Remember an xs:ID value (by hash: a collision only costs a second look); True if seen before."""
+    h = hash(value.strip())
+    if h in seen:
+        return True
+    seen.add(h)
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _xsd_id_attributes() -> tuple[dict[str, frozenset[str]], frozenset[str]]:
+    """Attributes the bundled schemas type xs:ID: unqualified ones by the namespace of their
+    element, and qualified ones (such as xml:id) that may sit on any element."""
+    xs = "http://www.w3.org/2001/XMLSchema"
+    local: dict[str, set[str]] = defaultdict(set)
+    qualified: set[str] = set()
+    for path in sorted(xmltools.SCHEMA_DIR.glob("*.xsd")):
+        top = etree.parse(str(path), xmltools.safe_parser()).getroot()
+        tns = top.get("targetNamespace") or ""
+        form = top.get("attributeFormDefault", "unqualified")
+        for attr in top.iter(f"{{{xs}}}attribute"):
+            name, typ = attr.get("name"), attr.get("type") or ""
+            prefix, _, base = typ.rpartition(":")
+            if not name or base != "ID" or attr.nsmap.get(prefix or None) != xs:
+                continue
+            if attr.getparent() is top or attr.get("form", form) == "qualified":
+                qualified.add(f"{{{tns}}}{name}")
+            else:
+                local[tns].add(name)
+    return {ns: frozenset(names) for ns, names in local.items()}, frozenset(qualified)
+
+
+def _xpath_literal(text: str) -> str:
+    if "'" not in text:
+        return f"'{text}'"
+    if '"' not in text:
+        return f'"{text}"'
+    return "concat(" + ", \"'\", ".join(f"'{part}'" for part in text.split("'")) + ")"
+
+
+class _Scan:
+    """Namespaces used and xs:ID values met in subtrees about to be dropped, found by XPath (in C).
+
+    Only what can matter is searched: namespaces the document declares (``declared``, from the
+    parser's start-ns events) that have a bundled schema and were not seen used yet, and ID
+    attributes once their name has appeared in the bytes read (``id_names``). ``scope`` picks
+    the subtrees: "older" (every child element but the last, with its descendants), "children"
+    (every child element) or "self" (the node's tree).
+    """
+
+    _SCOPES = {"older": "child::*[position() < $n]/descendant-or-self::*",  # not last(): quadratic
+               "children": "child::*/descendant-or-self::*", "self": "descendant-or-self::*"}
+
+    def __init__(self):
+        self.used: set[str] = set()  # element and attribute namespaces (xmltools.schemas_used)
+        self.declared: set[str] = set()
+        self.id_names: set[str] = set()  # ID attribute names seen in the bytes read so far
+        self.duplicate_id = False
+        self._ids: set[int] = set()
+        self._paths: dict[tuple, etree.XPath] = {}
+
+    def _path(self, key: tuple, build) -> etree.XPath:
+        path = self._paths.get(key)
+        if path is None:
+            path = self._paths[key] = build()
+        return path
+
+    def scan(self, node, scope: str) -> None:
+        where = self._SCOPES[scope]
+        n = int(node.xpath("count(*)")) if scope == "older" else 0
+        todo = sorted((self.declared & xmltools.SCHEMA_FILES.keys()) - self.used)
+        if todo:
+            prefixes = {f"c{i}": ns for i, ns in enumerate(todo)}
+            test = " or ".join(f"namespace-uri()={_xpath_literal(ns)} or @{p}:*" for p, ns in prefixes.items())
+            path = self._path(("ns", scope, *todo), lambda: etree.XPath(f"{where}[{test}]", namespaces=prefixes))
+            for el in path(node, n=n):
+                for name in (el.tag, *el.attrib):
+                    if name[:1] == "{":
+                        self.used.add(name[1:name.index("}")])
+        if not self.id_names:
+            return
+        id_attrs, _ = _xsd_id_attributes()
+        for ns in sorted(self.declared & id_attrs.keys()):
+            for name in sorted(id_attrs[ns] & self.id_names):
+                path = self._path(("id", scope, name), lambda name=name: etree.XPath(f"{where}[@{name}]"))
+                for el in path(node, n=n):
+                    if el.tag[:1] == "{" and el.tag[1:el.tag.index("}")] == ns:
+                        self.duplicate_id |= _seen_id(self._ids, el.get(name))
+
+    def trim(self, root) -> None:
+        """Scan and drop every finished subtree; what stays is the path of still open elements."""
+        node = root
+        while len(node):
+            last = node[-1]
+            is_element = isinstance(last.tag, str)
+            if len(node) > 1:
+                self.scan(node, "older" if is_element else "children")
+                del node[:-1]
+            if not is_element:
+                break
+            node = last
+
+
+class _LimitedReader:
+    """A member's stream that refuses to deliver more than ``limit`` bytes (as read_bytes does)."""
+
+    def __init__(self, fh, source, rel: str, limit: int):
+        self.fh, self.source, self.rel, self.limit = fh, source, rel, limit
+        self.total = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.fh.read(_CHUNK if n is None or n < 0 else min(n, _CHUNK))
+        self.total += len(data)
+        if self.total > self.limit:
+            raise UnsafeArchive(self.source, self.rel, "member is larger than its header says")
+        return data
+
+
+class _CallbackError(Exception):
+    """An exception raised by a check run while a document streams (not by the document itself)."""
+
+
+@dataclass
+class _Streamed:
+    root: object
+    errors: list[str]  # schema errors, as xmltools.schema_errors words them
+    schemas: list[str]  # bundled schema files the document uses (xmltools.schemas_used)
+
+
+class _MetsStream:
+    """Callbacks for streaming one METS: check each file of the (first) fileSec once read, drop it.
+
+    A file is checked here, with exactly the checks :meth:`_Validator._check_file` runs later on
+    the tree, only when nothing it depends on can still change: it sits in fileGrp elements of the
+    document's first fileSec, holds no fileGrp itself, and every ADMID/DMDID it names is already
+    known (amdSec and dmdSec precede the fileSec in a valid METS). Any other file stays in the tree
+    and is checked there, so the result never depends on streaming.
+    """
+
+    def __init__(self, validator: _Validator, doc: _Doc):
+        self.v = validator
+        self.doc = doc
+        self.root = None
+        self.sec = None  # the document's first fileSec, once its start tag is read
+        self.amd_ids: set[str] = set()
+        self.dmd_ids: set[str] = set()
+
+    def start(self, el) -> None:
+        if self.root is None:
+            self.root = el
+        elif self.sec is None and el.tag == f"{_M}fileSec" and el.getparent() is self.root:
+            # Everything before the fileSec is complete: the metadata sections it may refer to.
+            self.sec = el
+            self.amd_ids = _amd_ids_of(self.root)
+            self.dmd_ids = {s.get("ID") for s in self.root.findall(f"{_M}dmdSec") if s.get("ID")}
+
+    def end(self, el) -> None:
+        if el.tag != f"{_M}file":
+            return
+        doc = self.doc
+        doc.file_count += 1
+        for rid, names in _FORMAT_ATTRS:
+            vals = [el.get(f"{_SP}{n}") for n in names if el.get(f"{_SP}{n}") is not None]
+            if not vals:
+                doc.format_missing[rid] += 1
+            elif all(_blank(v) for v in vals):
+                doc.format_empty[rid] += 1
+        group = el.getparent()
+        if group is None or group.tag != f"{_M}fileGrp":
+            return
+        log = doc.groups.get(group)
+        if log is None:
+            log = doc.groups[group] = _GroupLog()
+        if not self._streamable(el, group):
+            log.seq.append(el)
+            return
+        items: list = []
+        self.v._sink = (log, items)
+        try:
+            self.v._check_file(doc, el, self.amd_ids, self.dmd_ids)
+        finally:
+            self.v._sink = None
+        if items:
+            log.seq.append(items)
+        else:
+            log.add_clean()
+        for sub in el.iter():
+            if isinstance(sub.tag, str) and sub.get("ID"):
+                doc.removed_ids.add(sub.get("ID"))
+        group.remove(el)
+
+    def _streamable(self, el, group) -> bool:
+        if self.sec is None:
+            return False
+        p = group
+        while p is not None and p.tag == f"{_M}fileGrp":
+            p = p.getparent()
+        if p is not self.sec or el.find(f".//{_M}fileGrp") is not None:
+            return False
+        for attr, known in (("ADMID", self.amd_ids), ("DMDID", self.dmd_ids)):
+            val = el.get(attr)
+            if val is not None and any(i not in known for i in val.split()):
+                return False
+        return True
+
+
+def _amd_ids_of(root) -> set[str]:
+    out = set()
+    for sec in root.findall(f"{_M}amdSec"):
+        for md in sec:
+            if isinstance(md.tag, str) and md.get("ID"):
+                out.add(md.get("ID"))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -437,7 +734,9 @@ class _Validator:
         self.profile = profile or "csip"
         self.integrity = check_integrity
         self._count: Counter[str] = Counter()
-        self._hashes: dict[tuple[str, str], str] = {}
+        # Digests already computed, to hash a file referenced twice once: SHA-256 keyed by the
+        # path alone and kept as bytes (a few dozen bytes per file of a large package).
+        self._hashes: dict[str | tuple[str, str], bytes] = {}
         self.referenced: set[str] = set()  # package paths referenced from any METS
         self.mets_paths: set[str] = set()
         self.dmd_refs: set[str] = set()
@@ -449,9 +748,19 @@ class _Validator:
         self.amd_count = 0
         self.docs: list[_Doc] = []
         self._lower_files: dict[str, str] | None = None
+        self._sink: tuple[_GroupLog, list] | None = None  # findings of a file checked while streaming
+        self._spools: list = []  # temporary copies of the METS being streamed from an archive
 
     # -- findings ----------------------------------------------------------------------------
     def fail(self, rid: str, message: str, location: str = "", severity: str | None = None) -> None:
+        if self._sink is not None:
+            log, items = self._sink
+            log.counts[rid] += 1
+            if log.counts[rid] > MAX_FINDINGS_PER_REQUIREMENT:
+                log.over[rid] += 1  # beyond the cap within one group, so beyond it in the report too
+            else:
+                items.append((rid, message, location, severity))
+            return
         sev = severity or _LEVEL_SEVERITY.get(_levels().get(rid, "MUST"), "ERROR")
         self._count[rid] += 1
         if self._count[rid] > MAX_FINDINGS_PER_REQUIREMENT:
@@ -482,6 +791,7 @@ class _Validator:
                 self.profile = "sip" if prof.strip() == SIP_PROFILE_URL else "csip"
             self.report.profile = self.profile
             self._check_mets(root_doc)
+            root_doc.release(keep_root=True)
         self.report.profile = self.profile
         reps = self._representations()
         for rep in reps:
@@ -490,6 +800,7 @@ class _Validator:
                 doc = self._load(rel, rep=rep)
                 if doc is not None:
                     self._check_mets(doc)
+                    doc.release(keep_root=False)
         self._check_structure(root_doc)
         if root_doc is not None:
             self._check_package_refs(root_doc, reps)
@@ -516,22 +827,304 @@ class _Validator:
             self.fail("DIP2", "documentation/withheld.json must hold a list of withholdings", rel)
 
     def _load(self, rel: str, *, rep: str | None) -> _Doc | None:
+        """Stream one METS document: validate it, check each fileSec file as it is read, keep the rest."""
         self.mets_paths.add(rel)
+        doc = _Doc(rel, rep=rep)
+        stream = _MetsStream(self, doc)
+        # Checks run while streaming must leave no trace when the document is then rejected.
+        saved = (self.referenced, self.report.files_checked, self.report.bytes_checked, len(self._hashes))
+        self.referenced = set()
         try:
-            data = self.pkg.read_bytes(rel, xmltools.MAX_XML_BYTES)
-            tree = xmltools.parse_bytes(data, name=rel)
+            res = self._stream(rel, self._opener(rel, spool=True), schema=xmltools.schema_for(NS_METS),
+                               on_start=stream.start, on_end=stream.end, expect=f"{_M}mets")
         except (xmltools.XMLRejected, UnsafeArchive) as exc:
+            self._undo(saved)
             self.fail("METS-XML", f"{exc}; write the METS as plain well-formed XML without a DOCTYPE", rel)
             return None
-        root = tree.getroot()
+        except _CallbackError as exc:
+            self.referenced = saved[0]
+            raise exc.__cause__ from None
+        finally:
+            while self._spools:
+                self._spools.pop().close()
+        root = res.root
         if root.tag != f"{_M}mets":
+            self._undo(saved)
             self.fail("METS-XML", f"root element is {root.tag!r}, not METS <mets>", rel)
             return None
-        doc = _Doc(rel, root, rep=rep)
+        self.referenced = saved[0] | self.referenced
+        doc.attach(root)
+        doc.schemas = res.schemas
         self.docs.append(doc)
-        for err in xmltools.schema_errors(tree)[:50]:
+        for err in res.errors[:50]:
             self.fail("METS-XSD", f"not valid against METS/CSIP/SIP schema: {err}", rel)
         return doc
+
+    def _undo(self, saved) -> None:
+        self.referenced, self.report.files_checked, self.report.bytes_checked, n = saved
+        for key in list(self._hashes)[n:]:
+            del self._hashes[key]
+
+    def _opener(self, rel: str, *, spool: bool):
+        """A function opening ``rel`` for reading, capped at the XML size limit.
+
+        ``spool``: from an archive, copy the member to a temporary file first (on disk above 8 MiB),
+        so that files can be hashed while the document streams without seeking the archive back
+        and forth (a compressed tar would decompress from its start at every backward seek).
+        """
+        limit = xmltools.MAX_XML_BYTES
+        if self.pkg.sizes.get(rel, 0) > limit:
+            raise UnsafeArchive(self.pkg.source, rel, "member is too large to read into memory", f"limit {limit}")
+        if not spool or self.pkg.source.is_dir():
+            @contextlib.contextmanager
+            def direct():
+                with self.pkg.open(rel) as fh:
+                    yield _LimitedReader(fh, self.pkg.source, rel, limit)
+            return direct
+        tmp = tempfile.SpooledTemporaryFile(max_size=8 * _CHUNK)  # noqa: SIM115 - closed with the last use
+        with self.pkg.open(rel) as fh:
+            reader = _LimitedReader(fh, self.pkg.source, rel, limit)
+            while chunk := reader.read(_CHUNK):
+                tmp.write(chunk)
+        self._spools.append(tmp)
+
+        @contextlib.contextmanager
+        def spooled():
+            tmp.seek(0)
+            yield tmp
+        return spooled
+
+    def _stream(self, rel: str, opener, *, schema, root_tag: str | None = None, on_start=None, on_end=None,
+                expect: str | None = None) -> _Streamed:
+        """Parse ``rel`` chunk by chunk, validating against ``schema`` as it goes.
+
+        With ``on_start``/``on_end`` every element is handed to them as it is read and stays in
+        the tree unless ``on_end`` removes it (a METS). Without, the tree is trimmed after each
+        chunk to the path of still open elements, so memory stays flat whatever the document's
+        size; ``root_tag`` (the root's tag, from :meth:`_root_tag`) is then the only element lxml
+        reports, so no Python runs per element. Raises XMLRejected for what
+        :func:`xmltools.parse_bytes` refuses, in the same words: not well-formed, DOCTYPE. A
+        document whose root is not ``expect`` is only checked for that.
+
+        Two parsers read the same chunks. lxml's validating parser does not report every
+        well-formedness error (a namespace error or a cut-off document can pass), so a second
+        parser that builds nothing judges well-formedness. Streaming validation also has no
+        document to check xs:ID values are unique in, so duplicates are looked for here. lxml
+        gives no line numbers while streaming: an invalid document's errors are listed from a
+        tree, as before — only an invalid document pays that memory.
+        """
+        wellformed = etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE)
+        trim = on_end is None
+        if trim:
+            parser = etree.XMLPullParser(events=("start", "end", "start-ns"), tag=root_tag, schema=schema,
+                                         **_SAFE_PARSE)
+        else:
+            parser = etree.XMLPullParser(events=("start", "end"), schema=schema, **_SAFE_PARSE)
+        scan = _Scan()
+        id_attrs, _ = _xsd_id_attributes()
+        id_names = sorted({name for names in id_attrs.values() for name in names})
+        root = None
+        drain = doctype = ended = xml_id = False
+        tail = b""
+        tags: dict[str, str | None] = {}
+        ids: set[int] = set()
+        broken: etree.XMLSyntaxError | None = None  # not well-formed
+        invalid: etree.XMLSyntaxError | None = None  # raised by the validating parser
+        with opener() as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                try:
+                    if chunk:
+                        wellformed.feed(chunk)
+                    else:
+                        wellformed.close()
+                except etree.XMLSyntaxError as exc:
+                    broken = exc
+                    break
+                # xml:id is an ID to the parser itself (a duplicate makes the document not
+                # well-formed to lxml); no package of ours uses it, so a document that does is
+                # judged by the whole-tree parse below. The prefix cannot be rebound, so the
+                # bytes tell. ID attribute names are looked for the same way (see _Scan).
+                window = tail + chunk
+                xml_id |= b"xml:id" in window
+                if trim:
+                    scan.id_names.update(n for n in id_names if n not in scan.id_names and n.encode() in window)
+                tail = chunk[-16:]
+                if invalid is not None:
+                    if not chunk:
+                        break
+                    continue
+                try:
+                    if chunk:
+                        parser.feed(chunk)
+                    else:
+                        parser.close()
+                except etree.XMLSyntaxError as exc:
+                    invalid = exc
+                for ev, el in parser.read_events():
+                    if ev == "start-ns":
+                        scan.declared.add(el[1])
+                        continue
+                    if root is None:
+                        root = el if ev == "start" else el.getroottree().getroot()
+                        doctype = bool(el.getroottree().docinfo.doctype)
+                        drain = doctype or (expect is not None and root.tag != expect)
+                        if root.tag[:1] == "{":
+                            scan.used.add(root.tag[1:root.tag.index("}")])
+                    if el is root and ev == "end":
+                        ended = True
+                    if trim:
+                        continue
+                    if ev == "start":
+                        if not drain:
+                            self._callback(on_start, el)
+                        continue
+                    tag = el.tag
+                    ns = tags.get(tag, "")
+                    if ns == "":
+                        ns = tags[tag] = tag[1:tag.index("}")] if tag[:1] == "{" else None
+                        if ns is not None:
+                            scan.used.add(ns)
+                    for key in el.attrib:
+                        if key[:1] == "{":
+                            scan.used.add(key[1:key.index("}")])
+                    for key in id_attrs.get(ns, ()):
+                        value = el.get(key)
+                        if value is not None:
+                            scan.duplicate_id |= _seen_id(ids, value)
+                    if drain:
+                        parent = el.getparent()
+                        if parent is not None:
+                            parent.remove(el)
+                    else:
+                        self._callback(on_end, el)
+                if trim and root is not None:
+                    scan.trim(root)
+                if not chunk:
+                    break
+        if trim and root is not None and broken is None and invalid is None:
+            scan.scan(root, "self")
+        errors = [e for e in wellformed.feed_error_log if e.level >= etree.ErrorLevels.ERROR]
+        if broken is not None:
+            # Fed in chunks, libxml2 words a few errors differently; read once more (no tree, the
+            # parser pulls the stream) for the words a whole-document parse uses.
+            with opener() as fh:
+                try:
+                    etree.parse(fh, etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE))
+                except etree.XMLSyntaxError as exc:
+                    broken = exc
+            raise xmltools.XMLRejected(f"{rel}: not well-formed XML: {broken}")
+        if errors:  # namespace errors: the parser without a tree logs them and goes on
+            e = errors[0]
+            why = f"{e.message}, line {e.line}, column {e.column} (<string>, line {e.line})"
+            raise xmltools.XMLRejected(f"{rel}: not well-formed XML: {why}")
+        if root is None:  # pragma: no cover - a well-formed document has a root element
+            raise xmltools.XMLRejected(f"{rel}: not well-formed XML: no root element")
+        check_schema = schema is not None and not drain
+        if xml_id or (check_schema and (invalid is not None or scan.duplicate_id or not ended)):
+            # The whole-tree path of before (parse_bytes refuses a DOCTYPE itself).
+            tree = xmltools.parse_bytes(self.pkg.read_bytes(rel, xmltools.MAX_XML_BYTES), name=rel)
+            schema_errors = xmltools.schema_errors(tree) if check_schema else []
+            schemas = xmltools.schemas_used(tree)  # the stream stopped at the first error
+            del tree
+            return _Streamed(root, schema_errors, schemas)
+        if doctype:
+            raise xmltools.XMLRejected(f"{rel}: has a DOCTYPE declaration, which packages must not carry")
+        schemas = sorted(xmltools.SCHEMA_FILES[ns] for ns in scan.used if ns in xmltools.SCHEMA_FILES)
+        schema_errors: list[str] = []
+        return _Streamed(root, schema_errors, schemas)
+
+    @staticmethod
+    def _callback(fn, el) -> None:
+        try:
+            fn(el)
+        except Exception as exc:  # a check (e.g. hashing a damaged member) failed, not the XML
+            raise _CallbackError() from exc
+
+    def _xml_file(self, rel: str) -> _Streamed:
+        """Check one XML file that is not a METS against the schema of its root's namespace.
+
+        Mostly one pass that builds no tree at all (:meth:`_check_flat`); a document that uses
+        a second bundled namespace or xs:ID attributes is streamed again with :meth:`_stream`,
+        which finds out which namespaces are used and whether an ID repeats.
+        """
+        opener = self._opener(rel, spool=False)
+        tag = self._root_tag(opener)
+        ns = etree.QName(tag).namespace if tag else None
+        schema = xmltools.schema_for(ns) if ns in xmltools.SCHEMA_FILES else None
+        res = self._check_flat(rel, opener, schema, ns)
+        if res is None:
+            res = self._stream(rel, opener, schema=schema, root_tag=tag)
+        if schema is None:
+            res.errors = [f"no bundled schema for root element namespace {ns!r}"]
+        return res
+
+    def _check_flat(self, rel: str, opener, schema, root_ns: str | None) -> _Streamed | None:
+        """Validate ``rel`` while parsing it, keeping no tree; None when a closer look is needed.
+
+        Two parsers with targets (so neither builds a tree) read the same chunks: one judges
+        well-formedness and notes the DOCTYPE and the declared namespaces, the other validates
+        against ``schema`` (lxml logs a target parser's validation errors instead of raising).
+        """
+        decls = _Declarations()
+        wellformed = etree.XMLParser(target=decls, **_SAFE_PARSE)
+        validating = etree.XMLParser(target=_NullTarget(), schema=schema, **_SAFE_PARSE) if schema else None
+        id_attrs, _ = _xsd_id_attributes()
+        id_names = {name.encode() for names in id_attrs.values() for name in names}
+        seen_names: set[bytes] = set()
+        broken = invalid = xml_id = False
+        tail = b""
+        with opener() as fh:
+            while True:
+                chunk = fh.read(_CHUNK)
+                window = tail + chunk
+                xml_id |= b"xml:id" in window
+                seen_names.update(n for n in id_names - seen_names if n in window)
+                tail = chunk[-16:]
+                try:
+                    if chunk:
+                        wellformed.feed(chunk)
+                    else:
+                        wellformed.close()
+                except etree.XMLSyntaxError:
+                    broken = True
+                    break
+                if validating is not None and not invalid:
+                    try:
+                        if chunk:
+                            validating.feed(chunk)
+                        else:
+                            validating.close()
+                    except etree.XMLSyntaxError:
+                        invalid = True
+                if not chunk:
+                    break
+        if broken or any(e.level >= etree.ErrorLevels.ERROR for e in wellformed.feed_error_log):
+            return None  # _stream words it exactly as a whole-document parse does
+        if validating is not None:
+            invalid = invalid or any(e.level >= etree.ErrorLevels.ERROR for e in validating.feed_error_log)
+        other = (decls.namespaces & xmltools.SCHEMA_FILES.keys()) - {root_ns}
+        ids = any(id_attrs[ns] & {n.decode() for n in seen_names} for ns in decls.namespaces & id_attrs.keys())
+        if xml_id or invalid or other or ids:
+            return None
+        if decls.has_doctype:
+            raise xmltools.XMLRejected(f"{rel}: has a DOCTYPE declaration, which packages must not carry")
+        return _Streamed(None, [], [xmltools.SCHEMA_FILES[root_ns]] if root_ns in xmltools.SCHEMA_FILES else [])
+
+    @staticmethod
+    def _root_tag(opener) -> str | None:
+        """The root element's tag, reading only as far as its start tag (None if there is none)."""
+        sniff = etree.XMLPullParser(events=("start",), **_SAFE_PARSE)
+        with opener() as fh:
+            try:
+                while chunk := fh.read(_CHUNK):
+                    sniff.feed(chunk)
+                    for _ev, el in sniff.read_events():
+                        return el.tag
+                sniff.close()
+            except etree.XMLSyntaxError:
+                return None
+        return None
 
     def _representations(self) -> list[str]:
         return [n for n in self.pkg.listdir("representations") if self.pkg.is_dir(f"representations/{n}")]
@@ -743,20 +1336,12 @@ class _Validator:
                 self.fail("SIP24", "a contact person agent (CREATOR, INDIVIDUAL) needs a <name>", _loc(d, a))
         for a in preservers:
             self._check_org_agent(a, d, type_rid="SIP28", types=("ORGANIZATION",), note_rid="SIP31")
-        # SIP32-35 are per-file format attributes; summarised per METS document.
-        files = list(doc.root.iter(f"{_M}file"))
-        for rid, names in (("SIP32", ("FILEFORMATNAME",)), ("SIP33", ("FILEFORMATVERSION",)),
-                           ("SIP34", ("FILEFORMATREGISTRY", "FORMATREGISTRY")),
-                           ("SIP35", ("FILEFORMATKEY", "FORMATREGISTRYKEY"))):
-            missing = empty = 0
-            for f in files:
-                vals = [f.get(f"{_SP}{n}") for n in names if f.get(f"{_SP}{n}") is not None]
-                if not vals:
-                    missing += 1
-                elif all(_blank(v) for v in vals):
-                    empty += 1
+        # SIP32-35 are per-file format attributes; summarised per METS document (counted over
+        # every mets:file while the document streamed, see _MetsStream.end).
+        for rid, names in _FORMAT_ATTRS:
+            missing, empty = doc.format_missing[rid], doc.format_empty[rid]
             if missing:
-                self.fail(rid, f"{missing} of {len(files)} files have no sip:{names[0]} (optional)", d)
+                self.fail(rid, f"{missing} of {doc.file_count} files have no sip:{names[0]} (optional)", d)
             if empty:
                 self.fail(rid, f"{empty} files have an empty sip:{names[0]}; remove it or give the value",
                           d, "WARNING")
@@ -923,10 +1508,11 @@ class _Validator:
         return path
 
     def _digest(self, path: str, ctype: str) -> str | None:
-        key = (path, ctype.upper())
-        if key in self._hashes:
-            return self._hashes[key]
         upper = ctype.upper()
+        key = path if upper == "SHA-256" else (path, upper)
+        known = self._hashes.get(key)
+        if known is not None:
+            return known.hex()
         algo = _HASHES.get(upper)
         if algo is None and upper not in ("CRC32", "ADLER-32"):
             return None
@@ -942,9 +1528,9 @@ class _Validator:
                     running = zlib.adler32(chunk, running)
                 self.report.bytes_checked += len(chunk)
         self.report.files_checked += 1
-        digest = h.hexdigest() if h is not None else f"{running & 0xFFFFFFFF:08x}"
-        self._hashes[key] = digest
-        return digest
+        raw = h.digest() if h is not None else (running & 0xFFFFFFFF).to_bytes(4, "big")
+        self._hashes[key] = raw
+        return raw.hex()
 
     # -- fileSec -----------------------------------------------------------------------------
     def _check_filesec(self, doc: _Doc) -> None:
@@ -1012,11 +1598,21 @@ class _Validator:
                 if bad or not admid.split():
                     self.fail("CSIP61", f"fileGrp ADMID refers to {', '.join(bad) or 'nothing'}, "
                               "not to administrative metadata (amdSec children)", loc, "ERROR")
-            files = g.findall(f"{_M}file")
-            if not files and not g.findall(f"{_M}fileGrp"):
+            # The files checked while streaming left their findings in the group's log, in order.
+            log = doc.groups.get(g)
+            entries = log.seq if log is not None else g.findall(f"{_M}file")
+            if not entries and not g.findall(f"{_M}fileGrp"):
                 self.fail("CSIP66", "fileGrp has no file elements", loc)
-            for f in files:
-                self._check_file(doc, f, amd_ids, dmd_ids)
+            for entry in entries:
+                if isinstance(entry, list):
+                    for item in entry:
+                        self.fail(*item)
+                elif not isinstance(entry, int):
+                    self._check_file(doc, entry, amd_ids, dmd_ids)
+            if log is not None:
+                for rid, n in log.over.items():
+                    self._count[rid] += n
+                    self.report.suppressed[rid] = self.report.suppressed.get(rid, 0) + n
 
     def _check_file(self, doc: _Doc, f, amd_ids: set[str], dmd_ids: set[str]) -> None:
         d = doc.rel
@@ -1044,12 +1640,7 @@ class _Validator:
         self._check_ref(doc, f, self._FILE_IDS, locat=locats[0])
 
     def _amd_ids(self, doc: _Doc) -> set[str]:
-        out = set()
-        for sec in doc.root.findall(f"{_M}amdSec"):
-            for md in sec:
-                if isinstance(md.tag, str) and md.get("ID"):
-                    out.add(md.get("ID"))
-        return out
+        return _amd_ids_of(doc.root)
 
     def _file_ci(self, path: str) -> str | None:
         if self._lower_files is None:
@@ -1147,7 +1738,7 @@ class _Validator:
                     elif fid in groups and not grp_test(groups[fid].get("USE") or ""):
                         self.fail(ptr_rid, f"fptr FILEID {fid!r} points to fileGrp USE="
                                   f"{groups[fid].get('USE')!r}, not a {label} file group", _loc(d, fp))
-                    elif fid not in groups and fid not in doc.ids:
+                    elif fid not in groups and not doc.has_id(fid):
                         self.fail(ptr_rid, f"fptr FILEID {fid!r} refers to no element of this METS", _loc(d, fp))
             for gid, g in groups.items():
                 if (g.getparent().tag == f"{_M}fileSec" and grp_test(g.get("USE") or "") and gid not in pointed
@@ -1330,20 +1921,21 @@ class _Validator:
         pkg = self.pkg
         used_schemas: set[str] = set()
         for doc in self.docs:
-            used_schemas.update(xmltools.schemas_used(doc.root))
+            used_schemas.update(doc.schemas)
         for p in pkg.files():
             parts = p.split("/")
             in_meta = parts[0] == "metadata" or (len(parts) > 3 and parts[0] == "representations"
                                                   and parts[2] == "metadata")
             if not (in_meta and p.lower().endswith(".xml")):
                 continue
+            # Streamed and validated as read: an ERMS or PREMIS of any size never becomes a tree.
             try:
-                tree = xmltools.parse_bytes(pkg.read_bytes(p, xmltools.MAX_XML_BYTES), name=p)
+                res = self._xml_file(p)
             except (xmltools.XMLRejected, UnsafeArchive) as exc:
                 self.fail("ARK3", f"{exc}", p)
                 continue
-            used_schemas.update(xmltools.schemas_used(tree))
-            for err in xmltools.schema_errors(tree)[:20]:
+            used_schemas.update(res.schemas)
+            for err in res.errors[:20]:
                 self.fail("ARK3", f"{p} is not valid against its bundled schema: {err}", p)
         present = {posixpath.basename(p) for p in pkg.files() if p.startswith("schemas/")}
         for name in sorted(used_schemas - present):
