@@ -56,8 +56,21 @@ def _child(argv: list[str]) -> int:
     else:
         out = {}
     out["seconds"] = time.perf_counter() - t
+    out["own_peak_mb"] = _own_peak_mb()
     print(json.dumps(out))
     return 0
+
+
+def _own_peak_mb() -> float | None:
+    """This process's own peak RSS (VmHWM). ``ru_maxrss`` of the launcher's children also counts
+    the LibreOffice processes the build starts for conversions, which can be the larger ones."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / MB
+    except OSError:
+        pass
+    return None
 
 
 def measure(args: list[str]) -> dict:
@@ -85,7 +98,8 @@ def run(one_x: Path, ten_x: Path, single: Path, work: Path, *, log, variants=tup
             biggest = max(b["packages"], key=lambda p: p["size"])
             v = measure(["validate", biggest["path"]])
             res[f"{variant}_{label}"] = {"build": b, "validate": v, "validated_package": biggest}
-            log(f"  memory {variant:11} {label:3} build {b['max_rss_mb']:7.1f} MB  validate {v['max_rss_mb']:7.1f} MB"
+            log(f"  memory {variant:11} {label:3} build {b['max_rss_mb']:7.1f} MB (own {b.get('own_peak_mb') or 0:.0f})"
+                f"  validate {v['max_rss_mb']:7.1f} MB"
                 f"  ({len(b['packages'])} packages, biggest {biggest['records']} records, "
                 f"{biggest['documents']} files, {biggest['size'] / MB:.0f} MB)")
             shutil.rmtree(out, ignore_errors=True)

@@ -31,7 +31,7 @@ CASE_STATUS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class Document:
     """A record (handling) and the path of its file inside the package."""
 

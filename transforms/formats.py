@@ -18,7 +18,12 @@ single formats (``format_policy:``).
 from __future__ import annotations
 
 import importlib.resources
+import os
 import re
+import re._constants as _sre
+import re._parser as _sre_parser
+import threading
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,25 +83,198 @@ def _fido_versions(conf_dir: Path) -> tuple[str, str, str]:
             root.findtext("pronomVersion") or "")
 
 
+_BOF, _EOF, _SEARCH_BOF, _ERROR = 0, 1, 2, 3
+#: bytes too common at a fixed offset to be worth indexing a signature under, if it has another
+_COMMON = frozenset({0x00, 0x20, 0xFF})
+
+
+def _head_literals(regex: bytes) -> tuple[list[tuple[int, int]], list[tuple[int, int, bytes]]]:
+    """What every match of ``regex`` at position 0 must have in its head, before the first item
+    of unbounded width: ``(offset, byte)`` for the literal bytes at a fixed offset, and
+    ``(first, last, literal)`` for each run of literal bytes that starts somewhere between two
+    offsets (after ``.{0,1024}``, say)."""
+    parsed = _sre_parser.parse(regex)
+    if parsed.state.flags & re.IGNORECASE:
+        return [], []
+    fixed, windows = [], []
+    lo = hi = 0  # where the next item can start
+    run, run_at = bytearray(), (0, 0)
+    for item in parsed.data:
+        op, av = item
+        if op is _sre.LITERAL:
+            if lo == hi:
+                fixed.append((lo, av))
+            if not run:
+                run_at = (lo, hi)
+            run.append(av)
+            lo, hi = lo + 1, hi + 1
+            continue
+        if run:
+            windows.append((*run_at, bytes(run)))
+            run = bytearray()
+        width_lo, width_hi = _sre_parser.SubPattern(parsed.state, [item]).getwidth()
+        if width_hi >= _sre.MAXREPEAT:
+            break
+        lo, hi = lo + width_lo, hi + width_hi
+    else:
+        if run:
+            windows.append((*run_at, bytes(run)))
+    return fixed, windows
+
+
+class _Matcher:
+    """fido's signature matching (``Fido.match_formats``) with its regexes compiled once and the
+    formats indexed by a byte that each of their BOF signatures requires at a fixed offset.
+
+    fido walks all ~2,300 formats for every file, looking each pattern up in ElementTree and
+    matching it through ``re``'s cache (which its 2,299 patterns overflow); almost every format
+    starts with fixed bytes, so most cannot match a given file's first bytes. Only formats that
+    can are tried, in fido's order and with fido's priority rule, so the result is fido's: a
+    skipped format is one fido would have tried and found no match for. A signature without such
+    a byte (``.{0,1024}<!DOCTYPE``) is skipped when the literal it needs is not within its range
+    of offsets (one ``bytes.find``). fido gives up on a format at a pattern that raises; such a
+    format is always tried in full, pattern by pattern, as fido would.
+    """
+
+    def __init__(self, fido: Any) -> None:
+        self.formats = fido.formats
+        self.priority = fido.puid_has_priority_over_map
+        self.puids = [f.find("puid").text for f in self.formats]
+        # fido's as_good_as_any(f, matches) is "no other format among the matches has priority over f":
+        # per format, the formats that have priority over it
+        index_of = defaultdict(list)
+        for i, puid in enumerate(self.puids):
+            index_of[puid].append(i)
+        self.beaten_by: list[frozenset[int]] = [frozenset() for _ in self.formats]
+        beaten: dict[int, set[int]] = defaultdict(set)
+        for j, puid in enumerate(self.puids):
+            for inferior in self.priority[puid]:
+                for i in index_of.get(inferior, ()):
+                    if i != j:
+                        beaten[i].add(j)
+        for i, over in beaten.items():
+            self.beaten_by[i] = frozenset(over)
+        # per format: [(signature name, (offset, byte) or None, (start, end, literal) or None, [(kind, compiled)])]
+        self.signatures: list[list[tuple[str | None, tuple[int, int] | None, tuple | None, list]]] = []
+        always: list[int] = []
+        index: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for i, fmt in enumerate(self.formats):
+            sigs, failing = [], False
+            for sig in fmt.findall("signature"):
+                ops, keys, windows = [], [], []
+                for pat in sig.findall("pattern"):
+                    try:
+                        pos = pat.find("position").text
+                        regex = pat.find("regex").text.encode("utf8")
+                        compiled = re.compile(regex)
+                    except Exception:  # noqa: BLE001 - fido gives up on the format at this pattern, so do we
+                        ops.append((_ERROR, None))
+                        failing = True
+                        break
+                    if pos == "BOF":
+                        ops.append((_BOF, compiled.match))
+                        fixed, found = _head_literals(regex)
+                        keys += fixed
+                        windows += found
+                    elif pos == "EOF":
+                        ops.append((_EOF, compiled.search))
+                    elif pos in ("VAR", "IFB"):
+                        ops.append((_SEARCH_BOF, compiled.search))
+                    # any other position: fido ignores the pattern
+                rare = [k for k in keys if k[1] not in _COMMON]
+                key = (rare or keys or [None])[0]
+                # without a byte to index it by: the longest literal it needs within a range of offsets,
+                # checked with bytes.find before any regex runs
+                longest = max(windows, key=lambda w: len(w[2]), default=None)
+                window = (longest[0], longest[1] + len(longest[2]), longest[2]) if longest and key is None else None
+                sigs.append((sig.findtext("name"), key, window, ops))
+            if failing:  # evaluated exactly as fido does, no signature skipped
+                sigs = [(name, None, None, ops) for name, _, _, ops in sigs]
+            self.signatures.append(sigs)
+            if not sigs:
+                continue  # a format without signatures matches by extension only
+            if failing or any(key is None for _, key, _, _ in sigs):
+                always.append(i)
+            else:
+                for key in {key for _, key, _, _ in sigs}:
+                    index[key].append(i)
+        self.always = always
+        self.index = dict(index)
+        self.offsets = sorted({off for off, _ in index})
+        self.extensions: dict[str, list[int]] = defaultdict(list)
+        for i, fmt in enumerate(self.formats):
+            for ext in fmt.findall("extension"):
+                if ext.text is not None and i not in self.extensions[ext.text]:
+                    self.extensions[ext.text].append(i)
+
+    def _best(self, result: list[tuple[int, str | None]]) -> list[tuple[Any, str | None]]:
+        """fido's final filter: drop every match that another match has priority over."""
+        matched = {i for i, _ in result}
+        return [(self.formats[i], name) for i, name in result if self.beaten_by[i].isdisjoint(matched)]
+
+    def match(self, bof: bytes, eof: bytes) -> list[tuple[Any, str | None]]:
+        """``Fido.match_formats(bof, eof)``: the (format element, signature name) matches."""
+        size = len(bof)
+        candidates = set(self.always)
+        for off in self.offsets:
+            if off >= size:
+                break
+            found = self.index.get((off, bof[off]))
+            if found:
+                candidates.update(found)
+        result: list[tuple[int, str | None]] = []
+        matched: set[int] = set()
+        for i in sorted(candidates):
+            if matched and not self.beaten_by[i].isdisjoint(matched):
+                continue
+            for name, key, window, ops in self.signatures[i]:
+                if key is not None and (key[0] >= size or bof[key[0]] != key[1]):
+                    continue  # fido's regex for that byte fails here
+                if window is not None and bof.find(window[2], window[0], window[1]) < 0:
+                    continue  # nor where the literal is missing
+                for kind, fn in ops:
+                    if kind == _ERROR:
+                        break
+                    if not fn(eof if kind == _EOF else bof):
+                        break
+                else:
+                    result.append((i, name))
+                    matched.add(i)
+                    continue
+                if kind == _ERROR:
+                    break
+        return self._best(result)
+
+    def match_extension(self, filename: str) -> list[tuple[Any, str | None]]:
+        """``Fido.match_extensions``: the formats whose extension the file name has."""
+        ext = os.path.splitext(filename)[1].lower().lstrip(".")
+        if not ext:
+            return []
+        return self._best([(i, "External") for i in self.extensions.get(ext, [])])
+
+
 class Identifier:
     """One loaded fido: identify many files without reloading the signatures.
 
-    fido reports through a callback; we collect each file's matches and pick one: PRONOM's
-    priority order is already applied by fido, so the first match wins; an extension-only
-    result says so in ``method``.
+    fido's own per-file entry point (``Fido.identify_file``) walks every PRONOM format in
+    ElementTree for every file and re-parses the container signature file for every OOXML/OLE2
+    file; this class runs the same steps with the signatures compiled once (:class:`_Matcher`)
+    and the container signatures parsed once, and takes fido's answer: PRONOM's priority order
+    is already applied, so the first match wins; an extension-only result says so in ``method``.
     """
 
     def __init__(self) -> None:
         import fido
         from fido import fido as fido_module
+        from fido.package import OlePackage, ZipPackage
 
         conf = Path(fido.CONFIG_DIR)
         signatures, containers, pronom = _fido_versions(conf)
-        self._matches: list[tuple[Any, Any]] = []
-        self._kind = "none"
-        self._fido = fido_module.Fido(quiet=True, handle_matches=self._collect,
+        self._fido = fido_module.Fido(quiet=True, handle_matches=lambda *_a, **_k: None,
                                       format_files=[signatures, "format_extensions.xml"])
         self._fido.containersignature_file = containers
+        self._containers = {"zip": ("ZIP", ZipPackage), "ole": ("OLE2", OlePackage)}
+        self._container_doc: Any = None  # the container signature file, parsed on first need
         # fido re-reads the container signatures for every OOXML/OLE2 file; they never change
         # while it is loaded, so extract them once per container type (DOCX: 63 -> ~10 ms a file).
         extract, extracted = self._fido.extract_signatures, {}
@@ -107,41 +285,84 @@ class Identifier:
             return extracted[signature_type]
 
         self._fido.extract_signatures = extract_once
+        self._matcher = _Matcher(self._fido)
         self.tool_name = "fido"
         self.tool_version = fido.__version__
         self.signature_version = f"PRONOM v{pronom}"
         self.tool = f"fido {fido.__version__} ({self.signature_version})"
 
-    def _collect(self, _fullname: str, matches: list, _delta: float, matchtype: str = "") -> None:
-        # fido may call back more than once for one file (container after signature): keep the
-        # most specific result, which is the container's when there is one.
-        if matches and (not self._matches or matchtype == "container"):
-            self._matches = list(matches)
-            self._kind = matchtype or "signature"
+    def _buffers(self, path: Path, size: int) -> tuple[bytes, bytes]:
+        """The first and the last ``bufsize`` bytes (overlapping in a small file), as fido reads them."""
+        bufsize = self._fido.bufsize
+        with open(path, "rb") as fh:
+            bof = fh.read(min(size, bufsize))
+            unread = size - len(bof)
+            if unread <= 0:
+                return bof, bof
+            if unread < bufsize:
+                return bof, bof[unread:] + fh.read(unread)
+            fh.seek(size - bufsize)
+            return bof, fh.read(bufsize)
+
+    def _match(self, path: Path, size: int) -> tuple[list, str, bytes]:
+        """fido's ``identify_file`` for one file: (matches, how, first bytes); matches are (format, name)."""
+        try:
+            bof, eof = self._buffers(path, size)
+            matches = self._matcher.match(bof, eof)
+            container = self._fido.container_type(matches)
+            if not self._fido.nocontainer and container in self._containers:
+                if self._container_doc is None:
+                    self._container_doc = ET.parse(  # noqa: S314 - fido's own installed file
+                        Path(self._fido.conf_dir) / self._fido.containersignature_file)
+                kind, package = self._containers[container]
+                found = self._fido.match_container(kind, package, str(path), self._container_doc)
+                if found:
+                    return found, "container", bof
+            if matches:
+                return matches, "signature", bof
+            return self._matcher.match_extension(str(path)), "extension", bof
+        except OSError:  # fido reports the error and calls back with nothing
+            return [], "none", b""
 
     def identify(self, path: Path | str) -> Identification:
         """Identify one file (signature, then container, then extension)."""
         path = Path(path)
-        self._matches, self._kind = [], "none"
-        if not path.is_file() or path.stat().st_size == 0:
+        try:
+            size = path.stat().st_size if path.is_file() else -1
+        except OSError:
+            size = -1
+        if size <= 0:
             return Identification(UNIDENTIFIED, "", "", "", "none", self.tool,
-                                  note="empty file" if path.is_file() else "no such file")
-        self._fido.identify_file(str(path))
-        if not self._matches:
+                                  note="empty file" if size == 0 else "no such file")
+        matches, kind, bof = self._match(path, size)
+        if not matches:
             ident = Identification(UNIDENTIFIED, "", "", "", "none", self.tool,
                                    note="no PRONOM signature or extension matched")
         else:
-            fmt, _sig = self._matches[0]
-            method = {"signature": "signature", "container": "container"}.get(self._kind, "extension")
+            fmt, _sig = matches[0]
             ident = Identification(fmt.findtext("puid") or UNIDENTIFIED, fmt.findtext("name") or "",
-                                   fmt.findtext("version") or "", fmt.findtext("mime") or "", method, self.tool)
-        if ident.puid in PDF_PUIDS or _starts_with(path, b"%PDF-"):
+                                   fmt.findtext("version") or "", fmt.findtext("mime") or "", kind, self.tool)
+        if ident.puid in PDF_PUIDS or (bof.startswith(b"%PDF-") if bof else _starts_with(path, b"%PDF-")):
             ident = _pdf_details(path, ident)
         return ident
 
     def identify_all(self, paths: Iterable[Path | str]) -> dict[str, Identification]:
         """Identify many files with the same loaded signatures: ``{str(path): Identification}``."""
         return {str(p): self.identify(p) for p in paths}
+
+    @classmethod
+    def shared(cls) -> Identifier:
+        """The process's one Identifier: loading and compiling the signatures takes about a second,
+        and an Identifier keeps no state between files, so every build in a process can use it."""
+        global _SHARED
+        with _SHARED_LOCK:
+            if _SHARED is None:
+                _SHARED = cls()
+            return _SHARED
+
+
+_SHARED: Identifier | None = None
+_SHARED_LOCK = threading.Lock()
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:
@@ -163,9 +384,10 @@ def pdf_facts(path: Path | str) -> tuple[bool, str | None]:
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             window = tail + chunk
-            if b"/Encrypt" in window:
+            if not encrypted and b"/Encrypt" in window:
                 encrypted = True
-            for xmp in _XMP.finditer(window):
+            # The regex scan is slow on a large binary stream; the literal check is not.
+            for xmp in _XMP.finditer(window) if b"<x:xmpmeta" in window else ():
                 p, c = _PDFA_PART.search(xmp.group(0)), _PDFA_CONF.search(xmp.group(0))
                 if p:
                     part = p.group(1).decode()

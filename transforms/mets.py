@@ -21,7 +21,7 @@ _SCHEMA_LOCATIONS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileRef:
     """A file in the package as METS lists it (path relative to the METS document's folder)."""
 

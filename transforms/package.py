@@ -40,6 +40,7 @@ import unicodedata
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,6 +67,8 @@ PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
 REP = "rep1"
 #: the representation that keeps the originals of converted (or rejected) documents
 REP_ORIGINAL = f"{REP}-original"
+#: a package with at least this many documents to convert splits them between two LibreOffice processes
+PARALLEL_CONVERSION_MIN = 24
 
 MIME_BY_SUFFIX = {
     ".pdf": "application/pdf", ".txt": "text/plain", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -227,22 +230,36 @@ class _FormatStep:
         self.build_dir = build_dir
         self.quarantine_dir = quarantine_dir
         self.timeout = timeout
-        self.identifier = Identifier()
+        self.identifier = Identifier.shared()
         self.converter_version: str | None = None
-        self._converter: Converter | None = None  # started on first need, kept for every package of the call
+        self._converters: list[Converter] = []  # started on first need, kept for every package of the call
 
-    def converter(self) -> Converter:
-        """The LibreOffice converter of this build (one private profile for all its packages)."""
-        if self._converter is None:
+    def converter(self, n: int = 0) -> Converter:
+        """LibreOffice converter ``n`` of this build (each with its own private profile, for all its packages)."""
+        while len(self._converters) <= n:
             kwargs = {"timeout": self.timeout} if self.timeout else {}
-            self._converter = Converter(work_dir=self.build_dir, **kwargs).__enter__()
-            self.converter_version = self._converter.version
-        return self._converter
+            self._converters.append(Converter(work_dir=self.build_dir, **kwargs).__enter__())
+            self.converter_version = self._converters[0].version
+        return self._converters[n]
 
     def close(self) -> None:
-        if self._converter is not None:
-            self._converter.__exit__(None, None, None)
-            self._converter = None
+        while self._converters:
+            self._converters.pop().__exit__(None, None, None)
+
+    def convert(self, jobs: list[Job], work: Path) -> list:
+        """Convert a package's batch; a large batch is split between two LibreOffice processes.
+
+        LibreOffice converts one document at a time, on one CPU, at ~0.1 s a document: the
+        conversions, not the copying, set the pace of a package with many office documents.
+        """
+        if len(jobs) < PARALLEL_CONVERSION_MIN or (os.cpu_count() or 1) < 2:
+            return self.converter(0).convert(jobs, work / "converted")
+        half = (len(jobs) + 1) // 2
+        parts = [(self.converter(i), part, work / f"converted-{i}")
+                 for i, part in enumerate((jobs[:half], jobs[half:]))]
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="conversion") as pool:
+            futures = [pool.submit(conv.convert, part, out) for conv, part, out in parts]
+            return [r for f in futures for r in f.result()]
 
     def prepare(self, objid: str, sources: Sequence[Path], work: Path, now: dt.datetime) -> _PackageFiles:
         """Identify every source once, decide, convert what must be converted in one batch."""
@@ -254,8 +271,7 @@ class _FormatStep:
             verdicts[str(src)] = _Verdict(ident, self.policy.decide(ident))
         todo = [(k, v) for k, v in verdicts.items() if v.decision.action == "convert"]
         if todo:
-            results = self.converter().convert(
-                [Job(Path(k), v.ident.puid, v.decision.target or "pdfa-2b") for k, v in todo], work / "converted")
+            results = self.convert([Job(Path(k), v.ident.puid, v.decision.target or "pdfa-2b") for k, v in todo], work)
             for (_, v), r in zip(todo, results, strict=True):
                 v.detail, v.seconds = r.detail, r.seconds
                 if r.ok and r.output is not None:
@@ -768,7 +784,11 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
                             (ag.submitter.name, ag.submitter.organisationsnummer))
     cit, other_cit = profile.content_information_type, profile.other_content_information_type
-    rep_trees, rep_out = [], []
+    # Each tree is dropped as soon as it is serialised and its schemas are known: a large
+    # package's representation PREMIS and METS are hundreds of thousands of elements each.
+    used = set(schemas_used(premis_tree)) | set(schemas_used(dictionary_tree))
+    del premis_tree, dictionary_tree
+    rep_out = []
     for name, files in reps:
         rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
         rep_agents = [software, *format_agents] if name == events_rep else [software]
@@ -776,6 +796,8 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                                               schema_prefix="../../../../")
         rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{name}/metadata/preservation/premis.xml",
                                       objid)
+        used |= set(schemas_used(rep_premis_tree))
+        del rep_premis_tree
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
         rep_mets = build_mets(
             objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
@@ -787,12 +809,11 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
             schema_prefix="../../",
         )
         rep_bytes = _xml_bytes(rep_mets, f"representations/{name}/METS.xml", objid)
-        rep_trees += [rep_mets, rep_premis_tree]
+        used |= set(schemas_used(rep_mets))
+        del rep_mets
         rep_out.append((name, rep_premis_bytes, rep_bytes))
 
     docs = _data_dictionary(system)
-    trees = [*rep_trees, premis_tree, dictionary_tree]
-    used = set().union(*(schemas_used(t) for t in trees))
     if descriptive:
         # The descriptive documents are ERMS, whose schema imports nothing: no need to parse them
         # again (that second tree cost hundreds of MB on large packages, see bench/README.md).

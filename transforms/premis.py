@@ -37,7 +37,7 @@ class Agent:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FileObject:
     identifier: str  # the file's path in the package
     sha256: str

@@ -1,0 +1,106 @@
+"""The builder's metadata work after the throughput changes: same bytes, same schemas, fewer passes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import tarfile
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from lxml import etree
+
+from transforms.extract import extract_database
+from transforms.package import build_packages
+from transforms.systems import load_system
+from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, NS_XLINK, schemas_used
+
+LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def staged(lex_source, tmp_path_factory):
+    root = tmp_path_factory.mktemp("staging")
+    return extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), root,
+                            env={"ARKIV_LEX_FILES": str(lex_source["files"])})
+
+
+def _accept_everything_convertible():
+    # LibreOffice's PDFs carry their creation time, so a package with conversions differs run to run.
+    base = LEX.formats
+    return replace(base, rules={p: replace(r, action="accept", target=None) if r.action == "convert" else r
+                                for p, r in base.rules.items()})
+
+
+def test_the_same_input_gives_byte_identical_packages(staged, tmp_path):
+    policy = _accept_everything_convertible()
+    runs = []
+    for name in ("a", "b"):
+        built = [p for rc in sorted(staged.partitions)
+                 for p in build_packages(LEX, staged, rc, tmp_path / name, policy=policy, now=NOW)]
+        runs.append({p.package_id: (Path(p.path).read_bytes(), p.sha256, p.formats) for p in built})
+    a, b = runs
+    assert a.keys() == b.keys() and a
+    for pid in a:
+        assert a[pid][0] == b[pid][0], pid
+        assert a[pid][1] == b[pid][1] == hashlib.sha256(a[pid][0]).hexdigest()
+        assert a[pid][2] == b[pid][2]
+        assert all(f["puid"] for f in a[pid][2]), "every file of the Lex corpus is identified"
+
+
+def test_schemas_used_finds_element_and_attribute_namespaces(staged, tmp_path):
+    root = etree.Element(f"{{{NS_METS}}}mets", nsmap={"mets": NS_METS})
+    etree.SubElement(root, f"{{{NS_METS}}}file")
+    root.append(etree.Comment("a comment has no namespace"))
+    root.append(etree.ProcessingInstruction("pi", "x"))
+    deep = etree.SubElement(etree.SubElement(root, f"{{{NS_METS}}}fileGrp"), f"{{{NS_METS}}}FLocat")
+    deep.set(f"{{{NS_XLINK}}}href", "data/x.pdf")  # only an attribute, and only deep down
+    etree.SubElement(deep, f"{{{NS_PREMIS}}}object")
+    etree.SubElement(root, "{urn:not:bundled}other")
+    assert schemas_used(root) == ["mets.xsd", "premis-v3-0.xsd", "xlink.xsd"]
+    assert schemas_used(root.getroottree()) == ["mets.xsd", "premis-v3-0.xsd", "xlink.xsd"]
+    assert schemas_used(deep) == ["mets.xsd", "premis-v3-0.xsd", "xlink.xsd"]  # the subtree only
+    assert schemas_used(root[0]) == ["mets.xsd"]
+    # and on a real package: what every XML member of it uses
+    built = build_packages(LEX, staged, sorted(staged.partitions)[0], tmp_path, policy=_accept_everything_convertible(),
+                           now=NOW)
+    with tarfile.open(built[0].path) as tar:
+        erms = next(m for m in tar if m.name.endswith("/ERMS.xml"))
+        tree = etree.fromstring(tar.extractfile(erms).read())
+    assert etree.QName(tree).namespace == NS_ERMS
+    assert schemas_used(tree) == ["ERMS.xsd"]
+
+
+def _outcomes(built) -> list[tuple]:
+    return sorted((f["path"], f["representation"], f["puid"], f["outcome"], f.get("derivative") or "")
+                  for p in built for f in p.formats)
+
+
+def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packages(staged, tmp_path, monkeypatch):
+    import transforms.package as package
+    from transforms.validate import validate_package
+
+    rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
+    serial = build_packages(LEX, staged, rc, tmp_path / "serial", now=NOW)
+    docx = sum(p.converted for p in serial)
+    assert docx >= 2, "the Lex sample has DOCX to convert"
+    started = []
+    real = package.Converter.__enter__
+
+    def counted(self):
+        started.append(self)
+        return real(self)
+
+    monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
+    monkeypatch.setattr(package.Converter, "__enter__", counted)
+    split = build_packages(LEX, staged, rc, tmp_path / "split", now=NOW)
+    assert len(started) == 2 and all(c._dir is None for c in started)  # two offices, both cleaned up
+    assert sum(c.invocations for c in started) >= 2
+    assert [p.package_id for p in split] == [p.package_id for p in serial]
+    assert _outcomes(split) == _outcomes(serial)
+    assert sum(p.converted for p in split) == docx
+    for pkg in split:
+        report = validate_package(pkg.path, "fgs")
+        assert report.valid, report.to_text()
