@@ -7,9 +7,10 @@ are not UTF-8 are refused, and limits on member count, sizes and (for zip) compr
 the work bounded. A refused package raises :class:`UnsafeArchive`, naming the member and the rule.
 
 The validator does not need to extract anything: :func:`open_package` returns a
-:class:`PackageReader` that lists the members and streams them (``tarfile.extractfile``,
-``ZipFile.open``). :func:`extract_package` exists for callers that need real files; it writes only
-inside a fresh temporary directory that it removes again.
+:class:`PackageReader` that lists the members and streams them (``ZipFile.open``; a tar member is
+read straight from its data offset, never past its declared size). :func:`extract_package` exists
+for callers that need real files; it writes only inside a fresh temporary directory that it
+removes again.
 
 CSIPSTR1: a package lives in one root folder; an archive must unpack to a single top-level folder,
 whose name should be the package's OBJID. The reader exposes that folder as the package root and
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import io
 import os
 import re
 import shutil
@@ -101,6 +103,7 @@ class _Inventory:
         self.archive = archive
         self.limits = limits
         self.files: dict[str, int] = {}  # name -> size
+        self.offsets: dict[str, int] | None = None  # tar: name -> data offset (-1: read via tarfile)
         self.dirs: set[str] = set()
         self.total = 0
         self.count = 0
@@ -154,13 +157,22 @@ class PackageReader(abc.ABC):
         self.single_root = prefix is not None or not inventory.files or source.is_dir()
         self._prefix = prefix
         cut = len(prefix) + 1 if prefix else 0
-        self._member_of: dict[str, str] = {}
-        self.sizes: dict[str, int] = {}
-        for name, size in inventory.files.items():
-            rel = name[cut:]
-            self.sizes[rel] = size
-            self._member_of[rel] = name
         self.dirs = {d[cut:] for d in inventory.dirs if not prefix or d.startswith(prefix + "/")}
+        self.sizes: dict[str, int] = {}
+        self._offsets: dict[str, int] = {}  # tar only: rel -> data offset
+        # The inventory is consumed member by member, so its full names are freed while the
+        # relative ones are made: a large package never holds both sets of names at once.
+        files, offsets = inventory.files, inventory.offsets
+        while files:
+            name, size = files.popitem()
+            rel = name[cut:] if cut else name
+            self.sizes[rel] = size
+            if offsets is not None:
+                self._offsets[rel] = offsets.pop(name)
+
+    def _member(self, rel: str) -> str:
+        """The member's name in the archive (or path in the folder), root folder included."""
+        return f"{self._prefix}/{rel}" if self._prefix else rel
 
     # -- listing -------------------------------------------------------------------------
     def files(self) -> list[str]:
@@ -197,7 +209,7 @@ class PackageReader(abc.ABC):
         """A binary stream of one member (never the whole file in memory)."""
         if rel not in self.sizes:
             raise FileNotFoundError(rel)
-        with self._open(self._member_of[rel]) as fh:
+        with self._open(rel) as fh:
             yield fh
 
     def read_bytes(self, rel: str, limit: int) -> bytes:
@@ -219,8 +231,8 @@ class PackageReader(abc.ABC):
         return b"".join(parts)
 
     @abc.abstractmethod
-    def _open(self, member: str):
-        """A readable binary stream of one member (each kind of package implements it)."""
+    def _open(self, rel: str):
+        """A readable binary stream of one listed member (each kind of package implements it)."""
 
     def close(self) -> None:  # noqa: B027 - a folder holds no handle; archives override it
         """Release the underlying archive handle."""
@@ -233,23 +245,75 @@ class PackageReader(abc.ABC):
 
 
 class _DirReader(PackageReader):
-    def _open(self, member: str):
+    def _open(self, rel: str):
         # O_NOFOLLOW: a link swapped in after the scan is refused rather than followed.
-        fd = os.open(self.source / member, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(self.source / self._member(rel), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         return os.fdopen(fd, "rb")
 
 
+class _MemberFile(io.RawIOBase):
+    """Exactly ``size`` bytes of an open archive stream, starting at ``offset``.
+
+    Reads never go past the member's end, and an archive that ends inside the member (it was
+    cut after the scan) raises :class:`UnsafeArchive` instead of returning short data. Each
+    read seeks first, so several members may be open at once over the same stream. Closing
+    it leaves the archive stream open (the reader owns that).
+    """
+
+    def __init__(self, fileobj, offset: int, size: int, source: Path, name: str):
+        super().__init__()
+        self._f, self._start, self._size = fileobj, offset, size
+        self._source, self._name = source, name
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}.get(whence)
+        if base is None:
+            raise ValueError(f"invalid whence {whence!r}")
+        if base + pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        self._f.seek(self._start + self._pos)
+        data = self._f.read(n)
+        if len(data) < n:
+            raise UnsafeArchive(self._source, self._name, "member is truncated (the archive ends inside it)")
+        buffer[:n] = data
+        self._pos += n
+        return n
+
+
 class _TarReader(PackageReader):
-    def __init__(self, source, inventory, tf: tarfile.TarFile, members: dict[str, tarfile.TarInfo], **kw):
+    """Reads members at their data offsets; only the (rare) sparse members go through tarfile."""
+
+    def __init__(self, source, inventory, tf: tarfile.TarFile, sparse: dict[str, tarfile.TarInfo], **kw):
         super().__init__(source, inventory, **kw)
         self._tf = tf
-        self._members = members
+        self._sparse = sparse  # full name -> TarInfo, for members whose data is not one run
 
-    def _open(self, member: str):
-        fh = self._tf.extractfile(self._members[member])
-        if fh is None:  # pragma: no cover - only regular members are listed
-            raise FileNotFoundError(member)
-        return fh
+    def _open(self, rel: str):
+        offset = self._offsets[rel]
+        if offset < 0:
+            fh = self._tf.extractfile(self._sparse[self._member(rel)])
+            if fh is None:  # pragma: no cover - only regular members are listed
+                raise FileNotFoundError(rel)
+            return fh
+        raw = _MemberFile(self._tf.fileobj, offset, self.sizes[rel], self.source, rel)
+        return io.BufferedReader(raw, 64 * 1024)
 
     def close(self) -> None:
         self._tf.close()
@@ -261,10 +325,10 @@ class _ZipReader(PackageReader):
         self._zf = zf
         self._members = members
 
-    def _open(self, member: str):
+    def _open(self, rel: str):
         # ZipExtFile stops at the declared file_size and checks the CRC, so a member cannot
         # inflate past what its (ratio-checked) header promised.
-        return self._zf.open(self._members[member])
+        return self._zf.open(self._members[self._member(rel)])
 
     def close(self) -> None:
         self._zf.close()
@@ -290,10 +354,19 @@ def _scan_dir(path: Path, limits: Limits) -> _Inventory:
 
 
 def _scan_tar(path: Path, tf: tarfile.TarFile, limits: Limits) -> tuple[_Inventory, dict[str, tarfile.TarInfo]]:
+    """Check every header; index regular members by name as (size, data offset) only.
+
+    A TarInfo costs about a kilobyte (more with PAX headers), so none is kept: ``tf.members``
+    is emptied after each header and the inventory holds the name, size and data offset
+    (``offset_data``, which lies after any PAX or GNU long-name headers). Sparse members, whose
+    data is not one run of bytes, keep their TarInfo and are read through tarfile.
+    """
     inv = _Inventory(path, limits)
-    members: dict[str, tarfile.TarInfo] = {}
-    # Iterate instead of getmembers() so the member-count limit stops a huge index early.
-    for ti in tf:
+    inv.offsets = {}
+    sparse: dict[str, tarfile.TarInfo] = {}
+    # One header at a time (not getmembers()), so the member-count limit stops a huge index early.
+    while (ti := tf.next()) is not None:
+        tf.members.clear()
         if ti.issym() or ti.islnk():
             raise UnsafeArchive(path, ti.name, "link member (symlinks and hardlinks are not allowed)",
                                 f"-> {ti.linkname}")
@@ -302,12 +375,16 @@ def _scan_tar(path: Path, tf: tarfile.TarFile, limits: Limits) -> tuple[_Invento
         if ti.isdir():
             inv.add(ti.name, is_dir=True)
         elif ti.isreg():
-            members[inv.add(ti.name, is_dir=False, size=ti.size)] = ti
+            name = inv.add(ti.name, is_dir=False, size=ti.size)
+            if ti.sparse is not None:
+                sparse[name] = ti
+                inv.offsets[name] = -1
+            else:
+                inv.offsets[name] = ti.offset_data
         else:
             raise UnsafeArchive(path, ti.name, "unsupported member type", repr(ti.type))
-        # tarfile keeps every TarInfo it has read; that is the index we need anyway.
     inv.finish()
-    return inv, members
+    return inv, sparse
 
 
 def _zip_name(info: zipfile.ZipInfo, path: Path) -> str:
@@ -404,7 +481,7 @@ def open_package(path: str | os.PathLike, limits: Limits | None = None) -> Packa
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ContentError(f"{src.name}: not a folder, tar or zip package: {exc}") from None
     try:
-        inv, tmembers = _scan_tar(src, tf, limits)
+        inv, sparse = _scan_tar(src, tf, limits)
     except (tarfile.TarError, EOFError, OSError) as exc:
         tf.close()
         raise ContentError(f"{src.name}: damaged tar archive: {exc}") from None
@@ -412,7 +489,7 @@ def open_package(path: str | os.PathLike, limits: Limits | None = None) -> Packa
         tf.close()
         raise
     prefix = _package_root(inv)
-    return _TarReader(src, inv, tf, tmembers, prefix=prefix, root=prefix or _stem(src))
+    return _TarReader(src, inv, tf, sparse, prefix=prefix, root=prefix or _stem(src))
 
 
 def _stem(path: Path) -> str:
