@@ -58,7 +58,7 @@ from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import Decision, FormatPolicy, Identification, Identifier
 from .hashing import HashingReader, HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
-from .retention import add_period
+from .periods import add_period
 from .systems import System, Table
 from .xmltools import NS_ARKIV, NS_DATADICT, SCHEMA_DIR, schema_errors, schemas_used
 

@@ -28,9 +28,10 @@ from .errors import ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
 from .file_export import FileExportSource, check_delivery, delivery_folder
 from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
+from .periods import add_period
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
-from .retention import add_period, failpoint
+from .retention import failpoint
 from .storage import FileSystemStorage, S3Storage, storage_for
 from .systems import System, load_system, load_systems
 

@@ -390,7 +390,7 @@ def _record_classes(r: _Reader, data: dict, root: Table | None) -> tuple[RecordC
         if not _DURATION.match(period) or period == "P":
             raise r.fail(f"{where}.retention.period", f"{period!r} is not an ISO 8601 duration like P2Y or P10Y")
         try:
-            from .retention import add_period
+            from .periods import add_period
 
             add_period(dt.date(2000, 1, 1), period)
         except ValueError:

@@ -17,8 +17,12 @@ from transforms.systems import System, load_system
 
 
 def mellanarkiv_asset(system_name: str) -> Asset:
-    """The Asset a system's DAG updates when new packages land in the mellanarkiv."""
-    return Asset(uri=f"arkiv://mellanarkiv/{system_name}", name=f"mellanarkiv_{system_name}")
+    """The Asset a system's DAG updates when new packages land in the mellanarkiv.
+
+    The ``x-`` scheme is Airflow's mark of a private scheme: no provider normalises it, so making
+    the Asset does not load every provider's URI handlers (the Amazon provider's imports boto3,
+    ~0.4 s on every DAG file parse otherwise)."""
+    return Asset(uri=f"x-arkiv://mellanarkiv/{system_name}", name=f"mellanarkiv_{system_name}")
 
 
 def decision_timing() -> tuple[float, float]:

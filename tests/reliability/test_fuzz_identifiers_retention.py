@@ -3,7 +3,7 @@
 The quality gate's expectations (expectations/custom.py) call
 ``transforms.identifiers.is_valid_personnummer``/``is_valid_organisationsnummer`` on every
 value of a column, and the retention schedule dates every record with
-``transforms.retention.add_period``. Both see whatever a source system delivers, so: any input
+``transforms.periods.add_period``. Both see whatever a source system delivers, so: any input
 gives a clear answer (a bool, a date or a ValueError), and the answers obey the rules.
 """
 
@@ -22,7 +22,7 @@ from transforms.identifiers import (
     make_organisationsnummer,
     make_personnummer,
 )
-from transforms.retention import add_period
+from transforms.periods import add_period
 
 FAST = settings(max_examples=400, deadline=200)
 TODAY = dt.date(2026, 6, 1)
