@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from lxml import etree
 
@@ -74,20 +75,9 @@ def _dates(parent: etree._Element, pairs: Iterable[tuple[str, object]]) -> None:
             _sub(dates, "date", value, dateType=dtype)
 
 
-def build_erms(
-    cases: Iterable[Case],
-    *,
-    mapping: Mapping[str, Mapping[str, str]],
-    system_title: str,
-    creator_name: str,
-    creator_orgnr: str,
-    package_id: str,
-    created: dt.datetime,
-    software: str,
-    retention: Mapping[str, object] | None = None,
-) -> etree._ElementTree:
-    """The ERMS document for a package's cases; ``mapping`` is the YAML ``content`` section."""
-    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
+def _erms_root(*, system_title: str, creator_name: str, creator_orgnr: str, package_id: str,
+               created: dt.datetime, software: str) -> etree._Element:
+    """The ``erms`` element with its ``control`` section and an empty ``aggregations``."""
     root = etree.Element(E + "erms", nsmap={None: NS_ERMS, "xsi": NS_XSI})
     root.set(f"{{{NS_XSI}}}schemaLocation", f"{NS_ERMS} ../../schemas/ERMS.xsd")
     control = _sub(root, "control")
@@ -104,44 +94,120 @@ def build_erms(
     _sub(event, "eventDateTime", _dt(created))
     agent = _sub(event, "agent", agentType="other", otherAgentType="software")
     _sub(agent, "name", software)
+    _sub(root, "aggregations")
+    return root
 
-    aggs = _sub(root, "aggregations")
+
+def build_erms(
+    cases: Iterable[Case],
+    *,
+    mapping: Mapping[str, Mapping[str, str]],
+    system_title: str,
+    creator_name: str,
+    creator_orgnr: str,
+    package_id: str,
+    created: dt.datetime,
+    software: str,
+    retention: Mapping[str, object] | None = None,
+) -> etree._ElementTree:
+    """The ERMS document for a package's cases; ``mapping`` is the YAML ``content`` section."""
+    root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
+                      package_id=package_id, created=created, software=software)
+    aggs = root[-1]
     for case in cases:
-        f = case.fields
-        agg = _sub(aggs, "aggregation", systemIdentifier=str(f[cm["id"]]), aggregationType="caseFile")
-        _sub(agg, "objectId", f[cm["reference"]])
-        if f.get(cm.get("secrecy", "")):
-            _sub(agg, "securityClass", "secret")
-        if cm.get("classification") and f.get(cm["classification"]) is not None:
-            _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
-        _sub(agg, "title", f[cm["title"]])
-        status = CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
-        if status:
-            _sub(agg, "status", value=status)
-        if f.get(cm.get("secrecy", "")):
-            restriction = _sub(agg, "restriction", restrictionType="confidential")
-            _sub(restriction, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
-        if retention:
-            _disposal(agg, retention, f.get(str(retention.get("counted_from", ""))))
-        agents = _sub(agg, "agents")
-        officer = _sub(agents, "agent", agentType="responsible_person")
-        _sub(officer, "name", f.get(cm.get("officer", "")) or "okänd")
-        _sub(officer, "organisation", creator_name)
-        if cm.get("unit") and f.get(cm["unit"]):
-            _sub(officer, "unitName", f[cm["unit"]])
-        for party in case.parties:
-            a = _sub(agents, "agent", agentType="counterpart")
-            _sub(a, "name", party.get(pm.get("name", "")) or "okänd")
-            number = party.get(pm.get("personnummer", "")) or party.get(pm.get("organisationsnummer", ""))
-            if number:
-                kind = "personnummer" if party.get(pm.get("personnummer", "")) else "organisationsnummer"
-                _sub(a, "idNumber", number, idNumberType=kind)
-            if party.get(pm.get("role", "")):
-                _sub(a, "role", party[pm["role"]])
-        _dates(agg, [("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
-        for doc in case.documents:
-            _record(agg, doc, dm)
+        _aggregation(aggs, case, mapping, creator_name, retention)
     return root.getroottree()
+
+
+def write_erms(
+    out: BinaryIO,
+    cases: Iterable[Case],
+    *,
+    mapping: Mapping[str, Mapping[str, str]],
+    system_title: str,
+    creator_name: str,
+    creator_orgnr: str,
+    package_id: str,
+    created: dt.datetime,
+    software: str,
+    retention: Mapping[str, object] | None = None,
+) -> int:
+    """Write the same bytes as ``tostring(build_erms(...), pretty_print=True)`` one case at a time.
+
+    Only the ``control`` section and one ``aggregation`` are ever in memory: each case's
+    subtree is serialised inside the (small) document skeleton, so its indentation is the one
+    the whole tree would give it, and the skeleton's bytes around it are cut off. libxml2
+    decides indentation per element from that element's own children, so the concatenation
+    equals the whole document's serialisation. Returns the number of cases written.
+    """
+    root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
+                      package_id=package_id, created=created, software=software)
+    aggs = root[-1]
+    tree = root.getroottree()
+
+    def serialise() -> bytes:
+        return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+    marker = etree.SubElement(aggs, E + "aggregation")
+    skeleton = serialise()
+    aggs.remove(marker)
+    line = b"<aggregation/>\n"  # the marker's line; text and attribute values cannot hold a bare "<"
+    at = skeleton.index(line)
+    head, tail = skeleton[:skeleton.rindex(b"\n", 0, at) + 1], skeleton[at + len(line):]
+    count = 0
+    for case in cases:
+        agg = _aggregation(aggs, case, mapping, creator_name, retention)
+        data = serialise()
+        aggs.remove(agg)
+        if not (data.startswith(head) and data.endswith(tail)):  # pragma: no cover - libxml2 changed
+            raise RuntimeError("ERMS case serialisation does not fit the document skeleton")
+        if not count:
+            out.write(head)
+        out.write(data[len(head):len(data) - len(tail)])
+        count += 1
+    out.write(tail if count else serialise())
+    return count
+
+
+def _aggregation(aggs: etree._Element, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
+                 retention: Mapping[str, object] | None) -> etree._Element:
+    """One case as an ``aggregation`` of type ``caseFile`` under ``aggs``."""
+    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
+    f = case.fields
+    agg = _sub(aggs, "aggregation", systemIdentifier=str(f[cm["id"]]), aggregationType="caseFile")
+    _sub(agg, "objectId", f[cm["reference"]])
+    if f.get(cm.get("secrecy", "")):
+        _sub(agg, "securityClass", "secret")
+    if cm.get("classification") and f.get(cm["classification"]) is not None:
+        _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
+    _sub(agg, "title", f[cm["title"]])
+    status = CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
+    if status:
+        _sub(agg, "status", value=status)
+    if f.get(cm.get("secrecy", "")):
+        restriction = _sub(agg, "restriction", restrictionType="confidential")
+        _sub(restriction, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
+    if retention:
+        _disposal(agg, retention, f.get(str(retention.get("counted_from", ""))))
+    agents = _sub(agg, "agents")
+    officer = _sub(agents, "agent", agentType="responsible_person")
+    _sub(officer, "name", f.get(cm.get("officer", "")) or "okänd")
+    _sub(officer, "organisation", creator_name)
+    if cm.get("unit") and f.get(cm["unit"]):
+        _sub(officer, "unitName", f[cm["unit"]])
+    for party in case.parties:
+        a = _sub(agents, "agent", agentType="counterpart")
+        _sub(a, "name", party.get(pm.get("name", "")) or "okänd")
+        number = party.get(pm.get("personnummer", "")) or party.get(pm.get("organisationsnummer", ""))
+        if number:
+            kind = "personnummer" if party.get(pm.get("personnummer", "")) else "organisationsnummer"
+            _sub(a, "idNumber", number, idNumberType=kind)
+        if party.get(pm.get("role", "")):
+            _sub(a, "role", party[pm["role"]])
+    _dates(agg, [("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
+    for doc in case.documents:
+        _record(agg, doc, dm)
+    return agg
 
 
 def _disposal(parent: etree._Element, retention: Mapping[str, object], start: object) -> None:

@@ -39,7 +39,7 @@ import tarfile
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +60,7 @@ from .hashing import HashingReader, HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
 from .periods import add_period
 from .systems import System, Table
-from .xmltools import NS_ARKIV, NS_DATADICT, SCHEMA_DIR, schema_errors, schemas_used
+from .xmltools import NS_ARKIV, NS_DATADICT, NS_ERMS, SCHEMA_DIR, file_schema_errors, schema_errors, schemas_used
 
 #: namespace for deterministic package identifiers (UUIDv5)
 PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
@@ -133,8 +133,21 @@ def _read_children(files: Sequence[str], parent_column: str, keys: pa.Array) -> 
     """The rows of a child table whose parent is in ``keys``, filtered while scanning."""
     if not files:
         return pa.table({})
-    dataset = ds.dataset(list(files), format="parquet")
-    return dataset.to_table(filter=pc.field(parent_column).isin(keys))
+    # One thread, one batch at a time: the dataset scanner's threads kept tens of MB of
+    # allocator arenas for a few MB of rows, growing with the package (bench/README.md, memory).
+    readers = [pq.ParquetFile(path) for path in files]
+    try:
+        schema = readers[0].schema_arrow
+        if any(not r.schema_arrow.equals(schema) for r in readers[1:]):
+            # Parts whose schemas differ (a column all null in one of them): the dataset unifies them.
+            return ds.dataset(list(files), format="parquet").to_table(filter=pc.field(parent_column).isin(keys))
+        value_set = keys.combine_chunks() if isinstance(keys, pa.ChunkedArray) else keys
+        batches = [batch.filter(pc.is_in(batch[parent_column], value_set=value_set))
+                   for r in readers for batch in r.iter_batches(batch_size=10_000, use_threads=False)]
+        return pa.Table.from_batches(batches, schema=schema)
+    finally:
+        for r in readers:
+            r.close()
 
 
 def _chunks(system: System, partition: Partition) -> Iterable[pa.Table]:
@@ -437,10 +450,14 @@ def _add_document(tar: tarfile.TarFile, formats: _FormatStep, files: _PackageFil
     return orig_arc, oref
 
 
-def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict[str, list[dict]]:
-    """Every descendant row of a chunk's root rows, per table (parents before children)."""
+def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict[str, pa.Table]:
+    """Every descendant row of a chunk's root rows, per table (parents before children), sorted by key.
+
+    Kept as Arrow tables: a Python dict per row is made only where rows are used one by one
+    (CSV tables, tabular documents), or per case for an ERMS package (see :func:`_by_case`).
+    """
     keys: dict[str, pa.Array] = {system.root_table.name: root_rows[system.root_table.key]}
-    out: dict[str, list[dict]] = {}
+    out: dict[str, pa.Table] = {}
     for table in system.table_order():
         if table.parent_table is None:
             continue
@@ -450,8 +467,34 @@ def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict
         if t.num_rows:
             t = t.sort_by(table.key)
             keys[table.name] = t[table.key]
-        out[table.name] = t.to_pylist()
+        out[table.name] = t
     return out
+
+
+def _by_case(t: pa.Table, case_column: str, key: str) -> tuple[pa.Table, dict[object, tuple[int, int]]]:
+    """``t`` ordered by case, then by key, and where each case's rows are in it (offset, count).
+
+    Within a case the rows keep the key order :func:`_children` gave them, so a case's rows
+    read from its slice are the rows, in the order, that grouping the whole table would give.
+    """
+    if not t.num_rows:
+        return t, {}
+    t = t.sort_by([(case_column, "ascending"), (key, "ascending")])
+    where: dict[object, tuple[int, int]] = {}
+    for i, value in enumerate(t[case_column].to_pylist()):
+        at = where.get(value)
+        where[value] = (i, 1) if at is None else (at[0], at[1] + 1)
+    return t, where
+
+
+def _rows_of(t: pa.Table, where: dict[object, tuple[int, int]], case: object) -> list[dict]:
+    at = where.get(case)
+    return t.slice(at[0], at[1]).to_pylist() if at else []
+
+
+def _column(t: pa.Table, name: str) -> list:
+    """A column's values (None for each row when the table has no such column)."""
+    return t[name].to_pylist() if name in t.column_names else [None] * t.num_rows
 
 
 def _csv_bytes(table: Table, rows: Sequence[dict]) -> bytes:
@@ -481,21 +524,24 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     erms_kind = system.content_kind == "erms"
     rc = system.record_class(partition.record_class)
     objid = package_id_for(system.name, rc.name, staged.batch, part_no, partition.digest)
-    children = _children(system, partition, roots)
-    root_rows = roots.to_pylist()
-    rows_by_table = {root_t.name: root_rows, **children}
+    tables = {root_t.name: roots, **_children(system, partition, roots)}
     if erms_kind:
         cm, dm, pm = content["case"], content["document"], content.get("party", {})
-        csv_tables = [t for t in system.tables.values() if t.name not in {cm["table"], dm["table"], pm.get("table")}]
+        described = {cm["table"], dm["table"], pm.get("table")}
+        csv_tables = [t for t in system.tables.values() if t.name not in described]
     else:
+        described = set()
         csv_tables = system.table_order()
+    # Rows as Python dicts only for the tables used row by row; an ERMS package's cases,
+    # documents and parties are read one case at a time (see _erms_content).
+    rows_by_table = {name: t.to_pylist() for name, t in tables.items() if name not in described}
 
     final = build_dir / f"{objid}.tar"
     tmp = build_dir / f".{objid}.tar.part-{uuid.uuid4().hex[:8]}"
     work = build_dir / f".{objid}.work-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
     formats = formats or _FormatStep(system.formats, build_dir, build_dir / "quarantined-documents", None)
-    sources = [Path(r["source_path"]) for rows in rows_by_table.values() for r in rows if r.get("source_path")]
+    sources = [Path(p) for t in tables.values() for p in _column(t, "source_path") if p]
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     missing: list[str] = []
@@ -508,16 +554,15 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
             out = HashingWriter(raw)
             with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
                 if erms_kind:
-                    descriptive = _erms_content(tar, system, staged, rc, objid, root_rows, children, data_prefix,
-                                                files, records, used_names, now, formats,
-                                                missing if allow_missing_files else None)
+                    descriptive = _erms_content(tar, system, rc, objid, tables, work, files, records, used_names,
+                                                now, formats, missing if allow_missing_files else None)
                 else:
                     descriptive = []
                     _tabular_documents(tar, system, objid, rows_by_table, data_prefix, files, used_names, formats)
                     ref_col = content.get("reference") or root_t.key
                     start = rc.retention.counted_from
                     records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
-                                               _iso(r.get(start))) for r in root_rows)
+                                               _iso(r.get(start))) for r in rows_by_table[root_t.name])
                 doc_bytes = sum(ref.size for ref, _ in data_files)
                 for table in csv_tables:
                     data = _csv_bytes(table, rows_by_table.get(table.name, []))
@@ -537,7 +582,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                 format_events, format_agents = formats.events(files)
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
                                 len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
-                                _due_range(rc, root_rows), files.originals, format_events, format_agents)
+                                _due_range(rc, _column(roots, rc.retention.counted_from)), files.originals,
+                                format_events, format_agents)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -571,26 +617,34 @@ def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
     return rel
 
 
-def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root_rows: list[dict],
-                  children: dict[str, list[dict]], data_prefix: str, files: _PackageFiles, records: list,
-                  used_names: set[str], now: dt.datetime, formats: _FormatStep,
-                  missing: list[str] | None = None) -> list[tuple[str, bytes, str, str]]:
-    """Documents into the TAR and the ERMS document describing the cases; returns the dmd files."""
+def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Table], work: Path,
+                  files: _PackageFiles, records: list, used_names: set[str], now: dt.datetime, formats: _FormatStep,
+                  missing: list[str] | None = None) -> list[tuple[str, bytes | Path, str, str]]:
+    """Documents into the TAR and the ERMS document describing the cases; returns the dmd files.
+
+    One case at a time: its rows are read from Arrow, its documents go into the TAR and its
+    ``aggregation`` is written to ERMS.xml in the work directory (validated once written),
+    so memory does not grow with the number of cases.
+    """
     content = system.content
     cm, dm, pm = content["case"], content["document"], content.get("party", {})
     root_key = system.root_table.key
-    docs_by_case: dict[object, list[dict]] = defaultdict(list)
-    for d in children.get(dm["table"], []):
-        docs_by_case[d[dm["case"]]].append(d)
-    parties_by_case: dict[object, list[dict]] = defaultdict(list)
-    for p in children.get(pm.get("table", ""), []):
-        parties_by_case[p[pm["case"]]].append(p)
-    cases = []
-    for case in root_rows:
+    empty = pa.table({})
+    docs, docs_at = _by_case(tables.get(dm["table"], empty), dm["case"], system.tables[dm["table"]].key)
+    parties, parties_at = (_by_case(tables.get(pm["table"], empty), pm["case"], system.tables[pm["table"]].key)
+                           if pm.get("table") else (empty, {}))
+
+    def cases() -> Iterator[erms.Case]:
+        for batch in tables[system.root_table.name].to_batches(max_chunksize=1000):
+            for case in batch.to_pylist():
+                yield _erms_case(tar, case, _rows_of(docs, docs_at, case[root_key]),
+                                 _rows_of(parties, parties_at, case[root_key]))
+
+    def _erms_case(tar, case: dict, case_docs: list[dict], case_parties: list[dict]) -> erms.Case:
         key = case[root_key]
         folder = safe_name(str(case[cm["reference"]]).replace("/", "-"))
-        ec = erms.Case(fields=case, parties=parties_by_case.get(key, []))
-        for doc in docs_by_case.get(key, []):
+        ec = erms.Case(fields=case, parties=case_parties)
+        for doc in case_docs:
             number = doc.get(dm.get("number", "")) if dm.get("number") else None
             name = safe_name(str(doc.get(dm["file_name"]) or doc[dm["id"]]))
             rel = _unique(used_names, folder, f"{number}_{name}" if number is not None else name, doc[dm["id"]])
@@ -606,18 +660,25 @@ def _erms_content(tar, system: System, staged: StagedBatch, rc, objid: str, root
             path, ref = _add_document(tar, formats, files, rel, src, f"file-{doc[dm['id']]}",
                                       doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
             ec.documents.append(erms.Document(fields=doc, package_path="../../" + path, size=ref.size))
-        cases.append(ec)
         records.append(RecordEntry(str(key), str(case[cm["reference"]]), _iso(case.get(cm.get("opened", ""))),
                                    _iso(case.get(cm.get("closed", ""))), _iso(case.get(rc.retention.counted_from))))
+        return ec
+
     ag = system.agreement
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
                  "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}
-    tree = erms.build_erms(
-        cases, mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
-        creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
-        software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
-    )
-    return [("ERMS.xml", _xml_bytes(tree, "ERMS.xml", objid), "OTHER", "ERMS")]
+    path = work / "ERMS.xml"
+    with open(path, "wb") as fh:
+        erms.write_erms(
+            fh, cases(), mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
+            creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
+            software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
+        )
+    errors = file_schema_errors(path, NS_ERMS)
+    if errors:
+        raise PackageBuildError(f"ERMS.xml of package {objid} does not validate against its schema: "
+                                + "; ".join(errors[:5]))
+    return [("ERMS.xml", path, "OTHER", "ERMS")]
 
 
 def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str, list[dict]], data_prefix: str,
@@ -672,6 +733,22 @@ def _add_bytes(tar: tarfile.TarFile, objid: str, arcname: str, data: bytes, now:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _add_path(tar: tarfile.TarFile, objid: str, arcname: str, path: Path, now: dt.datetime, file_id: str,
+              mime: str) -> FileRef:
+    """A file the build wrote (in its work directory) into the TAR as :func:`_add_bytes` adds bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        info = tarfile.TarInfo(f"{objid}/{arcname}")
+        info.size = size
+        info.mtime = int(now.timestamp())
+        info.mode = 0o644
+        reader = HashingReader(fh)
+        tar.addfile(info, reader)  # type: ignore[arg-type]
+        if reader.size != size or fh.read(1):
+            raise PackageBuildError(f"{arcname}: changed while it was being copied into package {objid}")
+    return FileRef(file_id, arcname, mime, size, reader.hexdigest(), now)
+
+
 def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
     errors = schema_errors(tree)
     if errors:
@@ -709,9 +786,11 @@ def _retention_xml(system: System, rc, period: str, due: tuple[dt.date, dt.date]
     return root.getroottree()
 
 
-def _due_range(rc, rows: Sequence[dict]) -> tuple[dt.date, dt.date] | None:
-    """When the rule falls due for the first and the last record of a package (None if unknown)."""
-    starts = [r.get(rc.retention.counted_from) for r in rows]
+def _due_range(rc, starts: Sequence[object]) -> tuple[dt.date, dt.date] | None:
+    """When the rule falls due for the first and the last record of a package (None if unknown).
+
+    ``starts``: each record's value of the column the rule counts from.
+    """
     dates = [d.date() if isinstance(d, dt.datetime) else d for d in starts if isinstance(d, dt.date)]
     if not dates:
         return None
@@ -742,7 +821,8 @@ def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._Element
 
 
 def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
-                    descriptive: list[tuple[str, bytes, str, str]], data_files: list[tuple[FileRef, premis.FileObject]],
+                    descriptive: list[tuple[str, bytes | Path, str, str]],
+                    data_files: list[tuple[FileRef, premis.FileObject]],
                     events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
                     csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
                     originals: Sequence[tuple[FileRef, premis.FileObject]] = (),
@@ -829,10 +909,13 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     _add_bytes(tar, objid, "documentation/data-dictionary.xml", dictionary_bytes, now)
     dmd = []
     for name, data, mdtype, other in descriptive:
-        _add_bytes(tar, objid, f"metadata/descriptive/{name}", data, now)
-        dmd.append(MetadataRef("dmdSec", _ref(f"dmd-{safe_name(name.lower().rsplit('.', 1)[0])}",
-                                              f"metadata/descriptive/{name}", data, "application/xml", now),
-                               mdtype, other))
+        file_id, href = f"dmd-{safe_name(name.lower().rsplit('.', 1)[0])}", f"metadata/descriptive/{name}"
+        if isinstance(data, Path):
+            ref = _add_path(tar, objid, href, data, now, file_id, "application/xml")
+        else:
+            _add_bytes(tar, objid, href, data, now)
+            ref = _ref(file_id, href, data, "application/xml", now)
+        dmd.append(MetadataRef("dmdSec", ref, mdtype, other))
     _add_bytes(tar, objid, "metadata/descriptive/retention.xml", retention_bytes, now)
     dmd.append(MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
                                           "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"))

@@ -145,3 +145,45 @@ def schemas_used(tree: etree._ElementTree | etree._Element) -> list[str]:
     used = {etree.QName(tag).namespace for tag in tags if isinstance(tag, str)}
     used |= {name[1:].split("}")[0] for name in attrs if name.startswith("{")}
     return sorted(SCHEMA_FILES[ns] for ns in used if ns in SCHEMA_FILES)
+
+
+
+class _NullTarget:
+    """A parser target without callbacks: libxml2 parses (and validates) and builds nothing."""
+
+    def close(self):
+        return None
+
+
+_SAFE_PARSE = dict(resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False, huge_tree=False)
+
+
+def file_schema_errors(path: Path | str, namespace: str, *, chunk: int = 1 << 20) -> list[str]:
+    """Validate a file against the bundled schema for ``namespace`` while reading it, building no tree.
+
+    As in the validator (``transforms/validate.py``): a validating parser with a target that
+    builds nothing, beside a plain one that judges well-formedness (the validating parser does
+    not report every well-formedness error). Only a document found wrong is parsed again as a
+    tree, for the errors with line numbers that :func:`schema_errors` gives; [] when valid.
+    """
+    wellformed = etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE)
+    validating = etree.XMLParser(target=_NullTarget(), schema=schema_for(namespace), **_SAFE_PARSE)
+    raised = False
+    try:
+        with open(path, "rb") as fh:
+            while data := fh.read(chunk):
+                wellformed.feed(data)
+                validating.feed(data)
+        wellformed.close()
+        validating.close()
+    except etree.XMLSyntaxError:
+        raised = True  # worded below, from the tree
+    # lxml logs a target parser's validation errors instead of raising them.
+    logged = [e for p in (wellformed, validating) for e in p.feed_error_log if e.level >= etree.ErrorLevels.ERROR]
+    if not raised and not logged:
+        return []
+    try:
+        errors = schema_errors(parse_file(path))
+    except XMLRejected as rejected:
+        return [str(rejected)]
+    return errors or [f"line {e.line}: {e.message}" for e in logged] or ["not well-formed or not valid"]
