@@ -424,6 +424,27 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
 _MIGRATION_LOCK = 0x41524B4956  # "ARKIV"
 
 
+def _set_wal(cur, seconds: float = 60.0) -> None:
+    """Switch a SQLite connection to WAL, waiting for other processes doing the same.
+
+    Switching the journal mode needs the database to itself, and SQLite answers "database is
+    locked" at once, without its busy timeout, when another connection opens a brand-new
+    file at the same moment (two tasks creating the catalogue together): retry with backoff."""
+    import sqlite3
+    import time
+
+    deadline, pause = time.monotonic() + seconds, 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+
 class Catalogue:
     """Access to the catalogue database; :meth:`session` gives a transaction."""
 
@@ -435,9 +456,9 @@ class Catalogue:
         self.engine = sa.create_engine(url, hide_parameters=True, **kwargs)
         if url.startswith("sqlite"):
             @sa_event.listens_for(self.engine, "connect")
-            def _sqlite_pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            def _sqlite_pragmas(dbapi_conn, _record):
                 cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
+                _set_wal(cur)
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.execute("PRAGMA synchronous=FULL")
                 cur.close()
