@@ -19,11 +19,12 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 
 import pytest
 import sqlalchemy as sa
 from fault_support import AS_OF, BACKENDS, INTERVAL, KILLED, RESULTS, Backend, arkiv
+from fault_support import places as _places
+from fault_support import reconcile_report as _reconcile
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -47,25 +48,6 @@ FAILPOINTS = [
 ]
 CASES = [pytest.param(fp, phase, backend, id=f"{fp}-{backend}")
          for fp, phase, backends in FAILPOINTS for backend in backends]
-
-
-def _reconcile(env: dict, *extra: str) -> tuple[int, dict]:
-    r = arkiv(env, "reconcile", "--json", "--grace", "0", *extra)
-    assert r.returncode in (0, 1), f"reconcile failed to run: {r.stderr}"
-    return r.returncode, json.loads(r.stdout)
-
-
-def _places(url: str) -> tuple[Counter, set]:
-    """How many live packages each record is in, and the records that are disposed of with a tombstone."""
-    eng = sa.create_engine(url)
-    with eng.connect() as c:
-        rows = c.exec_driver_sql(
-            "SELECT r.system, r.source_id, p.status, t.package_id FROM records r "
-            "JOIN packages p ON p.id = r.package_id LEFT JOIN tombstones t ON t.package_id = p.id").all()
-    eng.dispose()
-    live = Counter((s, i) for s, i, status, _ in rows if status in ("stored", "transferred"))
-    disposed = {(s, i) for s, i, status, stone in rows if status == "disposed" and stone}
-    return live, disposed
 
 
 @pytest.mark.parametrize(("failpoint", "phase", "backend"), CASES)
