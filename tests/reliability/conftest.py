@@ -77,6 +77,7 @@ def pytest_terminal_summary(terminalreporter):
     if out and (RESULTS or FUZZ or INFRA):
         import json
 
+        Path(out).parent.mkdir(parents=True, exist_ok=True)  # var/ does not exist yet in a fresh clone
         Path(out).write_text(json.dumps({"faults": RESULTS, "infrastructure": INFRA, "fuzz": dict(FUZZ),
                                          "sensitive_scan": SENSITIVE_SCAN}, indent=2), encoding="utf-8")
     if INFRA:
