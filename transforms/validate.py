@@ -43,7 +43,7 @@ from transforms import xmltools
 from transforms.errors import ContentError
 from transforms.identifiers import is_valid_organisationsnummer
 from transforms.safe_archive import DEFAULT_LIMITS, Limits, PackageReader, UnsafeArchive, open_package
-from transforms.xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK
+from transforms.xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, SAFE_PARSE, NullTarget
 
 PROFILE_DIR = Path(str(resources.files("transforms") / "profiles"))
 VOCABULARY_DIR = Path(str(resources.files("transforms") / "vocabularies"))
@@ -476,18 +476,9 @@ class _GroupLog:
 # --------------------------------------------------------------------------------------------
 # Streaming XML: safe, validating, in bounded memory
 # --------------------------------------------------------------------------------------------
-#: The protections of :func:`transforms.xmltools.safe_parser`, for the streaming parsers.
-_SAFE_PARSE = dict(resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False, huge_tree=False)
 _FORMAT_ATTRS = (("SIP32", ("FILEFORMATNAME",)), ("SIP33", ("FILEFORMATVERSION",)),
                  ("SIP34", ("FILEFORMATREGISTRY", "FORMATREGISTRY")),
                  ("SIP35", ("FILEFORMATKEY", "FORMATREGISTRYKEY")))
-
-
-class _NullTarget:
-    """A parser target without callbacks: libxml2 checks well-formedness and builds nothing."""
-
-    def close(self):
-        return None
 
 
 class _Declarations:
@@ -913,13 +904,13 @@ class _Validator:
         gives no line numbers while streaming: an invalid document's errors are listed from a
         tree, as before — only an invalid document pays that memory.
         """
-        wellformed = etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE)
+        wellformed = etree.XMLParser(target=NullTarget(), **SAFE_PARSE)
         trim = on_end is None
         if trim:
             parser = etree.XMLPullParser(events=("start", "end", "start-ns"), tag=root_tag, schema=schema,
-                                         **_SAFE_PARSE)
+                                         **SAFE_PARSE)
         else:
-            parser = etree.XMLPullParser(events=("start", "end"), schema=schema, **_SAFE_PARSE)
+            parser = etree.XMLPullParser(events=("start", "end"), schema=schema, **SAFE_PARSE)
         scan = _Scan()
         id_attrs, _ = _xsd_id_attributes()
         id_names = sorted({name for names in id_attrs.values() for name in names})
@@ -1010,7 +1001,7 @@ class _Validator:
             # parser pulls the stream) for the words a whole-document parse uses.
             with opener() as fh:
                 try:
-                    etree.parse(fh, etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE))
+                    etree.parse(fh, etree.XMLParser(target=NullTarget(), **SAFE_PARSE))
                 except etree.XMLSyntaxError as exc:
                     broken = exc
             raise xmltools.XMLRejected(f"{rel}: not well-formed XML: {broken}")
@@ -1067,8 +1058,8 @@ class _Validator:
         against ``schema`` (lxml logs a target parser's validation errors instead of raising).
         """
         decls = _Declarations()
-        wellformed = etree.XMLParser(target=decls, **_SAFE_PARSE)
-        validating = etree.XMLParser(target=_NullTarget(), schema=schema, **_SAFE_PARSE) if schema else None
+        wellformed = etree.XMLParser(target=decls, **SAFE_PARSE)
+        validating = etree.XMLParser(target=NullTarget(), schema=schema, **SAFE_PARSE) if schema else None
         id_attrs, _ = _xsd_id_attributes()
         id_names = {name.encode() for names in id_attrs.values() for name in names}
         seen_names: set[bytes] = set()
@@ -1114,7 +1105,7 @@ class _Validator:
     @staticmethod
     def _root_tag(opener) -> str | None:
         """The root element's tag, reading only as far as its start tag (None if there is none)."""
-        sniff = etree.XMLPullParser(events=("start",), **_SAFE_PARSE)
+        sniff = etree.XMLPullParser(events=("start",), **SAFE_PARSE)
         with opener() as fh:
             try:
                 while chunk := fh.read(_CHUNK):

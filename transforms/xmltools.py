@@ -45,17 +45,21 @@ SCHEMA_FILES: dict[str, str] = {
 MAX_XML_BYTES = 512 * 1024 * 1024
 
 
+#: The protections every parser of ours has: no entities resolved, no DTD loaded, no network,
+#: no huge trees (also for the streaming parsers of the builder and the validator).
+SAFE_PARSE = dict(resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False, huge_tree=False)
+
+
 def safe_parser(**extra) -> etree.XMLParser:
     """An XML parser that never resolves entities, loads DTDs or touches the network."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        load_dtd=False,
-        no_network=True,
-        dtd_validation=False,
-        huge_tree=False,
-        remove_comments=False,
-        **extra,
-    )
+    return etree.XMLParser(**SAFE_PARSE, remove_comments=False, **extra)
+
+
+class NullTarget:
+    """A parser target without callbacks: libxml2 parses (and validates) and builds nothing."""
+
+    def close(self):
+        return None
 
 
 class XMLRejected(ValueError):
@@ -148,16 +152,6 @@ def schemas_used(tree: etree._ElementTree | etree._Element) -> list[str]:
 
 
 
-class _NullTarget:
-    """A parser target without callbacks: libxml2 parses (and validates) and builds nothing."""
-
-    def close(self):
-        return None
-
-
-_SAFE_PARSE = dict(resolve_entities=False, load_dtd=False, no_network=True, dtd_validation=False, huge_tree=False)
-
-
 def file_schema_errors(path: Path | str, namespace: str, *, chunk: int = 1 << 20) -> list[str]:
     """Validate a file against the bundled schema for ``namespace`` while reading it, building no tree.
 
@@ -166,8 +160,8 @@ def file_schema_errors(path: Path | str, namespace: str, *, chunk: int = 1 << 20
     not report every well-formedness error). Only a document found wrong is parsed again as a
     tree, for the errors with line numbers that :func:`schema_errors` gives; [] when valid.
     """
-    wellformed = etree.XMLParser(target=_NullTarget(), **_SAFE_PARSE)
-    validating = etree.XMLParser(target=_NullTarget(), schema=schema_for(namespace), **_SAFE_PARSE)
+    wellformed = etree.XMLParser(target=NullTarget(), **SAFE_PARSE)
+    validating = etree.XMLParser(target=NullTarget(), schema=schema_for(namespace), **SAFE_PARSE)
     raised = False
     try:
         with open(path, "rb") as fh:
