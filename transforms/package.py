@@ -39,7 +39,7 @@ import tarfile
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,7 @@ from .conversion import Converter, Job
 from .errors import ArkivError, ContentError
 from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
-from .formats import Decision, FormatPolicy, Identification, Identifier
+from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
 from .hashing import HashingReader, HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
 from .periods import add_period
@@ -222,8 +222,25 @@ class _Verdict:
 
 
 @dataclass
+class _Pending:
+    """A document whose original is in the TAR and whose PDF/A is still to be made."""
+
+    rel: str
+    src: Path
+    file_id: str
+    original_name: str | None
+    orig_arc: str
+    oobj: premis.FileObject
+    verdict: _Verdict
+
+
+@dataclass
 class _PackageFiles:
-    """What one package's documents became: files per representation, events, quarantine."""
+    """What one package's documents became: files per representation, events, quarantine.
+
+    Verdicts arrive while the TAR is written (:meth:`_FormatStep.prepare`): :meth:`verdict`
+    waits only for the document it is asked about.
+    """
 
     objid: str
     now: dt.datetime
@@ -233,6 +250,25 @@ class _PackageFiles:
     quarantined: list = field(default_factory=list)
     formats: list = field(default_factory=list)
     converted: int = 0
+    to_convert: list[_Pending] = field(default_factory=list)
+    identified: Iterator[tuple[str, Identification]] | None = None
+    decide: Callable[[Identification], Decision] | None = None
+
+    def verdict(self, src: Path) -> _Verdict | None:
+        key = str(src)
+        while key not in self.verdicts and self.identified is not None:
+            found = next(self.identified, None)
+            if found is None:
+                self.identified = None
+                break
+            path, ident = found
+            self.verdicts[path] = _Verdict(ident, self.decide(ident))  # type: ignore[misc]
+        return self.verdicts.get(key)
+
+    def close(self) -> None:
+        if self.identified is not None:
+            self.identified.close()  # type: ignore[attr-defined]
+            self.identified = None
 
 
 class _FormatStep:
@@ -246,6 +282,8 @@ class _FormatStep:
         self.identifier = Identifier.shared()
         self.converter_version: str | None = None
         self._converters: list[Converter] = []  # started on first need, kept for every package of the call
+        self._pool: IdentifyPool | None = None
+        self._pool_tried = False
 
     def converter(self, n: int = 0) -> Converter:
         """LibreOffice converter ``n`` of this build (each with its own private profile, for all its packages)."""
@@ -255,9 +293,19 @@ class _FormatStep:
             self.converter_version = self._converters[0].version
         return self._converters[n]
 
+    def pool(self) -> IdentifyPool | None:
+        """The identification workers of this build, started for its first large package."""
+        if not self._pool_tried:
+            self._pool_tried = True
+            self._pool = IdentifyPool.start()
+        return self._pool
+
     def close(self) -> None:
         while self._converters:
             self._converters.pop().__exit__(None, None, None)
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     def convert(self, jobs: list[Job], work: Path) -> list:
         """Convert a package's batch; a large batch is split between two LibreOffice processes.
@@ -274,26 +322,68 @@ class _FormatStep:
             futures = [pool.submit(conv.convert, part, out) for conv, part, out in parts]
             return [r for f in futures for r in f.result()]
 
-    def prepare(self, objid: str, sources: Sequence[Path], work: Path, now: dt.datetime) -> _PackageFiles:
-        """Identify every source once, decide, convert what must be converted in one batch."""
-        verdicts: dict[str, _Verdict] = {}
-        for src in sources:
-            if str(src) in verdicts or not src.is_file():
-                continue
-            ident = self.identifier.identify(src)
-            verdicts[str(src)] = _Verdict(ident, self.policy.decide(ident))
-        todo = [(k, v) for k, v in verdicts.items() if v.decision.action == "convert"]
-        if todo:
-            results = self.convert([Job(Path(k), v.ident.puid, v.decision.target or "pdfa-2b") for k, v in todo], work)
-            for (_, v), r in zip(todo, results, strict=True):
-                v.detail, v.seconds = r.detail, r.seconds
-                if r.ok and r.output is not None:
+    def prepare(self, objid: str, sources: Sequence[Path], now: dt.datetime) -> _PackageFiles:
+        """Start identifying every source once, in the order the build will copy them.
+
+        A large package is identified by worker processes while the build copies the files
+        already identified into the TAR; what the policy says to convert is converted in one
+        batch once every document is in (:meth:`finish`).
+        """
+        unique = list(dict.fromkeys(str(s) for s in sources))
+        pool = self.pool() if len(unique) >= POOL_MIN_FILES else None
+        return _PackageFiles(objid, now, {}, identified=self.identifier.identify_stream(unique, pool),
+                             decide=self.policy.decide)
+
+    def finish(self, tar, files: _PackageFiles, work: Path) -> None:
+        """Convert the package's pending documents in one batch and add each PDF/A to rep1.
+
+        A conversion that fails, or whose output the policy does not accept, leaves the
+        original (already in rep1-original) as the only copy and sends it to the quarantine.
+        """
+        pending, files.to_convert = files.to_convert, []
+        if not pending:
+            return
+        jobs = [Job(p.src, p.verdict.ident.puid, p.verdict.decision.target or "pdfa-2b") for p in pending]
+        for p, r in zip(pending, self.convert(jobs, work), strict=True):
+            v = p.verdict
+            v.detail, v.seconds = r.detail, r.seconds
+            if r.ok and r.output is not None:
+                v.output_ident = self.identifier.identify(r.output)
+                after = self.policy.decide(v.output_ident)
+                if after.action == "accept":
                     v.output = r.output
-                    v.output_ident = self.identifier.identify(r.output)
-                    after = self.policy.decide(v.output_ident)
-                    if after.action != "accept":
-                        v.output, v.detail = None, f"the converted file is not accepted: {after.reason}"
-        return _PackageFiles(objid, now, verdicts)
+                else:
+                    v.detail = f"the converted file is not accepted: {after.reason}"
+            if v.output is not None and v.output_ident is not None:
+                self._add_derivative(tar, files, p)
+            else:
+                self._hold_back(files, p.src, p.rel, p.oobj, v,
+                                f"conversion of {v.ident.label} to {v.decision.target} failed: {v.detail}",
+                                "conversion failed")
+
+    def _add_derivative(self, tar, files: _PackageFiles, p: _Pending) -> None:
+        v = p.verdict
+        rel = p.rel
+        pdf_rel = rel.rsplit(".", 1)[0] + ".pdf" if "." in rel.rsplit("/", 1)[-1] else rel + ".pdf"
+        arc = f"representations/{REP}/data/{pdf_rel}"
+        ref, obj = _add_file(tar, files.objid, arc, v.output, p.file_id, p.original_name,  # type: ignore[arg-type]
+                             "application/pdf")
+        obj = _with_format(obj, v.output_ident,  # type: ignore[arg-type]
+                           derived_from=p.orig_arc,
+                           creating_application=("LibreOffice", (self.converter_version or "").split()[-1]))
+        files.data_files.append((ref, obj))
+        files.converted += 1
+        files.formats.append(_format_row(p.oobj, REP_ORIGINAL, v.ident, v.decision, "converted",
+                                         target=v.decision.target, derivative=arc, detail=v.detail,
+                                         seconds=round(v.seconds, 2), label=v.ident.label))
+        files.formats.append(_format_row(obj, REP, v.output_ident, self.policy.decide(v.output_ident),  # type: ignore
+                                         "derivative", derived_from=p.orig_arc))
+
+    def _hold_back(self, files: _PackageFiles, src: Path, rel: str, oobj: premis.FileObject, v: _Verdict,
+                   reason: str, outcome: str) -> None:
+        copy = self.quarantine(files, src, rel, reason)
+        files.formats.append(_format_row(oobj, REP_ORIGINAL, v.ident, v.decision, outcome, target=v.decision.target,
+                                         detail=v.detail or reason, quarantine_copy=copy, label=v.ident.label))
 
     def identify_bytes(self, data: bytes, work: Path, name: str) -> Identification:
         """Identify bytes we wrote ourselves (the tables' CSV) the same way as any document."""
@@ -398,19 +488,18 @@ def _add_document(tar: tarfile.TarFile, formats: _FormatStep, files: _PackageFil
                   file_id: str, original_name: str | None, declared_mime: str | None) -> tuple[str, FileRef]:
     """One document into the package as the format policy says; returns the original's (path, METS entry).
 
-    Accepted: into rep1 as delivered. Converted: the PDF/A into rep1, the original into
-    rep1-original. Rejected or failed: the original into rep1-original, a copy to the quarantine.
+    Accepted: into rep1 as delivered. To convert: the original into rep1-original now, the
+    PDF/A into rep1 when the package's batch is converted (:meth:`_FormatStep.finish`).
+    Rejected: the original into rep1-original, a copy to the quarantine.
     """
     objid = files.objid
-    verdict = files.verdicts.get(str(src))
+    if not src.is_file():  # unreadable: _add_file raises the ContentError that names it
+        _add_file(tar, objid, f"representations/{REP}/data/{rel}", src, file_id, original_name, declared_mime)
+    verdict = files.verdict(src)
     if verdict is None:
-        if not src.is_file():  # unreadable: _add_file raises the ContentError that names it
-            _add_file(tar, objid, f"representations/{REP}/data/{rel}", src, file_id, original_name, declared_mime)
-        # The file appeared after the package's files were identified: judge it now; it missed the
-        # conversion batch, so a file that needs converting is held back rather than passed.
+        # Not among the package's sources when identification started: judge it now.
         ident = formats.identifier.identify(src)
-        verdict = files.verdicts[str(src)] = _Verdict(ident, formats.policy.decide(ident),
-                                                      detail="the file appeared after the conversion batch ran")
+        verdict = files.verdicts[str(src)] = _Verdict(ident, formats.policy.decide(ident))
     ident, decision = verdict.ident, verdict.decision
     if decision.action == "accept":
         arc = f"representations/{REP}/data/{rel}"
@@ -424,29 +513,10 @@ def _add_document(tar: tarfile.TarFile, formats: _FormatStep, files: _PackageFil
                            declared_mime or ident.mime or None, rep=REP_ORIGINAL)
     oobj = _with_format(oobj, ident)
     files.originals.append((oref, oobj))
-    if decision.action == "convert" and verdict.output is not None and verdict.output_ident is not None:
-        pdf_rel = rel.rsplit(".", 1)[0] + ".pdf" if "." in rel.rsplit("/", 1)[-1] else rel + ".pdf"
-        arc = f"representations/{REP}/data/{pdf_rel}"
-        ref, obj = _add_file(tar, objid, arc, verdict.output, file_id, original_name, "application/pdf")
-        obj = _with_format(obj, verdict.output_ident, derived_from=orig_arc,
-                           creating_application=("LibreOffice", (formats.converter_version or "").split()[-1]))
-        files.data_files.append((ref, obj))
-        files.converted += 1
-        files.formats.append(_format_row(oobj, REP_ORIGINAL, ident, decision, "converted", target=decision.target,
-                                         derivative=arc, detail=verdict.detail, seconds=round(verdict.seconds, 2),
-                                         label=ident.label))
-        files.formats.append(_format_row(obj, REP, verdict.output_ident, formats.policy.decide(verdict.output_ident),
-                                         "derivative", derived_from=orig_arc))
-        return orig_arc, oref
     if decision.action == "convert":
-        reason = f"conversion of {ident.label} to {decision.target} failed: {verdict.detail}"
-        outcome = "conversion failed"
+        files.to_convert.append(_Pending(rel, src, file_id, original_name, orig_arc, oobj, verdict))
     else:
-        reason = decision.reason
-        outcome = "rejected"
-    copy = formats.quarantine(files, src, rel, reason)
-    files.formats.append(_format_row(oobj, REP_ORIGINAL, ident, decision, outcome, target=decision.target,
-                                     detail=verdict.detail or reason, quarantine_copy=copy, label=ident.label))
+        formats._hold_back(files, src, rel, oobj, verdict, decision.reason, "rejected")
     return orig_arc, oref
 
 
@@ -487,9 +557,14 @@ def _by_case(t: pa.Table, case_column: str, key: str) -> tuple[pa.Table, dict[ob
     return t, where
 
 
-def _rows_of(t: pa.Table, where: dict[object, tuple[int, int]], case: object) -> list[dict]:
-    at = where.get(case)
-    return t.slice(at[0], at[1]).to_pylist() if at else []
+def _rows_of(t: pa.Table, where: dict[object, tuple[int, int]], cases: Sequence[object]) -> dict[object, list[dict]]:
+    """The rows of each of ``cases`` (a batch of them), converted to dicts in one go rather than per case."""
+    spans = [where[c] for c in cases if c in where]
+    if not spans:
+        return {}
+    lo = min(start for start, _ in spans)
+    rows = t.slice(lo, max(start + n for start, n in spans) - lo).to_pylist()
+    return {c: rows[where[c][0] - lo:where[c][0] - lo + where[c][1]] for c in cases if c in where}
 
 
 def _column(t: pa.Table, name: str) -> list:
@@ -528,6 +603,9 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     if erms_kind:
         cm, dm, pm = content["case"], content["document"], content.get("party", {})
         described = {cm["table"], dm["table"], pm.get("table")}
+        if tables.get(dm["table"]) is not None and tables[dm["table"]].num_rows:
+            # in the order the documents are copied (case by case), which is the order they are identified in
+            tables[dm["table"]], _ = _by_case(tables[dm["table"]], dm["case"], system.tables[dm["table"]].key)
         csv_tables = [t for t in system.tables.values() if t.name not in described]
     else:
         described = set()
@@ -546,9 +624,10 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     used_names: set[str] = set()
     missing: list[str] = []
     doc_bytes = 0
+    files: _PackageFiles | None = None
     try:
         work.mkdir()
-        files = formats.prepare(objid, sources, work, now)
+        files = formats.prepare(objid, sources, now)
         data_files: list[tuple[FileRef, premis.FileObject]] = files.data_files
         with open(tmp, "wb") as raw:
             out = HashingWriter(raw)
@@ -563,6 +642,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     start = rc.retention.counted_from
                     records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
                                                _iso(r.get(start))) for r in rows_by_table[root_t.name])
+                files.close()
+                formats.finish(tar, files, work)
                 doc_bytes = sum(ref.size for ref, _ in data_files)
                 for table in csv_tables:
                     data = _csv_bytes(table, rows_by_table.get(table.name, []))
@@ -592,6 +673,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
         tmp.unlink(missing_ok=True)
         raise
     finally:
+        if files is not None:
+            files.close()
         shutil.rmtree(work, ignore_errors=True)
     return BuiltPackage(
         package_id=objid, path=str(final), size=out.size, sha256=out.hexdigest(), system=system.name,
@@ -636,9 +719,10 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
 
     def cases() -> Iterator[erms.Case]:
         for batch in tables[system.root_table.name].to_batches(max_chunksize=1000):
+            keys = batch[root_key].to_pylist()
+            batch_docs, batch_parties = _rows_of(docs, docs_at, keys), _rows_of(parties, parties_at, keys)
             for case in batch.to_pylist():
-                yield _erms_case(tar, case, _rows_of(docs, docs_at, case[root_key]),
-                                 _rows_of(parties, parties_at, case[root_key]))
+                yield _erms_case(tar, case, batch_docs.get(case[root_key], []), batch_parties.get(case[root_key], []))
 
     def _erms_case(tar, case: dict, case_docs: list[dict], case_parties: list[dict]) -> erms.Case:
         key = case[root_key]

@@ -49,5 +49,9 @@ def test_rows_per_case_are_the_grouped_rows_in_key_order(parts):
         grouped.setdefault(row["case_id"], []).append(row)
     by_case, where = _by_case(t, "case_id", "document_id")
     for case in (10, 11, 12, 13, 99):
-        assert _rows_of(by_case, where, case) == grouped.get(case, [])
-    assert [r["document_id"] for r in _rows_of(by_case, where, 10)] == [1, 3, 7]
+        assert _rows_of(by_case, where, [case]).get(case, []) == grouped.get(case, [])
+    assert [r["document_id"] for r in _rows_of(by_case, where, [10])[10]] == [1, 3, 7]
+    # a batch of cases, in any order and with unknown ones, gives each case exactly its rows
+    batch = _rows_of(by_case, where, [12, 99, 10, 13, 11])
+    assert batch == {case: rows for case, rows in grouped.items()}
+    assert _rows_of(by_case, where, [99]) == {}
