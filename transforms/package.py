@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import unicodedata
 import uuid
 from collections import defaultdict
@@ -56,10 +55,11 @@ from .errors import ArkivError, ContentError
 from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
-from .hashing import HashingReader, HashingWriter, copy_hashed, fsync_dir
+from .hashing import HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets
 from .periods import add_period
 from .systems import System, Table
+from .tarstream import SourceSizeError, TarStream
 from .xmltools import NS_ARKIV, NS_DATADICT, NS_ERMS, SCHEMA_DIR, file_schema_errors, schema_errors, schemas_used
 
 #: namespace for deterministic package identifiers (UUIDv5)
@@ -484,7 +484,7 @@ def _format_row(obj: premis.FileObject, rep: str, ident: Identification, decisio
             "sha256": obj.sha256, "size": obj.size, **extra}
 
 
-def _add_document(tar: tarfile.TarFile, formats: _FormatStep, files: _PackageFiles, rel: str, src: Path,
+def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, rel: str, src: Path,
                   file_id: str, original_name: str | None, declared_mime: str | None) -> tuple[str, FileRef]:
     """One document into the package as the format policy says; returns the original's (path, METS entry).
 
@@ -631,7 +631,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
         data_files: list[tuple[FileRef, premis.FileObject]] = files.data_files
         with open(tmp, "wb") as raw:
             out = HashingWriter(raw)
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
+            with TarStream(out) as tar:
                 if erms_kind:
                     descriptive = _erms_content(tar, system, rc, objid, tables, work, files, records, used_names,
                                                 now, formats, missing if allow_missing_files else None)
@@ -783,54 +783,42 @@ def _iso(v: object) -> str | None:
     return v.isoformat() if isinstance(v, dt.date) else (None if v is None else str(v))
 
 
-def _add_file(tar: tarfile.TarFile, objid: str, arcname: str, src: Path, file_id: str,
+def _add_file(tar: TarStream, objid: str, arcname: str, src: Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
               rep: str = REP) -> tuple[FileRef, premis.FileObject]:
     """Copy one document into the TAR, hashing it on the way (one read)."""
     try:
         st = src.stat()
-        fh = open(src, "rb")  # noqa: SIM115 - closed below, after the TAR member is written
+        fh = open(src, "rb", buffering=0)  # noqa: SIM115 - closed below, after the TAR member is written
     except OSError as exc:
         raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
     with fh:
-        info = tarfile.TarInfo(f"{objid}/{arcname}")
-        info.size = st.st_size
-        info.mtime = int(st.st_mtime)
-        info.mode = 0o644
-        reader = HashingReader(fh)
-        tar.addfile(info, reader)  # type: ignore[arg-type]
-        if reader.size != st.st_size or fh.read(1):
-            raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}")
+        try:
+            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, int(st.st_mtime))
+        except SourceSizeError:
+            raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}") from None
     mime = declared_mime or MIME_BY_SUFFIX.get(src.suffix.lower(), "application/octet-stream")
     created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
     href = arcname.removeprefix(f"representations/{rep}/")
-    ref = FileRef(file_id, href, mime, st.st_size, reader.hexdigest(), created)
-    obj = premis.FileObject(arcname, reader.hexdigest(), st.st_size, mime, original_name)
+    ref = FileRef(file_id, href, mime, st.st_size, digest, created)
+    obj = premis.FileObject(arcname, digest, st.st_size, mime, original_name)
     return ref, obj
 
 
-def _add_bytes(tar: tarfile.TarFile, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:
-    info = tarfile.TarInfo(f"{objid}/{arcname}")
-    info.size = len(data)
-    info.mtime = int(now.timestamp())
-    info.mode = 0o644
-    tar.addfile(info, io.BytesIO(data))
+def _add_bytes(tar: TarStream, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:
+    tar.add_bytes(f"{objid}/{arcname}", data, int(now.timestamp()))
 
 
-def _add_path(tar: tarfile.TarFile, objid: str, arcname: str, path: Path, now: dt.datetime, file_id: str,
+def _add_path(tar: TarStream, objid: str, arcname: str, path: Path, now: dt.datetime, file_id: str,
               mime: str) -> FileRef:
     """A file the build wrote (in its work directory) into the TAR as :func:`_add_bytes` adds bytes."""
     size = path.stat().st_size
-    with open(path, "rb") as fh:
-        info = tarfile.TarInfo(f"{objid}/{arcname}")
-        info.size = size
-        info.mtime = int(now.timestamp())
-        info.mode = 0o644
-        reader = HashingReader(fh)
-        tar.addfile(info, reader)  # type: ignore[arg-type]
-        if reader.size != size or fh.read(1):
-            raise PackageBuildError(f"{arcname}: changed while it was being copied into package {objid}")
-    return FileRef(file_id, arcname, mime, size, reader.hexdigest(), now)
+    with open(path, "rb", buffering=0) as fh:
+        try:
+            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, size, int(now.timestamp()))
+        except SourceSizeError:
+            raise PackageBuildError(f"{arcname}: changed while it was being copied into package {objid}") from None
+    return FileRef(file_id, arcname, mime, size, digest, now)
 
 
 def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
