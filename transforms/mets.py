@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from lxml import etree
 
 from .fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
-from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, NS_XSI
+from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, NS_XSI, PrettyStream
 
 M = f"{{{NS_METS}}}"
 CSIP = f"{{{NS_CSIP}}}"
@@ -35,8 +36,10 @@ class FileRef:
 
 @dataclass(frozen=True)
 class FileGroup:
+    """A ``fileGrp``; :func:`write_mets` reads ``files`` once, so it may be a generator there."""
+
     use: str
-    files: Sequence[FileRef]
+    files: Iterable[FileRef]
     content_information_type: str | None = None
     other_content_information_type: str | None = None
 
@@ -100,6 +103,57 @@ def build_mets(
     ``schema_prefix`` is the path from this METS to the package root (``../../`` for a
     representation METS) so that ``xsi:schemaLocation`` points at the package's own XSDs.
     """
+    root = _root(objid, label, profile, schema_prefix, profile_url)
+    _header(root, profile, package_type, created, agents, alt_record_ids)
+    for _ in _metadata_sections(root, metadata):
+        pass  # each section is built in place
+    file_sec = _file_sec(root, objid)
+    for g in groups:
+        grp = _file_grp(file_sec, g)
+        for f in g.files:
+            _file(grp, f)
+    _struct_map(root, objid, metadata, groups, representations)
+    return root.getroottree()
+
+
+def write_mets(
+    out: BinaryIO,
+    *,
+    objid: str,
+    label: str,
+    profile: Profile,
+    package_type: str,
+    created: dt.datetime,
+    agents: Sequence[MetsAgent],
+    alt_record_ids: Sequence[tuple[str, str]] = (),
+    metadata: Sequence[MetadataRef] = (),
+    groups: Sequence[FileGroup] = (),
+    representations: Sequence[tuple[str, str]] = (),
+    schema_prefix: str = "",
+    profile_url: str = SIP_PROFILE_URL,
+) -> list[str]:
+    """Write the bytes of ``tostring(build_mets(...), xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
+
+    Only the fileSec grows with the package: its ``mets:file`` entries are written one at a
+    time, and each group's ``files`` is read once (the structMap names groups, not files, so
+    ``groups`` is read twice and stays a sequence). Returns the bundled schema files the
+    document uses, as :func:`xmltools.schemas_used` gives them for the tree.
+    """
+    root = _root(objid, label, profile, schema_prefix, profile_url)
+    with PrettyStream(out, root) as stream:
+        stream.add(_header(root, profile, package_type, created, agents, alt_record_ids))
+        for sec in _metadata_sections(root, metadata):
+            stream.add(sec)
+        with stream.element(_file_sec(root, objid)) as file_sec:
+            for g in groups:
+                with stream.element(_file_grp(file_sec, g)) as grp:
+                    for f in g.files:
+                        stream.add(_file(grp, f))
+        stream.add(_struct_map(root, objid, metadata, groups, representations))
+    return stream.schemas
+
+
+def _root(objid: str, label: str, profile: Profile, schema_prefix: str, profile_url: str) -> etree._Element:
     nsmap = {"mets": NS_METS, "csip": NS_CSIP, "sip": NS_SIP, "xlink": NS_XLINK, "xsi": NS_XSI}
     root = etree.Element(M + "mets", nsmap=nsmap)
     root.set(f"{{{NS_XSI}}}schemaLocation", _SCHEMA_LOCATIONS.format(p=schema_prefix))
@@ -110,7 +164,11 @@ def build_mets(
     if profile.other_content_information_type:
         root.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", profile.other_content_information_type)
     root.set("PROFILE", profile_url)
+    return root
 
+
+def _header(root: etree._Element, profile: Profile, package_type: str, created: dt.datetime,
+            agents: Sequence[MetsAgent], alt_record_ids: Sequence[tuple[str, str]]) -> etree._Element:
     hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": _ts(created), "LASTMODDATE": _ts(created),
                                                  "RECORDSTATUS": profile.record_status})
     hdr.set(CSIP + "OAISPACKAGETYPE", package_type)
@@ -118,62 +176,84 @@ def build_mets(
         _agent(hdr, a)
     for kind, value in alt_record_ids:
         etree.SubElement(hdr, M + "altRecordID", TYPE=kind).text = value
+    return hdr
 
-    dmd_ids, amd_ids = [], []
+
+def _metadata_sections(root: etree._Element, metadata: Sequence[MetadataRef]) -> Iterator[etree._Element]:
+    """The dmdSecs, then one amdSec with the digiprovMDs, each built when asked for."""
     for md in metadata:
         if md.section == "dmdSec":
             sec = etree.SubElement(root, M + "dmdSec", ID=md.file.id, CREATED=_ts(md.file.created), STATUS="CURRENT")
-            dmd_ids.append(md.file.id)
+            _md_ref(sec, md)
+            yield sec
+        elif md.section != "digiprovMD":
+            raise ValueError(f"metadata section {md.section!r} is neither dmdSec nor digiprovMD")
     digiprov = [md for md in metadata if md.section == "digiprovMD"]
     if digiprov:
         amd = etree.SubElement(root, M + "amdSec")
         for md in digiprov:
-            sec = etree.SubElement(amd, M + "digiprovMD", ID=md.file.id, STATUS="CURRENT")
-            amd_ids.append(md.file.id)
-    for md in metadata:
-        sec = root.find(f".//*[@ID='{md.file.id}']")
-        attrs = {**_link(md.file.href), "MDTYPE": md.mdtype, **_file_attrs(md.file)}
-        if md.other_mdtype:
-            attrs["OTHERMDTYPE"] = md.other_mdtype
-        etree.SubElement(sec, M + "mdRef", attrs)
+            _md_ref(etree.SubElement(amd, M + "digiprovMD", ID=md.file.id, STATUS="CURRENT"), md)
+        yield amd
 
-    file_sec = etree.SubElement(root, M + "fileSec", ID=f"{_idpart(objid)}-filesec")
-    grp_ids: dict[str, str] = {}
-    for g in groups:
-        gid = "grp-" + _idpart(g.use)
-        grp_ids[g.use] = gid
-        grp = etree.SubElement(file_sec, M + "fileGrp", ID=gid, USE=g.use)
-        if g.content_information_type:
-            grp.set(CSIP + "CONTENTINFORMATIONTYPE", g.content_information_type)
-        if g.other_content_information_type:
-            grp.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", g.other_content_information_type)
-        for f in g.files:
-            fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
-            etree.SubElement(fel, M + "FLocat", _link(f.href))
 
+def _md_ref(sec: etree._Element, md: MetadataRef) -> None:
+    attrs = {**_link(md.file.href), "MDTYPE": md.mdtype, **_file_attrs(md.file)}
+    if md.other_mdtype:
+        attrs["OTHERMDTYPE"] = md.other_mdtype
+    etree.SubElement(sec, M + "mdRef", attrs)
+
+
+def _file_sec(root: etree._Element, objid: str) -> etree._Element:
+    return etree.SubElement(root, M + "fileSec", ID=f"{_idpart(objid)}-filesec")
+
+
+def _grp_id(use: str) -> str:
+    return "grp-" + _idpart(use)
+
+
+def _file_grp(file_sec: etree._Element, g: FileGroup) -> etree._Element:
+    grp = etree.SubElement(file_sec, M + "fileGrp", ID=_grp_id(g.use), USE=g.use)
+    if g.content_information_type:
+        grp.set(CSIP + "CONTENTINFORMATIONTYPE", g.content_information_type)
+    if g.other_content_information_type:
+        grp.set(CSIP + "OTHERCONTENTINFORMATIONTYPE", g.other_content_information_type)
+    return grp
+
+
+def _file(grp: etree._Element, f: FileRef) -> etree._Element:
+    fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
+    etree.SubElement(fel, M + "FLocat", _link(f.href))
+    return fel
+
+
+def _struct_map(root: etree._Element, objid: str, metadata: Sequence[MetadataRef], groups: Sequence[FileGroup],
+                representations: Sequence[tuple[str, str]]) -> etree._Element:
+    """The CSIP structMap: metadata, one division per file group, representations by their METS."""
     smap = etree.SubElement(root, M + "structMap", ID="structmap-csip", TYPE="PHYSICAL", LABEL="CSIP")
     main = etree.SubElement(smap, M + "div", ID="div-root", LABEL=objid)
-    md_div = etree.SubElement(main, M + "div", ID="div-metadata", LABEL="Metadata")
-    if dmd_ids:
-        md_div.set("DMDID", " ".join(dmd_ids))
-    if amd_ids:
-        md_div.set("ADMID", " ".join(amd_ids))
+    dmd_ids = [md.file.id for md in metadata if md.section == "dmdSec"]
+    amd_ids = [md.file.id for md in metadata if md.section == "digiprovMD"]
+    if dmd_ids or amd_ids:
+        md_div = etree.SubElement(main, M + "div", ID="div-metadata", LABEL="Metadata")
+        if dmd_ids:
+            md_div.set("DMDID", " ".join(dmd_ids))
+        if amd_ids:
+            md_div.set("ADMID", " ".join(amd_ids))
+    uses = {g.use for g in groups}
+    rep_uses = {f"Representations/{name}" for name, _ in representations}
     for g in groups:
-        if g.use.startswith("Representations/") and any(g.use == f"Representations/{n}" for n, _ in representations):
-            continue
+        if g.use in rep_uses:
+            continue  # listed below with its METS
         div = etree.SubElement(main, M + "div", ID="div-" + _idpart(g.use), LABEL=g.use)
-        etree.SubElement(div, M + "fptr", FILEID=grp_ids[g.use])
+        etree.SubElement(div, M + "fptr", FILEID=_grp_id(g.use))
     for name, href in representations:
         use = f"Representations/{name}"
         div = etree.SubElement(main, M + "div", ID="div-" + _idpart(use), LABEL=use)
         mptr = etree.SubElement(div, M + "mptr", _link(href))  # METS orders mptr before fptr
-        if use in grp_ids:
-            mptr.set(XLINK + "title", grp_ids[use])  # CSIP108: names the representation's fileGrp
-        if use in grp_ids:
-            etree.SubElement(div, M + "fptr", FILEID=grp_ids[use])
-    if not len(md_div.attrib) > 2:
-        main.remove(md_div)
-    return root.getroottree()
+        if use in uses:
+            mptr.set(XLINK + "title", _grp_id(use))  # CSIP108: names the representation's fileGrp
+            etree.SubElement(div, M + "fptr", FILEID=_grp_id(use))
+    return smap
 
 
 def _idpart(text: str) -> str:
@@ -182,4 +262,4 @@ def _idpart(text: str) -> str:
     return out if out[:1].isalpha() or out[:1] == "_" else f"x{out}"
 
 
-__all__ = ["CSIP_VERSION", "FileGroup", "FileRef", "MetadataRef", "build_mets"]
+__all__ = ["CSIP_VERSION", "FileGroup", "FileRef", "MetadataRef", "build_mets", "write_mets"]

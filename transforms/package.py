@@ -56,11 +56,21 @@ from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
 from .hashing import HashingWriter, copy_hashed, fsync_dir
-from .mets import FileGroup, FileRef, MetadataRef, build_mets
+from .mets import FileGroup, FileRef, MetadataRef, build_mets, write_mets
 from .periods import add_period
 from .systems import System, Table
 from .tarstream import SourceSizeError, TarStream
-from .xmltools import NS_ARKIV, NS_DATADICT, NS_ERMS, SCHEMA_DIR, file_schema_errors, schema_errors, schemas_used
+from .xmltools import (
+    NS_ARKIV,
+    NS_DATADICT,
+    NS_ERMS,
+    NS_METS,
+    NS_PREMIS,
+    SCHEMA_DIR,
+    file_schema_errors,
+    schema_errors,
+    schemas_used,
+)
 
 #: namespace for deterministic package identifiers (UUIDv5)
 PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
@@ -664,7 +674,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
                                 len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
                                 _due_range(rc, _column(roots, rc.retention.counted_from)), files.originals,
-                                format_events, format_agents)
+                                format_events, format_agents, work=work)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -829,6 +839,14 @@ def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
+def _check_xml_file(path: Path, namespace: str, what: str, objid: str) -> None:
+    """A document the build wrote to its work directory, validated while read (no tree)."""
+    errors = file_schema_errors(path, namespace)
+    if errors:
+        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: "
+                                + "; ".join(errors[:5]))
+
+
 def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
     import hashlib
 
@@ -898,7 +916,8 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                     events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
                     csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
                     originals: Sequence[tuple[FileRef, premis.FileObject]] = (),
-                    format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = ()) -> None:
+                    format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = (),
+                    *, work: Path) -> None:
     ag = system.agreement
     label = f"{system.title}: {rc.title}, {staged.batch}"
     retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch, due), "retention.xml", objid)
@@ -929,41 +948,43 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     reps = (([(REP, list(data_files))] if data_files or not originals else [])
             + ([(REP_ORIGINAL, list(originals))] if originals else []))
     events_rep = reps[0][0]
-    premis_tree = premis.build_premis([], [*events, build_event], [software, creator],
-                                      representations=[f"representations/{name}" for name, _ in reps])
-    premis_bytes = _xml_bytes(premis_tree, "premis.xml", objid)
+    pkg_premis_path = work / "premis.xml"
+    with open(pkg_premis_path, "wb") as fh:
+        used = set(premis.write_premis(fh, [], [*events, build_event], [software, creator],
+                                       representations=[f"representations/{name}" for name, _ in reps]))
+    _check_xml_file(pkg_premis_path, NS_PREMIS, "premis.xml", objid)
 
     agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
                             (ag.submitter.name, ag.submitter.organisationsnummer))
     cit, other_cit = profile.content_information_type, profile.other_content_information_type
-    # Each tree is dropped as soon as it is serialised and its schemas are known: a large
-    # package's representation PREMIS and METS are hundreds of thousands of elements each.
-    used = set(schemas_used(premis_tree)) | set(schemas_used(dictionary_tree))
-    del premis_tree, dictionary_tree
+    used |= set(schemas_used(dictionary_tree))
+    del dictionary_tree
+    # A representation's PREMIS and METS grow with its files (about 30 elements each): they are
+    # written one file at a time into the work directory, checked there, and copied into the TAR.
     rep_out = []
     for name, files in reps:
         rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
         rep_agents = [software, *format_agents] if name == events_rep else [software]
-        rep_premis_tree = premis.build_premis([obj for _, obj in files], rep_events, rep_agents,
-                                              schema_prefix="../../../../")
-        rep_premis_bytes = _xml_bytes(rep_premis_tree, f"representations/{name}/metadata/preservation/premis.xml",
-                                      objid)
-        used |= set(schemas_used(rep_premis_tree))
-        del rep_premis_tree
+        premis_path, mets_path = work / f"premis-{name}.xml", work / f"METS-{name}.xml"
+        with open(premis_path, "wb") as fh:
+            hashed = HashingWriter(fh)
+            used |= set(premis.write_premis(hashed, (obj for _, obj in files), rep_events, rep_agents,
+                                            schema_prefix="../../../../"))
+        _check_xml_file(premis_path, NS_PREMIS, f"representations/{name}/metadata/preservation/premis.xml", objid)
+        premis_ref = FileRef(f"digiprov-premis-{name}", "metadata/preservation/premis.xml", "application/xml",
+                             hashed.size, hashed.hexdigest(), now)
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
-        rep_mets = build_mets(
-            objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
-            package_type="SIP", created=now, agents=[profile.software_agent()],
-            metadata=[MetadataRef("digiprovMD", _ref(f"digiprov-premis-{name}", "metadata/preservation/premis.xml",
-                                                     rep_premis_bytes, "application/xml", now), "PREMIS")],
-            groups=[FileGroup(f"Representations/{name}/data", [ref for ref, _ in files], cit, other_cit)]
-            if files else [],
-            schema_prefix="../../",
-        )
-        rep_bytes = _xml_bytes(rep_mets, f"representations/{name}/METS.xml", objid)
-        used |= set(schemas_used(rep_mets))
-        del rep_mets
-        rep_out.append((name, rep_premis_bytes, rep_bytes))
+        with open(mets_path, "wb") as fh:
+            used |= set(write_mets(
+                fh, objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
+                package_type="SIP", created=now, agents=[profile.software_agent()],
+                metadata=[MetadataRef("digiprovMD", premis_ref, "PREMIS")],
+                groups=[FileGroup(f"Representations/{name}/data", (ref for ref, _ in files), cit, other_cit)]
+                if files else [],
+                schema_prefix="../../",
+            ))
+        _check_xml_file(mets_path, NS_METS, f"representations/{name}/METS.xml", objid)
+        rep_out.append((name, premis_path, mets_path))
 
     docs = _data_dictionary(system)
     if descriptive:
@@ -991,27 +1012,28 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     _add_bytes(tar, objid, "metadata/descriptive/retention.xml", retention_bytes, now)
     dmd.append(MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
                                           "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"))
-    _add_bytes(tar, objid, "metadata/preservation/premis.xml", premis_bytes, now)
-    for name, rep_premis_bytes, rep_bytes in rep_out:
-        _add_bytes(tar, objid, f"representations/{name}/metadata/preservation/premis.xml", rep_premis_bytes, now)
-        _add_bytes(tar, objid, f"representations/{name}/METS.xml", rep_bytes, now)
+    pkg_premis_ref = _add_path(tar, objid, "metadata/preservation/premis.xml", pkg_premis_path, now,
+                               "digiprov-premis", "application/xml")
+    rep_mets = []
+    for name, premis_path, mets_path in rep_out:
+        _add_path(tar, objid, f"representations/{name}/metadata/preservation/premis.xml", premis_path, now,
+                  f"digiprov-premis-{name}", "application/xml")
+        rep_mets.append((name, _add_path(tar, objid, f"representations/{name}/METS.xml", mets_path, now,
+                                         f"mets-{name}", "application/xml")))
 
     reference = ag.reference_code + (f"/{ag.series}" if ag.series else "")
     root_mets = build_mets(
         objid=objid, label=label, profile=profile, package_type="SIP", created=now, agents=agents,
         alt_record_ids=profile.alt_record_ids(ag.submission_agreement, reference),
-        metadata=[*dmd, MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml",
-                                                       premis_bytes, "application/xml", now), "PREMIS")],
+        metadata=[*dmd, MetadataRef("digiprovMD", pkg_premis_ref, "PREMIS")],
         groups=[
             FileGroup("Documentation", [
                 _ref("doc-data-dictionary", "documentation/data-dictionary.csv", docs, "text/csv", now),
                 _ref("doc-data-dictionary-xml", "documentation/data-dictionary.xml", dictionary_bytes,
                      "application/xml", now)]),
             FileGroup("Schemas", schema_refs),
-            *[FileGroup(f"Representations/{name}", [_ref(f"mets-{name}", f"representations/{name}/METS.xml",
-                                                         rep_bytes, "application/xml", now)], cit, other_cit)
-              for name, _, rep_bytes in rep_out],  # CSIP62/63
+            *[FileGroup(f"Representations/{name}", [ref], cit, other_cit) for name, ref in rep_mets],  # CSIP62/63
         ],
-        representations=[(name, f"representations/{name}/METS.xml") for name, _, _ in rep_out],
+        representations=[(name, f"representations/{name}/METS.xml") for name, _ in rep_mets],
     )
     _add_bytes(tar, objid, "METS.xml", _xml_bytes(root_mets, "METS.xml", objid), now)

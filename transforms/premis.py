@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_PREMIS, NS_XSI
+from .xmltools import NS_PREMIS, NS_XSI, PrettyStream
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -71,78 +72,133 @@ def build_premis(objects: Iterable[FileObject], events: Iterable[Event], agents:
     ``schema_prefix`` leads from the document's folder to the package root, whose
     ``schemas/`` holds the XSD.
     """
+    root = _root(schema_prefix)
+    for rep in representations:
+        _representation(root, rep)
+    for obj in objects:
+        _file_object(root, obj)
+    for ev in events:
+        el = _event(root, ev)
+        for link in ev.objects:
+            _object_link(el, link)
+    for ag in agents:
+        _agent(root, ag)
+    return root.getroottree()
+
+
+def write_premis(out: BinaryIO, objects: Iterable[FileObject], events: Iterable[Event], agents: Iterable[Agent],
+                 *, representations: Iterable[str] = (), schema_prefix: str = "../../") -> list[str]:
+    """Write the bytes of ``tostring(build_premis(...), xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
+
+    One file object, or one object link of an event, is in memory at a time (``objects`` is
+    read once, so it may be a generator). Returns the bundled schema files the document uses,
+    as :func:`xmltools.schemas_used` gives them for the tree.
+    """
+    root = _root(schema_prefix)
+    with PrettyStream(out, root) as stream:
+        for rep in representations:
+            stream.add(_representation(root, rep))
+        for obj in objects:
+            stream.add(_file_object(root, obj))
+        for ev in events:
+            # An event may link every file of the package (format identification, creation).
+            with stream.element(_event(root, ev)) as el:
+                for link in ev.objects:
+                    stream.add(_object_link(el, link))
+        for ag in agents:
+            stream.add(_agent(root, ag))
+    return stream.schemas
+
+
+def _root(schema_prefix: str) -> etree._Element:
     root = etree.Element(P + "premis", nsmap={"premis": NS_PREMIS, "xsi": NS_XSI}, version="3.0")
     root.set(f"{{{NS_XSI}}}schemaLocation", f"{NS_PREMIS} {schema_prefix}schemas/premis-v3-0.xsd")
-    for rep in representations:
-        # A representation object: what the package-level events (creation) act upon.
-        el = _sub(root, "object")
-        el.set(f"{{{NS_XSI}}}type", "premis:representation")
-        _ident(el, "object", "local", rep)
-    for obj in objects:
-        el = _sub(root, "object")
-        el.set(f"{{{NS_XSI}}}type", "premis:file")
-        _ident(el, "object", "local", obj.identifier)
-        ch = _sub(el, "objectCharacteristics")
-        _sub(ch, "compositionLevel", 0)
-        fixity = _sub(ch, "fixity")
-        _sub(fixity, "messageDigestAlgorithm", "SHA-256")
-        _sub(fixity, "messageDigest", obj.sha256)
-        _sub(fixity, "messageDigestOriginator", "Arkivflöde")
-        _sub(ch, "size", obj.size)
-        fmt_el = _sub(ch, "format")
-        fmt = _sub(fmt_el, "formatDesignation")
-        _sub(fmt, "formatName", obj.format_name)
-        if obj.format_version:
-            _sub(fmt, "formatVersion", obj.format_version)
-        if obj.puid:
-            reg = _sub(fmt_el, "formatRegistry")
-            _sub(reg, "formatRegistryName", "PRONOM")
-            _sub(reg, "formatRegistryKey", obj.puid)
-            _sub(reg, "formatRegistryRole", "specification")
-        if obj.format_note:
-            _sub(fmt_el, "formatNote", obj.format_note)
-        if obj.creating_application:
-            app = _sub(ch, "creatingApplication")
-            _sub(app, "creatingApplicationName", obj.creating_application[0])
-            _sub(app, "creatingApplicationVersion", obj.creating_application[1])
-        if obj.original_name:
-            _sub(el, "originalName", obj.original_name)
-        if obj.derived_from:
-            # PREMIS 3 derivation: this file was migrated from the original in the other representation.
-            rel = _sub(el, "relationship")
-            _sub(rel, "relationshipType", "derivation")
-            _sub(rel, "relationshipSubType", "has source")
-            _ident(rel, "relatedObject", "local", obj.derived_from)
-    for ev in events:
-        el = _sub(root, "event")
-        _ident(el, "event", "local", ev.identifier)
-        _sub(el, "eventType", ev.type)
-        _sub(el, "eventDateTime", ev.time.isoformat(timespec="seconds"))
-        if ev.detail:
-            _sub(_sub(el, "eventDetailInformation"), "eventDetail", ev.detail)
-        out = _sub(el, "eventOutcomeInformation")
-        _sub(out, "eventOutcome", ev.outcome)
-        if ev.outcome_note:
-            _sub(_sub(out, "eventOutcomeDetail"), "eventOutcomeDetailNote", ev.outcome_note)
-        for agent_id, role in ev.agents:
-            link = _sub(el, "linkingAgentIdentifier")
-            _sub(link, "linkingAgentIdentifierType", "local")
-            _sub(link, "linkingAgentIdentifierValue", agent_id)
-            _sub(link, "linkingAgentRole", role)
-        for obj in ev.objects:
-            obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
-            link = _sub(el, "linkingObjectIdentifier")
-            _sub(link, "linkingObjectIdentifierType", "local")
-            _sub(link, "linkingObjectIdentifierValue", obj_id)
-            if obj_role:
-                _sub(link, "linkingObjectRole", obj_role)
-    for ag in agents:
-        el = _sub(root, "agent")
-        _ident(el, "agent", ag.identifier_type, ag.identifier)
-        _sub(el, "agentName", ag.name)
-        _sub(el, "agentType", ag.type)
-        if ag.version:
-            _sub(el, "agentVersion", ag.version)
-        for note in ag.notes:
-            _sub(el, "agentNote", note)
-    return root.getroottree()
+    return root
+
+
+def _representation(root: etree._Element, rep: str) -> etree._Element:
+    # A representation object: what the package-level events (creation) act upon.
+    el = _sub(root, "object")
+    el.set(f"{{{NS_XSI}}}type", "premis:representation")
+    _ident(el, "object", "local", rep)
+    return el
+
+
+def _file_object(root: etree._Element, obj: FileObject) -> etree._Element:
+    el = _sub(root, "object")
+    el.set(f"{{{NS_XSI}}}type", "premis:file")
+    _ident(el, "object", "local", obj.identifier)
+    ch = _sub(el, "objectCharacteristics")
+    _sub(ch, "compositionLevel", 0)
+    fixity = _sub(ch, "fixity")
+    _sub(fixity, "messageDigestAlgorithm", "SHA-256")
+    _sub(fixity, "messageDigest", obj.sha256)
+    _sub(fixity, "messageDigestOriginator", "Arkivflöde")
+    _sub(ch, "size", obj.size)
+    fmt_el = _sub(ch, "format")
+    fmt = _sub(fmt_el, "formatDesignation")
+    _sub(fmt, "formatName", obj.format_name)
+    if obj.format_version:
+        _sub(fmt, "formatVersion", obj.format_version)
+    if obj.puid:
+        reg = _sub(fmt_el, "formatRegistry")
+        _sub(reg, "formatRegistryName", "PRONOM")
+        _sub(reg, "formatRegistryKey", obj.puid)
+        _sub(reg, "formatRegistryRole", "specification")
+    if obj.format_note:
+        _sub(fmt_el, "formatNote", obj.format_note)
+    if obj.creating_application:
+        app = _sub(ch, "creatingApplication")
+        _sub(app, "creatingApplicationName", obj.creating_application[0])
+        _sub(app, "creatingApplicationVersion", obj.creating_application[1])
+    if obj.original_name:
+        _sub(el, "originalName", obj.original_name)
+    if obj.derived_from:
+        # PREMIS 3 derivation: this file was migrated from the original in the other representation.
+        rel = _sub(el, "relationship")
+        _sub(rel, "relationshipType", "derivation")
+        _sub(rel, "relationshipSubType", "has source")
+        _ident(rel, "relatedObject", "local", obj.derived_from)
+    return el
+
+
+def _event(root: etree._Element, ev: Event) -> etree._Element:
+    """The event up to its agent links; the object links, which come last, are added by the caller."""
+    el = _sub(root, "event")
+    _ident(el, "event", "local", ev.identifier)
+    _sub(el, "eventType", ev.type)
+    _sub(el, "eventDateTime", ev.time.isoformat(timespec="seconds"))
+    if ev.detail:
+        _sub(_sub(el, "eventDetailInformation"), "eventDetail", ev.detail)
+    out = _sub(el, "eventOutcomeInformation")
+    _sub(out, "eventOutcome", ev.outcome)
+    if ev.outcome_note:
+        _sub(_sub(out, "eventOutcomeDetail"), "eventOutcomeDetailNote", ev.outcome_note)
+    for agent_id, role in ev.agents:
+        link = _sub(el, "linkingAgentIdentifier")
+        _sub(link, "linkingAgentIdentifierType", "local")
+        _sub(link, "linkingAgentIdentifierValue", agent_id)
+        _sub(link, "linkingAgentRole", role)
+    return el
+
+
+def _object_link(event: etree._Element, obj: str | tuple[str, str]) -> etree._Element:
+    obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
+    link = _sub(event, "linkingObjectIdentifier")
+    _sub(link, "linkingObjectIdentifierType", "local")
+    _sub(link, "linkingObjectIdentifierValue", obj_id)
+    if obj_role:
+        _sub(link, "linkingObjectRole", obj_role)
+    return link
+
+
+def _agent(root: etree._Element, ag: Agent) -> etree._Element:
+    el = _sub(root, "agent")
+    _ident(el, "agent", ag.identifier_type, ag.identifier)
+    _sub(el, "agentName", ag.name)
+    _sub(el, "agentType", ag.type)
+    if ag.version:
+        _sub(el, "agentVersion", ag.version)
+    for note in ag.notes:
+        _sub(el, "agentNote", note)
+    return el

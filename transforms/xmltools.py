@@ -7,9 +7,12 @@ hostile package cannot expand entities or make us fetch anything. Schemas are lo
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from lxml import etree
 
@@ -181,3 +184,133 @@ def file_schema_errors(path: Path | str, namespace: str, *, chunk: int = 1 << 20
     except XMLRejected as rejected:
         return [str(rejected)]
     return errors or [f"line {e.line}: {e.message}" for e in logged] or ["not well-formed or not valid"]
+
+
+#: The tag of the placeholder child that shows where in a skeleton the next child's bytes go.
+_STREAM_MARKER = "arkivflode-stream-marker"
+
+
+class _Open:
+    """An element of the stream whose children are being written."""
+
+    __slots__ = ("element", "head", "tail", "opening", "closing", "started")
+
+    def __init__(self, element: etree._Element, head: bytes, tail: bytes, parent_head: bytes, parent_tail: bytes):
+        self.element = element
+        self.head, self.tail = head, tail  # the document around a next child of this element
+        self.opening = head[len(parent_head):]  # its start tag and the children it was opened with
+        self.closing = tail[:len(tail) - len(parent_tail)]
+        self.started = False  # opening written
+
+
+class PrettyStream:
+    """Writes ``tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)`` a subtree at a time.
+
+    In memory are only the chain of open elements (the root, and an element whose children
+    are being written, with the few children it was opened with) and the one subtree being
+    written. Each subtree is serialised inside that skeleton, so it gets the indentation the
+    whole tree would give it, and the skeleton's bytes around it are cut off: libxml2 decides
+    how to indent an element's children from that element's own children only, so the pieces
+    concatenate to the whole tree's bytes. Elements with text beside children are refused (their
+    children are not indented). Use as a context manager around the root; :attr:`schemas` then
+    are the bundled schema files the written document uses, as :func:`schemas_used` gives them.
+    """
+
+    def __init__(self, out: BinaryIO, root: etree._Element):
+        self._out = out
+        self._tree = root.getroottree()
+        self._chain: list[_Open] = []
+        self._scope = [(prefix.encode() + b":" if prefix else None, ns) for prefix, ns in root.nsmap.items()]
+        self._used: set[str | None] = set()  # namespaces of the elements and attributes written
+        self._open(root)
+
+    def __enter__(self) -> PrettyStream:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self._close()  # the root; after an error the output is incomplete anyway
+
+    @property
+    def schemas(self) -> list[str]:
+        return sorted(SCHEMA_FILES[ns] for ns in self._used if ns in SCHEMA_FILES)
+
+    def add(self, child: etree._Element) -> None:
+        """Write ``child``, just appended to the innermost open element, and take it out of the skeleton."""
+        current = self._chain[-1]
+        if child.getparent() is not current.element:
+            raise ValueError("a streamed child must be appended to the innermost open element")
+        if child.tail is not None:
+            raise ValueError(f"{child.tag} has text after it: it cannot be streamed")
+        data = self._serialise()
+        current.element.remove(child)
+        piece = self._between(data, current.head, current.tail)
+        self._write(piece)
+        self._note(child, piece)
+
+    @contextlib.contextmanager
+    def element(self, element: etree._Element) -> Iterator[etree._Element]:
+        """Open ``element`` (appended to the innermost open element, maybe with first children) for children."""
+        if self._chain and element.getparent() is not self._chain[-1].element:
+            raise ValueError("an opened element must be appended to the innermost open element")
+        self._open(element)
+        yield element
+        self._close()
+
+    def _serialise(self) -> bytes:
+        return etree.tostring(self._tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+    def _open(self, element: etree._Element) -> None:
+        if element.text is not None or any(child.tail is not None for child in element):
+            raise ValueError(f"{element.tag} has text beside its children: it cannot be streamed")
+        parent_head, parent_tail = (self._chain[-1].head, self._chain[-1].tail) if self._chain else (b"", b"")
+        marker = etree.SubElement(element, _STREAM_MARKER)
+        data = self._serialise()
+        element.remove(marker)
+        at = data.rindex(_STREAM_MARKER.encode())  # nothing after the marker but end tags
+        head, tail = data[:data.rindex(b"\n", 0, at) + 1], data[data.index(b"\n", at) + 1:]
+        if not (head.startswith(parent_head) and tail.endswith(parent_tail)):  # pragma: no cover - libxml2 changed
+            raise RuntimeError("an opened element's serialisation does not fit the document skeleton")
+        self._chain.append(_Open(element, head, tail, parent_head, parent_tail))
+
+    def _close(self) -> None:
+        current = self._chain.pop()
+        element = current.element
+        if current.started:
+            self._write(current.closing)
+        else:
+            if len(element):  # only the children it was opened with: the marker's line was all that differed
+                piece = current.opening + current.closing
+            else:  # no children at all: an empty element, <tag/>
+                parent_head, parent_tail = (self._chain[-1].head, self._chain[-1].tail) if self._chain else (b"", b"")
+                piece = self._between(self._serialise(), parent_head, parent_tail)
+            self._write(piece)
+            self._note(element, piece)
+        if self._chain:
+            self._chain[-1].element.remove(element)
+
+    def _write(self, data: bytes) -> None:
+        for open_ in self._chain:
+            if not open_.started:
+                self._out.write(open_.opening)
+                self._note(open_.element, open_.opening)
+                open_.started = True
+        self._out.write(data)
+
+    def _note(self, element: etree._Element, data: bytes) -> None:
+        """Record the namespaces ``element`` uses; ``data`` are its bytes, which rule most subtrees out cheaply."""
+        # A namespace can only be new if its prefix (or a declaration, or the default namespace)
+        # occurs in the bytes; most subtrees use nothing new, and walking them is what costs.
+        if b"xmlns" not in data and all(ns in self._used or (prefix is not None and prefix not in data)
+                                        for prefix, ns in self._scope):
+            return
+        for el in element.iter():
+            if isinstance(el.tag, str):
+                self._used.add(etree.QName(el).namespace)
+            self._used.update(name[1:].split("}")[0] for name in el.attrib if name.startswith("{"))
+
+    @staticmethod
+    def _between(data: bytes, head: bytes, tail: bytes) -> bytes:
+        if not (data.startswith(head) and data.endswith(tail)):  # pragma: no cover - libxml2 changed
+            raise RuntimeError("a streamed subtree's serialisation does not fit the document skeleton")
+        return data[len(head):len(data) - len(tail)]
