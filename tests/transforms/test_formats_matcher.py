@@ -13,6 +13,7 @@ import functools
 import io
 import os
 import random
+import re
 import zipfile
 from pathlib import Path
 
@@ -145,3 +146,36 @@ def test_the_shared_identifier_is_loaded_once_and_gives_the_same_answer(tmp_path
     pdf.write_bytes(make_pdf(["Beslut"]))
     assert Identifier.shared() is Identifier.shared()
     assert Identifier.shared().identify(pdf) == Identifier().identify(pdf)
+
+
+def test_end_anchored_signatures_answer_like_the_regex():
+    """Every signature that is matched with ``rfind`` instead of the regex (``literal.{a,b}\\Z``)
+    gives the regex's answer with the literal at, just inside and just outside its window."""
+    from transforms.formats import _fast
+
+    matcher = Identifier.shared()._matcher
+    rng = random.Random(7)
+    checked = 0
+    for fmt in matcher.formats:
+        for pat in fmt.findall("signature/pattern"):
+            if pat.findtext("position") not in ("EOF", "VAR", "IFB"):
+                continue
+            regex = pat.findtext("regex").encode("utf8")
+            try:
+                compiled = re.compile(regex)
+            except re.error:
+                continue
+            fast = _fast(regex, compiled)
+            if fast == compiled.search:
+                continue
+            checked += 1
+            parsed = re._parser.parse(regex)
+            literal = bytes(av for op, av in parsed.data if op is re._constants.LITERAL)
+            for distance in (0, 1, 2, 5, 6, 19, 20, 21, 600, 16000, 16001, 65535, 65536, 65537, 70000):
+                for size in (distance + len(literal), distance + len(literal) + 37):
+                    buf = bytearray(rng.randbytes(size).replace(literal[:1], b"\x01"))
+                    at = size - distance - len(literal)
+                    buf[at:at + len(literal)] = literal
+                    assert bool(fast(bytes(buf))) == bool(compiled.search(bytes(buf))), (regex, distance, size)
+            assert not fast(b"") and not compiled.search(b"")
+    assert checked >= 10  # JPEG, DXF, BibTeX, … end-of-file signatures
