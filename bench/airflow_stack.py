@@ -38,7 +38,7 @@ import psutil
 import sqlalchemy as sa
 import yaml
 
-from bench.common import MB, PROJECT, clear, warm
+from bench.common import MB, ONE_CPU_PER_TASK, PROJECT, clear, warm
 from bench.corpus import FILES_ENV, staged_documents
 from demo import lex as lexsim
 from transforms.extract import StagedBatch
@@ -196,7 +196,7 @@ def _run(db: Path, files: Path, work: Path, metadata: str, catalogues: list[str]
         return {"AIRFLOW__CORE__PARALLELISM": str(n),
                 "ARKIV_HOME": str(root / f"arkiv-{n}"), "ARKIV_CATALOGUE_URL": catalogues[i],
                 "ARKIV_SYSTEMS_DIR": str(system_yaml.parent), f"ARKIV_CONN_{SYSTEM.upper()}_DB": f"sqlite:///{db}",
-                FILES_ENV: str(files)}
+                FILES_ENV: str(files), **ONE_CPU_PER_TASK}
 
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ARKIV_", "AWS_"))},

@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import build, dagparse, extraction, machine, memory, validation, workers  # noqa: E402
-from bench.common import MB, PROJECT  # noqa: E402
+from bench.common import MB, ONE_CPU_PER_TASK, PROJECT  # noqa: E402
 from bench.corpus import LEX, make_corpus, replicate, single_document, stage_sqlite  # noqa: E402
 
 SECTIONS = ("build", "validate", "extract", "memory", "workers", "dagparse")
@@ -188,6 +188,8 @@ def _workers(wk: dict, m: dict) -> list[str]:
         lines.append(f"  Airflow: {af.get('error', 'not run')}")
     lines.append("  CPU s/s: user+system CPU seconds of the pool (or the whole Airflow stack) per wall second; "
                  "machine: all CPUs' busy share, other processes included; overlap: task seconds ÷ span")
+    lines.append("  each task kept to one CPU (" + ", ".join(f"{k}={v}" for k, v in ONE_CPU_PER_TASK.items())
+                 + "); by default one task already uses two")
     return lines
 
 

@@ -10,8 +10,11 @@ Two measurements, documents in the page cache:
 * without Airflow: the same partitions built by ``build_packages`` in a ``ProcessPoolExecutor``
   of 1 and of 2 processes (reused between partitions), largest partition first.
 
-Both report the CPU seconds used (user + system, child processes included) per wall second and
-how busy the machine's CPUs were meanwhile, so that a ratio can be read on a shared machine.
+Each task is kept to one CPU (``bench.common.ONE_CPU_PER_TASK``): by default a package build
+already uses two (identification workers beside the TAR writer, two LibreOffice processes),
+which would hide what a second worker adds. Both report the CPU seconds used (user + system,
+child processes included) per wall second and how busy the machine's CPUs were meanwhile, so
+that a ratio can be read on a shared machine.
 """
 
 from __future__ import annotations
@@ -24,13 +27,14 @@ from pathlib import Path
 import psutil
 
 from bench import airflow_stack
-from bench.common import MB, clear, timed, warm
+from bench.common import MB, ONE_CPU_PER_TASK, clear, timed, warm
 from bench.corpus import LEX, fine_grained, stage_sqlite, staged_documents
 from transforms.extract import StagedBatch
 from transforms.package import build_packages
 
 
 def _task(manifest: str, record_class: str, out: str) -> int:
+    os.environ.update(ONE_CPU_PER_TASK)
     staged = StagedBatch.load(manifest)
     built = build_packages(fine_grained(LEX), staged, record_class, Path(out))
     return sum(p.document_bytes for p in built)

@@ -51,7 +51,7 @@ from lxml import etree
 
 from . import __version__, erms, premis
 from .conversion import Converter, Job
-from .errors import ArkivError, ContentError
+from .errors import ArkivError, ConfigError, ContentError
 from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
@@ -77,8 +77,24 @@ PACKAGE_NAMESPACE = uuid.UUID("5b0e6a52-8f7e-5a4e-9d1c-61726b69766c")
 REP = "rep1"
 #: the representation that keeps the originals of converted (or rejected) documents
 REP_ORIGINAL = f"{REP}-original"
-#: a package with at least this many documents to convert splits them between two LibreOffice processes
+#: a package with at least this many documents to convert splits them between LibreOffice processes
 PARALLEL_CONVERSION_MIN = 24
+#: LibreOffice processes a package's conversions may use at once
+CONVERSION_PROCESSES_ENV = "ARKIV_CONVERSION_PROCESSES"
+
+
+def conversion_processes() -> int:
+    """``ARKIV_CONVERSION_PROCESSES`` (default 2, or 1 on a single CPU)."""
+    value = os.environ.get(CONVERSION_PROCESSES_ENV, "").strip()
+    if not value:
+        return min(2, os.cpu_count() or 1)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{CONVERSION_PROCESSES_ENV} must be a whole number of processes, 1 or more, not {value!r}")
+    return n
 
 MIME_BY_SUFFIX = {
     ".pdf": "application/pdf", ".txt": "text/plain", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -318,18 +334,18 @@ class _FormatStep:
             self._pool = None
 
     def convert(self, jobs: list[Job], work: Path) -> list:
-        """Convert a package's batch; a large batch is split between two LibreOffice processes.
+        """Convert a package's batch; a large batch is split between LibreOffice processes.
 
         LibreOffice converts one document at a time, on one CPU, at ~0.1 s a document: the
         conversions, not the copying, set the pace of a package with many office documents.
         """
-        if len(jobs) < PARALLEL_CONVERSION_MIN or (os.cpu_count() or 1) < 2:
+        n = min(conversion_processes(), len(jobs)) if len(jobs) >= PARALLEL_CONVERSION_MIN else 1
+        if n <= 1:
             return self.converter(0).convert(jobs, work / "converted")
-        half = (len(jobs) + 1) // 2
-        parts = [(self.converter(i), part, work / f"converted-{i}")
-                 for i, part in enumerate((jobs[:half], jobs[half:]))]
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="conversion") as pool:
-            futures = [pool.submit(conv.convert, part, out) for conv, part, out in parts]
+        size = -(-len(jobs) // n)
+        parts = [(self.converter(i), jobs[i * size:(i + 1) * size], work / f"converted-{i}") for i in range(n)]
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="conversion") as pool:
+            futures = [pool.submit(conv.convert, part, out) for conv, part, out in parts if part]
             return [r for f in futures for r in f.result()]
 
     def prepare(self, objid: str, sources: Sequence[Path], now: dt.datetime) -> _PackageFiles:

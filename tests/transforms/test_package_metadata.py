@@ -104,3 +104,35 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
     for pkg in split:
         report = validate_package(pkg.path, "fgs")
         assert report.valid, report.to_text()
+
+
+@pytest.mark.parametrize("processes", ["1", "3"])
+def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes):
+    import transforms.package as package
+
+    rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
+    started = []
+    real = package.Converter.__enter__
+
+    def counted(self):
+        started.append(self)
+        return real(self)
+
+    monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
+    monkeypatch.setattr(package.Converter, "__enter__", counted)
+    monkeypatch.setenv(package.CONVERSION_PROCESSES_ENV, processes)
+    built = build_packages(LEX, staged, rc, tmp_path / "out", now=NOW)
+    converted = sum(p.converted for p in built)
+    assert converted >= 3
+    assert len(started) == int(processes)
+    assert all(c.invocations for c in started)  # every office converted a share
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-1"])
+def test_conversion_processes_must_be_a_positive_number(monkeypatch, bad):
+    import transforms.package as package
+    from transforms.errors import ConfigError
+
+    monkeypatch.setenv(package.CONVERSION_PROCESSES_ENV, bad)
+    with pytest.raises(ConfigError, match=package.CONVERSION_PROCESSES_ENV):
+        package.conversion_processes()
