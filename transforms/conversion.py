@@ -32,6 +32,22 @@ from .formats import CONVERSION_TARGETS, pdf_facts
 
 SOFFICE = os.environ.get("ARKIV_SOFFICE", "/usr/bin/soffice")
 DEFAULT_TIMEOUT = float(os.environ.get("ARKIV_CONVERSION_TIMEOUT", "120"))
+#: LibreOffice processes a package's conversions may use at once
+CONVERSION_PROCESSES_ENV = "ARKIV_CONVERSION_PROCESSES"
+
+
+def conversion_processes() -> int:
+    """``ARKIV_CONVERSION_PROCESSES`` (default 2, or 1 on a single CPU)."""
+    value = os.environ.get(CONVERSION_PROCESSES_ENV, "").strip()
+    if not value:
+        return min(2, os.cpu_count() or 1)
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise ConfigError(f"{CONVERSION_PROCESSES_ENV} must be a whole number of processes, 1 or more, not {value!r}")
+    return n
 
 #: the LibreOffice application (and so the PDF export filter) each convertible PUID opens in
 FAMILY_BY_PUID = {

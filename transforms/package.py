@@ -50,8 +50,8 @@ import pyarrow.parquet as pq
 from lxml import etree
 
 from . import __version__, erms, premis
-from .conversion import Converter, Job
-from .errors import ArkivError, ConfigError, ContentError
+from .conversion import Converter, Job, conversion_processes
+from .errors import ArkivError, ContentError
 from .extract import Partition, StagedBatch
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
@@ -79,23 +79,6 @@ REP = "rep1"
 REP_ORIGINAL = f"{REP}-original"
 #: a package with at least this many documents to convert splits them between LibreOffice processes
 PARALLEL_CONVERSION_MIN = 24
-#: LibreOffice processes a package's conversions may use at once
-CONVERSION_PROCESSES_ENV = "ARKIV_CONVERSION_PROCESSES"
-
-
-def conversion_processes() -> int:
-    """``ARKIV_CONVERSION_PROCESSES`` (default 2, or 1 on a single CPU)."""
-    value = os.environ.get(CONVERSION_PROCESSES_ENV, "").strip()
-    if not value:
-        return min(2, os.cpu_count() or 1)
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise ConfigError(f"{CONVERSION_PROCESSES_ENV} must be a whole number of processes, 1 or more, not {value!r}")
-    return n
-
 MIME_BY_SUFFIX = {
     ".pdf": "application/pdf", ".txt": "text/plain", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
     ".png": "image/png", ".tif": "image/tiff", ".tiff": "image/tiff", ".xml": "application/xml",

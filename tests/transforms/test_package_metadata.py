@@ -108,6 +108,7 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
 
 @pytest.mark.parametrize("processes", ["1", "3"])
 def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes):
+    import transforms.conversion as conversion
     import transforms.package as package
 
     rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
@@ -120,7 +121,7 @@ def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes):
 
     monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
     monkeypatch.setattr(package.Converter, "__enter__", counted)
-    monkeypatch.setenv(package.CONVERSION_PROCESSES_ENV, processes)
+    monkeypatch.setenv(conversion.CONVERSION_PROCESSES_ENV, processes)
     built = build_packages(LEX, staged, rc, tmp_path / "out", now=NOW)
     converted = sum(p.converted for p in built)
     assert converted >= 3
@@ -130,9 +131,9 @@ def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes):
 
 @pytest.mark.parametrize("bad", ["0", "two", "-1"])
 def test_conversion_processes_must_be_a_positive_number(monkeypatch, bad):
-    import transforms.package as package
+    import transforms.conversion as conversion
     from transforms.errors import ConfigError
 
-    monkeypatch.setenv(package.CONVERSION_PROCESSES_ENV, bad)
-    with pytest.raises(ConfigError, match=package.CONVERSION_PROCESSES_ENV):
-        package.conversion_processes()
+    monkeypatch.setenv(conversion.CONVERSION_PROCESSES_ENV, bad)
+    with pytest.raises(ConfigError, match=conversion.CONVERSION_PROCESSES_ENV):
+        conversion.conversion_processes()
