@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import tarfile
-from dataclasses import replace
 from pathlib import Path
 
 import bagit
@@ -37,19 +36,10 @@ def _build(corpus: Corpus, out: Path, policy: FormatPolicy) -> dict:
             "converted": len(converted), "conversion_seconds": sum(f.get("seconds") or 0 for f in converted)}
 
 
-def accept_as_delivered() -> FormatPolicy:
-    """Lex's format policy with every *convert* rule turned into *accept*: every document is still
-    identified and judged, and goes into the package as delivered, as the other methods copy it."""
-    base = LEX.formats
-    rules = {puid: replace(r, action="accept", target=None) if r.action == "convert" else r
-             for puid, r in base.rules.items()}
-    return replace(base, name=f"{base.name}+no-conversion", rules=rules)
-
-
 def ours(corpus: Corpus, out: Path) -> dict:
     """Our package build, like for like with the other methods: the same files in, the same files
     out (plus METS, PREMIS, ERMS, identification); DOCX accepted as delivered, no LibreOffice."""
-    return _build(corpus, out, accept_as_delivered())
+    return _build(corpus, out, LEX.formats.without_conversion())
 
 
 def ours_with_conversion(corpus: Corpus, out: Path) -> dict:

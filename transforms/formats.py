@@ -641,6 +641,16 @@ class FormatPolicy:
                             r.target, r.warn)
         return Decision(rule.action, f"{ident.label}: {rule.note}".rstrip(": "), rule.target, rule.warn)
 
+    def without_conversion(self) -> FormatPolicy:
+        """This policy with every *convert* rule turned into *accept*: documents go into the package
+        as delivered (benchmarks compare like for like; tests need byte-reproducible packages,
+        which LibreOffice's timestamped PDFs are not)."""
+        from dataclasses import replace
+
+        rules = {puid: replace(r, action="accept", target=None) if r.action == "convert" else r
+                 for puid, r in self.rules.items()}
+        return replace(self, name=f"{self.name}+no-conversion", rules=rules)
+
     def with_overrides(self, overrides: Mapping[str, Any] | None, where: str = "format_policy") -> FormatPolicy:
         """This policy with a system's overrides applied (same keys as the policy file)."""
         if not overrides:

@@ -16,14 +16,12 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from transforms import formats, package
 from transforms.errors import ConfigError
-from transforms.extract import extract_database
 from transforms.formats import Identifier, IdentifyPool, configured_workers
 from transforms.package import build_packages
 from transforms.systems import load_system
@@ -31,13 +29,6 @@ from transforms.systems import load_system
 PROJECT = Path(__file__).resolve().parents[2]
 LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="module")
-def staged(lex_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("staging")
-    return extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), root,
-                            env={"ARKIV_LEX_FILES": str(lex_source["files"])})
 
 
 @pytest.fixture
@@ -49,12 +40,6 @@ def small_pool_threshold(monkeypatch):
 
 def _documents(lex_source) -> list[str]:
     return sorted(str(p) for p in Path(lex_source["files"]).rglob("*") if p.is_file())
-
-
-def _accept_as_delivered():
-    rules = {puid: replace(r, action="accept", target=None) if r.action == "convert" else r
-             for puid, r in LEX.formats.rules.items()}
-    return replace(LEX.formats, rules=rules)
 
 
 def test_pool_answers_like_the_building_process_in_order(lex_source, small_pool_threshold, tmp_path):
@@ -91,7 +76,7 @@ def test_a_worker_killed_midway_changes_nothing(lex_source, small_pool_threshold
 
 
 def test_packages_are_byte_identical_with_and_without_workers(staged, small_pool_threshold, tmp_path, monkeypatch):
-    policy = _accept_as_delivered()
+    policy = LEX.formats.without_conversion()
     built = {}
     for workers in ("0", "2"):
         monkeypatch.setenv(formats.WORKERS_ENV, workers)

@@ -1,4 +1,3 @@
-import datetime as dt
 import hashlib
 import tarfile
 from dataclasses import replace
@@ -9,7 +8,6 @@ import xmlschema
 from lxml import etree
 
 from transforms.errors import ContentError
-from transforms.extract import extract_database
 from transforms.package import build_packages, package_id_for, safe_name
 from transforms.systems import load_system
 from transforms.validate import validate_package
@@ -17,13 +15,6 @@ from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, SCHEMA_DIR
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 NS = {"m": NS_METS, "e": NS_ERMS, "p": NS_PREMIS, "xlink": "http://www.w3.org/1999/xlink"}
-
-
-@pytest.fixture(scope="module")
-def staged(lex_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("staging")
-    return extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), root,
-                            env={"ARKIV_LEX_FILES": str(lex_source["files"])})
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import tarfile
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from lxml import etree
 
-from transforms.extract import extract_database
 from transforms.package import build_packages
 from transforms.systems import load_system
 from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, NS_XLINK, schemas_used
@@ -20,22 +18,8 @@ LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "le
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
 
 
-@pytest.fixture(scope="module")
-def staged(lex_source, tmp_path_factory):
-    root = tmp_path_factory.mktemp("staging")
-    return extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), root,
-                            env={"ARKIV_LEX_FILES": str(lex_source["files"])})
-
-
-def _accept_everything_convertible():
-    # LibreOffice's PDFs carry their creation time, so a package with conversions differs run to run.
-    base = LEX.formats
-    return replace(base, rules={p: replace(r, action="accept", target=None) if r.action == "convert" else r
-                                for p, r in base.rules.items()})
-
-
 def test_the_same_input_gives_byte_identical_packages(staged, tmp_path):
-    policy = _accept_everything_convertible()
+    policy = LEX.formats.without_conversion()
     runs = []
     for name in ("a", "b"):
         built = [p for rc in sorted(staged.partitions)
@@ -64,7 +48,7 @@ def test_schemas_used_finds_element_and_attribute_namespaces(staged, tmp_path):
     assert schemas_used(deep) == ["mets.xsd", "premis-v3-0.xsd", "xlink.xsd"]  # the subtree only
     assert schemas_used(root[0]) == ["mets.xsd"]
     # and on a real package: what every XML member of it uses
-    built = build_packages(LEX, staged, sorted(staged.partitions)[0], tmp_path, policy=_accept_everything_convertible(),
+    built = build_packages(LEX, staged, sorted(staged.partitions)[0], tmp_path, policy=LEX.formats.without_conversion(),
                            now=NOW)
     with tarfile.open(built[0].path) as tar:
         erms = next(m for m in tar if m.name.endswith("/ERMS.xml"))
@@ -78,7 +62,24 @@ def _outcomes(built) -> list[tuple]:
                   for p in built for f in p.formats)
 
 
-def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packages(staged, tmp_path, monkeypatch):
+@pytest.fixture
+def started(monkeypatch) -> list:
+    """Every LibreOffice converter the build starts, in order."""
+    import transforms.package as package
+
+    offices: list = []
+    real = package.Converter.__enter__
+
+    def counted(self):
+        offices.append(self)
+        return real(self)
+
+    monkeypatch.setattr(package.Converter, "__enter__", counted)
+    return offices
+
+
+def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packages(staged, tmp_path, monkeypatch,
+                                                                                     started):
     import transforms.package as package
     from transforms.validate import validate_package
 
@@ -86,15 +87,9 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
     serial = build_packages(LEX, staged, rc, tmp_path / "serial", now=NOW)
     docx = sum(p.converted for p in serial)
     assert docx >= 2, "the Lex sample has DOCX to convert"
-    started = []
-    real = package.Converter.__enter__
-
-    def counted(self):
-        started.append(self)
-        return real(self)
-
+    assert len(started) == 1  # a small batch: one office
+    started.clear()
     monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
-    monkeypatch.setattr(package.Converter, "__enter__", counted)
     split = build_packages(LEX, staged, rc, tmp_path / "split", now=NOW)
     assert len(started) == 2 and all(c._dir is None for c in started)  # two offices, both cleaned up
     assert sum(c.invocations for c in started) >= 2
@@ -107,20 +102,12 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
 
 
 @pytest.mark.parametrize("processes", ["1", "3"])
-def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes):
+def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes, started):
     import transforms.conversion as conversion
     import transforms.package as package
 
     rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
-    started = []
-    real = package.Converter.__enter__
-
-    def counted(self):
-        started.append(self)
-        return real(self)
-
     monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
-    monkeypatch.setattr(package.Converter, "__enter__", counted)
     monkeypatch.setenv(conversion.CONVERSION_PROCESSES_ENV, processes)
     built = build_packages(LEX, staged, rc, tmp_path / "out", now=NOW)
     converted = sum(p.converted for p in built)
