@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_ERMS, NS_XSI
+from .xmltools import NS_ERMS, NS_XSI, PrettyStream
 
 E = f"{{{NS_ERMS}}}"
 
@@ -134,38 +134,20 @@ def write_erms(
 ) -> int:
     """Write the same bytes as ``tostring(build_erms(...), pretty_print=True)`` one case at a time.
 
-    Only the ``control`` section and one ``aggregation`` are ever in memory: each case's
-    subtree is serialised inside the (small) document skeleton, so its indentation is the one
-    the whole tree would give it, and the skeleton's bytes around it are cut off. libxml2
-    decides indentation per element from that element's own children, so the concatenation
-    equals the whole document's serialisation. Returns the number of cases written.
+    Only the ``control`` section and one ``aggregation`` are ever in memory (see
+    :class:`xmltools.PrettyStream`). Returns the number of cases written.
     """
     root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
                       package_id=package_id, created=created, software=software)
     aggs = root[-1]
-    tree = root.getroottree()
-
-    def serialise() -> bytes:
-        return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-
-    marker = etree.SubElement(aggs, E + "aggregation")
-    skeleton = serialise()
-    aggs.remove(marker)
-    line = b"<aggregation/>\n"  # the marker's line; text and attribute values cannot hold a bare "<"
-    at = skeleton.index(line)
-    head, tail = skeleton[:skeleton.rindex(b"\n", 0, at) + 1], skeleton[at + len(line):]
+    root.remove(aggs)  # opened below as the element whose children stream
     count = 0
-    for case in cases:
-        agg = _aggregation(aggs, case, mapping, creator_name, retention)
-        data = serialise()
-        aggs.remove(agg)
-        if not (data.startswith(head) and data.endswith(tail)):  # pragma: no cover - libxml2 changed
-            raise RuntimeError("ERMS case serialisation does not fit the document skeleton")
-        if not count:
-            out.write(head)
-        out.write(data[len(head):len(data) - len(tail)])
-        count += 1
-    out.write(tail if count else serialise())
+    with PrettyStream(out, root) as stream:
+        root.append(aggs)
+        with stream.element(aggs):
+            for case in cases:
+                stream.add(_aggregation(aggs, case, mapping, creator_name, retention))
+                count += 1
     return count
 
 
