@@ -10,24 +10,6 @@ from typing import BinaryIO
 CHUNK = 1024 * 1024
 
 
-class HashingReader:
-    """Wraps a readable binary file; every byte read updates a SHA-256 and a byte count."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.raw.read(n)
-        self.sha256.update(data)
-        self.size += len(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self.sha256.hexdigest()
-
-
 class HashingWriter:
     """Wraps a writable binary file; every byte written updates a SHA-256 and a byte count."""
 

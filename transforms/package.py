@@ -694,11 +694,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
 
 
 def _bytes_ref(file_id: str, arcname: str, data: bytes, mime: str, now: dt.datetime):
-    import hashlib
-
-    digest = hashlib.sha256(data).hexdigest()
-    href = arcname.removeprefix(f"representations/{REP}/")
-    return FileRef(file_id, href, mime, len(data), digest, now), premis.FileObject(arcname, digest, len(data), mime)
+    ref = _ref(file_id, arcname.removeprefix(f"representations/{REP}/"), data, mime, now)
+    return ref, premis.FileObject(arcname, ref.sha256, ref.size, mime)
 
 
 def _unique(used: set[str], folder: str, name: str, ident: object) -> str:

@@ -242,7 +242,7 @@ def _fill(readinto, view: memoryview) -> int:
 
 
 class _ReadInto:
-    """``readinto`` for a source that only has ``read`` (a wrapper such as HashingReader)."""
+    """``readinto`` for a source that only has ``read`` (a wrapping reader)."""
 
     def __init__(self, src: BinaryIO):
         self._read = src.read

@@ -7,15 +7,34 @@ import io
 import tarfile
 import time
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
-from transforms.hashing import HashingReader, HashingWriter
+from transforms.hashing import HashingWriter
 from transforms.safe_archive import open_package
 from transforms.tarstream import CHUNK, RECORD, SourceSizeError, TarStream, member_header
 
 NOW = int(time.time())
 ROOT = "uuid-0f0e6a52-8f7e-5a4e-9d1c-61726b69766c"
+
+
+class HashingReader:
+    """A readable file with ``read`` only (no ``readinto``), hashing what is read: how the builder fed tarfile."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self.sha256.hexdigest()
 
 
 def _content(size: int, seed: int = 0) -> bytes:
