@@ -495,22 +495,20 @@ class IdentifyPool:
         return cls(executor)
 
     def submit_all(self, chunks: list[list[str]]) -> list:
+        """A future per chunk; one answering None (identify it in the caller) once the pool is broken."""
         from concurrent.futures import Future
 
         futures = []
         for chunk in chunks:
-            if self.broken:
-                f: Future = Future()
-                f.set_result(None)
-                futures.append(f)
-                continue
-            try:
-                futures.append(self._executor.submit(_identify_chunk, chunk))
-            except Exception:  # noqa: BLE001 - BrokenProcessPool or shut down: identify here instead
-                self.broken = True
-                f = Future()
-                f.set_result(None)
-                futures.append(f)
+            if not self.broken:
+                try:
+                    futures.append(self._executor.submit(_identify_chunk, chunk))
+                    continue
+                except Exception:  # noqa: BLE001 - BrokenProcessPool or shut down: identify here instead
+                    self.broken = True
+            none: Future = Future()
+            none.set_result(None)
+            futures.append(none)
         return futures
 
     def result(self, future) -> list[Identification] | None:

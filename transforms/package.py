@@ -366,7 +366,7 @@ class _FormatStep:
             if v.output is not None and v.output_ident is not None:
                 self._add_derivative(tar, files, p)
             else:
-                self._hold_back(files, p.src, p.rel, p.oobj, v,
+                self.hold_back(files, p.src, p.rel, p.oobj, v,
                                 f"conversion of {v.ident.label} to {v.decision.target} failed: {v.detail}",
                                 "conversion failed")
 
@@ -388,8 +388,9 @@ class _FormatStep:
         files.formats.append(_format_row(obj, REP, v.output_ident, self.policy.decide(v.output_ident),  # type: ignore
                                          "derivative", derived_from=p.orig_arc))
 
-    def _hold_back(self, files: _PackageFiles, src: Path, rel: str, oobj: premis.FileObject, v: _Verdict,
+    def hold_back(self, files: _PackageFiles, src: Path, rel: str, oobj: premis.FileObject, v: _Verdict,
                    reason: str, outcome: str) -> None:
+        """Copy a document kept only in rep1-original to the quarantine and record its outcome."""
         copy = self.quarantine(files, src, rel, reason)
         files.formats.append(_format_row(oobj, REP_ORIGINAL, v.ident, v.decision, outcome, target=v.decision.target,
                                          detail=v.detail or reason, quarantine_copy=copy, label=v.ident.label))
@@ -525,7 +526,7 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     if decision.action == "convert":
         files.to_convert.append(_Pending(rel, src, file_id, original_name, orig_arc, oobj, verdict))
     else:
-        formats._hold_back(files, src, rel, oobj, verdict, decision.reason, "rejected")
+        formats.hold_back(files, src, rel, oobj, verdict, decision.reason, "rejected")
     return orig_arc, oref
 
 
