@@ -20,7 +20,7 @@ from pathlib import Path
 import fido
 import pytest
 from fido import fido as fido_module
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from demo.documents import make_docx, make_pdf
@@ -179,3 +179,74 @@ def test_end_anchored_signatures_answer_like_the_regex():
                     assert bool(fast(bytes(buf))) == bool(compiled.search(bytes(buf))), (regex, distance, size)
             assert not fast(b"") and not compiled.search(b"")
     assert checked >= 10  # JPEG, DXF, BibTeX, … end-of-file signatures
+
+
+def test_required_literals_of_a_pattern():
+    """The literals a pattern needs, and where: at a fixed offset, within a range of offsets, anywhere."""
+    from transforms.formats import _ANYWHERE, _required_literals
+
+    assert _required_literals(rb"(?s)\A%PDF-1\.[0-7]", anchored=True) == (
+        [(0, ord("%")), (1, ord("P")), (2, ord("D")), (3, ord("F")), (4, ord("-")), (5, ord("1")), (6, ord("."))],
+        [(0, 0, b"%PDF-1.")])
+    assert _required_literals(rb"(?s)\A.{0,1024}<!DOCTYPE", anchored=True) == ([], [(0, 1024, b"<!DOCTYPE")])
+    # after an item of unbounded width the offset is only bounded below
+    assert _required_literals(rb"(?s)\Aab.*cd(?:x|y)ef", anchored=True)[1] == [
+        (0, 0, b"ab"), (2, _ANYWHERE, b"cd"), (5, _ANYWHERE, b"ef")]
+    # searched anywhere: only that the literals occur (after as many bytes as come before them, at least)
+    assert _required_literals(rb"(?s)0(?:\r\n|\n)SECTION", anchored=False) == (
+        [], [(0, _ANYWHERE, b"0"), (2, _ANYWHERE, b"SECTION")])
+    assert _required_literals(rb"(?s)NER(?:5|O).{0,12}\Z", anchored=False)[1] == [(0, _ANYWHERE, b"NER")]
+    # what a branch, a repeat or a case-insensitive pattern holds is not required of every match
+    assert _required_literals(rb"(?:abc|xyz)q{2,3}", anchored=False) == ([], [])
+    # (re's parser takes a branch's common prefix out of it: that part is required)
+    assert _required_literals(rb"(?:abc|abd)", anchored=False) == ([], [(0, _ANYWHERE, b"ab")])
+    assert _required_literals(rb"(?i)PDF", anchored=False) == ([], [])
+
+
+def test_a_signature_that_matches_has_the_literal_it_is_checked_for(both):
+    """No false negatives in the literal check: on real files (and fido's buffer edges), every
+    signature whose patterns all match, run in full without any check first, has its literal."""
+    _, ours = both
+    matcher = ours._matcher
+    checks = {n: (buf, start, end, literal) for n, buf, start, end, literal, _ in matcher.needs}
+    demo = [make_pdf(["Beslut"]), make_docx(["Yttrande"]), b"<!DOCTYPE html><html></html>\n",
+            b"0\nSECTION\n  2\nHEADER\n0\nEOF\n"]
+    buffers = [(d, d) for d in demo]
+    for path in _system_sample(300):
+        size = path.stat().st_size
+        buffers.append(ours._buffers(path, size))
+    checked = 0
+    for bof, eof in buffers:
+        for sigs in matcher.signatures:
+            for _name, _key, need, ops in sigs:
+                if need is None or any(kind == 3 for kind, _ in ops):
+                    continue
+                if all(fn(eof if kind == 1 else bof) for kind, fn in ops):
+                    buf, start, end, literal = checks[need]
+                    assert (eof if buf else bof).find(literal, start, end) >= 0, (literal, start, end)
+                    checked += 1
+    assert checked >= 5  # HTML, XML, text formats … matched without a byte to index them by
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                  HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_bytes_made_to_match_a_signature_have_its_literal(both, data):
+    """The same on bytes generated from each checked signature's own regexes (one buffer as both
+    the first and the last bytes): where every pattern matches, the literal is there."""
+    _, ours = both
+    matcher = ours._matcher
+    checks = {n: (buf, start, end, literal) for n, buf, start, end, literal, _ in matcher.needs}
+    sigs = [(need, ops, pats) for fmt, per_format in zip(matcher.formats, matcher.signatures, strict=True)
+            for sig, (_name, _key, need, ops) in zip(fmt.findall("signature"), per_format, strict=True)
+            if need is not None and (pats := [p.findtext("regex") for p in sig.findall("pattern")])
+            # (hypothesis cannot make bytes that need more than a few thousand repeats)
+            and all(int(n) <= 2000 for p in pats for n in re.findall(r"\{(\d+)", p))]
+    need, ops, pats = data.draw(st.sampled_from(sigs))
+    parts = [data.draw(st.from_regex(re.compile(p.encode()), fullmatch=False)) for p in pats]
+    buf = b"".join(parts)
+    matched = all(fn(buf) for kind, fn in ops if kind != 3)
+    event("matched" if matched else "no match")  # most draws match (see --hypothesis-show-statistics)
+    if matched:
+        where, start, end, literal = checks[need]
+        assert buf.find(literal, start, end) >= 0, (pats, literal, start, end)
