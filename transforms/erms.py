@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_ERMS, NS_XSI, PrettyStream
+from .xmltools import NS_ERMS, NS_XSI, Fragment, NotPlainText, PrettyStream
 
 E = f"{{{NS_ERMS}}}"
 
@@ -26,6 +26,8 @@ DIRECTIONS = {
     "internal": "internal_memo_without_follow-up", "upprättad": "internal_memo_without_follow-up",
     "intern": "internal_memo_without_follow-up",
 }
+MISSING_FILE_NOTE = ("Filen saknades i verksamhetssystemet vid uttaget; avvikelsen godkändes av en arkivarie. "
+                     "/ The file was missing at extraction; an archivist approved the deviation.")
 CASE_STATUS = {
     "open": "open", "öppen": "open", "pågående": "in_progress", "aktiv": "in_progress",
     "closed": "closed", "avslutad": "closed", "avslutat": "closed",
@@ -67,8 +69,13 @@ def _sub(parent: etree._Element, tag: str, text: object = None, **attrs: str) ->
     return el
 
 
+def _date_items(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, str | None]]:
+    """The ``(dateType, value)`` of the dates that are known."""
+    return [(t, _dt(v)) for t, v in pairs if v is not None]
+
+
 def _dates(parent: etree._Element, pairs: Iterable[tuple[str, object]]) -> None:
-    items = [(t, _dt(v)) for t, v in pairs if v is not None]
+    items = _date_items(pairs)
     if items:
         dates = _sub(parent, "dates")
         for dtype, value in items:
@@ -135,7 +142,10 @@ def write_erms(
     """Write the same bytes as ``tostring(build_erms(...), pretty_print=True)`` one case at a time.
 
     Only the ``control`` section and one ``aggregation`` are ever in memory (see
-    :class:`xmltools.PrettyStream`). Returns the number of cases written.
+    :class:`xmltools.PrettyStream`). Each aggregation is written as text by
+    :func:`_aggregation_text`, without building elements; a case with a value only lxml can
+    judge (a control character, which it refuses) goes through :func:`_aggregation` instead.
+    Returns the number of cases written.
     """
     root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
                       package_id=package_id, created=created, software=software)
@@ -146,7 +156,12 @@ def write_erms(
         root.append(aggs)
         with stream.element(aggs):
             for case in cases:
-                stream.add(_aggregation(aggs, case, mapping, creator_name, retention))
+                try:
+                    piece = _aggregation_text(stream.depth, case, mapping, creator_name, retention)
+                except NotPlainText:  # a character only lxml knows what to do with (mostly: refuse)
+                    stream.add(_aggregation(aggs, case, mapping, creator_name, retention))
+                else:
+                    stream.add_text(piece, (NS_ERMS,))
                 count += 1
     return count
 
@@ -163,7 +178,7 @@ def _aggregation(aggs: etree._Element, case: Case, mapping: Mapping[str, Mapping
     if cm.get("classification") and f.get(cm["classification"]) is not None:
         _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
     _sub(agg, "title", f[cm["title"]])
-    status = CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
+    status = _status(f, cm)
     if status:
         _sub(agg, "status", value=status)
     if f.get(cm.get("secrecy", "")):
@@ -180,9 +195,8 @@ def _aggregation(aggs: etree._Element, case: Case, mapping: Mapping[str, Mapping
     for party in case.parties:
         a = _sub(agents, "agent", agentType="counterpart")
         _sub(a, "name", party.get(pm.get("name", "")) or "okänd")
-        number = party.get(pm.get("personnummer", "")) or party.get(pm.get("organisationsnummer", ""))
+        number, kind = _id_number(party, pm)
         if number:
-            kind = "personnummer" if party.get(pm.get("personnummer", "")) else "organisationsnummer"
             _sub(a, "idNumber", number, idNumberType=kind)
         if party.get(pm.get("role", "")):
             _sub(a, "role", party[pm["role"]])
@@ -217,16 +231,140 @@ def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
     if f.get(dm.get("secrecy", "")):
         restriction = _sub(rec, "restriction", restrictionType="confidential")
         _sub(restriction, "regulation", f.get(dm.get("secrecy_reference", "")) or "OSL")
-    direction = DIRECTIONS.get(str(f.get(dm.get("direction", "")) or "").strip().lower())
+    direction = _direction(f, dm)
     if direction:
         _sub(rec, "direction", directionDefinition=direction)
     _dates(rec, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
     if not doc.package_path:
         notes = _sub(rec, "notes")
-        _sub(notes, "note", "Filen saknades i verksamhetssystemet vid uttaget; avvikelsen godkändes av en arkivarie. "
-                            "/ The file was missing at extraction; an archivist approved the deviation.",
-             noteType="arkivflode-missing-file")
+        _sub(notes, "note", MISSING_FILE_NOTE, noteType="arkivflode-missing-file")
         return
     info = _sub(rec, "additionalInformation")
-    _sub(info, "appendix", name=str(f.get(dm.get("file_name", "")) or doc.package_path.rsplit("/", 1)[-1]),
-         path=doc.package_path, fileFormat=str(f.get(dm.get("mime_type", "")) or "application/octet-stream"))
+    _sub(info, "appendix", **_appendix(doc, dm))
+
+
+# --- values both the element builders above and the text serialiser below use ----------------------------------
+
+def _status(f: Mapping[str, object], cm: Mapping[str, str]) -> str | None:
+    return CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
+
+
+def _direction(f: Mapping[str, object], dm: Mapping[str, str]) -> str | None:
+    return DIRECTIONS.get(str(f.get(dm.get("direction", "")) or "").strip().lower())
+
+
+def _id_number(party: Mapping[str, object], pm: Mapping[str, str]) -> tuple[object, str]:
+    """A party's personnummer, or else its organisationsnummer, and which of the two it is."""
+    number = party.get(pm.get("personnummer", "")) or party.get(pm.get("organisationsnummer", ""))
+    return number, "personnummer" if party.get(pm.get("personnummer", "")) else "organisationsnummer"
+
+
+def _appendix(doc: Document, dm: Mapping[str, str]) -> dict[str, str]:
+    """The attributes of a record's ``appendix``: the original file's name, its path and its format."""
+    f = doc.fields
+    return {"name": str(f.get(dm.get("file_name", "")) or doc.package_path.rsplit("/", 1)[-1]),
+            "path": doc.package_path,
+            "fileFormat": str(f.get(dm.get("mime_type", "")) or "application/octet-stream")}
+
+
+# --- the same aggregation as text: what write_erms streams ----------------------------------------------------
+
+def _aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
+                      retention: Mapping[str, object] | None) -> bytes:
+    """The bytes :func:`_aggregation` gives inside the whole document, ``depth`` levels below its root.
+
+    Element for element the same as :func:`_aggregation`, :func:`_disposal` and :func:`_record`
+    (the tests compare them on real and generated cases), unprefixed as ERMS is the root's
+    default namespace; raises :class:`xmltools.NotPlainText` where only the element path can decide.
+    """
+    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
+    f = case.fields
+    out = Fragment(depth)
+    out.start("aggregation", {"systemIdentifier": str(f[cm["id"]]), "aggregationType": "caseFile"})
+    out.leaf("objectId", f[cm["reference"]])
+    secret = f.get(cm.get("secrecy", ""))
+    if secret:
+        out.leaf("securityClass", "secret")
+    if cm.get("classification") and f.get(cm["classification"]) is not None:
+        out.leaf("classification", f[cm["classification"]], {"classificationCode": str(f[cm["classification"]])})
+    out.leaf("title", f[cm["title"]])
+    status = _status(f, cm)
+    if status:
+        out.leaf("status", None, {"value": status})
+    if secret:
+        out.start("restriction", {"restrictionType": "confidential"})
+        out.leaf("regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
+        out.end()
+    if retention:
+        start = f.get(str(retention.get("counted_from", "")))
+        if isinstance(start, dt.date):
+            dispose = retention["action"] == "dispose"
+            out.start("disposal", {"disposable": "true" if dispose else "false"})
+            out.leaf("disposalScheduleId", retention["record_class"])
+            out.leaf("disposalAction", "gallras" if dispose else "bevaras")
+            out.leaf("disposalPeriod", retention["period"])
+            out.leaf("disposalMandate", retention["basis"])
+            out.start("dates")
+            out.leaf("disposalDate", _dt(start), {"dateType": "retention_period_start"})
+            out.end()
+            out.end()
+    out.start("agents")
+    out.start("agent", {"agentType": "responsible_person"})
+    out.leaf("name", f.get(cm.get("officer", "")) or "okänd")
+    out.leaf("organisation", creator_name)
+    if cm.get("unit") and f.get(cm["unit"]):
+        out.leaf("unitName", f[cm["unit"]])
+    out.end()
+    for party in case.parties:
+        out.start("agent", {"agentType": "counterpart"})
+        out.leaf("name", party.get(pm.get("name", "")) or "okänd")
+        number, kind = _id_number(party, pm)
+        if number:
+            out.leaf("idNumber", number, {"idNumberType": kind})
+        if party.get(pm.get("role", "")):
+            out.leaf("role", party[pm["role"]])
+        out.end()
+    out.end()
+    _dates_text(out, [("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
+    for doc in case.documents:
+        _record_text(out, doc, dm)
+    out.end()
+    return out.getvalue()
+
+
+def _dates_text(out: Fragment, pairs: Iterable[tuple[str, object]]) -> None:
+    items = _date_items(pairs)
+    if items:
+        out.start("dates")
+        for dtype, value in items:
+            out.leaf("date", value, {"dateType": dtype})
+        out.end()
+
+
+def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
+    f = doc.fields
+    out.start("record", {"systemIdentifier": str(f[dm["id"]]), "recordType": "document"})
+    out.leaf("objectId", f"{f[dm['id']]}")
+    secret = f.get(dm.get("secrecy", ""))
+    if secret:
+        out.leaf("securityClass", "secret")
+    out.leaf("title", f[dm["title"]])
+    if dm.get("number") and f.get(dm["number"]) is not None:
+        out.leaf("runningNumber", int(f[dm["number"]]))
+    if secret:
+        out.start("restriction", {"restrictionType": "confidential"})
+        out.leaf("regulation", f.get(dm.get("secrecy_reference", "")) or "OSL")
+        out.end()
+    direction = _direction(f, dm)
+    if direction:
+        out.leaf("direction", None, {"directionDefinition": direction})
+    _dates_text(out, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
+    if not doc.package_path:
+        out.start("notes")
+        out.leaf("note", MISSING_FILE_NOTE, {"noteType": "arkivflode-missing-file"})
+        out.end()
+    else:
+        out.start("additionalInformation")
+        out.leaf("appendix", None, _appendix(doc, dm))
+        out.end()
+    out.end()

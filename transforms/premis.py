@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_PREMIS, NS_XSI, PrettyStream
+from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -91,20 +91,28 @@ def write_premis(out: BinaryIO, objects: Iterable[FileObject], events: Iterable[
     """Write the bytes of ``tostring(build_premis(...), xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
 
     One file object, or one object link of an event, is in memory at a time (``objects`` is
-    read once, so it may be a generator). Returns the bundled schema files the document uses,
-    as :func:`xmltools.schemas_used` gives them for the tree.
+    read once, so it may be a generator). File objects and object links are written as text
+    (:func:`_file_object_text`, :func:`_object_link_text`); one with a value only lxml can judge
+    (a control character, which it refuses) is built as elements instead. Returns the bundled
+    schema files the document uses, as :func:`xmltools.schemas_used` gives them for the tree.
     """
     root = _root(schema_prefix)
     with PrettyStream(out, root) as stream:
         for rep in representations:
             stream.add(_representation(root, rep))
         for obj in objects:
-            stream.add(_file_object(root, obj))
+            try:
+                stream.add_text(_file_object_text(stream.depth, obj), _FILE_OBJECT_NAMESPACES)
+            except NotPlainText:
+                stream.add(_file_object(root, obj))
         for ev in events:
             # An event may link every file of the package (format identification, creation).
             with stream.element(_event(root, ev)) as el:
                 for link in ev.objects:
-                    stream.add(_object_link(el, link))
+                    try:
+                        stream.add_text(_object_link_text(stream.depth, link), (NS_PREMIS,))
+                    except NotPlainText:
+                        stream.add(_object_link(el, link))
         for ag in agents:
             stream.add(_agent(root, ag))
     return stream.schemas
@@ -162,6 +170,69 @@ def _file_object(root: etree._Element, obj: FileObject) -> etree._Element:
     return el
 
 
+#: The namespaces a file object's elements (premis:) and attributes (xsi:type) use. The text
+#: path writes them with the prefixes the root declares (see _root).
+_FILE_OBJECT_NAMESPACES = (NS_PREMIS, NS_XSI)
+
+
+def _file_object_text(depth: int, obj: FileObject) -> bytes:
+    """The bytes :func:`_file_object` gives inside the whole document, ``depth`` levels below its root.
+
+    Element for element the same as :func:`_file_object` (the tests compare them); raises
+    :class:`xmltools.NotPlainText` where only the element path can decide.
+    """
+    out = Fragment(depth)
+    out.start("premis:object", {"xsi:type": "premis:file"})
+    _ident_text(out, "object", "local", obj.identifier)
+    out.start("premis:objectCharacteristics")
+    out.leaf("premis:compositionLevel", 0)
+    out.start("premis:fixity")
+    out.leaf("premis:messageDigestAlgorithm", "SHA-256")
+    out.leaf("premis:messageDigest", obj.sha256)
+    out.leaf("premis:messageDigestOriginator", "Arkivflöde")
+    out.end()
+    out.leaf("premis:size", obj.size)
+    out.start("premis:format")
+    out.start("premis:formatDesignation")
+    out.leaf("premis:formatName", obj.format_name)
+    if obj.format_version:
+        out.leaf("premis:formatVersion", obj.format_version)
+    out.end()
+    if obj.puid:
+        out.start("premis:formatRegistry")
+        out.leaf("premis:formatRegistryName", "PRONOM")
+        out.leaf("premis:formatRegistryKey", obj.puid)
+        out.leaf("premis:formatRegistryRole", "specification")
+        out.end()
+    if obj.format_note:
+        out.leaf("premis:formatNote", obj.format_note)
+    out.end()
+    if obj.creating_application:
+        out.start("premis:creatingApplication")
+        out.leaf("premis:creatingApplicationName", obj.creating_application[0])
+        out.leaf("premis:creatingApplicationVersion", obj.creating_application[1])
+        out.end()
+    out.end()
+    if obj.original_name:
+        out.leaf("premis:originalName", obj.original_name)
+    if obj.derived_from:
+        out.start("premis:relationship")
+        out.leaf("premis:relationshipType", "derivation")
+        out.leaf("premis:relationshipSubType", "has source")
+        _ident_text(out, "relatedObject", "local", obj.derived_from)
+        out.end()
+    out.end()
+    return out.getvalue()
+
+
+def _ident_text(out: Fragment, prefix: str, id_type: str, value: str) -> None:
+    """:func:`_ident` as text."""
+    out.start(f"premis:{prefix}Identifier")
+    out.leaf(f"premis:{prefix}IdentifierType", id_type)
+    out.leaf(f"premis:{prefix}IdentifierValue", value)
+    out.end()
+
+
 def _event(root: etree._Element, ev: Event) -> etree._Element:
     """The event up to its agent links; the object links, which come last, are added by the caller."""
     el = _sub(root, "event")
@@ -190,6 +261,19 @@ def _object_link(event: etree._Element, obj: str | tuple[str, str]) -> etree._El
     if obj_role:
         _sub(link, "linkingObjectRole", obj_role)
     return link
+
+
+def _object_link_text(depth: int, obj: str | tuple[str, str]) -> bytes:
+    """The bytes :func:`_object_link` gives inside the whole document, ``depth`` levels below its root."""
+    obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
+    out = Fragment(depth)
+    out.start("premis:linkingObjectIdentifier")
+    out.leaf("premis:linkingObjectIdentifierType", "local")
+    out.leaf("premis:linkingObjectIdentifierValue", obj_id)
+    if obj_role:
+        out.leaf("premis:linkingObjectRole", obj_role)
+    out.end()
+    return out.getvalue()
 
 
 def _agent(root: etree._Element, ag: Agent) -> etree._Element:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterator
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
@@ -248,6 +249,23 @@ class PrettyStream:
         self._write(piece)
         self._note(child, piece)
 
+    @property
+    def depth(self) -> int:
+        """How deep a child of the innermost open element sits (the root's children are at 1)."""
+        return len(self._chain)
+
+    def add_text(self, piece: bytes, namespaces: Iterable[str | None]) -> None:
+        """Write a child of the innermost open element that is already serialised, as :class:`Fragment` gives it.
+
+        ``piece`` must be the child's bytes as the whole tree would have them: indented for
+        :attr:`depth`, ending in a line break. ``namespaces`` are those its elements and attributes
+        use (for :attr:`schemas`); nothing is parsed or checked beyond the indentation.
+        """
+        if not (piece.startswith(indent(self.depth).encode() + b"<") and piece.endswith(b">\n")):
+            raise ValueError(f"a serialised child must be indented for depth {self.depth} and end a line")
+        self._write(piece)
+        self._used.update(namespaces)
+
     @contextlib.contextmanager
     def element(self, element: etree._Element) -> Iterator[etree._Element]:
         """Open ``element`` (appended to the innermost open element, maybe with first children) for children."""
@@ -314,3 +332,104 @@ class PrettyStream:
         if not (data.startswith(head) and data.endswith(tail)):  # pragma: no cover - libxml2 changed
             raise RuntimeError("a streamed subtree's serialisation does not fit the document skeleton")
         return data[len(head):len(data) - len(tail)]
+
+
+#: XML's ``Char`` production: libxml2 can write these and nothing else.
+_NOT_XML_CHAR = re.compile(r"[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+#: Any character but those libxml2 writes unchanged, i.e. ``Char`` less ``& < >`` and CR (in
+#: an attribute also ``"``, TAB and LF): a value without one needs no work. One negated class is
+#: three times faster to search than the two alternatives it stands for.
+_TEXT_NOT_AS_IS = re.compile(r"[^\t\n\x20-\x25\x27-\x3b\x3d\x3f-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_ATTRIBUTE_NOT_AS_IS = re.compile(r"[^\x20\x21\x23-\x25\x27-\x3b\x3d\x3f-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;",
+                                    '"': "&quot;", "\t": "&#9;", "\n": "&#10;"})
+
+
+class NotPlainText(Exception):
+    """A value has a character that only the element path knows how to treat (lxml refuses most)."""
+
+
+def escape(value: object, *, attribute: bool = False) -> str:
+    """``str(value)`` escaped as libxml2 writes it in UTF-8: as text or, with ``attribute``, in a ``"``-quoted value.
+
+    In text ``&``, ``<``, ``>`` and carriage return become ``&amp;`` ``&lt;`` ``&gt;`` ``&#13;``;
+    in an attribute also ``"``, tab and line feed (``&quot;`` ``&#9;`` ``&#10;``); everything
+    else, apostrophes and non-ASCII included, is written as it is. A character outside XML's
+    ``Char`` production (control characters, U+FFFE, lone surrogates) raises
+    :class:`NotPlainText`: the caller builds that item as elements, where lxml raises its
+    own error, so both paths fail alike.
+    """
+    text = str(value)
+    if (_ATTRIBUTE_NOT_AS_IS if attribute else _TEXT_NOT_AS_IS).search(text) is None:
+        return text
+    if _NOT_XML_CHAR.search(text):
+        raise NotPlainText("a value has a character outside XML's Char production")  # not the value: it may be personal
+    return text.translate(_ATTRIBUTE_ESCAPES if attribute else _TEXT_ESCAPES)
+
+
+#: libxml2 indents with at most 60 spaces (xmlTreeIndentString); deeper levels get 60 too.
+_MAX_INDENT_LEVEL = 30
+_INDENTS = tuple("  " * level for level in range(_MAX_INDENT_LEVEL + 1))
+
+
+def indent(depth: int) -> str:
+    """The spaces before the start tag of an element ``depth`` levels below the root in libxml2's pretty print.
+
+    libxml2 puts each child of an element that has only element children on a line of its own,
+    two spaces deeper than its parent; an element with text is written on one line.
+    """
+    return _INDENTS[depth] if depth < _MAX_INDENT_LEVEL else _INDENTS[_MAX_INDENT_LEVEL]
+
+
+class Fragment:
+    """The pretty-printed bytes of one subtree, as ``tostring(..., pretty_print=True)`` of its whole document has them.
+
+    Elements are written in document order: :meth:`leaf` for one without children (``text``
+    None gives ``<tag/>``, ``""`` gives ``<tag></tag>``), :meth:`start` and :meth:`end`
+    around children. Tags and attribute names are written as given, with the prefixes of the
+    document's namespace declarations; attributes whose value is None are left out. Values are
+    escaped by :func:`escape` (which may raise :class:`NotPlainText`).
+    """
+
+    __slots__ = ("_parts", "_depth", "_at", "_open")
+
+    def __init__(self, depth: int):
+        """A subtree whose root sits ``depth`` levels below the document's root (:attr:`PrettyStream.depth`)."""
+        self._parts: list[str] = []
+        self._depth = depth
+        self._at = indent(depth)  # the indentation of the next element
+        self._open: list[tuple[str, int, str]] = []  # (tag, index of its start tag in _parts, its indentation)
+
+    def leaf(self, tag: str, text: object = None, attrs: Mapping[str, object] | None = None) -> None:
+        attributes = _attributes(attrs) if attrs else ""
+        if text is None:
+            self._parts.append(f"{self._at}<{tag}{attributes}/>\n")
+        else:
+            self._parts.append(f"{self._at}<{tag}{attributes}>{escape(text)}</{tag}>\n")
+
+    def start(self, tag: str, attrs: Mapping[str, object] | None = None) -> None:
+        self._parts.append(f"{self._at}<{tag}{_attributes(attrs)}>\n" if attrs else f"{self._at}<{tag}>\n")
+        self._open.append((tag, len(self._parts) - 1, self._at))
+        self._at = indent(self._depth + len(self._open))
+
+    def end(self) -> None:
+        tag, started, self._at = self._open.pop()
+        if started == len(self._parts) - 1:  # no children: an empty element
+            self._parts[started] = self._parts[started][:-2] + "/>\n"
+        else:
+            self._parts.append(f"{self._at}</{tag}>\n")
+
+    def getvalue(self) -> bytes:
+        if self._open:
+            raise ValueError(f"{self._open[-1][0]} is not ended")
+        return "".join(self._parts).encode()
+
+
+def _attributes(attrs: Mapping[str, object]) -> str:
+    """`` name="value"`` for each attribute whose value is not None, in the mapping's order."""
+    written = ""
+    for name, value in attrs.items():  # a loop, not a join: there are one to three
+        if value is not None:
+            written += f' {name}="{escape(value, attribute=True)}"'
+    return written
