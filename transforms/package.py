@@ -33,6 +33,7 @@ import datetime as dt
 import io
 import json
 import os
+import pickle
 import re
 import shutil
 import unicodedata
@@ -218,6 +219,69 @@ def build_packages(
     return built
 
 
+class _Spool:
+    """A list that lives in a file of the build's work directory: appended to while the TAR is
+    written, read back (any number of times, in order) when the metadata is written.
+
+    A package's file entries (METS ``file``, PREMIS ``object``: about 1 KB of Python objects
+    each) are needed only at the end; kept in memory they made a package of 30,000 files cost
+    30 MB more than one of 3,000. Items are pickled in batches; the file is the build's own
+    (written and read by this process only) and goes with the work directory.
+    """
+
+    BATCH = 256
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._out = open(path, "wb")  # noqa: SIM115 - closed by close(), or with the work directory's removal
+        self._pending: list = []
+        self._count = 0
+
+    def append(self, item) -> None:
+        self._pending.append(item)
+        self._count += 1
+        if len(self._pending) >= self.BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            pickle.dump(self._pending, self._out, protocol=pickle.HIGHEST_PROTOCOL)
+            self._pending = []
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator:
+        self._flush()
+        self._out.flush()
+        remaining = self._count
+        with open(self.path, "rb") as fh:
+            while remaining:
+                batch = pickle.load(fh)  # noqa: S301 - this build's own file, written just before
+                remaining -= len(batch)
+                yield from batch
+
+    def map(self, fn: Callable) -> _SpoolView:
+        return _SpoolView(self, fn)
+
+    def close(self) -> None:
+        self._out.close()
+
+
+@dataclass(frozen=True)
+class _SpoolView:
+    """``fn`` of every item of a spool, as a sequence that can be iterated many times (PREMIS event links)."""
+
+    spool: _Spool
+    fn: Callable
+
+    def __iter__(self) -> Iterator:
+        return (self.fn(item) for item in self.spool)
+
+    def __len__(self) -> int:
+        return len(self.spool)
+
+
 @dataclass
 class _Verdict:
     """One document's identification, the policy's decision and (when converted) the PDF/A."""
@@ -254,16 +318,21 @@ class _PackageFiles:
     objid: str
     now: dt.datetime
     verdicts: dict[str, _Verdict]
-    data_files: list = field(default_factory=list)  # (FileRef, FileObject) in rep1
-    originals: list = field(default_factory=list)  # (FileRef, FileObject) in rep1-original
+    data_files: _Spool | list = field(default_factory=list)  # (FileRef, FileObject) in rep1
+    originals: _Spool | list = field(default_factory=list)  # (FileRef, FileObject) in rep1-original
     quarantined: list = field(default_factory=list)
     formats: list = field(default_factory=list)
     converted: int = 0
     to_convert: list[_Pending] = field(default_factory=list)
     identified: Iterator[tuple[str, Identification]] | None = None
     decide: Callable[[Identification], Decision] | None = None
+    #: one object per distinct identification and its decision: a package's thousands of PDFs
+    #: share them (each answer from a worker process arrives as new objects)
+    _known: dict[Identification, tuple[Identification, Decision]] = field(default_factory=dict)
+    doc_bytes: int = 0  # bytes of the documents in rep1
 
     def verdict(self, src: Path) -> _Verdict | None:
+        """The verdict on ``src``, taken: each source is asked about once (None if never identified)."""
         key = str(src)
         while key not in self.verdicts and self.identified is not None:
             found = next(self.identified, None)
@@ -271,8 +340,18 @@ class _PackageFiles:
                 self.identified = None
                 break
             path, ident = found
-            self.verdicts[path] = _Verdict(ident, self.decide(ident))  # type: ignore[misc]
-        return self.verdicts.get(key)
+            self.verdicts[path] = _Verdict(*self.judged(ident))
+        return self.verdicts.pop(key, None)
+
+    def judged(self, ident: Identification) -> tuple[Identification, Decision]:
+        known = self._known.get(ident)
+        if known is None:
+            known = self._known[ident] = (ident, self.decide(ident))  # type: ignore[misc]
+        return known
+
+    def add_data_file(self, ref: FileRef, obj: premis.FileObject) -> None:
+        self.data_files.append((ref, obj))
+        self.doc_bytes += ref.size
 
     def close(self) -> None:
         if self.identified is not None:
@@ -331,17 +410,18 @@ class _FormatStep:
             futures = [pool.submit(conv.convert, part, out) for conv, part, out in parts if part]
             return [r for f in futures for r in f.result()]
 
-    def prepare(self, objid: str, sources: Sequence[Path], now: dt.datetime) -> _PackageFiles:
+    def prepare(self, objid: str, sources: Iterable[str], now: dt.datetime, work: Path) -> _PackageFiles:
         """Start identifying every source once, in the order the build will copy them.
 
         A large package is identified by worker processes while the build copies the files
         already identified into the TAR; what the policy says to convert is converted in one
-        batch once every document is in (:meth:`finish`).
+        batch once every document is in (:meth:`finish`). The package's file entries are
+        spooled to ``work`` until its metadata is written.
         """
-        unique = list(dict.fromkeys(str(s) for s in sources))
+        unique = list(dict.fromkeys(sources))
         pool = self.pool() if len(unique) >= POOL_MIN_FILES else None
-        return _PackageFiles(objid, now, {}, identified=self.identifier.identify_stream(unique, pool),
-                             decide=self.policy.decide)
+        return _PackageFiles(objid, now, {}, _Spool(work / "data-files.pickle"), _Spool(work / "originals.pickle"),
+                             identified=self.identifier.identify_stream(unique, pool), decide=self.policy.decide)
 
     def finish(self, tar, files: _PackageFiles, work: Path) -> None:
         """Convert the package's pending documents in one batch and add each PDF/A to rep1.
@@ -380,7 +460,7 @@ class _FormatStep:
         obj = _with_format(obj, v.output_ident,  # type: ignore[arg-type]
                            derived_from=p.orig_arc,
                            creating_application=("LibreOffice", (self.converter_version or "").split()[-1]))
-        files.data_files.append((ref, obj))
+        files.add_data_file(ref, obj)
         files.converted += 1
         files.formats.append(_format_row(p.oobj, REP_ORIGINAL, v.ident, v.decision, "converted",
                                          target=v.decision.target, derivative=arc, detail=v.detail,
@@ -507,15 +587,15 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
         _add_file(tar, objid, f"representations/{REP}/data/{rel}", src, file_id, original_name, declared_mime)
     verdict = files.verdict(src)
     if verdict is None:
-        # Not among the package's sources when identification started: judge it now.
-        ident = formats.identifier.identify(src)
-        verdict = files.verdicts[str(src)] = _Verdict(ident, formats.policy.decide(ident))
+        # Not among the package's sources when identification started (or a second document
+        # with the same source file): judge it now.
+        verdict = _Verdict(*files.judged(formats.identifier.identify(src)))
     ident, decision = verdict.ident, verdict.decision
     if decision.action == "accept":
         arc = f"representations/{REP}/data/{rel}"
         ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None)
         obj = _with_format(obj, ident)
-        files.data_files.append((ref, obj))
+        files.add_data_file(ref, obj)
         files.formats.append(_format_row(obj, REP, ident, decision, "accepted"))
         return arc, ref
     orig_arc = f"representations/{REP_ORIGINAL}/data/{rel}"
@@ -551,15 +631,18 @@ def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict
     return out
 
 
-def _by_case(t: pa.Table, case_column: str, key: str) -> tuple[pa.Table, dict[object, tuple[int, int]]]:
+def _by_case(t: pa.Table, case_column: str, key: str, *, in_order: bool = False
+             ) -> tuple[pa.Table, dict[object, tuple[int, int]]]:
     """``t`` ordered by case, then by key, and where each case's rows are in it (offset, count).
 
     Within a case the rows keep the key order :func:`_children` gave them, so a case's rows
     read from its slice are the rows, in the order, that grouping the whole table would give.
+    ``in_order``: ``t`` is already so ordered (by an earlier call); only the positions are found.
     """
     if not t.num_rows:
         return t, {}
-    t = t.sort_by([(case_column, "ascending"), (key, "ascending")])
+    if not in_order:
+        t = t.sort_by([(case_column, "ascending"), (key, "ascending")])
     where: dict[object, tuple[int, int]] = {}
     for i, value in enumerate(t[case_column].to_pylist()):
         at = where.get(value)
@@ -629,7 +712,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     work = build_dir / f".{objid}.work-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
     formats = formats or _FormatStep(system.formats, build_dir, build_dir / "quarantined-documents", None)
-    sources = [Path(p) for t in tables.values() for p in _column(t, "source_path") if p]
+    sources = (p for t in tables.values() if "source_path" in t.column_names
+               for p in t["source_path"].to_pylist() if p)
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     missing: list[str] = []
@@ -637,8 +721,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     files: _PackageFiles | None = None
     try:
         work.mkdir()
-        files = formats.prepare(objid, sources, now)
-        data_files: list[tuple[FileRef, premis.FileObject]] = files.data_files
+        files = formats.prepare(objid, sources, now, work)
+        data_files = files.data_files
         with open(tmp, "wb") as raw:
             out = HashingWriter(raw)
             with TarStream(out) as tar:
@@ -654,7 +738,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                                                _iso(r.get(start))) for r in rows_by_table[root_t.name])
                 files.close()
                 formats.finish(tar, files, work)
-                doc_bytes = sum(ref.size for ref, _ in data_files)
+                doc_bytes = files.doc_bytes
                 for table in csv_tables:
                     data = _csv_bytes(table, rows_by_table.get(table.name, []))
                     arc = f"{data_prefix}tables/{table.name}.csv"
@@ -662,7 +746,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                     ref, obj = _bytes_ref(f"table-{table.name}", arc, data, "text/csv", now)
                     ident = formats.identify_bytes(data, work, f"{table.name}.csv")
                     obj = _with_format(obj, ident)
-                    data_files.append((ref, obj))
+                    data_files.append((ref, obj))  # (not a document: not in doc_bytes)
                     files.formats.append(_format_row(obj, REP, ident, formats.policy.decide(ident), "accepted"))
                 if missing:
                     events = [*events, premis.Event(
@@ -694,6 +778,10 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     )
 
 
+def _object_identifier(entry: tuple[FileRef, premis.FileObject]) -> str:
+    return entry[1].identifier
+
+
 def _bytes_ref(file_id: str, arcname: str, data: bytes, mime: str, now: dt.datetime):
     ref = _ref(file_id, arcname.removeprefix(f"representations/{REP}/"), data, mime, now)
     return ref, premis.FileObject(arcname, ref.sha256, ref.size, mime)
@@ -720,9 +808,14 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
     cm, dm, pm = content["case"], content["document"], content.get("party", {})
     root_key = system.root_table.key
     empty = pa.table({})
-    docs, docs_at = _by_case(tables.get(dm["table"], empty), dm["case"], system.tables[dm["table"]].key)
-    parties, parties_at = (_by_case(tables.get(pm["table"], empty), pm["case"], system.tables[pm["table"]].key)
-                           if pm.get("table") else (empty, {}))
+    # (the documents are in case order already, see _build_one; each table sorted here replaces
+    # the caller's, so that a package's rows are held once, not twice)
+    docs, docs_at = _by_case(tables.get(dm["table"], empty), dm["case"], system.tables[dm["table"]].key,
+                             in_order=True)
+    parties, parties_at = empty, {}
+    if pm.get("table"):
+        parties, parties_at = _by_case(tables.get(pm["table"], empty), pm["case"], system.tables[pm["table"]].key)
+        tables[pm["table"]] = parties
 
     def cases() -> Iterator[erms.Case]:
         for batch in tables[system.root_table.name].to_batches(max_chunksize=1000):
@@ -909,10 +1002,10 @@ def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._Element
 
 def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                     descriptive: list[tuple[str, bytes | Path, str, str]],
-                    data_files: list[tuple[FileRef, premis.FileObject]],
+                    data_files: _Spool,
                     events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
                     csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
-                    originals: Sequence[tuple[FileRef, premis.FileObject]] = (),
+                    originals: _Spool | Sequence[tuple[FileRef, premis.FileObject]] = (),
                     format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = (),
                     *, work: Path) -> None:
     ag = system.agreement
@@ -928,7 +1021,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         identifier=f"{objid}-creation", type="creation", time=now, outcome="success",
         detail=f"SIP built by {SOFTWARE_NAME} {__version__} from {system.name} batch {staged.batch}, "
                f"record class {rc.name}: {record_count} records, {len(data_files)} files",
-        agents=(("arkivflode", "executing program"),), objects=tuple(obj.identifier for _, obj in data_files),
+        agents=(("arkivflode", "executing program"),), objects=data_files.map(_object_identifier),
     )
     digest_event = premis.Event(
         identifier=f"{objid}-digest", type="message digest calculation", time=now, outcome="success",
@@ -942,8 +1035,8 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     # When the policy held back every document there is no preservation representation at
     # all (an empty one would be invalid METS): only the originals, and the format events go
     # with them.
-    reps = (([(REP, list(data_files))] if data_files or not originals else [])
-            + ([(REP_ORIGINAL, list(originals))] if originals else []))
+    reps = (([(REP, data_files)] if len(data_files) or not len(originals) else [])
+            + ([(REP_ORIGINAL, originals)] if len(originals) else []))
     events_rep = reps[0][0]
     pkg_premis_path = work / "premis.xml"
     with open(pkg_premis_path, "wb") as fh:

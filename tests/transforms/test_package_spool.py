@@ -1,0 +1,46 @@
+"""The build's spool: a package's file entries wait in its work directory, not in memory."""
+
+from __future__ import annotations
+
+import datetime as dt
+import tracemalloc
+
+from transforms import premis
+from transforms.mets import FileRef
+from transforms.package import _Spool
+
+
+def _entry(i: int) -> tuple[FileRef, premis.FileObject]:
+    created = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    ref = FileRef(f"file-{i}", f"data/ärende-{i}/brev {i}.pdf", "application/pdf", i, f"{i:064x}", created)
+    return ref, premis.FileObject(f"representations/rep1/{ref.href}", ref.sha256, i, "application/pdf", f"brev {i}.pdf")
+
+
+def test_items_come_back_in_order_every_time_they_are_read(tmp_path):
+    spool = _Spool(tmp_path / "spool.pickle")
+    assert len(spool) == 0 and list(spool) == [] and not spool
+    n = 3 * _Spool.BATCH + 17  # whole batches and a part batch still in memory
+    for i in range(n):
+        spool.append(_entry(i))
+    assert len(spool) == n
+    assert list(spool) == [_entry(i) for i in range(n)]
+    spool.append(_entry(n))  # appending after a read goes on where it stopped
+    assert list(spool) == [_entry(i) for i in range(n + 1)]
+    assert list(spool.map(lambda e: e[1].identifier))[-1] == f"representations/rep1/data/ärende-{n}/brev {n}.pdf"
+    assert len(spool.map(len)) == n + 1
+    spool.close()
+
+
+def test_the_entries_do_not_stay_in_memory(tmp_path):
+    spool = _Spool(tmp_path / "spool.pickle")
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(20_000):
+            spool.append(_entry(i))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000  # at most one batch (in a list, these 20,000 entries take 16 MB)
+    assert sum(1 for _ in spool) == 20_000
+    spool.close()
