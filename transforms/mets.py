@@ -10,7 +10,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from .fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
-from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, NS_XSI, PrettyStream
+from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, NS_XSI, NotPlainText, PrettyStream, escape, indent
 
 M = f"{{{NS_METS}}}"
 CSIP = f"{{{NS_CSIP}}}"
@@ -136,8 +136,11 @@ def write_mets(
 
     Only the fileSec grows with the package: its ``mets:file`` entries are written one at a
     time, and each group's ``files`` is read once (the structMap names groups, not files, so
-    ``groups`` is read twice and stays a sequence). Returns the bundled schema files the
-    document uses, as :func:`xmltools.schemas_used` gives them for the tree.
+    ``groups`` is read twice and stays a sequence). Each entry is written as text by
+    :func:`_file_text`, without building elements; one with a value only lxml can judge (a
+    control character, which it refuses, or a value that is not a ``str``) is built by
+    :func:`_file` instead. Returns the bundled schema files the document uses, as
+    :func:`xmltools.schemas_used` gives them for the tree.
     """
     root = _root(objid, label, profile, schema_prefix, profile_url)
     with PrettyStream(out, root) as stream:
@@ -148,7 +151,12 @@ def write_mets(
             for g in groups:
                 with stream.element(_file_grp(file_sec, g)) as grp:
                     for f in g.files:
-                        stream.add(_file(grp, f))
+                        try:
+                            piece = _file_text(stream.depth, f)
+                        except NotPlainText:
+                            stream.add(_file(grp, f))
+                        else:
+                            stream.add_text(piece, _FILE_NAMESPACES)
         stream.add(_struct_map(root, objid, metadata, groups, representations))
     return stream.schemas
 
@@ -224,6 +232,32 @@ def _file(grp: etree._Element, f: FileRef) -> etree._Element:
     fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
     etree.SubElement(fel, M + "FLocat", _link(f.href))
     return fel
+
+
+#: The namespaces a file entry uses: its elements (mets:) and FLocat's xlink:type and xlink:href.
+#: The text path writes them with the prefixes the root declares (see _root).
+_FILE_NAMESPACES = (NS_METS, NS_XLINK)
+
+
+def _file_text(depth: int, f: FileRef) -> bytes:
+    """The bytes :func:`_file` gives inside the whole document, ``depth`` levels below its root.
+
+    Attribute for attribute and in the same order as :func:`_file` (the tests compare them),
+    with the prefixes the root declares; raises :class:`xmltools.NotPlainText` where only the
+    element path can decide: a character outside XML's ``Char``, or a value that is not a
+    ``str`` (lxml refuses None and numbers, and takes bytes). The shape is fixed (one ``FLocat``
+    in each ``file``), so the entry is one formatted string rather than a :class:`xmltools.Fragment`.
+    """
+    size, created = str(f.size), _ts(f.created)  # first, as in _file_attrs: their errors are _file's
+    if not type(f.id) is type(f.href) is type(f.mimetype) is type(f.sha256) is type(created) is str:
+        raise NotPlainText("a file entry has a value that is not a str")
+    at = indent(depth)
+    return (f'{at}<mets:file ID="{escape(f.id, attribute=True)}" MIMETYPE="{escape(f.mimetype, attribute=True)}" '
+            f'SIZE="{escape(size, attribute=True)}" CREATED="{escape(created, attribute=True)}" '
+            f'CHECKSUM="{escape(f.sha256, attribute=True)}" CHECKSUMTYPE="SHA-256">\n'
+            f'{indent(depth + 1)}<mets:FLocat LOCTYPE="URL" xlink:type="simple" '  # as _link
+            f'xlink:href="{escape(f.href, attribute=True)}"/>\n'
+            f'{at}</mets:file>\n').encode()
 
 
 def _struct_map(root: etree._Element, objid: str, metadata: Sequence[MetadataRef], groups: Sequence[FileGroup],

@@ -1,4 +1,4 @@
-"""ERMS and PREMIS written as text: the same bytes as the element builders, on real and generated values."""
+"""ERMS, PREMIS and METS written as text: the same bytes as the element builders, on real and generated values."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from transforms import erms, premis
+from transforms import erms, mets, premis
+from transforms.fgs import FGS_ERMS
 from transforms.systems import load_system
 from transforms.xmltools import NS_ERMS, NS_PREMIS, Fragment, NotPlainText, PrettyStream, escape, schemas_used
 
@@ -261,6 +262,174 @@ def test_generated_files_and_links_give_the_same_bytes_or_the_same_error(objects
         _assert_same_piece(lambda obj=obj: premis._file_object_text(1, obj), lambda obj=obj: _object_piece(obj))
     for link in links:
         _assert_same_piece(lambda link=link: premis._object_link_text(2, link), lambda link=link: _link_piece(link))
+
+
+# --- METS -------------------------------------------------------------------------------------------------------
+
+_PREMIS_REF = mets.FileRef("digiprov-premis-rep1", "metadata/preservation/premis.xml", "application/xml", 10, "ab" * 32,
+                           NOW)
+
+
+def _mets_kwargs(groups: list[mets.FileGroup]) -> dict:
+    return {"objid": "rep1", "label": "Lex: Ärenden & <2025> (rep1)", "profile": FGS_ERMS, "package_type": "SIP",
+            "created": NOW, "agents": [FGS_ERMS.software_agent()],
+            "metadata": [mets.MetadataRef("digiprovMD", _PREMIS_REF, "PREMIS")], "groups": groups,
+            "schema_prefix": "../../"}
+
+
+def _mets_groups(files: list[list[mets.FileRef]]) -> list[mets.FileGroup]:
+    return [mets.FileGroup(f"Representations/rep{i}/data", fs, "OTHER", "Arkivflode-ERMS")
+            for i, fs in enumerate(files, 1)]
+
+
+def _mets_whole(files: list[list[mets.FileRef]]) -> bytes:
+    return _tostring(mets.build_mets(**_mets_kwargs(_mets_groups(files))))
+
+
+def _mets_written(files: list[list[mets.FileRef]]) -> tuple[bytes, list[str]]:
+    out = io.BytesIO()
+    schemas = mets.write_mets(out, **_mets_kwargs(_mets_groups([iter(fs) for fs in files])))
+    return out.getvalue(), schemas
+
+
+def _mets_element_streamed(files: list[list[mets.FileRef]]) -> bytes:
+    """The streamed METS as it was written before the text path: every file entry built as elements."""
+    kwargs = _mets_kwargs(_mets_groups(files))
+    root = mets._root(kwargs["objid"], kwargs["label"], kwargs["profile"], kwargs["schema_prefix"],
+                      mets.SIP_PROFILE_URL)
+    out = io.BytesIO()
+    with PrettyStream(out, root) as stream:
+        stream.add(mets._header(root, kwargs["profile"], kwargs["package_type"], NOW, kwargs["agents"], ()))
+        for sec in mets._metadata_sections(root, kwargs["metadata"]):
+            stream.add(sec)
+        with stream.element(mets._file_sec(root, kwargs["objid"])) as file_sec:
+            for g in kwargs["groups"]:
+                with stream.element(mets._file_grp(file_sec, g)) as grp:
+                    for f in g.files:
+                        stream.add(mets._file(grp, f))
+        stream.add(mets._struct_map(root, kwargs["objid"], kwargs["metadata"], kwargs["groups"], ()))
+    return out.getvalue()
+
+
+def _file_piece(ref: mets.FileRef) -> bytes:
+    """The bytes of the one file entry in the whole tree of a METS with only ``ref``."""
+    whole = _mets_whole([[ref]])
+    start = whole.index(b'USE="Representations/rep1/data"')
+    start = whole.index(b">\n", start) + 2
+    return whole[start:whole.rindex(b"    </mets:fileGrp>\n")]
+
+
+def _assert_same_mets(files: list[list[mets.FileRef]]) -> None:
+    """write_mets gives build_mets' bytes (and its schemas) or its error, as the element-only stream does."""
+    whole = _outcome(lambda: _mets_whole(files))
+    written = _outcome(lambda: _mets_written(files))
+    if isinstance(whole, bytes):
+        assert written == (whole, schemas_used(etree.fromstring(whole)))
+    else:
+        assert written == whole
+    assert _outcome(lambda: _mets_element_streamed(files)) == whole
+
+
+@pytest.fixture(scope="module")
+def lex_file_refs(staged) -> list[mets.FileRef]:
+    """A METS entry for every document of the generated Lex, as the package builder makes it from the file."""
+    refs = []
+    for doc in pq.read_table(staged.table_files()["documents"]).to_pylist():
+        src = Path(doc["source_path"])
+        data, st_ = src.read_bytes(), src.stat()
+        mime = doc["mime_type"] or mimetypes.guess_type(doc["file_name"])[0] or "application/octet-stream"
+        refs.append(mets.FileRef(
+            f"file-{doc['document_id']}", f"data/{doc['case_id']}/{doc['document_number']}_{doc['file_name']}",
+            mime, len(data), hashlib.sha256(data).hexdigest(),
+            dt.datetime.fromtimestamp(st_.st_mtime, dt.UTC).replace(microsecond=0)))
+    return refs
+
+
+def test_real_file_entries_are_written_as_the_element_builders_write_them(lex_file_refs):
+    assert len(lex_file_refs) > 40
+    whole = _mets_whole([lex_file_refs, lex_file_refs[:7]])
+    assert whole.count(b"<mets:file ") == len(lex_file_refs) + 7
+    assert _mets_written([lex_file_refs, lex_file_refs[:7]]) == (whole, schemas_used(etree.fromstring(whole)))
+    assert _mets_element_streamed([lex_file_refs, lex_file_refs[:7]]) == whole
+    for ref in lex_file_refs:  # the text path itself, not a fallback, gives each one
+        assert mets._file_text(3, ref) == _file_piece(ref)
+
+
+_awkward = st.sampled_from(["", " ", "a b", "&<>\"'", "a\r\nb\tc", "  indrag\n", "&amp;", "åäö ÅÄÖ é ß 😀", "]]>",
+                            "\u2028", "x" * 3000, "data/KS 2025-1/1_Beslut & <bilaga> \"slutlig\" 'v2'.pdf"])
+_text = st.one_of(st.text(), st.text(st.characters(codec="utf-8")), _awkward)
+#: Text with only characters XML allows (its Char production): the text path takes all of it.
+_xml_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters=[
+    *(chr(c) for c in range(32) if chr(c) not in "\t\n\r"), "\ufffe", "\uffff"]))
+_not_plain = st.sampled_from(["\x00", "a\x01b", "\x1f", "\ufffe", "\ud800", None, b"bytes-are-taken", 7])
+_offsets = st.timedeltas(min_value=-dt.timedelta(hours=23, minutes=59), max_value=dt.timedelta(hours=23, minutes=59))
+
+
+@st.composite
+def _file_refs(draw, *, plain: bool = False) -> mets.FileRef:
+    text = st.one_of(_xml_text, _awkward) if plain else st.one_of(_text, _text, _text, _not_plain)
+    created = draw(st.datetimes(timezones=st.one_of(st.none(), st.just(dt.UTC), st.builds(dt.timezone, _offsets))))
+    return mets.FileRef(
+        id=draw(st.one_of(text, st.from_regex(r"file-[a-z0-9-]{1,20}", fullmatch=True))), href=draw(text),
+        mimetype=draw(st.one_of(text, st.sampled_from(["application/pdf", "text/plain; charset=utf-8"]))),
+        size=draw(st.one_of(st.integers(), st.integers(0, 10**12), st.sampled_from([0, -1, 2.5, "12 & 13"]))),
+        sha256=draw(st.one_of(text, st.from_regex(r"[0-9a-f]{64}", fullmatch=True))), created=created)
+
+
+@SETTINGS
+@given(files=st.lists(st.lists(_file_refs(), max_size=4), max_size=2))
+def test_generated_file_entries_give_the_same_bytes_or_the_same_error(files):
+    _assert_same_mets(files)
+    for ref in (f for fs in files for f in fs):
+        text, expected = _outcome(lambda ref=ref: mets._file_text(3, ref)), _outcome(lambda ref=ref: _file_piece(ref))
+        if isinstance(text, tuple) and text[0] is NotPlainText:  # the element path decides: it refuses, or takes bytes
+            if all(isinstance(v, str) for v in (ref.id, ref.href, ref.mimetype, ref.sha256)):  # a bad character
+                assert isinstance(expected, tuple)
+                assert expected[0] is UnicodeEncodeError or (expected[0] is ValueError
+                                                             and "XML compatible" in expected[1])
+        else:
+            assert text == expected
+
+
+def _file_piece_at(ref: mets.FileRef, depth: int) -> bytes:
+    """The bytes of :func:`mets._file` for ``ref`` in a METS where it sits ``depth`` (at least 1) levels deep."""
+    parent = root = mets._root("x", "x", FGS_ERMS, "", mets.SIP_PROFILE_URL)
+    for _ in range(depth - 1):
+        parent = etree.SubElement(parent, f"{{{mets.NS_METS}}}div")
+    mets._file(parent, ref)
+    whole = _tostring(root)
+    start = whole.rindex(b"\n", 0, whole.index(b"<mets:file ")) + 1
+    return whole[start:whole.index(b"</mets:file>\n") + len(b"</mets:file>\n")]
+
+
+@SETTINGS
+@given(ref=_file_refs(plain=True), depth=st.integers(1, 40))
+def test_plain_file_entries_take_the_text_path_at_any_depth(ref, depth):
+    # Deeper than 30 levels libxml2 indents by 60 spaces at most.
+    assert mets._file_text(depth, ref) == _file_piece_at(ref, depth)  # NotPlainText would fail this
+
+
+def test_a_control_character_fails_the_file_entry_as_it_fails_the_elements():
+    ok = mets.FileRef("file-1", "data/a & b.pdf", "application/pdf", 1, "ab" * 32, NOW)
+    bad = mets.FileRef("file-2", "data/bad \x01 name.pdf", "application/pdf", 2, "ab" * 32, NOW)
+    with pytest.raises(NotPlainText):
+        mets._file_text(3, bad)
+    with pytest.raises(ValueError, match="XML compatible") as whole:
+        _mets_whole([[ok, bad]])
+    with pytest.raises(ValueError, match="XML compatible") as written:
+        _mets_written([[ok, bad]])
+    assert str(written.value) == str(whole.value)
+
+
+def test_a_value_lxml_takes_but_the_text_path_does_not_goes_through_the_elements():
+    refs = [mets.FileRef("file-1", "data/a.pdf", "application/pdf", 1, "ab" * 32, NOW),
+            mets.FileRef("file-2", b"data/b.pdf", "application/pdf", 2, "ab" * 32, NOW),  # type: ignore[arg-type]
+            mets.FileRef("file-3", "data/c.pdf", "application/pdf", 3, "ab" * 32, NOW)]
+    with pytest.raises(NotPlainText):
+        mets._file_text(3, refs[1])
+    whole = _mets_whole([refs])
+    assert b'xlink:href="data/b.pdf"' in whole
+    assert _mets_written([refs]) == (whole, schemas_used(etree.fromstring(whole)))
 
 
 # --- the pieces ---------------------------------------------------------------------------------------------------
