@@ -7,7 +7,7 @@ import tracemalloc
 
 from transforms import premis
 from transforms.mets import FileRef
-from transforms.package import _Spool
+from transforms.package import _ENTRY_CODEC, _Spool
 
 
 def _entry(i: int) -> tuple[FileRef, premis.FileObject]:
@@ -17,7 +17,7 @@ def _entry(i: int) -> tuple[FileRef, premis.FileObject]:
 
 
 def test_items_come_back_in_order_every_time_they_are_read(tmp_path):
-    spool = _Spool(tmp_path / "spool.pickle")
+    spool = _Spool(tmp_path / "spool.pickle", *_ENTRY_CODEC)  # as plain tuples, made again on reading
     assert len(spool) == 0 and list(spool) == [] and not spool
     n = 3 * _Spool.BATCH + 17  # whole batches and a part batch still in memory
     for i in range(n):
@@ -32,7 +32,7 @@ def test_items_come_back_in_order_every_time_they_are_read(tmp_path):
 
 
 def test_the_entries_do_not_stay_in_memory(tmp_path):
-    spool = _Spool(tmp_path / "spool.pickle")
+    spool = _Spool(tmp_path / "spool.pickle", *_ENTRY_CODEC)
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
@@ -43,4 +43,9 @@ def test_the_entries_do_not_stay_in_memory(tmp_path):
         tracemalloc.stop()
     assert held < 1_000_000  # at most one batch (in a list, these 20,000 entries take 16 MB)
     assert sum(1 for _ in spool) == 20_000
+    derived = premis.FileObject("representations/rep1/data/a.pdf", "0" * 64, 1, "application/pdf", None,
+                                "fmt/477", "2b", "identified by fido", ("LibreOffice", "7.4"),
+                                "representations/rep1-original/a.docx")
+    spool.append((_entry(1)[0], derived))  # every field, optional ones included, comes back
+    assert list(spool)[-1] == (_entry(1)[0], derived)
     spool.close()
