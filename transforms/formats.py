@@ -25,7 +25,7 @@ import re._constants as _sre
 import re._parser as _sre_parser
 import threading
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -543,6 +543,30 @@ class IdentifyPool:
         except BrokenProcessPool:
             self.broken = True
             return None
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        """Start ``fn(*args)`` in a worker (after the work already queued); returns a function that
+        waits for its answer, or computes it in the caller if the pool is or becomes broken.
+
+        For work the build would otherwise do while the workers sit idle, such as checking the
+        documents it has written against their schemas. ``fn`` must be a module-level function.
+        """
+        from concurrent.futures.process import BrokenProcessPool
+
+        if not self.broken:
+            try:
+                future = self._executor.submit(fn, *args)
+            except Exception:  # noqa: BLE001 - BrokenProcessPool or shut down: do it in the caller
+                self.broken = True
+            else:
+                def answer() -> Any:
+                    try:
+                        return future.result()
+                    except BrokenProcessPool:
+                        self.broken = True
+                        return fn(*args)
+                return answer
+        return lambda: fn(*args)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)

@@ -352,6 +352,9 @@ class _PackageFiles:
     #: share them (each answer from a worker process arrives as new objects)
     _known: dict[Identification, tuple[Identification, Decision]] = field(default_factory=dict)
     doc_bytes: int = 0  # bytes of the documents in rep1
+    #: schema checks of the documents written, each raising if its document is invalid; all
+    #: are run before the package gets its final name (:meth:`_FormatStep.check_xml_file`)
+    checks: list[Callable[[], None]] = field(default_factory=list)
 
     def verdict(self, src: Path) -> _Verdict | None:
         """The verdict on ``src``, taken: each source is asked about once (None if never identified)."""
@@ -497,6 +500,25 @@ class _FormatStep:
         copy = self.quarantine(files, src, rel, reason)
         files.formats.append(_format_row(oobj, REP_ORIGINAL, v.ident, v.decision, outcome, target=v.decision.target,
                                          detail=v.detail or reason, quarantine_copy=copy, label=v.ident.label))
+
+    def check_xml_file(self, files: _PackageFiles, path: Path, namespace: str, what: str) -> None:
+        """Check a document the build wrote against its schema: in an identification worker when
+        the build has them (they are idle by then), else here and now; the answer is awaited in
+        ``files.checks``, before the package is given its final name."""
+        if self._pool is not None:
+            answer = self._pool.call(file_schema_errors, str(path), namespace)
+        else:
+            errors = file_schema_errors(path, namespace)
+
+            def answer() -> list[str]:
+                return errors
+
+        def check() -> None:
+            errors = answer()
+            if errors:
+                raise PackageBuildError(f"{what} of package {files.objid} does not validate against its schema: "
+                                        + "; ".join(errors[:5]))
+        files.checks.append(check)
 
     def identify_bytes(self, data: bytes, work: Path, name: str) -> Identification:
         """Identify bytes we wrote ourselves (the tables' CSV) the same way as any document."""
@@ -781,7 +803,10 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
                 _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
                                 len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
                                 _due_range(rc, _column(roots, rc.retention.counted_from)), files.originals,
-                                format_events, format_agents, work=work)
+                                format_events, format_agents, work=work,
+                                check=lambda path, ns, what: formats.check_xml_file(files, path, ns, what))
+                for check in files.checks:
+                    check()
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, final)
@@ -881,10 +906,7 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
             creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
             software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
         )
-    errors = file_schema_errors(path, NS_ERMS)
-    if errors:
-        raise PackageBuildError(f"ERMS.xml of package {objid} does not validate against its schema: "
-                                + "; ".join(errors[:5]))
+    formats.check_xml_file(files, path, NS_ERMS, "ERMS.xml")
     return [("ERMS.xml", path, "OTHER", "ERMS")]
 
 
@@ -950,14 +972,6 @@ def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
         raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: "
                                 + "; ".join(errors[:5]))
     return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-
-
-def _check_xml_file(path: Path, namespace: str, what: str, objid: str) -> None:
-    """A document the build wrote to its work directory, validated while read (no tree)."""
-    errors = file_schema_errors(path, namespace)
-    if errors:
-        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: "
-                                + "; ".join(errors[:5]))
 
 
 def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
@@ -1030,7 +1044,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                     csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
                     originals: _Spool | Sequence[tuple[FileRef, premis.FileObject]] = (),
                     format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = (),
-                    *, work: Path) -> None:
+                    *, work: Path, check: Callable[[Path, str, str], None]) -> None:
     ag = system.agreement
     label = f"{system.title}: {rc.title}, {staged.batch}"
     retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch, due), "retention.xml", objid)
@@ -1065,7 +1079,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     with open(pkg_premis_path, "wb") as fh:
         used = set(premis.write_premis(fh, [], [*events, build_event], [software, creator],
                                        representations=[f"representations/{name}" for name, _ in reps]))
-    _check_xml_file(pkg_premis_path, NS_PREMIS, "premis.xml", objid)
+    check(pkg_premis_path, NS_PREMIS, "premis.xml")
 
     agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
                             (ag.submitter.name, ag.submitter.organisationsnummer))
@@ -1083,7 +1097,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
             hashed = HashingWriter(fh)
             used |= set(premis.write_premis(hashed, (obj for _, obj in files), rep_events, rep_agents,
                                             schema_prefix="../../../../"))
-        _check_xml_file(premis_path, NS_PREMIS, f"representations/{name}/metadata/preservation/premis.xml", objid)
+        check(premis_path, NS_PREMIS, f"representations/{name}/metadata/preservation/premis.xml")
         premis_ref = FileRef(f"digiprov-premis-{name}", "metadata/preservation/premis.xml", "application/xml",
                              hashed.size, hashed.hexdigest(), now)
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
@@ -1096,7 +1110,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
                 if files else [],
                 schema_prefix="../../",
             ))
-        _check_xml_file(mets_path, NS_METS, f"representations/{name}/METS.xml", objid)
+        check(mets_path, NS_METS, f"representations/{name}/METS.xml")
         rep_out.append((name, premis_path, mets_path))
 
     docs = _data_dictionary(system)

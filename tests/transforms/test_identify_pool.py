@@ -165,3 +165,40 @@ def test_worker_count_setting(monkeypatch):
             configured_workers()
     monkeypatch.delenv(formats.WORKERS_ENV)
     assert configured_workers() == min((os.cpu_count() or 1) - 1, 4)
+
+
+def test_work_handed_to_the_pool_runs_in_a_worker_or_here_once_the_pool_is_broken():
+    pool = IdentifyPool.start(1)
+    assert pool is not None
+    try:
+        assert pool.call(os.getpid)() != os.getpid()
+        answer = pool.call(os.getpid)  # queued, then its worker is killed
+        for pid in list(pool._executor._processes):
+            os.kill(pid, signal.SIGKILL)
+        assert answer() == os.getpid()
+        assert pool.broken
+        assert pool.call(os.getpid)() == os.getpid()
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_written_document_that_is_invalid_stops_the_package(staged, small_pool_threshold, tmp_path, monkeypatch,
+                                                              workers):
+    """The schema checks of what the build wrote run in a worker when there are workers; either
+    way an invalid document stops the build before the package gets its name, and nothing is left."""
+    from transforms import premis
+    from transforms.package import PackageBuildError
+
+    write_object = premis._file_object_text
+
+    def broken(depth, obj):  # compositionLevel is a non-negative integer in PREMIS 3
+        return write_object(depth, obj).replace(b">0</premis:compositionLevel>", b">none</premis:compositionLevel>")
+
+    monkeypatch.setattr(premis, "_file_object_text", broken)
+    monkeypatch.setenv(formats.WORKERS_ENV, workers)
+    rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["cases"])
+    out = tmp_path / "build"
+    with pytest.raises(PackageBuildError, match=r"premis\.xml of package uuid-.* does not validate.*compositionLevel"):
+        build_packages(LEX, staged, rc, out, policy=LEX.formats.without_conversion(), now=NOW)
+    assert [p.name for p in out.iterdir() if p.name != "quarantined-documents"] == []
