@@ -114,9 +114,12 @@ VARIANTS = {"ours_with_conversion": ours_with_conversion}
 
 
 def run(corpus: Corpus, work: Path, *, repeats: int, cold: bool, log) -> dict:
-    """Every method warm (``repeats`` times, best kept) and, when allowed, once cold.
+    """Every method warm (``repeats`` rounds, best kept) and, when allowed, once cold.
 
-    The conversion variant runs once, warm: LibreOffice's minutes do not depend on the page cache.
+    A round runs every method once, one after the other, so that a slow spell of the disk (a
+    virtual disk's write bursts come and go) falls on all methods alike rather than on one
+    method's repeats. The conversion variant runs once, in the first warm round: LibreOffice's
+    minutes do not depend on the page cache.
     """
     nbytes, nfiles = corpus.doc_bytes, len(corpus.documents)
     result: dict = {"files": nfiles, "bytes": nbytes, "warm": {}, "cold": {}, "cold_available": None}
@@ -124,9 +127,10 @@ def run(corpus: Corpus, work: Path, *, repeats: int, cold: bool, log) -> dict:
         if mode == "cold" and not cold:
             result["cold_available"] = False
             continue
-        for name, fn in {**METHODS, **(VARIANTS if mode == "warm" else {})}.items():
-            runs = []
-            for _ in range(repeats if mode == "warm" and name not in VARIANTS else 1):
+        runs: dict[str, list[dict]] = {}
+        for round_no in range(repeats if mode == "warm" else 1):
+            methods = {**METHODS, **(VARIANTS if mode == "warm" and round_no == 0 else {})}
+            for name, fn in methods.items():
                 out = work / f"build-{name}"
                 clear(out)
                 os.sync()
@@ -140,23 +144,24 @@ def run(corpus: Corpus, work: Path, *, repeats: int, cold: bool, log) -> dict:
                 seconds, info = timed(lambda fn=fn, out=out: fn(corpus, out))
                 if "paths" in info:
                     info["metadata_bytes"] = metadata_bytes(info.pop("paths"))
-                runs.append({"seconds": seconds, **info})
+                runs.setdefault(name, []).append({"seconds": seconds, **info})
                 clear(out)
-            if not runs:
-                break
-            best = min(runs, key=lambda r: r["seconds"])
+                log(f"  build {mode:4} {name:20} round {round_no + 1}: {seconds:7.2f} s")
+        if mode == "cold" and result["cold_available"] is False:
+            result["cold"] = {}
+            continue
+        for name, tries in runs.items():
+            best = min(tries, key=lambda r: r["seconds"])
             best.update(mb_s=nbytes / MB / best["seconds"], files_s=nfiles / best["seconds"],
-                        all_seconds=[r["seconds"] for r in runs])
+                        all_seconds=[r["seconds"] for r in tries])
             if name in VARIANTS:
                 result.setdefault("variants", {}).setdefault(mode, {})[name] = best
             else:
                 result[mode][name] = best
             extra = (f"  ({best['converted']} converted by LibreOffice, {best['conversion_seconds']:.1f} s)"
                      if best.get("converted") else "")
-            log(f"  build {mode:4} {name:18} {best['seconds']:7.2f} s  {best['mb_s']:7.1f} MB/s "
+            log(f"  build {mode:4} {name:20} {best['seconds']:7.2f} s  {best['mb_s']:7.1f} MB/s "
                 f"{best['files_s']:8.0f} files/s{extra}")
-        if mode == "cold" and result["cold_available"] is False:
-            result["cold"] = {}
     return result
 
 

@@ -40,7 +40,7 @@ class Size:
     mem_cases: int  # cases (by id) in the 1× memory corpus; 10× is ten copies of it
     single: int  # the one-huge-file package
     pg_factor: int  # copies of the corpus's rows loaded into PostgreSQL
-    repeats: int  # warm build runs per method (best kept)
+    repeats: int  # warm build rounds (every method once a round; best kept)
     dag_repeats: int
     cold: bool = True
     dd: int = 512 * MB
@@ -52,7 +52,7 @@ SIZES = {
     "tiny": Size(cases=120, large=[4 * MB], mem_cases=40, single=16 * MB, pg_factor=2, repeats=1, dag_repeats=3,
                  cold=False, dd=64 * MB, mem_variants=("one_package",),
                  notes=["tiny: for the test suite only; no cold run"]),
-    "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=2,
+    "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=3,
                   dag_repeats=10),
     "large": Size(cases=20000, large=[256 * MB] * 4, mem_cases=2000, single=2048 * MB, pg_factor=20, repeats=2,
                   dag_repeats=10, dd=2048 * MB),
