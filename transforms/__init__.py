@@ -4,4 +4,14 @@ Nothing in this package imports Airflow: it is plain Python over files, Arrow ba
 XML, used by the DAGs (through ``plugins/``), by the ``arkiv`` CLI and by the tests.
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# Arrow's buffers come from the C library's allocator unless ARROW_DEFAULT_MEMORY_POOL says
+# otherwise. The pyarrow wheels' default (mimalloc) keeps the pages of freed tables for reuse:
+# a package build reads, filters and sorts its child tables and frees the copies, and with
+# mimalloc ~2 KB per document stayed resident after that (bench/README.md, memory). Arrow reads
+# the variable when it is first imported, so it is set here, before any module of ours imports
+# it; a process that imported pyarrow earlier keeps the allocator it had.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

@@ -1,9 +1,16 @@
-"""The build's spool: a package's file entries wait in its work directory, not in memory."""
+"""What keeps a package build's memory flat: file entries wait in the work directory, not in
+memory (the spool), and Arrow gives the memory of freed tables back."""
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
+
+import pytest
 
 from transforms import premis
 from transforms.mets import FileRef
@@ -49,3 +56,14 @@ def test_the_entries_do_not_stay_in_memory(tmp_path):
     spool.append((_entry(1)[0], derived))  # every field, optional ones included, comes back
     assert list(spool)[-1] == (_entry(1)[0], derived)
     spool.close()
+
+
+@pytest.mark.parametrize(("setting", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_arrow_uses_the_c_library_allocator_unless_told_otherwise(setting, expected):
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if setting:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = setting
+    out = subprocess.run([sys.executable, "-c", "import transforms.package, pyarrow as pa; "
+                          "print(pa.default_memory_pool().backend_name)"],
+                         env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
