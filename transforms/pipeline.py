@@ -346,8 +346,9 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     out = []
     for b in built:
         sidecar = _sidecar(b.path)
-        sidecar.write_text(json.dumps({k: v for k, v in b.__dict__.items() if k != "records"}
-                                      | {"records": [r.__dict__ for r in b.records],
+        sidecar.write_text(json.dumps({k: v for k, v in b.__dict__.items() if k not in ("records", "formats")}
+                                      | {"formats": [dict(f) for f in b.formats],
+                                         "records": [r.__dict__ for r in b.records],
                                          "built_at": utcnow().isoformat()}, ensure_ascii=False), encoding="utf-8")
         out.append({"package_id": b.package_id, "path": b.path, "sha256": b.sha256, "size": b.size,
                     "records": b.record_count, "documents": b.document_count, "already_archived": False})

@@ -4,6 +4,7 @@ memory (the spool), and Arrow gives the memory of freed tables back."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -67,3 +68,27 @@ def test_arrow_uses_the_c_library_allocator_unless_told_otherwise(setting, expec
                           "print(pa.default_memory_pool().backend_name)"],
                          env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_a_format_row_reads_as_the_dict_the_catalogue_takes():
+    from transforms.formats import Decision, Identification
+    from transforms.package import _format_row
+
+    _, obj = _entry(7)
+    ident = Identification("fmt/276", "Acrobat PDF 1.7 - Portable Document Format", "1.7", "application/pdf",
+                           "signature", "fido 1.6.1 (PRONOM v120)")
+    decision = Decision("convert", "PDF is not PDF/A", target="pdfa-2b")
+    row = _format_row(obj, "rep1-original", ident, decision, "converted", target="pdfa-2b", seconds=1.5)
+    expected = {"path": obj.identifier, "representation": "rep1-original", "puid": None,
+                "format_name": ident.name, "format_version": "1.7", "mime": "application/pdf", "method": "signature",
+                "tool": ident.tool, "outcome": "converted", "policy": "convert", "warn": False,
+                "reason": "PDF is not PDF/A", "sha256": obj.sha256, "size": 7, "target": "pdfa-2b", "seconds": 1.5}
+    assert dict(row) == expected and list(row) == list(expected)  # same keys, same order
+    assert row == expected and expected == row
+    assert row["seconds"] == 1.5 and row.get("quarantine_copy") is None and "target" in row and len(row) == 16
+    with pytest.raises(KeyError):
+        row["nothing"]
+    plain = _format_row(obj, "rep1", ident, decision, "accepted")
+    assert len(plain) == 14 and "target" not in plain
+    assert json.loads(json.dumps(dict(plain)))["outcome"] == "accepted"
+    assert not hasattr(plain, "__dict__")  # slots: the point of the class
