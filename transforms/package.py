@@ -693,6 +693,10 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     return orig_arc, oref
 
 
+#: cases whose rows are read from Arrow in one go while an ERMS package is written
+CASE_BATCH = 1000
+
+
 def _children(system: System, partition: Partition, root_rows: pa.Table) -> dict[str, pa.Table]:
     """Every descendant row of a chunk's root rows, per table (parents before children), sorted by key.
 
@@ -731,6 +735,23 @@ def _by_case(t: pa.Table, case_column: str, key: str, *, in_order: bool = False
         at = where.get(value)
         where[value] = (i, 1) if at is None else (at[0], at[1] + 1)
     return t, where
+
+
+def _pieces_by_case(t: pa.Table, where: dict[object, tuple[int, int]], batches: Sequence[Sequence[object]]
+                    ) -> list[tuple[pa.Table, dict[object, tuple[int, int]]]]:
+    """``t`` (ordered by case; ``where``: each case's rows in it) cut into a table of its own per
+    batch of cases, with each case's rows in that piece. A piece is a copy, so the whole table
+    can be freed at once and each piece once its cases are written."""
+    pieces = []
+    for keys in batches:
+        spans = [where[c] for c in keys if c in where]
+        if not spans:
+            pieces.append((t.slice(0, 0), {}))
+            continue
+        lo, hi = min(start for start, _ in spans), max(start + n for start, n in spans)
+        piece = t.take(pa.array(range(lo, hi), type=pa.int64()))
+        pieces.append((piece, {c: (where[c][0] - lo, where[c][1]) for c in keys if c in where}))
+    return pieces
 
 
 def _rows_of(t: pa.Table, where: dict[object, tuple[int, int]], cases: Sequence[object]) -> dict[object, list[dict]]:
@@ -894,19 +915,24 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
     cm, dm, pm = content["case"], content["document"], content.get("party", {})
     root_key = system.root_table.key
     empty = pa.table({})
-    # (the documents are in case order already, see _build_one; each table sorted here replaces
-    # the caller's, so that a package's rows are held once, not twice)
-    docs, docs_at = _by_case(tables.get(dm["table"], empty), dm["case"], system.tables[dm["table"]].key,
-                             in_order=True)
-    parties, parties_at = empty, {}
-    if pm.get("table"):
-        parties, parties_at = _by_case(tables.get(pm["table"], empty), pm["case"], system.tables[pm["table"]].key)
-        tables[pm["table"]] = parties
+    batches = tables[system.root_table.name].to_batches(max_chunksize=CASE_BATCH)
+    keys_of = [batch[root_key].to_pylist() for batch in batches]
+    # The documents' and parties' rows, cut into one table per batch of cases; the whole tables
+    # leave the caller's dict, so each batch's rows are freed once its cases are written.
+    # (The documents are in case order already, see _build_one.)
+    doc_pieces = _pieces_by_case(*_by_case(tables.pop(dm["table"], empty), dm["case"],
+                                           system.tables[dm["table"]].key, in_order=True), keys_of)
+    party_pieces = (_pieces_by_case(*_by_case(tables.pop(pm["table"], empty), pm["case"],
+                                              system.tables[pm["table"]].key), keys_of)
+                    if pm.get("table") else [(empty, {})] * len(batches))
 
     def cases() -> Iterator[erms.Case]:
-        for batch in tables[system.root_table.name].to_batches(max_chunksize=1000):
-            keys = batch[root_key].to_pylist()
+        for i, batch in enumerate(batches):
+            keys = keys_of[i]
+            (docs, docs_at), (parties, parties_at) = doc_pieces[i], party_pieces[i]
+            doc_pieces[i] = party_pieces[i] = None  # type: ignore[call-overload]
             batch_docs, batch_parties = _rows_of(docs, docs_at, keys), _rows_of(parties, parties_at, keys)
+            del docs, parties
             for case in batch.to_pylist():
                 yield _erms_case(tar, case, batch_docs.get(case[root_key], []), batch_parties.get(case[root_key], []))
 

@@ -92,3 +92,24 @@ def test_a_format_row_reads_as_the_dict_the_catalogue_takes():
     assert len(plain) == 14 and "target" not in plain
     assert json.loads(json.dumps(dict(plain)))["outcome"] == "accepted"
     assert not hasattr(plain, "__dict__")  # slots: the point of the class
+
+
+def test_the_rows_read_a_batch_of_cases_at_a_time_give_the_same_package(staged, tmp_path, monkeypatch):
+    """Documents and parties are cut into one table per batch of cases (freed once written); with
+    batches of 3 cases the packages are byte for byte those built with the whole package in one batch."""
+    from transforms import package
+    from transforms.systems import load_system
+
+    lex = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
+    policy = lex.formats.without_conversion()
+    now = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    built = {}
+    for batch in (1000, 3):
+        monkeypatch.setattr(package, "CASE_BATCH", batch)
+        built[batch] = [p for rc in sorted(staged.partitions)
+                        for p in package.build_packages(lex, staged, rc, tmp_path / str(batch), policy=policy, now=now)]
+    assert [p.sha256 for p in built[3]] == [p.sha256 for p in built[1000]]
+    assert sum(p.record_count for p in built[3]) > 3 * 3  # many batches, not one
+    # and every staged case and document is in them, once
+    assert sum(p.record_count for p in built[3]) == sum(part.rows["cases"] for part in staged.partitions.values())
+    assert sum(p.document_count for p in built[3]) == sum(part.rows["documents"] for part in staged.partitions.values())
