@@ -341,8 +341,8 @@ class _PackageFiles:
     objid: str
     now: dt.datetime
     verdicts: dict[str, _Verdict]
-    data_files: _Spool | list = field(default_factory=list)  # (FileRef, FileObject) in rep1
-    originals: _Spool | list = field(default_factory=list)  # (FileRef, FileObject) in rep1-original
+    data_files: _Spool  # (FileRef, FileObject) in rep1
+    originals: _Spool  # (FileRef, FileObject) in rep1-original
     quarantined: list = field(default_factory=list)
     formats: list = field(default_factory=list)
     converted: int = 0
@@ -380,9 +380,16 @@ class _PackageFiles:
         self.doc_bytes += ref.size
 
     def close(self) -> None:
+        """Stop identifying (the documents are all in)."""
         if self.identified is not None:
             self.identified.close()  # type: ignore[attr-defined]
             self.identified = None
+
+    def release(self) -> None:
+        """Done with the package: identification stopped, the spools' files closed."""
+        self.close()
+        self.data_files.close()
+        self.originals.close()
 
 
 class _FormatStep:
@@ -875,7 +882,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
         raise
     finally:
         if files is not None:
-            files.close()
+            files.release()
         shutil.rmtree(work, ignore_errors=True)
     return BuiltPackage(
         package_id=objid, path=str(final), size=out.size, sha256=out.hexdigest(), system=system.name,
