@@ -206,13 +206,23 @@ def _aggregation(aggs: etree._Element, case: Case, mapping: Mapping[str, Mapping
     return agg
 
 
-def _disposal(parent: etree._Element, retention: Mapping[str, object], start: object) -> None:
-    """The case's retention rule; left out while the date it counts from is not known (an open case)."""
+def _disposal_terms(retention: Mapping[str, object], start: object) -> tuple[str, str] | None:
+    """``(disposable, disposalAction)`` of the case's retention rule, or None while the date it
+    counts from is not known (an open case): then the rule is left out."""
     if not isinstance(start, dt.date):
+        return None
+    return ("true", "gallras") if retention["action"] == "dispose" else ("false", "bevaras")
+
+
+def _disposal(parent: etree._Element, retention: Mapping[str, object], start: object) -> None:
+    """The case's retention rule (see :func:`_disposal_terms`)."""
+    terms = _disposal_terms(retention, start)
+    if terms is None:
         return
-    disposal = _sub(parent, "disposal", disposable="true" if retention["action"] == "dispose" else "false")
+    disposable, action = terms
+    disposal = _sub(parent, "disposal", disposable=disposable)
     _sub(disposal, "disposalScheduleId", retention["record_class"])
-    _sub(disposal, "disposalAction", "gallras" if retention["action"] == "dispose" else "bevaras")
+    _sub(disposal, "disposalAction", action)
     _sub(disposal, "disposalPeriod", retention["period"])
     _sub(disposal, "disposalMandate", retention["basis"])
     dates = _sub(disposal, "dates")
@@ -297,11 +307,12 @@ def _aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str,
         out.end()
     if retention:
         start = f.get(str(retention.get("counted_from", "")))
-        if isinstance(start, dt.date):
-            dispose = retention["action"] == "dispose"
-            out.start("disposal", {"disposable": "true" if dispose else "false"})
+        terms = _disposal_terms(retention, start)
+        if terms is not None:
+            disposable, action = terms
+            out.start("disposal", {"disposable": disposable})
             out.leaf("disposalScheduleId", retention["record_class"])
-            out.leaf("disposalAction", "gallras" if dispose else "bevaras")
+            out.leaf("disposalAction", action)
             out.leaf("disposalPeriod", retention["period"])
             out.leaf("disposalMandate", retention["basis"])
             out.start("dates")

@@ -761,14 +761,10 @@ def _pieces_by_case(t: pa.Table, where: dict[object, tuple[int, int]], batches: 
     return pieces
 
 
-def _rows_of(t: pa.Table, where: dict[object, tuple[int, int]], cases: Sequence[object]) -> dict[object, list[dict]]:
-    """The rows of each of ``cases`` (a batch of them), converted to dicts in one go rather than per case."""
-    spans = [where[c] for c in cases if c in where]
-    if not spans:
-        return {}
-    lo = min(start for start, _ in spans)
-    rows = t.slice(lo, max(start + n for start, n in spans) - lo).to_pylist()
-    return {c: rows[where[c][0] - lo:where[c][0] - lo + where[c][1]] for c in cases if c in where}
+def _rows_by_case(piece: pa.Table, where: dict[object, tuple[int, int]]) -> dict[object, list[dict]]:
+    """The rows of each case of a piece (:func:`_pieces_by_case`), converted to dicts in one go rather than per case."""
+    rows = piece.to_pylist()
+    return {c: rows[start:start + n] for c, (start, n) in where.items()}
 
 
 def _column(t: pa.Table, name: str) -> list:
@@ -823,8 +819,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     work = build_dir / f".{objid}.work-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
     formats = formats or _FormatStep(system.formats, build_dir, build_dir / "quarantined-documents", None)
-    sources = (p for t in tables.values() if "source_path" in t.column_names
-               for p in t["source_path"].to_pylist() if p)
+    sources = (p for t in tables.values() for p in _column(t, "source_path") if p)
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     missing: list[str] = []
@@ -935,10 +930,9 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
 
     def cases() -> Iterator[erms.Case]:
         for i, batch in enumerate(batches):
-            keys = keys_of[i]
             (docs, docs_at), (parties, parties_at) = doc_pieces[i], party_pieces[i]
             doc_pieces[i] = party_pieces[i] = None  # type: ignore[call-overload]
-            batch_docs, batch_parties = _rows_of(docs, docs_at, keys), _rows_of(parties, parties_at, keys)
+            batch_docs, batch_parties = _rows_by_case(docs, docs_at), _rows_by_case(parties, parties_at)
             del docs, parties
             for case in batch.to_pylist():
                 yield _erms_case(tar, case, batch_docs.get(case[root_key], []), batch_parties.get(case[root_key], []))

@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.package import _by_case, _read_children, _rows_of
+from transforms.package import _by_case, _pieces_by_case, _read_children, _rows_by_case
 
 
 def _dataset_rows(files, column, keys) -> pa.Table:
@@ -48,10 +48,20 @@ def test_rows_per_case_are_the_grouped_rows_in_key_order(parts):
     for row in t.to_pylist():
         grouped.setdefault(row["case_id"], []).append(row)
     by_case, where = _by_case(t, "case_id", "document_id")
+
+    def rows_of(cases):
+        [(piece, at)] = _pieces_by_case(by_case, where, [cases])
+        return _rows_by_case(piece, at)
+
     for case in (10, 11, 12, 13, 99):
-        assert _rows_of(by_case, where, [case]).get(case, []) == grouped.get(case, [])
-    assert [r["document_id"] for r in _rows_of(by_case, where, [10])[10]] == [1, 3, 7]
+        assert rows_of([case]).get(case, []) == grouped.get(case, [])
+    assert [r["document_id"] for r in rows_of([10])[10]] == [1, 3, 7]
     # a batch of cases, in any order and with unknown ones, gives each case exactly its rows
-    batch = _rows_of(by_case, where, [12, 99, 10, 13, 11])
+    batch = rows_of([12, 99, 10, 13, 11])
     assert batch == {case: rows for case, rows in grouped.items()}
-    assert _rows_of(by_case, where, [99]) == {}
+    assert rows_of([99]) == {}
+    # several batches at once: each piece holds its own cases' rows, and only those
+    pieces = _pieces_by_case(by_case, where, [[10, 11], [12], [13, 99]])
+    assert [_rows_by_case(piece, at) for piece, at in pieces] == [
+        {10: grouped[10], 11: grouped[11]}, {12: grouped[12]}, {13: grouped[13]}]
+    assert [piece.num_rows for piece, _ in pieces] == [4, 2, 1]
