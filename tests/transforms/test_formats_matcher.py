@@ -250,3 +250,53 @@ def test_bytes_made_to_match_a_signature_have_its_literal(both, data):
     if matched:
         where, start, end, literal = checks[need]
         assert buf.find(literal, start, end) >= 0, (pats, literal, start, end)
+
+
+def _present_by_find(matcher, bof: bytes, eof: bytes) -> set[int]:
+    """The literal checks as they were made before the Aho-Corasick pass: one ``bytes.find`` each."""
+    return {n for n, buf, start, end, literal, _ in matcher.needs
+            if (eof if buf else bof).find(literal, start, end) >= 0}
+
+
+def test_the_literal_pass_finds_what_bytes_find_finds_on_real_files(both):
+    """The one-pass literal check (:class:`transforms.formats._LiteralFinder`) answers every
+    check as ``bytes.find`` does, on real files: small ones (one buffer is both the first and the
+    last bytes, so one pass answers both) and large ones (two buffers)."""
+    _, ours = both
+    matcher = ours._matcher
+    finder = matcher._finder
+    assert finder.passes[0] and finder.passes[1] and finder.both and finder.narrow  # every kind of check is used
+    demo = [make_pdf(["Beslut"]), make_docx(["Yttrande"]), b"<!DOCTYPE html><html></html>\n",
+            b"0\nSECTION\n  2\nHEADER\n0\nEOF\n"]
+    buffers = [(d, d) for d in demo] + [ours._buffers(p, p.stat().st_size) for p in _system_sample(300)]
+    assert any(bof is not eof for bof, eof in buffers) and any(bof is eof for bof, eof in buffers)
+    held = 0
+    for bof, eof in buffers:
+        found = finder.present(bof, eof)
+        assert found == _present_by_find(matcher, bof, eof)
+        held += len(found)
+    assert held > len(buffers)  # checks do hold, not only fail alike
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_the_literal_pass_finds_what_bytes_find_finds_at_the_edges_of_ranges(both, data):
+    """Literals planted just inside and just outside their checks' ranges (and cut by them), in
+    one buffer or in two: the pass and ``bytes.find`` agree on every check."""
+    _, ours = both
+    matcher = ours._matcher
+    bufsize = ours._fido.bufsize
+    two = data.draw(st.booleans())
+    size = data.draw(st.integers(1, bufsize)) if not two else bufsize
+    noise = data.draw(st.sampled_from([b"\x00", b"\xff", b" ", b"A"]))
+    bof, eof = bytearray(noise * size), bytearray(noise * size)
+    for _ in range(data.draw(st.integers(1, 12))):
+        _n, buf, start, end, literal, _f = data.draw(st.sampled_from(matcher.needs))
+        target = eof if (buf and two) else bof
+        edge = min(end, len(target)) if data.draw(st.booleans()) else start
+        at = max(0, edge - len(literal) + data.draw(st.integers(-2, 2)))
+        piece = literal[: max(0, len(target) - at)]
+        target[at:at + len(piece)] = piece
+    bof_b = bytes(bof)
+    eof_b = bytes(eof) if two else bof_b
+    assert matcher._finder.present(bof_b, eof_b) == _present_by_find(matcher, bof_b, eof_b)
