@@ -64,6 +64,20 @@ def test_pdf_facts_tell_pdfa_and_encryption(corpus, identified):
     assert encrypted and identified[str(corpus["encrypted"])].encrypted
 
 
+@pytest.mark.parametrize("cut", [0, 3, 7, 12])
+def test_pdf_facts_find_markers_cut_by_the_read_chunks(tmp_path, cut):
+    """The markers are found where a 1 MiB read ends inside them, in a large file (read in
+    chunks) and in one passed whole; a file without them says so."""
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description pdfaid:part="2" '
+           b'pdfaid:conformance="B"/></rdf:RDF></x:xmpmeta>')
+    for marker, expected in ((b"/Encrypt 5 0 R", (True, None)), (xmp, (False, "2B")), (b"/Encryp", (False, None))):
+        data = b"%PDF-1.7\n" + b"\x00" * ((1 << 20) - 9 - cut) + marker + b"\n%%EOF\n" + b"\x01" * (1 << 20)
+        path = tmp_path / "big.pdf"
+        path.write_bytes(data)
+        assert pdf_facts(path) == expected
+        assert pdf_facts(path, data) == expected
+
+
 def test_default_policy_verdicts(corpus, identified):
     policy = default_policy()
     verdicts = {key: policy.decide(identified[str(p)]) for key, p in corpus.items()}
