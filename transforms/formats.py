@@ -553,7 +553,7 @@ def _read_ahead(paths: Sequence[str]) -> None:
         return
     for p in paths:
         try:
-            fd = os.open(p, os.O_RDONLY)
+            fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)  # (a FIFO would block a plain open)
         except OSError:
             continue
         try:

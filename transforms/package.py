@@ -37,6 +37,7 @@ import os
 import pickle
 import re
 import shutil
+import stat
 import sys
 import unicodedata
 import uuid
@@ -608,14 +609,18 @@ class _FormatStep:
         return evs, agents
 
 
+def _format_note(ident: Identification) -> str:
+    """How a file's format was found (PREMIS formatNote)."""
+    return f"identified by {ident.tool}, {ident.method} match" if ident.identified else \
+        f"not identified by {ident.tool}: {ident.note}"
+
+
 def _with_format(obj: premis.FileObject, ident: Identification, **extra) -> premis.FileObject:
     """A PREMIS file object carrying its PRONOM identification (name, version, PUID, how found)."""
     from dataclasses import replace
 
-    note = f"identified by {ident.tool}, {ident.method} match" if ident.identified else \
-        f"not identified by {ident.tool}: {ident.note}"
     return replace(obj, format_name=ident.name or obj.format_name, format_version=ident.version,
-                   puid=ident.puid if ident.identified else None, format_note=note, **extra)
+                   puid=ident.puid if ident.identified else None, format_note=_format_note(ident), **extra)
 
 
 _FORMAT_KEYS = ("path", "representation", "puid", "format_name", "format_version", "mime", "method", "tool",
@@ -673,8 +678,7 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     Rejected: the original into rep1-original, a copy to the quarantine.
     """
     objid = files.objid
-    if not src.is_file():  # unreadable: _add_file raises the ContentError that names it
-        _add_file(tar, objid, f"representations/{REP}/data/{rel}", src, file_id, original_name, declared_mime)
+    st = _source_stat(src, file_id)  # before identification: a missing file is named as such, not as unidentified
     verdict = files.verdict(src)
     if verdict is None:
         # Not among the package's sources when identification started (or a second document
@@ -683,15 +687,14 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     ident, decision = verdict.ident, verdict.decision
     if decision.action == "accept":
         arc = f"representations/{REP}/data/{rel}"
-        ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None)
-        obj = _with_format(obj, ident)
+        ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None,
+                             ident=ident, st=st)
         files.add_data_file(ref, obj)
         files.formats.append(_format_row(obj, REP, ident, decision, "accepted"))
         return arc, ref
     orig_arc = f"representations/{REP_ORIGINAL}/data/{rel}"
     oref, oobj = _add_file(tar, objid, orig_arc, src, f"{file_id}-original", original_name,
-                           declared_mime or ident.mime or None, rep=REP_ORIGINAL)
-    oobj = _with_format(oobj, ident)
+                           declared_mime or ident.mime or None, rep=REP_ORIGINAL, ident=ident, st=st)
     files.originals.append((oref, oobj))
     if decision.action == "convert":
         files.to_convert.append(_Pending(rel, src, file_id, original_name, orig_arc, oobj, verdict))
@@ -994,12 +997,26 @@ def _iso(v: object) -> str | None:
     return sys.intern(v.isoformat()) if isinstance(v, dt.date) else (None if v is None else str(v))
 
 
+def _source_stat(src: Path, file_id: str) -> os.stat_result:
+    """``os.stat`` of a document file, which must be a regular file (a FIFO would block the build)."""
+    try:
+        st = os.stat(src)
+    except OSError as exc:
+        raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ContentError(f"document file for {file_id} cannot be read: not a regular file")
+    return st
+
+
 def _add_file(tar: TarStream, objid: str, arcname: str, src: Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
-              rep: str = REP) -> tuple[FileRef, premis.FileObject]:
-    """Copy one document into the TAR, hashing it on the way (one read)."""
+              rep: str = REP, ident: Identification | None = None,
+              st: os.stat_result | None = None) -> tuple[FileRef, premis.FileObject]:
+    """Copy one document into the TAR, hashing it on the way (one read); ``ident``: its identification,
+    carried by the PREMIS file object; ``st``: its ``os.stat`` when the caller has it already."""
+    if st is None:
+        st = _source_stat(src, file_id)
     try:
-        st = src.stat()
         fh = open(src, "rb", buffering=0)  # noqa: SIM115 - closed below, after the TAR member is written
     except OSError as exc:
         raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
@@ -1012,8 +1029,10 @@ def _add_file(tar: TarStream, objid: str, arcname: str, src: Path, file_id: str,
     created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
     href = arcname.removeprefix(f"representations/{rep}/")
     ref = FileRef(file_id, href, mime, st.st_size, digest, created)
-    obj = premis.FileObject(arcname, digest, st.st_size, mime, original_name)
-    return ref, obj
+    if ident is None:
+        return ref, premis.FileObject(arcname, digest, st.st_size, mime, original_name)
+    return ref, premis.FileObject(arcname, digest, st.st_size, ident.name or mime, original_name,
+                                  ident.puid if ident.identified else None, ident.version, _format_note(ident))
 
 
 def _add_bytes(tar: TarStream, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:

@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream
+from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream, escape, indent
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -179,50 +179,62 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
     """The bytes :func:`_file_object` gives inside the whole document, ``depth`` levels below its root.
 
     Element for element the same as :func:`_file_object` (the tests compare them); raises
-    :class:`xmltools.NotPlainText` where only the element path can decide.
+    :class:`xmltools.NotPlainText` where only the element path can decide. One formatted string
+    per part of fixed shape, as :func:`transforms.mets._file_text` (a :class:`xmltools.Fragment`
+    took 25 µs an object, a third of the build's metadata time per file).
     """
-    out = Fragment(depth)
-    out.start("premis:object", {"xsi:type": "premis:file"})
-    _ident_text(out, "object", "local", obj.identifier)
-    out.start("premis:objectCharacteristics")
-    out.leaf("premis:compositionLevel", 0)
-    out.start("premis:fixity")
-    out.leaf("premis:messageDigestAlgorithm", "SHA-256")
-    out.leaf("premis:messageDigest", obj.sha256)
-    out.leaf("premis:messageDigestOriginator", "Arkivflöde")
-    out.end()
-    out.leaf("premis:size", obj.size)
-    out.start("premis:format")
-    out.start("premis:formatDesignation")
-    out.leaf("premis:formatName", obj.format_name)
+    i0, i1, i2, i3, i4 = (indent(depth + k) for k in range(5))
+    parts = [
+        f'{i0}<premis:object xsi:type="premis:file">\n'
+        f"{i1}<premis:objectIdentifier>\n"
+        f"{i2}<premis:objectIdentifierType>local</premis:objectIdentifierType>\n",
+        _leaf_text(i2, "premis:objectIdentifierValue", obj.identifier),
+        f"{i1}</premis:objectIdentifier>\n"
+        f"{i1}<premis:objectCharacteristics>\n"
+        f"{i2}<premis:compositionLevel>0</premis:compositionLevel>\n"
+        f"{i2}<premis:fixity>\n"
+        f"{i3}<premis:messageDigestAlgorithm>SHA-256</premis:messageDigestAlgorithm>\n",
+        _leaf_text(i3, "premis:messageDigest", obj.sha256),
+        f"{i3}<premis:messageDigestOriginator>Arkivflöde</premis:messageDigestOriginator>\n"
+        f"{i2}</premis:fixity>\n",
+        _leaf_text(i2, "premis:size", obj.size),
+        f"{i2}<premis:format>\n{i3}<premis:formatDesignation>\n",
+        _leaf_text(i4, "premis:formatName", obj.format_name),
+    ]
     if obj.format_version:
-        out.leaf("premis:formatVersion", obj.format_version)
-    out.end()
+        parts.append(_leaf_text(i4, "premis:formatVersion", obj.format_version))
+    parts.append(f"{i3}</premis:formatDesignation>\n")
     if obj.puid:
-        out.start("premis:formatRegistry")
-        out.leaf("premis:formatRegistryName", "PRONOM")
-        out.leaf("premis:formatRegistryKey", obj.puid)
-        out.leaf("premis:formatRegistryRole", "specification")
-        out.end()
+        parts += (f"{i3}<premis:formatRegistry>\n{i4}<premis:formatRegistryName>PRONOM</premis:formatRegistryName>\n",
+                  _leaf_text(i4, "premis:formatRegistryKey", obj.puid),
+                  f"{i4}<premis:formatRegistryRole>specification</premis:formatRegistryRole>\n"
+                  f"{i3}</premis:formatRegistry>\n")
     if obj.format_note:
-        out.leaf("premis:formatNote", obj.format_note)
-    out.end()
+        parts.append(_leaf_text(i3, "premis:formatNote", obj.format_note))
+    parts.append(f"{i2}</premis:format>\n")
     if obj.creating_application:
-        out.start("premis:creatingApplication")
-        out.leaf("premis:creatingApplicationName", obj.creating_application[0])
-        out.leaf("premis:creatingApplicationVersion", obj.creating_application[1])
-        out.end()
-    out.end()
+        parts += (f"{i2}<premis:creatingApplication>\n",
+                  _leaf_text(i3, "premis:creatingApplicationName", obj.creating_application[0]),
+                  _leaf_text(i3, "premis:creatingApplicationVersion", obj.creating_application[1]),
+                  f"{i2}</premis:creatingApplication>\n")
+    parts.append(f"{i1}</premis:objectCharacteristics>\n")
     if obj.original_name:
-        out.leaf("premis:originalName", obj.original_name)
+        parts.append(_leaf_text(i1, "premis:originalName", obj.original_name))
     if obj.derived_from:
-        out.start("premis:relationship")
-        out.leaf("premis:relationshipType", "derivation")
-        out.leaf("premis:relationshipSubType", "has source")
-        _ident_text(out, "relatedObject", "local", obj.derived_from)
-        out.end()
-    out.end()
-    return out.getvalue()
+        parts += (f"{i1}<premis:relationship>\n"
+                  f"{i2}<premis:relationshipType>derivation</premis:relationshipType>\n"
+                  f"{i2}<premis:relationshipSubType>has source</premis:relationshipSubType>\n"
+                  f"{i2}<premis:relatedObjectIdentifier>\n"
+                  f"{i3}<premis:relatedObjectIdentifierType>local</premis:relatedObjectIdentifierType>\n",
+                  _leaf_text(i3, "premis:relatedObjectIdentifierValue", obj.derived_from),
+                  f"{i2}</premis:relatedObjectIdentifier>\n{i1}</premis:relationship>\n")
+    parts.append(f"{i0}</premis:object>\n")
+    return "".join(parts).encode()
+
+
+def _leaf_text(at: str, tag: str, text: object) -> str:
+    """:meth:`xmltools.Fragment.leaf` without attributes: one element, indented by ``at``."""
+    return f"{at}<{tag}/>\n" if text is None else f"{at}<{tag}>{escape(text)}</{tag}>\n"
 
 
 def _ident_text(out: Fragment, prefix: str, id_type: str, value: str) -> None:
@@ -266,14 +278,13 @@ def _object_link(event: etree._Element, obj: str | tuple[str, str]) -> etree._El
 def _object_link_text(depth: int, obj: str | tuple[str, str]) -> bytes:
     """The bytes :func:`_object_link` gives inside the whole document, ``depth`` levels below its root."""
     obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
-    out = Fragment(depth)
-    out.start("premis:linkingObjectIdentifier")
-    out.leaf("premis:linkingObjectIdentifierType", "local")
-    out.leaf("premis:linkingObjectIdentifierValue", obj_id)
-    if obj_role:
-        out.leaf("premis:linkingObjectRole", obj_role)
-    out.end()
-    return out.getvalue()
+    at, inner = indent(depth), indent(depth + 1)
+    return "".join((
+        f"{at}<premis:linkingObjectIdentifier>\n{inner}<premis:linkingObjectIdentifierType>local"
+        "</premis:linkingObjectIdentifierType>\n",
+        _leaf_text(inner, "premis:linkingObjectIdentifierValue", obj_id),
+        _leaf_text(inner, "premis:linkingObjectRole", obj_role) if obj_role else "",
+        f"{at}</premis:linkingObjectIdentifier>\n")).encode()
 
 
 def _agent(root: etree._Element, ag: Agent) -> etree._Element:

@@ -202,3 +202,17 @@ def test_a_written_document_that_is_invalid_stops_the_package(staged, small_pool
     with pytest.raises(PackageBuildError, match=r"premis\.xml of package uuid-.* does not validate.*compositionLevel"):
         build_packages(LEX, staged, rc, out, policy=LEX.formats.without_conversion(), now=NOW)
     assert [p.name for p in out.iterdir() if p.name != "quarantined-documents"] == []
+
+
+def test_read_ahead_passes_over_a_fifo_without_blocking(tmp_path):
+    """A FIFO among a chunk's files (a broken export) must not hang the worker's read-ahead."""
+    import threading
+
+    from transforms.formats import _read_ahead
+
+    fifo, plain = tmp_path / "pipe", tmp_path / "plain.txt"
+    os.mkfifo(fifo)
+    plain.write_text("text")
+    done = threading.Event()
+    threading.Thread(target=lambda: (_read_ahead([str(fifo), str(plain)]), done.set()), daemon=True).start()
+    assert done.wait(10), "_read_ahead blocked on a FIFO"

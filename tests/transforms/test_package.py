@@ -148,6 +148,28 @@ def test_missing_document_is_a_content_error_and_leaves_nothing(staged, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_document_that_is_not_a_regular_file_is_a_content_error(staged, tmp_path, kind):
+    """A FIFO in the document's place would block the build at open(); it is refused before."""
+    import os
+
+    import pyarrow.parquet as pq
+
+    rc = sorted(staged.partitions)[0]
+    doc = pq.read_table(staged.partitions[rc].files["documents"]).to_pylist()[0]
+    src = Path(doc["source_path"])
+    moved = src.with_suffix(".moved")
+    src.rename(moved)
+    try:
+        os.mkfifo(src) if kind == "fifo" else src.mkdir()
+        with pytest.raises(ContentError, match="not a regular file"):
+            build_packages(LEX, staged, rc, tmp_path / "out")
+    finally:
+        src.unlink() if kind == "fifo" else src.rmdir()
+        moved.rename(src)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
 def test_safe_names():
     assert safe_name("Beslut om bygglov – Torshälla 3:14.pdf") == "Beslut_om_bygglov_Torshalla_3_14.pdf"
     assert safe_name("../../etc/passwd") == "etc_passwd"
