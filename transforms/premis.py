@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream, escape, indent
+from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream, indent, leaf_text
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -188,53 +188,48 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
         f'{i0}<premis:object xsi:type="premis:file">\n'
         f"{i1}<premis:objectIdentifier>\n"
         f"{i2}<premis:objectIdentifierType>local</premis:objectIdentifierType>\n",
-        _leaf_text(i2, "premis:objectIdentifierValue", obj.identifier),
+        leaf_text(i2, "premis:objectIdentifierValue", obj.identifier),
         f"{i1}</premis:objectIdentifier>\n"
         f"{i1}<premis:objectCharacteristics>\n"
         f"{i2}<premis:compositionLevel>0</premis:compositionLevel>\n"
         f"{i2}<premis:fixity>\n"
         f"{i3}<premis:messageDigestAlgorithm>SHA-256</premis:messageDigestAlgorithm>\n",
-        _leaf_text(i3, "premis:messageDigest", obj.sha256),
+        leaf_text(i3, "premis:messageDigest", obj.sha256),
         f"{i3}<premis:messageDigestOriginator>Arkivflöde</premis:messageDigestOriginator>\n"
         f"{i2}</premis:fixity>\n",
-        _leaf_text(i2, "premis:size", obj.size),
+        leaf_text(i2, "premis:size", obj.size),
         f"{i2}<premis:format>\n{i3}<premis:formatDesignation>\n",
-        _leaf_text(i4, "premis:formatName", obj.format_name),
+        leaf_text(i4, "premis:formatName", obj.format_name),
     ]
     if obj.format_version:
-        parts.append(_leaf_text(i4, "premis:formatVersion", obj.format_version))
+        parts.append(leaf_text(i4, "premis:formatVersion", obj.format_version))
     parts.append(f"{i3}</premis:formatDesignation>\n")
     if obj.puid:
         parts += (f"{i3}<premis:formatRegistry>\n{i4}<premis:formatRegistryName>PRONOM</premis:formatRegistryName>\n",
-                  _leaf_text(i4, "premis:formatRegistryKey", obj.puid),
+                  leaf_text(i4, "premis:formatRegistryKey", obj.puid),
                   f"{i4}<premis:formatRegistryRole>specification</premis:formatRegistryRole>\n"
                   f"{i3}</premis:formatRegistry>\n")
     if obj.format_note:
-        parts.append(_leaf_text(i3, "premis:formatNote", obj.format_note))
+        parts.append(leaf_text(i3, "premis:formatNote", obj.format_note))
     parts.append(f"{i2}</premis:format>\n")
     if obj.creating_application:
         parts += (f"{i2}<premis:creatingApplication>\n",
-                  _leaf_text(i3, "premis:creatingApplicationName", obj.creating_application[0]),
-                  _leaf_text(i3, "premis:creatingApplicationVersion", obj.creating_application[1]),
+                  leaf_text(i3, "premis:creatingApplicationName", obj.creating_application[0]),
+                  leaf_text(i3, "premis:creatingApplicationVersion", obj.creating_application[1]),
                   f"{i2}</premis:creatingApplication>\n")
     parts.append(f"{i1}</premis:objectCharacteristics>\n")
     if obj.original_name:
-        parts.append(_leaf_text(i1, "premis:originalName", obj.original_name))
+        parts.append(leaf_text(i1, "premis:originalName", obj.original_name))
     if obj.derived_from:
         parts += (f"{i1}<premis:relationship>\n"
                   f"{i2}<premis:relationshipType>derivation</premis:relationshipType>\n"
                   f"{i2}<premis:relationshipSubType>has source</premis:relationshipSubType>\n"
                   f"{i2}<premis:relatedObjectIdentifier>\n"
                   f"{i3}<premis:relatedObjectIdentifierType>local</premis:relatedObjectIdentifierType>\n",
-                  _leaf_text(i3, "premis:relatedObjectIdentifierValue", obj.derived_from),
+                  leaf_text(i3, "premis:relatedObjectIdentifierValue", obj.derived_from),
                   f"{i2}</premis:relatedObjectIdentifier>\n{i1}</premis:relationship>\n")
     parts.append(f"{i0}</premis:object>\n")
     return "".join(parts).encode()
-
-
-def _leaf_text(at: str, tag: str, text: object) -> str:
-    """:meth:`xmltools.Fragment.leaf` without attributes: one element, indented by ``at``."""
-    return f"{at}<{tag}/>\n" if text is None else f"{at}<{tag}>{escape(text)}</{tag}>\n"
 
 
 def _ident_text(out: Fragment, prefix: str, id_type: str, value: str) -> None:
@@ -282,8 +277,8 @@ def _object_link_text(depth: int, obj: str | tuple[str, str]) -> bytes:
     return "".join((
         f"{at}<premis:linkingObjectIdentifier>\n{inner}<premis:linkingObjectIdentifierType>local"
         "</premis:linkingObjectIdentifierType>\n",
-        _leaf_text(inner, "premis:linkingObjectIdentifierValue", obj_id),
-        _leaf_text(inner, "premis:linkingObjectRole", obj_role) if obj_role else "",
+        leaf_text(inner, "premis:linkingObjectIdentifierValue", obj_id),
+        leaf_text(inner, "premis:linkingObjectRole", obj_role) if obj_role else "",
         f"{at}</premis:linkingObjectIdentifier>\n")).encode()
 
 

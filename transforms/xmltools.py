@@ -402,11 +402,16 @@ class Fragment:
         self._open: list[tuple[str, int, str]] = []  # (tag, index of its start tag in _parts, its indentation)
 
     def leaf(self, tag: str, text: object = None, attrs: Mapping[str, object] | None = None) -> None:
-        attributes = _attributes(attrs) if attrs else ""
-        if text is None:
-            self._parts.append(f"{self._at}<{tag}{attributes}/>\n")
-        else:
-            self._parts.append(f"{self._at}<{tag}{attributes}>{escape(text)}</{tag}>\n")
+        self._parts.append(leaf_text(self._at, tag, text, attrs))
+
+    @property
+    def level(self) -> int:
+        """How many levels below the document's root the next element sits."""
+        return self._depth + len(self._open)
+
+    def add(self, text: str) -> None:
+        """Elements already written as text for :attr:`level` (by :func:`leaf_text`, say)."""
+        self._parts.append(text)
 
     def start(self, tag: str, attrs: Mapping[str, object] | None = None) -> None:
         self._parts.append(f"{self._at}<{tag}{_attributes(attrs)}>\n" if attrs else f"{self._at}<{tag}>\n")
@@ -424,6 +429,15 @@ class Fragment:
         if self._open:
             raise ValueError(f"{self._open[-1][0]} is not ended")
         return "".join(self._parts).encode()
+
+
+def leaf_text(at: str, tag: str, text: object = None, attrs: Mapping[str, object] | None = None) -> str:
+    """One element without children, indented by ``at`` (:func:`indent`), as :meth:`Fragment.leaf` writes it:
+    ``text`` None gives ``<tag/>``; attributes whose value is None are left out."""
+    attributes = _attributes(attrs) if attrs else ""
+    if text is None:
+        return f"{at}<{tag}{attributes}/>\n"
+    return f"{at}<{tag}{attributes}>{escape(text)}</{tag}>\n"
 
 
 def _attributes(attrs: Mapping[str, object]) -> str:

@@ -182,3 +182,16 @@ def _personnummer(url):
         values = [r[0] for r in c.exec_driver_sql("SELECT personnummer FROM parties WHERE personnummer IS NOT NULL")]
     eng.dispose()
     return values
+
+
+def test_record_classes_are_mapped_largest_first():
+    """The DAG maps ``package`` over the batch's record classes in this order, and the scheduler
+    starts mapped tasks by map index: the largest partitions first, ties by name."""
+    from transforms.extract import Partition, StagedBatch
+    from transforms.pipeline import largest_first
+
+    sizes = {"1.1": {"cases": 3, "documents": 9}, "2.1": {"cases": 40, "documents": 120}, "3.1": {"cases": 1},
+             "1.2": {"cases": 40, "documents": 120}, "4.1": {}}
+    staged = StagedBatch("lex", "2025", "2025-01-01", "2026-01-01", "/nowhere", {},
+                         {rc: Partition(rc, rows=rows) for rc, rows in sizes.items()})
+    assert largest_first(staged) == ["1.2", "2.1", "1.1", "3.1", "4.1"]
