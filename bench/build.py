@@ -18,7 +18,7 @@ import bagit
 
 from bench.common import MB, clear, drop_caches, sync_fs, timed, warm
 from bench.corpus import LEX, Corpus
-from transforms.formats import FormatPolicy
+from transforms.formats import FormatPolicy, Identifier
 from transforms.package import build_packages
 
 CHUNK = 1 << 20
@@ -118,18 +118,25 @@ def run(corpus: Corpus, work: Path, *, repeats: int, cold: bool, log) -> dict:
 
     A round runs every method once, one after the other, so that a slow spell of the disk (a
     virtual disk's write bursts come and go) falls on all methods alike rather than on one
-    method's repeats. The conversion variant runs once, in the first warm round: LibreOffice's
-    minutes do not depend on the page cache.
+    method's repeats; each round starts with the next method (round 2 with the one-pass loop,
+    …), because this machine's disk writes fast in a round's first method and then slows for
+    minutes after a burst of small files (bench/README.md). The conversion variant runs once, at
+    the end of the first warm round: LibreOffice's minutes do not depend on the page cache.
+    fido's signatures are loaded before any timing (once per process, ~0.5 s, as a worker pays it
+    once for all its builds).
     """
     nbytes, nfiles = corpus.doc_bytes, len(corpus.documents)
     result: dict = {"files": nfiles, "bytes": nbytes, "warm": {}, "cold": {}, "cold_available": None}
+    Identifier.shared()
+    order = list(METHODS)
     for mode in ("warm", "cold"):
         if mode == "cold" and not cold:
             result["cold_available"] = False
             continue
         runs: dict[str, list[dict]] = {}
         for round_no in range(repeats if mode == "warm" else 1):
-            methods = {**METHODS, **(VARIANTS if mode == "warm" and round_no == 0 else {})}
+            turn = order[round_no % len(order):] + order[:round_no % len(order)]
+            methods = {**{k: METHODS[k] for k in turn}, **(VARIANTS if mode == "warm" and round_no == 0 else {})}
             for name, fn in methods.items():
                 out = work / f"build-{name}"
                 clear(out)
@@ -153,7 +160,8 @@ def run(corpus: Corpus, work: Path, *, repeats: int, cold: bool, log) -> dict:
         for name, tries in runs.items():
             best = min(tries, key=lambda r: r["seconds"])
             best.update(mb_s=nbytes / MB / best["seconds"], files_s=nfiles / best["seconds"],
-                        all_seconds=[r["seconds"] for r in tries])
+                        all_seconds=[r["seconds"] for r in tries],
+                        median_seconds=sorted(r["seconds"] for r in tries)[len(tries) // 2])
             if name in VARIANTS:
                 result.setdefault("variants", {}).setdefault(mode, {})[name] = best
             else:

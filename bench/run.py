@@ -52,9 +52,9 @@ SIZES = {
     "tiny": Size(cases=120, large=[4 * MB], mem_cases=40, single=16 * MB, pg_factor=2, repeats=1, dag_repeats=3,
                  cold=False, dd=64 * MB, mem_variants=("one_package",),
                  notes=["tiny: for the test suite only; no cold run"]),
-    "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=3,
+    "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=4,
                   dag_repeats=10),
-    "large": Size(cases=20000, large=[256 * MB] * 4, mem_cases=2000, single=2048 * MB, pg_factor=20, repeats=2,
+    "large": Size(cases=20000, large=[256 * MB] * 4, mem_cases=2000, single=2048 * MB, pg_factor=20, repeats=4,
                   dag_repeats=10, dd=2048 * MB),
 }
 
@@ -241,6 +241,12 @@ def table(r: dict) -> str:
                              f"vs bagit {runs['bagit']['seconds'] / ours:.2f}× (>1 = ours faster); metadata written: "
                              f"ours {runs['ours'].get('metadata_bytes', 0) / MB:.1f} MB, "
                              f"bagit {runs['bagit'].get('metadata_bytes', 0) / MB:.2f} MB")
+            if mode == "warm" and ours and all(len(v.get("all_seconds", ())) > 1 for v in runs.values()):
+                lines.append("  rounds (s, in the order run; each round starts with the next method): " + "; ".join(
+                    f"{k} " + "/".join(f"{x:.2f}" for x in v["all_seconds"]) for k, v in runs.items()))
+                med = runs["ours"]["median_seconds"]
+                lines.append("  ours ÷ it on each method's median round: " + ", ".join(
+                    f"{k} {v['median_seconds'] / med:.2f}×" for k, v in runs.items() if k != "ours"))
             if conv and ours:
                 lines.append(f"  + conversion: {conv.get('converted', 0)} DOCX to PDF/A by LibreOffice "
                              f"({conv.get('conversion_seconds', 0):.1f} s of conversion on "
