@@ -302,7 +302,7 @@ class _Matcher:
                 rare = [k for k in keys if k[1] not in _COMMON]
                 key = (rare or keys or [None])[0]
                 # without a byte to index it by: the longest literal it needs (in a range of offsets
-                # of the first or last bytes), checked with bytes.find before any regex runs
+                # of the first or last bytes), looked for (_LiteralFinder) before any regex runs
                 longest = max(windows, key=lambda w: (len(w[3]), -w[2]), default=None)
                 if key is not None:
                     # Indexed by a byte, it is tried for every file with that byte (every PDF is tried

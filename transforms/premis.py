@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_PREMIS, NS_XSI, Fragment, NotPlainText, PrettyStream, indent, leaf_text
+from .xmltools import NS_PREMIS, NS_XSI, NotPlainText, PrettyStream, indent, leaf_text
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -230,14 +230,6 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
                   f"{i2}</premis:relatedObjectIdentifier>\n{i1}</premis:relationship>\n")
     parts.append(f"{i0}</premis:object>\n")
     return "".join(parts).encode()
-
-
-def _ident_text(out: Fragment, prefix: str, id_type: str, value: str) -> None:
-    """:func:`_ident` as text."""
-    out.start(f"premis:{prefix}Identifier")
-    out.leaf(f"premis:{prefix}IdentifierType", id_type)
-    out.leaf(f"premis:{prefix}IdentifierValue", value)
-    out.end()
 
 
 def _event(root: etree._Element, ev: Event) -> etree._Element:

@@ -1,4 +1,6 @@
+import contextlib
 import hashlib
+import os
 import tarfile
 from dataclasses import replace
 from pathlib import Path
@@ -132,7 +134,10 @@ def test_large_partitions_are_split_by_max_records(staged, tmp_path):
     assert not list(tmp_path.glob(".*"))  # no half-written temp files
 
 
-def test_missing_document_is_a_content_error_and_leaves_nothing(staged, tmp_path, monkeypatch):
+@contextlib.contextmanager
+def _first_document_moved_away(staged):
+    """(record class, path) of the first document of the first record class, its file moved away
+    for the duration (put back after, whatever the test left at its path is the test's to remove)."""
     import pyarrow.parquet as pq
 
     rc = sorted(staged.partitions)[0]
@@ -141,32 +146,27 @@ def test_missing_document_is_a_content_error_and_leaves_nothing(staged, tmp_path
     moved = src.with_suffix(".moved")
     src.rename(moved)
     try:
-        with pytest.raises(ContentError, match="cannot be read"):
-            build_packages(LEX, staged, rc, tmp_path)
+        yield rc, src
     finally:
         moved.rename(src)
+
+
+def test_missing_document_is_a_content_error_and_leaves_nothing(staged, tmp_path, monkeypatch):
+    with _first_document_moved_away(staged) as (rc, _src), pytest.raises(ContentError, match="cannot be read"):
+        build_packages(LEX, staged, rc, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_a_document_that_is_not_a_regular_file_is_a_content_error(staged, tmp_path, kind):
     """A FIFO in the document's place would block the build at open(); it is refused before."""
-    import os
-
-    import pyarrow.parquet as pq
-
-    rc = sorted(staged.partitions)[0]
-    doc = pq.read_table(staged.partitions[rc].files["documents"]).to_pylist()[0]
-    src = Path(doc["source_path"])
-    moved = src.with_suffix(".moved")
-    src.rename(moved)
-    try:
+    with _first_document_moved_away(staged) as (rc, src):
         os.mkfifo(src) if kind == "fifo" else src.mkdir()
-        with pytest.raises(ContentError, match="not a regular file"):
-            build_packages(LEX, staged, rc, tmp_path / "out")
-    finally:
-        src.unlink() if kind == "fifo" else src.rmdir()
-        moved.rename(src)
+        try:
+            with pytest.raises(ContentError, match="not a regular file"):
+                build_packages(LEX, staged, rc, tmp_path / "out")
+        finally:
+            src.unlink() if kind == "fifo" else src.rmdir()
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
