@@ -33,12 +33,16 @@ space := $(empty) $(empty)
 # what is missing (needs root or sudo; skipped with a message when neither is available).
 DEB_PACKAGES := libreoffice-writer-nogui libreoffice-calc-nogui chromium chromium-driver fonts-dejavu-core
 
+# Bytecode is compiled at install (uv does not by default, and where PYTHONDONTWRITEBYTECODE is
+# set, as on this CI machine, nothing else ever writes it): without it every process compiles
+# what it imports (Airflow, Great Expectations, pandas) from source, seconds each time.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip --upgrade >/dev/null
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip sync --quiet --compile-bytecode --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/python -m compileall -q -j 0 transforms plugins dags demo bench >/dev/null
 	touch $(STAMP)
 
 install: $(STAMP) system-packages  ## create .venv from the lock file (reproducible: pinned versions and hashes)
