@@ -25,7 +25,7 @@ import re
 import re._constants as _sre
 import re._parser as _sre_parser
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -500,16 +500,23 @@ class Identifier:
             for p in paths:
                 yield p, self.identify(p)
             return
-        chunks = [list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK)]
-        futures = pool.submit_all(chunks)
+        # Chunks are submitted a few ahead of the one being read, not all at once: each submit
+        # wakes the executor's manager thread, and a thousand at the start held up the first copy.
+        chunks = (list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK))
+        ahead: deque[tuple[list[str], Any]] = deque()
         try:
-            for chunk, future in zip(chunks, futures, strict=True):
+            while True:
+                while len(ahead) < POOL_AHEAD and (chunk := next(chunks, None)) is not None:
+                    ahead.append((chunk, pool.submit(chunk)))
+                if not ahead:
+                    return
+                chunk, future = ahead.popleft()
                 results = pool.result(future)
                 if results is None:  # the pool broke (a worker died): this chunk here, the rest as well
                     results = [self.identify(p) for p in chunk]
                 yield from zip(chunk, results, strict=True)
         finally:
-            for future in futures:
+            for _, future in ahead:
                 future.cancel()  # a build that stopped early leaves no work queued
 
     @classmethod
@@ -532,6 +539,8 @@ WORKERS_ENV = "ARKIV_IDENTIFY_WORKERS"
 POOL_MIN_FILES = 200
 #: files per task sent to a worker (a few ms of work, so the results come back in a steady stream)
 POOL_CHUNK = 32
+#: chunks submitted ahead of the one the build is reading (enough to keep 4 workers busy)
+POOL_AHEAD = 8
 
 
 def _identify_chunk(paths: list[str]) -> list[Identification]:
@@ -613,22 +622,19 @@ class IdentifyPool:
             return None
         return cls(executor)
 
-    def submit_all(self, chunks: list[list[str]]) -> list:
-        """A future per chunk; one answering None (identify it in the caller) once the pool is broken."""
+    def submit(self, chunk: list[str]):
+        """A future for a chunk's identifications; one answering None (identify it in the caller)
+        once the pool is broken."""
         from concurrent.futures import Future
 
-        futures = []
-        for chunk in chunks:
-            if not self.broken:
-                try:
-                    futures.append(self._executor.submit(_identify_chunk, chunk))
-                    continue
-                except Exception:  # noqa: BLE001 - BrokenProcessPool or shut down: identify here instead
-                    self.broken = True
-            none: Future = Future()
-            none.set_result(None)
-            futures.append(none)
-        return futures
+        if not self.broken:
+            try:
+                return self._executor.submit(_identify_chunk, chunk)
+            except Exception:  # noqa: BLE001 - BrokenProcessPool or shut down: identify here instead
+                self.broken = True
+        none: Future = Future()
+        none.set_result(None)
+        return none
 
     def result(self, future) -> list[Identification] | None:
         """A chunk's identifications, or None when the pool broke and the caller must do them."""

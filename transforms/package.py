@@ -323,7 +323,7 @@ class _Pending:
     """A document whose original is in the TAR and whose PDF/A is still to be made."""
 
     rel: str
-    src: Path
+    src: str
     file_id: str
     original_name: str | None
     orig_arc: str
@@ -358,9 +358,8 @@ class _PackageFiles:
     #: are run before the package gets its final name (:meth:`_FormatStep.check_xml_file`)
     checks: list[Callable[[], None]] = field(default_factory=list)
 
-    def verdict(self, src: Path) -> _Verdict | None:
-        """The verdict on ``src``, taken: each source is asked about once (None if never identified)."""
-        key = str(src)
+    def verdict(self, key: str) -> _Verdict | None:
+        """The verdict on source ``key``, taken: each source is asked about once (None if never identified)."""
         while key not in self.verdicts and self.identified is not None:
             found = next(self.identified, None)
             if found is None:
@@ -467,7 +466,7 @@ class _FormatStep:
         pending, files.to_convert = files.to_convert, []
         if not pending:
             return
-        jobs = [Job(p.src, p.verdict.ident.puid, p.verdict.decision.target or "pdfa-2b") for p in pending]
+        jobs = [Job(Path(p.src), p.verdict.ident.puid, p.verdict.decision.target or "pdfa-2b") for p in pending]
         for p, r in zip(pending, self.convert(jobs, work), strict=True):
             v = p.verdict
             v.detail, v.seconds = r.detail, r.seconds
@@ -503,7 +502,7 @@ class _FormatStep:
         files.formats.append(_format_row(obj, REP, v.output_ident, self.policy.decide(v.output_ident),  # type: ignore
                                          "derivative", derived_from=p.orig_arc))
 
-    def hold_back(self, files: _PackageFiles, src: Path, rel: str, oobj: premis.FileObject, v: _Verdict,
+    def hold_back(self, files: _PackageFiles, src: str, rel: str, oobj: premis.FileObject, v: _Verdict,
                    reason: str, outcome: str) -> None:
         """Copy a document kept only in rep1-original to the quarantine and record its outcome."""
         copy = self.quarantine(files, src, rel, reason)
@@ -538,7 +537,7 @@ class _FormatStep:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def quarantine(self, files: _PackageFiles, src: Path, rel: str, reason: str) -> str:
+    def quarantine(self, files: _PackageFiles, src: str, rel: str, reason: str) -> str:
         """A verified copy of a held-back document beside a reasons file; returns the copy's path."""
         folder = self.quarantine_dir / files.objid
         dest = folder / rel
@@ -669,7 +668,7 @@ def _format_row(obj: premis.FileObject, rep: str, ident: Identification, decisio
                       outcome, decision.action, decision.warn, decision.reason, obj.sha256, obj.size), extra)
 
 
-def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, rel: str, src: Path,
+def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, rel: str, src: str,
                   file_id: str, original_name: str | None, declared_mime: str | None) -> tuple[str, FileRef]:
     """One document into the package as the format policy says; returns the original's (path, METS entry).
 
@@ -703,6 +702,9 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     return orig_arc, oref
 
 
+#: bytes buffered before each write to the package file (and to the METS, PREMIS and ERMS
+#: files the build writes beside it, which are written an element at a time)
+TAR_BUFFER = 1 << 20
 #: cases whose rows are read from Arrow in one go while an ERMS package is written
 CASE_BATCH = 1000
 
@@ -832,7 +834,8 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
         work.mkdir()
         files = formats.prepare(objid, sources, now, work)
         data_files = files.data_files
-        with open(tmp, "wb") as raw:
+        # a 1 MiB buffer: a package's small members reach the disk in a few large writes, not one each
+        with open(tmp, "wb", buffering=TAR_BUFFER) as raw:
             out = HashingWriter(raw)
             with TarStream(out) as tar:
                 if erms_kind:
@@ -948,8 +951,8 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
             number = doc.get(dm.get("number", "")) if dm.get("number") else None
             name = safe_name(str(doc.get(dm["file_name"]) or doc[dm["id"]]))
             rel = _unique(used_names, folder, f"{number}_{name}" if number is not None else name, doc[dm["id"]])
-            src = Path(doc.get("source_path") or "")
-            if missing is not None and not src.is_file():
+            src = doc.get("source_path") or ""
+            if missing is not None and not os.path.isfile(src):
                 # An archivist approved this batch knowing the file is missing: the record is kept,
                 # described as having no file, and the package's PREMIS names it (never silently).
                 missing.append(str(doc[dm["id"]]))
@@ -968,7 +971,7 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
                  "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}
     path = work / "ERMS.xml"
-    with open(path, "wb") as fh:
+    with open(path, "wb", buffering=TAR_BUFFER) as fh:
         erms.write_erms(
             fh, cases(), mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
             creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
@@ -988,7 +991,7 @@ def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str,
             src = row.get("source_path") or ""
             name = safe_name(str(row.get(table.files_path_column) or row[table.key]).rsplit("/", 1)[-1])
             rel = _unique(used_names, f"documents/{table.name}", name, row[table.key])
-            _add_document(tar, formats, files, rel, Path(src), f"file-{table.name}-{row[table.key]}",
+            _add_document(tar, formats, files, rel, src, f"file-{table.name}-{row[table.key]}",
                           str(row.get(table.files_path_column)), None)
 
 
@@ -997,7 +1000,7 @@ def _iso(v: object) -> str | None:
     return sys.intern(v.isoformat()) if isinstance(v, dt.date) else (None if v is None else str(v))
 
 
-def _source_stat(src: Path, file_id: str) -> os.stat_result:
+def _source_stat(src: str | Path, file_id: str) -> os.stat_result:
     """``os.stat`` of a document file, which must be a regular file (a FIFO would block the build)."""
     try:
         st = os.stat(src)
@@ -1008,7 +1011,7 @@ def _source_stat(src: Path, file_id: str) -> os.stat_result:
     return st
 
 
-def _add_file(tar: TarStream, objid: str, arcname: str, src: Path, file_id: str,
+def _add_file(tar: TarStream, objid: str, arcname: str, src: str | Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
               rep: str = REP, ident: Identification | None = None,
               st: os.stat_result | None = None) -> tuple[FileRef, premis.FileObject]:
@@ -1024,8 +1027,9 @@ def _add_file(tar: TarStream, objid: str, arcname: str, src: Path, file_id: str,
         try:
             digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, int(st.st_mtime))
         except SourceSizeError:
-            raise PackageBuildError(f"{src.name}: changed while it was being copied into package {objid}") from None
-    mime = declared_mime or MIME_BY_SUFFIX.get(src.suffix.lower(), "application/octet-stream")
+            raise PackageBuildError(f"{os.path.basename(src)}: changed while it was being copied into package "
+                                    f"{objid}") from None
+    mime = declared_mime or MIME_BY_SUFFIX.get(os.path.splitext(src)[1].lower(), "application/octet-stream")
     created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
     href = arcname.removeprefix(f"representations/{rep}/")
     ref = FileRef(file_id, href, mime, st.st_size, digest, created)
@@ -1161,7 +1165,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
             + ([(REP_ORIGINAL, originals)] if len(originals) else []))
     events_rep = reps[0][0]
     pkg_premis_path = work / "premis.xml"
-    with open(pkg_premis_path, "wb") as fh:
+    with open(pkg_premis_path, "wb", buffering=TAR_BUFFER) as fh:
         used = set(premis.write_premis(fh, [], [*events, build_event], [software, creator],
                                        representations=[f"representations/{name}" for name, _ in reps]))
     check(pkg_premis_path, NS_PREMIS, "premis.xml")
@@ -1178,7 +1182,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
         rep_agents = [software, *format_agents] if name == events_rep else [software]
         premis_path, mets_path = work / f"premis-{name}.xml", work / f"METS-{name}.xml"
-        with open(premis_path, "wb") as fh:
+        with open(premis_path, "wb", buffering=TAR_BUFFER) as fh:
             hashed = HashingWriter(fh)
             used |= set(premis.write_premis(hashed, (obj for _, obj in files), rep_events, rep_agents,
                                             schema_prefix="../../../../"))
@@ -1186,7 +1190,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         premis_ref = FileRef(f"digiprov-premis-{name}", "metadata/preservation/premis.xml", "application/xml",
                              hashed.size, hashed.hexdigest(), now)
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
-        with open(mets_path, "wb") as fh:
+        with open(mets_path, "wb", buffering=TAR_BUFFER) as fh:
             used |= set(write_mets(
                 fh, objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
                 package_type="SIP", created=now, agents=[profile.software_agent()],

@@ -7,7 +7,10 @@ same bytes for the members the builder adds (regular files, uid/gid 0, no owner 
 same ustar header, the same PAX extended header (``././@PaxHeader``, records ``path``, ``size``,
 ``mtime`` in that order) where tarfile needs one, the same padding and the same end of archive.
 A document is read once into a reused buffer, hashed and written; a file under 1 MiB is read
-whole and checked against its declared size before anything of it is written.
+whole and checked against its declared size before anything of it is written. A larger one is
+copied 1 MiB at a time, and each chunk's two digests (the document's, and the package's when
+``out`` hashes what it writes) are computed at once: the document's on a helper thread, both
+outside the GIL, so a large document costs one SHA-256 of time rather than two.
 
 The rare headers that take more than that (a float mtime, a name that is not valid Unicode)
 are made by tarfile's own header code, so they cannot differ either.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO, Protocol
 
 CHUNK = 1024 * 1024
@@ -132,6 +136,7 @@ class TarStream:
         self._buffer: memoryview | None = None
         self._closed = False
         self._failed = False
+        self._hasher: ThreadPoolExecutor | None = None
 
     def add_file(self, name: str, src: BinaryIO, size: int, mtime: int | float,
                  mode: int = 0o644) -> tuple[str, int]:
@@ -170,6 +175,7 @@ class TarStream:
         """End the archive: two zero blocks, then zeros up to a whole record."""
         if self._closed:
             return
+        self._stop_hasher()  # idle: every member waits for its digest
         if self._failed:
             raise ValueError("TarStream: an earlier member failed; the archive cannot be ended")
         end = 2 * BLOCK
@@ -186,6 +192,12 @@ class TarStream:
             self.close()
         else:
             self._closed = True
+            self._stop_hasher()
+
+    def _stop_hasher(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown(wait=True)
+            self._hasher = None
 
     def _check(self, size: int) -> None:
         if self._closed:
@@ -210,6 +222,8 @@ class TarStream:
             out.write(b"".join((header, data, pad)))
         else:
             sha = hashlib.sha256()
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="tar-member-sha256")
             out.write(header)
             done = 0
             while done < size:
@@ -218,8 +232,11 @@ class TarStream:
                 if got < want:
                     raise SourceSizeError(name, size, done + got)
                 chunk = view[:got]
-                sha.update(chunk)
-                out.write(chunk)
+                hashed = self._hasher.submit(sha.update, chunk)
+                try:
+                    out.write(chunk)
+                finally:
+                    hashed.result()  # before the buffer is read into again
                 done += got
             if _fill(readinto, view[:1]):
                 raise SourceSizeError(name, size, size + 1)

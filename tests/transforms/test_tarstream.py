@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
@@ -284,3 +285,39 @@ def test_reads_back_with_tarfile_and_safe_archive(tmp_path):
         assert pkg.files() == sorted(members)
         for rel, data in members.items():
             assert pkg.read_bytes(rel, 10 * CHUNK) == data
+
+
+def _hash_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("tar-member-sha256")]
+
+
+class _FailingWriter:
+    """Takes the first ``ok`` writes, then fails like a full disk."""
+
+    def __init__(self, ok: int):
+        self.ok = ok
+
+    def write(self, data) -> int:
+        if self.ok == 0:
+            raise OSError(28, "No space left on device")
+        self.ok -= 1
+        return len(data)
+
+
+def test_a_large_members_digests_are_both_right_and_the_helper_thread_ends_with_the_stream():
+    data = _content(3 * CHUNK + 17, 5)
+    out = HashingWriter(io.BytesIO())
+    with TarStream(out) as tar:
+        digest, _ = tar.add_file("big.bin", io.BytesIO(data), len(data), NOW)
+        assert _hash_threads()  # the document's digest is computed beside the package's
+    assert digest == hashlib.sha256(data).hexdigest()
+    assert out.hexdigest() == hashlib.sha256(out.raw.getvalue()).hexdigest()
+    assert out.raw.getvalue() == _with_tarfile([("big.bin", data, NOW)])
+    assert _hash_threads() == []
+
+
+def test_a_write_failing_mid_member_leaves_no_helper_thread():
+    data = _content(3 * CHUNK, 6)
+    with pytest.raises(OSError, match="No space"), TarStream(_FailingWriter(ok=2)) as tar:
+        tar.add_file("big.bin", io.BytesIO(data), len(data), NOW)
+    assert _hash_threads() == []
