@@ -501,7 +501,7 @@ class Identifier:
                 yield p, self.identify(p)
             return
         # Chunks are submitted a few ahead of the one being read, not all at once: each submit
-        # wakes the executor's manager thread, and a thousand at the start held up the first copy.
+        # wakes the executor's manager thread, and hundreds at the start held up the first copy.
         chunks = (list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK))
         ahead: deque[tuple[list[str], Any]] = deque()
         try:

@@ -702,9 +702,9 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     return orig_arc, oref
 
 
-#: bytes buffered before each write to the package file (and to the METS, PREMIS and ERMS
-#: files the build writes beside it, which are written an element at a time)
-TAR_BUFFER = 1 << 20
+#: bytes buffered before each write to the package TAR (its small members reach the disk in a few
+#: large writes, not one each) and to the METS, PREMIS and ERMS files written an element at a time
+WRITE_BUFFER = 1 << 20
 #: cases whose rows are read from Arrow in one go while an ERMS package is written
 CASE_BATCH = 1000
 
@@ -834,8 +834,7 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
         work.mkdir()
         files = formats.prepare(objid, sources, now, work)
         data_files = files.data_files
-        # a 1 MiB buffer: a package's small members reach the disk in a few large writes, not one each
-        with open(tmp, "wb", buffering=TAR_BUFFER) as raw:
+        with open(tmp, "wb", buffering=WRITE_BUFFER) as raw:
             out = HashingWriter(raw)
             with TarStream(out) as tar:
                 if erms_kind:
@@ -971,7 +970,7 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
                  "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}
     path = work / "ERMS.xml"
-    with open(path, "wb", buffering=TAR_BUFFER) as fh:
+    with open(path, "wb", buffering=WRITE_BUFFER) as fh:
         erms.write_erms(
             fh, cases(), mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
             creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
@@ -1165,7 +1164,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
             + ([(REP_ORIGINAL, originals)] if len(originals) else []))
     events_rep = reps[0][0]
     pkg_premis_path = work / "premis.xml"
-    with open(pkg_premis_path, "wb", buffering=TAR_BUFFER) as fh:
+    with open(pkg_premis_path, "wb", buffering=WRITE_BUFFER) as fh:
         used = set(premis.write_premis(fh, [], [*events, build_event], [software, creator],
                                        representations=[f"representations/{name}" for name, _ in reps]))
     check(pkg_premis_path, NS_PREMIS, "premis.xml")
@@ -1182,7 +1181,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
         rep_agents = [software, *format_agents] if name == events_rep else [software]
         premis_path, mets_path = work / f"premis-{name}.xml", work / f"METS-{name}.xml"
-        with open(premis_path, "wb", buffering=TAR_BUFFER) as fh:
+        with open(premis_path, "wb", buffering=WRITE_BUFFER) as fh:
             hashed = HashingWriter(fh)
             used |= set(premis.write_premis(hashed, (obj for _, obj in files), rep_events, rep_agents,
                                             schema_prefix="../../../../"))
@@ -1190,7 +1189,7 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
         premis_ref = FileRef(f"digiprov-premis-{name}", "metadata/preservation/premis.xml", "application/xml",
                              hashed.size, hashed.hexdigest(), now)
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
-        with open(mets_path, "wb", buffering=TAR_BUFFER) as fh:
+        with open(mets_path, "wb", buffering=WRITE_BUFFER) as fh:
             used |= set(write_mets(
                 fh, objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
                 package_type="SIP", created=now, agents=[profile.software_agent()],
