@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group
 REDIS_URL = os.environ.get("ARKIV_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")  # a db of its own
 WORKERS = ("arkiv-worker-a", "arkiv-worker-b")
 RUN_TIMEOUT = 600  # seconds for the DAG run itself
+SLOT_FREED_WITHIN = 3  # seconds from a task's end until its worker can take the next task
 
 
 @pytest.fixture
@@ -152,6 +155,20 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
         print(c.logs())  # pytest shows a teardown's output only when the test failed
 
 
+def _utc(timestamp: str) -> datetime:
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def _slots_freed(cluster: AirflowCluster) -> dict[str, datetime]:
+    """When each task's supervisor finished on its worker (its Celery slot free again), by task instance id."""
+    freed = {}
+    for worker in WORKERS:
+        for line in (cluster.root / f"{worker}.log").read_text(errors="replace").splitlines():
+            if "Workload finished" in line and (m := re.search(r"workload_id=([0-9a-f-]{36})", line)):
+                freed[m[1]] = _utc(line.split()[0])
+    return freed
+
+
 def _wait(what: str, check, timeout: float, cluster: AirflowCluster, interval: float = 2):
     return cluster.wait(what, check, timeout, interval)
 
@@ -205,9 +222,15 @@ def test_lex_dag_runs_on_two_celery_workers(cluster, pg_url, lex_source, tmp_pat
     assert len(mapped["ship"]) == len(mapped["verify"]) == len(mapped["record"]) >= 2, summary
     # the record classes were packaged at the same time, one on each worker: more workers, more throughput
     packaging = [t for t in tis if t["task_id"] == "package"]
-    assert {t["hostname"] for t in packaging} == set(WORKERS), summary
-    assert max(t["start_date"] for t in packaging) < min(t["end_date"] for t in packaging), \
-        [(t["hostname"], t["start_date"], t["end_date"]) for t in packaging]
+    timeline = [(t["map_index"], t["hostname"], t["queued_when"], t["start_date"], t["end_date"]) for t in packaging]
+    assert {t["hostname"] for t in packaging} == set(WORKERS), timeline
+    assert max(t["start_date"] for t in packaging) < min(t["end_date"] for t in packaging), timeline
+    # …which needs a worker's slot to be free soon after its task ends: at most the heartbeat interval
+    # deploy/airflow.env sets (1 s), plus process teardown, not the 5 s of Airflow's default
+    freed = _slots_freed(cluster)
+    late = {(t["task_id"], t["map_index"]): round((freed[t["id"]] - _utc(t["end_date"])).total_seconds(), 2)
+            for t in tis if t["state"] == "success"}
+    assert not {k: lag for k, lag in late.items() if lag >= SLOT_FREED_WITHIN}, late
 
     # the packages are in the mellanarkiv and in the PostgreSQL catalogue
     cat = Catalogue(cluster.env["ARKIV_CATALOGUE_URL"])
