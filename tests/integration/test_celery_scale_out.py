@@ -227,9 +227,15 @@ def test_lex_dag_runs_on_two_celery_workers(cluster, pg_url, lex_source, tmp_pat
     assert max(t["start_date"] for t in packaging) < min(t["end_date"] for t in packaging), timeline
     # …which needs a worker's slot to be free soon after its task ends: at most the heartbeat interval
     # deploy/airflow.env sets (1 s), plus process teardown, not the 5 s of Airflow's default
-    freed = _slots_freed(cluster)
+    done = [t for t in tis if t["state"] == "success"]
+
+    def all_freed():  # the last task's line may come just after the run is marked success
+        freed = _slots_freed(cluster)
+        return freed if all(t["id"] in freed for t in done) else None
+
+    freed = _wait("every task's supervisor logs its end", all_freed, 30, cluster, 0.5)
     late = {(t["task_id"], t["map_index"]): round((freed[t["id"]] - _utc(t["end_date"])).total_seconds(), 2)
-            for t in tis if t["state"] == "success"}
+            for t in done}
     assert not {k: lag for k, lag in late.items() if lag >= SLOT_FREED_WITHIN}, late
 
     # the packages are in the mellanarkiv and in the PostgreSQL catalogue
