@@ -155,17 +155,13 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
         print(c.logs())  # pytest shows a teardown's output only when the test failed
 
 
-def _utc(timestamp: str) -> datetime:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-
-
 def _slots_freed(cluster: AirflowCluster) -> dict[str, datetime]:
     """When each task's supervisor finished on its worker (its Celery slot free again), by task instance id."""
     freed = {}
     for worker in WORKERS:
         for line in (cluster.root / f"{worker}.log").read_text(errors="replace").splitlines():
             if "Workload finished" in line and (m := re.search(r"workload_id=([0-9a-f-]{36})", line)):
-                freed[m[1]] = _utc(line.split()[0])
+                freed[m[1]] = datetime.fromisoformat(line.split()[0])
     return freed
 
 
@@ -234,8 +230,8 @@ def test_lex_dag_runs_on_two_celery_workers(cluster, pg_url, lex_source, tmp_pat
         return freed if all(t["id"] in freed for t in done) else None
 
     freed = _wait("every task's supervisor logs its end", all_freed, 30, cluster, 0.5)
-    late = {(t["task_id"], t["map_index"]): round((freed[t["id"]] - _utc(t["end_date"])).total_seconds(), 2)
-            for t in done}
+    late = {(t["task_id"], t["map_index"]):
+            round((freed[t["id"]] - datetime.fromisoformat(t["end_date"])).total_seconds(), 2) for t in done}
     assert not {k: lag for k, lag in late.items() if lag >= SLOT_FREED_WITHIN}, late
 
     # the packages are in the mellanarkiv and in the PostgreSQL catalogue
