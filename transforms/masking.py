@@ -9,6 +9,10 @@ Two tools, used together wherever a value from a record could be shown:
 * :func:`scrub` is the last guard over any text: whatever looks like a personnummer
   (ten or twelve digits, with or without a separator) is masked even in a column nobody
   marked sensitive — a free-text title can quote one.
+
+:func:`safe_name` is for names that come from a delivery (file and member names, headers):
+they are not record values, but they are chosen by whoever made the delivery, so a newline
+or another control character in one must not be able to forge a log line or a report row.
 """
 
 from __future__ import annotations
@@ -56,4 +60,23 @@ def shown(value: object, *, sensitive: bool) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
-__all__ = ["MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "scrub", "shown"]
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+#: longest delivery-chosen name shown in a message (paths in real packages stay far below)
+MAX_NAME = 300
+
+
+def safe_name(name: object) -> str:
+    """A delivery-chosen name as it may appear in a message or log: one line, personnummer masked.
+
+    Control characters, line and paragraph separators and bidirectional overrides are written
+    as ``\\xNN``/``\\uNNNN`` escapes, so the result is always a single printable line.
+    """
+    text = name if isinstance(name, str) else str(name)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    text = scrub(text)
+    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
+
+
+__all__ = ["MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "safe_name", "scrub", "shown"]
