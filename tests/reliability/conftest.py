@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fault_support import AS_OF, FUZZ, INFRA, INTERVAL, RESULTS, Backend, _base_env, arkiv
-from security_support import SENSITIVE_SCAN, e2e_totals, table_lines
+from security_support import HOSTILE, SENSITIVE_SCAN, e2e_totals, hostile_lines, table_lines
 
 
 @pytest.fixture(scope="session")
@@ -74,12 +74,17 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"{target:<50} {n:>6}")
         terminalreporter.write_line(f"{'total':<50} {sum(FUZZ.values()):>6}")
     out = os.environ.get("ARKIV_RELIABILITY_REPORT")
-    if out and (RESULTS or FUZZ or INFRA):
+    if HOSTILE:
+        terminalreporter.section("hostile deliveries, configurations and requests: outcome per class")
+        for line in hostile_lines():
+            terminalreporter.write_line(line)
+    if out and (RESULTS or FUZZ or INFRA or HOSTILE):
         import json
 
         Path(out).parent.mkdir(parents=True, exist_ok=True)  # var/ does not exist yet in a fresh clone
         Path(out).write_text(json.dumps({"faults": RESULTS, "infrastructure": INFRA, "fuzz": dict(FUZZ),
-                                         "sensitive_scan": SENSITIVE_SCAN}, indent=2), encoding="utf-8")
+                                         "sensitive_scan": SENSITIVE_SCAN,
+                                         "hostile": HOSTILE}, indent=2), encoding="utf-8")
     if INFRA:
         _infra_table(terminalreporter)
     _sensitive_table(terminalreporter)

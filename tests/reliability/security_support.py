@@ -7,6 +7,11 @@ values were searched for. :func:`table_lines` formats it.
 
 from __future__ import annotations
 
+#: one row per hostile case of ``test_hostile_inputs.py``: class, case, refused (the safe outcome
+#: happened), crashed (an exception escaped), leaks (planted sensitive values found in any output),
+#: half_archived (batches left partly stored and not reported)
+HOSTILE: list[dict] = []
+
 #: location -> {"scanned": n, "unit": "files"|"rows"|"texts", "hits": n}; key "_values" holds the
 #: counts of values searched for ({"identity_numbers": n, "text_values": n, "skipped": {...}})
 SENSITIVE_SCAN: dict[str, dict] = {}
@@ -42,3 +47,25 @@ def e2e_totals(folder) -> dict[str, dict]:
             t["scanned"] += v["scanned"]
             t["hits"] += v["hits"]
     return totals
+
+
+def hostile_lines() -> list[str]:
+    """The hostile-input cases per class as Markdown rows: tried, refused cleanly, leaks, half-archived."""
+    if not HOSTILE:
+        return []
+    classes: dict[str, dict[str, int]] = {}
+    for r in HOSTILE:
+        c = classes.setdefault(r["class"], {"tried": 0, "refused": 0, "crashed": 0, "leaks": 0, "half": 0})
+        c["tried"] += 1
+        c["refused"] += bool(r["refused"]) and not r["crashed"]
+        c["crashed"] += bool(r["crashed"])
+        c["leaks"] += r["leaks"]
+        c["half"] += r.get("half_archived", 0)
+    lines = ["| class | cases tried | refused cleanly | crashed | leaks found | half-archived batches |",
+             "| --- | --: | --: | --: | --: | --: |"]
+    for name, c in classes.items():
+        lines.append(f"| {name} | {c['tried']} | {c['refused']} | {c['crashed']} | {c['leaks']} | {c['half']} |")
+    total = {k: sum(c[k] for c in classes.values()) for k in ("tried", "refused", "crashed", "leaks", "half")}
+    lines.append(f"| **total** | {total['tried']} | {total['refused']} | {total['crashed']} | **{total['leaks']}** "
+                 f"| **{total['half']}** |")
+    return lines

@@ -1,0 +1,393 @@
+"""Hostile and careless deliveries, configurations and requests, by class of fault.
+
+Each case is something a careless supplier or an attacker could send. It runs through the same
+public entry points a real delivery reaches (``validate_package``, the prepared-system intake,
+``load_system`` and the extraction, the file-export reader, the archive API) and must end
+safely: refused or quarantined with a reason, no exception escaping, and none of the planted
+sensitive values (a personnummer in every written form, a name) in anything the case wrote
+(reports, error texts, quarantine reasons, logs). Every case adds a row to the ``make
+reliability`` table (tests/reliability/conftest.py): class, tried, refused cleanly, crashed,
+leaks, half-archived batches.
+
+The per-class tests beside the code (tests/transforms, tests/access) go deeper into each rule;
+this file is the cross-check that the classes hold at the front door, on inputs shaped like
+the outside world's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import io
+import json
+import logging
+import re
+import shutil
+import sqlite3
+import struct
+import tarfile
+import unicodedata
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+import yaml
+from security_support import HOSTILE
+
+from transforms.errors import ArkivError, ConfigError
+from transforms.safe_archive import Limits
+from transforms.validate import validate_package
+
+#: Skatteverket's published test personnummer (Tolvan Tolvansson): planted wherever a careless
+#: delivery could carry one, and searched for in every form it could be written in
+PNR = "19121212-1212"
+NAME = "Tolvan Tolvansson"
+
+
+def planted_forms(pnr: str = PNR) -> list[str]:
+    """Every written form of the planted personnummer (12 and 10 digits; dash, en dash, plus, space, none)."""
+    digits = pnr.replace("-", "")
+    forms = set()
+    for body in (digits, digits[2:]):
+        for sep in ("-", "\u2013", "+", " ", ""):
+            forms.add(f"{body[:-4]}{sep}{body[-4:]}")
+    return sorted(forms)
+
+
+FORMS = [*planted_forms(), NAME]
+
+
+def leaks(texts: Iterable[str]) -> list[str]:
+    """Which planted forms occur in ``texts`` (the forms themselves: this runs on test data only)."""
+    found = []
+    for text in texts:
+        found += [f for f in FORMS if f in text]
+    return found
+
+
+def judge(klass: str, case: str, run: Callable[[], tuple[bool, list[str]]], *, half_archived: int = 0) -> None:
+    """Run one hostile case and record its outcome; fail the test unless it ended safely.
+
+    ``run`` returns (refused: the safe outcome happened, texts: everything the case wrote that a
+    person or a log would see). An exception escaping ``run`` is a crash.
+    """
+    refused, crashed, texts = False, False, []
+    try:
+        refused, texts = run()
+    except Exception as exc:  # noqa: BLE001 - a crash is exactly what this records
+        crashed = True
+        texts = [f"{type(exc).__name__}: {exc}"]
+    found = leaks(texts)
+    HOSTILE.append({"class": klass, "case": case, "refused": refused, "crashed": crashed,
+                    "leaks": len(found), "half_archived": half_archived})
+    assert not crashed, f"{case}: an exception escaped: {texts[0][:300]}"
+    assert refused, f"{case}: not refused"
+    assert not found, f"{case}: {len(found)} planted sensitive value(s) in the output"
+    assert not half_archived, f"{case}: {half_archived} half-archived batch(es)"
+
+
+# --- packages -------------------------------------------------------------------------------------------
+
+def _builder():
+    path = Path(__file__).resolve().parents[1] / "transforms" / "test_validate.py"
+    spec = importlib.util.spec_from_file_location("arkiv_validate_fixture_hostile", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.build_package
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory) -> dict[str, Path]:
+    """A valid package as a folder, a tar and a zip (the zip written the way most tools do: deflated)."""
+    base = tmp_path_factory.mktemp("hostile-good")
+    folder = _builder()(base, "pkg-1")
+    assert validate_package(folder).valid
+    tar = base / "pkg-1.tar"
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as t:
+        t.add(folder, arcname="pkg-1")
+    zpath = base / "pkg-1.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f"pkg-1/{f.relative_to(folder).as_posix()}")
+    assert validate_package(tar).valid and validate_package(zpath).valid
+    return {"folder": folder, "tar": tar, "zip": zpath}
+
+
+def _tar_bytes(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mtime = 1_700_000_000
+            t.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def _zip_bytes(members: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", method) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
+
+
+def _report_texts(report) -> list[str]:
+    return [json.dumps(report.to_dict(), ensure_ascii=False)]
+
+
+def _invalid(path: Path, **kw) -> Callable[[], tuple[bool, list[str]]]:
+    def run():
+        report = validate_package(path, **kw)
+        return (not report.valid), _report_texts(report)
+    return run
+
+
+def _patch_zip_method(data: bytes, method: int) -> bytes:
+    """Set the compression method of every member, in the local and the central headers alike."""
+    b = bytearray(data)
+    for sig, off in ((b"PK\x03\x04", 8), (b"PK\x01\x02", 10)):
+        i = b.find(sig)
+        while i >= 0:
+            b[i + off:i + off + 2] = struct.pack("<H", method)
+            i = b.find(sig, i + 4)
+    return bytes(b)
+
+
+def _flip_in_first_member_data(data: bytes) -> bytes:
+    """Flip a byte inside the first zip member's (compressed) data: a corrupt deflate stream or a bad CRC."""
+    b = bytearray(data)
+    n, m = struct.unpack("<HH", b[26:30])
+    start = 30 + n + m
+    size = struct.unpack("<I", b[18:22])[0]
+    b[start + size // 2] ^= 0x5A
+    return bytes(b)
+
+
+def _rename_local(data: bytes) -> bytes:
+    """Change the first member's name in its local header only: local and central directory disagree."""
+    b = bytearray(data)
+    n = struct.unpack("<H", b[26:28])[0]
+    name = bytes(b[30:30 + n])
+    b[30:30 + n] = name[:-1] + (b"X" if name[-1:] != b"X" else b"Y")
+    return bytes(b)
+
+
+CONTAINER_CASES = {
+    # name in the inbox -> how its bytes are made from the good package
+    "polyglot-tar-then-zip.tar": lambda g: _tar_bytes({"pkg-1/README.txt": b"no METS here\n"}) + g["zip"].read_bytes(),
+    "zip-inside-tar.tar": lambda g: _tar_bytes({"pkg-1.zip": g["zip"].read_bytes()}),
+    "gzip-bytes-named.tar": lambda g: gzip.compress(g["tar"].read_bytes(), mtime=0),
+    "tar-bytes-named.zip": lambda g: g["tar"].read_bytes(),
+    "junk-before-zip.zip": lambda g: b"MZ" + bytes(4094) + g["zip"].read_bytes(),
+    "zip-then-trailing-tar.zip": lambda g: g["zip"].read_bytes() + _tar_bytes({"x/METS.xml": b"<x/>"}),
+    "empty.tar": lambda g: b"",
+    "random-bytes.zip": lambda g: bytes((i * 7919 + 13) % 256 for i in range(10_000)),
+    "only-zero-blocks.tar": lambda g: bytes(10240),
+}
+
+DAMAGED_CASES = {
+    "zip-corrupt-deflate.zip": lambda g: _flip_in_first_member_data(g["zip"].read_bytes()),
+    "zip-bad-crc-stored.zip": lambda g: _flip_in_first_member_data(
+        _zip_bytes({f"pkg-1/{p.relative_to(g['folder']).as_posix()}": p.read_bytes()
+                    for p in sorted(g["folder"].rglob("*")) if p.is_file()}, zipfile.ZIP_STORED)),
+    "zip-unsupported-method.zip": lambda g: _patch_zip_method(g["zip"].read_bytes(), 99),
+    "zip-local-central-name-mismatch.zip": lambda g: _rename_local(g["zip"].read_bytes()),
+    "zip-truncated.zip": lambda g: g["zip"].read_bytes()[: len(g["zip"].read_bytes()) * 2 // 3],
+    "tar-truncated.tar": lambda g: g["tar"].read_bytes()[: len(g["tar"].read_bytes()) * 3 // 5],
+    "tar-bad-header-checksum.tar": lambda g: (lambda b: b[:1536] + bytes([b[1536] ^ 0x20]) + b[1537:])(
+        g["tar"].read_bytes()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINER_CASES))
+def test_a_container_is_what_its_first_bytes_say(good, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(CONTAINER_CASES[name](good))
+    judge("containers: first bytes decide", name, _invalid(path))
+
+
+@pytest.mark.parametrize("name", sorted(DAMAGED_CASES))
+def test_a_damaged_container_is_a_report_not_a_crash(good, tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(DAMAGED_CASES[name](good))
+    judge("damaged containers and parsers", name, _invalid(path))
+
+
+BILLION_LAUGHS = (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY a "aaaaaaaaaa">'
+                  b'<!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">'
+                  b'<!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;">]><mets>&d;&d;&d;&d;</mets>')
+METS_CASES = {
+    "mets-cut-in-half": lambda b: b[: len(b) // 2],
+    "mets-entity-expansion": lambda b: BILLION_LAUGHS,
+    "mets-external-entity": lambda b: (b'<?xml version="1.0"?><!DOCTYPE m [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
+                                       b"<mets>&x;</mets>"),
+    "mets-unknown-encoding": lambda b: b.replace(b'encoding="UTF-8"', b'encoding="x-no-such"', 1)
+    if b'encoding="UTF-8"' in b else b'<?xml version="1.0" encoding="x-no-such"?>' + b,
+    "mets-nul-bytes": lambda b: b.replace(b">", b">\x00", 3),
+    "mets-personnummer-in-bad-attribute": lambda b: b.replace(b"<mets:mets ", f'<mets:mets x="{PNR}" '.encode(), 1)
+    .replace(b"OBJID=", b"OBJID=\"\" BAD=", 1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(METS_CASES))
+def test_a_broken_mets_is_a_report_not_a_crash(good, tmp_path, name):
+    folder = tmp_path / "pkg-1"
+    shutil.copytree(good["folder"], folder)
+    mets = folder / "METS.xml"
+    mets.write_bytes(METS_CASES[name](mets.read_bytes()))
+
+    def run():
+        report = validate_package(folder)
+        texts = _report_texts(report)
+        assert "root:x:0:0" not in texts[0], "an external entity was resolved"
+        return (not report.valid), texts
+    judge("damaged containers and parsers", name, run)
+
+
+def _sparse_tar(members: dict[str, int]) -> bytes:
+    """A PAX 1.0 sparse tar (as GNU tar writes for sparse files): each member stores 512 bytes of
+    data but declares ``realsize`` bytes once expanded."""
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, realsize in members.items():
+            body = b"1\n0\n512\n".ljust(512, b"\x00") + b"x" * 512
+            info = tarfile.TarInfo(f"pkg/GNUSparseFile.0/{name.rsplit('/', 1)[-1]}")
+            info.size = len(body)
+            info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": name,
+                                "GNU.sparse.realsize": str(realsize)}
+            t.addfile(info, io.BytesIO(body))
+    return out.getvalue()
+
+
+def _zip_bomb() -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("pkg/METS.xml", b"<mets/>")
+        with z.open("pkg/representations/rep1/data/zeros.bin", "w") as f:
+            chunk = bytes(1 << 20)
+            for _ in range(64):
+                f.write(chunk)
+    return out.getvalue()
+
+
+LIMIT_CASES: dict[str, tuple[Callable[[dict], bytes], str, dict]] = {
+    "names-collide-after-nfc.tar": (lambda g: _tar_bytes({
+        "pkg/METS.xml": b"<mets/>", unicodedata.normalize("NFC", "pkg/data/år.txt"): b"a",
+        unicodedata.normalize("NFD", "pkg/data/år.txt"): b"b"}), "tar", {}),
+    "names-differ-only-in-case.zip": (lambda g: _zip_bytes({
+        "pkg/METS.xml": b"<mets/>", "pkg/data/Beslut.pdf": b"a", "pkg/data/beslut.PDF": b"b"}), "zip", {}),
+    "sparse-members-expand-past-limit.tar": (lambda g: _sparse_tar({
+        "pkg/data/a.img": 40 * 1024**3, "pkg/data/b.img": 40 * 1024**3}), "tar", {}),
+    "one-sparse-member-past-member-limit.tar": (lambda g: _sparse_tar({"pkg/data/a.img": 3 * 1024**2}), "tar",
+                                                {"limits": Limits(max_member_bytes=1024**2)}),
+    "zip-bomb.zip": (lambda g: _zip_bomb(), "zip", {}),
+    "too-many-members.tar": (lambda g: _tar_bytes({f"pkg/data/{i}.txt": b"x" for i in range(50)}), "tar",
+                             {"limits": Limits(max_members=20)}),
+    "tar-expands-past-total-limit.tar": (lambda g: _tar_bytes({f"pkg/data/{i}.bin": bytes(4096) for i in range(8)}),
+                                         "tar", {"limits": Limits(max_total_bytes=16 * 1024)}),
+    "personnummer-in-member-name.tar": (lambda g: _tar_bytes({
+        "pkg/METS.xml": b"<mets/>", f"pkg/data/{PNR} utredning.txt\n[fake] line": b"x"}), "tar", {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LIMIT_CASES))
+def test_limits_count_what_would_be_written(tmp_path, good, name):
+    make, _, kw = LIMIT_CASES[name]
+    path = tmp_path / name
+    path.write_bytes(make(good))
+    judge("limits and names", name, _invalid(path, **kw))
+
+
+def test_one_bad_delivery_never_blocks_the_others(good, tmp_path, caplog):
+    """Every hostile container in one inbox beside one good package: the good one is taken in,
+    each bad one is quarantined on its own with a reason, and nothing escapes."""
+    from transforms.prepared import take_in
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copyfile(good["tar"], inbox / "pkg-1.tar")
+    bad = {**CONTAINER_CASES, **DAMAGED_CASES}
+    for name, make in bad.items():
+        (inbox / name).write_bytes(make(good))
+    caplog.set_level(logging.DEBUG)
+
+    def run():
+        intakes = take_in(inbox, tmp_path / "build", tmp_path / "quarantine")
+        by_source = {i.source: i for i in intakes}
+        assert by_source["pkg-1.tar"].outcome in ("valid", "repaired"), by_source["pkg-1.tar"].findings
+        refused = all(by_source[n].outcome == "quarantined" and by_source[n].findings
+                      for n in bad if n in by_source)
+        # every delivery was judged (a name the intake does not take, e.g. no known suffix, stays in the inbox)
+        judged = set(by_source) | {p.name for p in inbox.iterdir()}
+        texts = [json.dumps([i.__dict__ for i in intakes], ensure_ascii=False, default=str), caplog.text]
+        texts += [p.read_text("utf-8", "replace") for p in (tmp_path / "quarantine").rglob("*.json")]
+        return refused and set(bad) <= judged, texts
+    judge("one bad delivery among good ones", "inbox with 16 hostile containers and one good package", run)
+
+
+# --- system configuration: sources are read, never written ---------------------------------------------
+
+LEX_YAML = Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml"
+WRITING_SQL = {
+    "drop-table": "DROP TABLE cases",
+    "two-statements": "SELECT case_id FROM cases ORDER BY case_id; DELETE FROM cases",
+    "delete-returning": "DELETE FROM cases WHERE closed_date >= :start AND closed_date < :end RETURNING *",
+    "update-returning": "UPDATE cases SET title = 'x' WHERE closed_date >= :start RETURNING *",
+    "writing-cte": ("WITH gone AS (DELETE FROM cases RETURNING *) SELECT * FROM gone "
+                    "WHERE closed_date >= :start AND closed_date < :end"),
+    "select-into": "SELECT * INTO stolen FROM cases",
+    "comment-hides-second-statement": "SELECT case_id FROM cases /* ; */ ORDER BY case_id;\nDROP TABLE documents",
+}
+
+
+def _table_digest(db: Path) -> list:
+    with sqlite3.connect(db) as c:
+        tables = [r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")]
+        return [(t, c.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0]) for t in tables]  # noqa: S608
+
+
+@pytest.mark.parametrize("case", sorted(WRITING_SQL))
+def test_a_system_yaml_that_would_write_is_refused(tmp_path, small_lex, case):
+    doc = yaml.safe_load(LEX_YAML.read_text(encoding="utf-8"))
+    doc["extract"]["tables"]["cases"]["query"] = WRITING_SQL[case]
+    systems = tmp_path / "systems"
+    systems.mkdir()
+    (systems / "lex.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    db = Path(small_lex["url"].removeprefix("sqlite:///"))
+    copy = tmp_path / "lex.sqlite"
+    shutil.copyfile(db, copy)
+    before = _table_digest(copy)
+
+    def run():
+        from transforms.systems import load_system
+
+        try:
+            load_system(systems / "lex.yaml")
+        except ConfigError as exc:
+            text = str(exc)
+            named = "lex" in text and "cases" in text
+            return named and _table_digest(copy) == before, [text]
+        # not refused at load: the first run must refuse it and leave the source as it was
+        import datetime as dt
+
+        from transforms.extract import extract_database
+        from transforms.systems import load_system as load
+
+        try:
+            extract_database(load(systems / "lex.yaml"), f"sqlite:///{copy}", dt.datetime(2025, 1, 1),
+                             dt.datetime(2026, 1, 1), tmp_path / "staging", env={})
+        except ArkivError as exc:
+            return _table_digest(copy) == before, [str(exc)]
+        return False, []
+    judge("sources are read, never written", case, run)
+
+
+def test_planted_values_are_searched_in_every_form():
+    """The leak check itself: it must see a personnummer however it is written."""
+    for text in ("a 121212-1212 b", "191212121212", "c 19121212\u20131212", "1212121212", "d Tolvan Tolvansson"):
+        assert leaks([text]), text
+    assert not leaks(["19XXXXXX-XXXX, (dolt / masked: 17 tecken / characters)"])
+    assert re.fullmatch(r"\d{8}-\d{4}", PNR)
