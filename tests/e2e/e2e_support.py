@@ -13,15 +13,6 @@ from transforms.catalogue import Catalogue
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-EARK_VALIDATE = PROJECT.parent / "shared" / "tools" / "eark-validate"
-# Rules on which eark-validator 1.1.3 is known to be wrong (shared/tools/README.md), each
-# checked correctly by our own validator instead:
-#   CSIP2 (accepts only "Other"), CSIP4/CSIP5 (outdated vocabulary), CSIP12/13/15/16 (applies
-#   software-agent rules to the SIP submitter agent, which SIP15–20 require to be an
-#   organisation), CSIP63 (fires when the optional attribute is absent), CSIP103 (wants a
-#   division labelled exactly "Representations"; CSIP105–107 ask for "Representations/rep1"),
-#   SIP14 (requires IDENTIFICATIONCODE on the software agent, contradicting CSIP16).
-KNOWN_FALSE = {"CSIP2", "CSIP4", "CSIP5", "CSIP12", "CSIP13", "CSIP15", "CSIP16", "CSIP63", "CSIP103", "SIP14"}
 LOGICAL_DATE = "2026-01-02"  # the yearly run whose data interval is 2025
 #: output of commands the current test ran (what, text): scanned for sensitive values after the test
 CAPTURED: list[tuple[str, str]] = []
