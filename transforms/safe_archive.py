@@ -22,19 +22,24 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
+import lzma
 import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
+import unicodedata
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from transforms.errors import ContentError
+from transforms.masking import safe_name
 
 GiB = 1024**3
 
@@ -61,9 +66,10 @@ class UnsafeArchive(ContentError):
         self.archive = str(archive)
         self.member = member
         self.rule = rule
-        where = f" member {member!r}" if member is not None else ""
-        msg = f"unsafe package {Path(self.archive).name}:{where} {rule}"
-        super().__init__(msg + (f" ({detail})" if detail else ""))
+        # Archive and member names come from the delivery: escaped and masked before they are shown.
+        where = f" member '{safe_name(member)}'" if member is not None else ""
+        msg = f"unsafe package {safe_name(Path(self.archive).name)}:{where} {rule}"
+        super().__init__(msg + (f" ({safe_name(detail)})" if detail else ""))
 
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -138,6 +144,15 @@ class _Inventory:
                     raise UnsafeArchive(self.archive, name, "a member is both a file and a folder", p)
                 self.dirs.add(p)
                 parent = parent.parent
+        # Two names that one file system (macOS, Windows) or one normalisation would store as
+        # one file: which of them a reader gets would depend on where the package is unpacked.
+        seen: dict[str, str] = {}
+        for name in [*self.files, *self.dirs]:
+            key = unicodedata.normalize("NFC", name).casefold()
+            other = seen.setdefault(key, name)
+            if other != name:
+                raise UnsafeArchive(self.archive, name, "names collide (they differ only in case or "
+                                    "Unicode normalisation)", other)
 
 
 class PackageReader(abc.ABC):
@@ -209,8 +224,12 @@ class PackageReader(abc.ABC):
         """A binary stream of one member (never the whole file in memory)."""
         if rel not in self.sizes:
             raise FileNotFoundError(rel)
-        with self._open(rel) as fh:
-            yield fh
+        try:
+            fh = self._open(rel)
+        except Exception as exc:
+            raise _unreadable(self.source, rel, exc) from None
+        with fh:
+            yield _Guarded(fh, self.source, rel)
 
     def read_bytes(self, rel: str, limit: int) -> bytes:
         """The member's content, refusing members larger than ``limit`` bytes."""
@@ -238,6 +257,87 @@ class PackageReader(abc.ABC):
         """Release the underlying archive handle."""
 
     def __enter__(self) -> PackageReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _unreadable(source: Path, rel: str, exc: BaseException) -> BaseException:
+    """What a failed read of member ``rel`` becomes: an UnsafeArchive naming the member and the rule.
+
+    Whatever a container or decompressor raises on damaged bytes is a fact about the delivery,
+    not a fault of ours. An OSError with an errno (disk, permissions) is the system's and is
+    returned as it is, to be retried or reported as such.
+    """
+    if isinstance(exc, UnsafeArchive):
+        return exc
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc
+    if isinstance(exc, zipfile.BadZipFile):
+        text = str(exc)
+        rule = ("bad CRC-32 (the member's bytes are damaged)" if "CRC" in text else
+                "its local header does not match the central directory" if "differ" in text or "header" in text
+                else "damaged zip member")
+    elif isinstance(exc, (zlib.error, lzma.LZMAError, OSError)):
+        rule = "corrupt compressed data"
+    elif isinstance(exc, EOFError):
+        rule = "member is truncated (its data ends early)"
+    elif isinstance(exc, NotImplementedError):
+        rule = "unsupported compression method"
+    elif isinstance(exc, MemoryError):
+        rule = "member needs more memory than allowed to read"
+    elif isinstance(exc, tarfile.TarError):
+        rule = "damaged tar member"
+    else:
+        rule = f"member cannot be read ({type(exc).__name__})"
+    return UnsafeArchive(source, rel, rule)
+
+
+class _Guarded:
+    """A member's stream whose read errors name the member and the rule (see :func:`_unreadable`)."""
+
+    def __init__(self, fh, source: Path, rel: str):
+        self._fh, self._source, self._rel = fh, source, rel
+
+    def _call(self, fn, *args):
+        try:
+            return fn(*args)
+        except Exception as exc:
+            raise _unreadable(self._source, self._rel, exc) from None
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call(self._fh.read, n)
+
+    def read1(self, n: int = -1) -> bytes:
+        return self._call(getattr(self._fh, "read1", self._fh.read), n)
+
+    def readinto(self, buffer) -> int:
+        return self._call(self._fh.readinto, buffer)
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self._call(self._fh.readline, limit)
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        return self._call(self._fh.seek, pos, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return self._fh.seekable()
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -377,6 +477,11 @@ def _scan_tar(path: Path, tf: tarfile.TarFile, limits: Limits) -> tuple[_Invento
         elif ti.isreg():
             name = inv.add(ti.name, is_dir=False, size=ti.size)
             if ti.sparse is not None:
+                # ti.size is what the member expands to (counted above); a map that places data
+                # outside it, or more runs than bytes, is not a sparse file but a trick.
+                if len(ti.sparse) > max(ti.size, 1) or any(
+                        off < 0 or n < 0 or off + n > ti.size for off, n in ti.sparse):
+                    raise UnsafeArchive(path, ti.name, "sparse member's map lies outside its size")
                 sparse[name] = ti
                 inv.offsets[name] = -1
             else:
@@ -387,16 +492,24 @@ def _scan_tar(path: Path, tf: tarfile.TarFile, limits: Limits) -> tuple[_Invento
     return inv, sparse
 
 
+def _zip_raw_name(info: zipfile.ZipInfo) -> bytes:
+    """The name's bytes as the central directory holds them (zipfile cuts ``filename`` at a NUL)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+
+
 def _zip_name(info: zipfile.ZipInfo, path: Path) -> str:
     if info.flag_bits & 0x800:
-        return info.filename
+        return info.orig_filename
     # Without the UTF-8 flag, zipfile decoded the name as CP437; many tools write UTF-8
     # without setting the flag, so accept the bytes if they are valid UTF-8 (ASCII included).
-    raw = info.filename.encode("cp437")
+    raw = _zip_raw_name(info)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         raise UnsafeArchive(path, info.filename, "name is not valid UTF-8") from None
+
+
+_ZIP_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 
 
 def _scan_zip(path: Path, zf: zipfile.ZipFile, limits: Limits) -> tuple[_Inventory, dict[str, zipfile.ZipInfo]]:
@@ -416,6 +529,12 @@ def _scan_zip(path: Path, zf: zipfile.ZipFile, limits: Limits) -> tuple[_Invento
                 raise UnsafeArchive(path, name, "device or FIFO member")
         if info.flag_bits & 0x1:
             raise UnsafeArchive(path, name, "encrypted member")
+        if info.compress_type not in _ZIP_METHODS:
+            raise UnsafeArchive(path, name, "unsupported compression method",
+                                f"method {info.compress_type}; use stored or deflate")
+        if info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size:
+            raise UnsafeArchive(path, name, "stored member's sizes disagree",
+                                f"{info.file_size} bytes declared, {info.compress_size} stored")
         if name.endswith("/"):
             inv.add(name, is_dir=True)
             continue
@@ -442,11 +561,238 @@ def _package_root(inv: _Inventory) -> str | None:
     return None
 
 
-def open_package(path: str | os.PathLike, limits: Limits | None = None) -> PackageReader:
+# --- what a file is: its leading bytes, and the name that must agree with them ------------------
+
+#: container kinds as :func:`sniff` names them, for messages
+KIND_LABELS = {"tar": "a tar archive", "zip": "a zip archive", "gzip": "gzip-compressed data",
+               "bzip2": "bzip2-compressed data", "xz": "xz-compressed data", "zstd": "zstd-compressed data",
+               "unknown": "no known container"}
+#: the compressed kinds a tar may come in
+COMPRESSED = ("gzip", "bzip2", "xz", "zstd")
+_NAME_KINDS = ((".tar.gz", "gzip"), (".tgz", "gzip"), (".tar.bz2", "bzip2"), (".tbz2", "bzip2"),
+               (".tbz", "bzip2"), (".tar.xz", "xz"), (".txz", "xz"), (".tar.zst", "zstd"), (".tzst", "zstd"),
+               (".gz", "gzip"), (".bz2", "bzip2"), (".xz", "xz"), (".zst", "zstd"),
+               (".tar", "tar"), (".zip", "zip"))
+_TAR_MODES = {"tar": "r:", "gzip": "r:gz", "bzip2": "r:bz2", "xz": "r:xz"}
+SNIFF_BYTES = 512
+
+
+def _tar_header(block: bytes) -> bool:
+    """A plausible tar header: its checksum field matches the block (ustar, GNU, pax and v7 alike)."""
+    if len(block) < 512 or not block.strip(b"\0"):
+        return False
+    field = block[148:156].replace(b"\0", b" ").strip()
+    if not field or any(c not in b"01234567" for c in field):
+        return False
+    stored = int(field, 8)
+    unsigned = sum(block[:148]) + 8 * 32 + sum(block[156:512])
+    signed = unsigned - sum(2 * b for b in block[:148] + block[156:512] if b > 127)
+    return stored in (unsigned, signed)
+
+
+def sniff(head: bytes) -> str:
+    """The container kind the leading bytes say: tar, zip, gzip, bzip2, xz, zstd or unknown.
+
+    ``head`` should be the first :data:`SNIFF_BYTES` bytes (a tar header is one 512-byte block).
+    A zip starts with a local file header, or is an empty zip made of its end record alone.
+    """
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head[:3] == b"BZh":
+        return "bzip2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[:4] == b"\x28\xb5\x2f\xfd":
+        return "zstd"
+    if _tar_header(head[:512]):
+        return "tar"
+    return "unknown"
+
+
+def name_kind(name: str) -> str | None:
+    """The container kind a file name's suffix promises (None: the name promises nothing)."""
+    low = name.lower()
+    return next((kind for suffix, kind in _NAME_KINDS if low.endswith(suffix)), None)
+
+
+def container_kind(path: str | os.PathLike) -> str:
+    """The kind of container a file is, by its leading bytes (see :func:`sniff`)."""
+    with open(path, "rb") as fh:
+        return sniff(fh.read(SNIFF_BYTES))
+
+
+def check_container(path: str | os.PathLike, kind: str | None = None) -> str:
+    """The file's kind by its bytes; raises UnsafeArchive when its name promises another kind."""
+    kind = kind or container_kind(path)
+    said = name_kind(Path(path).name)
+    if said is not None and said != kind:
+        raise UnsafeArchive(path, None, "the file name and its bytes disagree",
+                            f"the name says {KIND_LABELS[said]}, the bytes are {KIND_LABELS[kind]}")
+    return kind
+
+
+def _check_tar_end(src: Path, tf: tarfile.TarFile, compressed: bool) -> None:
+    """Nothing but zero padding may follow the tar's last member (no second archive, no hidden data)."""
+    f = tf.fileobj
+    if not compressed and tf.offset > os.fstat(f.fileno()).st_size:
+        raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
+    if f.seek(tf.offset) < tf.offset:
+        raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
+    while chunk := f.read(1 << 20):
+        if chunk.strip(b"\0"):
+            raise UnsafeArchive(src, None, "data after the tar's end (a second archive, hidden data or a "
+                                "damaged header); such a file is never read as a package")
+
+
+def _zip_end(src: Path, fh, size: int) -> tuple[int, int, int]:
+    """(central directory offset, its size, where it must end) from the end record, which must be last."""
+    tail_len = min(size, 22 + 0xFFFF)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    i = tail.rfind(b"PK\x05\x06")
+    while i >= 0:
+        if len(tail) - i >= 22:
+            _, disk, cd_disk, _, _, cd_size, cd_off, comment = struct.unpack("<4sHHHHIIH", tail[i:i + 22])
+            if i + 22 + comment == len(tail):  # a comment is the only thing allowed after it
+                break
+        i = tail.rfind(b"PK\x05\x06", 0, i)
+    else:
+        raise UnsafeArchive(src, None, "the zip's end record is not at its end (data after the archive)")
+    eocd = size - tail_len + i
+    if disk or cd_disk:
+        raise UnsafeArchive(src, None, "multi-volume zip archives are not accepted")
+    cd_end = eocd
+    if eocd >= 20:
+        fh.seek(eocd - 20)
+        sig, _, rec_off, _ = struct.unpack("<4sIQI", fh.read(20))
+        if sig == b"PK\x06\x07":  # zip64: the zip64 end record sits between the directory and the locator
+            fh.seek(rec_off)
+            rec = fh.read(56)
+            if len(rec) < 56 or rec[:4] != b"PK\x06\x06":
+                raise UnsafeArchive(src, None, "the zip64 end record is missing or damaged")
+            rec_size, cd_size, cd_off = struct.unpack("<Q", rec[4:12])[0], *struct.unpack("<QQ", rec[40:56])
+            if rec_off + 12 + rec_size != eocd - 20:
+                raise UnsafeArchive(src, None, "data between the zip64 end record and its locator")
+            cd_end = rec_off
+    if cd_off + cd_size != cd_end:
+        raise UnsafeArchive(src, None, "the zip's central directory does not end at its end record "
+                            "(data appended or prepended)")
+    return cd_off, cd_size, cd_end
+
+
+def _check_zip_layout(src: Path, fh, infos: list[zipfile.ZipInfo]) -> None:
+    """A zip read from offset 0: local entries back to back, then the central directory, then its end.
+
+    Readers disagree about a zip with gaps, overlaps, prepended data or a local header that
+    contradicts the central directory (names, method, size); such a file is a polyglot or
+    damaged, and is refused rather than read one way here and another elsewhere.
+    """
+    size = os.fstat(fh.fileno()).st_size
+    cd_off, _, _ = _zip_end(src, fh, size)
+    ordered = sorted(infos, key=lambda i: i.header_offset)
+    pos = 0
+    for n, info in enumerate(ordered):
+        name = info.orig_filename
+        if info.header_offset != pos:
+            raise UnsafeArchive(src, name, "zip members are not back to back from the file's start "
+                                "(a gap, an overlap or a second archive)")
+        fh.seek(pos)
+        hdr = fh.read(30)
+        if len(hdr) < 30 or hdr[:4] != b"PK\x03\x04":
+            raise UnsafeArchive(src, name, "no local header where the central directory says")
+        _, _, flags, method, _, _, _, csize, _, nlen, xlen = struct.unpack("<4sHHHHHIIIHH", hdr)
+        if fh.read(nlen) != _zip_raw_name(info):
+            raise UnsafeArchive(src, name, "its local header's name differs from the central directory")
+        if method != info.compress_type:
+            raise UnsafeArchive(src, name, "its local header's compression method differs from the central "
+                                "directory")
+        if not flags & 0x8 and csize != 0xFFFFFFFF and csize != info.compress_size:
+            raise UnsafeArchive(src, name, "its local header's compressed size differs from the central "
+                                "directory")
+        pos += 30 + nlen + xlen + info.compress_size
+        following = ordered[n + 1].header_offset if n + 1 < len(ordered) else cd_off
+        if flags & 0x8 or info.flag_bits & 0x8:
+            # A data descriptor: CRC and sizes (4- or 8-byte), with or without its signature.
+            fh.seek(pos)
+            desc = fh.read(24)
+            crc_at = 4 if desc[:4] == b"PK\x07\x08" else 0
+            if struct.unpack("<I", desc[crc_at:crc_at + 4].ljust(4, b"\0"))[0] != info.CRC or \
+                    following - pos not in (crc_at + 12, crc_at + 20):
+                raise UnsafeArchive(src, name, "its data descriptor does not match the central directory")
+            pos = following
+        if pos > cd_off:
+            raise UnsafeArchive(src, name, "its data runs into the central directory")
+    if pos != cd_off:
+        raise UnsafeArchive(src, None, "data between the last zip member and the central directory")
+
+
+def _open_zip(src: Path, limits: Limits) -> PackageReader:
+    try:
+        zf = zipfile.ZipFile(src)  # noqa: SIM115 - the reader owns it
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, struct.error, NotImplementedError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise UnsafeArchive(src, None, "not a readable zip archive", type(exc).__name__) from None
+    try:
+        infos = zf.infolist()
+        if len(infos) > limits.max_members:
+            raise UnsafeArchive(src, None, "too many members", f"{len(infos)}, limit {limits.max_members}")
+        _check_zip_layout(src, zf.fp, infos)
+        inv, zmembers = _scan_zip(src, zf, limits)
+    except BaseException as exc:
+        zf.close()
+        if isinstance(exc, (struct.error, ValueError, OverflowError, EOFError)):
+            raise UnsafeArchive(src, None, "damaged zip archive", type(exc).__name__) from None
+        raise
+    prefix = _package_root(inv)
+    return _ZipReader(src, inv, zf, zmembers, prefix=prefix, root=prefix or _stem(src))
+
+
+def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
+    try:
+        tf = tarfile.open(src, _TAR_MODES[kind], encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        what = "tar" if kind == "tar" else f"{kind}-compressed tar"
+        raise UnsafeArchive(src, None, f"not a readable {what} archive", type(exc).__name__) from None
+    try:
+        if kind != "tar":
+            # What is compressed must itself be a tar, not a zip or anything else.
+            tf.fileobj.seek(0)
+            if sniff(tf.fileobj.read(SNIFF_BYTES)) != "tar":
+                raise UnsafeArchive(src, None, f"the {kind}-compressed data is not a tar archive")
+            tf.fileobj.seek(0)
+        inv, sparse = _scan_tar(src, tf, limits)
+        _check_tar_end(src, tf, compressed=kind != "tar")
+    except UnsafeArchive:
+        tf.close()
+        raise
+    except (tarfile.TarError, EOFError, OSError, zlib.error, lzma.LZMAError, ValueError, struct.error,
+            OverflowError) as exc:
+        tf.close()
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise UnsafeArchive(src, None, "damaged tar archive", type(exc).__name__) from None
+    except BaseException:
+        tf.close()
+        raise
+    prefix = _package_root(inv)
+    return _TarReader(src, inv, tf, sparse, prefix=prefix, root=prefix or _stem(src))
+
+
+def open_package(path: str | os.PathLike, limits: Limits | None = None, *,
+                 compressed: bool = True) -> PackageReader:
     """Check every member of a folder, tar or zip package and return a reader for it.
 
-    Raises :class:`UnsafeArchive` on the first rule broken, FileNotFoundError when ``path`` does
-    not exist, and :class:`ContentError` when it is neither a folder nor a readable archive.
+    The container is what the file's leading bytes say (:func:`sniff`), and a name whose suffix
+    promises another kind is refused. ``compressed`` False refuses compressed tars too (intake
+    stores only what it can serve by offset: a plain tar or a zip).
+
+    Raises :class:`UnsafeArchive` on the first rule broken and FileNotFoundError when ``path``
+    does not exist.
     """
     limits = limits or DEFAULT_LIMITS
     src = Path(path)
@@ -464,37 +810,22 @@ def open_package(path: str | os.PathLike, limits: Limits | None = None) -> Packa
         return _DirReader(src, inv, prefix=None, root=src.resolve().name)
     if not src.is_file():
         raise UnsafeArchive(src, None, "not a regular file or folder")
-    if zipfile.is_zipfile(src):
-        try:
-            zf = zipfile.ZipFile(src)
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise ContentError(f"{src.name}: not a readable zip archive: {exc}") from None
-        try:
-            inv, zmembers = _scan_zip(src, zf, limits)
-        except BaseException:
-            zf.close()
-            raise
-        prefix = _package_root(inv)
-        return _ZipReader(src, inv, zf, zmembers, prefix=prefix, root=prefix or _stem(src))
-    try:
-        tf = tarfile.open(src, "r:*", encoding="utf-8", errors="surrogateescape")  # noqa: SIM115 - reader owns it
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise ContentError(f"{src.name}: not a folder, tar or zip package: {exc}") from None
-    try:
-        inv, sparse = _scan_tar(src, tf, limits)
-    except (tarfile.TarError, EOFError, OSError) as exc:
-        tf.close()
-        raise ContentError(f"{src.name}: damaged tar archive: {exc}") from None
-    except BaseException:
-        tf.close()
-        raise
-    prefix = _package_root(inv)
-    return _TarReader(src, inv, tf, sparse, prefix=prefix, root=prefix or _stem(src))
+    kind = check_container(src)
+    if kind == "zip":
+        return _open_zip(src, limits)
+    if kind == "tar":
+        return _open_tar(src, kind, limits)
+    if kind == "zstd" or (kind in COMPRESSED and not compressed):
+        raise UnsafeArchive(src, None, f"{KIND_LABELS[kind]} is not accepted as a package",
+                            "send the package as an uncompressed .tar or as a .zip")
+    if kind in COMPRESSED:
+        return _open_tar(src, kind, limits)
+    raise UnsafeArchive(src, None, "not a folder, tar or zip package (its first bytes match no known container)")
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".tar.gz", ".tar.bz2", ".tar.xz", ".tgz", ".tar", ".zip"):
+    for suffix, _ in _NAME_KINDS:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
