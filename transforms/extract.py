@@ -20,6 +20,7 @@ pins the digests it computed).
 from __future__ import annotations
 
 import abc
+import contextlib
 import datetime as dt
 import functools
 import hashlib
@@ -41,7 +42,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from .errors import ConfigError, ContentError
-from .systems import System, Table
+from .systems import QueryRefused, System, Table, check_read_query
 
 ARROW_TYPES: dict[str, pa.DataType] = {
     "int64": pa.int64(),
@@ -346,22 +347,44 @@ class DatabaseSource(RowSource):
     def __init__(self, system: System, url: str, start: dt.datetime, end: dt.datetime, env: Mapping[str, str]):
         self.system, self.env = system, env
         self.params = {"start": start.date(), "end": end.date()}
-        self.engine = sa.create_engine(url)
+        # hide_parameters: a failed statement's message never carries bound values
+        self.engine = sa.create_engine(url, hide_parameters=True)
         self.conn = self.engine.connect()
         self._copies: list[_PostgresCopy] = []  # COPY streams under way (stopped before the connection closes)
+        try:
+            _begin_read_only(self.conn, system)
+        except BaseException:
+            self.conn.close()
+            self.engine.dispose()
+            raise
+
+    def _checked(self, table: Table) -> str:
+        """The table's query, once more checked to be one read statement (a System need not come from YAML)."""
+        try:
+            check_read_query(table.query)
+        except QueryRefused as exc:
+            raise ConfigError(f"{self.system.source.name}: extract.tables.{table.name}.query: refused for system "
+                              f"{self.system.name}: {exc}") from None
+        return table.query
 
     def chunks(self, table: Table) -> Iterator[Sequence[Mapping[str, object]]]:
-        result = self.conn.execution_options(stream_results=True, yield_per=self.system.batch_rows).execute(
-            sa.text(table.query), self.params)
-        returned = set(result.keys())
-        missing = [c for c in table.column_names if c not in returned]
-        if missing:
-            raise ConfigError(f"{self.system.source.name}: extract.tables.{table.name}: "
-                              f"the query returns no column {missing[0]!r}")
-        for part in result.partitions(self.system.batch_rows):
-            yield [row._mapping for row in part]
+        with _query_errors(self.system, table):
+            result = self.conn.execution_options(stream_results=True, yield_per=self.system.batch_rows).execute(
+                sa.text(self._checked(table)), self.params)
+            returned = set(result.keys())
+            missing = [c for c in table.column_names if c not in returned]
+            if missing:
+                raise ConfigError(f"{self.system.source.name}: extract.tables.{table.name}: "
+                                  f"the query returns no column {missing[0]!r}")
+            for part in result.partitions(self.system.batch_rows):
+                yield [row._mapping for row in part]
 
     def column_chunks(self, table: Table) -> Iterator[ColumnChunk]:
+        self._checked(table)
+        with _query_errors(self.system, table):
+            yield from self._column_chunks(table)
+
+    def _column_chunks(self, table: Table) -> Iterator[ColumnChunk]:
         copy = _PostgresCopy.plan(self, table)
         if copy is not None:
             self._copies.append(copy)
@@ -405,6 +428,102 @@ class DatabaseSource(RowSource):
             copy.stop()
         self.conn.close()
         self.engine.dispose()
+
+
+#: SQLSTATE / server error numbers meaning "refused: the transaction or database is read-only"
+_PG_READ_ONLY = {"25006"}  # read_only_sql_transaction
+_MYSQL_READ_ONLY = {1792, 1290}  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION, ER_OPTION_PREVENTS_STATEMENT
+_SQLITE_READONLY = 8  # SQLITE_READONLY (its extended codes share the low byte)
+
+
+def _begin_read_only(conn: sa.Connection, system: System) -> None:
+    """Open the extraction's one transaction read-only, and make sure the server says it is.
+
+    PostgreSQL and MariaDB/MySQL get the session's default too, so that a transaction the server
+    starts on its own (MySQL commits implicitly before DDL) is read-only as well; SQLite's
+    ``query_only`` holds for the whole connection. A dialect whose read-only mode cannot be
+    set and confirmed is not read at all.
+    """
+    dialect = conn.dialect.name
+    where = f"{system.source.name}: extract.connection: system {system.name}"
+    try:
+        if dialect == "postgresql":
+            conn.exec_driver_sql("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+            confirmed = conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+        elif dialect in ("mysql", "mariadb"):
+            conn.exec_driver_sql("SET SESSION TRANSACTION READ ONLY")
+            conn.exec_driver_sql("START TRANSACTION READ ONLY")
+            confirmed = str(conn.exec_driver_sql(f"SELECT @@session.{_mysql_read_only_variable(conn)}").scalar()) == "1"
+        elif dialect == "sqlite":
+            conn.exec_driver_sql("PRAGMA query_only = ON")
+            confirmed = str(conn.exec_driver_sql("PRAGMA query_only").scalar()) == "1"
+        else:
+            conn.exec_driver_sql("SET TRANSACTION READ ONLY")  # standard SQL (Oracle, DB2 …)
+            confirmed = True
+    except sa.exc.DBAPIError as exc:
+        raise ConfigError(f"{where}: the source database ({dialect}) could not be opened read-only "
+                          f"({type(exc.orig).__name__}); extraction only reads") from None
+    if not confirmed:
+        raise ConfigError(f"{where}: the source database ({dialect}) did not confirm a read-only transaction; "
+                          "extraction only reads")
+
+
+def _mysql_read_only_variable(conn: sa.Connection) -> str:
+    """MySQL 8 and MariaDB 11.1 call it transaction_read_only; MariaDB before 11.1 only tx_read_only."""
+    names = {r[0].lower() for r in conn.exec_driver_sql("SHOW SESSION VARIABLES LIKE '%%read_only'")}
+    return "transaction_read_only" if "transaction_read_only" in names else "tx_read_only"
+
+
+def _is_write_refusal(exc: BaseException) -> bool:
+    """True when a database error says the server refused a write (the read-only transaction held)."""
+    orig = getattr(exc, "orig", None) or exc
+    if getattr(orig, "pgcode", None) in _PG_READ_ONLY:
+        return True
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:
+        return True
+    args = getattr(orig, "args", ())
+    return bool(args) and type(orig).__module__.startswith(("pymysql", "MySQLdb", "mysql")) \
+        and args[0] in _MYSQL_READ_ONLY
+
+
+def _dbapi_kind(exc: BaseException) -> tuple[str, str]:
+    """The PEP 249 class of a driver error (SQLAlchemy's wrapper or the driver's own) and its code."""
+    orig = getattr(exc, "orig", None) or exc
+    kinds = [k.__name__ for k in type(orig).__mro__]
+    kind = next((k for k in ("ProgrammingError", "NotSupportedError", "DataError", "IntegrityError",
+                             "InternalError", "OperationalError") if k in kinds), "")
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlite_errorname", None)
+    if code is None and getattr(orig, "args", None) and isinstance(orig.args[0], int):
+        code = orig.args[0]
+    return kind, "" if code is None else str(code)
+
+
+@contextlib.contextmanager
+def _query_errors(system: System, table: Table) -> Iterator[None]:
+    """What the source database says about a query, as an error naming the system and the query.
+
+    A refused write is a ConfigError (the YAML must change; nothing was changed in the source);
+    a query the server cannot run (syntax, a missing table, a feature) is one as well; a value
+    the query cannot convert is a ContentError. The driver's own message is left out: it may
+    quote a row's value. Connection trouble passes on unchanged, to be retried.
+    """
+    try:
+        yield
+    except Exception as exc:
+        where = f"{system.source.name}: extract.tables.{table.name}.query: system {system.name}"
+        if _is_write_refusal(exc):
+            raise ConfigError(f"{where}: the query tried to write and the source database refused it (extraction "
+                              "runs in a read-only transaction; a query must only read); nothing was changed") from None
+        kind, code = _dbapi_kind(exc)
+        said = f"{type(getattr(exc, 'orig', None) or exc).__name__}{f', code {code}' if code else ''}"
+        if kind in ("ProgrammingError", "NotSupportedError"):
+            raise ConfigError(f"{where}: the source database cannot run the query ({said}); it must be one "
+                              "SELECT that reads the declared columns") from None
+        if kind == "DataError":
+            raise ContentError(f"{where}: the source database could not compute the query's rows ({said})") from None
+        raise
 
 
 class _PostgresCopy:

@@ -28,6 +28,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DURATION = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+D)?$")
+#: an environment variable's name, as a YAML may give it (root_env, inbox_env)
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,170 @@ class System:
         return done
 
 
+# --- A system's queries read, and only read -----------------------------------------------------
+#
+# The database's read-only transaction (transforms/extract.py) is what keeps a source unchanged;
+# this check is the first line: a YAML that would write fails when it is loaded, with a message
+# a system owner can act on. It lexes the query three times, as PostgreSQL, MariaDB/MySQL and
+# SQLite would (they disagree on backslashes in strings, nested and '#' comments, dollar quotes
+# and [brackets]), and a query must pass under every reading: text that one server would run as a
+# second statement cannot hide inside what another server calls a string or a comment.
+
+#: the statements a query may be: the read statements of standard SQL
+READ_STATEMENTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
+#: words that make a statement write or lock, wherever they stand (a data-modifying CTE, SELECT … INTO,
+#: FOR UPDATE, LOCK IN SHARE MODE); a qualified name (``t.update``) or a quoted one is not such a word
+_WRITING_WORDS = frozenset({
+    "INSERT", "UPDATE", "DELETE", "MERGE", "UPSERT", "TRUNCATE", "DROP", "CREATE", "ALTER", "RENAME", "GRANT",
+    "REVOKE", "CALL", "COPY", "LOCK", "INTO", "EXECUTE", "PREPARE", "ATTACH", "DETACH", "PRAGMA", "VACUUM",
+    "COMMIT", "ROLLBACK", "SAVEPOINT", "HANDLER", "LOAD", "OUTFILE", "DUMPFILE",
+})
+
+
+@dataclass(frozen=True)
+class _Dialect:
+    backslash_escapes: bool  # MySQL: '\'' is a quote inside a string
+    nested_comments: bool  # PostgreSQL: /* /* */ */ is one comment
+    hash_comments: bool  # MySQL: '#' starts a comment
+    dollar_quotes: bool  # PostgreSQL: $tag$ … $tag$ is a string
+    brackets: bool  # SQLite: [name] is a quoted identifier
+
+
+_DIALECTS = (
+    _Dialect(backslash_escapes=False, nested_comments=True, hash_comments=False, dollar_quotes=True, brackets=False),
+    _Dialect(backslash_escapes=True, nested_comments=False, hash_comments=True, dollar_quotes=False, brackets=False),
+    _Dialect(backslash_escapes=False, nested_comments=False, hash_comments=False, dollar_quotes=False, brackets=True),
+)
+_DOLLAR_TAG = re.compile(r"\$(?:[A-Za-z_\u0080-\uffff][\w\u0080-\uffff]*)?\$")
+_WORD = re.compile(r"[A-Za-z_\u0080-\uffff][\w$\u0080-\uffff]*")
+
+
+class QueryRefused(ValueError):
+    """A query that is not a single read statement; the message is the rule, never the query's text."""
+
+
+def _lex(sql: str, d: _Dialect) -> list[tuple[str, str]]:
+    """The query as (kind, text) tokens: word, punct, literal (strings, quoted names, numbers) or param.
+
+    Whitespace and comments separate tokens and are dropped. Raises QueryRefused for text that
+    no server would read the same way (an unterminated string or comment, MySQL's executable
+    comments).
+    """
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(sql)
+
+    def closing(quote: str, start: int, backslash: bool) -> int:
+        j = start
+        while j < n:
+            c = sql[j]
+            if backslash and c == "\\":
+                j += 2
+                continue
+            if c == quote:
+                if j + 1 < n and sql[j + 1] == quote:  # a doubled quote stands for itself
+                    j += 2
+                    continue
+                return j + 1
+            j += 1
+        raise QueryRefused("an unterminated string or quoted name")
+
+    while i < n:
+        c = sql[i]
+        if c.isspace():
+            i += 1
+        elif (c == "#" and d.hash_comments) or (
+                sql.startswith("--", i) and (not d.hash_comments or i + 2 >= n or sql[i + 2] in " \t\r\n\f\v")):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            if sql.startswith(("/*!", "/*M!"), i):
+                raise QueryRefused("a MySQL executable comment (/*! … */)")
+            depth, j = 1, i + 2
+            while depth:
+                if j >= n:
+                    raise QueryRefused("an unterminated comment")
+                if sql.startswith("*/", j):
+                    depth, j = depth - 1, j + 2
+                elif d.nested_comments and sql.startswith("/*", j):
+                    depth, j = depth + 1, j + 2
+                else:
+                    j += 1
+            i = j
+        elif c == "'":
+            i = closing("'", i + 1, d.backslash_escapes)
+            out.append(("literal", "'"))
+        elif c in "eE" and sql.startswith("'", i + 1) and not d.brackets:
+            i = closing("'", i + 2, True)  # PostgreSQL's E'…' reads backslash escapes
+            out.append(("literal", "'"))
+        elif c == '"':
+            i = closing('"', i + 1, d.backslash_escapes)  # MySQL: a string; elsewhere a quoted name
+            out.append(("literal", '"'))
+        elif c == "`":
+            i = closing("`", i + 1, False)
+            out.append(("literal", "`"))
+        elif c == "[" and d.brackets:
+            end = sql.find("]", i + 1)
+            if end < 0:
+                raise QueryRefused("an unterminated quoted name")
+            i = end + 1
+            out.append(("literal", "["))
+        elif c == "$" and d.dollar_quotes and (m := _DOLLAR_TAG.match(sql, i)):
+            end = sql.find(m.group(), m.end())
+            if end < 0:
+                raise QueryRefused("an unterminated dollar-quoted string")
+            i = end + len(m.group())
+            out.append(("literal", "$"))
+        elif c == ":" and i + 1 < n and sql[i + 1] != ":" and (m := _WORD.match(sql, i + 1)) \
+                and not (i and sql[i - 1] == ":"):
+            out.append(("param", m.group()))
+            i = m.end()
+        elif m := _WORD.match(sql, i):
+            out.append(("word", m.group().upper()))
+            i = m.end()
+        elif c.isdigit():
+            j = i
+            while j < n and (sql[j].isalnum() or sql[j] in "._"):
+                j += 1
+            out.append(("literal", sql[i:j]))
+            i = j
+        else:
+            out.append(("punct", c))
+            i += 1
+    return out
+
+
+def check_read_query(sql: str) -> None:
+    """Raise QueryRefused unless ``sql`` is one read statement (SELECT, WITH … SELECT, VALUES, TABLE).
+
+    The rule it breaks is the message, naming at most a keyword of the query, never its text.
+    """
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryRefused("the query is empty")
+    if "\x00" in sql:
+        raise QueryRefused("the query holds a NUL character")
+    for dialect in _DIALECTS:
+        tokens = _lex(sql, dialect)
+        while tokens and tokens[-1] == ("punct", ";"):  # a closing semicolon ends the one statement
+            tokens.pop()
+        if ("punct", ";") in tokens:
+            raise QueryRefused("it holds more than one statement (a ';' between statements)")
+        first = next((t for t in tokens if t != ("punct", "(")), None)
+        if first is None:
+            raise QueryRefused("the query is empty")
+        if first[0] != "word" or first[1] not in READ_STATEMENTS:
+            keyword = f" {first[1][:20]}" if first[0] == "word" else ""
+            raise QueryRefused(f"it must be a read statement (SELECT, WITH … SELECT, VALUES or TABLE), "
+                               f"not{keyword or ' this'}")
+        for k, (kind, text) in enumerate(tokens):
+            if kind != "word" or (k and tokens[k - 1] == ("punct", ".")):
+                continue
+            previous = tokens[k - 1][1] if k else ""
+            if text in _WRITING_WORDS or (text == "SHARE" and previous in ("FOR", "KEY")):
+                raise QueryRefused(f"a read statement holds no {text} (writing, locking or SELECT … INTO)")
+            if text == "SET" and previous != "CHARACTER":
+                raise QueryRefused("a read statement holds no SET")
+
+
 class _Reader:
     """Reads keys from a mapping and turns every problem into a ConfigError with its path."""
 
@@ -249,7 +415,7 @@ def load_system(path: Path | str) -> System:
     if kind not in DELIVERY_KINDS:
         raise r.fail("extract.kind", f"{kind!r} is not one of {sorted(DELIVERY_KINDS)}")
     file_export = _file_export(r, ex) if kind == "file_export" else None
-    tables = _tables(r, ex, kind) if kind != "prepared" else {}
+    tables = _tables(r, ex, kind, name) if kind != "prepared" else {}
     if kind == "prepared" and "tables" in ex:
         raise r.fail("extract.tables", "a prepared system delivers packages, not tables")
     roots = [t for t in tables.values() if t.parent_table is None]
@@ -293,6 +459,8 @@ def load_system(path: Path | str) -> System:
             raise r.fail(f"sensitive.{tname}", f"unknown columns {sorted(unknown)}")
     quality = r.get(data, "quality", "", dict)
     suite = r.get(quality, "suite", "quality", (str, type(None)), default=None)
+    if suite is not None:
+        _relative_name(r, suite, "quality.suite", folders=False)
     if suite is None and kind != "prepared":
         raise r.fail("quality.suite", "is required (only prepared systems, checked by the validator, have none)")
     pkg = r.get(data, "package", "", dict, default={})
@@ -319,7 +487,7 @@ def load_system(path: Path | str) -> System:
         max_records=r.get(pkg, "max_records", "package", int, default=2000),
         max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
         file_export=file_export,
-        inbox_env=r.get(ex, "inbox_env", "extract") if kind in ("file_export", "prepared") else None,
+        inbox_env=_env_name(r, ex, "inbox_env", "extract") if kind in ("file_export", "prepared") else None,
         format_policy=format_policy,
     )
 
@@ -339,17 +507,44 @@ def _file_export(r: _Reader, ex: dict) -> FileExport:
     if len(delimiter) != 1:
         raise r.fail("extract.csv.delimiter", "must be one character")
     return FileExport(
-        inbox_env=r.get(ex, "inbox_env", "extract"), format=fmt, encoding=enc, delimiter=delimiter,
+        inbox_env=_env_name(r, ex, "inbox_env", "extract"), format=fmt, encoding=enc, delimiter=delimiter,
         quotechar=r.get(csv_opts, "quotechar", "extract.csv", default='"'), decimal=decimal,
         date_format=r.get(ex, "date_format", "extract", default=None),
         timestamp_format=r.get(ex, "timestamp_format", "extract", default=None),
     )
 
 
-def _tables(r: _Reader, ex: dict, kind: str) -> dict[str, Table]:
+def _env_name(r: _Reader, data: Any, key: str, where: str) -> str:
+    """An environment variable's name from the YAML (the folder it names is configured outside it)."""
+    value = r.get(data, key, where)
+    if not _ENV_NAME.match(value):
+        raise r.fail(f"{where}.{key}", "must be the name of an environment variable (A-Z, 0-9 and _), not a path")
+    return value
+
+
+def _relative_name(r: _Reader, value: str, where: str, *, folders: bool) -> str:
+    """A file name the YAML gives inside a configured root: relative, no '..', no link tricks by text.
+
+    ``folders`` allows sub-folders (``dokument/akter.csv``); otherwise a plain file name.
+    """
+    parts = value.replace("\\", "/").split("/")
+    if (not value or value.startswith(("/", "\\", "~")) or re.match(r"^[A-Za-z]:", value) or "\\" in value
+            or any(ord(ch) < 0x20 or ch == "\x7f" for ch in value)):
+        raise r.fail(where, "must be a relative path inside its folder (no absolute path, drive, backslash "
+                     "or control character)")
+    if any(part in ("", ".", "..") for part in parts):
+        raise r.fail(where, "must stay inside its folder (no '..', '.' or empty path segment)")
+    if not folders and len(parts) > 1:
+        raise r.fail(where, "must be a plain file name, without a folder")
+    return value
+
+
+def _tables(r: _Reader, ex: dict, kind: str, system: str) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for tname, t in r.get(ex, "tables", "extract", dict).items():
         where = f"extract.tables.{tname}"
+        if not isinstance(tname, str) or not _NAME.match(tname):
+            raise r.fail(where, "a table's name must be lower-case letters, digits and _")
         cols = []
         for cname, c in r.get(t, "columns", where, dict).items():
             ctype = r.get(c, "type", f"{where}.columns.{cname}")
@@ -361,14 +556,23 @@ def _tables(r: _Reader, ex: dict, kind: str) -> dict[str, Table]:
             raise r.fail(f"{where}.key", f"{key!r} is not one of the table's columns")
         parent = r.get(t, "parent", where, dict, default=None)
         files = r.get(t, "files", where, dict, default=None)
-        root_env = r.get(files, "root_env", f"{where}.files") if files and kind == "database" else None
+        root_env = _env_name(r, files, "root_env", f"{where}.files") if files and kind == "database" else None
+        query = r.get(t, "query", where) if kind == "database" else ""
+        if kind == "database":
+            try:
+                check_read_query(query)
+            except QueryRefused as exc:
+                raise r.fail(f"{where}.query", f"refused for system {system}: {exc}") from None
+        file = r.get(t, "file", where) if kind == "file_export" else None
+        if file is not None:
+            _relative_name(r, file, f"{where}.file", folders=True)
         tables[tname] = Table(
-            name=tname, key=key, query=r.get(t, "query", where) if kind == "database" else "", columns=tuple(cols),
+            name=tname, key=key, query=query, columns=tuple(cols),
             parent_table=r.get(parent, "table", f"{where}.parent") if parent else None,
             parent_column=r.get(parent, "column", f"{where}.parent") if parent else None,
             files_root_env=root_env,
             files_path_column=r.get(files, "path_column", f"{where}.files") if files else None,
-            file=r.get(t, "file", where) if kind == "file_export" else None,
+            file=file,
         )
     return tables
 
