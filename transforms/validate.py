@@ -25,6 +25,7 @@ import datetime as dt
 import functools
 import hashlib
 import json
+import logging
 import mimetypes
 import posixpath
 import re
@@ -42,8 +43,11 @@ from lxml import etree
 from transforms import xmltools
 from transforms.errors import ContentError
 from transforms.identifiers import is_valid_organisationsnummer
+from transforms.masking import safe_name
 from transforms.safe_archive import DEFAULT_LIMITS, Limits, PackageReader, UnsafeArchive, open_package
 from transforms.xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, SAFE_PARSE, NullTarget
+
+_log = logging.getLogger(__name__)
 
 PROFILE_DIR = Path(str(resources.files("transforms") / "profiles"))
 VOCABULARY_DIR = Path(str(resources.files("transforms") / "vocabularies"))
@@ -810,7 +814,7 @@ class _Validator:
             return
         try:
             data = json.loads(self.pkg.read_bytes(rel, xmltools.MAX_XML_BYTES))
-        except (ValueError, UnsafeArchive) as exc:
+        except (ValueError, RecursionError, UnsafeArchive) as exc:
             self.fail("DIP2", f"documentation/withheld.json is not readable JSON ({type(exc).__name__})", rel)
             return
         items = data.get("withheld") if isinstance(data, dict) else data
@@ -1490,7 +1494,14 @@ class _Validator:
             elif int(size) != actual:
                 self.fail(ids["SIZE"], f"SIZE {size} but {path} has {actual} bytes", loc)
         if not _blank(checksum) and not _blank(ctype):
-            digest = self._digest(path, ctype.strip())
+            try:
+                digest = self._digest(path, ctype.strip())
+            except UnsafeArchive as exc:
+                # A member that cannot be read whole (bad CRC, corrupt or cut-off data) fails its
+                # fixity check; the rest of the package is still checked.
+                self.fail(ids["CHECKSUM"], f"{safe_name(path)} cannot be read to verify its checksum: "
+                          f"{exc.rule}", loc)
+                return path
             if digest is None:
                 self.fail(ids["CHECKSUMTYPE"], f"CHECKSUMTYPE {ctype!r} cannot be verified here; use SHA-256",
                           loc, "INFO")
@@ -1962,36 +1973,59 @@ class _Validator:
 # Public entry points
 # --------------------------------------------------------------------------------------------
 def validate_package(path: str | Path, profile: str | None = None, *, limits: Limits | None = None,
-                     check_integrity: bool = True) -> ValidationReport:
+                     check_integrity: bool = True, compressed: bool = True) -> ValidationReport:
     """Validate a package (folder, tar or zip) and return its report; never raises on bad content.
 
     ``profile`` None picks 'sip' when the package METS has the SIP PROFILE URL, else 'csip';
     'csip', 'sip' or 'fgs' forces that profile. ``check_integrity`` False skips file sizes and
-    checksums (file presence is still checked). An unsafe archive or unreadable package becomes
-    an invalid report with a ``PACKAGE`` finding; only a missing ``path`` raises FileNotFoundError.
+    checksums (file presence is still checked). ``compressed`` False refuses compressed tars (see
+    :func:`~transforms.safe_archive.open_package`). An unsafe archive or unreadable package becomes
+    an invalid report with a ``PACKAGE`` finding, whatever its bytes; only a missing ``path``
+    raises FileNotFoundError, and an OSError with an errno (the disk's, not the package's) passes.
     """
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     report = ValidationReport(path=str(path), profile=profile or "csip")
     try:
-        reader = open_package(path, limits or DEFAULT_LIMITS)
+        reader = open_package(path, limits or DEFAULT_LIMITS, compressed=compressed)
     except FileNotFoundError:
         raise
     except UnsafeArchive as exc:
-        report.findings.append(Finding("PACKAGE", "ERROR", f"{exc}; the package was not opened", exc.member or ""))
+        report.findings.append(Finding("PACKAGE", "ERROR", f"{exc}; the package was not opened",
+                                       safe_name(exc.member or "")))
         return report
     except ContentError as exc:
-        report.findings.append(Finding("PACKAGE", "ERROR", str(exc), ""))
+        report.findings.append(Finding("PACKAGE", "ERROR", safe_name(str(exc)), ""))
+        return report
+    except OSError as exc:
+        if exc.errno is not None:
+            raise
+        report.findings.append(Finding("PACKAGE", "ERROR",
+                                       f"the package could not be opened ({type(exc).__name__})", ""))
+        return report
+    except Exception as exc:  # noqa: BLE001 - no byte sequence may turn into a traceback
+        _log.warning("opening a package for validation stopped on %s", type(exc).__name__)
+        report.findings.append(Finding("PACKAGE", "ERROR",
+                                       f"the package could not be opened ({type(exc).__name__})", ""))
         return report
     with reader:
         v = _Validator(reader, report, profile, check_integrity)
         try:
             v.run()
         except UnsafeArchive as exc:
-            report.findings.append(Finding("PACKAGE", "ERROR", str(exc), exc.member or ""))
-        except (OSError, EOFError, ValueError, etree.LxmlError) as exc:
-            # A damaged member (truncated tar, bad zip CRC) surfaces while streaming it.
-            report.findings.append(Finding("PACKAGE", "ERROR", f"could not read the package: {exc}", ""))
+            report.findings.append(Finding("PACKAGE", "ERROR", str(exc), safe_name(exc.member or "")))
+        except OSError as exc:
+            if exc.errno is not None:  # the disk's fault, not the package's: retry, do not judge
+                raise
+            report.findings.append(Finding("PACKAGE", "ERROR", "could not read the package: "
+                                           f"damaged data ({type(exc).__name__})", ""))
+        except Exception as exc:  # noqa: BLE001 - no byte sequence may turn into a traceback
+            # Whatever a parser or decompressor raised on these bytes (struct.error, RecursionError,
+            # MemoryError from a declared size, ...): the package is not valid. Only the type is
+            # shown, since an exception's text may quote the package's content.
+            _log.warning("validation of a package stopped on %s", type(exc).__name__)
+            report.findings.append(Finding("PACKAGE", "ERROR", "could not read the package: "
+                                           f"damaged or unreadable content ({type(exc).__name__})", ""))
         report.profile = v.profile
     ids = {r.id for r in _requirements(report.profile)}
     report.checked = sorted((CHECKED & ids), key=_id_key)
