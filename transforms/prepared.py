@@ -17,6 +17,7 @@ reported in the intake's findings (the delivered package itself is never changed
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -29,15 +30,18 @@ from pathlib import Path
 
 from lxml import etree
 
+from .errors import ContentError
 from .formats import FormatPolicy, Identifier, default_policy
 from .hashing import copy_hashed, fsync_dir, sha256_file
-from .safe_archive import extract_package, open_package
-from .validate import validate_package
+from .masking import safe_name
+from .safe_archive import KIND_LABELS, UnsafeArchive, container_kind, extract_package, open_package
+from .validate import Finding, ValidationReport, validate_package
 from .xmltools import NS_ERMS, NS_METS, NS_XLINK, SCHEMA_DIR, parse_bytes, schemas_used
 
 M = f"{{{NS_METS}}}"
 XLINK = f"{{{NS_XLINK}}}"
-PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz")
+#: what intake picks up from an inbox; compressed tars only to quarantine them with a reason
+PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 #: requirements whose failure we can repair from the delivered bytes alone
 REPAIRABLE = {
     "CSIP113", "CSIP97", "CSIP98", "CSIP99", "CSIP100", "CSIP118",  # Schemas file group and division
@@ -65,15 +69,27 @@ class Intake:
 
 
 def delivered(inbox: Path) -> list[Path]:
-    """The package files waiting in an inbox (hidden files and folders are not deliveries)."""
+    """The package files waiting in an inbox (hidden files and folders are not deliveries).
+
+    Compressed tars are listed too, so that they are quarantined with a reason instead of lying
+    unseen: intake stores only plain tars and zips (see :func:`take_in`).
+    """
     if not inbox.is_dir():
         return []
     return sorted(p for p in inbox.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(PACKAGE_SUFFIXES))
 
 
-def _suffix(name: str) -> str:
-    return ".zip" if name.lower().endswith(".zip") else ".tar"
+def _suffix(path: Path) -> str:
+    """The name a stored package gets: what its bytes are, never what the delivery was called."""
+    kind = container_kind(path)
+    if kind not in ("tar", "zip"):
+        raise ContentError(f"{safe_name(path.name)}: {KIND_LABELS[kind]} is not stored as a package")
+    return f".{kind}"
+
+
+#: errno values that say the system, not the delivery, failed: intake stops and is retried
+_SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
 def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path,
@@ -81,35 +97,66 @@ def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path,
     """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``.
 
     Accepted packages are also identified and checked against ``policy`` (default: the shipped one).
+    Each delivery is judged on its own: whatever its bytes make the validator, the repair or the
+    format check raise, that delivery is quarantined with the rule it broke and the others are
+    still taken in. Only a system error (disk full, I/O error) stops the intake.
+
+    A compressed tar is refused (quarantined with a reason that says to send a plain ``.tar`` or
+    a ``.zip``): a stored package is served by byte offset, which a compressed stream does not have.
     """
     build_dir.mkdir(parents=True, exist_ok=True)
     out: list[Intake] = []
     checker = _FormatCheck(policy or default_policy(), build_dir)
     for path in delivered(inbox):
-        report = validate_package(path, "sip")
-        errors = [f for f in report.findings if f.severity == "ERROR"]
-        objid = _objid(path) if report.valid or errors else None
-        if objid and any(i.package_id == objid for i in out):
-            # Two deliveries claim one identity: neither may silently replace the other.
-            out.append(_quarantine(path, report, quarantine_dir, errors,
-                                   note=f"OBJID {objid} was already delivered in this intake as another file"))
-            continue
-        if report.valid:
-            out.append(checker.check(_accept(path, path, build_dir, "valid", [])))
-            continue
-        if errors and all(f.requirement in REPAIRABLE for f in errors):
-            repaired, repairs = _repair(path, build_dir)
-            second = validate_package(repaired, "sip")
-            if second.valid:
-                intake = _accept(path, repaired, build_dir, "repaired", repairs)
-                repaired.unlink(missing_ok=True)
-                out.append(checker.check(intake))
-                continue
-            repaired.unlink(missing_ok=True)
-            errors = [f for f in second.findings if f.severity == "ERROR"]
-            report = second
-        out.append(_quarantine(path, report, quarantine_dir, errors))
+        made: list[Path] = []
+        try:
+            out.append(_judge(path, build_dir, quarantine_dir, checker, out, made))
+        except Exception as exc:
+            for f in made:
+                f.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and (exc.errno in _SYSTEM_ERRNOS or not path.exists()):
+                if not path.exists():
+                    continue  # taken away while we looked at it: nothing left to judge
+                raise
+            out.append(_quarantine(path, _failure_report(path, exc), quarantine_dir, None))
     return out
+
+
+def _failure_report(path: Path, exc: BaseException):
+    """An invalid report for a delivery whose checking raised: the rule, never the exception's text."""
+    report = ValidationReport(path=str(path), profile="sip")
+    if isinstance(exc, UnsafeArchive):
+        why = str(exc)
+    else:
+        why = f"the package could not be checked: damaged or unreadable content ({type(exc).__name__})"
+    report.findings.append(Finding("PACKAGE", "ERROR", why, safe_name(path.name)))
+    return report
+
+
+def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCheck, out: list[Intake],
+           made: list[Path]) -> Intake:
+    """One delivery's outcome; files it writes to ``build_dir`` are listed in ``made`` until it returns."""
+    report = validate_package(path, "sip", compressed=False)
+    errors = [f for f in report.findings if f.severity == "ERROR"]
+    objid = _objid(path) if report.valid or errors else None
+    if objid and any(i.package_id == objid for i in out):
+        # Two deliveries claim one identity: neither may silently replace the other.
+        return _quarantine(path, report, quarantine_dir, errors,
+                           note=f"OBJID {safe_name(objid)} was already delivered in this intake as another file")
+    if report.valid:
+        return checker.check(_accept(path, path, build_dir, "valid", [], made))
+    if errors and all(f.requirement in REPAIRABLE for f in errors):
+        repaired, repairs = _repair(path, build_dir)
+        made.append(repaired)
+        try:
+            second = validate_package(repaired, "sip", compressed=False)
+            if second.valid:
+                return checker.check(_accept(path, repaired, build_dir, "repaired", repairs, made))
+        finally:
+            repaired.unlink(missing_ok=True)
+        errors = [f for f in second.findings if f.severity == "ERROR"]
+        report = second
+    return _quarantine(path, report, quarantine_dir, errors)
 
 
 class _FormatCheck:
@@ -155,16 +202,18 @@ def _objid(path: Path) -> str | None:
         return None
 
 
-def _accept(original: Path, path: Path, build_dir: Path, outcome: str, repairs: list[str]) -> Intake:
-    with open_package(path) as reader:
+def _accept(original: Path, path: Path, build_dir: Path, outcome: str, repairs: list[str],
+            made: list[Path]) -> Intake:
+    with open_package(path, compressed=False) as reader:
         mets = parse_bytes(reader.read_bytes("METS.xml", 512 * 1024 * 1024), name="METS.xml").getroot()
         records = _records(reader)
     objid = mets.get("OBJID")
-    dest = build_dir / f"{objid}{_suffix(original.name)}"
+    dest = build_dir / f"{objid}{_suffix(path)}"
     tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
     try:
         digest, size = copy_hashed(path, tmp)
         os.replace(tmp, dest)
+        made.append(dest)
         fsync_dir(build_dir)
     finally:
         tmp.unlink(missing_ok=True)
@@ -196,6 +245,8 @@ def _quarantine(path: Path, report, quarantine_dir: Path, errors, note: str | No
     report_path = dest_dir / "validation-report.json"
     report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
     os.replace(path, dest_dir / path.name)
+    if errors is None:
+        errors = [f for f in report.findings if f.severity == "ERROR"]
     findings = [f"{f.requirement}: {f.message}" for f in errors] + ([note] if note else [])
     return Intake(source=path.name, outcome="quarantined", findings=findings, report=str(report_path))
 
