@@ -22,6 +22,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+import errno
 import functools
 import hashlib
 import io
@@ -29,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -264,6 +266,48 @@ def _resolve_file(root: Path, rel: object, _dirs: dict | None = None) -> str:
     ``_dirs`` keeps what is known about folders across calls (see :class:`_DocumentStore`).
     """
     return _DocumentStore(root, _dirs).resolve(rel)
+
+
+def open_document(path: str | os.PathLike) -> io.FileIO:
+    """Open a staged document (a ``source_path``) for reading, following no link on the way.
+
+    A staged path is the real path the store resolved (it holds no link); a link swapped in
+    for any folder or the file since then would lead elsewhere, so every component is
+    opened with ``O_NOFOLLOW`` from the file system's root and a link met is a ContentError.
+    The message names no path: it is the source's value.
+    """
+    path = os.fspath(path)
+    if not os.path.isabs(path) or "\x00" in path:
+        raise ContentError("a document path is not an absolute path of the document store; nothing was read")
+    parts = [part for part in path.split(os.sep) if part]
+    if any(part in (".", "..") for part in parts) or not parts:
+        raise ContentError("a document path is not a resolved path of the document store; nothing was read")
+    nofollow = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+    try:
+        for part in parts[:-1]:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise ContentError("a document's folder became a link after it was checked; nothing "
+                                       "was read") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        try:
+            file_fd = os.open(parts[-1], os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise ContentError("a document became a link after it was checked; nothing was read") from None
+            raise
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(os.fstat(file_fd).st_mode):  # a FIFO or device would block or never end
+        os.close(file_fd)
+        raise ContentError("a document is not a regular file; nothing was read")
+    os.set_blocking(file_fd, True)
+    return io.FileIO(file_fd, "rb")
 
 
 #: a row may say where it came from (file and line) under this key; it is never staged
@@ -822,23 +866,24 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
     classify = _RootClassifier(system, table) if table.parent_table is None else None
     own: dict[object, str | None] = classes.setdefault(table.name, {}) if keep_keys else {}
     parent_map = classes.get(table.parent_table or "", {})
-    unmatched: list[str] = []
+    unmatched: list[int] = []  # row numbers (a key may be a personnummer: never in a message)
     passthrough = {c.name: source.passthrough_types(c.type) for c in table.columns}
     total = 0
     try:
         for chunk in source.column_chunks(table):
             if not chunk.length:
                 continue
-            cols = _convert_columns(system, source, table, chunk, passthrough)
+            cols = _convert_columns(system, source, table, chunk, passthrough, first_row=total + 1)
             if store is not None:
                 rels = _values(chunk.columns[table.files_path_column])  # type: ignore[index]
-                cols["source_path"] = list(map(store.resolve, rels))
+                cols["source_path"] = resolved = list(map(store.resolve, rels))
+                _refuse_escaping_paths(system, source, table, chunk, rels, resolved, first_row=total + 1)
             elif table.files_path_column:
                 cols["source_path"] = [""] * chunk.length
-            keys = _values(cols[table.key]) if keep_keys or classify is not None else ()
+            keys = _values(cols[table.key]) if keep_keys else ()
             if classify is not None:
                 row_classes = classify(cols, chunk.length)
-                unmatched.extend(str(k) for k, rc in zip(keys, row_classes, strict=True) if rc is None)
+                unmatched.extend(total + i + 1 for i, rc in enumerate(row_classes) if rc is None)
             else:
                 # Children inherit the class of their parent row (None: no such parent here).
                 row_classes = list(map(parent_map.get, _values(cols[table.parent_column])))  # type: ignore[index]
@@ -866,13 +911,33 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
         raise ContentError(
             f"{system.name}.{table.name}: {len(unmatched)} row(s) match no record class "
             f"(add a rule under record_classes in {system.source.name})",
-            [f"{table.key}={k}" for k in unmatched[:50]],
+            [f"row {n}" for n in unmatched[:50]],
         )
     return total
 
 
+def _refuse_escaping_paths(system: System, source: RowSource, table: Table, chunk: ColumnChunk,
+                           rels: Sequence[object], resolved: Sequence[str], *, first_row: int) -> None:
+    """A ContentError for the first document path that names something outside the document store.
+
+    An absolute path, a '..' that climbs out, a link (to a file or a folder) that leads out, a
+    path naming a folder: refused here, before any document is read, for the whole batch. A path
+    inside the store whose file is missing is left to the quality gate (an archivist may accept
+    a record without its file). The message names the row and column, never the path: it is
+    the source's value and may hold a name or a personnummer.
+    """
+    for i, (rel, real) in enumerate(zip(rels, resolved, strict=True)):
+        if real or rel is None or rel == "":
+            continue
+        where = (chunk.where[i] if chunk.where else None) or f"{system.name}.{table.name}: row {first_row + i}"
+        root = f" ({table.files_root_env})" if table.files_root_env else ""
+        raise ContentError(f"{where}: column {table.files_path_column}: the document path leads out of the "
+                           f"document store{root} (an absolute path, '..', a link out of it or a folder); "
+                           "nothing was read")
+
+
 def _convert_columns(system: System, source: RowSource, table: Table, chunk: ColumnChunk,
-                     passthrough: Mapping[str, frozenset[type]]) -> dict[str, Sequence[object]]:
+                     passthrough: Mapping[str, frozenset[type]], *, first_row: int = 1) -> dict[str, Sequence[object]]:
     """Each declared column of a chunk as values of its declared type, ready for ``pa.array``.
 
     A column whose values all have a type the converter leaves unchanged is passed on as it
@@ -892,17 +957,20 @@ def _convert_columns(system: System, source: RowSource, table: Table, chunk: Col
         try:
             out[col.name] = list(map(functools.partial(source.convert, col.type), raw))
         except (ValueError, TypeError, ArithmeticError):
-            _raise_first_bad_value(system, source, table, chunk)
+            _raise_first_bad_value(system, source, table, chunk, first_row=first_row)
             raise
     return out
 
 
-def _raise_first_bad_value(system: System, source: RowSource, table: Table, chunk: ColumnChunk) -> None:
+def _raise_first_bad_value(system: System, source: RowSource, table: Table, chunk: ColumnChunk, *,
+                           first_row: int = 1) -> None:
     """Raise the ContentError for the chunk's first bad value in row order (row, then column).
 
     Columns are converted one after the other, so the value that failed first is not
     necessarily the first bad one a reader meets; this names the same row and column as a
-    row-by-row reading would, whichever column failed.
+    row-by-row reading would, whichever column failed. The row is named by its place in the
+    table's rows (``first_row`` is the chunk's first), never by a value: not even the key,
+    which may be a personnummer.
     """
     for i in range(chunk.length):
         for col in table.columns:
@@ -913,8 +981,7 @@ def _raise_first_bad_value(system: System, source: RowSource, table: Table, chun
                 source.convert(col.type, _values(values)[i])
             except (ValueError, TypeError, ArithmeticError) as exc:
                 # Name the row and column, never the value: it may be a personnummer.
-                where = (chunk.where[i] if chunk.where else None) or \
-                    f"{system.name}.{table.name}: row {_values(chunk.columns[table.key])[i]}"
+                where = (chunk.where[i] if chunk.where else None) or f"{system.name}.{table.name}: row {first_row + i}"
                 raise ContentError(f"{where}: column {col.name} does not hold a {col.type} "
                                    f"({exc.__class__.__name__})") from None
 
