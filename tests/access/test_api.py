@@ -50,8 +50,8 @@ def test_openapi_documents_every_route(client):
 
 
 def test_no_or_unknown_credential_is_refused(client):
-    assert client.get("/api/v1/search", params={"q": "bygglov"}).status_code == 403
-    assert client.get("/api/v1/search", headers={"Authorization": "Bearer nope"}).status_code == 403
+    assert client.post("/api/v1/search", json={"q": "bygglov"}).status_code == 401
+    assert client.get("/api/v1/search", headers={"Authorization": "Bearer nope"}).status_code == 401
 
 
 def test_search_finds_by_each_field(client, lex_archive):
@@ -59,25 +59,25 @@ def test_search_finds_by_each_field(client, lex_archive):
     cid = str(case["case_id"])
     h = _h(lex_archive, "archivist")
     # diarienummer, exactly and as words
-    assert _ids(client.get("/api/v1/search", params={"q": case["diarienummer"]}, headers=h)) == {cid}
+    assert _ids(client.post("/api/v1/search", json={"q": case["diarienummer"]}, headers=h)) == {cid}
     # a word of the title
     word = max(re.findall(r"\w+", case["title"]), key=len)
-    assert cid in _ids(client.get("/api/v1/search", params={"q": word}, headers=h))
+    assert cid in _ids(client.post("/api/v1/search", json={"q": word}, headers=h))
     # a party's name
     party = case["parties"][0]["name"].split()[-1]
-    assert cid in _ids(client.get("/api/v1/search", params={"q": party}, headers=h))
+    assert cid in _ids(client.post("/api/v1/search", json={"q": party}, headers=h))
     # system, record class, archive creator and series
-    every = _ids(client.get("/api/v1/search", params={"system": "lex", "limit": 500}, headers=h))
+    every = _ids(client.post("/api/v1/search", json={"system": "lex", "limit": 500}, headers=h))
     assert cid in every and len(every) == len({r for r in every})
-    hit = next(x for x in client.get("/api/v1/search", params={"q": case["diarienummer"]}, headers=h).json()["hits"])
+    hit = next(x for x in client.post("/api/v1/search", json={"q": case["diarienummer"]}, headers=h).json()["hits"])
     assert hit["storage"] == "mellanarkiv" and hit["archive_creator"] == "Strängnäs kommun"
-    assert cid in _ids(client.get("/api/v1/search", params={"record_class": hit["record_class"], "limit": 500},
+    assert cid in _ids(client.post("/api/v1/search", json={"record_class": hit["record_class"], "limit": 500},
                                   headers=h))
-    assert cid in _ids(client.get("/api/v1/search", params={"q": "Strängnäs", "limit": 500}, headers=h))
-    assert cid in _ids(client.get("/api/v1/search", params={"q": "Diarieförda", "limit": 500}, headers=h))
+    assert cid in _ids(client.post("/api/v1/search", json={"q": "Strängnäs", "limit": 500}, headers=h))
+    assert cid in _ids(client.post("/api/v1/search", json={"q": "Diarieförda", "limit": 500}, headers=h))
     # dates
     closed = str(case["closed_date"])[:10]
-    dated = client.get("/api/v1/search", params={"closed_from": closed, "closed_to": closed, "limit": 500},
+    dated = client.post("/api/v1/search", json={"closed_from": closed, "closed_to": closed, "limit": 500},
                        headers=h).json()["hits"]
     assert cid in {x["source_id"] for x in dated} and all(x["closed"] == closed for x in dated)
     # hits never carry parties or personnummer
@@ -90,18 +90,18 @@ def test_personnummer_exact_match_for_authorised_roles_only(client, lex_archive)
     case = lex_archive["pick"]["public"]
     pnr = next(p["personnummer"] for p in case["parties"] if p["personnummer"])
     cid = str(case["case_id"])
-    assert cid in _ids(client.get("/api/v1/search", params={"personnummer": pnr},
+    assert cid in _ids(client.post("/api/v1/search", json={"personnummer": pnr},
                                   headers=_h(lex_archive, "archivist")))
     # the 10-digit form is the same number; a prefix is not a match
-    assert cid in _ids(client.get("/api/v1/search", params={"personnummer": pnr[2:]},
+    assert cid in _ids(client.post("/api/v1/search", json={"personnummer": pnr[2:]},
                                   headers=_h(lex_archive, "owner")))
-    assert _ids(client.get("/api/v1/search", params={"personnummer": pnr[:8]},
+    assert _ids(client.post("/api/v1/search", json={"personnummer": pnr[:8]},
                            headers=_h(lex_archive, "archivist"))) == set()
     for who in ("researcher", "lex"):
-        assert client.get("/api/v1/search", params={"personnummer": pnr},
+        assert client.post("/api/v1/search", json={"personnummer": pnr},
                           headers=_h(lex_archive, who)).status_code == 403
     # a personnummer is not free text either, and the index never stores it
-    assert cid not in _ids(client.get("/api/v1/search", params={"q": pnr}, headers=_h(lex_archive, "archivist")))
+    assert cid not in _ids(client.post("/api/v1/search", json={"q": pnr}, headers=_h(lex_archive, "archivist")))
     snapshot = json.dumps(lex_archive["archive"].cat.snapshot(), default=str)
     assert pnr not in snapshot and pnr.replace("-", "") not in snapshot
 
@@ -133,8 +133,8 @@ def test_other_systems_credential_cannot_read_lex(client, lex_archive):
     assert client.get(f"/api/v1/records/lex/{case['case_id']}", headers=h).status_code == 404
     doc = case["documents"][0]["document_id"]
     assert client.get(f"/api/v1/records/lex/{case['case_id']}/documents/{doc}", headers=h).status_code == 404
-    assert _ids(client.get("/api/v1/search", params={"q": case["diarienummer"]}, headers=h)) == set()
-    assert _ids(client.get("/api/v1/search", params={"system": "lex"}, headers=h)) == set()
+    assert _ids(client.post("/api/v1/search", json={"q": case["diarienummer"]}, headers=h)) == set()
+    assert _ids(client.post("/api/v1/search", json={"system": "lex"}, headers=h)) == set()
     pkg = lex_archive["archive"].cat.packages("lex")[0].id
     assert client.get(f"/api/v1/receipts/{pkg}", headers=h).status_code == 404
     assert client.get("/api/v1/packages", headers=h).json()["packages"] == []
@@ -148,9 +148,9 @@ def test_secret_case_withheld_in_search_record_document_and_dip(client, lex_arch
     word = max(re.findall(r"\w+", case["title"]), key=len)
     for who in ("researcher", "lex"):
         h = _h(lex_archive, who)
-        hits = client.get("/api/v1/search", params={"q": case["diarienummer"]}, headers=h).json()["hits"]
+        hits = client.post("/api/v1/search", json={"q": case["diarienummer"]}, headers=h).json()["hits"]
         assert [(x["source_id"], x["classified"], x["title"]) for x in hits] == [(cid, True, None)]
-        assert cid not in _ids(client.get("/api/v1/search", params={"q": word, "limit": 500}, headers=h))
+        assert cid not in _ids(client.post("/api/v1/search", json={"q": word, "limit": 500}, headers=h))
         rec = client.get(f"/api/v1/records/lex/{cid}", headers=h).json()
         assert rec["classified"] is True and rec["title"] is None and rec["documents"] is None
         assert rec["secrecy_reference"] == case["secrecy_reference"]
@@ -161,7 +161,7 @@ def test_secret_case_withheld_in_search_record_document_and_dip(client, lex_arch
     # cleared roles see it
     for who in ("archivist", "owner", "lex_cleared"):
         h = _h(lex_archive, who)
-        assert cid in _ids(client.get("/api/v1/search", params={"q": word, "limit": 500}, headers=h))
+        assert cid in _ids(client.post("/api/v1/search", json={"q": word, "limit": 500}, headers=h))
         assert client.get(f"/api/v1/records/lex/{cid}", headers=h).json()["title"] == case["title"]
     assert {"action": "record", "target": f"lex/{cid}", "outcome": "withheld", "purpose": ""} \
         in _log(lex_archive, "rita-forskare")

@@ -42,6 +42,7 @@ OTHER = {"other_owner", "other_client"}
 ENDPOINTS = {
     ("GET", "/api/v1/whoami"): "whoami",
     ("GET", "/api/v1/search"): "search",
+    ("POST", "/api/v1/search"): "search",
     ("GET", "/api/v1/records/{system}/{source_id}"): "record",
     ("GET", "/api/v1/records/{system}/{source_id}/documents/{document_id}"): "document",
     ("GET", "/api/v1/packages"): "packages",
@@ -56,7 +57,7 @@ NOT_IN_MATRIX = {("GET", "/archive")}
 
 def _record_expect(who: str, target: str) -> tuple[int, str | None]:
     if who in INVALID:
-        return 403, None
+        return 401, None
     if target == "missing":
         return 404, "not_found"
     if who in OTHER:
@@ -68,7 +69,7 @@ def _record_expect(who: str, target: str) -> tuple[int, str | None]:
 
 def _document_expect(who: str, target: str) -> tuple[int, str | None]:
     if who in INVALID:
-        return 403, None
+        return 401, None
     if who in OTHER:
         return 404, "refused"
     if target == "missing":
@@ -80,7 +81,7 @@ def _document_expect(who: str, target: str) -> tuple[int, str | None]:
 
 def _package_expect(endpoint: str, who: str, target: str) -> tuple[int, str | None]:
     if who in INVALID:
-        return 403, None
+        return 401, None
     if who == "researcher":
         return 403, "refused"  # by role, before the lookup: existing or not
     if target == "missing":
@@ -147,14 +148,18 @@ def _call(m, who: str, method: str, url: str, *, action: str, outcome: str | Non
     r = m["client"].request(method, url, headers=m["headers"][who], **kw)
     assert r.status_code == status, f"{who} {method} {url}: {r.status_code} {r.text[:300]}"
     rows = _new_log(arc, before)
-    if outcome is None:
+    if who == "revoked":
+        # a known credential that no longer works: the refusal is logged under its name, before any lookup
+        assert [(x["actor"], x["action"], x["outcome"]) for x in rows] == \
+            [("revoked-archivist", "authenticate", "refused")], rows
+    elif outcome is None:
         assert rows == [], f"{who} {method} {url}: logged {rows}"
     else:
         mine = [x for x in rows if x["action"] == action]
         assert mine, f"{who} {method} {url}: no {action!r} entry in the access log ({rows})"
         assert all(x["actor"] == PRINCIPALS[who] for x in rows), rows
         assert mine[-1]["outcome"] == outcome, f"{who} {method} {url}: logged {mine[-1]}"
-        if action not in ("export", "packages", "access-log"):
+        if action not in ("export", "packages", "access-log", "request"):
             assert len(rows) == 1, rows
             assert mine[0]["purpose"] == "Behörighetsprov"
     return r
@@ -171,28 +176,36 @@ def test_every_endpoint_is_in_the_matrix(matrix):
 @pytest.mark.parametrize("who", list(PRINCIPALS))
 def test_whoami(matrix, who):
     _call(matrix, who, "GET", "/api/v1/whoami", action="whoami", outcome=None,
-          status=403 if who in INVALID else 200)
+          status=401 if who in INVALID else 200)
 
 
 @pytest.mark.parametrize("who", list(PRINCIPALS))
 def test_search(matrix, who):
     case = matrix["public_case"]
+    url = "/api/v1/search"
     if who in INVALID:
-        _call(matrix, who, "GET", "/api/v1/search", action="search", outcome=None, status=403,
-              params={"q": case["diarienummer"]})
+        _call(matrix, who, "POST", url, action="search", outcome=None, status=401, json={"q": case["diarienummer"]})
+        _call(matrix, who, "GET", url, action="search", outcome=None, status=401, params={"system": "lex"})
         return
-    r = _call(matrix, who, "GET", "/api/v1/search", action="search", outcome="granted", status=200,
-              params={"q": case["diarienummer"]})
+    r = _call(matrix, who, "POST", url, action="search", outcome="granted", status=200,
+              json={"q": case["diarienummer"]})
     found = {h["source_id"] for h in r.json()["hits"]}
     assert (str(case["case_id"]) in found) == (who not in OTHER), (who, found)
     # naming the other system explicitly gives nothing either
-    r = _call(matrix, who, "GET", "/api/v1/search", action="search", outcome="granted", status=200,
-              params={"q": case["diarienummer"], "system": "lex"})
+    r = _call(matrix, who, "POST", url, action="search", outcome="granted", status=200,
+              json={"q": case["diarienummer"], "system": "lex"})
     assert (r.json()["total"] > 0) == (who not in OTHER)
+    # browsing by filters in the URL: the same scope
+    r = _call(matrix, who, "GET", url, action="search", outcome="granted", status=200,
+              params={"system": "lex", "limit": 500})
+    assert (str(case["case_id"]) in {h["source_id"] for h in r.json()["hits"]}) == (who not in OTHER)
+    # search text or a personnummer in the URL: refused for everyone, whatever their role
+    _call(matrix, who, "GET", url, action="request", outcome="refused", status=400, params={"q": case["diarienummer"]})
+    _call(matrix, who, "GET", url, action="request", outcome="refused", status=400, params={"personnummer": matrix["pnr"]})
     # personnummer: archivists and system owners only (the other system's owner finds nothing)
     allowed = who in ("archivist", "owner", "other_owner")
-    r = _call(matrix, who, "GET", "/api/v1/search", action="search", outcome="granted" if allowed else "refused",
-              status=200 if allowed else 403, params={"personnummer": matrix["pnr"]})
+    r = _call(matrix, who, "POST", url, action="search", outcome="granted" if allowed else "refused",
+              status=200 if allowed else 403, json={"personnummer": matrix["pnr"]})
     if allowed:
         found = {h["source_id"] for h in r.json()["hits"]}
         assert (str(case["case_id"]) in found) == (who != "other_owner")
@@ -232,7 +245,7 @@ def test_document(matrix, who, target):
 @pytest.mark.parametrize("who", list(PRINCIPALS))
 def test_packages(matrix, who):
     if who in INVALID:
-        _call(matrix, who, "GET", "/api/v1/packages", action="packages", outcome=None, status=403)
+        _call(matrix, who, "GET", "/api/v1/packages", action="packages", outcome=None, status=401)
         return
     refused = who == "researcher"
     r = _call(matrix, who, "GET", "/api/v1/packages", action="packages", outcome="refused" if refused else "granted",
@@ -272,7 +285,7 @@ def test_receipt(matrix, who, target):
 @pytest.mark.parametrize("who", list(PRINCIPALS))
 def test_access_log(matrix, who):
     if who in INVALID:
-        _call(matrix, who, "GET", "/api/v1/access-log", action="access-log", outcome=None, status=403)
+        _call(matrix, who, "GET", "/api/v1/access-log", action="access-log", outcome=None, status=401)
         return
     ok = who == "archivist"
     _call(matrix, who, "GET", "/api/v1/access-log", action="access-log", outcome="granted" if ok else "refused",
@@ -283,7 +296,7 @@ def test_access_log(matrix, who):
 def test_export(matrix, who):
     body = {"records": [f"lex/{matrix['records']['public']}"], "purpose": "Begäran KS 2026/0001"}
     if who in INVALID:
-        _call(matrix, who, "POST", "/api/v1/exports", action="export", outcome=None, status=403, json=body)
+        _call(matrix, who, "POST", "/api/v1/exports", action="export", outcome=None, status=401, json=body)
         return
     if who in ("client", "client_cleared", "other_client"):
         status, outcome = 403, "refused"

@@ -12,6 +12,7 @@ Roles (see README "Access"):
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import hmac
 import os
@@ -31,6 +32,20 @@ SCOPED_ROLES = ("system_owner", "client")
 
 class AccessDenied(ArkivError):
     """The principal may not do this (HTTP 403)."""
+
+
+class Unauthenticated(AccessDenied):
+    """No usable credential (HTTP 401, or 400 for a malformed ``Authorization`` header, as RFC 6750 says).
+
+    ``error`` is RFC 6750's error code for ``WWW-Authenticate`` (None when no credential was sent);
+    ``credential`` names the credential when the token was known but has expired or was revoked.
+    """
+
+    def __init__(self, message: str, *, error: str | None = None, credential: AccessCredential | None = None):
+        super().__init__(message)
+        self.error = error
+        self.status = 400 if error == "invalid_request" else 401
+        self.credential = credential
 
 
 class NotFound(ArkivError):
@@ -90,18 +105,92 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+# --- lifetimes ---------------------------------------------------------------------------------------------
+
+#: default lifetime of a token by role: people sign in for a working day, a business system's credential
+#: lasts a quarter (it is rotated by its operators, `arkiv access-token rotate`)
+DEFAULT_TTL = {"archivist": dt.timedelta(hours=12), "researcher": dt.timedelta(hours=12),
+               "system_owner": dt.timedelta(hours=12), "client": dt.timedelta(days=90)}
+#: no credential lives longer than this, whatever the configuration says
+MAX_TTL = dt.timedelta(days=400)
+
+
+def token_ttl(role: str) -> dt.timedelta:
+    """The lifetime of a new (or rotated) token of ``role``: ``ARKIV_TOKEN_TTL_HOURS_<ROLE>`` or the default."""
+    raw = os.environ.get(f"ARKIV_TOKEN_TTL_HOURS_{role.upper()}")
+    if raw is None:
+        return DEFAULT_TTL[role]
+    try:
+        hours = float(raw)
+    except ValueError:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"ARKIV_TOKEN_TTL_HOURS_{role.upper()}: a number of hours") from None
+    if not 0 < hours <= MAX_TTL.total_seconds() / 3600:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"ARKIV_TOKEN_TTL_HOURS_{role.upper()}: between 0 and {MAX_TTL.days * 24} hours")
+    return dt.timedelta(hours=hours)
+
+
+def expires_at(cred: AccessCredential) -> dt.datetime:
+    """When the credential stops working.
+
+    The catalogue has no column of its own for it: ``revoked_at`` holds the moment the token stops
+    being valid, in the future for a live token (set when it is issued or rotated) and in the past
+    once it has expired or been revoked. Rows made before tokens expired have no ``revoked_at``;
+    they live for their role's lifetime from ``created_at``.
+    """
+    if cred.revoked_at is not None:
+        return cred.revoked_at
+    return cred.created_at + token_ttl(cred.role)
+
+
+def _lifetime(role: str, ttl: dt.timedelta | None) -> dt.timedelta:
+    ttl = token_ttl(role) if ttl is None else ttl
+    if not dt.timedelta(0) < ttl <= MAX_TTL:
+        raise ValueError(f"a token lives between a second and {MAX_TTL.days} days")
+    return ttl
+
+
 def add_credential(cat: Catalogue, name: str, role: str, *, system: str | None = None, cleared: bool = False,
-                   by: str) -> str:
-    """Create a credential and return its token — shown once; the catalogue keeps only its hash."""
+                   by: str, ttl: dt.timedelta | None = None) -> str:
+    """Create a credential and return its token — shown once; the catalogue keeps only its hash.
+
+    The token expires after ``ttl`` (default: the role's, :func:`token_ttl`).
+    """
     Principal(name, role, system, cleared)  # checks role and scope
     if role in ("archivist", "researcher") and system:
         raise ValueError(f"a {role} credential is not scoped to a system")
+    if not _NAME.fullmatch(name or ""):
+        raise ValueError("a credential's name: 1-100 letters, digits, '.', '_', '-', '@' or ':'")
+    lifetime = _lifetime(role, ttl)
     token = "arkiv_" + secrets.token_urlsafe(32)
+    now = utcnow()
     with cat.session() as s:
         if s.get(AccessCredential, name) is not None:
             raise ValueError(f"a credential named {name!r} exists already; revoke it or choose another name")
         s.add(AccessCredential(id=name, role=role, system=system, cleared=cleared, token_sha256=token_digest(token),
-                               created_by=by, created_at=utcnow()))
+                               created_by=by, created_at=now, revoked_at=now + lifetime))
+    return token
+
+
+def rotate_credential(cat: Catalogue, name: str, *, ttl: dt.timedelta | None = None) -> str:
+    """Issue a new token for credential ``name`` and return it; the old token stops working at once.
+
+    There is no overlap: the catalogue keeps one hash per credential, and a token that still worked
+    after its rotation would defeat the point of rotating a leaked one. Hand the new token to the
+    system first, then rotate again if it was the old one that leaked.
+    """
+    token = "arkiv_" + secrets.token_urlsafe(32)
+    now = utcnow()
+    with cat.session() as s:
+        cred = s.get(AccessCredential, name)
+        if cred is None:
+            raise NotFound(f"no credential {name!r}")
+        cred.token_sha256 = token_digest(token)
+        cred.created_at = now
+        cred.revoked_at = now + _lifetime(cred.role, ttl)
     return token
 
 
@@ -110,7 +199,9 @@ def revoke_credential(cat: Catalogue, name: str) -> None:
         cred = s.get(AccessCredential, name)
         if cred is None:
             raise NotFound(f"no credential {name!r}")
-        cred.revoked_at = utcnow()
+        now = utcnow()
+        if cred.revoked_at is None or cred.revoked_at > now:
+            cred.revoked_at = now
 
 
 def credentials(cat: Catalogue) -> list[AccessCredential]:
@@ -118,15 +209,42 @@ def credentials(cat: Catalogue) -> list[AccessCredential]:
         return list(s.scalars(sa.select(AccessCredential).order_by(AccessCredential.id)))
 
 
-def authenticate(cat: Catalogue, token: str | None) -> Principal:
-    """The principal a bearer token belongs to; :class:`AccessDenied` for unknown or revoked tokens."""
+_NAME = re.compile(r"[A-Za-z0-9._@:-]{1,100}")
+#: RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token (the scheme is case-insensitive, RFC 7235)
+_BEARER = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]) +([A-Za-z0-9\-._~+/]+=*)")
+MAX_TOKEN = 512
+
+
+def bearer_token(header: str | None) -> str:
+    """The token of an ``Authorization`` header; :class:`Unauthenticated` for anything but one Bearer token."""
+    value = (header or "").strip(" \t")
+    if not value:
+        raise Unauthenticated("no credential given: send 'Authorization: Bearer <token>'")
+    m = _BEARER.fullmatch(value)
+    if m is None:
+        if value.split(" ", 1)[0].lower() != "bearer":
+            raise Unauthenticated("only 'Authorization: Bearer <token>' is accepted")
+        raise Unauthenticated("malformed credential: 'Authorization: Bearer <token>' with exactly one token",
+                              error="invalid_request")
+    if len(m.group(2)) > MAX_TOKEN:
+        raise Unauthenticated("malformed credential: the token is too long", error="invalid_request")
+    return m.group(2)
+
+
+def authenticate(cat: Catalogue, token: str | None, *, now: dt.datetime | None = None) -> Principal:
+    """The principal a bearer token belongs to; :class:`Unauthenticated` for unknown, revoked or expired tokens."""
     if not token:
-        raise AccessDenied("no credential given: send 'Authorization: Bearer <token>'")
+        raise Unauthenticated("no credential given: send 'Authorization: Bearer <token>'")
     digest = token_digest(token)
+    now = now or utcnow()
     with cat.session() as s:
         cred = s.scalars(sa.select(AccessCredential).where(AccessCredential.token_sha256 == digest)).first()
-        if cred is None or cred.revoked_at is not None:
-            raise AccessDenied("unknown or revoked credential")
+        if cred is None:
+            raise Unauthenticated("unknown or revoked credential", error="invalid_token")
+        if now >= expires_at(cred):
+            s.expunge(cred)
+            raise Unauthenticated("the credential has expired or was revoked; ask for a new token",
+                                  error="invalid_token", credential=cred)
         return Principal(cred.id, cred.role, cred.system, bool(cred.cleared))
 
 

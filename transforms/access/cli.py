@@ -1,5 +1,8 @@
 """The ``arkiv`` subcommands for access: index, search, export, access-log, access-token, receipt, api.
 
+``arkiv search -`` and ``--personnummer -`` read the search text or the number from standard input,
+so that neither stays in the shell history or the process list.
+
 The CLI runs on the archive's own machine, so it acts as a principal named by ``--as`` (default
 ``cli:<user>``) with the role given by ``--role`` (default archivist); every read is logged like
 an API call.
@@ -51,10 +54,25 @@ def _cmd_index(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if r["failed"] else 0
 
 
+def _read_stdin_line(what: str) -> str:
+    import sys
+
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise ValueError(f"{what}: expected on standard input")
+    return line
+
+
 def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     arc = _archive(settings)
-    r = arc.search(_principal(args), " ".join(args.query), purpose=args.purpose, system=args.system,
-                   record_class=args.record_class, personnummer=args.personnummer, limit=args.limit)
+    # a personnummer or a name on the command line stays in the shell history and the process list:
+    # "-" reads it from standard input instead
+    query = " ".join(args.query)
+    if query == "-":
+        query = _read_stdin_line("the search text")
+    pnr = _read_stdin_line("the personnummer") if args.personnummer == "-" else args.personnummer
+    r = arc.search(_principal(args), query, purpose=args.purpose, system=args.system,
+                   record_class=args.record_class, personnummer=pnr, limit=args.limit)
     if args.json:
         print(json.dumps({"total": r.total, "hits": r.hits}, ensure_ascii=False, indent=2))
         return 0
@@ -96,23 +114,36 @@ def _cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    import datetime as dt
+
     from . import auth
 
     arc = _archive(settings)
+    ttl = dt.timedelta(hours=args.ttl_hours) if args.ttl_hours else None
     if args.action == "add":
         if not args.name:
             raise ValueError("give the credential's name")
         token = auth.add_credential(arc.cat, args.name, args.token_role, system=args.system, cleared=args.cleared,
-                                    by=args.by or f"cli:{getpass.getuser()}")
+                                    by=args.by or f"cli:{getpass.getuser()}", ttl=ttl)
         print(f"credential {args.name} ({args.token_role}{', ' + args.system if args.system else ''}"
               f"{', cleared' if args.cleared else ''}); the token is shown once, only its hash is kept:")
         print(token)
     elif args.action == "revoke":
         auth.revoke_credential(arc.cat, args.name)
         print(f"credential {args.name} revoked")
+    elif args.action == "rotate":
+        if not args.name:
+            raise ValueError("give the credential's name")
+        token = auth.rotate_credential(arc.cat, args.name, ttl=ttl)
+        print(f"credential {args.name} rotated: the old token no longer works; the new one is shown once:")
+        print(token)
     else:
+        from ..catalogue import utcnow
+
+        now = utcnow()
         for c in auth.credentials(arc.cat):
-            state = f"revoked {c.revoked_at:%Y-%m-%d}" if c.revoked_at else "active"
+            until = auth.expires_at(c)
+            state = f"expires {until:%Y-%m-%d %H:%M} UTC" if until > now else f"ended {until:%Y-%m-%d %H:%M} UTC"
             print(f"  {c.id:<20} {c.role:<12} {c.system or '(all systems)':<14} "
                   f"{'cleared' if c.cleared else '':<8} {state}")
     return 0
@@ -126,12 +157,10 @@ def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
-    from .api import create_app
+    from .api import create_app, serve
 
     settings.ensure()
-    uvicorn.run(create_app(settings), host=args.host, port=args.port)
+    serve(create_app(settings), host=args.host, port=args.port)
     return 0
 
 
@@ -145,7 +174,8 @@ def add_parsers(sub) -> None:
     p.add_argument("query", nargs="*")
     p.add_argument("--system")
     p.add_argument("--record-class")
-    p.add_argument("--personnummer", help="exact match; archivists and system owners only")
+    p.add_argument("--personnummer", help="exact match; archivists and system owners only ('-': read it from "
+                                          "standard input, out of the shell history)")
     p.add_argument("--limit", type=int, default=20)
     p.add_argument("--json", action="store_true")
     _who_arguments(p)
@@ -168,14 +198,17 @@ def add_parsers(sub) -> None:
     _who_arguments(p)
     p.set_defaults(func=_cmd_access_log)
 
-    p = sub.add_parser("access-token", help="API credentials: add, revoke, list")
-    p.add_argument("action", choices=["add", "revoke", "list"])
+    p = sub.add_parser("access-token", help="API credentials: add, rotate, revoke, list (tokens expire: people's "
+                                            "after 12 h, business systems' after 90 days by default)")
+    p.add_argument("action", choices=["add", "rotate", "revoke", "list"])
     p.add_argument("name", nargs="?")
     p.add_argument("--role", dest="token_role", default="client",
                    choices=["archivist", "system_owner", "client", "researcher"])
     p.add_argument("--system", help="the system a system_owner or client credential is scoped to")
     p.add_argument("--cleared", action="store_true", help="may read records covered by secrecy (OSL)")
     p.add_argument("--by", help="who issues the credential")
+    p.add_argument("--ttl-hours", type=float, help="the token's lifetime in hours (default: the role's, "
+                                                   "ARKIV_TOKEN_TTL_HOURS_<ROLE>)")
     p.set_defaults(func=_cmd_token)
 
     p = sub.add_parser("receipt", help="the kvittens of a package verified in the mellanarkiv")

@@ -177,6 +177,14 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                         d = docs.get(doc_id)
                         if app is None or doc_id in hidden or d is None or d.path is None:
                             continue
+                        if not arc.file_allowed(who, e, d):
+                            # the file is another record's (or not a document at all): the same rule as a
+                            # download, judged by the records that own the file, not the one selected
+                            app.getparent().remove(app)
+                            withheld.append({"record": link, "document": doc_id, "what": "the document's file",
+                                             "why": "the file belongs to a record the requester may not receive",
+                                             "how": "left out"})
+                            continue
                         # the file keeps its path below its representation's data/ folder
                         rel = d.path.split("/data/", 1)[1] if "/data/" in d.path else d.path
                         if rel in used:

@@ -209,7 +209,7 @@ def index_package(cat: Catalogue, store, slutarkiv_root: Path, package_id: str, 
                                 public_text=public, full_text=full, indexed_at=utcnow())
             _add_entry(s, entry)
             for d in p.documents:
-                m = scan.members.get(d.path) if d.path else None
+                m = scan.members.get(d.path) if is_document_path(d.path) else None
                 s.add(AccessDocument(entry_id=entry.id, document_id=d.document_id, number=d.number, title=d.title,
                                      path=d.path if m else None, name=d.name, mimetype=d.mimetype,
                                      size=m.size if m else 0, sha256=m.sha256 if m else None,
@@ -379,6 +379,44 @@ def documents_of(cat: Catalogue, entry_id: int) -> list[AccessDocument]:
     with cat.session() as s:
         return list(s.scalars(sa.select(AccessDocument).where(AccessDocument.entry_id == entry_id)
                               .order_by(AccessDocument.number, AccessDocument.id)))
+
+
+_DOCUMENT_PATH = re.compile(r"representations/[^/]+/data/[^/].*")
+
+
+def is_document_path(path: str | None) -> bool:
+    """Whether ``path`` (from the package root) is where a record's file may be: below a representation's data/.
+
+    Metadata (METS, PREMIS, ERMS, schemas, documentation) and anything else is never a document.
+    """
+    if not path or not _DOCUMENT_PATH.fullmatch(path):
+        return False
+    parts = path.split("/")
+    return ".." not in parts and "." not in parts and "" not in parts and not any(ord(c) < 32 for c in path)
+
+
+def _case_folder(reference: str) -> str:
+    # the folder the package builder gives a case's files (see package._erms_case)
+    from ..masking import safe_name
+
+    return safe_name(str(reference).replace("/", "-"))
+
+
+def file_owners(cat: Catalogue, package_id: str, path: str) -> list[tuple[AccessEntry, AccessDocument | None]]:
+    """Every record of the package with a claim on the file at ``path``: those whose documents point at it,
+    and the case whose folder it sits in. A file is served only to a reader who may read every one."""
+    with cat.session() as s:
+        rows = list(s.execute(sa.select(AccessEntry, AccessDocument).join(
+            AccessDocument, AccessDocument.entry_id == AccessEntry.id).where(
+            AccessEntry.package_id == package_id, AccessDocument.path == path)).tuples())
+        parts = path.split("/")
+        folder = parts[3] if len(parts) > 4 else None
+        if folder is not None:
+            claimed = {e.id for e, _ in rows}
+            for e in s.scalars(sa.select(AccessEntry).where(AccessEntry.package_id == package_id)):
+                if e.id not in claimed and _case_folder(e.reference) == folder:
+                    rows.append((e, None))
+    return rows
 
 
 def indexed_package(cat: Catalogue, package_id: str) -> AccessPackage | None:

@@ -3,7 +3,8 @@
 One static HTML page served at ``/archive``; it holds no data itself. Its script sends the
 reader's token to the same API every other client uses, so the page can show nothing the
 token may not see, and every read it makes is in the access log. Values are inserted as text
-(``textContent``), never as HTML.
+(``textContent``), never as HTML. Searches are POSTed with the words and personnummer in the body,
+so they never appear in a URL, a request log or the browser's history.
 """
 
 PAGE = r"""<!doctype html>
@@ -35,9 +36,13 @@ function headers() {
   const p = sessionStorage.getItem("arkiv-purpose"); if (p) h["X-Purpose"] = encodeURIComponent(p);
   return h;
 }
-async function api(path) {
-  // relative to the page, so that the app works mounted under a prefix (e.g. in Airflow's API server)
-  const r = await fetch(path.replace(/^\//, ""), {headers: headers()});
+async function api(path, body) {
+  // relative to the page, so that the app works mounted under a prefix (e.g. in Airflow's API server);
+  // a body (search text, personnummer) is POSTed as JSON, never put in the URL
+  const init = {headers: headers()};
+  if (body !== undefined) { init.method = "POST"; init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(body); }
+  const r = await fetch(path.replace(/^\//, ""), init);
   if (!r.ok) {
     const body = await r.json().catch(() => ({}));
     throw new Error(r.status + ": " + (body.detail || r.statusText));
@@ -57,11 +62,11 @@ $("login").addEventListener("submit", async (ev) => {
   catch (e) { $("who").textContent = e.message; }
 });
 $("search").addEventListener("submit", async (ev) => {
-  ev.preventDefault(); const p = new URLSearchParams();
-  if ($("q").value) p.set("q", $("q").value); if ($("system").value) p.set("system", $("system").value);
-  if ($("pnr").value) p.set("personnummer", $("pnr").value);
+  ev.preventDefault(); const body = {q: $("q").value};
+  if ($("system").value) body.system = $("system").value;
+  if ($("pnr").value) body.personnummer = $("pnr").value;
   try {
-    const r = await (await api("/api/v1/search?" + p)).json();
+    const r = await (await api("/api/v1/search", body)).json();
     status(r.total + " träff(ar)");
     const rows = r.hits.map(h => { const tr = el("tr"); const a = el("a", h.reference); a.href = "#";
       a.className = "hit"; a.dataset.link = h.link;

@@ -7,7 +7,6 @@ storage the record sits in: ``mellanarkiv``, ``slutarkiv`` or ``disposed`` (a to
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,14 +68,21 @@ class Archive:
     def search(self, who: Principal, q: str = "", *, purpose: str = "", **filters) -> index.SearchResult:
         pnr = filters.get("personnummer")
         target = "search" + (f" system={filters['system']}" if filters.get("system") else "")
+        words = [q or ""]
         try:
             result = index.search(self.cat, who, q, key=self.key, **filters)
         except AccessDenied as exc:
-            accesslog.log(self.cat, who, "search", target, outcome="refused", purpose=purpose, detail=str(exc))
+            accesslog.log(self.cat, who, "search", target, outcome="refused", purpose=purpose, detail=str(exc),
+                          names=words)
             raise
-        # The query itself is not logged when it could identify a person.
-        detail = f"{result.total} hit(s); " + ("by personnummer (exact)" if pnr else f"query {_mask(q)!r}"[:300])
-        accesslog.log(self.cat, who, "search", target, purpose=purpose, detail=detail)
+        # Neither the words searched for nor a personnummer are logged: a name or a number identifies a
+        # person. The keyed digest lets whoever holds the key check what a logged search was for.
+        detail = f"{result.total} hit(s)"
+        if pnr:
+            detail += "; by personnummer (exact)"
+        if (q or "").strip():
+            detail += f"; query hmac:{accesslog.query_digest(self.key, q)} ({len(q.split())} word(s))"
+        accesslog.log(self.cat, who, "search", target, purpose=purpose, detail=detail, names=words)
         return result
 
     def _entry(self, who: Principal, system: str, source_id: str, action: str, purpose: str) -> AccessEntry:
@@ -107,43 +113,69 @@ class Archive:
             return out
         docs = index.documents_of(self.cat, e.id)
         out["parties"] = [p for p in (e.parties or "").split("; ") if p]
-        out["documents"] = [self._doc_view(who, e, d) for d in docs]
+        out["documents"] = [self._doc_view(who, e, d, self.file_allowed(who, e, d)) for d in docs]
         pkg = index.indexed_package(self.cat, e.package_id)
         out["package"] = {"id": e.package_id, "storage": e.storage, "verified": bool(pkg and pkg.verified),
                           "history": f"/api/v1/packages/{e.package_id}/history"}
         withheld = sum(1 for d in docs if d.secret and not who.sees_secret)
-        accesslog.log(self.cat, who, "record", target, purpose=purpose,
+        accesslog.log(self.cat, who, "record", target, purpose=purpose, names=out["parties"],
                       detail=f"{len(docs)} document(s) listed" + (f", {withheld} classified" if withheld else ""))
         return out
 
     @staticmethod
-    def _doc_view(who: Principal, e: AccessEntry, d: AccessDocument) -> dict:
+    def _doc_view(who: Principal, e: AccessEntry, d: AccessDocument, file_ok: bool = True) -> dict:
         hidden = d.secret and not who.sees_secret
         view = {"document_id": d.document_id, "number": d.number, "classified": bool(d.secret),
                 "secrecy_reference": d.secrecy_reference, "title": None if hidden else d.title,
                 "name": None if hidden else d.name, "mimetype": d.mimetype, "size": d.size,
-                "sha256": d.sha256, "storage": e.storage, "available": d.path is not None}
-        if d.path and not hidden:
+                "sha256": d.sha256, "storage": e.storage, "available": d.path is not None and file_ok}
+        if d.path and not hidden and file_ok:
             view["content"] = f"{index.deep_link(e.system, e.source_id)}/documents/{d.document_id}"
         return view
+
+    def file_allowed(self, who: Principal, e: AccessEntry, doc: AccessDocument) -> bool:
+        """Whether ``who`` may have the file ``doc`` points at, judged by every record that owns it.
+
+        The record a URL (or a DIP selection) names is only where the reader came from: a document of
+        a public case whose metadata points at a secret case's file, at a metadata file or outside the
+        package's documents must not hand that file out. The file is served only to a reader who may
+        read each record and document of the package with a claim on it (:func:`index.file_owners`).
+        """
+        if not index.is_document_path(doc.path):
+            return False
+        for owner, owner_doc in index.file_owners(self.cat, e.package_id, doc.path or ""):
+            if not who.in_scope(owner.system) or owner.storage == "disposed":
+                return False
+            if owner.secret and not who.sees_secret:
+                return False
+            if owner_doc is not None and owner_doc.secret and not who.sees_secret:
+                return False
+        return True
 
     def document(self, who: Principal, system: str, source_id: str, document_id: str, *,
                  purpose: str = "") -> Download:
         """A document's bytes, streamed from the stored package (a range of the TAR, or the OCFL file)."""
         e = self._entry(who, system, source_id, "document", purpose)
         target = f"{system}/{source_id}/documents/{document_id}"
+        names = [p for p in (e.parties or "").split("; ") if p]
         doc = next((d for d in index.documents_of(self.cat, e.id) if d.document_id == document_id), None)
         if doc is None or doc.path is None:
-            accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="not_found")
+            accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="not_found", names=names)
             raise NotFound(f"no document {document_id} with a file in record {system}/{source_id}")
         if (e.secret or doc.secret) and not who.sees_secret:
             reg = e.secrecy_reference if e.secret else doc.secrecy_reference
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld",
-                          detail=f"classified ({reg or 'OSL'})")
+                          detail=f"classified ({reg or 'OSL'})", names=names)
             raise Withheld(f"document {target}", reg)
+        if not self.file_allowed(who, e, doc):
+            # answered as a classified document: the reader learns nothing about whose file it is
+            accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld", names=names,
+                          detail="the file belongs to another record the reader may not read, or is not a "
+                                 "document of the package")
+            raise Withheld(f"document {target}", None)
         pkg = self.cat.package(e.package_id)
         chunks = self.document_chunks(e, doc)
-        accesslog.log(self.cat, who, "document", target, purpose=purpose,
+        accesslog.log(self.cat, who, "document", target, purpose=purpose, names=names,
                       detail=f"{doc.size} bytes from the {pkg.storage}")
         return Download(doc.name or doc.path.rsplit("/", 1)[-1], doc.mimetype, doc.size, doc.sha256, pkg.storage,
                         chunks)
@@ -244,12 +276,9 @@ class Archive:
         return b"".join(self._tar_range(pkg.location, row.erms_offset, row.erms_size or 0, None))
 
 
-_PERSONNUMMER_LIKE = re.compile(r"(?<!\d)(\d{2})?\d{6}[-+ ]?\d{4}(?!\d)")
-
-
 def _mask(q: str) -> str:
-    """A query as logged: anything shaped like a personnummer replaced."""
-    return _PERSONNUMMER_LIKE.sub("[personnummer]", q or "")
+    """A text as logged: anything shaped like a personnummer replaced (every written form)."""
+    return accesslog.mask_numbers(q or "")
 
 
 def _event(e) -> dict:
