@@ -48,6 +48,9 @@ class Batch(Base):
     rows: Mapped[str] = mapped_column(sa.Text, default="{}")  # JSON: table -> count
     quality_report: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    #: JSON list of the package IDs the batch is made of (migration 7; NULL for batches staged before it):
+    #: the batch is archived only when every one of them is recorded
+    planned: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
 
 
 class Package(Base):
@@ -341,7 +344,7 @@ def add_file_formats(s: Session, package_id: str, rows: list[dict]) -> None:
 
 
 _ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id", "retention_action", "due_date"},
-                "records": {"retention_start", "due_date"}}
+                "records": {"retention_start", "due_date"}, "batches": {"planned"}}
 _ADDED_IN_3 = {"packages": ("retention_action VARCHAR(20)", "due_date VARCHAR(40)"),
                "records": ("retention_start VARCHAR(40)", "due_date VARCHAR(40)")}
 
@@ -409,6 +412,10 @@ def _migration_5(conn: sa.Connection) -> None:
     Base.metadata.create_all(conn, tables=[FileFormat.__table__])
 
 
+def _migration_7(conn: sa.Connection) -> None:
+    conn.execute(sa.text("ALTER TABLE batches ADD COLUMN planned TEXT"))
+
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
@@ -417,6 +424,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (4, "quarantine cases for archivists' review", _migration_4),
     (5, "file formats: PRONOM identification and format-policy outcome per file", _migration_5),
     (6, "access: search index, document offsets, credentials, append-only access log", _migration_6),
+    (7, "batches list the packages they are made of (a batch is archived whole or not at all)", _migration_7),
 ]
 
 
@@ -610,20 +618,25 @@ class Catalogue:
     # --- writes ----------------------------------------------------------------------------
 
     def upsert_batch(self, *, batch_id: str, system: str, period: str, interval_start: str, interval_end: str,
-                     status: str, rows: dict[str, int], quality_report: str | None = None) -> bool:
-        """Create or update a batch; returns False (and writes nothing) when nothing changed."""
+                     status: str, rows: dict[str, int], quality_report: str | None = None,
+                     planned: list[str] | None = None) -> bool:
+        """Create or update a batch; returns False (and writes nothing) when nothing changed.
+
+        ``planned``: the package IDs the batch is made of (None keeps what the batch has)."""
         rows_json = json.dumps(rows, sort_keys=True)
         with self.session() as s:
             self.lock(s, f"batch:{batch_id}")  # concurrent writers: exactly one creates, the other sees it
             b = s.get(Batch, batch_id)
+            planned_json = json.dumps(sorted(planned)) if planned is not None else (b.planned if b else None)
             if b is None:
                 s.add(Batch(id=batch_id, system=system, period=period, interval_start=interval_start,
-                            interval_end=interval_end, status=status, rows=rows_json, quality_report=quality_report))
+                            interval_end=interval_end, status=status, rows=rows_json, quality_report=quality_report,
+                            planned=planned_json))
                 return True
-            new = (status, rows_json, quality_report)
-            if (b.status, b.rows, b.quality_report) == new:
+            new = (status, rows_json, quality_report, planned_json)
+            if (b.status, b.rows, b.quality_report, b.planned) == new:
                 return False
-            b.status, b.rows, b.quality_report, b.updated_at = *new, utcnow()
+            b.status, b.rows, b.quality_report, b.planned, b.updated_at = *new, utcnow()
             return True
 
     def add_event(self, s: Session, *, type: str, outcome: str, agent: str, detail: str = "",

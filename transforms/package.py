@@ -42,7 +42,7 @@ import sys
 import unicodedata
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -143,6 +143,111 @@ def safe_name(name: str) -> str:
     return cleaned[:120]
 
 
+#: a document may never be one of the package's own metadata files, nor live among them
+METADATA_NAMES = frozenset({"erms.xml", "mets.xml", "premis.xml"})
+METADATA_FOLDERS = frozenset({"metadata", "schemas"})
+#: a delivery's own description (its manifest): never a record's document
+_DELIVERY_MANIFEST = "manifest.json"
+
+
+def _path_rule(rel: str, delivery_files: frozenset[str]) -> str | None:
+    """Why a document path as the record gives it cannot be a document of its own, if it cannot."""
+    text = rel.replace("\\", "/")
+    if text.startswith("/") or re.match(r"^[A-Za-z]:", text) or "\x00" in text:
+        return "document path is absolute: it must be relative to the record's own documents"
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        return "document path contains '..': it must stay within the record's own documents"
+    if not parts:
+        return "document path names no file"
+    lowered = [p.lower() for p in parts]
+    if lowered[-1] in METADATA_NAMES or any(p in METADATA_FOLDERS for p in lowered[:-1]):
+        return "document path points at a metadata file (ERMS, METS, PREMIS, metadata/ or schemas/)"
+    if "/".join(lowered) in delivery_files:
+        return "document path points at one of the delivery's own files (a table or the manifest)"
+    return None
+
+
+def _owner_column(system: System, table) -> str:
+    """The column naming the record (case) a row of a table with document files belongs to."""
+    doc = (system.content.get("document") or {}) if system.content_kind == "erms" else {}
+    if doc.get("table") == table.name and doc.get("case"):
+        return doc["case"]
+    return table.parent_column or table.key
+
+
+def document_ownership_problems(system: System, table_files: Mapping[str, Sequence[str | Path]]) -> list[str]:
+    """Every way the staged rows break "a document file belongs to exactly one record".
+
+    A row's document must be a file of its own record: not a file another record's row names
+    too (after links are followed), not one of the package's or the delivery's metadata files,
+    not outside the document store (absolute, ``..``, a link out: staging resolved those to
+    nothing), and — where the store keeps each record's documents in a folder of its own — not
+    in another record's folder. Each problem names the table, the row's key and the rule; never
+    the path or any other value of the row.
+    """
+    delivery_files = frozenset(
+        {_DELIVERY_MANIFEST} | {t.file.replace("\\", "/").lower() for t in system.tables.values() if t.file})
+    problems: list[str] = []
+    for table in system.table_order():
+        if not table.files_path_column or not table_files.get(table.name):
+            continue
+        owner_col = _owner_column(system, table)
+        wanted = list(dict.fromkeys([table.key, owner_col, table.files_path_column, "source_path"]))
+        files: dict[str, list[tuple[str, str]]] = defaultdict(list)  # real file -> [(owner, row key)]
+        folders: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # folder -> owner -> keys
+        for path in table_files[table.name]:
+            pf = pq.ParquetFile(path)
+            try:
+                present = [c for c in wanted if c in pf.schema_arrow.names]
+                for batch in pf.iter_batches(batch_size=10_000, columns=present, use_threads=False):
+                    cols = {c: batch[c].to_pylist() if c in batch.schema.names else [None] * batch.num_rows
+                            for c in wanted}
+                    for key, owner, rel, src in zip(cols[table.key], cols[owner_col], cols[table.files_path_column],
+                                                    cols["source_path"], strict=True):
+                        if not isinstance(rel, str) or not rel:
+                            continue  # no file registered: the quality gate's file checks judge that
+                        where = f"{table.name} row {table.key}={key}"
+                        rule = _path_rule(rel, delivery_files)
+                        if rule is None and not src:
+                            rule = "document path leads outside the document store (absolute, '..' or a link out)"
+                        if rule is not None:
+                            problems.append(f"{where}: {rule}")
+                            continue
+                        files[os.path.normcase(src)].append((str(owner), str(key)))
+                        folders[os.path.dirname(src)][str(owner)].append(str(key))
+            finally:
+                pf.close()
+        for entries in files.values():
+            owners = sorted({o for o, _ in entries})
+            if len(owners) > 1:
+                first = min(k for o, k in entries if o == owners[0])
+                problems.extend(f"{table.name} row {table.key}={k}: document file is also the document of "
+                                f"another record ({table.key}={first}); a file belongs to exactly one record"
+                                for o, k in entries if o != owners[0])
+        # A store with a folder per record (most of its folders hold one record's documents):
+        # a document filed in a folder another record's documents fill belongs to that record.
+        # A flat store (one folder, or folders shared by many records) has no such folders.
+        single = sum(1 for by_owner in folders.values() if len(by_owner) == 1)
+        if len(folders) >= 2 and single * 2 > len(folders):
+            for by_owner in folders.values():
+                if len(by_owner) < 2:
+                    continue
+                home = min(by_owner, key=lambda o: (-len(by_owner[o]), o))
+                problems.extend(f"{table.name} row {table.key}={k}: document file is in the folder of another "
+                                f"record ({owner_col}={home}); a record's documents are its own"
+                                for o, keys in sorted(by_owner.items()) if o != home for k in keys)
+    return problems
+
+
+def check_document_ownership(system: System, table_files: Mapping[str, Sequence[str | Path]], what: str) -> None:
+    """Raise ContentError naming each row whose document is not its record's own (see above)."""
+    problems = document_ownership_problems(system, table_files)
+    if problems:
+        raise ContentError(f"{what}: {len(problems)} document reference(s) do not belong to their record; "
+                           "nothing may be packaged", problems[:200])
+
+
 def _read_children(files: Sequence[str], parent_column: str, keys: pa.Array) -> pa.Table:
     """The rows of a child table whose parent is in ``keys``, filtered while scanning."""
     if not files:
@@ -200,15 +305,22 @@ def build_packages(
     quarantine_dir: Path | None = None,
     policy: FormatPolicy | None = None,
     conversion_timeout: float | None = None,
+    skip: Collection[str] = (),
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk).
 
     ``quarantine_dir`` receives copies of documents the format policy rejects or that fail
     conversion (default ``<build_dir>/quarantined-documents``); ``policy`` defaults to the
-    system's (the shipped default with the system's ``format_policy`` overrides).
+    system's (the shipped default with the system's ``format_policy`` overrides). ``skip``:
+    package IDs not to build (already archived by an earlier, interrupted run of the batch).
+
+    The quality gate refuses a batch whose documents do not belong to their records; the
+    builder asks again, over the whole batch, before it writes anything: such a package can
+    never be built, whatever a deviation or a changed staging folder says.
     """
     profile = profile or (FGS_ERMS if system.content_kind == "erms" else FGS_TABULAR)
     partition = staged.partitions[record_class]
+    check_document_ownership(system, staged.table_files(), f"{system.name} {staged.batch} {record_class}")
     now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
     build_dir.mkdir(parents=True, exist_ok=True)
     formats = _FormatStep(policy or system.formats, build_dir,
@@ -216,6 +328,8 @@ def build_packages(
     built = []
     try:
         for part_no, cases in enumerate(_chunks(system, partition)):
+            if package_id_for(system.name, record_class, staged.batch, part_no, partition.digest) in skip:
+                continue
             built.append(_build_one(system, staged, partition, cases, part_no, build_dir, events, profile, now,
                                     allow_missing_files, formats))
     finally:
@@ -902,11 +1016,29 @@ def _bytes_ref(file_id: str, arcname: str, data: bytes, mime: str, now: dt.datet
 
 
 def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
+    """A path in the package no other document has: two documents never share one file."""
     rel = f"{folder}/{name}" if folder else name
-    if rel in used:
-        rel = f"{folder}/{ident}-{name}" if folder else f"{ident}-{name}"
+    n = 1
+    while rel in used:
+        tag = str(ident) if n == 1 else f"{ident}-{n}"
+        rel = f"{folder}/{tag}-{name}" if folder else f"{tag}-{name}"
+        n += 1
     used.add(rel)
     return rel
+
+
+def _case_folder(folders: dict[str, object], reference: object, key: object) -> str:
+    """The folder of a case's documents in the package, one per case.
+
+    Two references can become the same portable name ("KS 2025/1" and "KS 2025-1"); the second
+    case's documents must not land in the first one's folder, so it gets its key appended.
+    """
+    base = safe_name(str(reference).replace("/", "-"))
+    folder, n = base, 1
+    while folders.setdefault(folder, key) != key:
+        folder = f"{base}-{safe_name(str(key))}" if n == 1 else f"{base}-{safe_name(str(key))}-{n}"
+        n += 1
+    return folder
 
 
 def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Table], work: Path,
@@ -933,6 +1065,8 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
                                               system.tables[pm["table"]].key), keys_of)
                     if pm.get("table") else [(empty, {})] * len(batches))
 
+    case_folders: dict[str, object] = {}
+
     def cases() -> Iterator[erms.Case]:
         for i, batch in enumerate(batches):
             (docs, docs_at), (parties, parties_at) = doc_pieces[i], party_pieces[i]
@@ -944,7 +1078,7 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
 
     def _erms_case(tar, case: dict, case_docs: list[dict], case_parties: list[dict]) -> erms.Case:
         key = case[root_key]
-        folder = safe_name(str(case[cm["reference"]]).replace("/", "-"))
+        folder = _case_folder(case_folders, case[cm["reference"]], key)
         ec = erms.Case(fields=case, parties=case_parties)
         for doc in case_docs:
             number = doc.get(dm.get("number", "")) if dm.get("number") else None

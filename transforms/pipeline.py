@@ -24,14 +24,16 @@ import sqlalchemy as sa
 from . import __version__, review
 from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, add_file_formats, utcnow
 from .config import Settings
-from .errors import ConfigError, ContentError, StateError, StorageError
+from .errors import ArkivError, ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
 from .file_export import FileExportSource, check_delivery, delivery_folder
-from .package import BuiltPackage, RecordEntry, build_packages, package_id_for
+from .masking import safe_name
+from .package import BuiltPackage, RecordEntry, build_packages, document_ownership_problems, package_id_for
 from .periods import add_period
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
 from .retention import failpoint
+from .review import safe_line, safe_message
 from .storage import FileSystemStorage, S3Storage, storage_for
 from .systems import System, load_system, load_systems
 
@@ -93,8 +95,8 @@ def _stage(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime, sou
             return stage(sys_, FileExportSource(sys_, folder), s, e, settings.staging)
         except ContentError as exc:
             where = _quarantine_delivery(settings, sys_.name, folder, exc)
-            raise ContentError(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was staged",
-                               exc.details) from None
+            raise ContentError(safe_line(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was "
+                                         "staged"), [safe_line(d) for d in exc.details]) from None
     return _take_in_prepared(settings, sys_, s, e)
 
 
@@ -104,7 +106,7 @@ def _quarantine_delivery(settings: Settings, name: str, folder: Path, exc: Conte
     dest = settings.quarantine / name / f"{folder.name}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(str(folder), str(dest / "delivery"))
-    (dest / "reason.txt").write_text(str(exc) + "\n", encoding="utf-8")
+    (dest / "reason.txt").write_text(safe_message(exc) + "\n", encoding="utf-8")
     review.open_case(catalogue(settings), system=name, batch_id=f"{name}/{folder.name}", kind="delivery",
                      reasons=[exc.args[0], *exc.details], path=dest)
     return dest
@@ -146,8 +148,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
         if i["outcome"] == "quarantined":
             with cat.session() as ses:
                 cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
-                              detail=f"delivered package {i['source']} is invalid and was quarantined; "
-                                     f"report {i['report']}")
+                              detail=safe_line(f"delivered package {safe_name(i['source'])} is invalid and was "
+                                               f"quarantined; report {i['report']}"))
             review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=i["findings"],
                              path=Path(i["report"]).parent)
     if sys_.extract_kind == "prepared" and staged.is_empty:
@@ -171,7 +173,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
                            f"changed since; nothing was shipped. The new extraction is in {where} for review.")
     if not unchanged:
         cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
-                         interval_end=staged.interval_end, status="staged", rows=state)
+                         interval_end=staged.interval_end, status="staged", rows=state,
+                         planned=planned_packages(sys_, staged))
         with cat.session() as ses:
             cat.add_event(ses, type="capture", outcome="success", agent=AGENT, batch_id=batch_id,
                           detail=f"extracted {_counts(staged.tables)} from {name} for {staged.batch}")
@@ -179,6 +182,21 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
     log.info("extracted %s batch %s: %s", name, staged.batch, _counts(staged.tables))
     return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
             "record_classes": largest_first(staged), "already_archived": unchanged}
+
+
+def _partition_ids(sys_: System, staged: StagedBatch, record_class: str) -> list[str]:
+    """The package IDs one record class of a staged batch is built into (one per chunk of cases)."""
+    part = staged.partitions[record_class]
+    root_rows = part.rows.get(sys_.root_table.name, 0)
+    parts = max(1, -(-root_rows // sys_.max_records))
+    return [package_id_for(sys_.name, record_class, staged.batch, i, part.digest) for i in range(parts)]
+
+
+def planned_packages(sys_: System, staged: StagedBatch) -> list[str]:
+    """Every package ID the batch is made of: the batch is archived when all of them are recorded."""
+    if sys_.extract_kind == "prepared":
+        return sorted(i["package_id"] for i in staged.prepared if i["outcome"] != "quarantined")
+    return sorted(pid for rc in staged.partitions for pid in _partition_ids(sys_, staged, rc))
 
 
 def largest_first(staged: StagedBatch) -> list[str]:
@@ -211,9 +229,16 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
             return {"success": True, "skipped": "batch already archived with identical content"}
     if staged.is_empty:
         return {"success": True, "skipped": "no records in this interval"}
-    if sys_.quality_suite is None:
+    # A file belongs to its record: a row naming another record's file, a metadata file or a
+    # path outside the store is refused here, with the checks, and no deviation can allow it.
+    ownership = document_ownership_problems(sys_, staged.table_files())
+    if sys_.quality_suite is None and not ownership:
         return {"success": True, "skipped": "prepared packages are checked by the validator at intake"}
     deviation = review.approved_deviation(cat, batch_id, _batch_state(staged))
+    if deviation is not None and ownership:
+        raise ContentError(f"{batch_id}: the approved deviation (case {deviation.id}) cannot cover documents that do "
+                           "not belong to their record; nothing may be packaged. The system owner must correct "
+                           "the source.", ownership[:200])
     if deviation is not None:
         # An archivist has seen exactly this content fail and approved it with a deviation.
         cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
@@ -228,28 +253,34 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
         return {"success": True, "deviation": deviation.id}
     result = check_batch(settings.expectations_dir / sys_.quality_suite, staged.table_files(),
                          system=name, batch=staged.batch, report_dir=settings.reports / name,
-                         sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()})
-    failed = result.failed()
+                         sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()}) \
+        if sys_.quality_suite else None
+    failed = result.failed() if result else []
+    report = str(result.result_path) if result else None
+    success = (result is None or result.success) and not ownership
     cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
-                     interval_end=staged.interval_end, status="quality_passed" if result.success else "quality_failed",
-                     rows=_batch_state(staged), quality_report=str(result.result_path))
+                     interval_end=staged.interval_end, status="quality_passed" if success else "quality_failed",
+                     rows=_batch_state(staged), quality_report=report)
+    detail = "; ".join(
+        ([f"quality suite {sys_.quality_suite}: {len(result.checks)} checks, {len(failed)} failed"] if result else [])
+        + ([f"{len(ownership)} document reference(s) not their record's own"] if ownership else [])
+        + ([f"report {report}"] if report else []))
     with cat.session() as ses:
-        cat.add_event(ses, type="validation", outcome="success" if result.success else "failure", agent=AGENT,
-                      batch_id=batch_id, detail=f"quality suite {sys_.quality_suite}: {len(result.checks)} checks, "
-                                                f"{len(failed)} failed; report {result.result_path}")
-    if not result.success:
+        cat.add_event(ses, type="validation", outcome="success" if success else "failure", agent=AGENT,
+                      batch_id=batch_id, detail=detail)
+    if not success:
         where = quarantine(settings, staged)
         reasons = [f"{c.table}: {c.expectation}{' on ' + c.column if c.column else ''}: "
-                   f"{c.unexpected_count} record(s)" for c in failed]
+                   f"{c.unexpected_count} record(s)" for c in failed] + ownership[:200]
         case = review.open_case(cat, system=name, batch_id=batch_id, kind="quality", reasons=reasons, path=where,
-                                report=str(result.result_path), content_state=_batch_state(staged))
+                                report=report, content_state=_batch_state(staged))
         raise ContentError(
             f"{name} batch {staged.batch} failed its quality gate and was quarantined in {where} "
-            f"(case {case}; decide with `arkiv quarantine approve|reject`); nothing was packaged. "
-            f"Report: {result.result_path}",
+            f"(case {case}; decide with `arkiv quarantine approve|reject`); nothing was packaged."
+            + (f" Report: {report}" if report else ""),
             reasons,
         )
-    return {"success": True, "checks": len(result.checks), "report": str(result.result_path)}
+    return {"success": True, "checks": len(result.checks), "report": report}
 
 
 def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> dict:
@@ -333,19 +364,18 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     staged = StagedBatch.load(manifest)
     if sys_.extract_kind == "prepared":
         return _package_prepared(settings, sys_, staged, record_class)
-    part = staged.partitions[record_class]
-    root_rows = part.rows.get(sys_.root_table.name, 0)
-    parts = max(1, -(-root_rows // sys_.max_records))
-    ids = [package_id_for(name, record_class, staged.batch, i, part.digest) for i in range(parts)]
+    ids = _partition_ids(sys_, staged, record_class)
     cat = catalogue(settings)
-    if all(cat.package(i) is not None for i in ids):
+    # A rerun of a batch an earlier run left half-archived builds only what is not recorded yet.
+    done = {i for i in ids if cat.package(i) is not None}
+    if done == set(ids):
         return [{"package_id": i, "already_archived": True} for i in ids]
     deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", _batch_state(staged))
     try:
         built = build_packages(sys_, staged, record_class, settings.build / name,
                                events=_events_for_package(settings, name, staged.batch),
                                allow_missing_files=deviation is not None,
-                               quarantine_dir=settings.quarantine / name / "documents")
+                               quarantine_dir=settings.quarantine / name / "documents", skip=done)
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
@@ -353,7 +383,7 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
         raise StorageError(f"{name} {staged.batch} {record_class}: building the package(s) in "
                            f"{settings.build / name} failed: no space left on device (errno {exc.errno}); nothing "
                            "was stored or recorded for them. Free space (or set ARKIV_BUILD_DIR) and rerun.") from None
-    out = []
+    out = [{"package_id": i, "already_archived": True} for i in ids if i in done]
     for b in built:
         sidecar = _sidecar(b.path)
         sidecar.write_text(json.dumps({k: v for k, v in b.__dict__.items() if k not in ("records", "formats")}
@@ -363,7 +393,8 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
         out.append({"package_id": b.package_id, "path": b.path, "sha256": b.sha256, "size": b.size,
                     "records": b.record_count, "documents": b.document_count, "already_archived": False})
     failpoint("package.after_write")
-    log.info("built %d package(s) for %s %s %s", len(out), name, staged.batch, record_class)
+    log.info("built %d package(s) for %s %s %s (%d already archived)", len(built), name, staged.batch, record_class,
+             len(done))
     return out
 
 
@@ -382,8 +413,9 @@ def _package_prepared(settings: Settings, sys_: System, staged: StagedBatch, rec
         existing = cat.package(i["package_id"])
         if existing is not None:
             if existing.sha256 != i["sha256"]:
-                raise ContentError(f"{sys_.name}: delivered package {i['source']} has OBJID {i['package_id']}, "
-                                   "which the archive already holds with other content; refusing to replace it")
+                raise ContentError(f"{sys_.name}: delivered package {safe_name(i['source'])} has OBJID "
+                                   f"{safe_name(i['package_id'])}, which the archive already holds with other "
+                                   "content; refusing to replace it")
             out.append({"package_id": i["package_id"], "already_archived": True, "source": i["source"]})
             continue
         _sidecar(i["path"]).write_text(json.dumps({
@@ -438,7 +470,7 @@ def verify(settings: Settings, pkg: dict) -> dict:
                                f"(sha256 {stat.sha256} vs {pkg['sha256']})")
         report = validate_package(path)
     if not report.valid:
-        errors = [f"{f.requirement}: {f.message}" for f in report.findings if f.severity == "ERROR"]
+        errors = [safe_line(f"{f.requirement}: {f.message}") for f in report.findings if f.severity == "ERROR"]
         raise ContentError(f"package {pkg['package_id']} is stored but does not validate", errors)
     return {**pkg, "verified_at": utcnow().isoformat(), "validation": "valid",
             "requirements_checked": len(report.checked)}
@@ -485,11 +517,12 @@ def record(settings: Settings, pkg: dict) -> dict:
             if meta.get("delivered_as"):
                 cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid,
                               batch_id=batch_id, time=t(meta["built_at"]),
-                              detail=f"delivered by {meta['system']} as {meta['delivered_as']}; validated at intake "
-                                     f"({meta['outcome']})")
+                              detail=f"delivered by {meta['system']} as {safe_name(meta['delivered_as'])}; validated "
+                                     f"at intake ({meta['outcome']})")
                 for repair in meta.get("repairs", []):
                     cat.add_event(ses, type="modification", outcome="success", agent=AGENT, package_id=pid,
-                                  batch_id=batch_id, time=t(meta["built_at"]), detail=f"repaired at intake: {repair}")
+                                  batch_id=batch_id, time=t(meta["built_at"]),
+                                  detail=safe_line(f"repaired at intake: {repair}"))
             else:
                 cat.add_event(ses, type="creation", outcome="success", agent=AGENT, package_id=pid,
                               batch_id=batch_id, time=t(meta["built_at"]),
@@ -509,17 +542,20 @@ def record(settings: Settings, pkg: dict) -> dict:
             add_file_formats(ses, pid, meta.get("formats", []))
             for finding in meta.get("format_findings", []):
                 cat.add_event(ses, type="validation", outcome="warning", agent=AGENT, package_id=pid,
-                              batch_id=batch_id, detail=f"delivered file not accepted by the format policy: {finding}")
+                              batch_id=batch_id,
+                              detail=safe_line(f"delivered file not accepted by the format policy: {finding}"))
             for q in meta.get("quarantined", []):
                 cat.add_event(ses, type="quarantine", outcome="failure", agent=AGENT, package_id=pid,
-                              batch_id=batch_id, detail=f"document {q['path']} held back: {q['reason']}")
+                              batch_id=batch_id,
+                              detail=safe_line(f"document {safe_name(q['path'])} held back: {q['reason']}"))
             held = meta.get("quarantined", [])
             failpoint("record.after_verify_before_commit")  # everything added, nothing committed
         else:
             held = []
     if held:
         review.open_case(cat, system=meta["system"], batch_id=batch_id, kind="document",
-                         reasons=[f"{q['path']}: {q['reason']}" for q in held], path=Path(held[0]["folder"]))
+                         reasons=[f"{safe_name(q['path'])}: {q['reason']}" for q in held],
+                         path=Path(held[0]["folder"]))
     failpoint("record.after_commit_before_cleanup")
     Path(pkg["path"]).unlink(missing_ok=True)
     _sidecar(pkg["path"]).unlink(missing_ok=True)
@@ -550,6 +586,7 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     batch_id = f"{name}/{staged.batch}"
     changed = False
     if not (sys_.extract_kind == "prepared" and staged.is_empty):
+        _all_recorded(cat, sys_, staged, batch_id)
         structure = sys_.content.get("archive_structure")
         if structure and not staged.is_empty:
             update_archive_structure(cat, sys_, staged, structure, load_systems(settings.systems_dir))
@@ -567,9 +604,19 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     if quarantined:
         raise ContentError(f"{name}: {len(new)} package(s) archived, but {len(quarantined)} delivered package(s) "
                            "are invalid and were quarantined with their validation reports",
-                           [f"{i['source']}: {'; '.join(i['findings'][:3])} (report {i['report']})"
-                            for i in quarantined])
+                           [safe_line(f"{safe_name(i['source'])}: {'; '.join(i['findings'][:3])} "
+                                      f"(report {i['report']})") for i in quarantined])
     return {"batch": staged.batch, "packages_new": len(new), "packages_total": len(results), "changed": changed}
+
+
+def _all_recorded(cat: Catalogue, sys_: System, staged: StagedBatch, batch_id: str) -> None:
+    """Refuse to call a batch archived while any of its packages is not recorded (whole or not at all)."""
+    planned = planned_packages(sys_, staged)
+    missing = [p for p in planned if cat.package(p) is None]
+    if missing:
+        raise StateError(f"{batch_id}: {len(planned) - len(missing)} of {len(planned)} package(s) are recorded; the "
+                         "batch is not archived until every one is. Rerun the interval: recorded packages are "
+                         "skipped, the others are built, stored and recorded.")
 
 
 def _index(settings: Settings, package_ids: list[str]) -> None:
@@ -585,7 +632,7 @@ def _index(settings: Settings, package_ids: list[str]) -> None:
             index_recorded_package(settings, pid)
         except Exception as exc:  # derived data: never let it undo an archived batch
             log.error("search index not updated for package %s (%s: %s); run `arkiv index`", pid,
-                      type(exc).__name__, exc)
+                      type(exc).__name__, safe_line(exc) if isinstance(exc, ArkivError) else "message withheld")
 
 
 def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: Catalogue) -> None:
@@ -605,7 +652,7 @@ def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: C
         stored = mellanarkiv(settings).stat(pkg.location)
         if stored.sha256 != pkg.sha256:
             raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued checksum; "
-                               f"{i['source']} stays in the inbox")
+                               f"{safe_name(i['source'])} stays in the inbox")
         done.mkdir(exist_ok=True)
         os.replace(src, done / i["source"])
 

@@ -17,6 +17,8 @@ operator can look up:
 ``unplaced_record``      a record in no place (its package disposed of without a tombstone, or
                          fewer catalogued records than the package says it holds)
 ``missing_event``        a package without the PREMIS events its state requires
+``partial_batch``        a batch with some of its packages recorded that is not archived (a build or
+                         ship failed part-way), or an archived batch missing one of its packages
 
 ``repair=True`` acts only where the action cannot lose anything, and records a PREMIS event
 for each action:
@@ -50,7 +52,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from . import __version__, ocfl
-from .catalogue import Catalogue, DisposalList, Event, Package, Record, Tombstone
+from .catalogue import Batch, Catalogue, DisposalList, Event, Package, Record, Tombstone
 from .errors import StorageError
 from .hashing import copy_hashed, sha256_file
 
@@ -552,6 +554,36 @@ class _Reconciler:
                                  "find out what happened to the package; its history is incomplete"))
 
 
+    # -- batches -------------------------------------------------------------------------------
+
+    def batches(self) -> None:
+        """A batch is archived whole or not at all: report the ones a failed run left in between."""
+        with self.cat.session() as s:
+            rows = list(s.scalars(sa.select(Batch).order_by(Batch.id)))
+        self.report.checked["batches"] = len(rows)
+        by_batch: dict[str, list[Package]] = {}
+        for p in self.packages.values():
+            by_batch.setdefault(p.batch_id, []).append(p)
+        for b in rows:
+            recorded = by_batch.get(b.id, [])
+            planned = json.loads(b.planned) if b.planned else None
+            missing = [pid for pid in planned if pid not in self.packages] if planned is not None else []
+            if b.status == "archived" and not missing:
+                continue
+            if b.status != "archived" and not recorded:
+                continue  # nothing of it stored yet: a batch waiting for its gate or its first package
+            newest = max([b.updated_at, *(p.created_at for p in recorded)])
+            if self.now - newest < self.grace:
+                continue  # a run may be storing the rest right now
+            of = f"{len(recorded)} of {len(planned) if planned is not None else 'an unknown number of'}"
+            state = "archived" if b.status == "archived" else f"not archived (status {b.status})"
+            self.add(Finding("partial_batch", "catalogue", b.id,
+                             f"system {b.system}, period {b.period}: {of} package(s) recorded, the batch {state}",
+                             sorted(missing)[0] if missing else None,
+                             f"rerun the interval ({b.interval_start} – {b.interval_end}): recorded packages are "
+                             "skipped, the others are built, stored and recorded, then the batch is archived"))
+
+
 def set_aside(cat: Catalogue, store: Storage, key: str, folder: Path, package_id: str | None, *, why: str) -> Path:
     """Copy an uncatalogued object into ``folder``, verify the copy, then remove the original.
 
@@ -585,6 +617,7 @@ def reconcile(cat: Catalogue, mellanarkiv: Storage, slutarkiv: Path | S3Storage,
                     systems=systems, scratch=list(scratch or []),
                     now=now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
     r.records()
+    r.batches()
     r.mellanarkiv()
     r.slutarkiv()
     r.scratch_areas()

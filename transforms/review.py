@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -22,11 +23,31 @@ from .masking import scrub
 
 AGENT = f"Arkivflöde {__version__}"
 
+#: what :func:`transforms.masking.safe_name` escapes: control characters, line separators, bidi overrides
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe_line(text: object) -> str:
+    """One line of a message as a reason, an event, a log line or an alert may carry it.
+
+    A message names files, rows and rules, but a file name comes from the delivery: control
+    characters are escaped (no forged log line) and whatever looks like a personnummer is
+    masked, as :func:`transforms.masking.safe_name` does, without shortening the line."""
+    line = text if isinstance(text, str) else str(text)
+    line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return scrub(_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), line))
+
+
+def safe_message(text: object) -> str:
+    """A multi-line message (an error with its details) with each line made safe by :func:`safe_line`."""
+    return "\n".join(safe_line(line) for line in str(text).split("\n"))
+
 
 def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,
               report: str | None = None, content_state: dict | None = None) -> str:
     """Register a quarantined batch, delivery or package; writes its report page beside the data."""
-    case_id = f"{batch_id}/{path.name}"
+    reasons = [safe_line(r) for r in reasons]
+    case_id = safe_line(f"{batch_id}/{path.name}")
     page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
     docs = data_docs_of(report)
     page.write_text(report_page(system, batch_id, kind, reasons, report, docs.as_uri() if docs else None),
@@ -125,8 +146,9 @@ def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justificatio
         what = ("approved with deviation — the batch may be archived; the deviation is recorded in its PREMIS"
                 if approve else "rejected — the system owner must correct the source; a later run picks it up")
         cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by,
-                      batch_id=case.batch_id, detail=f"quarantine case {case_id} {what}. Reasons: "
-                      f"{'; '.join(json.loads(case.reasons))}. Justification: {justification}")
+                      batch_id=case.batch_id, detail=safe_line(f"quarantine case {case_id} {what}. Reasons: "
+                                                               f"{'; '.join(json.loads(case.reasons))}. "
+                                                               f"Justification: {justification}"))
         return case
 
 

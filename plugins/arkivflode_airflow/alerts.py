@@ -23,6 +23,12 @@ def classify(exception: BaseException | None) -> str:
     return "system"
 
 
+def _safe(text: str) -> str:
+    from transforms.review import safe_message
+
+    return safe_message(text)
+
+
 def alert_line(context: dict) -> dict:
     ti = context.get("task_instance") or context.get("ti")
     exc = context.get("exception")
@@ -37,8 +43,9 @@ def alert_line(context: dict) -> dict:
         "dag_id": getattr(ti, "dag_id", None), "task_id": getattr(ti, "task_id", None),
         "run_id": getattr(ti, "run_id", None), "map_index": getattr(ti, "map_index", None),
         "try_number": getattr(ti, "try_number", None),
-        # the message names batches, packages, rules and counts — never record content
-        "message": str(exc or "")[:2000],
+        # the message names batches, packages, rules and counts — never record content; a delivery's
+        # file name in it is escaped and anything shaped like a personnummer masked all the same
+        "message": _safe(str(exc or ""))[:2000],
         "who_acts": {"content": "archivist / system owner", "fixity": "IT operations + archivist",
                      "system": "IT operations"}[kind],
     }
