@@ -255,27 +255,22 @@ def _local_sip(mellanarkiv: Storage, pkg: Package) -> Iterator[Path]:
 def _check_data_unchanged(inventory: dict, sip_path: Path) -> None:
     """Every data file in the AIP has the very bytes it had in the SIP (compared by SHA-256)."""
     import hashlib
-    import tarfile
-    import zipfile
 
-    # logical paths are "<OBJID>/…" in the object and in the SIP: compare below the root folder
+    from .safe_archive import open_package
+
+    # logical paths are "<OBJID>/…" in the object; the SIP's reader gives paths below its root folder
     aip = {p.removeprefix("v1/content/").split("/", 1)[1]: d
            for d, paths in inventory["fixity"]["sha256"].items() for p in paths}
     sip: dict[str, str] = {}
-    if zipfile.is_zipfile(sip_path):
-        with zipfile.ZipFile(sip_path) as z:
-            for n in z.namelist():
-                if "/representations/" in f"/{n}" and "/data/" in n and not n.endswith("/"):
-                    sip[n.split("/", 1)[1]] = hashlib.sha256(z.read(n)).hexdigest()
-    else:
-        with tarfile.open(sip_path) as t:
-            for m in t.getmembers():
-                if m.isfile() and "/representations/" in f"/{m.name}" and "/data/" in m.name:
-                    h = hashlib.sha256()
-                    with t.extractfile(m) as f:
-                        while chunk := f.read(1024 * 1024):
-                            h.update(chunk)
-                    sip[m.name.split("/", 1)[1]] = h.hexdigest()
+    # The same opener as at intake: the container is what its first bytes say (tar or zip).
+    with open_package(sip_path, compressed=False) as reader:
+        for rel in reader.files():
+            if "/representations/" in f"/{rel}" and "/data/" in rel:
+                h = hashlib.sha256()
+                with reader.open(rel) as f:
+                    while chunk := f.read(1024 * 1024):
+                        h.update(chunk)
+                sip[rel] = h.hexdigest()
     changed = [p for p, d in sip.items() if aip.get(p) != d]
     if changed:
         raise StorageError(f"slutarkiv: {len(changed)} data file(s) differ from the SIP ({changed[0]}); "

@@ -425,6 +425,10 @@ class _ZipReader(PackageReader):
         self._zf = zf
         self._members = members
 
+    def zip_info(self, rel: str) -> zipfile.ZipInfo:
+        """The member's central directory entry (where it starts, how it is compressed)."""
+        return self._members[self._member(rel)]
+
     def _open(self, rel: str):
         # ZipExtFile stops at the declared file_size and checks the CRC, so a member cannot
         # inflate past what its (ratio-checked) header promised.

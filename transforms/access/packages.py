@@ -1,6 +1,7 @@
 """Reading stored packages for access: one streaming pass to index or verify, ranged reads to serve.
 
-A SIP in the mellanarkiv is a TAR; a document inside it is served by seeking to the member's
+A SIP in the mellanarkiv is a TAR (or a ZIP, when a prepared system delivered one; see
+:func:`scan_tar`); a document inside it is served by seeking to the member's
 data offset (found once, when the package is indexed) and copying exactly its size — through
 the storage's ``open(key)``, never unpacked to disk and never read whole. A package in the
 slutarkiv is an OCFL object whose files are plain files, located through its inventory.
@@ -8,9 +9,13 @@ slutarkiv is an OCFL object whose files are plain files, located through its inv
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import struct
 import tarfile
+import tempfile
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -19,6 +24,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from ..errors import StorageError
+from ..safe_archive import KIND_LABELS, SNIFF_BYTES, UnsafeArchive, open_package, sniff
 from ..xmltools import NS_METS, NS_XLINK, parse_bytes
 
 CHUNK = 64 * 1024
@@ -104,12 +110,60 @@ class _Hashing:
 
 
 def scan_tar(stream: BinaryIO) -> Scan:
-    """Read a SIP TAR once from a stream: whole-package SHA-256, each member's offset and SHA-256,
-    and the METS/descriptive metadata bytes. Bounded memory apart from the metadata it keeps."""
+    """Read a stored SIP once from a stream: whole-package SHA-256, each member's offset and SHA-256,
+    and the METS/descriptive metadata bytes. Bounded memory apart from the metadata it keeps.
+
+    The container is what the leading bytes say (:func:`transforms.safe_archive.sniff`), exactly as
+    at intake: a TAR is read as it streams; a ZIP (its directory is at its end) is copied to a
+    temporary file while it is hashed and read through the same checked opener as at intake. A
+    zip member that is stored, not compressed, gets its data offset, so it is served by ranged read
+    like a tar member; a compressed one has none (see :func:`zip_member_chunks`).
+    """
     src = _Hashing(stream)
+    head = _read_upto(src, SNIFF_BYTES)
+    kind = sniff(head)
+    if kind == "tar":
+        return _scan_tar_stream(_Prefixed(head, src), src)
+    if kind == "zip":
+        return _scan_zip_stream(head, src)
+    raise StorageError(f"the stored package is {KIND_LABELS[kind]}, not a tar or zip package")
+
+
+#: another name for :func:`scan_tar`, which reads every container intake stores
+scan_package = scan_tar
+
+
+def _read_upto(f, n: int) -> bytes:
+    parts, got = [], 0
+    while got < n:
+        data = f.read(n - got)
+        if not data:
+            break
+        parts.append(data)
+        got += len(data)
+    return b"".join(parts)
+
+
+class _Prefixed:
+    """A stream whose first bytes were already read (to sniff them): those bytes, then the rest."""
+
+    def __init__(self, head: bytes, rest):
+        self.head, self.rest = head, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.head:
+            if n is None or n < 0:
+                data, self.head = self.head + self.rest.read(), b""
+                return data
+            data, self.head = self.head[:n], self.head[n:]
+            return data
+        return self.rest.read(n)
+
+
+def _scan_tar_stream(stream, src: _Hashing) -> Scan:
     members: dict[str, Member] = {}
     metadata: dict[str, bytes] = {}
-    with tarfile.open(fileobj=src, mode="r|") as tar:  # type: ignore[arg-type]
+    with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[arg-type]
         for info in tar:
             if not info.isfile():
                 continue
@@ -131,6 +185,85 @@ def scan_tar(stream: BinaryIO) -> Scan:
     while src.read(CHUNK):  # the end-of-archive blocks belong to the package's checksum too
         pass
     return Scan(src.h.hexdigest(), src.size, members, metadata)
+
+
+def _scan_zip_stream(head: bytes, src: _Hashing) -> Scan:
+    members: dict[str, Member] = {}
+    metadata: dict[str, bytes] = {}
+    with tempfile.TemporaryDirectory(prefix="arkiv-scan-") as tmp:
+        copy = Path(tmp) / "package.zip"
+        with open(copy, "wb") as out:
+            out.write(head)
+            while chunk := src.read(CHUNK):
+                out.write(chunk)
+        try:
+            with open_package(copy, compressed=False) as reader, open(copy, "rb") as raw:
+                for rel in reader.files():
+                    h = hashlib.sha256()
+                    keep = _is_metadata(rel) and reader.size(rel) <= MAX_METADATA_BYTES
+                    buf = bytearray() if keep else None
+                    with reader.open(rel) as fh:
+                        while chunk := fh.read(CHUNK):
+                            h.update(chunk)
+                            if buf is not None:
+                                buf += chunk
+                    members[rel] = Member(rel, _zip_data_offset(reader, rel, raw), reader.size(rel), h.hexdigest())
+                    if buf is not None:
+                        metadata[rel] = bytes(buf)
+        except UnsafeArchive as exc:
+            raise StorageError(f"the stored zip package cannot be read: {exc}") from None
+    return Scan(src.h.hexdigest(), src.size, members, metadata)
+
+
+def _zip_data_offset(reader, rel: str, raw) -> int | None:
+    """Where a stored (uncompressed) zip member's bytes start in the package; None when compressed."""
+    info = reader.zip_info(rel)
+    if info.compress_type != zipfile.ZIP_STORED:
+        return None
+    raw.seek(info.header_offset + 26)
+    name_len, extra_len = struct.unpack("<HH", raw.read(4))
+    return info.header_offset + 30 + name_len + extra_len
+
+
+def zip_member_chunks(opener: Callable[[], BinaryIO], rel: str, size: int, expected_sha256: str | None = None,
+                      chunk: int = CHUNK) -> Iterator[bytes]:
+    """A compressed member of a stored ZIP, decompressed as it streams and checked against its SHA-256.
+
+    ``opener`` returns the stored package's stream; a file on disk is read in place, any other
+    stream is copied to a temporary file first (a zip's directory is at its end). The member is
+    read through the same checked opener as at intake; a mismatch with ``expected_sha256`` raises
+    :class:`StorageError` before the last chunk is given out.
+    """
+    f = opener()
+    try:
+        with contextlib.ExitStack() as stack:
+            local = getattr(f, "name", None)
+            if not (isinstance(local, str) and Path(local).is_file()):
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="arkiv-zip-"))
+                local = str(Path(tmp) / "package.zip")
+                with open(local, "wb") as out:
+                    while data := f.read(chunk):
+                        out.write(data)
+            try:
+                reader = stack.enter_context(open_package(local, compressed=False))
+                if not reader.is_file(rel) or reader.size(rel) != size:
+                    raise StorageError("a stored document is not where the index says; run `arkiv index`")
+                fh = stack.enter_context(reader.open(rel))
+                h, pending = hashlib.sha256(), b""
+                while data := fh.read(chunk):
+                    h.update(data)
+                    if pending:
+                        yield pending
+                    pending = data
+            except UnsafeArchive as exc:
+                raise StorageError(f"a stored document cannot be read: {exc.rule}") from None
+            if expected_sha256 and h.hexdigest() != expected_sha256:
+                raise StorageError("a stored document no longer matches its checksum; delivery stopped "
+                                   "(run the audit)")
+            if pending:
+                yield pending
+    finally:
+        f.close()
 
 
 def scan_ocfl(object_root: Path) -> Scan:
