@@ -14,7 +14,7 @@ The same code the DAGs run, without Airflow::
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
     arkiv reconcile [--deep] [--repair] [--json]  catalogue vs storage: orphans, missing, half-finished
     arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT
-    arkiv index | search | export | access-log | access-token | receipt | api   access (README "Access")
+    arkiv index | search | export | access-log | access-token | receipt | api   access (docs/access-api.md)
 """
 
 from __future__ import annotations
