@@ -57,6 +57,80 @@ MAX_EXAMPLES = 20
 TABLE_STAGED = "arkiv_table_is_staged"
 ID_COLUMN_PRESENT = "arkiv_id_column_is_present"
 
+# Checks of the text itself, run over every text column of every staged table (a database
+# sends NUL and control characters as readily as a file does).
+TEXT_CONTROL = "arkiv_text_has_no_control_characters"
+TEXT_BOM = "arkiv_text_has_no_byte_order_mark"
+TEXT_MOJIBAKE = "arkiv_text_is_not_double_encoded"
+#: rule -> what the offending values hold (never the values themselves)
+TEXT_RULES = {
+    TEXT_CONTROL: "hold NUL or another control character (only tab, CR and LF belong in text)",
+    TEXT_BOM: "hold a byte-order mark (U+FEFF), which belongs only in the first bytes of a file",
+    TEXT_MOJIBAKE: "hold UTF-8 read as a single-byte encoding (mojibake: \"Ã¥\" where \"å\" was meant)",
+}
+_CONTROL_RANGES = [(0x00, 0x08), (0x0B, 0x0C), (0x0E, 0x1F), (0x7F, 0x9F)]
+_CONTROL = re.compile("[" + "".join(f"\\x{a:02x}-\\x{b:02x}" for a, b in _CONTROL_RANGES) + "]")
+
+
+def _continuation_chars() -> list[str]:
+    """How UTF-8's continuation bytes (0x80-0xBF) look when read as windows-1252 or ISO-8859-1."""
+    chars = {chr(b) for b in range(0x80, 0xC0)}  # ISO-8859-1: every byte is the code point
+    # 0x81, 0x8D, 0x8F, 0x90 and 0x9D are undefined in windows-1252: ignored, they add nothing
+    chars.update(bytes([b]).decode("cp1252", "ignore") for b in range(0x80, 0xC0))
+    chars.discard("")
+    return sorted(chars)
+
+
+_CONTINUATION = _continuation_chars()
+# A UTF-8 lead byte (0xC2-0xF4) read as a single-byte encoding, then what its continuation
+# bytes became: "Ã¥" is "å" (C3 A5), "â€“" is "–" (E2 80 93).
+_MOJIBAKE = re.compile("[\u00c2-\u00f4][" + "".join(re.escape(c) for c in _CONTINUATION) + "]+")
+# The same, for Arrow's RE2 (a first pass over whole columns; hits are classified in Python).
+_SUSPECT_RE2 = ("[" + "".join(f"\\x{{{a:02X}}}-\\x{{{b:02X}}}" for a, b in _CONTROL_RANGES) + "\\x{FEFF}]|"
+                "[\\x{C2}-\\x{F4}][" + "".join(f"\\x{{{ord(c):X}}}" for c in _CONTINUATION) + "]")
+
+
+_SUSPECT = re.compile(_CONTROL.pattern + "|\ufeff|" + _MOJIBAKE.pattern)
+
+
+def may_be_faulty(text: str) -> bool:
+    """A cheap first pass: False means :func:`text_faults` would find nothing in ``text``."""
+    return _SUSPECT.search(text) is not None
+
+
+def _as_byte(ch: str) -> int:
+    try:
+        return ch.encode("cp1252")[0]
+    except UnicodeEncodeError:
+        return ord(ch)  # ISO-8859-1's view of 0x80-0x9F
+
+
+def is_mojibake(text: str) -> bool:
+    """Whether ``text`` holds a UTF-8 multibyte sequence that was decoded as windows-1252/ISO-8859-1."""
+    for m in _MOJIBAKE.finditer(text):
+        raw = bytes(_as_byte(c) for c in m.group())
+        size = 2 if raw[0] < 0xE0 else 3 if raw[0] < 0xF0 else 4
+        if len(raw) >= size:
+            try:
+                raw[:size].decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            return True
+    return False
+
+
+def text_faults(text: str) -> tuple[str, ...]:
+    """The text rules a value breaks (:data:`TEXT_RULES` keys), in a fixed order; () for clean text."""
+    faults = []
+    if _CONTROL.search(text):
+        faults.append(TEXT_CONTROL)
+    if "\ufeff" in text:
+        faults.append(TEXT_BOM)
+    if is_mojibake(text):
+        faults.append(TEXT_MOJIBAKE)
+    return tuple(faults)
+
+
 _TYPE_RE = re.compile(r"^expect_[a-z0-9_]+$")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt))(?::|$)")
 _SUITE_KEYS = {"name", "description", "tables"}
@@ -350,8 +424,10 @@ def check_batch(
                 )
             )
             continue
-        df = _read_table(tname, files)
+        arrow = _read_arrow(tname, files)
+        df = _to_pandas(arrow)
         rows[tname] = len(df)
+        checks.extend(_text_checks(tname, arrow, tsuite.id_column, sensitive.get(tname, set())))
         table_values = _sensitive_values(df, sensitive.get(tname, set()))
         withheld_values |= table_values
         table_checks, validation = _check_table(gx, datasource, tsuite, gx_expectations[tname], df,
@@ -363,7 +439,9 @@ def check_batch(
         if tname not in suite.tables:
             # Not a failure (the suite decides what is checked), but worth a line in the log.
             log.warning("table %s is staged but suite %s has no expectations for it", tname, suite.name)
-            rows[tname] = _count_rows(tname, files)
+            arrow = _read_arrow(tname, files, strings_only=True)
+            rows[tname] = arrow.num_rows
+            checks.extend(_text_checks(tname, arrow, None, sensitive.get(tname, set())))
 
     _withhold(checks, withheld_values)
     success = all(c.success for c in checks)
@@ -429,23 +507,85 @@ def _to_gx(spec: ExpectationSpec, suite_path: Path):
 
 
 def _read_table(tname: str, files: Iterable[Path]):
+    return _to_pandas(_read_arrow(tname, files))
+
+
+def _to_pandas(table):
+    # integer_object_nulls keeps integer ids integers when the column has a null (otherwise
+    # pandas makes them floats and "17" is reported as "17.0"). date32 stays datetime.date,
+    # which GX's between-check compares with the suite's ISO date strings.
+    return table.to_pandas(integer_object_nulls=True)
+
+
+def _read_arrow(tname: str, files: Iterable[Path], *, strings_only: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     parts = []
     for f in files:
         try:
-            parts.append(pq.read_table(f))
+            if strings_only:
+                schema = pq.read_schema(f)
+                parts.append(pq.read_table(f, columns=[n.name for n in schema if _is_text(n.type)]))
+            else:
+                parts.append(pq.read_table(f))
         except (OSError, pa.ArrowException) as exc:
             raise StorageError(f"cannot read staging file {f} of table {tname}: {exc}") from exc
     try:
-        table = pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
+        return pa.concat_tables(parts, promote_options="default") if len(parts) > 1 else parts[0]
     except pa.ArrowException as exc:
         raise ContentError(f"staging files of table {tname} have incompatible schemas: {exc}") from exc
-    # integer_object_nulls keeps integer ids integers when the column has a null (otherwise
-    # pandas makes them floats and "17" is reported as "17.0"). date32 stays datetime.date,
-    # which GX's between-check compares with the suite's ISO date strings.
-    return table.to_pandas(integer_object_nulls=True)
+
+
+def _is_text(arrow_type) -> bool:
+    import pyarrow as pa
+
+    return pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type)
+
+
+def _text_checks(tname: str, table, id_column: str | None, sensitive: set[str]) -> list[CheckResult]:
+    """One failed check per text column and rule that some value breaks; nothing when the text is clean.
+
+    Offending rows are named by the id column (or, in a table the suite does not know, by
+    their position); the values never leave this function.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids_of = None
+    if id_column is not None and id_column in table.column_names:
+        ids_of = table.column(id_column)
+    results: list[CheckResult] = []
+    for field in table.schema:
+        if not _is_text(field.type) or field.name == "record_class":
+            continue
+        column = table.column(field.name)
+        hits = pc.fill_null(pc.match_substring_regex(column, _SUSPECT_RE2), False)
+        if not pc.any(hits).as_py():
+            continue
+        positions = np.flatnonzero(hits.to_numpy(zero_copy_only=False))
+        values = column.take(positions).to_pylist()
+        found: dict[str, list[int]] = {}
+        for pos, value in zip(positions.tolist(), values, strict=True):
+            for rule in text_faults(value):
+                found.setdefault(rule, []).append(pos)
+        for rule in TEXT_RULES:
+            where = found.get(rule)
+            if not where:
+                continue
+            if ids_of is not None:
+                ids = list(dict.fromkeys(_id_text(v) for v in ids_of.take(where[:MAX_OFFENDING_IDS]).to_pylist()))
+            else:
+                ids = [f"row {p + 1}" for p in where[:MAX_OFFENDING_IDS]]
+            results.append(CheckResult(
+                table=tname, expectation=rule, column=field.name, kwargs_summary="", success=False,
+                element_count=table.num_rows, unexpected_count=len(where), offending_ids=ids,
+                notes=f"{len(where)} value(s) {TEXT_RULES[rule]}; the text is not what the source declares, "
+                      "so it must not be archived as the record.",
+                sensitive=field.name in sensitive,
+            ))
+            log.warning("%s.%s: %d value(s) break %s", tname, field.name, len(where), rule)
+    return results
 
 
 def _count_rows(tname: str, files: Iterable[Path]) -> int:
