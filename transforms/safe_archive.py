@@ -20,7 +20,9 @@ says whether the archive had that shape (``single_root``).
 from __future__ import annotations
 
 import abc
+import bz2
 import contextlib
+import gzip
 import io
 import lzma
 import os
@@ -644,6 +646,10 @@ def _check_tar_end(src: Path, tf: tarfile.TarFile, compressed: bool) -> None:
         raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
     if f.seek(tf.offset) < tf.offset:
         raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
+    if f.read(512) != bytes(512):
+        # tarfile stops quietly at the end of the file too: without the end-of-archive block
+        # nothing tells a whole archive from one cut short after a member.
+        raise UnsafeArchive(src, None, "the archive has no end-of-archive block (it may be cut short)")
     while chunk := f.read(1 << 20):
         if chunk.strip(b"\0"):
             raise UnsafeArchive(src, None, "data after the tar's end (a second archive, hidden data or a "
@@ -754,7 +760,21 @@ def _open_zip(src: Path, limits: Limits) -> PackageReader:
     return _ZipReader(src, inv, zf, zmembers, prefix=prefix, root=prefix or _stem(src))
 
 
+_DECOMPRESSORS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
+
+
 def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
+    if kind != "tar":
+        # What is compressed must itself be a tar, not a zip or anything else.
+        try:
+            with _DECOMPRESSORS[kind](src, "rb") as inner:
+                head = inner.read(SNIFF_BYTES)
+        except (OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise
+            raise UnsafeArchive(src, None, f"damaged {KIND_LABELS[kind]}", type(exc).__name__) from None
+        if sniff(head) != "tar":
+            raise UnsafeArchive(src, None, f"the {KIND_LABELS[kind]} is not a tar archive")
     try:
         tf = tarfile.open(src, _TAR_MODES[kind], encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
     except (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError) as exc:
@@ -763,12 +783,6 @@ def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
         what = "tar" if kind == "tar" else f"{kind}-compressed tar"
         raise UnsafeArchive(src, None, f"not a readable {what} archive", type(exc).__name__) from None
     try:
-        if kind != "tar":
-            # What is compressed must itself be a tar, not a zip or anything else.
-            tf.fileobj.seek(0)
-            if sniff(tf.fileobj.read(SNIFF_BYTES)) != "tar":
-                raise UnsafeArchive(src, None, f"the {kind}-compressed data is not a tar archive")
-            tf.fileobj.seek(0)
         inv, sparse = _scan_tar(src, tf, limits)
         _check_tar_end(src, tf, compressed=kind != "tar")
     except UnsafeArchive:
