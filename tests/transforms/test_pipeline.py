@@ -195,3 +195,88 @@ def test_record_classes_are_mapped_largest_first():
     staged = StagedBatch("lex", "2025", "2025-01-01", "2026-01-01", "/nowhere", {},
                          {rc: Partition(rc, rows=rows) for rc, rows in sizes.items()})
     assert largest_first(staged) == ["1.2", "2.1", "1.1", "3.1", "4.1"]
+
+
+#: the tax agency's test personnummer and a name no generator makes, planted in a record
+PLANTED_PNR = "19121212-1212"
+PLANTED_NAME = "Zäta Läckström"
+
+
+def _forms(pnr: str) -> list[str]:
+    """Every way a personnummer can be written: with or without century, with or without dash."""
+    digits = pnr.replace("-", "")
+    return [pnr, digits, pnr[2:], digits[2:]]
+
+
+def test_a_planted_personnummer_and_name_reach_no_message_of_a_failed_run(tmp_path, lex_source, monkeypatch,
+                                                                          caplog, capsys):
+    """Values never in the chain's messages: a party's personnummer and name, in the record and in
+    a delivered file name, and a batch that fails (a document that belongs to two cases). Neither
+    may appear in any catalogue row, the review case and its page, the task log or the alert."""
+    import logging
+    import os
+    import shutil
+    from pathlib import Path
+
+    import sqlalchemy as sa
+    from airflow.sdk.exceptions import AirflowFailException
+    from arkivflode_airflow import alerts, steps
+
+    from transforms import pipeline, review
+
+    root = tmp_path / "lex"
+    root.mkdir()
+    shutil.copy(lex_source["url"].removeprefix("sqlite:///"), root / "lex.sqlite")
+    shutil.copytree(lex_source["files"], root / "files")
+    url = f"sqlite:///{root / 'lex.sqlite'}"
+    for k in list(os.environ):
+        if k.startswith("ARKIV_"):
+            monkeypatch.delenv(k)
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_LEX_FILES", str(root / "files"))
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        docs = [dict(r._mapping) for r in c.execute(sa.text(
+            "SELECT d.* FROM documents d JOIN cases c ON c.case_id = d.case_id WHERE c.closed_date >= '2025-01-01' "
+            "AND c.closed_date < '2026-01-01' ORDER BY d.document_id"))]
+        a = docs[0]
+        b = next(d for d in docs if d["case_id"] != a["case_id"])
+        party = c.execute(sa.text("SELECT min(party_id) FROM parties")).scalar()
+        c.execute(sa.text("UPDATE parties SET case_id = :c, party_type = 'person', name = :n, personnummer = :p "
+                          "WHERE party_id = :id"), {"c": a["case_id"], "n": PLANTED_NAME, "p": PLANTED_PNR,
+                                                    "id": party})
+        c.execute(sa.text("UPDATE cases SET title = :t WHERE case_id = :c"),
+                  {"t": f"Ansökan från {PLANTED_NAME} ({PLANTED_PNR})", "c": a["case_id"]})
+        # the supplier names the file after the person; a second case's row points at the same file
+        rel = f"{a['file_path'].rsplit('/', 1)[0]}/{PLANTED_PNR} {PLANTED_NAME}.pdf"
+        (root / "files" / a["file_path"]).rename(root / "files" / rel)
+        c.execute(sa.text("UPDATE documents SET file_path = :r, file_name = :n WHERE document_id = :d"),
+                  {"r": rel, "n": f"{PLANTED_NAME} {PLANTED_PNR}.pdf", "d": a["document_id"]})
+        new_id = c.execute(sa.text("SELECT max(document_id) + 1 FROM documents")).scalar()
+        row = {**b, "document_id": new_id, "document_number": 99, "file_path": rel,
+               "file_name": f"{PLANTED_NAME}.pdf", "title": f"Yttrande om {PLANTED_NAME}"}
+        c.execute(sa.text(f"INSERT INTO documents ({', '.join(row)}) VALUES ({', '.join(':' + k for k in row)})"),
+                  row)
+    engine.dispose()
+
+    caplog.set_level(logging.DEBUG)
+    batch = steps.run(pipeline.extract, "lex", "2025-01-01", "2026-01-01", url)
+    with pytest.raises(AirflowFailException) as failed:
+        steps.run(pipeline.check_quality, "lex", batch["manifest"])
+    alerts.on_failure({"exception": failed.value, "ti": None})
+    alert = json.dumps(alerts.alert_line({"exception": failed.value}), ensure_ascii=False)
+    assert f"document_id={new_id}" in alert, "the alert names the row and the rule"
+
+    settings = pipeline.Settings.from_env()
+    cat = Catalogue(settings.catalogue_url)
+    rows = json.dumps({t: [[str(v) for v in r] for r in rs] for t, rs in cat.snapshot().items()},
+                      ensure_ascii=False)
+    (case,) = review.cases(cat)
+    page = next(Path(case.path).glob("rapport.html")).read_text(encoding="utf-8")
+    out = capsys.readouterr()
+    outputs = {"catalogue": rows, "review case": case.reasons + (case.justification or ""), "review page": page,
+               "alert": alert, "task failure": str(failed.value), "log": caplog.text, "output": out.out + out.err}
+    for where, text in outputs.items():
+        for value in [*_forms(PLANTED_PNR), PLANTED_NAME, PLANTED_NAME.split()[1]]:
+            assert value not in text, f"{value!r} leaked into the {where}"
