@@ -3,13 +3,15 @@ does only what is safe, leaving a PREMIS event for every action."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
 
 import pytest
+import sqlalchemy as sa
 
-from transforms.catalogue import Catalogue, Package, Record
+from transforms.catalogue import Batch, Catalogue, Package, Record
 from transforms.cli import main
 from transforms.config import Settings
 from transforms.storage import storage_for
@@ -150,3 +152,48 @@ def test_bucket_orphans_and_recorded_checksums(home, capsys, s3_env, monkeypatch
     assert code == 1 and _kinds(report) == ["mismatch", "orphan"]
     code, report = _reconcile(capsys, "--repair", "--grace", "0")
     assert _kinds(report) == ["mismatch"] and not store.exists("lex/2025/uuid-7.tar")
+
+
+def _batch(s: Settings, status: str, planned: list[str] | None, age: dt.timedelta = dt.timedelta(hours=2)) -> None:
+    cat = Catalogue(s.catalogue_url)
+    cat.migrate()
+    cat.upsert_batch(batch_id="lex/2025", system="lex", period="2025", interval_start="2025-01-01T00:00:00",
+                     interval_end="2026-01-01T00:00:00", status=status, rows={"tables": {}}, planned=planned)
+    old = dt.datetime.now(dt.UTC).replace(tzinfo=None) - age
+    with cat.session() as ses:
+        ses.execute(sa.update(Batch).values(updated_at=old))
+        ses.execute(sa.update(Package).values(created_at=old))
+
+
+def test_a_batch_with_some_packages_recorded_and_not_archived_is_a_partial_batch(home, capsys):
+    s = Settings.from_env().ensure()
+    _archive(s, 1, ["1"])
+    _batch(s, "quality_passed", ["uuid-1", "uuid-2", "uuid-3"])
+    code, report = _reconcile(capsys)
+    assert code == 1 and _kinds(report) == ["partial_batch"]
+    (f,) = report["findings"]
+    assert f["key"] == "lex/2025" and f["package_id"] == "uuid-2" and not f["repairable"]
+    assert f["detail"] == "system lex, period 2025: 1 of 3 package(s) recorded, the batch not archived (status " \
+                          "quality_passed)"
+    assert "rerun the interval (2025-01-01T00:00:00 – 2026-01-01T00:00:00)" in f["action"]
+    assert main(["reconcile"]) == 1 and "partial_batch" in capsys.readouterr().out
+
+
+def test_a_partial_batch_from_before_the_package_list_says_it_does_not_know_the_total(home, capsys):
+    s = Settings.from_env().ensure()
+    _archive(s, 1, ["1"])
+    _batch(s, "staged", None)
+    code, report = _reconcile(capsys)
+    assert code == 1 and "1 of an unknown number of package(s) recorded" in report["findings"][0]["detail"]
+
+
+def test_a_batch_being_written_now_or_archived_whole_is_no_finding(home, capsys):
+    s = Settings.from_env().ensure()
+    _archive(s, 1, ["1"])
+    _batch(s, "quality_passed", ["uuid-1", "uuid-2"], age=dt.timedelta(minutes=5))
+    code, report = _reconcile(capsys)  # within the default grace period of an hour: a run may be at it
+    assert code == 0 and report["consistent"]
+    _archive(s, 2, ["2"])
+    _batch(s, "archived", ["uuid-1", "uuid-2"])
+    code, report = _reconcile(capsys, "--grace", "0")
+    assert code == 0 and report["consistent"] and report["checked"]["batches"] == 1
