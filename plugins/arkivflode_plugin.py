@@ -4,6 +4,9 @@
 * ``/arkiv-api`` — the archive API and its search page (transforms/access): business systems,
   archivists and researchers authenticate with their own archive credentials (`arkiv access-token`),
   since a business system is not an Airflow user. It also runs on its own with `arkiv api`.
+
+The API server's request log (uvicorn's access log) is filtered so that it never prints the
+query string of a request to either app, and masks anything shaped like a personnummer in their paths.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from arkivflode_airflow.ui import BASE, app
 
-from transforms.access.api import create_app
+from transforms.access.api import create_app, install_request_log_filter
 
 ACCESS_BASE = "/arkiv-api"
+# the API server's request log must not print our query strings (a search or a purpose could name a person)
+install_request_log_filter((ACCESS_BASE, BASE))
 
 
 class ArkivflodePlugin(AirflowPlugin):

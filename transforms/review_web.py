@@ -6,16 +6,26 @@ the reports the quality gate wrote; nothing here knows about Airflow.
 
 Pages are plain server-rendered HTML with a small stylesheet and an inline SVG chart: they
 load nothing from the internet and work in any browser an archive's staff may have.
+
+The decision form is protected against cross-site request forgery twice over: it carries a
+token signed for the user, the case and the time it was rendered (:func:`csrf_token`, checked
+by :func:`csrf_valid`, valid for :data:`CSRF_MAX_AGE`), and the browser's own ``Origin`` and
+``Sec-Fetch-Site`` headers must say the POST came from this site (:func:`same_origin`). A page
+on another site can neither read the token nor fake those headers, so a forged POST decides nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import html
 import json
+import time
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
@@ -108,7 +118,50 @@ def decision_history(cat: Catalogue, case: QuarantineCase) -> list[Event]:
             if ev.type in {"capture", "validation", "quarantine", "decision", "replication"}]
 
 
-def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bool) -> str:
+#: how long a rendered decision form may be submitted (a working day)
+CSRF_MAX_AGE = 12 * 3600
+
+
+def _csrf_mac(key: bytes, user: str, case_id: str, issued: int) -> str:
+    msg = json.dumps([user, case_id, issued], ensure_ascii=True).encode("ascii")
+    return hmac.new(key, b"arkiv-decision-form\0" + msg, hashlib.sha256).hexdigest()
+
+
+def csrf_token(key: bytes, user: str, case_id: str, now: float | None = None) -> str:
+    """A token for one user's decision form on one case: ``<issued>.<HMAC>``, checked by :func:`csrf_valid`."""
+    issued = int(time.time() if now is None else now)
+    return f"{issued}.{_csrf_mac(key, user, case_id, issued)}"
+
+
+def csrf_valid(key: bytes, token: str | None, user: str, case_id: str, now: float | None = None,
+               max_age: int = CSRF_MAX_AGE) -> bool:
+    """Whether ``token`` was issued by :func:`csrf_token` to ``user`` for ``case_id`` and has not expired."""
+    issued_text, _, mac = (token or "").partition(".")
+    if not issued_text.isdigit() or len(issued_text) > 12 or len(mac) != 64:
+        return False
+    issued = int(issued_text)
+    now = time.time() if now is None else now
+    if not (now - max_age <= issued <= now + 60):
+        return False
+    return hmac.compare_digest(mac, _csrf_mac(key, user, case_id, issued))
+
+
+def same_origin(headers: Mapping[str, str], host: str | None) -> bool:
+    """Whether the browser says the request came from this site: ``Sec-Fetch-Site`` (when sent) is
+    ``same-origin`` or ``none``, and ``Origin`` (when sent) names ``host``. Clients that send neither
+    header (curl, older browsers) are judged by the form token alone."""
+    site = headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = headers.get("origin")
+    if origin is None:
+        return True
+    if origin == "null" or not host:
+        return False
+    return urlsplit(origin).netloc.lower() == host.lower()
+
+
+def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bool, csrf: str = "") -> str:
     """One case: the bilingual report, a link to the Data Docs, the history and (if allowed) the decision form."""
     docs = data_docs_of(case.report)
     report = report_page(case.system, case.batch_id, case.kind, json.loads(case.reasons), case.report,
@@ -124,7 +177,8 @@ def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bo
     form = ""
     if case.status == "open" and may_decide:
         form = (f"<form class=\"decision\" method=\"post\" action=\"{base}/case/decision\">"
-                f"<input type=\"hidden\" name=\"id\" value=\"{e(case.id)}\"><h2>Beslut / Decision</h2>"
+                f"<input type=\"hidden\" name=\"id\" value=\"{e(case.id)}\">"
+                f"<input type=\"hidden\" name=\"csrf\" value=\"{e(csrf)}\"><h2>Beslut / Decision</h2>"
                 "<label>Motivering / Justification (sparas för alltid / kept for ever)<br>"
                 "<textarea name=\"reason\" required></textarea></label><p>"
                 "<button type=\"submit\" name=\"action\" value=\"approve\">Godkänn med avvikelse / Approve with "

@@ -7,7 +7,10 @@ system's DAG: reading a case needs read access to that DAG, deciding needs edit 
 (with the simple auth manager: role ``viewer`` reads, ``user`` and above decide).
 
 The pages themselves are rendered by :mod:`transforms.review_web`; decisions go through
-:func:`transforms.review.decide`, exactly as ``arkiv quarantine approve|reject`` does.
+:func:`transforms.review.decide`, exactly as ``arkiv quarantine approve|reject`` does. A decision
+is a state change made with the browser's session cookie, so it is checked against cross-site
+request forgery: the form's signed token and the browser's Origin/Sec-Fetch-Site headers
+(``review_web.csrf_valid``, ``review_web.same_origin``); a forged POST is refused with 403.
 """
 
 from __future__ import annotations
@@ -82,6 +85,13 @@ def _case(case_id: str, user, method: str = "GET"):
     return cat, case
 
 
+def _csrf_key() -> bytes:
+    from transforms.access.auth import secret_key
+    from transforms.config import Settings
+
+    return secret_key(Settings.from_env().home, "csrf.key", "ARKIV_CSRF_KEY")
+
+
 def create_app() -> FastAPI:
     app = FastAPI(title="Arkivflöde — archivist's page", description=__doc__, docs_url=None, redoc_url=None)
 
@@ -117,17 +127,26 @@ def create_app() -> FastAPI:
 
     @app.get("/case", response_class=HTMLResponse)
     def case(user: User, id: str) -> str:  # noqa: A002 - the query parameter's name
-        from transforms.review_web import case_page
+        from transforms.review_web import case_page, csrf_token
 
         cat, c = _case(id, user)
-        return case_page(cat, c, BASE, may_decide=_may(user, c.system, "PUT"))
+        may_decide = _may(user, c.system, "PUT")
+        token = csrf_token(_csrf_key(), user.get_name(), c.id) if may_decide else ""
+        return case_page(cat, c, BASE, may_decide=may_decide, csrf=token)
 
     @app.post("/case/decision")
-    def decide(user: User, id: Annotated[str, Form()], action: Annotated[str, Form()],  # noqa: A002
-               reason: Annotated[str, Form()]) -> RedirectResponse:
+    def decide(request: Request, user: User, id: Annotated[str, Form(max_length=200)],  # noqa: A002
+               action: Annotated[str, Form(max_length=20)], reason: Annotated[str, Form(max_length=10_000)],
+               csrf: Annotated[str, Form(max_length=200)] = "") -> RedirectResponse:
         from transforms import review
-        from transforms.review_web import case_url
+        from transforms.review_web import case_url, csrf_valid, same_origin
 
+        host = request.headers.get("x-forwarded-host") or request.headers.get("host")
+        if not same_origin(request.headers, host) or not csrf_valid(_csrf_key(), csrf, user.get_name(), id):
+            log.warning("decision refused: cross-site request or missing/expired form token (user %s)",
+                        user.get_name())
+            raise HTTPException(403, "the decision form has expired or the request did not come from this page; "
+                                     "open the case again and decide there")
         if action not in {"approve", "reject"}:
             raise HTTPException(400, "action: approve or reject")
         cat, c = _case(id, user, "PUT")

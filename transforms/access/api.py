@@ -290,7 +290,9 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
                                  background=BackgroundTask(_remove_tree, tmp))
 
     app.add_middleware(RequestGuard)
-    install_request_log_filter()
+    # served by `arkiv api` the log configuration covers every path (serve); inside another server
+    # (Airflow's) at least ours, wherever it is mounted (the plugin adds its prefix)
+    install_request_log_filter((PREFIX, "/archive"))
     return app
 
 

@@ -253,18 +253,15 @@ def authenticate(cat: Catalogue, token: str | None, *, now: dt.datetime | None =
 _DIGITS = re.compile(r"\D")
 
 
-def personnummer_key(home: Path) -> bytes:
-    """The HMAC key for personnummer digests: ``ARKIV_ACCESS_KEY`` or a key file made once under ARKIV_HOME.
-
-    Without the key a digest cannot be turned back into a number by trying every birth date.
-    """
-    env = os.environ.get("ARKIV_ACCESS_KEY")
-    if env:
-        return env.encode("utf-8")
-    path = home / "access" / "personnummer.key"
+def secret_key(home: Path, filename: str, env: str) -> bytes:
+    """A secret key: the environment variable ``env`` or a key file made once under ``ARKIV_HOME/access``."""
+    value = os.environ.get(env)
+    if value:
+        return value.encode("utf-8")
+    path = home / "access" / filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
@@ -272,6 +269,14 @@ def personnummer_key(home: Path) -> bytes:
             os.link(tmp, path)  # never replace a key another process made meanwhile
         tmp.unlink(missing_ok=True)
     return path.read_text().strip().encode("utf-8")
+
+
+def personnummer_key(home: Path) -> bytes:
+    """The HMAC key for personnummer digests: ``ARKIV_ACCESS_KEY`` or a key file made once under ARKIV_HOME.
+
+    Without the key a digest cannot be turned back into a number by trying every birth date.
+    """
+    return secret_key(home, "personnummer.key", "ARKIV_ACCESS_KEY")
 
 
 def personnummer_digest(key: bytes, value: str) -> str | None:

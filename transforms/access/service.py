@@ -92,7 +92,7 @@ class Archive:
             accesslog.log(self.cat, who, action, target, purpose=purpose,
                           outcome="not_found" if entry is None else "refused",
                           detail="" if entry is None else f"outside the credential's scope ({who.system})")
-            raise NotFound(f"no record {target} in the archive")
+            raise NotFound(f"no record {_shown(target)} in the archive")
         return entry
 
     def record(self, who: Principal, system: str, source_id: str, *, purpose: str = "") -> dict:
@@ -161,7 +161,8 @@ class Archive:
         doc = next((d for d in index.documents_of(self.cat, e.id) if d.document_id == document_id), None)
         if doc is None or doc.path is None:
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="not_found", names=names)
-            raise NotFound(f"no document {document_id} with a file in record {system}/{source_id}")
+            raise NotFound(f"no document {_shown(document_id)} with a file in record "
+                           f"{_shown(system)}/{_shown(source_id)}")
         if (e.secret or doc.secret) and not who.sees_secret:
             reg = e.secrecy_reference if e.secret else doc.secrecy_reference
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld",
@@ -210,7 +211,7 @@ class Archive:
             accesslog.log(self.cat, who, "history", package_id, purpose=purpose,
                           outcome="not_found" if pkg is None else "refused",
                           detail="" if pkg is None else f"outside the credential's scope ({who.system})")
-            raise NotFound(f"no package {package_id}")
+            raise NotFound(f"no package {_shown(package_id)}")
         events = self.cat.events(package_id=package_id)
         batch = [e for e in self.cat.events(batch_id=pkg.batch_id) if e.package_id is None]
         accesslog.log(self.cat, who, "history", package_id, purpose=purpose)
@@ -252,7 +253,7 @@ class Archive:
             accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose,
                           outcome="not_found" if pkg is None else "refused",
                           detail="" if pkg is None else f"outside the credential's scope ({who.system})")
-            raise NotFound(f"no package {package_id}")
+            raise NotFound(f"no package {_shown(package_id)}")
         try:
             r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})")
         except receipts.ReceiptRefused as exc:
@@ -274,6 +275,11 @@ class Archive:
         if rel != row.erms_path or row.erms_offset is None or (row.erms_size or 0) > limit:
             return None
         return b"".join(self._tar_range(pkg.location, row.erms_offset, row.erms_size or 0, None))
+
+
+def _shown(value: str) -> str:
+    """A value from the URL as an answer may repeat it: numbers shaped like a personnummer masked, escaped."""
+    return accesslog.clean(value, 300)
 
 
 def _mask(q: str) -> str:
