@@ -105,17 +105,23 @@ def _as_byte(ch: str) -> int:
         return ord(ch)  # ISO-8859-1's view of 0x80-0x9F
 
 
+# Punctuation that follows a word in real text ("GÅ…", "”NÄ”", "Ü½"): after a capital letter
+# other than Â and Ã (the leads of Latin-1's own letters in UTF-8) it is taken as meant.
+_AFTER_A_WORD = frozenset(b"\x85\x92\x93\x94\x96\x97\xa0\xab\xb0\xb7\xbb\xbc\xbd\xbe")
+
+
 def is_mojibake(text: str) -> bool:
     """Whether ``text`` holds a UTF-8 multibyte sequence that was decoded as windows-1252/ISO-8859-1."""
     for m in _MOJIBAKE.finditer(text):
         raw = bytes(_as_byte(c) for c in m.group())
         size = 2 if raw[0] < 0xE0 else 3 if raw[0] < 0xF0 else 4
-        if len(raw) >= size:
-            try:
-                raw[:size].decode("utf-8")
-            except UnicodeDecodeError:
-                continue
-            return True
+        if len(raw) < size or (size == 2 and raw[0] > 0xC3 and raw[1] in _AFTER_A_WORD):
+            continue
+        try:
+            raw[:size].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return True
     return False
 
 
