@@ -705,6 +705,8 @@ def _check_zip_layout(src: Path, fh, infos: list[zipfile.ZipInfo]) -> None:
     pos = 0
     for n, info in enumerate(ordered):
         name = info.orig_filename
+        if not (0 <= info.header_offset < size and 0 <= info.compress_size <= size):
+            raise UnsafeArchive(src, name, "its offset or size in the central directory lies outside the file")
         if info.header_offset != pos:
             raise UnsafeArchive(src, name, "zip members are not back to back from the file's start "
                                 "(a gap, an overlap or a second archive)")

@@ -11,8 +11,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import random
 import shutil
+import struct
 import tarfile
+import time
+import zipfile
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -178,3 +184,169 @@ def test_tar_packages_with_mutated_members_give_a_report(pristine, tmp_path, mut
         changed = [n for n, d in original.items() if dict(entries).get(n) != d and n.split("/", 1)[1] in COVERED]
         if changed or cut is not None:
             assert not report.valid
+
+
+# --------------------------------------------------------------------------------------------
+# The containers themselves: real tars and zips of the valid package, damaged byte by byte
+# --------------------------------------------------------------------------------------------
+FUZZ_SEED = 20261207
+CONTAINER_CASES = 320
+
+
+def _streamed_zip(members: list[tuple[str, bytes]]) -> bytes:
+    """A zip as streaming tools write one: deflate, a data descriptor after each member (flag
+    bit 3, sizes zero in the local header), no folder entries, zip64 extra fields and end records."""
+    out, central = bytearray(), bytearray()
+    for name, data in members:
+        raw = name.encode("utf-8")
+        comp = zlib.compressobj(6, zlib.DEFLATED, -15)
+        packed = comp.compress(data) + comp.flush()
+        crc, offset = zlib.crc32(data), len(out)
+        local_extra = struct.pack("<HHQQ", 1, 16, 0, 0)
+        out += struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 45, 0x0808, 8, 0, 0x5021, 0, 0xFFFFFFFF, 0xFFFFFFFF,
+                           len(raw), len(local_extra)) + raw + local_extra + packed
+        out += struct.pack("<4sIQQ", b"PK\x07\x08", crc, len(packed), len(data))
+        extra = struct.pack("<HHQQQ", 1, 24, len(data), len(packed), offset)
+        central += struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", (3 << 8) | 45, 45, 0x0808, 8, 0, 0x5021, crc,
+                               0xFFFFFFFF, 0xFFFFFFFF, len(raw), len(extra), 0, 0, 0, 0o100644 << 16,
+                               0xFFFFFFFF) + raw + extra
+    cd_off = len(out)
+    out += central
+    rec = len(out)
+    out += struct.pack("<4sQHHIIQQQQ", b"PK\x06\x06", 44, 45, 45, 0, 0, len(members), len(members), len(central),
+                       cd_off)
+    out += struct.pack("<4sIQI", b"PK\x06\x07", 0, rec, 1)
+    out += struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
+    return bytes(out)
+
+
+def _containers(pristine: Path) -> dict[str, tuple[bytes, list[int]]]:
+    """The valid package as tars and zips of several makes, each with the offsets of its headers."""
+    members = [(f"{pristine.name}/{p.relative_to(pristine).as_posix()}", p.read_bytes())
+               for p in sorted(pristine.rglob("*")) if p.is_file()]
+    out: dict[str, tuple[bytes, list[int]]] = {}
+    for label, fmt in (("pax.tar", tarfile.PAX_FORMAT), ("gnu.tar", tarfile.GNU_FORMAT)):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+            tf.add(pristine, arcname=pristine.name)
+        data = buf.getvalue()
+        with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+            heads = [m.offset for m in tf.getmembers()] + [tf.offset]
+        out[label] = (data, heads)
+    for label, method in (("deflate.zip", zipfile.ZIP_DEFLATED), ("stored.zip", zipfile.ZIP_STORED)):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", method) as zf:
+            for name, data in members:
+                zf.writestr(name, data)
+        out[label] = (buf.getvalue(), [])
+    out["streamed.zip"] = (_streamed_zip(members), [])
+    for label in ("deflate.zip", "stored.zip", "streamed.zip"):
+        data = out[label][0]
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            heads = [i.header_offset for i in zf.infolist()] + [zf.start_dir]
+        out[label] = (data, [*heads, data.rfind(b"PK\x05\x06")])
+    return out
+
+
+def _mutate(rng: random.Random, data: bytes, heads: list[int], other: bytes) -> tuple[str, bytes]:
+    def spot() -> int:  # half the time in or near a header, where the structure lives
+        if heads and rng.random() < 0.5:
+            return min(len(data) - 1, rng.choice(heads) + rng.randrange(0, 64))
+        return rng.randrange(len(data))
+
+    kind = rng.choice(["flip", "flip", "flip", "truncate", "splice", "append", "prepend", "duplicate", "zero"])
+    buf = bytearray(data)
+    if kind == "flip":
+        for _ in range(rng.randint(1, 4)):
+            buf[spot()] ^= rng.randint(1, 255)
+    elif kind == "truncate":
+        del buf[spot():]
+    elif kind == "splice" and len(heads) > 1:
+        a, b = rng.sample(heads, 2)
+        n = rng.choice([4, 30, 46, 512])
+        buf[b:b + n] = data[a:a + n]
+    elif kind == "append":
+        buf += other
+    elif kind == "prepend":
+        buf[:0] = other[: rng.choice([2, 512, len(other)])]
+    elif kind == "duplicate":
+        at = spot()
+        buf[at:at] = data[at:at + rng.randint(1, 600)]
+    else:
+        at = spot()
+        buf[at:at + rng.randint(1, 1024)] = bytes(min(1024, len(buf) - at))
+    return kind, bytes(buf)
+
+
+def _has_readable_root_mets(path: Path) -> bool:
+    from transforms.safe_archive import open_package
+    from transforms.xmltools import parse_bytes
+
+    try:
+        with open_package(path) as reader:
+            data = reader.read_bytes("METS.xml", 64 * 1024 * 1024)
+        return parse_bytes(data, name="METS.xml").getroot().tag == "{http://www.loc.gov/METS/}mets"
+    except Exception:
+        return False
+
+
+def test_damaged_tars_and_zips_of_a_real_package_give_a_report_never_an_exception(pristine, tmp_path):
+    """Flipped bytes (mostly in headers), cuts, spliced headers, a second archive appended or
+    prepended, repeated and zeroed regions, over five makes of container: every case ends in a
+    report, and no case without a readable root METS.xml is ever valid."""
+    corpus = _containers(pristine)
+    for label, (data, _) in corpus.items():
+        path = tmp_path / f"{pristine.name}.{label.rsplit('.', 1)[1]}"
+        path.write_bytes(data)
+        assert validate_package(path, "fgs").valid, label
+    rng = random.Random(FUZZ_SEED)
+    labels = sorted(corpus)
+    outcomes: Counter = Counter()
+    started = time.monotonic()
+    for i in range(CONTAINER_CASES):
+        label = labels[i % len(labels)]
+        data, heads = corpus[label]
+        other = corpus[rng.choice([lb for lb in labels if lb.rsplit(".", 1)[1] != label.rsplit(".", 1)[1]])][0]
+        kind, mutated = _mutate(rng, data, heads, other)
+        path = tmp_path / f"case-{i}.{label.rsplit('.', 1)[1]}"
+        path.write_bytes(mutated)
+        FUZZ["validator: damaged containers of a real package"] += 1
+        report = validate_package(path)  # raising here fails the test: no byte sequence may
+        assert isinstance(report.valid, bool)
+        if report.valid:
+            assert _has_readable_root_mets(path), f"case {i} ({label}, {kind}) valid without a root METS.xml"
+        outcomes["valid" if report.valid else "invalid"] += 1
+        path.unlink()
+    assert outcomes["invalid"] > CONTAINER_CASES // 2
+    assert time.monotonic() - started < 30
+
+
+def test_an_inbox_of_damaged_deliveries_still_takes_in_the_good_one(pristine, tmp_path):
+    """Damaged tars and zips of the package in one inbox with a good copy: intake never raises,
+    every delivery gets an outcome, the good one is accepted and nothing accepted lacks a METS."""
+    from transforms.prepared import take_in
+
+    corpus = _containers(pristine)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rng = random.Random(FUZZ_SEED + 1)
+    labels = sorted(corpus)
+    for i in range(60):
+        label = labels[i % len(labels)]
+        data, heads = corpus[label]
+        other = corpus[rng.choice(labels)][0]
+        _, mutated = _mutate(rng, data, heads, other)
+        (inbox / f"case-{i:02d}.{label.rsplit('.', 1)[1]}").write_bytes(mutated)
+    (inbox / "0-good.tar").write_bytes(corpus["pax.tar"][0])
+    FUZZ["intake: damaged deliveries in one inbox"] += 61
+    intakes = take_in(inbox, tmp_path / "build", tmp_path / "quarantine")
+    assert len(intakes) == 61
+    left = {p.name for p in inbox.iterdir()}
+    assert left == {i.source for i in intakes if i.outcome != "quarantined"}  # accepted ones are copied
+    by_source = {i.source: i for i in intakes}
+    assert by_source["0-good.tar"].outcome == "valid"
+    for intake in intakes:
+        assert intake.outcome in ("valid", "repaired", "quarantined")
+        if intake.outcome != "quarantined":
+            assert _has_readable_root_mets(Path(intake.path))
+        assert all("\n" not in f for f in intake.findings)
