@@ -245,3 +245,62 @@ def test_entity_tricks_in_mets_are_not_expanded(tmp_path):
     text = " ".join(result["messages"])
     assert "root:" not in text and "hahaha" not in text
     assert result["rss_mb"] < 400, f"peak RSS {result['rss_mb']:.0f} MB"
+
+
+def _package_archives() -> dict[str, bytes]:
+    """A small package as a tar and as a zip (documents stored, metadata deflated), as delivered."""
+    members = [("pkg-1/METS.xml", b'<?xml version="1.0"?><mets xmlns="http://www.loc.gov/METS/" OBJID="pkg-1"/>'),
+               ("pkg-1/representations/rep1/data/doc.txt", "Ärende 1\n".encode() * 40),
+               ("pkg-1/metadata/descriptive/ERMS.xml", b"<erms/>" * 30)]
+    tar_buf, zip_buf = io.BytesIO(), io.BytesIO()
+    with tarfile.open(fileobj=tar_buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, data in members:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data))
+    with zipfile.ZipFile(zip_buf, "w") as zf:
+        for name, data in members:
+            zf.writestr(name, data, zipfile.ZIP_STORED if "/data/" in name else zipfile.ZIP_DEFLATED)
+    return {"tar": tar_buf.getvalue(), "zip": zip_buf.getvalue()}
+
+
+def test_damaged_and_polyglot_package_archives_are_refused_or_extracted_inside(area):
+    """Seeded mutations of a real package's tar and zip (flipped bytes, cuts, the other archive
+    appended or prepended): extraction ends in the package or a ContentError, inside the temp area."""
+    import random
+
+    archives = _package_archives()
+    rng = random.Random(20261207)
+    (area / "work").mkdir(exist_ok=True)
+    before_outside = _tree(area / "outside")
+    refused = 0
+    for i in range(200):
+        fmt = ("tar", "zip")[i % 2]
+        data = bytearray(archives[fmt])
+        other = archives["zip" if fmt == "tar" else "tar"]
+        kind = rng.choice(["flip", "flip", "cut", "append", "prepend"])
+        if kind == "flip":
+            for _ in range(rng.randint(1, 3)):
+                data[rng.randrange(len(data))] ^= rng.randint(1, 255)
+        elif kind == "cut":
+            del data[rng.randrange(len(data)):]
+        elif kind == "append":
+            data += other
+        else:
+            data[:0] = other
+        path = area / "work" / f"case-{i}.{fmt}"
+        path.write_bytes(bytes(data))
+        FUZZ["safe_archive: damaged package archives"] += 1
+        try:
+            with extract_package(path, LIMITS, parent=area / "extract") as root:
+                base = (area / "extract").resolve()
+                for p in root.rglob("*"):
+                    assert p.resolve().is_relative_to(base)
+                if kind in ("append", "prepend"):
+                    pytest.fail(f"case {i}: a {fmt} with another archive {kind}ed was read as a package")
+        except ContentError:
+            refused += 1
+        path.unlink()
+    assert refused > 80
+    assert _tree(area / "outside") == before_outside
+    assert not list((area / "extract").iterdir())
