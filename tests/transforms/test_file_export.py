@@ -175,3 +175,92 @@ def test_manifest_must_match_the_folder(tmp_path):
     folder = _deliver(tmp_path / "d3" / "2025-12", ok, manifest_extra=[{"path": "../../etc/passwd"}])
     with pytest.raises(ContentError, match="does not match its manifest"):
         check_delivery(folder, "export")
+
+
+# --- no value of the delivery in any message ------------------------------------------------------
+
+PNR = "19811218-9876"
+NAME = "Åsa Öberg"
+
+
+def _message(system, folder, tmp_path) -> str:
+    with pytest.raises(ContentError) as err:
+        _rows(system, folder, tmp_path)
+    return str(err.value) + "\n" + "\n".join(err.value.details)
+
+
+def test_a_csv_that_lost_its_header_row_names_the_expected_columns_never_the_first_row(tmp_path):
+    system = load_system(_system(tmp_path, "csv", "windows-1252", delimiter=";", decimal=","))
+    body = MESSY_CSV.split("\r\n", 1)[1]  # the export job skipped the header line
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": body.encode("cp1252")})
+    text = _message(system, folder, tmp_path)
+    assert "the header row does not match" in text and "is the header row missing?" in text
+    assert "expected columns aktiv, anteckning, belopp" in text and "found 7 column(s), none of them" in text
+    assert "7 column name(s) that are not declared (not shown" in text
+    for value in (PNR, NAME, "12345,50", "Besök", "2025-12-03", "'1'"):
+        assert value not in text
+
+
+def test_a_header_with_a_few_data_like_names_shows_only_declared_ones(tmp_path):
+    system = load_system(_system(tmp_path, "csv", "utf-8", delimiter=";", decimal=","))
+    header = f"klient_id;{PNR};{NAME};belopp;beslutsdatum;aktiv;anteckning;personnr;namn;tolvan\r\n"
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": header.encode()})
+    text = _message(system, folder, tmp_path)
+    assert "unknown column 'tolvan'" in text  # plainly a column name among declared ones
+    assert PNR not in text and NAME not in text and "2 column name(s) that are not declared" in text
+
+
+def test_jsonl_keys_and_xml_elements_that_are_data_are_not_quoted(tmp_path):
+    jsonl = load_system(_system(tmp_path, "jsonl", "utf-8"))
+    line = json.dumps({PNR: NAME, "Tolvan Tolvansson": "x"}, ensure_ascii=False)
+    folder = _deliver(tmp_path / "j" / "2025-12", {"klienter.jsonl": line.encode()})
+    text = _message(jsonl, folder, tmp_path / "sj")
+    assert "klienter.jsonl: line 1" in text and "none of them a declared column" in text
+    assert PNR not in text and NAME not in text and "Tolvan" not in text
+
+    xml = load_system(_system(tmp_path, "xml", "utf-8"))
+    doc = f"<k><row><Tolvan_Tolvansson>{PNR}</Tolvan_Tolvansson></row></k>"
+    folder = _deliver(tmp_path / "x" / "2025-12", {"klienter.xml": doc.encode()})
+    text = _message(xml, folder, tmp_path / "sx")
+    assert "an element that is not a declared column" in text and "Tolvan" not in text and PNR not in text
+
+    # libxml2's own message quotes the mismatched names; only its error type is kept.
+    doc = f"<k><row><klient_id>1</klient_id><Tolvan>{PNR}</Tolvansson></row></k>"
+    folder = _deliver(tmp_path / "x2" / "2025-12", {"klienter.xml": doc.encode()})
+    text = _message(xml, folder, tmp_path / "sx2")
+    assert "not well-formed XML" in text and "line 1" in text and "Tolvan" not in text and PNR not in text
+
+
+def test_an_undecodable_byte_is_located_by_line_never_shown(tmp_path):
+    system = load_system(_system(tmp_path, "csv", "utf-8", delimiter=";", decimal=","))
+    data = MESSY_CSV.encode("utf-8").replace("Per Ähl".encode(), "Per \xc4hl".encode("latin-1"))
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": data})
+    text = _message(system, folder, tmp_path)
+    assert "not valid utf-8 at line 4, byte 8 of the line" in text
+    assert "0xC4" not in text and "\\xc4" not in text and "Per" not in text
+
+
+def test_manifest_problems_quote_neither_entries_nor_their_fields(tmp_path):
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": b"a"},
+                      manifest_extra=[{"path": None, "note": f"{NAME} {PNR}"}, f"{PNR}"])
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"][0]["size"] = f"{PNR}"
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(ContentError) as err:
+        check_delivery(folder, "export")
+    text = str(err.value)
+    assert "manifest entry 2: the path needs a relative 'path'" in text and "manifest entry 3" in text
+    assert "klienter.csv: the manifest's size is not a whole number" in text
+    assert PNR not in text and NAME not in text
+
+
+def test_delivered_file_names_are_escaped_and_masked(tmp_path):
+    name = f"dokument/{PNR}\nERROR forged log line.pdf"
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": b"a"})
+    (folder / "dokument").mkdir()
+    (folder / name).write_bytes(b"%PDF-")
+    with pytest.raises(ContentError) as err:
+        check_delivery(folder, "export")
+    text = str(err.value)
+    assert "not listed in the manifest" in text and "\\nERROR forged" in text
+    assert PNR not in text and "\nERROR" not in text
