@@ -94,6 +94,10 @@ def _csrf_key() -> bytes:
 
 def create_app() -> FastAPI:
     app = FastAPI(title="Arkivflöde — archivist's page", description=__doc__, docs_url=None, redoc_url=None)
+    from transforms.access.api import ScrubLoggedRequest
+
+    # the API server logs each request's query string once the app is done; ours are left out of it
+    app.add_middleware(ScrubLoggedRequest)
 
     @app.exception_handler(LoginRequired)
     async def _to_login(request: Request, exc: LoginRequired):

@@ -201,7 +201,8 @@ def test_search(matrix, who):
     assert (str(case["case_id"]) in {h["source_id"] for h in r.json()["hits"]}) == (who not in OTHER)
     # search text or a personnummer in the URL: refused for everyone, whatever their role
     _call(matrix, who, "GET", url, action="request", outcome="refused", status=400, params={"q": case["diarienummer"]})
-    _call(matrix, who, "GET", url, action="request", outcome="refused", status=400, params={"personnummer": matrix["pnr"]})
+    _call(matrix, who, "GET", url, action="request", outcome="refused", status=400,
+          params={"personnummer": matrix["pnr"]})
     # personnummer: archivists and system owners only (the other system's owner finds nothing)
     allowed = who in ("archivist", "owner", "other_owner")
     r = _call(matrix, who, "POST", url, action="search", outcome="granted" if allowed else "refused",

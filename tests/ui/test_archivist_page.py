@@ -63,6 +63,9 @@ def quarantined(tmp_path_factory, lex_bad_source) -> dict:
     return {"home": home, "case": case.id, "catalogue": cat, "pnr": _personnummer(lex_bad_source["url"])}
 
 
+SERVER_LOG: dict[str, Path] = {}
+
+
 @pytest.fixture(scope="module")
 def api_server(tmp_path_factory, quarantined) -> str:
     root = tmp_path_factory.mktemp("airflow-ui")
@@ -76,6 +79,7 @@ def api_server(tmp_path_factory, quarantined) -> str:
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
            "GX_ANALYTICS_ENABLED": "False"}
     subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    SERVER_LOG["path"] = root / "api-server.log"
     log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -140,6 +144,64 @@ def test_a_viewer_reads_but_may_not_decide(api_server, quarantined):
                             {"id": quarantined["case"], "action": "approve", "reason": "försök"})
     assert status == 403
     assert review.cases(quarantined["catalogue"], status="open")  # nothing was decided
+
+
+def _post(url: str, token: str, data: dict, headers: dict) -> int:
+    opener = urllib.request.build_opener(_NoRedirect)
+    req = urllib.request.Request(url, data=urllib.parse.urlencode(data).encode(),
+                                 headers={"Cookie": f"_token={token}", **headers})
+    try:
+        with opener.open(req, timeout=60) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_a_cross_site_post_decides_nothing(api_server, quarantined):
+    """A page on another site makes the archivist's browser POST a decision (the session cookie goes
+    along): without the form's token, with a token for another case, or from another origin, it is refused."""
+    import re
+
+    token = _token(api_server, "archivist")
+    case = quarantined["case"]
+    status, page, _ = _request(f"{api_server}/arkiv/case?id={urllib.parse.quote(case, safe='')}", token)
+    assert status == 200
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    url = f"{api_server}/arkiv/case/decision"
+    form = {"id": case, "action": "approve", "reason": "förfalskat"}
+    here = api_server.removeprefix("http://")
+    attempts = [
+        ({}, {}),  # no token at all (a plain cross-site form)
+        ({"csrf": "1." + "0" * 64}, {}),  # a made-up token
+        ({"csrf": csrf}, {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}),
+        ({"csrf": csrf}, {"Origin": "null"}),
+        ({"csrf": csrf}, {"Sec-Fetch-Site": "same-site"}),
+        ({"csrf": csrf[:-1] + ("0" if csrf[-1] != "0" else "1")}, {"Origin": f"http://{here}"}),
+    ]
+    for extra, headers in attempts:
+        assert _post(url, token, {**form, **extra}, headers) == 403, (extra, headers)
+        assert [c.id for c in review.cases(quarantined["catalogue"], status="open")] == [case]
+    # a reader's token is not an archivist's: the viewer cannot reuse it either
+    assert _post(url, _token(api_server, "reader"), {**form, "csrf": csrf}, {"Origin": f"http://{here}"}) == 403
+    assert [c.id for c in review.cases(quarantined["catalogue"], status="open")] == [case]
+
+
+def test_the_api_servers_request_log_holds_no_query_string_of_ours(api_server, quarantined):
+    import re
+
+    pnr = sorted(quarantined["pnr"])[0]
+    for path in (f"/arkiv-api/api/v1/search?personnummer={pnr}&q=Anna%20Andersson",
+                 f"/arkiv-api/api/v1/records/lex/1?purpose={pnr}",
+                 f"/arkiv-api/api/v1/records/lex/{pnr}",
+                 f"/arkiv/case?id={pnr}"):
+        status, body, _ = _request(f"{api_server}{path}")
+        assert status < 500 and pnr not in body
+    time.sleep(1)
+    log = SERVER_LOG["path"].read_text(encoding="utf-8", errors="replace")
+    assert "/arkiv-api/api/v1/search" in log, log[-3000:]  # the request log is on: it is what we read
+    assert pnr not in log and pnr.replace("-", "") not in log and "Anna" not in log
+    ours = [line for line in log.splitlines() if "/arkiv-api/" in line or "/arkiv/" in line]
+    assert ours and not any("?" in line or re.search(r"query='[^']", line) for line in ours), ours
 
 
 def test_archivist_logs_in_opens_the_list_and_the_report_and_decides_in_chromium(api_server, quarantined):

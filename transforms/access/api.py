@@ -343,6 +343,7 @@ class RequestGuard:
             status, message = problem
             log.warning("refused request %s %s: %s", scope.get("method", "?"),
                         accesslog.clean(scope.get("path", ""), 300), message)
+            _scrub_scope(scope)
             await _send_json(send, status, {"detail": message})
             return
         started = False
@@ -364,17 +365,20 @@ class RequestGuard:
             await send(msg)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            log.warning("refused request %s %s: body larger than %d bytes", scope.get("method", "?"),
-                        accesslog.clean(scope.get("path", ""), 300), MAX_BODY)
-            if not started:
-                await _send_json(send, 413, {"detail": f"the request body is larger than {MAX_BODY} bytes"})
-        except Exception as exc:  # noqa: BLE001 - the last guard: no traceback, no value in any output
-            log.error("internal error (%s) answering %s %s", type(exc).__name__, scope.get("method", "?"),
-                      accesslog.clean(scope.get("path", ""), 300))
-            if not started:
-                await _send_json(send, 500, {"detail": "internal error; it is logged"})
+            try:
+                await self.app(scope, counting_receive, tracking_send)
+            except _TooLarge:
+                log.warning("refused request %s %s: body larger than %d bytes", scope.get("method", "?"),
+                            accesslog.clean(scope.get("path", ""), 300), MAX_BODY)
+                if not started:
+                    await _send_json(send, 413, {"detail": f"the request body is larger than {MAX_BODY} bytes"})
+            except Exception as exc:  # noqa: BLE001 - the last guard: no traceback, no value in any output
+                log.error("internal error (%s) answering %s %s", type(exc).__name__, scope.get("method", "?"),
+                          accesslog.clean(scope.get("path", ""), 300))
+                if not started:
+                    await _send_json(send, 500, {"detail": "internal error; it is logged"})
+        finally:
+            _scrub_scope(scope)
 
     @staticmethod
     def _problem(scope) -> tuple[int, str] | None:
@@ -404,6 +408,35 @@ class RequestGuard:
 
 class _TooLarge(Exception):
     pass
+
+
+class ScrubLoggedRequest:
+    """ASGI middleware: once the app has answered, :func:`_scrub_scope` (for apps mounted in another server)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            if scope.get("type") == "http":
+                _scrub_scope(scope)
+
+
+def _scrub_scope(scope) -> None:
+    """Leave nothing of the request's query string or a personnummer in its path for whoever logs it after us.
+
+    A server that mounts this app logs from the same scope once the app is done (Airflow's API
+    server logs ``path`` and ``query`` of every request from its own middleware), so the scope is
+    cleaned in place when the answer has been sent.
+    """
+    scope["query_string"] = b""
+    path = scope.get("path", "")
+    shown = accesslog.clean(path, MAX_URL)
+    if shown != path:
+        scope["path"] = shown
+        scope["raw_path"] = shown.encode("utf-8", "backslashreplace")
 
 
 async def _send_json(send, status: int, body: dict) -> None:
@@ -544,4 +577,5 @@ def main() -> None:  # pragma: no cover - exercised by `arkiv api`
           port=int(os.environ.get("ARKIV_API_PORT", "8765")))
 
 
-__all__ = ["RedactQuery", "content_disposition", "create_app", "install_request_log_filter", "log_config", "serve"]
+__all__ = ["RedactQuery", "ScrubLoggedRequest", "content_disposition", "create_app", "install_request_log_filter",
+           "log_config", "serve"]
