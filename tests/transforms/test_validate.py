@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import shutil
+import struct
 import tarfile
 from pathlib import Path
 
@@ -545,3 +546,84 @@ def test_dip_profile_wants_package_type_dip_and_a_withheld_manifest(pkg):
     assert "DIP1" not in found and "DIP2" in found
     (pkg / "documentation" / "withheld.json").write_text('{"withheld": []}', encoding="utf-8")
     assert not {"DIP1", "DIP2"} & ids(v.validate_package(pkg, "dip"), "ERROR")
+
+
+# ------------------------------------------------------------------------------------------
+# Whatever the bytes, a report: parser and container errors become findings
+# ------------------------------------------------------------------------------------------
+def test_deeply_nested_withheld_json_is_a_finding_not_a_crash(pkg):
+    (pkg / "documentation" / "withheld.json").write_text("[" * 200_000, encoding="utf-8")
+    report = v.validate_package(pkg, "dip")
+    assert "DIP2" in ids(report, "ERROR") and not report.valid
+
+
+def test_an_unreadable_root_mets_in_a_zip_is_a_finding_naming_it(pkg, tmp_path):
+    import zipfile
+
+    path = tmp_path / "pkg-1.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(p for p in pkg.rglob("*") if p.is_file()):
+            zf.write(f, f"pkg-1/{f.relative_to(pkg).as_posix()}")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("pkg-1/METS.xml")
+    at = info.header_offset + 30 + len("pkg-1/METS.xml") + 200
+    data[at] = ord(" ") if data[at] != ord(" ") else ord("\t")  # still XML; only the CRC can tell
+    path.write_bytes(bytes(data))
+    report = v.validate_package(path)
+    assert not report.valid
+    bad = [f for f in report.findings if f.requirement == "METS-XML"]
+    assert bad and "METS.xml" in bad[0].message and "bad CRC-32" in bad[0].message
+
+
+def test_a_damaged_document_fails_its_checksum_and_the_rest_is_still_checked(pkg, tmp_path):
+    import zipfile
+
+    path = tmp_path / "pkg-1.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        for f in sorted(p for p in pkg.rglob("*") if p.is_file()):
+            zf.write(f, f"pkg-1/{f.relative_to(pkg).as_posix()}")
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo("pkg-1/representations/rep1/data/doc.txt")
+    data[info.header_offset + 30 + len(info.filename)] ^= 0x20
+    path.write_bytes(bytes(data))
+    report = v.validate_package(path, "fgs")
+    assert not report.valid and "PACKAGE" not in ids(report)
+    crc = [f for f in report.findings if "bad CRC-32" in f.message]
+    assert crc and "representations/rep1/data/doc.txt" in crc[0].message
+    assert report.files_checked > 1  # the other files were still hashed
+
+
+def test_a_mets_below_the_root_never_makes_a_package_valid(pkg, tmp_path):
+    wrapped = tmp_path / "wrapped"
+    shutil.copytree(pkg, wrapped / "inner" / "pkg-1")
+    (wrapped / "readme.txt").write_text("see inner/\n", encoding="utf-8")
+    report = v.validate_package(wrapped)
+    assert not report.valid and "CSIPSTR4" in ids(report, "ERROR")
+
+
+@pytest.mark.parametrize("error", [struct.error("unpack requires a buffer"),
+                                   RecursionError("maximum recursion depth exceeded"), MemoryError(),
+                                   OverflowError("int too large"), NotImplementedError("method 9")])
+def test_any_error_from_reading_a_package_becomes_a_package_finding(pkg, monkeypatch, error):
+    def planted(self):
+        raise error
+
+    monkeypatch.setattr(v._Validator, "run", planted)
+    report = v.validate_package(pkg)
+    assert not report.valid
+    [finding] = [f for f in report.findings if f.requirement == "PACKAGE"]
+    assert type(error).__name__ in finding.message
+    assert not str(error) or str(error) not in finding.message  # the type, never the text (it may quote content)
+
+
+def test_a_disk_error_is_not_judged_as_the_package(pkg, monkeypatch):
+    import errno
+
+    def planted(self):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(v._Validator, "run", planted)
+    with pytest.raises(OSError):
+        v.validate_package(pkg)
