@@ -48,6 +48,10 @@ from .xmltools import SAFE_PARSE
 MANIFEST = "manifest.json"
 #: the most a single CSV field may hold (journal notes can be long; a runaway quote must not eat the file)
 MAX_FIELD = 10 * 1024 * 1024
+#: the largest manifest read (a listing of a million files stays far below)
+MAX_MANIFEST = 256 * 1024 * 1024
+#: the deepest folder nesting accepted in a delivery
+MAX_DEPTH = 32
 #: lines named per text fault in a message (the count says how many there are)
 MAX_LINES_SHOWN = 5
 #: file names listed in a message about unused or misplaced files
@@ -123,6 +127,9 @@ class _Confined:
         return files, problems
 
     def _scan(self, dir_fd: int, prefix: str, files: set[str], problems: list[str]) -> None:
+        if prefix.count("/") >= MAX_DEPTH:
+            problems.append(f"{safe_name(prefix.rstrip('/'))}: folders nested deeper than {MAX_DEPTH} levels")
+            return
         with os.scandir(dir_fd) as entries:
             listed = sorted(entries, key=lambda e: e.name)
         for entry in listed:
@@ -186,13 +193,18 @@ class _Confined:
     def manifest(self) -> dict:
         try:
             with self.open(MANIFEST) as f:
-                raw = f.read()
+                raw = f.read(MAX_MANIFEST + 1)
         except ContentError as exc:
             if "not in the delivery" in str(exc):
                 raise ContentError(f"{self.system}: delivery {self.name} has no {MANIFEST}") from None
             raise
+        if len(raw) > MAX_MANIFEST:
+            raise ContentError(f"{self.system}: {self.name}/{MANIFEST} is larger than {MAX_MANIFEST} bytes")
         try:
             manifest = json.loads(raw.decode("utf-8"))
+        except RecursionError:
+            raise ContentError(f"{self.system}: {self.name}/{MANIFEST} is nested too deeply to be a manifest") \
+                from None
         except UnicodeDecodeError:
             raise ContentError(f"{self.system}: {self.name}/{MANIFEST} is not UTF-8 JSON (undecodable bytes)") \
                 from None
@@ -516,6 +528,8 @@ def _read_jsonl(raw: BinaryIO, where: str, table: Table, fmt: FileExport) -> Ite
                     continue
                 try:
                     row = json.loads(line)
+                except RecursionError:
+                    raise ContentError(f"{where}: line {n}: nested too deeply to be a row") from None
                 except json.JSONDecodeError as exc:
                     raise ContentError(f"{where}: line {n}: not valid JSON ({exc.msg}, column {exc.colno})") \
                         from None

@@ -264,3 +264,26 @@ def test_delivered_file_names_are_escaped_and_masked(tmp_path):
     text = str(err.value)
     assert "not listed in the manifest" in text and "\\nERROR forged" in text
     assert PNR not in text and "\nERROR" not in text
+
+
+def test_a_manifest_or_row_nested_without_end_is_a_content_error_not_a_crash(tmp_path):
+    folder = _deliver(tmp_path / "m" / "2025-12", {"klienter.jsonl": b"{}\n"})
+    (folder / "manifest.json").write_bytes(b"[" * 200_000)
+    with pytest.raises(ContentError, match="nested too deeply"):
+        check_delivery(folder, "export")
+
+    system = load_system(_system(tmp_path, "jsonl", "utf-8"))
+    deep = b'{"klient_id": ' + b"[" * 200_000 + b"\n"
+    folder = _deliver(tmp_path / "j" / "2025-12", {"klienter.jsonl": deep})
+    with pytest.raises(ContentError, match="line 1"):
+        _rows(system, folder, tmp_path / "sj")
+
+
+def test_folders_nested_without_end_are_refused(tmp_path):
+    folder = _deliver(tmp_path / "inbox" / "2025-12", {"klienter.csv": b"a"})
+    deep = folder
+    for _ in range(40):
+        deep = deep / "d"
+    deep.mkdir(parents=True)
+    with pytest.raises(ContentError, match="nested deeper than 32"):
+        check_delivery(folder, "export")
