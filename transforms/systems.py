@@ -17,6 +17,7 @@ import yaml
 
 from .errors import ConfigError
 from .identifiers import is_valid_organisationsnummer
+from .masking import safe_name
 
 COLUMN_TYPES = {"int64", "float64", "string", "bool", "date", "timestamp", "decimal"}
 DELIVERY_KINDS = {"database", "file_export", "prepared"}
@@ -386,11 +387,13 @@ def load_system(path: Path | str) -> System:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path.name}: not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path.name}: not UTF-8 text") from None
     r = _Reader(path)
     if not isinstance(data, dict):
         raise r.fail("(top)", "expected a mapping")
     name = r.get(data, "system", "")
-    if not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise r.fail("system", f"{name!r} must be lower-case letters, digits and _")
     if path.stem != name:
         raise r.fail("system", f"{name!r} must match the file name {path.stem!r}")
@@ -430,7 +433,7 @@ def load_system(path: Path | str) -> System:
 
     classes = _record_classes(r, data, roots[0] if roots else None)
     content = r.get(data, "content", "", dict)
-    ckind = content.get("kind", "erms")
+    ckind = r.get(content, "kind", "content", default="erms")
     if ckind not in CONTENT_KINDS:
         raise r.fail("content.kind", f"{ckind!r} is not one of {sorted(CONTENT_KINDS)}")
     if (ckind == "prepared") != (kind == "prepared"):
@@ -438,7 +441,7 @@ def load_system(path: Path | str) -> System:
     if ckind == "erms":
         for part in ("case", "document"):
             m = r.get(content, part, "content", dict)
-            if m.get("table") not in tables:
+            if not isinstance(m.get("table"), str) or m.get("table") not in tables:
                 raise r.fail(f"content.{part}.table", f"{m.get('table')!r} is not a table of this system")
     structure = content.get("archive_structure")
     if structure is not None:
@@ -450,7 +453,11 @@ def load_system(path: Path | str) -> System:
             if m["table"] not in tables:
                 raise r.fail(f"content.archive_structure.{part}.table", f"{m['table']!r} is not a table here")
 
-    sensitive = {k: tuple(v) for k, v in (r.get(data, "sensitive", "", dict, default={}) or {}).items()}
+    sensitive = {}
+    for tname, cols in (r.get(data, "sensitive", "", dict, default={}) or {}).items():
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise r.fail(f"sensitive.{tname}", "expected a list of column names")
+        sensitive[tname] = tuple(cols)
     for tname, cols in sensitive.items():
         if tname not in tables:
             raise r.fail(f"sensitive.{tname}", "is not a table of this system")
@@ -465,6 +472,11 @@ def load_system(path: Path | str) -> System:
         raise r.fail("quality.suite", "is required (only prepared systems, checked by the validator, have none)")
     pkg = r.get(data, "package", "", dict, default={})
     start = r.get(data, "start_date", "", (dt.date, str))
+    if not isinstance(start, dt.date):
+        try:
+            start = dt.date.fromisoformat(start)
+        except ValueError:
+            raise r.fail("start_date", "is not a date (YYYY-MM-DD)") from None
     format_policy = r.get(data, "format_policy", "", dict, default=None)
     if format_policy is not None:
         from .formats import policy_for
@@ -477,7 +489,7 @@ def load_system(path: Path | str) -> System:
         name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
         owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
         timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
-        start_date=start if isinstance(start, dt.date) else dt.date.fromisoformat(start),
+        start_date=start,
         catchup=r.get(data, "catchup", "", bool, default=False),
         tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
         agreement=agreement, extract_kind=kind,
@@ -517,7 +529,7 @@ def _file_export(r: _Reader, ex: dict) -> FileExport:
 def _env_name(r: _Reader, data: Any, key: str, where: str) -> str:
     """An environment variable's name from the YAML (the folder it names is configured outside it)."""
     value = r.get(data, key, where)
-    if not _ENV_NAME.match(value):
+    if not _ENV_NAME.fullmatch(value):
         raise r.fail(f"{where}.{key}", "must be the name of an environment variable (A-Z, 0-9 and _), not a path")
     return value
 
@@ -543,10 +555,14 @@ def _tables(r: _Reader, ex: dict, kind: str, system: str) -> dict[str, Table]:
     tables: dict[str, Table] = {}
     for tname, t in r.get(ex, "tables", "extract", dict).items():
         where = f"extract.tables.{tname}"
-        if not isinstance(tname, str) or not _NAME.match(tname):
-            raise r.fail(where, "a table's name must be lower-case letters, digits and _")
+        if not isinstance(tname, str) or not _NAME.fullmatch(tname):
+            raise r.fail(f"extract.tables.{safe_name(tname)}",
+                         "a table's name must be lower-case letters, digits and _")
         cols = []
         for cname, c in r.get(t, "columns", where, dict).items():
+            if not isinstance(cname, str) or not cname or any(ord(ch) < 0x20 or ch == "\x7f" for ch in cname):
+                raise r.fail(f"{where}.columns.{safe_name(cname)}", "a column's name must be text without control "
+                             "characters")
             ctype = r.get(c, "type", f"{where}.columns.{cname}")
             if ctype not in COLUMN_TYPES:
                 raise r.fail(f"{where}.columns.{cname}.type", f"{ctype!r} is not one of {sorted(COLUMN_TYPES)}")
@@ -583,7 +599,7 @@ def _record_classes(r: _Reader, data: dict, root: Table | None) -> tuple[RecordC
     for i, rc in enumerate(raw):
         where = f"record_classes[{i}]"
         rname = r.get(rc, "name", where)
-        if not _CLASS_NAME.match(rname):
+        if not _CLASS_NAME.fullmatch(rname):
             raise r.fail(f"{where}.name", f"{rname!r} must be lower-case letters, digits and -")
         m = r.get(rc, "match", where, dict)
         ret = r.get(rc, "retention", where, dict)

@@ -340,3 +340,66 @@ def test_rows_matching_no_record_class_are_named_by_row_number_not_key(store, tm
     text = str(caught.value)
     assert "2 row(s) match no record class" in text and "row 1" in text and "row 2" in text
     assert PNR not in text and "19800101" not in text
+
+
+@pytest.mark.parametrize("table", ["../staging", "a/b", "Cases", "ärenden", "x\ny"])
+def test_a_table_name_cannot_become_a_path_in_staging(tmp_path, table):
+    def rename(d):
+        tables = d["extract"]["tables"]
+        tables[table] = tables.pop("documents")
+
+    with pytest.raises(ConfigError, match=r"^lex\.yaml: extract\.tables\.[^\n]*: a table's name must be") as caught:
+        load_system(_lex_with(tmp_path, rename))
+    assert "\n" not in str(caught.value)  # a name cannot forge a second log line
+
+
+ODD_VALUES = [None, 1, -1, True, "", "x", [], {}, [1], {"a": 1}, "../x", 1.5, "2025-13-01", {"default": True},
+              ["a"], "P", "a;b", "/etc/passwd", "DROP TABLE cases", {"kind": "erms"}]
+
+
+def _nodes(data, prefix=()):
+    if isinstance(data, dict):
+        for key, value in data.items():
+            yield (*prefix, key)
+            yield from _nodes(value, (*prefix, key))
+    elif isinstance(data, list):
+        for i, value in enumerate(data):
+            yield (*prefix, i)
+            yield from _nodes(value, (*prefix, i))
+
+
+def test_a_mangled_system_yaml_fails_with_a_config_error_never_another_exception(tmp_path):
+    """Every shipped YAML with one value replaced by something odd (or a key removed): it loads,
+    or it fails with a ConfigError; no TypeError, ValueError or KeyError reaches the DAG processor."""
+    import copy
+    import random
+
+    rng = random.Random(20)
+    shipped = {p.stem: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(SYSTEMS.glob("*.yaml"))}
+    refused = 0
+    for _ in range(250):
+        name = rng.choice(sorted(shipped))
+        data = copy.deepcopy(shipped[name])
+        where = rng.choice(list(_nodes(data)))
+        node = data
+        for key in where[:-1]:
+            node = node[key]
+        if isinstance(node, dict) and rng.random() < 0.2:
+            del node[where[-1]]
+        else:
+            node[where[-1]] = rng.choice(ODD_VALUES)
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        try:
+            load_system(path)
+        except ConfigError as exc:
+            assert str(exc).startswith(f"{name}.yaml: "), str(exc)
+            refused += 1
+    assert refused > 80
+
+
+def test_a_yaml_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "lex.yaml"
+    path.write_bytes((SYSTEMS / "lex.yaml").read_bytes().replace("Ärenden".encode(), "Ärenden".encode("latin-1")))
+    with pytest.raises(ConfigError, match=r"^lex\.yaml: not UTF-8 text$"):
+        load_system(path)
