@@ -113,6 +113,10 @@ class _Confined:
             os.close(self.fd)
             self.fd = -1
 
+    def __del__(self) -> None:  # a reader that is never closed must not keep the folder open
+        if getattr(self, "fd", -1) >= 0:
+            self.close()
+
     def __enter__(self) -> _Confined:
         return self
 

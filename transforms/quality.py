@@ -23,6 +23,12 @@ The suite is our own thin JSON wrapper around GX expectation configurations::
                                             "kwargs": {"column": "title"},
                                             "meta": {"notes": "why an archivist cares"}}]}}}
 
+Besides the suite, the gate checks the text of every text column of every staged table,
+whatever the source: a value holding NUL or another control character (tab, CR and LF
+excepted), a byte-order mark, or UTF-8 that was read as windows-1252/ISO-8859-1 (``Ã¥`` for
+``å``) is a failed check (``arkiv_text_…``) naming table, column, rule, count and the
+records' ids — never the value. Such checks appear in the report only when they fail.
+
 great_expectations is imported only inside the functions that need it: the import takes
 seconds, and the Airflow DAG processor imports this module.
 """
