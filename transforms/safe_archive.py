@@ -1,10 +1,21 @@
-"""Open an information package (folder, ``.tar`` in any compression, ``.zip``) without trusting it.
+"""Open an information package (folder, ``.tar`` plain or compressed, ``.zip``) without trusting it.
+
+A file is the container its leading bytes say (:func:`sniff`: a tar header, a zip local header,
+gzip/bzip2/xz/zstd magic), never what a reader that looks elsewhere would find: ``zipfile``
+looks for a zip at the END of a file, so a tar followed by a zip would be read as the zip. Its
+name must agree with its bytes. A zip is read strictly from offset 0: local headers back to back
+and matching the central directory, which ends at the end record, with nothing after it but its
+comment; a tar may be followed by nothing but zero padding. Anything else is a polyglot or
+damaged, and is refused.
 
 A package handed to ``arkiv validate`` may come from anywhere, so every member name and type is
 checked *before* anything is read or written: absolute paths, Windows drive letters and
-backslashes, ``..`` components, links, device and FIFO members, duplicate names and names that
-are not UTF-8 are refused, and limits on member count, sizes and (for zip) compression ratio keep
-the work bounded. A refused package raises :class:`UnsafeArchive`, naming the member and the rule.
+backslashes, ``..`` components, links, device and FIFO members, duplicate names, names that
+collide once case and Unicode normalisation are ignored and names that are not UTF-8 are
+refused, and limits on member count, sizes (a sparse member counts as what it expands to) and
+(for zip) compression ratio keep the work bounded. A refused package raises
+:class:`UnsafeArchive`, naming the member (escaped by :func:`transforms.masking.safe_name`) and
+the rule; so does any error reading a member's bytes (bad CRC, corrupt or cut-off data).
 
 The validator does not need to extract anything: :func:`open_package` returns a
 :class:`PackageReader` that lists the members and streams them (``ZipFile.open``; a tar member is
