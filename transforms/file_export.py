@@ -598,9 +598,17 @@ def _read_xml(raw: BinaryIO, where: str, table: Table, fmt: FileExport) -> Itera
             yield {**{c: row.get(c) for c in table.column_names}, WHERE: f"{where}: line {line}"}
     except etree.XMLSyntaxError as exc:
         # libxml2's message can quote names from the document; its error type names the rule.
-        kind = getattr(exc, "type_name", None) or "syntax error"
+        kind = _xml_error_name(exc.code)
         raise ContentError(f"{where}: not well-formed XML in {fmt.encoding} ({kind}, line {exc.lineno})") from None
     faults.raise_if_any()
+
+
+def _xml_error_name(code: object) -> str:
+    """libxml2's name for an error code (``ERR_TAG_NAME_MISMATCH``): the rule, without the names it quotes."""
+    try:
+        return etree.ErrorTypes._getName(code, None) or "syntax error"  # noqa: SLF001 - lxml's public enum
+    except Exception:  # the name is a courtesy; an lxml without the lookup still refuses the file
+        return "syntax error"
 
 
 def _xml_declared_encoding(head: bytes) -> str | None:
