@@ -392,7 +392,7 @@ class DatabaseSource(RowSource):
         self.system, self.env = system, env
         self.params = {"start": start.date(), "end": end.date()}
         # hide_parameters: a failed statement's message never carries bound values
-        self.engine = sa.create_engine(url, hide_parameters=True)
+        self.engine = _source_engine(system, url)
         self.conn = self.engine.connect()
         self._copies: list[_PostgresCopy] = []  # COPY streams under way (stopped before the connection closes)
         try:
@@ -513,6 +513,22 @@ def _begin_read_only(conn: sa.Connection, system: System) -> None:
                           "extraction only reads")
 
 
+def _source_engine(system: System, url: str) -> sa.Engine:
+    """The engine for a source URL; a URL that cannot be used is a ConfigError that does not repeat it
+    (it may hold a password). A SQLite file that does not exist is not created."""
+    where = f"{system.source.name}: extract.connection: system {system.name}"
+    try:
+        parsed = sa.engine.make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            database = parsed.database or ""
+            if database in ("", ":memory:") or (not database.startswith("file:") and not Path(database).is_file()):
+                raise ConfigError(f"{where}: the source database file does not exist (nothing is created: "
+                                  "extraction only reads)")
+        return sa.create_engine(parsed, hide_parameters=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"{where}: the source database URL cannot be used ({type(exc).__name__})") from None
+
+
 def _mysql_read_only_variable(conn: sa.Connection) -> str:
     """MySQL 8 and MariaDB 11.1 call it transaction_read_only; MariaDB before 11.1 only tx_read_only."""
     names = {r[0].lower() for r in conn.exec_driver_sql("SHOW SESSION VARIABLES LIKE '%%read_only'")}
@@ -527,9 +543,11 @@ def _is_write_refusal(exc: BaseException) -> bool:
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:
         return True
+    if not type(orig).__module__.startswith(("pymysql", "MySQLdb", "mysql", "mariadb")):
+        return False
     args = getattr(orig, "args", ())
-    return bool(args) and type(orig).__module__.startswith(("pymysql", "MySQLdb", "mysql")) \
-        and args[0] in _MYSQL_READ_ONLY
+    number = args[0] if args and isinstance(args[0], int) else getattr(orig, "errno", None)
+    return number in _MYSQL_READ_ONLY
 
 
 def _dbapi_kind(exc: BaseException) -> tuple[str, str]:

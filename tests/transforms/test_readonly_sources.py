@@ -263,3 +263,24 @@ def test_sqlite_reads_with_query_only_on(source, tmp_path):
     staged = extract_database(system, url, *Y2025, tmp_path / "out", env={})
     titles = {r["title"] for f in staged.table_files()["cases"] for r in pq.read_table(f).to_pylist()}
     assert titles == {"1"}
+
+
+def test_a_sqlite_source_that_does_not_exist_is_not_created(tmp_path):
+    missing = tmp_path / "no-such-source.sqlite"
+    with pytest.raises(ConfigError, match=r"^kalla\.yaml: extract\.connection: system kalla: the source database "
+                                          r"file does not exist"):
+        extract_database(load_system(_system(tmp_path)), f"sqlite:///{missing}", *Y2025, tmp_path / "out", env={})
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("url", ["postgresql://arkiv:hemligt-lösen@127.0.0.1:5432/x?sslmode=nonsense%",
+                                 "nosuchdialect://arkiv:hemligt-lösen@host/db", "not a url hemligt-lösen"])
+def test_an_unusable_source_url_is_a_config_error_that_does_not_repeat_it(tmp_path, url):
+    try:
+        extract_database(load_system(_system(tmp_path)), url, *Y2025, tmp_path / "out", env={})
+    except ConfigError as exc:
+        assert "hemligt" not in str(exc)
+    except sa.exc.OperationalError as exc:  # a URL that parses is tried: the server's own refusal, retried
+        assert "hemligt" not in str(exc)
+    else:
+        pytest.fail("an unusable URL was used")
