@@ -59,7 +59,7 @@ GET_SEARCH_FILTERS = frozenset({"system", "record_class", "closed_from", "closed
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _PATH_CONTROL = re.compile(r"[\x00-\x1f\x7f\ufffd]")
 _IDENT = {"max_length": 200, "min_length": 1}
-_LOOKS_PERSONAL = re.compile(r"\d(?:[\s\-+\u2010-\u2015\u2212]{0,3}\d){9,11}")
+_LOOKS_PERSONAL = re.compile(r"(?<!\d)\d(?:[\s\-+\u2010-\u2015\u2212]{0,3}\d){9,11}(?!\d)")
 
 
 def _no_controls(v: str | None) -> str | None:
@@ -169,15 +169,25 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         if "access_token" in request.query_params:
             raise Unauthenticated("a token is never sent in the URL; send 'Authorization: Bearer <token>'",
                                   error="invalid_request")
+        if "purpose" in request.query_params:
+            # refused whoever asks (the rule is the same for all): the purpose may name a person
+            _refuse(holder, request, "purpose in the query string")
+            raise _BadRequest("the purpose is sent in the X-Purpose header (percent-encoded UTF-8), never in the URL")
         return authenticate(holder.get().cat, bearer_token(authorization))
 
-    def purpose_of(request: Request, who: Annotated[Principal, Depends(principal)],
-                   x_purpose: Annotated[str | None, Header(max_length=3 * MAX_TEXT)] = None) -> str:
+    def url_filters_only(request: Request) -> None:
+        extra = sorted(set(request.query_params) - GET_SEARCH_FILTERS - {"access_token"})
+        values = [v for k in GET_SEARCH_FILTERS for v in request.query_params.getlist(k)]
+        if extra or any(_LOOKS_PERSONAL.search(v) for v in values):
+            _refuse(holder, request, f"search text or an identifier in the query string ({len(extra)} "
+                                     "parameter(s) not allowed there)")
+            raise _BadRequest("search text and personal identifiers are never sent in the URL: use POST "
+                              f"{PREFIX}/search with them in the JSON body (the URL takes only "
+                              f"{', '.join(sorted(GET_SEARCH_FILTERS))})")
+
+    def purpose_of(x_purpose: Annotated[str | None, Header(max_length=3 * MAX_TEXT)] = None) -> str:
         from urllib.parse import unquote
 
-        if "purpose" in request.query_params:
-            _refuse(holder, request, "purpose in the query string", who)
-            raise _BadRequest("the purpose is sent in the X-Purpose header (percent-encoded UTF-8), never in the URL")
         # HTTP headers are ASCII: a purpose in Swedish is sent percent-encoded (UTF-8) and decoded here;
         # what it holds is masked and escaped when it is logged (accesslog.clean)
         return unquote(x_purpose or "", errors="replace")[:MAX_TEXT]
@@ -196,8 +206,8 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         return {"name": who.name, "role": who.role, "system": who.system, "cleared": who.sees_secret}
 
     @app.get(f"{PREFIX}/search", tags=["search"])
-    def search_by_filters(request: Request, who: Who, why: Purpose, system: Annotated[str | None, Query(
-                              max_length=100)] = None,
+    def search_by_filters(_checked: Annotated[None, Depends(url_filters_only)], who: Who, why: Purpose,
+                          system: Annotated[str | None, Query(max_length=100)] = None,
                           record_class: Annotated[str | None, Query(max_length=100)] = None,
                           closed_from: Annotated[str | None, Query(max_length=40)] = None,
                           closed_to: Annotated[str | None, Query(max_length=40)] = None,
@@ -206,14 +216,6 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
                           offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0) -> dict:
         """Browse by filters only (system, record class, closing dates, storage). Search text and personnummer
         are never taken from a URL: send them in the body of ``POST /api/v1/search``."""
-        extra = sorted(set(request.query_params) - GET_SEARCH_FILTERS)
-        values = [v for k in GET_SEARCH_FILTERS for v in request.query_params.getlist(k)]
-        if extra or any(_LOOKS_PERSONAL.search(v) for v in values):
-            _refuse(holder, request, f"search text or an identifier in the query string ({len(extra)} "
-                                     "parameter(s) not allowed there)", who)
-            raise _BadRequest("search text and personal identifiers are never sent in the URL: use POST "
-                              f"{PREFIX}/search with them in the JSON body (the URL takes only "
-                              f"{', '.join(sorted(GET_SEARCH_FILTERS))})")
         r = holder.get().search(who, "", purpose=why, system=system, record_class=record_class,
                                 closed_from=closed_from, closed_to=closed_to, storage=storage, limit=limit,
                                 offset=offset)
