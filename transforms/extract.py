@@ -585,6 +585,10 @@ def _query_errors(system: System, table: Table) -> Iterator[None]:
                               "SELECT that reads the declared columns") from None
         if kind == "DataError":
             raise ContentError(f"{where}: the source database could not compute the query's rows ({said})") from None
+        if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
+            # never sent: SQLAlchemy could not bind it (a parameter other than :start and :end)
+            raise ConfigError(f"{where}: the query cannot be sent ({type(exc.orig or exc).__name__}); its only "
+                              "parameters are :start and :end") from None
         raise
 
 
@@ -945,7 +949,7 @@ def _refuse_escaping_paths(system: System, source: RowSource, table: Table, chun
     the source's value and may hold a name or a personnummer.
     """
     for i, (rel, real) in enumerate(zip(rels, resolved, strict=True)):
-        if real or rel is None or rel == "":
+        if real or not isinstance(rel, str) or rel == "":  # no path (or not text): the quality gate's to judge
             continue
         where = (chunk.where[i] if chunk.where else None) or f"{system.name}.{table.name}: row {first_row + i}"
         root = f" ({table.files_root_env})" if table.files_root_env else ""

@@ -201,6 +201,8 @@ class System:
 # and [brackets]), and a query must pass under every reading: text that one server would run as a
 # second statement cannot hide inside what another server calls a string or a comment.
 
+#: the parameters every query is given: the run's data interval [start, end)
+QUERY_PARAMETERS = frozenset({"start", "end"})
 #: the statements a query may be: the read statements of standard SQL
 READ_STATEMENTS = frozenset({"SELECT", "WITH", "VALUES", "TABLE"})
 #: words that make a statement write or lock, wherever they stand (a data-modifying CTE, SELECT … INTO,
@@ -354,6 +356,9 @@ def check_read_query(sql: str) -> None:
                 raise QueryRefused(f"a read statement holds no {text} (writing, locking or SELECT … INTO)")
             if text == "SET" and previous != "CHARACTER":
                 raise QueryRefused("a read statement holds no SET")
+        unknown = sorted({text for kind, text in tokens if kind == "param"} - QUERY_PARAMETERS)
+        if unknown:
+            raise QueryRefused(f"its only parameters are :start and :end, not :{unknown[0][:40]}")
 
 
 class _Reader:

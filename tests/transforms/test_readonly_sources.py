@@ -284,3 +284,11 @@ def test_an_unusable_source_url_is_a_config_error_that_does_not_repeat_it(tmp_pa
         assert "hemligt" not in str(exc)
     else:
         pytest.fail("an unusable URL was used")
+
+
+def test_a_query_with_a_parameter_it_is_not_given_is_a_config_error(source, tmp_path, monkeypatch):
+    backend, url = source
+    system = _bypassing_the_check(monkeypatch, tmp_path, "SELECT id, title FROM cases WHERE title <> :owner")
+    with pytest.raises(ConfigError, match=r"^kalla\.yaml: extract\.tables\.cases\.query: system kalla: the query "
+                                          r"cannot be sent \(.*\); its only parameters are :start and :end$"):
+        extract_database(system, url, *Y2025, tmp_path / "out", env={})

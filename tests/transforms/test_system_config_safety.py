@@ -85,6 +85,7 @@ WRITES = {
     "parenthesised-delete": ("(DELETE FROM cases)", "DELETE"),
     "empty": ("  ; ", "empty"),
     "nul": ("SELECT 1\x00; DROP TABLE cases", "NUL"),
+    "unknown-parameter": ("SELECT * FROM cases WHERE d >= :start AND owner = :user", "only parameters"),
 }
 
 
