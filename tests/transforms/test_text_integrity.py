@@ -304,3 +304,64 @@ def test_control_characters_and_mojibake_from_postgresql_stop_the_batch_at_the_g
     assert Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}").packages() == []
     written = json.dumps(report, ensure_ascii=False) + out.err + out.out
     _no_values(written, NAME, "Ansökan om bistånd", "Ã…sa HandlÃ¤ggare", "HandlÃ")
+
+
+KALLA_YAML = """
+system: kalla
+title: Källa
+schedule: "0 4 1 * *"
+start_date: 2024-01-01
+agreement:
+  archive_creator: {name: Strängnäs kommun, organisationsnummer: "212000-0357"}
+  submitter: {name: Strängnäs kommun, organisationsnummer: "212000-0357"}
+  submission_agreement: LA-1
+  reference_code: SE/X
+extract:
+  kind: database
+  connection: kalla_db
+  tables:
+    cases:
+      key: id
+      query: SELECT id, title, officer FROM cases ORDER BY id
+      columns:
+        id: {type: int64}
+        title: {type: string}
+        officer: {type: string}
+record_classes:
+  - {name: alla, title: Alla, match: {default: true},
+     retention: {action: keep, counted_from: id, period: P0D, basis: t}}
+content: {kind: tabular}
+quality: {suite: kalla.json}
+sensitive:
+  cases: [title]
+"""
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
+def test_text_faults_from_each_kind_of_database_fail_the_gate(request, tmp_path, backend):
+    from transforms.extract import extract_database
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'kalla.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_url" if backend == "postgresql" else "mariadb_url")
+    nul = "\x01" if backend == "postgresql" else "\x00"  # PostgreSQL's text cannot hold NUL at all
+    rows = [(1, f"Överklagande {NAME}", "Per Ähl"), (2, f"{NAME}{nul}{nul}", "Per Ähl"),
+            (3, f"\ufeff{NAME}", "Per Ähl"), (4, "Ansökan", "Ã…sa HandlÃ¤ggare")]
+    engine = sa.create_engine(url)
+    with engine.begin() as c:
+        c.exec_driver_sql("CREATE TABLE cases (id bigint PRIMARY KEY, title varchar(200), officer varchar(200))")
+        c.execute(sa.text("INSERT INTO cases VALUES (:i, :t, :o)"), [{"i": i, "t": t, "o": o} for i, t, o in rows])
+    engine.dispose()
+    (tmp_path / "kalla.yaml").write_text(KALLA_YAML, encoding="utf-8")
+    system = load_system(tmp_path / "kalla.yaml")
+    staged = extract_database(system, url, dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), tmp_path / "out", env={})
+    suite = tmp_path / "kalla.json"
+    suite.write_text(json.dumps({"name": "kalla", "tables": {"cases": {"id_column": "id", "expectations": [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}}]}}}), encoding="utf-8")
+    result = quality.check_batch(suite, staged.table_files(), system="kalla", batch=staged.batch,
+                                 report_dir=tmp_path / "reports", sensitive_columns={"cases": ["title"]})
+    assert not result.success
+    assert {(c.expectation, c.column): c.offending_ids for c in result.failed()} == {
+        (TEXT_CONTROL, "title"): ["2"], (TEXT_BOM, "title"): ["3"], (TEXT_MOJIBAKE, "officer"): ["4"]}
+    _no_values(result.result_path.read_text(encoding="utf-8") + result.summary(), NAME, "Ã…sa HandlÃ¤ggare")
