@@ -178,6 +178,14 @@ class Settings:
         return self
 
     def connection_url(self, conn_id: str, env: dict[str, str] | None = None) -> str | None:
-        """A source database URL from ``ARKIV_CONN_<ID>`` (Airflow connections are tried by plugins/)."""
+        """A source database URL from ``ARKIV_CONN_<ID>`` (Airflow connections are tried by plugins/).
+
+        The id comes from a system's YAML: only a plain name (letters, digits, _) is looked up, so
+        that it cannot reach a variable that is not a connection's.
+        """
+        from .systems import CONNECTION_ID
+
+        if not isinstance(conn_id, str) or not CONNECTION_ID.fullmatch(conn_id):
+            raise ConfigError("a connection id must be letters, digits and _ (it names ARKIV_CONN_<ID>)")
         env = os.environ if env is None else env
         return env.get(f"ARKIV_CONN_{conn_id.upper()}")

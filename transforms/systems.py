@@ -29,6 +29,8 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 _SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _DURATION = re.compile(r"^P(?:\d+Y)?(?:\d+M)?(?:\d+D)?$")
+#: a source connection's id: an Airflow connection id that is also a part of an environment variable's name
+CONNECTION_ID = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 #: an environment variable's name, as a YAML may give it (root_env, inbox_env)
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
@@ -498,7 +500,7 @@ def load_system(path: Path | str) -> System:
         catchup=r.get(data, "catchup", "", bool, default=False),
         tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
         agreement=agreement, extract_kind=kind,
-        connection=r.get(ex, "connection", "extract") if kind == "database" else None,
+        connection=_connection_id(r, ex) if kind == "database" else None,
         batch_rows=r.get(ex, "batch_rows", "extract", int, default=5000), tables=tables,
         record_classes=classes, content=content, quality_suite=suite, sensitive=sensitive,
         max_records=r.get(pkg, "max_records", "package", int, default=2000),
@@ -536,6 +538,14 @@ def _env_name(r: _Reader, data: Any, key: str, where: str) -> str:
     value = r.get(data, key, where)
     if not _ENV_NAME.fullmatch(value):
         raise r.fail(f"{where}.{key}", "must be the name of an environment variable (A-Z, 0-9 and _), not a path")
+    return value
+
+
+def _connection_id(r: _Reader, ex: dict) -> str:
+    """An Airflow connection id (also read as ``ARKIV_CONN_<ID>``): a name, never a URL or a path."""
+    value = r.get(ex, "connection", "extract")
+    if not CONNECTION_ID.fullmatch(value):
+        raise r.fail("extract.connection", "must be a connection id (letters, digits and _), not a URL or a path")
     return value
 
 

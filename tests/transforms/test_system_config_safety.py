@@ -404,3 +404,20 @@ def test_a_yaml_that_is_not_utf8_is_a_config_error(tmp_path):
     path.write_bytes((SYSTEMS / "lex.yaml").read_bytes().replace("Ärenden".encode(), "Ärenden".encode("latin-1")))
     with pytest.raises(ConfigError, match=r"^lex\.yaml: not UTF-8 text$"):
         load_system(path)
+
+
+@pytest.mark.parametrize("connection", ["postgresql://arkiv@db/lex", "../lex_db", "lex-db", "lex db", "_x", ""])
+def test_a_connection_is_named_by_its_id_not_a_url_or_path(tmp_path, connection):
+    with pytest.raises(ConfigError, match=r"^lex\.yaml: extract\.connection: "):
+        load_system(_lex_with(tmp_path, lambda d: d["extract"].update(connection=connection)))
+
+
+def test_settings_look_up_only_connection_ids():
+    from transforms.config import Settings
+
+    settings = Settings.from_env({})
+    env = {"ARKIV_CONN_LEX_DB": "sqlite:///lex.sqlite", "ARKIV_CATALOGUE_URL": "postgresql://catalogue"}
+    assert settings.connection_url("lex_db", env) == "sqlite:///lex.sqlite"
+    for hostile in ("lex_db\n", "../catalogue", "LEX_DB=1"):
+        with pytest.raises(ConfigError, match="connection id"):
+            settings.connection_url(hostile, env)
