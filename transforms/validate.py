@@ -43,7 +43,7 @@ from lxml import etree
 from transforms import xmltools
 from transforms.errors import ContentError
 from transforms.identifiers import is_valid_organisationsnummer
-from transforms.masking import safe_name
+from transforms.masking import safe_name, scrub
 from transforms.safe_archive import DEFAULT_LIMITS, Limits, PackageReader, UnsafeArchive, open_package
 from transforms.xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, SAFE_PARSE, NullTarget
 
@@ -307,7 +307,7 @@ class ValidationReport:
 
     def to_dict(self) -> dict:
         return {
-            "path": self.path, "valid": self.valid, "profile": self.profile,
+            "path": _clean(self.path), "valid": self.valid, "profile": self.profile,
             "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
             "counts": dict(Counter(f.severity for f in self.findings)),
             "findings": [f.to_dict() for f in self.findings],
@@ -319,7 +319,7 @@ class ValidationReport:
         """One header line, then one line per failed requirement (ID, severity, count, first problem)."""
         counts = Counter(f.severity for f in self.findings)
         verdict = "VALID" if self.valid else "INVALID"
-        lines = [f"{verdict} {self.path} (profile {self.profile}; {counts['ERROR']} errors, "
+        lines = [f"{verdict} {_clean(self.path)} (profile {self.profile}; {counts['ERROR']} errors, "
                  f"{counts['WARNING']} warnings, {counts['INFO']} notes; {self.files_checked} files, "
                  f"{self.bytes_checked} bytes checked)"]
         groups: dict[tuple[str, str], list[Finding]] = defaultdict(list)
@@ -717,6 +717,17 @@ def _amd_ids_of(root) -> set[str]:
     return out
 
 
+def _clean(text: str) -> str:
+    """A finding's text as it may be written anywhere: one printable line, personnummer masked.
+
+    Member names, hrefs and attribute values quoted in a finding come from the delivery, so a
+    control character in one is escaped and whatever looks like a personnummer is masked.
+    """
+    if not text.isprintable():
+        text = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return scrub(text)
+
+
 # --------------------------------------------------------------------------------------------
 # The validator
 # --------------------------------------------------------------------------------------------
@@ -748,6 +759,7 @@ class _Validator:
 
     # -- findings ----------------------------------------------------------------------------
     def fail(self, rid: str, message: str, location: str = "", severity: str | None = None) -> None:
+        message, location = _clean(message), _clean(location)
         if self._sink is not None:
             log, items = self._sink
             log.counts[rid] += 1

@@ -627,3 +627,18 @@ def test_a_disk_error_is_not_judged_as_the_package(pkg, monkeypatch):
     monkeypatch.setattr(v._Validator, "run", planted)
     with pytest.raises(OSError):
         v.validate_package(pkg)
+
+
+def test_findings_never_carry_a_personnummer_or_a_control_character_from_the_delivery(pkg, tmp_path):
+    (pkg / "documentation" / "19121212-1212 Tolvan.txt").write_text("x", encoding="utf-8")
+    mutate(pkg, _set(f"{XL}href", "documentation/\u202ereadme\n.txt", "m:fileSec//m:file[@ID='file-readme']/m:FLocat"))
+    moved = tmp_path / "leverans\n19121212-1212"
+    shutil.copytree(pkg, moved / "pkg-1")
+    report = v.validate_package(moved / "pkg-1", "fgs")
+    assert not report.valid
+    written = json.dumps(report.to_dict(), ensure_ascii=False) + report.to_text(show_info=True)
+    assert "19121212-1212" not in written and "121212-1212" not in written
+    assert "\u202e" not in written
+    for f in report.findings:
+        assert f.message.isprintable() and f.location.isprintable()
+    assert report.to_text().count("\n") == len(report.to_text().splitlines()) - 1
