@@ -196,6 +196,7 @@ def document_ownership_problems(system: System, table_files: Mapping[str, Sequen
         wanted = list(dict.fromkeys([table.key, owner_col, table.files_path_column, "source_path"]))
         files: dict[str, list[tuple[str, str]]] = defaultdict(list)  # real file -> [(owner, row key)]
         folders: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))  # folder -> owner -> keys
+        owner_of: dict[str, str] = {}  # row key -> the record it belongs to
         for path in table_files[table.name]:
             pf = pq.ParquetFile(path)
             try:
@@ -205,6 +206,12 @@ def document_ownership_problems(system: System, table_files: Mapping[str, Sequen
                             for c in wanted}
                     for key, owner, rel, src in zip(cols[table.key], cols[owner_col], cols[table.files_path_column],
                                                     cols["source_path"], strict=True):
+                        first_owner = owner_of.setdefault(str(key), str(owner))
+                        if first_owner != str(owner):
+                            problems.append(f"{table.name} row {table.key}={key}: the same document id is filed "
+                                            f"under two records ({owner_col}={first_owner} and another); a document "
+                                            "belongs to exactly one record")
+                            continue
                         if not isinstance(rel, str) or not rel:
                             continue  # no file registered: the quality gate's file checks judge that
                         where = f"{table.name} row {table.key}={key}"

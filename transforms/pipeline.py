@@ -311,9 +311,9 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
     if case.status == "open":
         return {"state": "waiting", "batch": batch_id, "case": case.id}
     if case.status == "rejected":
-        raise ContentError(f"{batch_id}: quarantine case {case.id} was rejected by {case.decided_by} "
-                           f"({case.justification}). The system owner must correct the source; a later run of this "
-                           "interval extracts it again. Nothing was packaged.")
+        raise ContentError(safe_line(f"{batch_id}: quarantine case {case.id} was rejected by {case.decided_by} "
+                                     f"({case.justification}). The system owner must correct the source; a later "
+                                     "run of this interval extracts it again. Nothing was packaged."))
     if not Path(manifest).is_file():
         _restore_from_quarantine(Path(case.path), staged_dir)
         with cat.session() as ses:

@@ -224,3 +224,34 @@ def test_unique_paths_and_case_folders():
     assert _case_folder(folders, "KS 2025-1", 2) == "KS_2025-1-2"
     assert _case_folder(folders, "KS 2025/1", 1) == "KS_2025-1", "the same case keeps its folder"
     assert _case_folder(folders, "KS_2025-1-2", 3) == "KS_2025-1-2-3"
+
+
+def _staged_documents(tmp_path: Path, rows: list[tuple]) -> dict[str, list[Path]]:
+    """A documents table as staging writes it (the row's path as delivered, and where it resolved to)."""
+    import pyarrow as pa
+
+    path = tmp_path / "documents.parquet"
+    cols = ("document_id", "case_id", "file_path", "source_path")
+    pq.write_table(pa.table({c: [r[i] for r in rows] for i, c in enumerate(cols)}), path)
+    return {"documents": [path]}
+
+
+def test_one_document_id_filed_under_two_cases_is_refused(tmp_path):
+    files = _staged_documents(tmp_path, [(1, 10, "a/1.pdf", "/s/a/1.pdf"), (1, 11, "b/1.pdf", "/s/b/1.pdf"),
+                                         (2, 11, "b/2.pdf", "/s/b/2.pdf")])
+    problems = document_ownership_problems(LEX, files)
+    assert problems == ["documents row document_id=1: the same document id is filed under two records (case_id=10 "
+                        "and another); a document belongs to exactly one record"]
+
+
+@pytest.mark.parametrize(("rel", "rule"), [
+    ("a/../b/1.pdf", "contains '..'"), ("..\\b\\1.pdf", "contains '..'"), ("/srv/x.pdf", "absolute"),
+    ("\\\\server\\share\\x.pdf", "absolute"), ("c:/x.pdf", "absolute"), ("a/Erms.XML", "metadata file"),
+    ("a/mets.xml", "metadata file"), ("Metadata/x.pdf", "metadata file"), ("a/schemas/x.xsd", "metadata file"),
+    ("manifest.json", "delivery's own files"), ("./", "names no file"),
+])
+def test_path_rules_name_the_rule_never_the_path(tmp_path, rel, rule):
+    files = _staged_documents(tmp_path, [(1, 10, rel, "/s/a/1.pdf"), (2, 11, "b/2.pdf", "/s/b/2.pdf")])
+    (problem,) = document_ownership_problems(LEX, files)
+    assert problem.startswith("documents row document_id=1: document path") and rule in problem
+    assert rel not in problem
