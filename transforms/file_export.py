@@ -356,6 +356,9 @@ class FileExportSource(RowSource):
         if rel == MANIFEST or rel in self.table_files:
             raise ContentError(f"{line}: column {table.files_path_column}: names the delivery's manifest or a "
                                f"table file, not a document (rule: a record's files are its own documents)")
+        if rel in self.used:
+            raise ContentError(f"{line}: column {table.files_path_column}: names a document an earlier row "
+                               f"already names (rule: a file belongs to exactly one record)")
         # A document missing from the delivery is left to the quality gate, which names the record.
         self.used.add(rel)
 

@@ -183,6 +183,30 @@ def test_a_row_naming_a_path_outside_its_documents_is_refused(delivery, tmp_path
     assert fil not in text or fil in ("manifest.json", "akter.csv") and "names the delivery's manifest" in text
 
 
+def test_two_rows_naming_one_document_are_refused(delivery, tmp_path):
+    rows = (delivery / "dokument.csv").read_bytes().decode("cp1252").split("\r\n")
+    header = rows[0].split(";")
+    first, second = rows[1].split(";"), rows[2].split(";")
+    taken = second[header.index("fil")]
+    second[header.index("fil")] = first[header.index("fil")]
+    rows[2] = ";".join(second)
+    data = "\r\n".join(rows).encode("cp1252")
+    (delivery / "dokument.csv").write_bytes(data)
+    (delivery / taken).unlink()
+    manifest = _manifest(delivery)
+    manifest["files"] = [e for e in manifest["files"] if e["path"] != taken]
+    for entry in manifest["files"]:
+        if entry["path"] == "dokument.csv":
+            entry["size"], entry["sha256"] = len(data), hashlib.sha256(data).hexdigest()
+    _write_manifest(delivery, manifest)
+    check_delivery(delivery, "treserva")
+    with pytest.raises(ContentError) as err:
+        _stage(delivery, tmp_path / "staging")
+    text = _text(err)
+    assert "dokument.csv: line 3: column fil" in text and "belongs to exactly one record" in text
+    assert first[header.index("fil")] not in text
+
+
 # --- class 8: the manifest is kept whole --------------------------------------------------------
 
 
