@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
 import os
 import socket
@@ -65,13 +66,15 @@ def hostile(lex_archive):
         assert own is not None
         own.path, own.size, own.sha256, own.tar_offset = sec_doc.path, sec_doc.size, sec_doc.sha256, sec_doc.tar_offset
         sec_path, sec_sha, host_id, hijacked = sec_doc.path, sec_doc.sha256, host.source_id, own.document_id
+        secret_in_package = sec.source_id
     secret_bytes = b"".join(arc.document_chunks(sec, sec_doc))
     pnr = next(p["personnummer"] for p in public["parties"] if p["personnummer"])
     party = next(p["name"] for p in public["parties"] if p["name"])
     return {"client": TestClient(create_app(lex_archive["settings"], archive=arc), raise_server_exceptions=False),
             "archive": arc, "tokens": lex_archive["tokens"], "public": str(public["case_id"]),
             "secret": str(secret["case_id"]), "secret_path": sec_path, "secret_sha": sec_sha,
-            "secret_bytes": secret_bytes, "host": host_id, "hijacked": hijacked, "pnr": pnr, "party": party,
+            "secret_bytes": secret_bytes, "host": host_id, "hijacked": hijacked,
+            "secret_case_in_package": secret_in_package, "pnr": pnr, "party": party,
             "settings": lex_archive["settings"]}
 
 
@@ -481,3 +484,58 @@ def test_page_searches_by_post(hostile):
 
     assert "/api/v1/search?" not in PAGE and 'method = "POST"' in PAGE
 
+
+
+# --- the same through a real package: an ERMS that points a public case at a secret case's file ------------
+
+def test_a_stored_package_whose_erms_points_a_public_case_at_a_secret_file(hostile, tmp_path):
+    """The package in the mellanarkiv is rewritten so that the public case's first document's appendix names
+    the secret case's file, and indexed again from its bytes, as a package from before the intake check
+    (or from another tool) would be. The file is still served only to readers cleared for the secret case."""
+    from lxml import etree
+
+    from transforms.access import index
+    from transforms.catalogue import Package
+    from transforms.xmltools import NS_ERMS, parse_bytes
+
+    arc = hostile["archive"]
+    e_ = f"{{{NS_ERMS}}}"
+    host = index.find_entry(arc.cat, "lex", hostile["host"])
+    pkg = arc.cat.package(host.package_id)
+    erms_at = index.indexed_package(arc.cat, pkg.id).erms_path
+    src = tmp_path / "old.tar"
+    with arc.store.open(pkg.location) as f, open(src, "wb") as out:
+        out.write(f.read())
+    with tarfile.open(src) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar.getmembers()]
+    erms_member = next(m for m, _ in members if m.name.split("/", 1)[-1] == erms_at)
+    tree = parse_bytes(dict((m.name, d) for m, d in members)[erms_member.name], name="ERMS.xml")
+    aggs = {a.get("systemIdentifier"): a for a in tree.iter(e_ + "aggregation")}
+    secret_app = next(a for r in aggs[hostile["secret_case_in_package"]].findall(e_ + "record")
+                      for a in r.iter(e_ + "appendix") if a.get("path"))
+    host_record = next(r for r in aggs[hostile["host"]].findall(e_ + "record")
+                       if r.find(f".//{e_}appendix") is not None)
+    host_record.find(f".//{e_}appendix").set("path", secret_app.get("path"))
+    new_erms = etree.tostring(tree, xml_declaration=True, encoding="UTF-8")
+    dst = tmp_path / "new.tar"
+    with tarfile.open(dst, "w", format=tarfile.PAX_FORMAT) as tar:
+        for m, data in members:
+            if m.name == erms_member.name:
+                data = new_erms
+                m.size = len(data)
+            tar.addfile(m, io.BytesIO(data) if data is not None else None)
+    key = pkg.location + ".rewritten.tar"
+    stored = arc.store.put(dst, key)
+    with arc.cat.session() as s:
+        row = s.get(Package, pkg.id)
+        row.location, row.sha256, row.size = key, stored.sha256, stored.size
+    arc.index_package(pkg.id)
+    doc_id = host_record.get("systemIdentifier")
+    url = f"/api/v1/records/lex/{hostile['host']}/documents/{doc_id}"
+    for who in ("researcher", "lex"):
+        r = hostile["client"].get(url, headers=_h(hostile, who))
+        assert r.status_code == 403 and hostile["secret_bytes"][:200] not in r.content, (who, r.status_code)
+        rec = hostile["client"].get(f"/api/v1/records/lex/{hostile['host']}", headers=_h(hostile, who)).json()
+        assert not any(d["document_id"] == doc_id and d.get("content") for d in rec["documents"])
+    r = hostile["client"].get(url, headers=_h(hostile, "archivist"))
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == hostile["secret_sha"]
