@@ -291,7 +291,7 @@ def test_dirty_delivery_fails_each_bad_kind_at_its_intended_check(tmp, dirty, sy
 
 # (defect, where the reader must stop, words its reason must contain)
 DEFECT_REASONS = {
-    "wrong_encoding": ("read", "journal.csv", "0x81"),
+    "wrong_encoding": ("read", "journal.csv", "not valid windows-1252 at line"),
     "ragged_row": ("read", "beslut.csv", "fields"),
     "unknown_column": ("read", "akter.csv", "arkivstatus"),
     "bad_value": ("read", "beslut", "beslutsdatum"),
