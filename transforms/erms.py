@@ -9,13 +9,15 @@ is the ``content:`` section of the system YAML, so nothing here knows a system b
 from __future__ import annotations
 
 import datetime as dt
+import posixpath
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from lxml import etree
 
-from .xmltools import NS_ERMS, NS_XSI, Fragment, NotPlainText, PrettyStream, escape, indent, leaf_text
+from .xmltools import NS_ERMS, NS_XSI, Fragment, NotPlainText, PrettyStream, escape, indent, leaf_text, parse_bytes
 
 E = f"{{{NS_ERMS}}}"
 
@@ -386,3 +388,51 @@ def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
                   f"{i1}</additionalInformation>\n")
     parts.append(f"{i0}</record>\n")
     out.add("".join(parts))
+
+
+# --- a delivered ERMS: does every case's appendix point at a file of its own? ---------------------------------
+
+#: names and folders of a package's metadata: never a case's document
+_METADATA_NAMES = frozenset({"erms.xml", "mets.xml", "premis.xml"})
+_METADATA_FOLDERS = frozenset({"metadata", "schemas"})
+_DATA_PATH = re.compile(r"^representations/[^/]+/data/.")
+
+
+def appendix_problems(data: bytes, erms_at: str = "metadata/descriptive/ERMS.xml") -> list[str]:
+    """Every appendix of an ERMS document that is not a document of its own case (aggregation).
+
+    ``erms_at`` is where the ERMS document is in the package (appendix paths are relative to
+    it). An appendix must lead to a file under ``representations/<name>/data/``, not to a
+    metadata file (ERMS, METS, PREMIS, ``metadata/``, ``schemas/``), not out of the package
+    (absolute, a URL, ``..`` past the root), and no two cases may name the same file. Each
+    problem names the ERMS file, the line, the case's position and the rule; never the path,
+    a name or any other value.
+    """
+    tree = parse_bytes(data, name=erms_at)
+    base = posixpath.dirname(erms_at)
+    owner: dict[str, int] = {}  # file in the package -> the case (position) that named it first
+    problems: list[str] = []
+    top = tree.getroot().iterfind(f"{{{NS_ERMS}}}aggregations/{{{NS_ERMS}}}aggregation")
+    for n, agg in enumerate(top, start=1):
+        for appendix in agg.iter(f"{{{NS_ERMS}}}appendix"):
+            href = (appendix.get("path") or "").strip()
+            where = f"{erms_at} line {appendix.sourceline}, case {n}"
+            if not href:
+                continue  # a record without a file (it says so in a note)
+            text = href.replace("\\", "/")
+            if text.startswith("/") or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", text):
+                problems.append(f"{where}: appendix path is absolute or a URL: it must name a file in the package")
+                continue
+            target = posixpath.normpath(posixpath.join(base, text))
+            parts = [p.lower() for p in target.split("/")]
+            if target == ".." or target.startswith("../"):
+                problems.append(f"{where}: appendix path leads out of the package")
+            elif parts[-1] in _METADATA_NAMES or any(p in _METADATA_FOLDERS for p in parts[:-1]):
+                problems.append(f"{where}: appendix path points at a metadata file (ERMS, METS, PREMIS, metadata/ "
+                                "or schemas/)")
+            elif not _DATA_PATH.match(target):
+                problems.append(f"{where}: appendix path is not a document of the package (representations/*/data/)")
+            elif owner.setdefault(target, n) != n:
+                problems.append(f"{where}: appendix path names the document of another case (case {owner[target]}); "
+                                "a file belongs to exactly one case")
+    return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
@@ -255,3 +256,43 @@ def test_path_rules_name_the_rule_never_the_path(tmp_path, rel, rule):
     (problem,) = document_ownership_problems(LEX, files)
     assert problem.startswith("documents row document_id=1: document path") and rule in problem
     assert rel not in problem
+
+
+def test_a_delivered_erms_naming_another_cases_file_or_a_metadata_file_is_found(lex, tmp_path):
+    """What a prepared delivery's intake can ask of its ERMS (transforms.erms.appendix_problems):
+    our own packages have no such appendix; a case pointing at another case's file, at the METS
+    or PREMIS, or out of the package, is named by line and case, never by path."""
+    from transforms.erms import appendix_problems
+
+    staged = extract_database(LEX, lex["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), tmp_path / "st",
+                              env={"ARKIV_LEX_FILES": str(lex["files"])})
+    rc = max(staged.partitions, key=lambda r: staged.partitions[r].rows.get("cases", 0))
+    (pkg,) = build_packages(LEX, staged, rc, tmp_path / "build")
+    with tarfile.open(pkg.path) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith("metadata/descriptive/ERMS.xml"))
+        data = tar.extractfile(member).read()
+    assert appendix_problems(data) == []
+
+    paths = re.findall(rb'path="([^"]+)"', data)
+    assert len(paths) >= 3
+    first, second = paths[0], next(p for p in paths if p.rsplit(b"/", 2)[-2] != paths[0].rsplit(b"/", 2)[-2])
+    third = next(p for p in paths[1:-1] if p != second)
+    cases = {
+        second: (first, "names the document of another case"),
+        third: (b"../../METS.xml", "points at a metadata file"),
+        paths[-1]: (b"../../../../../etc/passwd", "leads out of the package"),
+    }
+    planted = data
+    for old, (new, _) in cases.items():
+        planted = planted.replace(b'path="' + old + b'"', b'path="' + new + b'"', 1)
+    problems = appendix_problems(planted)
+    for _, rule in cases.values():
+        assert any(rule in p for p in problems), (rule, problems)
+    assert all(p.startswith("metadata/descriptive/ERMS.xml line ") for p in problems)
+    assert not any(b"passwd".decode() in p or first.decode() in p for p in problems)
+    for href, rule in [("/etc/passwd", "absolute or a URL"), ("https://example.org/x.pdf", "absolute or a URL"),
+                       ("../preservation/premis.xml", "metadata file"), ("../../schemas/x.pdf", "metadata file"),
+                       ("../../representations/rep1/METS.xml", "metadata file"),
+                       ("../../representations/rep1/x.pdf", "not a document of the package")]:
+        (problem,) = appendix_problems(data.replace(b'path="' + paths[0] + b'"', f'path="{href}"'.encode(), 1))
+        assert rule in problem and href not in problem
