@@ -55,7 +55,7 @@ def planted_forms(pnr: str = PNR) -> list[str]:
     return sorted(forms)
 
 
-FORMS = [*planted_forms(), NAME]
+FORMS = [*planted_forms(), NAME, "Tolvansson, Tolvan"]
 
 
 def leaks(texts: Iterable[str]) -> list[str]:
@@ -391,3 +391,165 @@ def test_planted_values_are_searched_in_every_form():
         assert leaks([text]), text
     assert not leaks(["19XXXXXX-XXXX, (dolt / masked: 17 tecken / characters)"])
     assert re.fullmatch(r"\d{8}-\d{4}", PNR)
+
+
+# --- file-export deliveries: confined, whole, text as declared, no values in messages ------------------
+
+TRESERVA_PERIOD = "2025-12"
+#: what a link in a delivery would let us read if it were followed
+OUTSIDE_SECRET = "HEMLIG-UTANFÖR-LEVERANSEN"
+
+
+def _csv_rows(path: Path) -> list[str]:
+    return path.read_bytes().decode("windows-1252").splitlines()
+
+
+def _write_listed(folder: Path, rel: str, data: bytes, *, listed: bool = True) -> None:
+    """Write ``rel`` in the delivery and make the manifest's size and SHA-256 agree with it."""
+    import hashlib
+
+    target = folder / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    entry = {"path": rel, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    files = [f for f in manifest["files"] if f["path"] != rel]
+    manifest["files"] = files + ([entry] if listed else [])
+    (folder / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2), encoding="utf-8")
+
+
+def _plant(folder: Path) -> None:
+    """Put the planted personnummer and name into the first case and party, as a real export would hold them."""
+    akter = _csv_rows(folder / "akter.csv")
+    cells = akter[1].split(";")
+    cells[3] = PNR.replace("-", "")
+    akter[1] = ";".join(cells)
+    _write_listed(folder, "akter.csv", ("\r\n".join(akter) + "\r\n").encode("windows-1252"))
+    parter = _csv_rows(folder / "parter.csv")
+    cells = parter[1].split(";")
+    cells[3], cells[4] = PNR.replace("-", ""), f'"{NAME.split()[1]}, {NAME.split()[0]}"'
+    parter[1] = ";".join(cells)
+    _write_listed(folder, "parter.csv", ("\r\n".join(parter) + "\r\n").encode("windows-1252"))
+
+
+def _journal_with(folder: Path, text_bytes: bytes) -> None:
+    """Replace the first journal note's text with ``text_bytes`` (written as they are)."""
+    raw = (folder / "journal.csv").read_bytes()
+    lines = raw.split(b"\r\n")
+    head, rest = lines[1].rsplit(b";", 1)
+    lines[1] = head + b';"' + text_bytes + b'"'
+    _write_listed(folder, "journal.csv", b"\r\n".join(lines))
+
+
+def _cut_header(folder: Path) -> None:
+    _write_listed(folder, "akter.csv", (folder / "akter.csv").read_bytes().split(b"\r\n", 1)[1])
+
+
+def _link_document(folder: Path) -> None:
+    doc = sorted((folder / "dokument").iterdir())[0]
+    secret = folder.parent.parent / "elsewhere" / "secret.pdf"
+    data = doc.read_bytes()
+    doc.unlink()
+    doc.symlink_to(secret)
+    assert secret.read_bytes() != data
+
+
+def _link_folder(folder: Path) -> None:
+    outside = folder.parent.parent / "elsewhere" / "dokument"
+    shutil.copytree(folder / "dokument", outside)
+    for f in outside.iterdir():
+        f.write_text(OUTSIDE_SECRET, encoding="utf-8")
+    shutil.rmtree(folder / "dokument")
+    (folder / "dokument").symlink_to(outside, target_is_directory=True)
+
+
+def _manifest_escapes(folder: Path) -> None:
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    manifest["files"].append({"path": "../../elsewhere/secret.pdf", "size": len(OUTSIDE_SECRET.encode()),
+                              "sha256": "0" * 64})
+    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+
+
+def _unused_listed_file(folder: Path) -> None:
+    _write_listed(folder, "dokument/bilaga-utan-rad.pdf", b"%PDF-1.4\n% not used by any row\n%%EOF\n")
+
+
+def _row_names_file(target: str) -> Callable[[Path], None]:
+    def mutate(folder: Path) -> None:
+        rows = _csv_rows(folder / "dokument.csv")
+        cells = rows[2].split(";")
+        cells[7] = target if target != "first-document" else rows[1].split(";")[7]
+        rows[2] = ";".join(cells)
+        _write_listed(folder, "dokument.csv", ("\r\n".join(rows) + "\r\n").encode("windows-1252"))
+    return mutate
+
+
+EXPORT_CASES: dict[str, Callable[[Path], None]] = {
+    "csv-without-header-row": _cut_header,
+    "utf8-bytes-in-windows-1252-file": lambda f: _journal_with(f, f"Samtal med {NAME} på kontoret".encode()),
+    "byte-order-mark-mid-file": lambda f: _journal_with(f, "\ufeffSamtal".encode()),
+    "nul-in-a-value": lambda f: _journal_with(f, b"Samtal\x00 med klienten"),
+    "escape-character-in-a-value": lambda f: _journal_with(f, b"Samtal \x1b[31m med klienten"),
+    "document-is-a-symlink": _link_document,
+    "document-folder-is-a-symlink": _link_folder,
+    "manifest-path-leaves-delivery": _manifest_escapes,
+    "manifest-lists-a-file-no-row-uses": _unused_listed_file,
+    "row-names-the-manifest": _row_names_file("manifest.json"),
+    "row-names-a-table-file": _row_names_file("akter.csv"),
+    "two-rows-share-one-document": _row_names_file("first-document"),
+}
+
+
+def _readable_outputs(home: Path) -> list[str]:
+    """Everything a run wrote that people and logs read: not the delivery kept in quarantine (records by
+    design) and not staging or packages (records too); the catalogue as every row of every table."""
+    import sqlalchemy as sa
+
+    texts = []
+    skip = ("staging", "mellanarkiv", "slutarkiv", "build")
+    for p in home.rglob("*"):
+        rel = p.relative_to(home).parts
+        if not p.is_file() or rel[0] in skip or "delivery" in rel or p.suffix in (".sqlite", ".parquet"):
+            continue
+        texts.append(p.read_bytes().decode("utf-8", "replace"))
+    db = home / "catalogue" / "catalogue.sqlite"
+    if db.is_file():
+        eng = sa.create_engine(f"sqlite:///{db}")
+        with eng.connect() as c:
+            for (table,) in c.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='table'"):
+                texts += [repr(tuple(r)) for r in c.exec_driver_sql(f'SELECT * FROM "{table}"')]  # noqa: S608
+        eng.dispose()
+    return texts
+
+
+@pytest.mark.parametrize("case", sorted(EXPORT_CASES))
+def test_a_hostile_file_export_is_quarantined_whole(tmp_path, monkeypatch, capsys, caplog, case):
+    from demo import treserva
+    from transforms.catalogue import Catalogue
+    from transforms.cli import main
+
+    inbox = tmp_path / "inbox"
+    treserva.generate(inbox, period=TRESERVA_PERIOD, size=6, seed=3)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "secret.pdf").write_text(OUTSIDE_SECRET, encoding="utf-8")
+    folder = inbox / TRESERVA_PERIOD
+    _plant(folder)
+    EXPORT_CASES[case](folder)
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_TRESERVA_INBOX", str(inbox))
+    caplog.set_level(logging.INFO)
+
+    def run():
+        code = main(["run", "treserva", "--start", "2025-12-01", "--end", "2026-01-01"])
+        out = capsys.readouterr()
+        cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+        from transforms import review
+
+        refused = code != 0 and not cat.packages() and bool(review.cases(cat))
+        texts = [out.out, out.err, caplog.text, *_readable_outputs(home)]
+        everywhere = texts + [p.read_bytes().decode("utf-8", "replace") for p in home.rglob("*")
+                              if p.is_file() and "delivery" not in p.relative_to(home).parts]
+        assert not any(OUTSIDE_SECRET in t for t in everywhere), "a file outside the delivery was read"
+        return refused, texts
+    judge("file-export deliveries", case, run)
