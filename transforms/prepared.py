@@ -240,7 +240,8 @@ def _records(reader) -> list[dict]:
 
 def _quarantine(path: Path, report, quarantine_dir: Path, errors, note: str | None = None) -> Intake:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    dest_dir = quarantine_dir / f"{stamp}-{path.name}"
+    # The folder's name is printed wherever the report's path is: escaped, masked and kept short.
+    dest_dir = quarantine_dir / f"{stamp}-{safe_name(path.name)[:180]}"
     dest_dir.mkdir(parents=True, exist_ok=True)
     report_path = dest_dir / "validation-report.json"
     report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")

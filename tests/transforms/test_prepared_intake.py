@@ -124,6 +124,8 @@ def test_one_bad_delivery_never_blocks_the_others(package, tmp_path, monkeypatch
     assert "CSIPSTR4" in reasons["f-empty.zip"]
     assert "RecursionError" in reasons["h-checker-fails.tar"] and "planted" not in reasons["h-checker-fails.tar"]
     assert "g-hostile\\nname.zip" in reasons["g-hostile\nname.zip"]  # the delivery's name, escaped
+    assert all(i.report.isprintable() for i in intakes.values())  # report paths too
+    assert (Path(intakes["g-hostile\nname.zip"].report).parent / "g-hostile\nname.zip").is_file()  # kept as delivered
 
 
 def test_a_zip_delivery_is_stored_as_a_zip_and_read_back_like_a_tar(package, tmp_path):
