@@ -585,6 +585,10 @@ def _query_errors(system: System, table: Table) -> Iterator[None]:
                               "SELECT that reads the declared columns") from None
         if kind == "DataError":
             raise ContentError(f"{where}: the source database could not compute the query's rows ({said})") from None
+        if isinstance(exc, ValueError | OverflowError) and not isinstance(exc, QueryRefused):
+            # the driver's conversion of a value (a date before year 1, say); its message quotes the value
+            raise ContentError(f"{where}: a value the source returned cannot be represented in Python "
+                               f"({type(exc).__name__})") from None
         if isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError):
             # never sent: SQLAlchemy could not bind it (a parameter other than :start and :end)
             raise ConfigError(f"{where}: the query cannot be sent ({type(exc.orig or exc).__name__}); its only "
@@ -709,13 +713,15 @@ class _PostgresCopy:
                     pending, held = rest.to_batches(), rest.num_rows
             if held:
                 yield self._chunk(pa.Table.from_batches(pending).combine_chunks())
-        except pa.ArrowException:
+        except pa.ArrowException as exc:
             self._join()
             if self.error is not None:  # the COPY failed: that is the error, not the cut-off text
                 raise self.error from None
             if self.sent == 0:  # no rows at all: Arrow calls that an empty file
                 return
-            raise
+            # Arrow's parse errors quote the row they stopped at: name the table, not the text
+            raise ContentError(f"{self.source.system.name}.{self.table.name}: the COPY output of the query could "
+                               f"not be read ({type(exc).__name__})") from None
         finally:
             self.stop()
         if self.error is not None:

@@ -292,3 +292,27 @@ def test_a_query_with_a_parameter_it_is_not_given_is_a_config_error(source, tmp_
     with pytest.raises(ConfigError, match=r"^kalla\.yaml: extract\.tables\.cases\.query: system kalla: the query "
                                           r"cannot be sent \(.*\); its only parameters are :start and :end$"):
         extract_database(system, url, *Y2025, tmp_path / "out", env={})
+
+
+@pytest.mark.parametrize("source", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("path", ["copy", "cursor"])
+def test_a_value_the_driver_cannot_convert_is_named_by_table_never_quoted(source, tmp_path, monkeypatch, path):
+    """psycopg2 cannot make a Python date of a BC date; its message quotes the year. The run's
+    error names system, table and rule; the planted personnummer and year appear nowhere."""
+    from transforms.errors import ContentError
+
+    _, url = source
+    doc = yaml.safe_load(SYSTEM_YAML)
+    cases = doc["extract"]["tables"]["cases"]
+    cases["columns"]["opened"] = {"type": "date"}
+    cases["query"] = "SELECT id, title, '0044-03-15 BC'::date AS opened FROM cases ORDER BY id"
+    (tmp_path / "kalla.yaml").write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
+    used = _copy_spy(monkeypatch)
+    if path == "cursor":
+        monkeypatch.setattr(extract._PostgresCopy, "plan", staticmethod(lambda source, table: None))
+    with pytest.raises(ContentError) as caught:
+        extract_database(load_system(tmp_path / "kalla.yaml"), url, *Y2025, tmp_path / "out", env={})
+    msg = str(caught.value)
+    assert msg.startswith("kalla.yaml: extract.tables.cases.query: system kalla: a value the source returned "), msg
+    assert "1212" not in msg and "-43" not in msg and "0044" not in msg
+    assert used == ([True] if path == "copy" else [])
