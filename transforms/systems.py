@@ -498,13 +498,13 @@ def load_system(path: Path | str) -> System:
         timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
         start_date=start,
         catchup=r.get(data, "catchup", "", bool, default=False),
-        tags=tuple(r.get(data, "tags", "", list, default=[])), retries=r.get(data, "retries", "", int, default=2),
+        tags=tuple(r.get(data, "tags", "", list, default=[])), retries=_count(r, data, "retries", "", 2, least=0),
         agreement=agreement, extract_kind=kind,
         connection=_connection_id(r, ex) if kind == "database" else None,
-        batch_rows=r.get(ex, "batch_rows", "extract", int, default=5000), tables=tables,
+        batch_rows=_count(r, ex, "batch_rows", "extract", 5000), tables=tables,
         record_classes=classes, content=content, quality_suite=suite, sensitive=sensitive,
-        max_records=r.get(pkg, "max_records", "package", int, default=2000),
-        max_bytes=r.get(pkg, "max_bytes", "package", int, default=2_000_000_000), source=path,
+        max_records=_count(r, pkg, "max_records", "package", 2000),
+        max_bytes=_count(r, pkg, "max_bytes", "package", 2_000_000_000), source=path,
         file_export=file_export,
         inbox_env=_env_name(r, ex, "inbox_env", "extract") if kind in ("file_export", "prepared") else None,
         format_policy=format_policy,
@@ -538,6 +538,13 @@ def _env_name(r: _Reader, data: Any, key: str, where: str) -> str:
     value = r.get(data, key, where)
     if not _ENV_NAME.fullmatch(value):
         raise r.fail(f"{where}.{key}", "must be the name of an environment variable (A-Z, 0-9 and _), not a path")
+    return value
+
+
+def _count(r: _Reader, data: Any, key: str, where: str, default: int, *, least: int = 1) -> int:
+    value = r.get(data, key, where, int, default=default)
+    if value < least:
+        raise r.fail(f"{where}.{key}" if where else key, f"must be at least {least}")
     return value
 
 

@@ -421,3 +421,17 @@ def test_settings_look_up_only_connection_ids():
     for hostile in ("lex_db\n", "../catalogue", "LEX_DB=1"):
         with pytest.raises(ConfigError, match="connection id"):
             settings.connection_url(hostile, env)
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda d: d["extract"].update(batch_rows=0), "extract.batch_rows"),
+    (lambda d: d["extract"].update(batch_rows=-5), "extract.batch_rows"),
+    (lambda d: d.update(package={"max_records": 0}), "package.max_records"),
+    (lambda d: d.update(package={"max_bytes": -1}), "package.max_bytes"),
+    (lambda d: d.update(retries=-1), "retries"),
+    (lambda d: d.update(start_date="yesterday"), "start_date"),
+    (lambda d: d.update(sensitive={"cases": "title"}), "sensitive.cases"),
+])
+def test_numbers_and_dates_out_of_range_are_config_errors(tmp_path, mutate, where):
+    with pytest.raises(ConfigError, match=rf"^lex\.yaml: {where.replace('.', '[.]')}: "):
+        load_system(_lex_with(tmp_path, mutate))
