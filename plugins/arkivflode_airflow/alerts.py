@@ -24,9 +24,9 @@ def classify(exception: BaseException | None) -> str:
 
 
 def _safe(text: str) -> str:
-    from transforms.review import safe_message
+    from transforms.review import safe_line
 
-    return safe_message(text)
+    return safe_line(text)
 
 
 def alert_line(context: dict) -> dict:

@@ -18,9 +18,10 @@ log = logging.getLogger("arkivflode")
 def run(step: Callable[..., Any], *args: Any) -> Any:
     """Call ``step(settings, *args)``; ContentError/ConfigError become non-retried failures.
 
-    What reaches the task log and the failure is made safe first: each line one printable line
-    with anything shaped like a personnummer masked (a message names files, rows and rules, and
-    a file name comes from the delivery). An exception that is not Arkivflöde's own (a parser's,
+    What reaches the task log and the failure is made safe first: one printable line (a newline
+    in it is written as an escape, so nothing can forge a log line) with anything shaped like a
+    personnummer masked (a message names files, rows and rules, and a file name comes from the
+    delivery). An exception that is not Arkivflöde's own (a parser's,
     a converter's) may quote the value it choked on: its message is withheld and only its type
     and where it was raised are logged; Airflow still retries it as a system error.
     """
@@ -29,27 +30,27 @@ def run(step: Callable[..., Any], *args: Any) -> Any:
     from arkivflode_airflow.hooks import with_airflow_s3
     from transforms.config import Settings
     from transforms.errors import ArkivError, ConfigError, ContentError, StateError
-    from transforms.review import safe_message
+    from transforms.review import safe_line
 
     try:
         # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
         settings = with_airflow_s3(Settings.from_env().ensure())
         return step(settings, *args)
     except ContentError as exc:
-        text = safe_message(exc)
+        text = safe_line(exc)
         log.error("content problem (not retried; an archivist or the system owner must act): %s", text)
         raise AirflowFailException(f"CONTENT PROBLEM — not a system error, not retried: {text}") from None
     except StateError as exc:
-        text = safe_message(exc)
+        text = safe_line(exc)
         log.error("state problem (not retried; an earlier step must be rerun): %s", text)
         raise AirflowFailException(f"STATE PROBLEM — not retried: {text}") from None
     except ConfigError as exc:
-        text = safe_message(exc)
+        text = safe_line(exc)
         log.error("configuration problem (not retried): %s", text)
         raise AirflowFailException(f"CONFIGURATION PROBLEM — not retried: {text}") from None
     except (ArkivError, OSError) as exc:
         # ours (storage, state) or the system's (disk, network): they name keys and paths, no values
-        raise SystemStepError(f"{type(exc).__name__}: {safe_message(exc)}") from None
+        raise SystemStepError(f"{type(exc).__name__}: {safe_line(exc)}") from None
     except AirflowException:
         raise
     except Exception as exc:

@@ -280,3 +280,39 @@ def test_a_planted_personnummer_and_name_reach_no_message_of_a_failed_run(tmp_pa
     for where, text in outputs.items():
         for value in [*_forms(PLANTED_PNR), PLANTED_NAME, PLANTED_NAME.split()[1]]:
             assert value not in text, f"{value!r} leaked into the {where}"
+
+
+def test_a_foreign_exception_quoting_a_value_is_retried_without_its_message(tmp_path, monkeypatch, caplog):
+    """A parser's or converter's error may quote the cell it choked on: the task log and the failure
+    keep its type and where it was raised, never its message; a content error keeps its rows and
+    rules with control characters escaped and personnummer masked."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+    from arkivflode_airflow import alerts, steps
+
+    from transforms.errors import ContentError
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
+    caplog.set_level(logging.DEBUG)
+
+    def parse(settings):
+        raise ValueError(f"could not convert {PLANTED_NAME!r} ({PLANTED_PNR}) to int64")
+
+    with pytest.raises(steps.SystemStepError) as failed:
+        steps.run(parse)
+    assert "ValueError in parse" in str(failed.value)
+
+    def bad_rows(settings):
+        raise ContentError(f"lex.parties: delivered file {PLANTED_PNR}.csv\nforged: line", ["row 3: rule x\r\n"])
+
+    with pytest.raises(AirflowFailException) as content:
+        steps.run(bad_rows)
+    alert = alerts.alert_line({"exception": content.value})
+    assert alert["kind"] == "content"
+    for text in (str(content.value), alert["message"]):
+        assert "\n" not in text and "\r" not in text and "X.csv\\nforged: line" in text, text
+    for text in (str(failed.value), caplog.text, str(content.value), alert["message"]):
+        for value in [*_forms(PLANTED_PNR), PLANTED_NAME]:
+            assert value not in text
+    assert "row 3: rule x\\r\\n" in str(content.value), "a line break in a detail is escaped, not written"
