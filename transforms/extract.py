@@ -470,12 +470,19 @@ class DatabaseSource(RowSource):
     def close(self) -> None:
         for copy in list(self._copies):
             copy.stop()
-        self.conn.close()
-        self.engine.dispose()
+        try:
+            # Never committed: whatever a function called by a query did in the transaction is undone
+            # (a connection that is gone has nothing left to undo: the server ended the transaction).
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.conn.rollback()
+        finally:
+            self.conn.close()
+            self.engine.dispose()
 
 
 #: SQLSTATE / server error numbers meaning "refused: the transaction or database is read-only"
 _PG_READ_ONLY = {"25006"}  # read_only_sql_transaction
+_PG_TRANSACTION_STATE = "25"  # e.g. 25001: an attempt to make the transaction read-write after a query
 _MYSQL_READ_ONLY = {1792, 1290}  # ER_CANT_EXECUTE_IN_READ_ONLY_TRANSACTION, ER_OPTION_PREVENTS_STATEMENT
 _SQLITE_READONLY = 8  # SQLITE_READONLY (its extended codes share the low byte)
 
@@ -538,7 +545,8 @@ def _mysql_read_only_variable(conn: sa.Connection) -> str:
 def _is_write_refusal(exc: BaseException) -> bool:
     """True when a database error says the server refused a write (the read-only transaction held)."""
     orig = getattr(exc, "orig", None) or exc
-    if getattr(orig, "pgcode", None) in _PG_READ_ONLY:
+    pgcode = getattr(orig, "pgcode", None)
+    if pgcode in _PG_READ_ONLY or (isinstance(pgcode, str) and pgcode.startswith(_PG_TRANSACTION_STATE)):
         return True
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int) and code & 0xFF == _SQLITE_READONLY:

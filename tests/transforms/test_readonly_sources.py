@@ -316,3 +316,27 @@ def test_a_value_the_driver_cannot_convert_is_named_by_table_never_quoted(source
     assert msg.startswith("kalla.yaml: extract.tables.cases.query: system kalla: a value the source returned "), msg
     assert "1212" not in msg and "-43" not in msg and "0044" not in msg
     assert used == ([True] if path == "copy" else [])
+
+
+@pytest.mark.parametrize("source", ["postgresql"], indirect=True)
+def test_a_query_that_turns_the_transaction_read_write_is_refused(source, tmp_path):
+    """set_config passes the check (it is a function call); the server refuses to leave read-only."""
+    backend, url = source
+    before = _fingerprint(url, backend)
+    system = load_system(_system(tmp_path, "SELECT id, set_config('transaction_read_only', 'off', false) AS title "
+                                           "FROM cases"))
+    with pytest.raises(ConfigError, match="refused it"):
+        extract_database(system, url, *Y2025, tmp_path / "out", env={})
+    assert _fingerprint(url, backend) == before
+
+
+@pytest.mark.parametrize("source", ["postgresql"], indirect=True)
+def test_the_extraction_transaction_is_never_committed(source, tmp_path):
+    """What the server lets a read-only transaction do (create a large object) is undone at the end."""
+    _, url = source
+    system = load_system(_system(tmp_path, "SELECT lo_create(0)::bigint AS id, 'x'::text AS title"))
+    extract_database(system, url, *Y2025, tmp_path / "out", env={})
+    engine = sa.create_engine(url)
+    with engine.connect() as c:
+        assert c.exec_driver_sql("SELECT count(*) FROM pg_largeobject_metadata").scalar() == 0
+    engine.dispose()
