@@ -664,7 +664,9 @@ def run(args, settings: Settings) -> int:
     try:
         report = step_reconcile(settings, deep=args.deep, repair=args.repair, grace_seconds=args.grace)
     except Exception as exc:  # noqa: BLE001 — any failure to look (database, bucket, disk) is exit 2, not "consistent"
-        print(f"arkiv reconcile: could not reconcile: {exc}", file=sys.stderr)
+        from .review import safe_line
+
+        print(f"arkiv reconcile: could not reconcile: {safe_line(exc)}", file=sys.stderr)
         return 2
     print(report_json(report) if args.json else report.text())
     return 0 if report.consistent else 1
