@@ -57,6 +57,11 @@ def hostile(lex_archive):
         s.add(AccessDocument(entry_id=host.id, document_id="planted-secret", number=99, title="Bilaga",
                              path=sec_doc.path, name="bilaga.pdf", mimetype=sec_doc.mimetype, size=sec_doc.size,
                              sha256=sec_doc.sha256, tar_offset=sec_doc.tar_offset, secret=False))
+        # a file in the secret case's folder that no document of the secret case names: still the secret case's
+        folder_path = "/".join(sec_doc.path.split("/")[:4] + ["unnamed.pdf"])
+        s.add(AccessDocument(entry_id=host.id, document_id="planted-folder", number=97, title="Bilaga 3",
+                             path=folder_path, name="unnamed.pdf", mimetype="application/pdf", size=1, sha256=None,
+                             tar_offset=None, secret=False))
         s.add(AccessDocument(entry_id=host.id, document_id="planted-mets", number=98, title="Bilaga 2",
                              path="METS.xml", name="mets.xml", mimetype="application/xml", size=10, sha256=None,
                              tar_offset=0, secret=False))
@@ -119,7 +124,7 @@ def _leaks(text: str, pnr: str) -> list[str]:
 
 # --- a file belongs to its record ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("doc", ["planted-secret", "hijacked"])
+@pytest.mark.parametrize("doc", ["planted-secret", "hijacked", "planted-folder"])
 @pytest.mark.parametrize("who", ["researcher", "lex"])
 def test_a_secret_cases_file_is_unreachable_through_a_public_case(hostile, who, doc):
     m = hostile
@@ -539,3 +544,14 @@ def test_a_stored_package_whose_erms_points_a_public_case_at_a_secret_file(hosti
         assert not any(d["document_id"] == doc_id and d.get("content") for d in rec["documents"])
     r = hostile["client"].get(url, headers=_h(hostile, "archivist"))
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == hostile["secret_sha"]
+
+
+def test_the_cli_reads_a_personnummer_from_standard_input(hostile, monkeypatch, capsys):
+    """`arkiv search --personnummer -`: the number stays out of the shell history and the process list."""
+    monkeypatch.setenv("ARKIV_HOME", str(hostile["settings"].home))
+    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(hostile["pnr"] + "\n"))
+    assert main(["search", "--personnummer", "-", "--json", "--as", "cli-anna"]) == 0
+    out = capsys.readouterr().out
+    assert hostile["public"] in {h["source_id"] for h in json.loads(out)["hits"]}
+    assert not _leaks(out, hostile["pnr"])

@@ -395,11 +395,14 @@ def is_document_path(path: str | None) -> bool:
     return ".." not in parts and "." not in parts and "" not in parts and not any(ord(c) < 32 for c in path)
 
 
-def _case_folder(reference: str) -> str:
-    # the folder the package builder gives a case's files (see package._erms_case)
-    from ..masking import safe_name
+def _in_case_folder(e: AccessEntry, folder: str) -> bool:
+    """Whether ``folder`` is the one the package builder gives case ``e``'s files: the reference as a portable
+    name, or that name and the case's key when two references made the same name (see package._case_folder)."""
+    from ..package import safe_name as portable
 
-    return safe_name(str(reference).replace("/", "-"))
+    base = portable(str(e.reference).replace("/", "-"))
+    keyed = f"{base}-{portable(str(e.source_id))}"
+    return folder in (base, keyed) or folder.startswith(keyed + "-")
 
 
 def file_owners(cat: Catalogue, package_id: str, path: str) -> list[tuple[AccessEntry, AccessDocument | None]]:
@@ -414,7 +417,7 @@ def file_owners(cat: Catalogue, package_id: str, path: str) -> list[tuple[Access
         if folder is not None:
             claimed = {e.id for e, _ in rows}
             for e in s.scalars(sa.select(AccessEntry).where(AccessEntry.package_id == package_id)):
-                if e.id not in claimed and _case_folder(e.reference) == folder:
+                if e.id not in claimed and _in_case_folder(e, folder):
                     rows.append((e, None))
     return rows
 
