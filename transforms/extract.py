@@ -391,7 +391,6 @@ class DatabaseSource(RowSource):
     def __init__(self, system: System, url: str, start: dt.datetime, end: dt.datetime, env: Mapping[str, str]):
         self.system, self.env = system, env
         self.params = {"start": start.date(), "end": end.date()}
-        # hide_parameters: a failed statement's message never carries bound values
         self.engine = _source_engine(system, url)
         self.conn = self.engine.connect()
         self._copies: list[_PostgresCopy] = []  # COPY streams under way (stopped before the connection closes)
@@ -531,7 +530,7 @@ def _source_engine(system: System, url: str) -> sa.Engine:
             if database in ("", ":memory:") or (not database.startswith("file:") and not Path(database).is_file()):
                 raise ConfigError(f"{where}: the source database file does not exist (nothing is created: "
                                   "extraction only reads)")
-        return sa.create_engine(parsed, hide_parameters=True)
+        return sa.create_engine(parsed, hide_parameters=True)  # a failed statement's message carries no values
     except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ValueError) as exc:
         raise ConfigError(f"{where}: the source database URL cannot be used ({type(exc).__name__})") from None
 
@@ -913,7 +912,7 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
             if store is not None:
                 rels = _values(chunk.columns[table.files_path_column])  # type: ignore[index]
                 cols["source_path"] = resolved = list(map(store.resolve, rels))
-                _refuse_escaping_paths(system, source, table, chunk, rels, resolved, first_row=total + 1)
+                _refuse_escaping_paths(system, table, chunk, rels, resolved, first_row=total + 1)
             elif table.files_path_column:
                 cols["source_path"] = [""] * chunk.length
             keys = _values(cols[table.key]) if keep_keys else ()
@@ -952,8 +951,8 @@ def _stage_table(system: System, source: RowSource, table: Table, work: Path, pa
     return total
 
 
-def _refuse_escaping_paths(system: System, source: RowSource, table: Table, chunk: ColumnChunk,
-                           rels: Sequence[object], resolved: Sequence[str], *, first_row: int) -> None:
+def _refuse_escaping_paths(system: System, table: Table, chunk: ColumnChunk, rels: Sequence[object],
+                           resolved: Sequence[str], *, first_row: int) -> None:
     """A ContentError for the first document path that names something outside the document store.
 
     An absolute path, a '..' that climbs out, a link (to a file or a folder) that leads out, a
