@@ -340,3 +340,31 @@ def test_the_extraction_transaction_is_never_committed(source, tmp_path):
     with engine.connect() as c:
         assert c.exec_driver_sql("SELECT count(*) FROM pg_largeobject_metadata").scalar() == 0
     engine.dispose()
+
+
+@pytest.mark.parametrize("source", ["postgresql", "mariadb"], indirect=True)
+@pytest.mark.parametrize("query, kind", [
+    ("WITH d AS (DELETE FROM cases RETURNING id, title) SELECT id, title FROM d", "at load"),
+    ("SELECT wipe() AS id, 'x' AS title", "by the database"),
+])
+def test_arkiv_run_refuses_a_writing_query_cleanly(source, tmp_path, query, kind):
+    """The real CLI, as an operator runs it: exit 2, a one-line reason naming system and query, no
+    traceback, and the source as it was."""
+    import os
+    import subprocess
+    import sys
+
+    backend, url = source
+    before = _fingerprint(url, backend)
+    systems = tmp_path / "systems"
+    systems.mkdir()
+    _system(systems, query)
+    env = {**os.environ, "ARKIV_HOME": str(tmp_path / "home"), "ARKIV_SYSTEMS_DIR": str(systems),
+           "ARKIV_CONN_KALLA_DB": url}
+    run = subprocess.run([str(Path(sys.executable).parent / "arkiv"), "run", "kalla", "--start", "2025-01-01",
+                          "--end", "2026-01-01"], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert "Traceback" not in run.stderr and "RETURNING" not in run.stderr and "FROM cases" not in run.stderr
+    assert "kalla.yaml: extract.tables.cases.query" in run.stderr and "system kalla" in run.stderr
+    assert ("refused for system kalla" if kind == "at load" else "the source database refused it") in run.stderr
+    assert _fingerprint(url, backend) == before
