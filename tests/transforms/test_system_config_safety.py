@@ -435,3 +435,33 @@ def test_settings_look_up_only_connection_ids():
 def test_numbers_and_dates_out_of_range_are_config_errors(tmp_path, mutate, where):
     with pytest.raises(ConfigError, match=rf"^lex\.yaml: {where.replace('.', '[.]')}: "):
         load_system(_lex_with(tmp_path, mutate))
+
+
+def test_a_treserva_delivery_whose_document_links_out_is_refused_before_it_is_read(tmp_path):
+    """A Treserva export as the supplier writes it, with one document swapped for a link to a file
+    outside the delivery: staging stops with a ContentError, the linked file is never staged and
+    never named."""
+    import csv
+
+    from demo import treserva
+    from transforms.file_export import FileExportSource
+
+    inbox = tmp_path / "inbox"
+    treserva.generate(inbox, period="2025-12", size=3, seed=4)
+    delivery = inbox / "2025-12"
+    with open(delivery / "dokument.csv", encoding="windows-1252", newline="") as fh:
+        first = next(csv.DictReader(fh, delimiter=";"))
+    secret = tmp_path / "hemligt" / f"{PNR}.pdf"
+    secret.parent.mkdir()
+    secret.write_bytes(b"%PDF-1.7 not part of the delivery")
+    document = delivery / first["fil"]
+    document.unlink()
+    document.symlink_to(secret)
+    system = load_system(SYSTEMS / "treserva.yaml")
+    with pytest.raises(ContentError) as caught:
+        stage(system, FileExportSource(system, delivery), dt.datetime(2025, 12, 1), dt.datetime(2026, 1, 1),
+              tmp_path / "staging")
+    msg = str(caught.value)
+    assert PNR not in msg and "hemligt" not in msg, msg
+    staged = [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] if (tmp_path / "staging").exists() else []
+    assert staged == []
