@@ -553,3 +553,69 @@ def test_a_hostile_file_export_is_quarantined_whole(tmp_path, monkeypatch, capsy
         assert not any(OUTSIDE_SECRET in t for t in everywhere), "a file outside the delivery was read"
         return refused, texts
     judge("file-export deliveries", case, run)
+
+
+# --- a prepared system's inbox, end to end: bad containers beside good ones, a zip read like a tar -----
+
+def test_prepared_inbox_archives_the_good_and_quarantines_each_bad_one(tmp_path, monkeypatch, capsys):
+    """Castor's inbox with three valid packages (one a zip) and five hostile containers made from a
+    valid one: ``arkiv run castor`` archives the three, quarantines the five, and the zip's records
+    are searched, read and downloaded, with a receipt, exactly as a tar's are."""
+    import hashlib
+
+    from fastapi.testclient import TestClient
+
+    from demo import castor
+    from transforms.access.api import create_app
+    from transforms.access.auth import add_credential
+    from transforms.catalogue import Catalogue
+    from transforms.cli import main
+    from transforms.config import Settings
+
+    inbox = tmp_path / "inbox"
+    castor.generate(inbox, size=3, seed=4, as_zip=1)
+    zipped = next(inbox.glob("*.zip"))
+    good_tar = next(inbox.glob("*.tar"))
+    hostile = {
+        "polyglot.tar": _tar_bytes({"x/README.txt": b"no METS\n"}) + zipped.read_bytes(),
+        "zip-in-tar.tar": _tar_bytes({zipped.name: zipped.read_bytes()}),
+        "gzip-named.tar": gzip.compress(good_tar.read_bytes(), mtime=0),
+        "corrupt.zip": _flip_in_first_member_data(zipped.read_bytes()),
+        "cut-short.tar": good_tar.read_bytes()[: good_tar.stat().st_size // 2],
+    }
+    for name, data in hostile.items():
+        (inbox / name).write_bytes(data)
+    home = tmp_path / "var"
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_CASTOR_INBOX", str(inbox))
+
+    def run():
+        main(["run", "castor", "--start", "2026-01-01", "--end", "2026-01-02"])
+        out = capsys.readouterr()
+        cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+        packages = cat.packages()
+        assert len(packages) == 3, [p.location for p in packages]
+        quarantined = [p.name for p in (home / "quarantine" / "castor").rglob("*") if p.name in hostile]
+        assert sorted(quarantined) == sorted(hostile), quarantined
+        zip_pkg = next(p for p in packages if p.location.lower().endswith(".zip"))
+
+        settings = Settings.from_env().ensure()
+        client = TestClient(create_app(settings))
+        token = add_credential(cat, "anna-arkivarie", "archivist", by="test")
+        auth = {"Authorization": f"Bearer {token}", "X-Purpose": "kontroll"}
+        hits = client.post("/api/v1/search", json={"system": "castor", "limit": 100}, headers=auth)
+        assert hits.status_code == 200, hits.text
+        in_zip = [h for h in hits.json()["hits"] if h.get("package_id") == zip_pkg.id]
+        assert in_zip, "the zip package's records are not found by search"
+        rec = client.get(f"/api/v1/records/castor/{in_zip[0]['source_id']}", headers=auth)
+        assert rec.status_code == 200, rec.text
+        docs = [d for d in rec.json()["documents"] if d.get("sha256")]
+        assert docs, "a record of the zip package without documents"
+        got = client.get(f"/api/v1/records/castor/{in_zip[0]['source_id']}/documents/{docs[0]['document_id']}",
+                         headers=auth)
+        assert got.status_code == 200, got.text[:300]
+        assert hashlib.sha256(got.content).hexdigest() == docs[0]["sha256"]
+        receipt = client.get(f"/api/v1/receipts/{zip_pkg.id}", headers=auth)
+        assert receipt.status_code == 200, receipt.text[:300]
+        return True, [out.out, out.err]
+    judge("one bad delivery among good ones", "castor inbox: 3 good packages (one zip) and 5 hostile ones", run)

@@ -188,6 +188,8 @@ class Archive:
             path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), doc.path)
             return pk.stream_range(lambda: open(path, "rb"), 0, doc.size, doc.sha256)
         if doc.tar_offset is None:
+            if pkg.location.lower().endswith(".zip"):  # a deflated member of a delivered zip has no byte range
+                return pk.zip_member_chunks(lambda: self.store.open(pkg.location), doc.path, doc.size, doc.sha256)
             raise NotFound(f"document {doc.document_id}: its place in the package is not indexed; run `arkiv index`")
         return self._tar_range(pkg.location, doc.tar_offset, doc.size, doc.sha256)
 
@@ -272,7 +274,11 @@ class Archive:
         if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
             path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), rel)
             return path.read_bytes() if path.stat().st_size <= limit else None
-        if rel != row.erms_path or row.erms_offset is None or (row.erms_size or 0) > limit:
+        if rel != row.erms_path or (row.erms_size or 0) > limit:
+            return None
+        if row.erms_offset is None:
+            if pkg.location.lower().endswith(".zip"):
+                return b"".join(pk.zip_member_chunks(lambda: self.store.open(pkg.location), rel, row.erms_size or 0))
             return None
         return b"".join(self._tar_range(pkg.location, row.erms_offset, row.erms_size or 0, None))
 
