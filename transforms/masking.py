@@ -44,8 +44,9 @@ def mask(value: object) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` with everything that looks like a personnummer masked."""
-    return PERSONNUMMER_LIKE.sub(_masked_number, text)
+    """``text`` with everything that looks like a personnummer masked: the usual forms keep their
+    shape (``19XXXXXX-XXXX``), any other written form becomes ``[personnummer]``."""
+    return mask_numbers(PERSONNUMMER_LIKE.sub(_masked_number, text))
 
 
 def shown(value: object, *, sensitive: bool) -> str:
@@ -60,23 +61,39 @@ def shown(value: object, *, sensitive: bool) -> str:
     return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 1] + "…"
 
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_SEP = r"[\s\u00a0\u2007\u202f\-+\u2010-\u2015\u2212]"
+#: ten or twelve digits with at most a few separators (any dash, plus, spaces) between them, not part
+#: of a longer number; a date range ("2025-01-01 2025-12-31") is not one since a separator and a digit
+#: follow (nor part of a UUID, a checksum or another hex identifier: a package ID is not a person)
+IDENTITY_NUMBER = re.compile(rf"(?<![0-9A-Fa-f])(?<!\d{_SEP})(?<![0-9a-fA-F]-)\d(?:{_SEP}{{0,3}}\d){{9,11}}"
+                             rf"(?![0-9A-Fa-f])(?!{_SEP}\d)(?!-[0-9a-fA-F])")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
 
 #: longest delivery-chosen name shown in a message (paths in real packages stay far below)
 MAX_NAME = 300
 
 
-def safe_name(name: object) -> str:
-    """A delivery-chosen name as it may appear in a message or log: one line, personnummer masked.
+def mask_numbers(text: str) -> str:
+    """``text`` with everything shaped like a personnummer or samordningsnummer, in any written form
+    (10 or 12 digits; dash, en or em dash, plus, spaces, no-break spaces or nothing between the
+    groups), replaced by ``[personnummer]``."""
+    return IDENTITY_NUMBER.sub("[personnummer]", text or "")
 
-    Control characters, line and paragraph separators and bidirectional overrides are written
-    as ``\\xNN``/``\\uNNNN`` escapes, so the result is always a single printable line.
-    """
-    text = name if isinstance(name, str) else str(name)
+
+def one_line(text: object) -> str:
+    """``text`` as one printable line: control characters, line and paragraph separators, zero-width
+    characters and bidirectional overrides written as ``\\xNN``/``\\uNNNN`` escapes, undecodable
+    bytes as ``\\xNN``."""
+    text = text if isinstance(text, str) else str(text)
     text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    text = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-    text = scrub(text)
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+def safe_name(name: object) -> str:
+    """A delivery-chosen name as it may appear in a message or log: one line, personnummer masked."""
+    text = scrub(one_line(name))
     return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
 
 
-__all__ = ["MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "safe_name", "scrub", "shown"]
+__all__ = ["IDENTITY_NUMBER", "MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "mask_numbers", "one_line", "safe_name",
+           "scrub", "shown"]

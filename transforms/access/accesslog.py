@@ -32,35 +32,16 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 
 from ..catalogue import AccessLogEntry, Catalogue, utcnow
+from ..masking import mask_numbers, one_line
 from .auth import AccessDenied, Principal
 
 OUTCOMES = ("granted", "withheld", "refused", "not_found")
 _log = logging.getLogger("arkivflode.access")
 
-_SEP = r"[\s\u00a0\u2007\u202f\-+\u2010-\u2015\u2212]"
-#: ten or twelve digits with at most a few separators between them, not part of a longer number;
-#: a date range ("2025-01-01 2025-12-31") is not one since a separator and a digit follow
-#: (nor part of a UUID, a checksum or another hex identifier: a package ID is not a person)
-_NUMBER = re.compile(rf"(?<![0-9A-Fa-f])(?<!\d{_SEP})(?<![0-9a-fA-F]-)\d(?:{_SEP}{{0,3}}\d){{9,11}}"
-                     rf"(?![0-9A-Fa-f])(?!{_SEP}\d)(?!-[0-9a-fA-F])")
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
-
-
-def mask_numbers(text: str) -> str:
-    """``text`` with everything shaped like a personnummer or samordningsnummer replaced by ``[personnummer]``."""
-    return _NUMBER.sub("[personnummer]", text or "")
-
-
-def escape(text: str) -> str:
-    """One printable line: control characters, separators and bidi overrides as escapes."""
-    text = (text or "").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
-
-
 def clean(text: str, limit: int, names: Iterable[str] = ()) -> str:
     """A field as stored: names and numbers masked, escaped, at most ``limit`` characters."""
     text = mask_names(mask_numbers(text or ""), names)
-    text = escape(text)
+    text = one_line(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
