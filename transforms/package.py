@@ -57,7 +57,7 @@ from lxml import etree
 from . import __version__, erms, premis
 from .conversion import Converter, Job, conversion_processes
 from .errors import ArkivError, ContentError
-from .extract import Partition, StagedBatch
+from .extract import Partition, StagedBatch, open_document
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
 from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
 from .hashing import HashingWriter, copy_hashed, fsync_dir
@@ -798,7 +798,7 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     Rejected: the original into rep1-original, a copy to the quarantine.
     """
     objid = files.objid
-    st = _source_stat(src, file_id)  # before identification: a missing file is named as such, not as unidentified
+    _source_stat(src, file_id)  # before identification: a missing file is named as such, not as unidentified
     verdict = files.verdict(src)
     if verdict is None:
         # Not among the package's sources when identification started (or a second document
@@ -808,13 +808,13 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     if decision.action == "accept":
         arc = f"representations/{REP}/data/{rel}"
         ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None,
-                             ident=ident, st=st)
+                             ident=ident, staged=True)
         files.add_data_file(ref, obj)
         files.formats.append(_format_row(obj, REP, ident, decision, "accepted"))
         return arc, ref
     orig_arc = f"representations/{REP_ORIGINAL}/data/{rel}"
     oref, oobj = _add_file(tar, objid, orig_arc, src, f"{file_id}-original", original_name,
-                           declared_mime or ident.mime or None, rep=REP_ORIGINAL, ident=ident, st=st)
+                           declared_mime or ident.mime or None, rep=REP_ORIGINAL, ident=ident, staged=True)
     files.originals.append((oref, oobj))
     if decision.action == "convert":
         files.to_convert.append(_Pending(rel, src, file_id, original_name, orig_arc, oobj, verdict))
@@ -1154,16 +1154,26 @@ def _source_stat(src: str | Path, file_id: str) -> os.stat_result:
 def _add_file(tar: TarStream, objid: str, arcname: str, src: str | Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
               rep: str = REP, ident: Identification | None = None,
-              st: os.stat_result | None = None) -> tuple[FileRef, premis.FileObject]:
+              st: os.stat_result | None = None, staged: bool = False) -> tuple[FileRef, premis.FileObject]:
     """Copy one document into the TAR, hashing it on the way (one read); ``ident``: its identification,
-    carried by the PREMIS file object; ``st``: its ``os.stat`` when the caller has it already."""
-    if st is None:
+    carried by the PREMIS file object; ``st``: its ``os.stat`` when the caller has it already.
+
+    ``staged``: ``src`` is a source document as staging resolved it; it is opened without following
+    any link (a link swapped in since staging is refused, never copied), and its size and time are
+    taken from the file actually opened."""
+    if st is None and not staged:
         st = _source_stat(src, file_id)
     try:
-        fh = open(src, "rb", buffering=0)  # noqa: SIM115 - closed below, after the TAR member is written
+        fh = open_document(src) if staged else open(src, "rb", buffering=0)  # noqa: SIM115 - closed below
+    except ContentError as exc:
+        raise ContentError(f"document file for {file_id}: {exc}") from None
     except OSError as exc:
         raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
     with fh:
+        if staged:
+            st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ContentError(f"document file for {file_id} cannot be read: not a regular file")
         try:
             digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, int(st.st_mtime))
         except SourceSizeError:

@@ -296,3 +296,37 @@ def test_a_delivered_erms_naming_another_cases_file_or_a_metadata_file_is_found(
                        ("../../representations/rep1/x.pdf", "not a document of the package")]:
         (problem,) = appendix_problems(data.replace(b'path="' + paths[0] + b'"', f'path="{href}"'.encode(), 1))
         assert rule in problem and href not in problem
+
+
+def test_a_link_swapped_in_after_staging_is_never_copied_into_a_package(tmp_path):
+    """Staging checked the document store; a document replaced by a link to a file outside it
+    afterwards (someone with write access to the store) stops the build, and nothing behind the
+    link reaches a package."""
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from demo import lex
+    from transforms.errors import ArkivError
+    from transforms.extract import extract_database
+    from transforms.formats import default_policy
+    from transforms.package import build_packages
+    from transforms.systems import load_system
+
+    system = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
+    url = f"sqlite:///{tmp_path / 'lex.sqlite'}"
+    lex.generate(url, tmp_path / "files", cases=8, seed=5, year=2025)
+    staged = extract_database(system, url, dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), tmp_path / "staging",
+                              env={"ARKIV_LEX_FILES": str(tmp_path / "files")})
+    rc = next(name for name, part in staged.partitions.items() if part.files.get("documents"))
+    paths = [p for f in staged.table_files()["documents"] for p in pq.read_table(f, columns=["source_path"])
+             .column("source_path").to_pylist() if p]
+    victim = Path(sorted(paths)[0])
+    secret = tmp_path / "elsewhere.txt"
+    secret.write_bytes(b"HEMLIGT UTANFOR DOKUMENTARKIVET")
+    victim.unlink()
+    victim.symlink_to(secret)
+    with pytest.raises(ArkivError):
+        build_packages(system, staged, rc, tmp_path / "build", policy=default_policy().without_conversion())
+    for built in (tmp_path / "build").rglob("*"):
+        assert not built.is_file() or b"HEMLIGT UTANFOR" not in built.read_bytes(), built
