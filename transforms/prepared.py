@@ -30,6 +30,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from .erms import appendix_problems
 from .errors import ContentError
 from .formats import FormatPolicy, Identifier, default_policy
 from .hashing import copy_hashed, fsync_dir, sha256_file
@@ -144,6 +145,8 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
         return _quarantine(path, report, quarantine_dir, errors,
                            note=f"OBJID {safe_name(objid)} was already delivered in this intake as another file")
     if report.valid:
+        if owners := _file_owner_problems(path, report):
+            return _quarantine(path, report, quarantine_dir, owners)
         return checker.check(_accept(path, path, build_dir, "valid", [], made))
     if errors and all(f.requirement in REPAIRABLE for f in errors):
         repaired, repairs = _repair(path, build_dir)
@@ -151,12 +154,36 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
         try:
             second = validate_package(repaired, "sip", compressed=False)
             if second.valid:
+                if owners := _file_owner_problems(repaired, second):
+                    return _quarantine(path, second, quarantine_dir, owners)
                 return checker.check(_accept(path, repaired, build_dir, "repaired", repairs, made))
         finally:
             repaired.unlink(missing_ok=True)
         errors = [f for f in second.findings if f.severity == "ERROR"]
         report = second
     return _quarantine(path, report, quarantine_dir, errors)
+
+
+#: the intake's own rule: every file a case names in the package's ERMS is a data file of that case alone
+RECORD_FILES = "RECORD-FILES"
+
+
+def _file_owner_problems(path: Path, report: ValidationReport) -> list[Finding]:
+    """Findings for every ERMS appendix that names another case's file, a metadata file or a path out of
+    the package's data (added to ``report`` too); an empty list when every file belongs to its record."""
+    found: list[Finding] = []
+    with open_package(path) as reader:
+        for rel in reader.files():
+            parts = rel.split("/")
+            if not rel.lower().endswith(".xml") or "descriptive" not in parts[:-1] or "data" in parts:
+                continue
+            data = reader.read_bytes(rel, 512 * 1024 * 1024)
+            if etree.QName(parse_bytes(data, name=rel).getroot()).namespace != NS_ERMS:
+                continue
+            found += [Finding(RECORD_FILES, "ERROR", f"a file belongs to its record: {p}", safe_name(rel))
+                      for p in appendix_problems(data, rel)]
+    report.findings.extend(found)
+    return found
 
 
 class _FormatCheck:

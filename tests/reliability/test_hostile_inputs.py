@@ -619,3 +619,65 @@ def test_prepared_inbox_archives_the_good_and_quarantines_each_bad_one(tmp_path,
         assert receipt.status_code == 200, receipt.text[:300]
         return True, [out.out, out.err]
     judge("one bad delivery among good ones", "castor inbox: 3 good packages (one zip) and 5 hostile ones", run)
+
+
+# --- a delivered package's records point at files that are not theirs -----------------------------------
+
+def _repoint_appendix(tar_path: Path, out: Path, target: Callable[[list[str]], str]) -> None:
+    """Rewrite a delivered Castor package so the last case's first appendix names ``target(paths)``
+    (paths: every appendix path of the ERMS, in order), with the METS checksum of the ERMS made to
+    match: a package that is internally consistent and still points a record at a file not its own."""
+    import hashlib
+
+    work = out.parent / f"{out.stem}-work"
+    with tarfile.open(tar_path) as t:
+        t.extractall(work, filter="data")
+    (root,) = list(work.iterdir())
+    erms = root / "metadata" / "descriptive" / "ERMS.xml"
+    text = erms.read_text(encoding="utf-8")
+    paths = re.findall(r'<appendix [^>]*path="([^"]+)"', text)
+    last = text.rindex("<aggregation ")
+    first_in_last = last + text[last:].index('path="') + len('path="')
+    end = text.index('"', first_in_last)
+    text = text[:first_in_last] + target(paths) + text[end:]
+    erms.write_text(text, encoding="utf-8")
+    data = erms.read_bytes()
+    mets = root / "METS.xml"
+    m = mets.read_text(encoding="utf-8")
+    m = re.sub(r'(xlink:href="metadata/descriptive/ERMS.xml"[^>]*?SIZE=")\d+', rf"\g<1>{len(data)}", m)
+    m = re.sub(r'(xlink:href="metadata/descriptive/ERMS.xml"[^>]*?CHECKSUM=")[0-9a-f]+',
+               rf"\g<1>{hashlib.sha256(data).hexdigest()}", m)
+    mets.write_text(m, encoding="utf-8")
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as t:
+        t.add(root, arcname=root.name)
+    shutil.rmtree(work)
+
+
+CROSS_RECORD = {
+    "appendix-names-another-cases-file": lambda paths: paths[0],
+    "appendix-names-the-mets": lambda paths: "../../METS.xml",
+    "appendix-names-premis": lambda paths: "../preservation/premis.xml",
+    "appendix-leaves-the-package": lambda paths: "../../../other-package/representations/rep1/data/x.pdf",
+    "appendix-is-absolute": lambda paths: "/etc/passwd",
+}
+
+
+@pytest.mark.parametrize("case", sorted(CROSS_RECORD))
+def test_a_delivered_record_pointing_at_a_file_not_its_own_is_quarantined(tmp_path, case):
+    from demo import castor
+    from transforms.prepared import take_in
+
+    source = tmp_path / "made"
+    castor.generate(source, size=1, seed=4, as_zip=0)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (delivered,) = list(source.glob("*.tar"))
+    _repoint_appendix(delivered, inbox / delivered.name, CROSS_RECORD[case])
+
+    def run():
+        (intake,) = take_in(inbox, tmp_path / "build", tmp_path / "quarantine")
+        texts = [json.dumps(intake.__dict__, ensure_ascii=False, default=str)]
+        texts += [p.read_text("utf-8", "replace") for p in (tmp_path / "quarantine").rglob("*.json")]
+        named = any("belongs to its record" in f for f in intake.findings)
+        return intake.outcome == "quarantined" and named and not list((tmp_path / "build").glob("*.tar")), texts
+    judge("a file belongs to its record", case, run)
