@@ -27,6 +27,7 @@ import sys
 from . import __version__
 from .config import Settings
 from .errors import ArkivError, ConfigError, ContentError
+from .masking import safe_message
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -367,25 +368,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args, settings))
     except ConfigError as exc:
-        print(f"arkiv: configuration error: {exc}", file=sys.stderr)
+        print(f"arkiv: configuration error: {safe_message(exc)}", file=sys.stderr)
         return 2
     except ContentError as exc:
-        print(f"arkiv: content problem: {exc}", file=sys.stderr)
+        print(f"arkiv: content problem: {safe_message(exc)}", file=sys.stderr)
         return 1
     except ArkivError as exc:
-        print(f"arkiv: {exc}", file=sys.stderr)
+        print(f"arkiv: {safe_message(exc)}", file=sys.stderr)
         return 1
     except ValueError as exc:
-        print(f"arkiv: {exc}", file=sys.stderr)
+        print(f"arkiv: {safe_message(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"arkiv: {_os_error(exc)}", file=sys.stderr)
+        print(f"arkiv: {safe_message(_os_error(exc))}", file=sys.stderr)
         return 1
     except Exception as exc:
         what = _infrastructure_error(exc)
         if what is None:
             raise
-        print(f"arkiv: {what}", file=sys.stderr)
+        print(f"arkiv: {safe_message(what)}", file=sys.stderr)
         return 1
 
 

@@ -89,11 +89,22 @@ def one_line(text: object) -> str:
     return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
+def safe_line(text: object) -> str:
+    """One line of a message as a reason, an event, a log line or an alert may carry it: one printable
+    line (:func:`one_line`) with whatever looks like a personnummer masked (:func:`scrub`)."""
+    return scrub(one_line(text))
+
+
+def safe_message(text: object) -> str:
+    """A multi-line message (an error with its details) with each line made safe by :func:`safe_line`."""
+    return "\n".join(safe_line(line) for line in str(text).split("\n"))
+
+
 def safe_name(name: object) -> str:
-    """A delivery-chosen name as it may appear in a message or log: one line, personnummer masked."""
-    text = scrub(one_line(name))
+    """A delivery-chosen name as it may appear in a message or log: a :func:`safe_line`, kept short."""
+    text = safe_line(name)
     return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
 
 
-__all__ = ["IDENTITY_NUMBER", "MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "mask_numbers", "one_line", "safe_name",
-           "scrub", "shown"]
+__all__ = ["IDENTITY_NUMBER", "MAX_SHOWN", "PERSONNUMMER_LIKE", "mask", "mask_numbers", "one_line", "safe_line",
+           "safe_message", "safe_name", "scrub", "shown"]

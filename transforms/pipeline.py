@@ -27,13 +27,12 @@ from .config import Settings
 from .errors import ArkivError, ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
 from .file_export import FileExportSource, check_delivery, delivery_folder
-from .masking import safe_name
+from .masking import safe_line, safe_message, safe_name
 from .package import BuiltPackage, RecordEntry, build_packages, document_ownership_problems, package_id_for
 from .periods import add_period
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
 from .retention import failpoint
-from .review import safe_line, safe_message
 from .storage import FileSystemStorage, S3Storage, storage_for
 from .systems import System, load_system, load_systems
 

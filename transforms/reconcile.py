@@ -664,7 +664,7 @@ def run(args, settings: Settings) -> int:
     try:
         report = step_reconcile(settings, deep=args.deep, repair=args.repair, grace_seconds=args.grace)
     except Exception as exc:  # noqa: BLE001 — any failure to look (database, bucket, disk) is exit 2, not "consistent"
-        from .review import safe_line
+        from .masking import safe_line
 
         print(f"arkiv reconcile: could not reconcile: {safe_line(exc)}", file=sys.stderr)
         return 2

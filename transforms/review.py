@@ -12,35 +12,15 @@ from __future__ import annotations
 
 import html
 import json
-import re
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from . import __version__
 from .catalogue import Catalogue, QuarantineCase, utcnow
-from .masking import scrub
+from .masking import safe_line, scrub
 
 AGENT = f"Arkivflöde {__version__}"
-
-#: what :func:`transforms.masking.safe_name` escapes: control characters, line separators, bidi overrides
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def safe_line(text: object) -> str:
-    """One line of a message as a reason, an event, a log line or an alert may carry it.
-
-    A message names files, rows and rules, but a file name comes from the delivery: control
-    characters are escaped (no forged log line) and whatever looks like a personnummer is
-    masked, as :func:`transforms.masking.safe_name` does, without shortening the line."""
-    line = text if isinstance(text, str) else str(text)
-    line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return scrub(_UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), line))
-
-
-def safe_message(text: object) -> str:
-    """A multi-line message (an error with its details) with each line made safe by :func:`safe_line`."""
-    return "\n".join(safe_line(line) for line in str(text).split("\n"))
 
 
 def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,

@@ -24,7 +24,7 @@ def classify(exception: BaseException | None) -> str:
 
 
 def _safe(text: str) -> str:
-    from transforms.review import safe_line
+    from transforms.masking import safe_line
 
     return safe_line(text)
 

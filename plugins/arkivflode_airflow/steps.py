@@ -30,7 +30,7 @@ def run(step: Callable[..., Any], *args: Any) -> Any:
     from arkivflode_airflow.hooks import with_airflow_s3
     from transforms.config import Settings
     from transforms.errors import ArkivError, ConfigError, ContentError, StateError
-    from transforms.review import safe_line
+    from transforms.masking import safe_line
 
     try:
         # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
