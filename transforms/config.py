@@ -89,7 +89,7 @@ class S3Config:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | os._Environ | None = None) -> S3Config:
-        """Read the ``ARKIV_S3_*`` and ``ARKIV_<ARCHIVE>_OBJECT_LOCK_*`` variables (see README)."""
+        """Read the ``ARKIV_S3_*`` and ``ARKIV_<ARCHIVE>_OBJECT_LOCK_*`` variables (see docs/configuration.md)."""
         env = os.environ if env is None else env
         endpoint = env.get("ARKIV_S3_ENDPOINT_URL") or None
         sse = env.get("ARKIV_S3_SSE") or None
@@ -151,7 +151,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        """Read ``ARKIV_*`` variables (see README "Configuration"); defaults live under ``var/``."""
+        """Read ``ARKIV_*`` variables (see docs/configuration.md); defaults live under ``var/``."""
         env = os.environ if env is None else env
         home = Path(env.get("ARKIV_HOME") or PROJECT_ROOT / "var").resolve()
         values: dict[str, object] = {"home": home}

@@ -139,7 +139,7 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
     s, e = _local(start, sys_.timezone), _local(end, sys_.timezone)
     if e <= s:
         raise ConfigError(f"{name}: empty data interval {s.isoformat()} – {e.isoformat()}; "
-                          "use a schedule with data intervals (see README)")
+                          "use a schedule with data intervals (see docs/configuration.md)")
     staged = _stage(settings, sys_, s, e, source_url)
     cat = catalogue(settings)
     batch_id = f"{name}/{staged.batch}"

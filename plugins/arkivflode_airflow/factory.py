@@ -59,7 +59,7 @@ def build_system_dag(path: Path):
             "on_failure_callback": on_failure,
         },
         doc_md=f"**{system.title}** — {system.description}\n\nConfigured in `dags/systems/{path.name}`; "
-               "see the README for what each task does.",
+               "see docs/architecture.md for what each task does.",
     )
     def source_system():
         @task

@@ -1,6 +1,6 @@
 """Who may see what: roles, API credentials (tokens kept only as SHA-256) and the errors that refuse.
 
-Roles (see README "Access"):
+Roles (see docs/access-api.md):
 
 * ``archivist`` — every system, cleared for secrecy (OSL), may search personnummer, reads the access log.
 * ``system_owner`` — one system, cleared for it, may search personnummer, fetches its receipts, exports.

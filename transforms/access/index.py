@@ -293,7 +293,7 @@ def _dates(opened: str | None, closed: str | None) -> dict:
 
 
 def deep_link(system: str, source_id: str) -> str:
-    """The stable address of a record, independent of package and storage (documented in the README)."""
+    """The stable address of a record, independent of package and storage (documented in docs/access-api.md)."""
     return f"/api/v1/records/{system}/{source_id}"
 
 
