@@ -681,3 +681,106 @@ def test_a_delivered_record_pointing_at_a_file_not_its_own_is_quarantined(tmp_pa
         named = any("belongs to its record" in f for f in intake.findings)
         return intake.outcome == "quarantined" and named and not list((tmp_path / "build").glob("*.tar")), texts
     judge("a file belongs to its record", case, run)
+
+
+# --- requests to the archive API ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def api(small_lex, tmp_path_factory):
+    """An archived and indexed Lex behind the archive API, with an archivist's and a client's token."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+    from fastapi.testclient import TestClient
+
+    from transforms.access.api import create_app
+    from transforms.access.auth import add_credential
+    from transforms.catalogue import Catalogue
+    from transforms.cli import main
+    from transforms.config import Settings
+
+    home = tmp_path_factory.mktemp("hostile-api") / "var"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ARKIV_HOME", str(home))
+        mp.setenv("ARKIV_LEX_FILES", str(small_lex["files"]))
+        mp.setenv("ARKIV_CONN_LEX_DB", small_lex["url"])
+        mp.delenv("ARKIV_CATALOGUE_URL", raising=False)
+        assert main(["run", "lex", "--start", "2025-01-01", "--end", "2026-01-01"]) == 0
+        settings = Settings.from_env().ensure()
+    cat = Catalogue(settings.catalogue_url)
+    eng = sa.create_engine(small_lex["url"])
+    with eng.connect() as c:
+        archived = {r[0] for r in cat.engine.connect().exec_driver_sql("SELECT source_id FROM records")}
+        cases = [r for r in c.execute(sa.text("SELECT case_id, secrecy FROM cases")) if str(r[0]) in archived]
+        docs = list(c.execute(sa.text("SELECT document_id, case_id, secrecy FROM documents")))
+    eng.dispose()
+    public = next(str(cid) for cid, sec in cases if not sec)
+    secret_doc = next((str(d), str(cid)) for d, cid, dsec in docs
+                      if str(cid) in archived and (dsec or dict(cases).get(cid)))
+    import time
+
+    expired = add_credential(cat, "gammal", "client", system="lex", by="test", ttl=dt.timedelta(seconds=1))
+    time.sleep(1.2)
+    return {"client": TestClient(create_app(settings), raise_server_exceptions=False), "cat": cat,
+            "archivist": add_credential(cat, "anna-arkivarie", "archivist", by="test"),
+            "lex": add_credential(cat, "lex-client", "client", system="lex", by="test"),
+            "expired": expired, "public": public, "secret_doc": secret_doc}
+
+
+def _requests(a: dict) -> dict[str, tuple[Callable, set[int]]]:
+    c = a["client"]
+    arch = {"Authorization": f"Bearer {a['archivist']}"}
+    lex = {"Authorization": f"Bearer {a['lex']}"}
+    doc, owner = a["secret_doc"]
+    return {
+        "personnummer-in-search-url": (lambda: c.get(f"/api/v1/search?personnummer={PNR}", headers=arch), {400}),
+        "free-text-in-search-url": (lambda: c.get(f"/api/v1/search?q={NAME}", headers=arch), {400}),
+        "purpose-in-url": (lambda: c.get(f"/api/v1/records/lex/{a['public']}?purpose={NAME}", headers=arch),
+                           {400}),
+        "token-in-url": (lambda: c.get(f"/api/v1/packages?access_token={a['archivist']}"), {400, 401}),
+        "basic-auth": (lambda: c.get("/api/v1/packages", headers={"Authorization": "Basic YTpi"}), {401}),
+        "two-tokens": (lambda: c.get("/api/v1/packages", headers={"Authorization": f"Bearer {a['lex']} x"}),
+                       {400, 401}),
+        "expired-token": (lambda: c.get("/api/v1/packages", headers={"Authorization": f"Bearer {a['expired']}"}),
+                          {401}),
+        "nul-in-path": (lambda: c.get("/api/v1/records/lex/1%00", headers=arch), {400, 404}),
+        "limit-out-of-range": (lambda: c.get(f"/api/v1/search?limit={10**30}", headers=arch), {422}),
+        "negative-offset": (lambda: c.get("/api/v1/search?offset=-5", headers=arch), {422}),
+        "oversized-body": (lambda: c.post("/api/v1/search", content=b'{"q": "' + b"a" * (2 << 20) + b'"}',
+                                          headers={**arch, "Content-Type": "application/json"}), {413, 422}),
+        "invalid-utf8-body": (lambda: c.post("/api/v1/search", content=b'{"q": "\xff\xfe"}',
+                                             headers={**arch, "Content-Type": "application/json"}), {400, 422}),
+        "secret-document-through-a-public-case": (
+            lambda: c.get(f"/api/v1/records/lex/{a['public']}/documents/{doc}", headers=lex), {403, 404}),
+        "secret-document-through-its-own-case": (
+            lambda: c.get(f"/api/v1/records/lex/{owner}/documents/{doc}", headers=lex), {403, 404}),
+        "path-traversal-as-document-id": (
+            lambda: c.get(f"/api/v1/records/lex/{a['public']}/documents/..%2F..%2FMETS.xml", headers=lex),
+            {400, 403, 404, 422}),
+        "forged-log-line-in-purpose": (
+            lambda: c.get(f"/api/v1/records/lex/{a['public']}",
+                          headers={**lex, "X-Purpose": "kontroll%0D%0A2026-01-01 granted anna lex/1"}),
+            {200, 400}),
+    }
+
+
+REQUEST_CASES = ["personnummer-in-search-url", "free-text-in-search-url", "purpose-in-url", "token-in-url",
+                 "basic-auth", "two-tokens", "expired-token", "nul-in-path", "limit-out-of-range",
+                 "negative-offset", "oversized-body", "invalid-utf8-body", "secret-document-through-a-public-case",
+                 "secret-document-through-its-own-case", "path-traversal-as-document-id",
+                 "forged-log-line-in-purpose"]
+
+
+@pytest.mark.parametrize("case", REQUEST_CASES)
+def test_a_hostile_request_gets_a_4xx_and_leaves_no_value_behind(api, case):
+    send, allowed = _requests(api)[case]
+
+    def run():
+        answer = send()
+        with api["cat"].engine.connect() as c:
+            rows = [tuple(r) for r in c.exec_driver_sql("SELECT * FROM access_log")]
+        assert not any("\r" in str(v) or "\n" in str(v) for r in rows for v in r), "a raw line break in the log"
+        log = [repr(r) for r in rows]
+        safe = answer.status_code in allowed and answer.status_code != 500
+        return safe, [answer.text[:20000], *log]
+    judge("requests to the archive API", case, run)
