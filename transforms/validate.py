@@ -55,6 +55,13 @@ VOCABULARY_DIR = Path(str(resources.files("transforms") / "vocabularies"))
 CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
 SIP_PROFILE_URL = "https://earksip.dilcis.eu/profile/E-ARK-SIP.xml"
 PROFILES = ("csip", "sip", "fgs", "dip")
+#: The E-ARK versions whose official profiles and vocabularies ship in transforms/profiles and
+#: transforms/vocabularies; FGS Paketstruktur 2.0 is CSIP/SIP 2.1.0.
+SPEC_VERSIONS = ("2.0.4", "2.1.0", "2.2.0")
+FGS_SPEC_VERSION = "2.1.0"
+SIP_PROFILE_URL_220 = "https://earksip.dilcis.eu/profile/E-ARK-SIP-v2-2-0.xml"
+#: What SIP2 demands as mets/@PROFILE: 2.0.4 and 2.1.0 share the unversioned URL.
+SIP_PROFILE_URLS = {"2.0.4": SIP_PROFILE_URL, "2.1.0": SIP_PROFILE_URL, "2.2.0": SIP_PROFILE_URL_220}
 
 SEVERITIES = ("ERROR", "WARNING", "INFO")
 _LEVEL_SEVERITY = {"MUST": "ERROR", "SHOULD": "WARNING", "MAY": "INFO"}
@@ -126,6 +133,8 @@ _STRUCTURE = [
 _OWN = [
     ("METS-XML", "MUST", "METS is safe, well-formed XML",
      "Every METS document parses without DOCTYPE or entities and within the size limit.", ""),
+    ("SPEC-VERSION", "MUST", "A supported E-ARK version",
+     "The package declares E-ARK CSIP/SIP 2.0.4, 2.1.0 or 2.2.0 (mets/@PROFILE); 1.x packages are refused.", ""),
     ("METS-XSD", "MUST", "METS is schema-valid",
      "Every METS document is valid against METS 1.12 with the CSIP and SIP extension schemas.", ""),
     ("ARK1", "MUST", "SHA-256 checksums",
@@ -156,11 +165,11 @@ _OWN = [
 
 #: Requirement IDs this module checks (fully or in their machine-checkable part).
 CHECKED: frozenset[str] = frozenset(
-    [f"CSIP{i}" for i in range(1, 120) if i not in (86, 87)]
+    [f"CSIP{i}" for i in range(1, 120) if i != 87]
     + [f"CSIPSTR{i}" for i in (1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 15, 16)]
     + ["SIP1", "SIP2", "SIP3", "SIP4", "SIP5", "SIP6", "SIP7", "SIP8"]
     + [f"SIP{i}" for i in range(9, 36)]
-    + ["METS-XML", "METS-XSD", "ARK1", "ARK2", "ARK3", "ARK4", "ARK5", "ARK6", "DIP1", "DIP2"]
+    + ["SPEC-VERSION", "METS-XML", "METS-XSD", "ARK1", "ARK2", "ARK3", "ARK4", "ARK5", "ARK6", "DIP1", "DIP2"]
 )
 
 #: Why some requirements are not (fully) checked; shown by ``--requirements``.
@@ -193,7 +202,12 @@ def _text(el) -> str:
     return re.sub(r"\s+", " ", " ".join(el.itertext())).strip() if el is not None else ""
 
 
-@functools.lru_cache(maxsize=4)
+def _version_suffix(version: str) -> str:
+    """File-name mark of a version's copy of an official file ('' for 2.1.0, the FGS version)."""
+    return "" if version == FGS_SPEC_VERSION else "-v" + version.replace(".", "-")
+
+
+@functools.lru_cache(maxsize=8)
 def _profile_requirements(filename: str, source: str) -> tuple[Requirement, ...]:
     """Every requirement element of an official METS profile, in document order."""
     tree = xmltools.parse_file(PROFILE_DIR / filename)
@@ -218,12 +232,15 @@ def _profile_requirements(filename: str, source: str) -> tuple[Requirement, ...]
     return tuple(out)
 
 
-def _requirements(profile: str) -> list[Requirement]:
-    reqs = list(_profile_requirements("E-ARK-CSIP-v2-1-0.xml", "CSIP 2.1.0 profile"))
-    reqs += [Requirement(i, lvl, "CSIP 2.1.0 §4 (folder structure)", t, d) for i, lvl, t, d in _STRUCTURE]
+def _requirements(profile: str, version: str = FGS_SPEC_VERSION) -> list[Requirement]:
+    if version not in SPEC_VERSIONS:
+        raise ValueError(f"unknown E-ARK version {version!r}; choose one of {', '.join(SPEC_VERSIONS)}")
+    tag = version.replace(".", "-")
+    reqs = list(_profile_requirements(f"E-ARK-CSIP-v{tag}.xml", f"CSIP {version} profile"))
+    reqs += [Requirement(i, lvl, f"CSIP {version} §4 (folder structure)", t, d) for i, lvl, t, d in _STRUCTURE]
     if profile in ("sip", "fgs"):
         csip_ids = {r.id for r in reqs}
-        reqs += [r for r in _profile_requirements("E-ARK-SIP-v2-1-0.xml", "SIP 2.1.0 profile")
+        reqs += [r for r in _profile_requirements(f"E-ARK-SIP-v{tag}.xml", f"SIP {version} profile")
                  if r.id not in csip_ids]
     for rid, lvl, title, desc, only in _OWN:
         if not only or only == profile:
@@ -231,33 +248,116 @@ def _requirements(profile: str) -> list[Requirement]:
     return reqs
 
 
-def list_requirements(profile: str = "csip") -> list[Requirement]:
-    """Every requirement of ``profile`` ('csip', 'sip' = CSIP+SIP, 'fgs' = SIP+ARK), with ``checked``."""
+def list_requirements(profile: str = "csip", version: str = FGS_SPEC_VERSION) -> list[Requirement]:
+    """Every requirement of ``profile`` ('csip', 'sip' = CSIP+SIP, 'fgs' = SIP+ARK) in E-ARK ``version``."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     out = []
-    for r in _requirements(profile):
+    for r in _requirements(profile, version):
         checked = r.id in CHECKED
         note = PARTIAL_NOTES.get(r.id, "") if checked else UNCHECKED_NOTES.get(r.id, "not checked")
         out.append(Requirement(**{**r.__dict__, "checked": checked, "note": note}))
     return out
 
 
-@functools.lru_cache(maxsize=1)
-def _levels() -> dict[str, str]:
-    return {r.id: r.level for r in _requirements("fgs")}
+@functools.lru_cache(maxsize=4)
+def _levels(version: str = FGS_SPEC_VERSION) -> dict[str, str]:
+    return {r.id: r.level for r in _requirements("fgs", version)}
 
 
-@functools.lru_cache(maxsize=1)
-def _titles() -> dict[str, str]:
-    return {r.id: r.title for r in _requirements("fgs")}
+@functools.lru_cache(maxsize=4)
+def _titles(version: str = FGS_SPEC_VERSION) -> dict[str, str]:
+    titles = {r.id: r.title for r in _requirements("fgs", version)}
+    # CSIP86 left the profile in 2.1.0; its title is still needed for a 2.0.4 package's report.
+    return {**{r.id: r.title for r in _requirements("fgs", "2.0.4")}, **titles}
 
 
-@functools.lru_cache(maxsize=16)
-def vocabulary(name: str) -> frozenset[str]:
-    """The terms of one bundled vocabulary file, e.g. ``vocabulary('CSIPVocabularyStatus')``."""
-    tree = xmltools.parse_file(VOCABULARY_DIR / f"{name}.xml")
+@functools.lru_cache(maxsize=64)
+def vocabulary(name: str, version: str = FGS_SPEC_VERSION) -> frozenset[str]:
+    """The terms of one bundled vocabulary file, e.g. ``vocabulary('CSIPVocabularyStatus', '2.2.0')``.
+
+    Terms are compared byte for byte after trimming: the 2.2.0 content categories mix en dashes
+    and hyphen-minus, and the 2.2.0 record status file wraps its terms in whitespace."""
+    tree = xmltools.parse_file(VOCABULARY_DIR / f"{name}{_version_suffix(version)}.xml")
     return frozenset((t.text or "").strip() for t in tree.iter("{*}Term"))
+
+
+@functools.lru_cache(maxsize=4)
+def _mets_schema(version: str) -> etree.XMLSchema:
+    """METS 1.12 with the CSIP and SIP extension schemas of ``version``.
+
+    Only 2.2.0 ships a different CSIP extension schema (more CONTENTINFORMATIONTYPE values); the
+    2.1.0 one accepts every 2.0.4 value, and the vocabulary check tells the versions apart."""
+    if version != "2.2.0":
+        return xmltools.schema_for(NS_METS)
+    wrapper = ['<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema" '
+               'targetNamespace="urn:arkivflode:wrapper" elementFormDefault="qualified">']
+    for ns, name in ((NS_METS, "mets.xsd"), (NS_CSIP, "DILCISExtensionMETS-v2-2-0.xsd"),
+                     (NS_SIP, "DILCISExtensionSIPMETS.xsd")):
+        wrapper.append(f'<xs:import namespace="{ns}" schemaLocation="{(xmltools.SCHEMA_DIR / name).as_uri()}"/>')
+    wrapper.append("</xs:schema>")
+    parser = etree.XMLParser(no_network=True, resolve_entities=False, load_dtd=False)
+    parser.resolvers.add(xmltools._LocalResolver())
+    doc = etree.fromstring("".join(wrapper).encode(), parser,
+                           base_url=(xmltools.SCHEMA_DIR / "wrapper-v2-2-0.xsd").as_uri())
+    return etree.XMLSchema(doc)
+
+
+@dataclass(frozen=True)
+class SpecChoice:
+    """Which E-ARK version's rules a package gets, whether the SIP rules apply, and why."""
+
+    version: str  # one of SPEC_VERSIONS, or "1.x" for a package of the withdrawn first generation
+    sip: bool
+    reason: str
+
+
+_PROFILE_NAME = re.compile(r"/E-ARK-(C?SIP)(?:-v(\d+)-(\d+)-(\d+))?\.xml$", re.IGNORECASE)
+
+
+def detect_spec(profile_url: str | None, package_type: str | None = None, *,
+                mets_type: str | None = None, has_csip_attributes: bool = True) -> SpecChoice:
+    """The E-ARK version a package METS declares, from ``mets/@PROFILE`` and its package type.
+
+    The unversioned SIP URL is shared by 2.0.4 and 2.1.0 (identical SIP rules) and the unversioned
+    CSIP URL by all three; both are validated as 2.1.0. A CSIP profile URL with
+    ``csip:OAISPACKAGETYPE="SIP"`` is still a SIP. Nothing is read from a profile's own title or
+    ID (the 2.2.0 SIP profile still calls itself 2.1)."""
+    url = (profile_url or "").strip()
+    is_sip_type = (package_type or "").strip() == "SIP"
+    low = url.lower()
+    m = _PROFILE_NAME.search(url)
+    if "eark-project.com" in low or (m and m.group(2) == "1") or re.search(r"e-ark-c?sip-?v?1[.-]", low):
+        return SpecChoice("1.x", is_sip_type, f"PROFILE {url!r} is an E-ARK 1.x profile")
+    if not url and not has_csip_attributes and (mets_type or "").upper() in ("SIP", "AIP", "DIP", "AIC"):
+        return SpecChoice("1.x", (mets_type or "").upper() == "SIP",
+                          f"no PROFILE, no csip: attributes and mets/@TYPE={mets_type!r}: the E-ARK 1.x layout")
+    if not m:
+        what = f"PROFILE {url!r} names no E-ARK profile" if url else "no mets/@PROFILE"
+        return SpecChoice(FGS_SPEC_VERSION, is_sip_type, f"{what}; validated as 2.1.0"
+                          + ('; OAISPACKAGETYPE="SIP", so the SIP rules apply' if is_sip_type else ""))
+    kind = m.group(1).upper()
+    sip = kind == "SIP" or is_sip_type
+    if m.group(2):
+        declared = f"{m.group(2)}.{m.group(3)}.{m.group(4)}"
+        if declared in SPEC_VERSIONS:
+            version, why = declared, f"PROFILE is the {kind} {declared} profile URL"
+        else:
+            major_minor = tuple(int(g) for g in m.group(2, 3, 4))
+            version = "2.0.4" if major_minor < (2, 1, 0) else "2.1.0" if major_minor < (2, 2, 0) else "2.2.0"
+            why = f"PROFILE declares {kind} {declared}, which has no profile of its own; the rules of {version} apply"
+    elif kind == "SIP":
+        version = FGS_SPEC_VERSION
+        why = ("PROFILE is the unversioned SIP URL, which 2.0.4 and 2.1.0 share (their SIP rules are "
+               "identical); validated as 2.1.0")
+    else:
+        version = FGS_SPEC_VERSION
+        why = "PROFILE is the unversioned CSIP URL, which every 2.x version uses; validated as 2.1.0"
+    if kind == "CSIP" and is_sip_type:
+        why += '; metsHdr/@csip:OAISPACKAGETYPE="SIP", so the SIP rules apply too'
+    elif kind == "CSIP":
+        why += "; CSIP rules only (the package is not declared a SIP)"
+    return SpecChoice(version, sip, why)
 
 
 # --------------------------------------------------------------------------------------------
@@ -288,6 +388,8 @@ class ValidationReport:
     files_checked: int = 0
     bytes_checked: int = 0
     suppressed: dict[str, int] = field(default_factory=dict)  # findings over the per-rule cap
+    spec_version: str = FGS_SPEC_VERSION  # the E-ARK version whose rules were applied
+    spec_reason: str = ""  # why that version (what the package declares, or a forced choice)
 
     @property
     def valid(self) -> bool:
@@ -308,6 +410,7 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {
             "path": _clean(self.path), "valid": self.valid, "profile": self.profile,
+            "spec_version": self.spec_version, "spec_reason": _clean(self.spec_reason),
             "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
             "counts": dict(Counter(f.severity for f in self.findings)),
             "findings": [f.to_dict() for f in self.findings],
@@ -322,6 +425,9 @@ class ValidationReport:
         lines = [f"{verdict} {_clean(self.path)} (profile {self.profile}; {counts['ERROR']} errors, "
                  f"{counts['WARNING']} warnings, {counts['INFO']} notes; {self.files_checked} files, "
                  f"{self.bytes_checked} bytes checked)"]
+        if self.spec_reason:
+            rules = {"csip": "CSIP", "sip": "CSIP+SIP", "fgs": "CSIP+SIP+FGS", "dip": "CSIP+DIP"}[self.profile]
+            lines.append(f"  rules applied: {rules} {self.spec_version} ({_clean(self.spec_reason)})")
         groups: dict[tuple[str, str], list[Finding]] = defaultdict(list)
         for f in self.findings:
             groups[(f.severity, f.requirement)].append(f)
@@ -332,7 +438,7 @@ class ValidationReport:
             first = items[0]
             extra = len(items) - 1 + self.suppressed.get(rid, 0) * (sev == "ERROR")
             more = f" (+{extra} more)" if extra > 0 else ""
-            title = _titles().get(rid, "")
+            title = _titles(self.spec_version if self.spec_version in SPEC_VERSIONS else FGS_SPEC_VERSION).get(rid, "")
             where = f" [{first.location}]" if first.location else ""
             lines.append(f"  {sev:<7} {rid:<9} {title}: {first.message}{where}{more}")
         if counts["INFO"] and not show_info:
@@ -733,11 +839,14 @@ def _clean(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 class _Validator:
     def __init__(self, reader: PackageReader, report: ValidationReport, profile: str | None,
-                 check_integrity: bool):
+                 check_integrity: bool, spec_version: str | None = None):
         self.pkg = reader
         self.report = report
         self.forced = profile
         self.profile = profile or "csip"
+        self.forced_spec = spec_version
+        self.spec = spec_version or FGS_SPEC_VERSION
+        self.levels = _levels(self.spec)
         self.integrity = check_integrity
         self._count: Counter[str] = Counter()
         # Digests already computed, to hash a file referenced twice once: SHA-256 keyed by the
@@ -768,7 +877,7 @@ class _Validator:
             else:
                 items.append((rid, message, location, severity))
             return
-        sev = severity or _LEVEL_SEVERITY.get(_levels().get(rid, "MUST"), "ERROR")
+        sev = severity or _LEVEL_SEVERITY.get(self.levels.get(rid, "MUST"), "ERROR")
         self._count[rid] += 1
         if self._count[rid] > MAX_FINDINGS_PER_REQUIREMENT:
             self.report.suppressed[rid] = self.report.suppressed.get(rid, 0) + 1
@@ -778,6 +887,83 @@ class _Validator:
     @property
     def sip(self) -> bool:
         return self.profile in ("sip", "fgs")
+
+    @staticmethod
+    def _wrong_ns(el, local: str) -> str | None:
+        """The namespace of an attribute ``local`` whose namespace is an official one in the wrong case."""
+        for k in el.attrib:
+            q = etree.QName(k)
+            if (q.localname == local and q.namespace and q.namespace != NS_CSIP
+                    and q.namespace.lower() in (NS_CSIP.lower(), NS_SIP.lower())):
+                return q.namespace
+        return None
+
+    def vocab(self, name: str) -> frozenset[str]:
+        return vocabulary(name, self.spec)
+
+    def _declared(self) -> tuple[dict[str, str], str | None, bool, list[tuple[str, str]]]:
+        """mets attributes, metsHdr/@OAISPACKAGETYPE, whether any csip: attribute is there, and
+        attributes in a namespace that differs from an official one only in case (read up to metsHdr)."""
+        attrs: dict[str, str] = {}
+        ptype: str | None = None
+        csip_seen = False
+        near: list[tuple[str, str]] = []
+        official = {NS_CSIP.lower(): NS_CSIP, NS_SIP.lower(): NS_SIP, NS_METS.lower(): NS_METS,
+                    NS_XLINK.lower(): NS_XLINK}
+        parser = etree.XMLPullParser(events=("start",), **SAFE_PARSE)
+        try:
+            with self.pkg.open("METS.xml") as fh:
+                depth_done = False
+                while not depth_done:
+                    chunk = fh.read(65536)
+                    if not chunk:
+                        break
+                    parser.feed(chunk)
+                    for _ev, el in parser.read_events():
+                        tag = etree.QName(el)
+                        if tag.localname == "mets" and not attrs:
+                            attrs = dict(el.attrib)
+                        for k in el.attrib:
+                            q = etree.QName(k)
+                            if q.namespace == NS_CSIP:
+                                csip_seen = True
+                            elif q.namespace and q.namespace.lower() in official and q.namespace != official[
+                                    q.namespace.lower()]:
+                                near.append((q.localname, q.namespace))
+                        if tag.localname == "metsHdr":
+                            for k, v in el.attrib.items():
+                                if etree.QName(k).localname == "OAISPACKAGETYPE":
+                                    ptype = v
+                        if tag.localname not in ("mets", "metsHdr", "agent", "name", "note", "altRecordID"):
+                            depth_done = True
+                            break
+        except Exception as exc:  # noqa: BLE001 - the full parse below reports what is wrong with the METS
+            _log.debug("reading the METS declaration stopped on %s", type(exc).__name__)
+        return attrs, ptype, csip_seen, near
+
+    def _choose_spec(self) -> None:
+        """Pick the E-ARK version (and, unforced, the profile) from what the package METS declares."""
+        attrs, ptype, csip_seen, self._near_ns = self._declared()
+        choice = detect_spec(attrs.get("PROFILE"), ptype, mets_type=attrs.get("TYPE"),
+                             has_csip_attributes=csip_seen)
+        if self.forced is None:
+            self.profile = "sip" if choice.sip else "csip"
+        if self.forced_spec:
+            self.spec, reason = self.forced_spec, f"forced with --spec-version; the package says: {choice.reason}"
+        elif self.forced == "fgs":
+            self.spec, reason = FGS_SPEC_VERSION, "FGS 2.0 is CSIP/SIP 2.1.0 plus the FGS rules"
+        elif choice.version == "1.x":
+            self.spec, reason = FGS_SPEC_VERSION, choice.reason
+        else:
+            self.spec, reason = choice.version, choice.reason
+        if choice.version == "1.x" and not self.forced_spec:
+            self.fail("SPEC-VERSION", f"the package is E-ARK 1.x ({choice.reason}); only CSIP/SIP 2.0.4, 2.1.0 "
+                      "and 2.2.0 are accepted: export it again with a 2.x version of the tool", "METS.xml")
+        if self.forced is None and not choice.sip:
+            reason += "; no SIP rules applied"
+        self.levels = _levels(self.spec)
+        self.report.spec_version = "1.x" if choice.version == "1.x" and not self.forced_spec else self.spec
+        self.report.spec_reason = reason
 
     # -- entry -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -791,11 +977,11 @@ class _Validator:
             self.fail("CSIPSTR4", f"the package root has no METS.xml{hint}", pkg.root)
             self._check_structure(None)
             return
+        self._near_ns: list[tuple[str, str]] = []
+        self._choose_spec()
+        self.report.profile = self.profile
         root_doc = self._load("METS.xml", rep=None)
         if root_doc is not None:
-            prof = root_doc.root.get("PROFILE", "")
-            if self.forced is None:
-                self.profile = "sip" if prof.strip() == SIP_PROFILE_URL else "csip"
             self.report.profile = self.profile
             self._check_mets(root_doc)
             root_doc.release(keep_root=True)
@@ -842,7 +1028,7 @@ class _Validator:
         saved = (self.referenced, self.report.files_checked, self.report.bytes_checked, len(self._hashes))
         self.referenced = set()
         try:
-            res = self._stream(rel, self._opener(rel, spool=True), schema=xmltools.schema_for(NS_METS),
+            res = self._stream(rel, self._opener(rel, spool=True), schema=_mets_schema(self.spec),
                                on_start=stream.start, on_end=stream.end, expect=f"{_M}mets")
         except (xmltools.XMLRejected, UnsafeArchive) as exc:
             self._undo(saved)
@@ -1167,7 +1353,7 @@ class _Validator:
         elif mtype == "OTHER":
             if _blank(othertype):
                 self.fail("CSIP2", 'TYPE="OTHER" needs csip:OTHERTYPE naming the content category (CSIP3)', d)
-        elif mtype not in vocabulary("CSIPVocabularyContentCategory"):
+        elif mtype not in self.vocab("CSIPVocabularyContentCategory"):
             self.fail("CSIP2", f"TYPE {mtype!r} is not in the content category vocabulary; use a listed value "
                       'or TYPE="OTHER" with csip:OTHERTYPE', d)
         if othertype is not None and mtype != "OTHER":
@@ -1175,7 +1361,10 @@ class _Validator:
         # CSIP4/CSIP5: mandatory in a representation METS, recommended in the package METS.
         cit = r.get(f"{_CS}CONTENTINFORMATIONTYPE")
         other_cit = r.get(f"{_CS}OTHERCONTENTINFORMATIONTYPE")
-        if cit is None:
+        if cit is None and (wrong := self._wrong_ns(r, "CONTENTINFORMATIONTYPE")):
+            self.fail("CSIP4", f"csip:CONTENTINFORMATIONTYPE is there, but in namespace {wrong!r}, which differs "
+                      f"from the official {NS_CSIP!r} only in case; namespace URIs are case-sensitive", d, "ERROR")
+        elif cit is None:
             if doc.rep is not None:
                 self.fail("CSIP4", "csip:CONTENTINFORMATIONTYPE is mandatory in a representation METS", d, "ERROR")
             else:
@@ -1188,8 +1377,15 @@ class _Validator:
         elif not re.match(r"^https?://\S+$", prof.strip()):
             self.fail("CSIP6", f"PROFILE {prof!r} is not a URL of a METS profile", d)
         if self.sip and doc.rep is None:
-            if (prof or "").strip() != SIP_PROFILE_URL:
-                self.fail("SIP2", f"PROFILE must be {SIP_PROFILE_URL} for a SIP (found {prof!r})", d)
+            want = SIP_PROFILE_URLS[self.spec]
+            got = (prof or "").strip()
+            # The versioned archive URLs (E-ARK-SIP-v2-1-0.xml …) are published and written by some
+            # tools; they name the same version unambiguously, so they are accepted for it.
+            archive = f"https://earksip.dilcis.eu/profile/E-ARK-SIP-v{self.spec.replace('.', '-')}.xml"
+            if got not in (want, archive):
+                hint = (" (that is the CSIP profile URL; a package with OAISPACKAGETYPE=\"SIP\" declares the "
+                        "SIP profile)") if "earkcsip" in got.lower() else ""
+                self.fail("SIP2", f"PROFILE must be {want} for a SIP {self.spec} (found {prof!r}){hint}", d)
             label = r.get("LABEL")
             if label is None:
                 self.fail("SIP1", "no mets/@LABEL (optional short description of the package)", d)
@@ -1197,7 +1393,7 @@ class _Validator:
                 self.fail("SIP1", "mets/@LABEL is empty; remove it or describe the package", d, "WARNING")
 
     def _check_cit(self, cit: str, other: str | None, rid: str, other_rid: str, d: str) -> None:
-        vocab = vocabulary("CSIPVocabularyContentInformationType")
+        vocab = self.vocab("CSIPVocabularyContentInformationType")
         if cit not in vocab:
             self.fail(rid, f"CONTENTINFORMATIONTYPE {cit!r} is not in the vocabulary", d, "ERROR")
         elif cit == "OTHER":
@@ -1232,9 +1428,12 @@ class _Validator:
             if when is not None and when > dt.datetime.now(dt.UTC) + dt.timedelta(days=1):
                 self.fail("CSIP8", f"LASTMODDATE {lastmod} is in the future", loc, "ERROR")
         ptype = hdr.get(f"{_CS}OAISPACKAGETYPE")
-        if _blank(ptype):
+        if _blank(ptype) and (wrong := self._wrong_ns(hdr, "OAISPACKAGETYPE")):
+            self.fail("CSIP9", f"csip:OAISPACKAGETYPE is there, but in namespace {wrong!r}, which differs from the "
+                      f"official {NS_CSIP!r} only in case; namespace URIs are case-sensitive, so correct it", loc)
+        elif _blank(ptype):
             self.fail("CSIP9", "metsHdr/@csip:OAISPACKAGETYPE is missing (SIP, AIP, DIP …)", loc)
-        elif ptype not in vocabulary("CSIPVocabularyOAISPackageType"):
+        elif ptype not in self.vocab("CSIPVocabularyOAISPackageType"):
             self.fail("CSIP9", f"OAISPACKAGETYPE {ptype!r} is not in the OAIS package type vocabulary", loc)
         if self.profile == "dip" and ptype != "DIP":
             self.fail("DIP1", f'OAISPACKAGETYPE must be "DIP" in a DIP (found {ptype!r})', loc)
@@ -1245,7 +1444,7 @@ class _Validator:
             status = hdr.get("RECORDSTATUS")
             if status is None:
                 self.fail("SIP3", "no metsHdr/@RECORDSTATUS (optional; NEW is assumed)", loc)
-            elif status not in vocabulary("SIPVocabularyRecordStatus"):
+            elif status not in self.vocab("SIPVocabularyRecordStatus"):
                 self.fail("SIP3", f"RECORDSTATUS {status!r} is not in the record status vocabulary", loc, "ERROR")
             self._check_altrecordids(hdr, loc)
         self._check_agents(doc, hdr, sip_root)
@@ -1328,6 +1527,8 @@ class _Validator:
             self.fail("SIP9", "no archival creator agent (ROLE=ARCHIVIST; optional)", hdr_loc)
         for a in archivists:
             self._check_org_agent(a, d, type_rid="SIP11", types=("ORGANIZATION", "INDIVIDUAL"), note_rid="SIP14")
+            if self.spec == "2.2.0" and _blank(a.findtext(f"{_M}name")):
+                self.fail("SIP12", "the archival creator agent has no <name> (mandatory from SIP 2.2.0)", _loc(d, a))
         if not submitters:
             self.fail("SIP15", 'no submitting agent: add an agent ROLE="CREATOR" TYPE="ORGANIZATION" '
                       "(or INDIVIDUAL) with the submitter's name", hdr_loc)
@@ -1337,12 +1538,15 @@ class _Validator:
             # SOFTWARE VERSION. We check SIP14/SIP20 on the archival creator/submitter only.
             self._check_org_agent(a, d, type_rid="SIP17", types=("ORGANIZATION", "INDIVIDUAL"), note_rid="SIP20")
             if not a.findall(f"{_M}name"):
-                self.fail("SIP18", "the submitting agent has no <name>", _loc(d, a), "WARNING")
+                self.fail("SIP18", "the submitting agent has no <name>", _loc(d, a),
+                          "ERROR" if self.spec == "2.2.0" else "WARNING")
         for a in contacts:
             if not a.findall(f"{_M}name") or _blank(a.findtext(f"{_M}name")):
                 self.fail("SIP24", "a contact person agent (CREATOR, INDIVIDUAL) needs a <name>", _loc(d, a))
         for a in preservers:
             self._check_org_agent(a, d, type_rid="SIP28", types=("ORGANIZATION",), note_rid="SIP31")
+            if self.spec == "2.2.0" and _blank(a.findtext(f"{_M}name")):
+                self.fail("SIP29", "the preservation agent has no <name> (mandatory from SIP 2.2.0)", _loc(d, a))
         # SIP32-35 are per-file format attributes; summarised per METS document (counted over
         # every mets:file while the document streamed, see _MetsStream.end).
         for rid, names in _FORMAT_ATTRS:
@@ -1376,7 +1580,7 @@ class _Validator:
         status = el.get("STATUS")
         if status is None:
             self.fail(rid, "no @STATUS (CURRENT or SUPERSEDED recommended)", _loc(d, el))
-        elif status not in vocabulary("CSIPVocabularyStatus"):
+        elif status not in self.vocab("CSIPVocabularyStatus"):
             self.fail(rid, f"STATUS {status!r} is not CURRENT or SUPERSEDED", _loc(d, el), "ERROR")
 
     def _check_dmd(self, doc: _Doc) -> None:
@@ -1490,7 +1694,8 @@ class _Validator:
         if not self.pkg.is_file(path):
             ci = self._file_ci(path)
             if ci is None:
-                self.fail(ids["HREF"], f"xlink:href {href!r} does not resolve to a file in the package", loc)
+                self.fail(ids["HREF"], f"xlink:href {href!r} does not resolve to a file in the package"
+                          f"{self._nearest(path, href)}", loc)
                 return path
             # The specification does not say whether hrefs are case-sensitive and the official
             # corpus has valid packages that rely on case-insensitive file systems; we warn,
@@ -1571,7 +1776,7 @@ class _Validator:
                 self.fail("CSIP113", 'no fileGrp USE="Schemas"; list the XML schemas used in one', d)
             if not any(u.startswith("Representations") for u in uses):
                 self.fail("CSIP114", 'no fileGrp whose USE starts with "Representations"', d)
-        labels = vocabulary("CSIPVocabularyFileGrpAndStructMapDivisionLabel")
+        labels = self.vocab("CSIPVocabularyFileGrpAndStructMapDivisionLabel")
         amd_ids = self._amd_ids(doc)
         dmd_ids = {s.get("ID") for s in doc.root.findall(f"{_M}dmdSec") if s.get("ID")}
         for g in top:
@@ -1663,6 +1868,29 @@ class _Validator:
                 self._lower_files.setdefault(p.lower(), p)
         return self._lower_files.get(path.lower())
 
+    def _nearest(self, path: str, href: str) -> str:
+        """'; nearest match …' with why the href misses it, or '' when nothing is close."""
+        import difflib
+        files = self.pkg.files()
+        if "+" in path and self.pkg.is_file(path.replace("+", " ")):
+            return (f"; nearest match {path.replace('+', ' ')!r}: '+' is not an encoded space in a URI path "
+                    "(write %20 or the space itself)")
+        if "+" in path and (ci := self._file_ci(path.replace("+", " "))):
+            return f"; nearest match {ci!r}: '+' is not an encoded space in a URI path, and the case differs"
+        folder = posixpath.dirname(path)
+        candidates = [f for f in files if posixpath.dirname(f).lower() == folder.lower()] or list(files)
+        best = difflib.get_close_matches(path, candidates[:5000], n=1, cutoff=0.75)
+        if not best:
+            return ""
+        near = best[0]
+        if "%" in href and urllib.parse.unquote(href) != href:
+            why = "the percent-decoded href still differs"
+        elif near.lower() == path.lower():
+            why = "only the case differs"
+        else:
+            why = "the names differ"
+        return f"; nearest match {near!r} ({why})"
+
     def _dir_ci(self, folder: str) -> bool:
         """A folder of that path exists, comparing case-insensitively (as the corpus and spec allow)."""
         if self.pkg.is_dir(folder):
@@ -1694,6 +1922,10 @@ class _Validator:
             if not divs:
                 return
         main = divs[0]
+        if self.spec == "2.0.4" and main.get("LABEL") != doc.root.get("OBJID"):
+            # CSIP86 is a 2.0.4 requirement only (removed in 2.1.0).
+            self.fail("CSIP86", f"the main div LABEL {main.get('LABEL')!r} must equal mets/@OBJID in CSIP 2.0.4",
+                      _loc(d, main))
         if _blank(main.get("ID")):
             self.fail("CSIP85", "the main div has no @ID", _loc(d, main))
         subs = main.findall(f"{_M}div")
@@ -1985,11 +2217,14 @@ class _Validator:
 # Public entry points
 # --------------------------------------------------------------------------------------------
 def validate_package(path: str | Path, profile: str | None = None, *, limits: Limits | None = None,
-                     check_integrity: bool = True, compressed: bool = True) -> ValidationReport:
+                     check_integrity: bool = True, compressed: bool = True,
+                     spec_version: str | None = None) -> ValidationReport:
     """Validate a package (folder, tar or zip) and return its report; never raises on bad content.
 
     ``profile`` None picks 'sip' when the package METS has the SIP PROFILE URL, else 'csip';
-    'csip', 'sip' or 'fgs' forces that profile. ``check_integrity`` False skips file sizes and
+    'csip', 'sip' or 'fgs' forces that profile. ``spec_version`` (one of :data:`SPEC_VERSIONS`)
+    forces the E-ARK version; otherwise the package's declaration decides (see :func:`detect_spec`),
+    and ``fgs`` means 2.1.0. ``check_integrity`` False skips file sizes and
     checksums (file presence is still checked). ``compressed`` False refuses compressed tars (see
     :func:`~transforms.safe_archive.open_package`). An unsafe archive or unreadable package becomes
     an invalid report with a ``PACKAGE`` finding, whatever its bytes; only a missing ``path``
@@ -1997,6 +2232,8 @@ def validate_package(path: str | Path, profile: str | None = None, *, limits: Li
     """
     if profile is not None and profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if spec_version is not None and spec_version not in SPEC_VERSIONS:
+        raise ValueError(f"unknown E-ARK version {spec_version!r}; choose one of {', '.join(SPEC_VERSIONS)}")
     report = ValidationReport(path=str(path), profile=profile or "csip")
     try:
         reader = open_package(path, limits or DEFAULT_LIMITS, compressed=compressed)
@@ -2021,7 +2258,7 @@ def validate_package(path: str | Path, profile: str | None = None, *, limits: Li
                                        f"the package could not be opened ({type(exc).__name__})", ""))
         return report
     with reader:
-        v = _Validator(reader, report, profile, check_integrity)
+        v = _Validator(reader, report, profile, check_integrity, spec_version)
         try:
             v.run()
         except UnsafeArchive as exc:
@@ -2039,7 +2276,8 @@ def validate_package(path: str | Path, profile: str | None = None, *, limits: Li
             report.findings.append(Finding("PACKAGE", "ERROR", "could not read the package: "
                                            f"damaged or unreadable content ({type(exc).__name__})", ""))
         report.profile = v.profile
-    ids = {r.id for r in _requirements(report.profile)}
+    spec = report.spec_version if report.spec_version in SPEC_VERSIONS else FGS_SPEC_VERSION
+    ids = {r.id for r in _requirements(report.profile, spec)}
     report.checked = sorted((CHECKED & ids), key=_id_key)
     return report
 
@@ -2048,7 +2286,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``arkiv validate``."""
     parser.add_argument("paths", nargs="*", metavar="PATH", help="package folder, .tar(.gz/.bz2/.xz) or .zip")
     parser.add_argument("--profile", choices=PROFILES, default=None,
-                        help="force a profile (default: sip if METS @PROFILE is the SIP profile, else csip)")
+                        help="force a profile (default: sip if the METS declares a SIP, else csip)")
+    parser.add_argument("--spec-version", choices=SPEC_VERSIONS, default=None,
+                        help="apply this E-ARK CSIP/SIP version's rules (default: the version the package "
+                             "declares; 2.1.0 for --profile fgs)")
     parser.add_argument("--json", action="store_true", help="print reports as JSON")
     parser.add_argument("--requirements", action="store_true",
                         help="list the profile's requirements and whether each is checked, then exit")
@@ -2058,7 +2299,7 @@ def run(args: argparse.Namespace) -> int:
     """Run ``arkiv validate``: 0 when every package is valid, 1 when any is not, 2 on usage errors."""
     profile = getattr(args, "profile", None)
     if getattr(args, "requirements", False):
-        reqs = list_requirements(profile or "csip")
+        reqs = list_requirements(profile or "csip", getattr(args, "spec_version", None) or FGS_SPEC_VERSION)
         if args.json:
             print(json.dumps([r.to_dict() for r in reqs], ensure_ascii=False, indent=2))
         else:
@@ -2078,7 +2319,7 @@ def run(args: argparse.Namespace) -> int:
     reports = []
     for p in paths:
         try:
-            reports.append(validate_package(p, profile))
+            reports.append(validate_package(p, profile, spec_version=getattr(args, "spec_version", None)))
         except FileNotFoundError:
             print(f"arkiv validate: no such file or folder: {p}", file=sys.stderr)
             return 2

@@ -180,9 +180,17 @@ def test_built_package_is_valid(pkg, profile):
 
 
 def test_profile_detection_from_mets_profile(pkg):
+    # A CSIP profile URL with OAISPACKAGETYPE="SIP" (RODA-in's habit) is still a SIP: the SIP rules
+    # apply, and SIP2 says which URL a SIP declares.
     mutate(pkg, lambda m: m.set("PROFILE", v.CSIP_PROFILE_URL))
     rep = v.validate_package(pkg)
-    assert rep.profile == "csip" and rep.valid
+    assert rep.profile == "sip" and ids(rep, "ERROR") == {"SIP2"}, rep.to_text()
+    assert "OAISPACKAGETYPE" in rep.spec_reason and "SIP rules apply" in rep.spec_reason
+    # Declared an AIP under the CSIP URL: CSIP rules only, and the report says so.
+    mutate(pkg, lambda m: m.find(f"{{{NS_METS}}}metsHdr").set(f"{{{NS_CSIP}}}OAISPACKAGETYPE", "AIP"))
+    rep = v.validate_package(pkg)
+    assert rep.profile == "csip" and rep.valid, rep.to_text()
+    assert "no SIP rules applied" in rep.to_text()
     assert "SIP2" in ids(v.validate_package(pkg, "sip"))
 
 
