@@ -1,9 +1,16 @@
-"""Alerts for IT operations: every failed task says whether it is a content problem or a system error.
+"""Alerts: every failed task says what kind of problem it is and who acts on it, where they look.
 
-Always a structured log line (JSON on the ``arkivflode.alerts`` logger, which any log shipper
-can route); and, when ``ARKIV_ALERT_EMAIL`` names recipients, an e-mail through Airflow's SMTP
-notifier (configured with the ``smtp_default`` connection). Content problems go to the
-archivists and the system owner; system errors to IT operations, who can rerun or clear.
+Always one structured log line (JSON on the ``arkivflode.alerts`` logger, which any log shipper
+can route); and, where configured, an e-mail and a webhook POST through Airflow notifiers
+(``notifiers.py``; docs/operations.md, "Alerts"). The kinds and who acts:
+
+- ``content`` (a batch failed its gate, a delivery or package is invalid): the archivists;
+- ``system`` (infrastructure, and configuration: a bad YAML or a missing variable): IT operations;
+- ``delivery_missing`` (the period's export never arrived): the system owner;
+- ``fixity`` (a stored package no longer matches its checksums): IT operations and archivists.
+
+Every text goes through ``masking.safe_line``: an alert names the system, the period, the
+rule and counts, and links to the run and the quarantine case — never a record's value.
 """
 
 from __future__ import annotations
@@ -11,15 +18,31 @@ from __future__ import annotations
 import json
 import logging
 import os
+from urllib.parse import quote, urlencode
 
 log = logging.getLogger("arkivflode.alerts")
 
+WHO_ACTS = {
+    "content": "archivists",
+    "system": "IT operations",
+    "delivery_missing": "system owner",
+    "fixity": "IT operations and archivists",
+}
+#: the page the API server mounts for the archivists (ui.py)
+PAGE = "/arkiv"
 
-def classify(exception: BaseException | None) -> str:
-    """``content`` (bad data; not retried) or ``system`` (infrastructure; retried) — from the message we raise."""
+
+def classify(exception: BaseException | str | None) -> str:
+    """The kind of a failure, from the exception our task glue (steps.py) raises."""
     text = str(exception or "")
-    if text.startswith(("CONTENT PROBLEM", "CONFIGURATION PROBLEM", "FIXITY FAILURE")):
-        return "content" if not text.startswith("FIXITY") else "fixity"
+    name = type(exception).__name__ if isinstance(exception, BaseException) else ""
+    if text.startswith("CONTENT PROBLEM"):
+        return "content"
+    if text.startswith("FIXITY FAILURE"):
+        return "fixity"
+    if text.startswith(("DELIVERY MISSING", "DeliveryMissing")) or name == "DeliveryMissing":
+        return "delivery_missing"
+    # CONFIGURATION PROBLEM and STATE PROBLEM are IT's too: a YAML or a variable to fix, a task to rerun
     return "system"
 
 
@@ -29,40 +52,127 @@ def _safe(text: str) -> str:
     return safe_line(text)
 
 
+def ui_base() -> str:
+    """The Airflow UI's address as links should show it (``[api] base_url``)."""
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="") or ""
+    except Exception:  # no Airflow configuration here: links still read right on the default port
+        base = ""
+    return (base or "http://localhost:8080").rstrip("/")
+
+
+def period_of(context: dict) -> str | None:
+    start, end = context.get("data_interval_start"), context.get("data_interval_end")
+    if start is None or end is None:
+        return None
+    from transforms.extract import period_label
+
+    return period_label(start, end)
+
+
+def system_of(context: dict, dag_id: str | None) -> str | None:
+    """The source system a DAG archives (its id), or None for the shared DAGs (retention, fixity)."""
+    dag = context.get("dag")
+    tags = set(getattr(dag, "tags", None) or ())
+    if dag is not None and "source-system" not in tags:
+        return None
+    return dag_id
+
+
+def run_url(base: str, ti) -> str | None:
+    dag_id, run_id, task_id = (getattr(ti, a, None) for a in ("dag_id", "run_id", "task_id"))
+    if not dag_id or not run_id:
+        return None
+    url = f"{base}/dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
+    if task_id:
+        url += f"/tasks/{quote(task_id, safe='')}"
+        map_index = getattr(ti, "map_index", None)
+        if isinstance(map_index, int) and map_index >= 0:
+            url += f"/mapped/{map_index}"
+    return url
+
+
+def open_case_ids(system: str, period: str) -> list[str]:
+    """The open quarantine cases of the batch, when the catalogue is configured here."""
+    if not (os.environ.get("ARKIV_CATALOGUE_URL") or os.environ.get("ARKIV_HOME")):
+        return []
+    from transforms.config import Settings
+    from transforms.pipeline import catalogue
+    from transforms.review_web import CaseFilter, list_cases
+
+    cases = list_cases(catalogue(Settings.from_env()), CaseFilter(system=system, status="open"))
+    return [c.id for c in cases if c.batch_id == f"{system}/{period}"]
+
+
+def case_url(base: str, system: str | None, period: str | None, kind: str) -> str | None:
+    """The quarantine case on the Arkivflöde page; the system's open cases when it is not known."""
+    if kind != "content" or not system:
+        return None
+    ids: list[str] = []
+    if period:
+        try:
+            ids = open_case_ids(system, period)
+        except Exception as exc:  # an unreachable catalogue must not stop the alert: link the list
+            log.warning("quarantine case not looked up for the alert (%s)", type(exc).__name__)
+    if len(ids) == 1:
+        return f"{base}{PAGE}/case?{urlencode({'id': ids[0]})}"
+    return f"{base}{PAGE}/?{urlencode({'system': system, 'status': 'open'})}"
+
+
 def alert_line(context: dict) -> dict:
     ti = context.get("task_instance") or context.get("ti")
     exc = context.get("exception")
     kind = classify(exc)
-    if getattr(ti, "task_id", None) == "await_decision" and type(exc).__name__ == "AirflowSensorTimeout":
-        # Nobody decided on a quarantined batch in time: the archivists must act, not IT.
-        kind = "content"
-        exc = f"CONTENT PROBLEM — no archivist decision on the quarantined batch in time ({exc}); the case " \
-              "stays open: decide it (`arkiv quarantine approve|reject` or the Arkivflöde page), then clear this task"
+    task_id = getattr(ti, "task_id", None)
+    if type(exc).__name__ == "AirflowSensorTimeout":
+        if task_id == "await_decision":
+            # Nobody decided on a quarantined batch in time: the archivists must act, not IT.
+            kind = "content"
+            exc = f"CONTENT PROBLEM — no archivist decision on the quarantined batch in time ({exc}); the " \
+                  "case stays open: decide it (`arkiv quarantine approve|reject` or the Arkivflöde page), " \
+                  "then clear this task"
+        elif "delivery" in (task_id or ""):
+            kind = "delivery_missing"
+            exc = f"DELIVERY MISSING — the period's export did not arrive before the deadline ({exc}); the " \
+                  "system owner exports it into the inbox, then this task is cleared"
+    dag_id = getattr(ti, "dag_id", None)
+    system = system_of(context, dag_id)
+    period = period_of(context)
+    base = ui_base()
     return {
-        "event": "arkivflode.task_failed", "kind": kind,
-        "dag_id": getattr(ti, "dag_id", None), "task_id": getattr(ti, "task_id", None),
+        "event": "arkivflode.task_failed", "kind": kind, "who_acts": WHO_ACTS[kind],
+        "system": system, "period": period,
+        "dag_id": dag_id, "task_id": task_id,
         "run_id": getattr(ti, "run_id", None), "map_index": getattr(ti, "map_index", None),
         "try_number": getattr(ti, "try_number", None),
         # the message names batches, packages, rules and counts — never record content; a delivery's
         # file name in it is escaped and anything shaped like a personnummer masked all the same
         "message": _safe(str(exc or ""))[:2000],
-        "who_acts": {"content": "archivist / system owner", "fixity": "IT operations + archivist",
-                     "system": "IT operations"}[kind],
+        "run_url": run_url(base, ti),
+        "case_url": case_url(base, system, period, kind),
     }
 
 
 def on_failure(context: dict) -> None:
-    """Task failure callback: log a structured line, and e-mail when recipients are configured."""
-    line = alert_line(context)
-    log.error(json.dumps(line, ensure_ascii=False))
-    recipients = os.environ.get("ARKIV_ALERT_EMAIL")
-    if not recipients:
-        return
-    try:
-        from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+    """Task failure callback: log a structured line, then send it to every configured channel."""
+    from arkivflode_airflow.notifiers import notifiers_for
 
-        subject = f"[Arkivflöde] {line['kind']} failure in {line['dag_id']}.{line['task_id']}"
-        SmtpNotifier(to=recipients, subject=subject,
-                     html_content=f"<pre>{json.dumps(line, ensure_ascii=False, indent=2)}</pre>").notify(context)
-    except Exception as exc:  # an unreachable mail server must not hide the original failure
-        log.error(json.dumps({"event": "arkivflode.alert_not_sent", "reason": type(exc).__name__}))
+    line = alert_line(context)
+    line = {k: _safe(v) if isinstance(v, str) else v for k, v in line.items()}
+    log.error(json.dumps(line, ensure_ascii=False))
+    try:
+        channels = notifiers_for(line)
+    except Exception as exc:
+        channels = []
+        log.error(json.dumps({"event": "arkivflode.alert_not_sent", "channel": "setup",
+                              "reason": type(exc).__name__}))
+    for channel, notifier in channels:
+        try:
+            # notify(), not the notifier's __call__: our text is finished and must not be rendered
+            # as a Jinja template (a brace in a message is text, not an expression)
+            notifier.notify(context)
+        except Exception as exc:  # an unreachable mail server must not hide the original failure
+            log.error(json.dumps({"event": "arkivflode.alert_not_sent", "channel": channel,
+                                  "reason": type(exc).__name__}))

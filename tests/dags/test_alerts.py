@@ -7,7 +7,10 @@ from arkivflode_airflow.alerts import alert_line, classify, on_failure
 
 def test_content_and_system_failures_are_told_apart():
     assert classify(Exception("CONTENT PROBLEM — not a system error, not retried: lex batch 2025 …")) == "content"
-    assert classify(Exception("CONFIGURATION PROBLEM — not retried: lex.yaml …")) == "content"
+    # a bad YAML or a missing variable is IT's to fix, not the archivists'
+    assert classify(Exception("CONFIGURATION PROBLEM — not retried: lex.yaml …")) == "system"
+    assert classify(Exception("STATE PROBLEM — not retried: extract did not finish")) == "system"
+    assert classify(Exception("DeliveryMissing: lex: no delivery in 2025-12")) == "delivery_missing"
     assert classify(Exception("FIXITY FAILURE: 1 of 19 package(s) …")) == "fixity"
     assert classify(ConnectionError("could not connect to server")) == "system"
 
@@ -20,7 +23,7 @@ def test_failure_callback_logs_one_structured_line(caplog, monkeypatch):
         on_failure(context)
     [record] = [r for r in caplog.records if r.name == "arkivflode.alerts"]
     line = json.loads(record.getMessage())
-    assert line == {**alert_line(context), "kind": "content"} and line["who_acts"] == "archivist / system owner"
+    assert line == {**alert_line(context), "kind": "content"} and line["who_acts"] == "archivists"
 
 
 def test_mail_trouble_does_not_hide_the_failure(caplog, monkeypatch):
@@ -39,7 +42,7 @@ def test_no_decision_in_time_is_the_archivists_to_act_on():
 
     ti = SimpleNamespace(dag_id="lex", task_id="await_decision", run_id="r1", map_index=-1, try_number=1)
     line = alert_line({"task_instance": ti, "exception": AirflowSensorTimeout("Sensor has timed out")})
-    assert line["kind"] == "content" and line["who_acts"] == "archivist / system owner"
+    assert line["kind"] == "content" and line["who_acts"] == "archivists"
     assert "no archivist decision" in line["message"] and "arkiv quarantine" in line["message"]
     # the same exception elsewhere is IT's
     ti.task_id = "extract"
