@@ -82,37 +82,43 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def summary_text(settings: Settings) -> str:
-    """The demo's closing summary: batches, packages, bytes, quality, and where things are."""
-    from .catalogue import Batch, Catalogue
+    """The demo's closing summary: each batch's real history, packages, and where things are."""
+    from .summary import summary_text as text
 
-    cat = Catalogue(settings.catalogue_url)
-    cat.migrate()
-    lines = [f"Arkivflöde {__version__} — summary"]
-    with cat.session() as s:
-        batches = list(s.query(Batch).order_by(Batch.system, Batch.period))
-    packages = cat.packages()
-    for b in batches:
-        rows = json.loads(b.rows).get("tables", {})
-        pk = [p for p in packages if p.batch_id == b.id]
-        quality = {"archived": "passed", "quality_passed": "passed", "quality_failed": "FAILED (quarantined)",
-                   "staged": "not run"}.get(b.status, b.status)
-        lines.append(f"  {b.system} {b.period}: " + ", ".join(f"{v} {k}" for k, v in rows.items()) + " extracted")
-        lines.append(f"      quality gate: {quality}" + (f" — report {b.quality_report}" if b.quality_report else ""))
-        lines.append(f"      packages: {len(pk)} ({sum(p.size for p in pk):,} bytes, "
-                     f"{sum(p.record_count for p in pk)} records, {sum(p.document_count for p in pk)} documents)")
-        for p in pk:
-            lines.append(f"        {p.id}  {p.record_class:<22} {p.size:>10,} B  {p.storage}:{p.location}")
-    if not batches:
-        lines.append("  (nothing extracted yet)")
-    lines += [f"  mellanarkiv: {settings.mellanarkiv}", f"  catalogue:   {settings.catalogue_url}",
-              f"  reports:     {settings.reports}", f"  quarantine:  {settings.quarantine}"]
-    cat.dispose()
-    return "\n".join(lines)
+    return text(settings)
 
 
 def _cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
+    if args.json:
+        from .summary import summary_json
+
+        print(json.dumps(summary_json(settings), indent=2, ensure_ascii=False))
+        return 0
     print(summary_text(settings))
     return 0
+
+
+#: what each decision verb did, in the past tense, in English and Swedish
+DECIDED = {"approve": ("approved with deviation", "godkänd med avvikelse"), "reject": ("rejected", "avvisad")}
+
+
+def _confirm(args: argparse.Namespace, question: str) -> None:
+    """Ask before a decision that is kept for ever; ``--yes`` answers for scripts."""
+    if getattr(args, "yes", False):
+        return
+    if not sys.stdin or not sys.stdin.isatty():
+        raise ConfigError(f"{question} — confirm with --yes (no terminal to ask on)")
+    answer = input(f"{question} [y/N / j/N] ").strip().lower()
+    if answer not in ("y", "yes", "j", "ja"):
+        raise ConfigError("not confirmed; nothing was decided")
+
+
+def _decision_arguments(args: argparse.Namespace) -> None:
+    if not (args.by or "").strip():
+        raise ConfigError("a decision needs who decides: --by NAME")
+    if not (args.reason or "").strip():
+        raise ConfigError("a decision needs a justification: --reason TEXT (kept for ever"
+                          + (", and written into PREMIS as the deviation" if args.action == "approve" else "") + ")")
 
 
 def _cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
@@ -201,10 +207,12 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
                 p = cat.package(pid)
                 print(f"  {pid}  {p.system} {p.period} {p.record_class}: {p.record_count} records, due {p.due_date}")
         return 0
-    if not (args.by and args.reason):
-        raise ConfigError("a decision needs --by and --reason")
+    _decision_arguments(args)
+    verb = "approve" if args.action == "approve" else "reject"
+    _confirm(args, f"{verb} disposal list {args.list_id} as {args.by}?")
     decide_disposal(cat, args.list_id, approve=args.action == "approve", by=args.by, justification=args.reason)
-    print(f"disposal list {args.list_id} {args.action}d by {args.by}")
+    done = {"approve": ("approved", "godkänd"), "reject": ("rejected", "avvisad")}[verb]
+    print(f"disposal list {args.list_id} {done[0]} by {args.by} / gallringslista {done[1]} av {args.by}")
     return 0
 
 
@@ -251,11 +259,16 @@ def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         if c.decided_by:
             print(f"  decided by {c.decided_by} on {c.decided_at:%Y-%m-%d}: {c.justification}")
         return 0
-    review.decide(cat, args.case_id, approve=args.action == "approve", by=args.by or "",
-                  justification=args.reason or "")
-    print(f"quarantine case {args.case_id} {args.action}d" + (
-        "; rerun the interval to archive it with the deviation recorded" if args.action == "approve" else
-        "; the system owner must correct the source, then rerun the interval"))
+    _decision_arguments(args)
+    what = "approve with deviation" if args.action == "approve" else "reject"
+    _confirm(args, f"{what}: quarantine case {args.case_id}, as {args.by}?")
+    review.decide(cat, args.case_id, approve=args.action == "approve", by=args.by, justification=args.reason)
+    en, sv = DECIDED[args.action]
+    print(f"quarantine case {args.case_id} {en} by {args.by} / karantänärendet {sv} av {args.by}" + (
+        "; rerun the interval to archive it with the deviation recorded / kör intervallet igen så arkiveras det "
+        "med avvikelsen dokumenterad" if args.action == "approve" else
+        "; the system owner must correct the source, then rerun the interval / systemägaren rättar källan och "
+        "kör sedan intervallet igen"))
     return 0
 
 
@@ -294,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-url", help="SQLAlchemy URL of the source database (default: ARKIV_CONN_<ID>)")
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("summary", help="what the catalogue and the mellanarkiv hold")
+    p = sub.add_parser("summary", help="each batch's history (quality gate, decisions, cases), packages, places")
+    p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_summary)
 
     p = sub.add_parser("packages", help="list catalogued packages")
@@ -313,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("list_id", nargs="?")
     p.add_argument("--by", help="who decides (name of the archivist)")
     p.add_argument("--reason", help="the justification, kept for ever")
+    p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
     p.set_defaults(func=_cmd_gallring)
 
     p = sub.add_parser("hold", help="legal holds: add, remove, list")
@@ -331,7 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("case_id", nargs="?")
     p.add_argument("--status", default="all", choices=["all", "open", "approved", "rejected"])
     p.add_argument("--by", help="who decides")
-    p.add_argument("--reason", help="the justification, kept with the case and in PREMIS")
+    p.add_argument("--reason", help="the justification, kept with the case and in PREMIS (required)")
+    p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
     p.set_defaults(func=_cmd_quarantine)
 
     p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
