@@ -358,6 +358,21 @@ def _as_of_migration_1(table: sa.Table) -> sa.Table:
     return sa.Table(table.name, meta, *[c._copy() for c in table.columns if c.name not in later])
 
 
+class IntervalClaim(Base):
+    """Which run archives one system's interval now (``<system>/<period>``, as the batch's ID).
+
+    Taken when a run starts the interval and deleted when it finishes it, by ``arkiv run`` and
+    by DAG runs alike, so that two runs of one interval (manual and scheduled, backfill and
+    scheduled) never both archive it. A holder that ended without releasing (a failed DAG run)
+    is found ended when the next run asks, and that run takes the interval over. A finished
+    rerun leaves no row behind: the catalogue is as it was."""
+
+    __tablename__ = "interval_claims"
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    holder: Mapped[str] = mapped_column(sa.String(400))  # "dag-run:<dag_id>/<run_id>" or "arkiv-run:<host>:<pid>"
+    claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 def _migration_1(conn: sa.Connection) -> None:
     for table in (Batch.__table__, Package.__table__, Record.__table__, Event.__table__):
         _as_of_migration_1(table).create(conn, checkfirst=True)
@@ -416,6 +431,10 @@ def _migration_7(conn: sa.Connection) -> None:
     conn.execute(sa.text("ALTER TABLE batches ADD COLUMN planned TEXT"))
 
 
+
+def _migration_8(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[IntervalClaim.__table__])
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
@@ -425,6 +444,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (5, "file formats: PRONOM identification and format-policy outcome per file", _migration_5),
     (6, "access: search index, document offsets, credentials, append-only access log", _migration_6),
     (7, "batches list the packages they are made of (a batch is archived whole or not at all)", _migration_7),
+    (8, "interval claims: one run at a time archives a system's interval (CLI and DAG runs)", _migration_8),
 ]
 
 

@@ -16,17 +16,30 @@ import json
 import logging
 import os
 import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from . import __version__, review
-from .catalogue import ArchiveCreator, Batch, Catalogue, Package, Record, Series, add_file_formats, utcnow
+from .catalogue import (
+    ArchiveCreator,
+    Batch,
+    Catalogue,
+    IntervalClaim,
+    Package,
+    Record,
+    Series,
+    add_file_formats,
+    utcnow,
+)
 from .config import Settings
-from .errors import ArkivError, ConfigError, ContentError, StateError, StorageError
+from .errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
-from .file_export import FileExportSource, check_delivery, delivery_folder
+from .file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
 from .masking import safe_line, safe_message, safe_name
 from .package import BuiltPackage, RecordEntry, build_packages, document_ownership_problems, package_id_for
 from .periods import add_period
@@ -70,6 +83,137 @@ def _local(value: dt.datetime | str, tz: str) -> dt.datetime:
 def _batch_state(staged: StagedBatch) -> dict:
     return {"tables": staged.tables,
             "digests": {k: p.digest for k, p in sorted(staged.partitions.items())}}
+
+
+# --- 0. the interval: who archives it, and is its delivery there ----------------------------
+
+def _interval(settings: Settings, name: str, start: dt.datetime | str,
+              end: dt.datetime | str) -> tuple[System, dt.datetime, dt.datetime, str]:
+    """The system, the local bounds and the interval's key (``<system>/<period>``, the batch's ID)."""
+    sys_ = system(settings, name)
+    s, e = _local(start, sys_.timezone), _local(end, sys_.timezone)
+    return sys_, s, e, f"{name}/{period_label(s, e)}"
+
+
+def _take(cat: Catalogue, key: str, holder: str, alive: Callable[[str], bool] | None) -> None:
+    """Record ``holder`` as the interval's holder, unless another live holder has it (AlreadyRunning).
+
+    Called under the interval's exclusive lock, so an ``arkiv run`` holder found here has ended
+    (it keeps that lock for as long as it runs). A DAG run holder is asked about through ``alive``;
+    without a way to ask (the CLI), a DAG run's unreleased claim counts as live."""
+    with cat.session() as ses:
+        cat.lock(ses, f"claim:{key}")
+        c = ses.get(IntervalClaim, key)
+        if c is not None and c.holder != holder:
+            ended = c.holder.startswith("arkiv-run:") or (alive is not None and not alive(c.holder))
+            if not ended:
+                raise AlreadyRunning(safe_line(
+                    f"{key} is being archived by {c.holder} (since {c.claimed_at:%Y-%m-%d %H:%M} UTC); nothing was "
+                    "done by this run. If that run has ended, mark it failed or let it finish, then rerun."))
+            log.warning("%s: taking over from %s, which ended without finishing the interval", key, c.holder)
+        if c is None:
+            ses.add(IntervalClaim(key=key, holder=holder, claimed_at=utcnow()))
+        else:
+            c.holder, c.claimed_at = holder, utcnow()
+
+
+def claim_interval(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str, holder: str,
+                   alive: Callable[[str], bool] | None = None) -> dict:
+    """Take one system's interval for ``holder`` (a DAG run) before it extracts; AlreadyRunning when taken.
+
+    The same claim and lock as :func:`interval_guard` (``arkiv run``): manual, scheduled and
+    backfill runs of one interval, on any machine sharing the catalogue, archive it one at a time.
+    """
+    _, _, _, key = _interval(settings, name, start, end)
+    cat = catalogue(settings)
+    with cat.exclusive(f"interval:{key}", f"archiving {key}"):
+        _take(cat, key, holder, alive)
+    return {"interval": key, "holder": holder}
+
+
+def check_claim(settings: Settings, name: str, manifest: str, holder: str | None) -> dict:
+    """AlreadyRunning when another run took the interval over since ``holder`` extracted it."""
+    key = f"{name}/{Path(manifest).parent.name}"
+    if not holder:
+        return {"interval": key}
+    with catalogue(settings).session() as ses:
+        c = ses.get(IntervalClaim, key)
+        other = c.holder if c is not None and c.holder != holder else None
+    if other:
+        raise AlreadyRunning(safe_line(f"{key} was taken over by {other}; this run does no more work on it"))
+    return {"interval": key}
+
+
+def release_interval(settings: Settings, name: str, manifest: str, holder: str | None) -> dict:
+    """Give the interval back once ``holder``'s run has finished with it (a no-op for anyone else)."""
+    key = f"{name}/{Path(manifest).parent.name}"
+    if holder:
+        cat = catalogue(settings)
+        with cat.session() as ses:
+            c = ses.get(IntervalClaim, key)
+            if c is not None and c.holder == holder:
+                ses.delete(c)
+    return {"interval": key}
+
+
+@contextmanager
+def interval_guard(settings: Settings, name: str, start: dt.datetime | str,
+                   end: dt.datetime | str) -> Iterator[str]:
+    """Hold one system's interval for a whole ``arkiv run``: its lock for the block, and its claim.
+
+    AlreadyRunning when a DAG run or another ``arkiv run`` is archiving the same interval."""
+    _, _, _, key = _interval(settings, name, start, end)
+    holder = f"arkiv-run:{socket.gethostname()}:{os.getpid()}"
+    cat = catalogue(settings)
+    with cat.exclusive(f"interval:{key}", f"archiving {key}"):
+        _take(cat, key, holder, None)
+        try:
+            yield key
+        finally:
+            with cat.session() as ses:
+                c = ses.get(IntervalClaim, key)
+                if c is not None and c.holder == holder:
+                    ses.delete(c)
+
+
+def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
+                   timeout_hours: float) -> dict:
+    """Whether the interval's delivery is in the inbox: ``delivered`` or ``waiting`` until the deadline.
+
+    A file export is delivered when its folder has its manifest (written last); a prepared
+    system's inbox when it exists. The deadline is ``timeout_hours`` after the interval ends;
+    past it the batch is recorded as ``delivery_missing`` (with an event) for the system owner,
+    and ContentError says what is missing. A database system has nothing to wait for.
+    """
+    sys_, s, e, key = _interval(settings, name, start, end)
+    if sys_.extract_kind == "database":
+        return {"state": "delivered", "interval": key}
+    inbox = _inbox(sys_)
+    period = key.split("/", 1)[1]
+    expected = delivery_folder(inbox, period) / MANIFEST if sys_.extract_kind == "file_export" else inbox
+    if expected.exists():
+        return {"state": "delivered", "interval": key}
+    deadline = e + dt.timedelta(hours=timeout_hours)
+    now = dt.datetime.now(ZoneInfo(sys_.timezone)).replace(tzinfo=None)
+    if now < deadline:
+        log.info("%s: waiting for the delivery (%s) until %s", key, expected, f"{deadline:%Y-%m-%d %H:%M}")
+        return {"state": "waiting", "interval": key, "deadline": deadline.isoformat()}
+    cat = catalogue(settings)
+    with cat.session() as ses:
+        b = ses.get(Batch, key)
+        status = b.status if b is not None else None
+    if status in (None, "delivery_missing"):
+        if status is None:
+            cat.upsert_batch(batch_id=key, system=name, period=period, interval_start=s.isoformat(),
+                             interval_end=e.isoformat(), status="delivery_missing", rows={})
+        with cat.session() as ses:
+            cat.add_event(ses, type="capture", outcome="failure", agent=AGENT, batch_id=key,
+                          detail=f"delivery missing: nothing at {expected} by the deadline {deadline:%Y-%m-%d %H:%M} "
+                                 f"({timeout_hours:g} h after the interval ended)")
+    raise ContentError(safe_line(
+        f"{key}: delivery missing — nothing at {expected} by the deadline {deadline:%Y-%m-%d %H:%M} "
+        f"({timeout_hours:g} h after the interval ended). The system owner must deliver the export; then clear "
+        "this task to archive the interval."))
 
 
 # --- 1. extract ------------------------------------------------------------------------------
@@ -671,6 +815,7 @@ def update_archive_structure(cat: Catalogue, sys_: System, staged: StagedBatch, 
     series = pq.read_table(files[sm["table"]]).to_pylist() if files.get(sm["table"]) else []
     n = 0
     with cat.session() as ses:
+        cat.lock(ses, "archive-structure")  # two intervals of the description may finish at once
         for c in creators:
             cid = f"{sys_.name}:{c[cm['id']]}"
             obj = ses.get(ArchiveCreator, cid) or ArchiveCreator(id=cid, source_system=sys_.name)

@@ -1,7 +1,9 @@
 """One DAG per source-system YAML: extract → quality → decision → package → ship → verify → record.
 
-Nothing here knows a system by name: everything comes from ``dags/systems/<system>.yaml``.
-Only the YAML is read at parse time; the work (and every heavy import) happens in tasks.
+Nothing here knows a system by name: everything comes from ``dags/systems/<system>.yaml``, each
+loaded by the thin DAG file beside it (``dags/systems/<system>.py``), so that a broken YAML is
+one import error for its own file and the other systems' DAGs still load. Only the YAML is read
+at parse time; the work (and every heavy import) happens in tasks.
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from pathlib import Path
 from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
 from arkivflode_airflow.alerts import on_failure
+from transforms.errors import ConfigError
 from transforms.systems import System, load_system
+
+#: how a cron schedule's period reads in a DAG's name (yearly, monthly, daily; else the interval)
+_PERIOD_RULES = {3: "period = föregående år / previous year", 2: "period = föregående månad / previous month",
+                 1: "period = föregående dag / previous day"}
 
 
 def mellanarkiv_asset(system_name: str) -> Asset:
@@ -23,6 +30,17 @@ def mellanarkiv_asset(system_name: str) -> Asset:
     the Asset does not load every provider's URI handlers (the Amazon provider's imports boto3,
     ~0.4 s on every DAG file parse otherwise)."""
     return Asset(uri=f"x-arkiv://mellanarkiv/{system_name}", name=f"mellanarkiv_{system_name}")
+
+
+def _hours(name: str, default: float) -> float:
+    raw = os.environ.get(name) or ""
+    try:
+        value = float(raw) if raw else default
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number of hours") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be more than zero hours")
+    return value
 
 
 def decision_timing() -> tuple[float, float]:
@@ -36,20 +54,89 @@ def decision_timing() -> tuple[float, float]:
     return poke, hours * 3600
 
 
+def delivery_timing(system_name: str) -> tuple[float, float]:
+    """How often the wait for a delivery looks (seconds) and how long after the interval ends it waits (hours).
+
+    ``ARKIV_<SYSTEM>_DELIVERY_TIMEOUT_HOURS`` for one system, else ``ARKIV_DELIVERY_TIMEOUT_HOURS``,
+    else 72 (three days); ``ARKIV_DELIVERY_POKE_SECONDS`` (default 600). The deadline counts from
+    the end of the interval, so a backfill of a long-past period finds a missing delivery at once.
+    """
+    poke = float(os.environ.get("ARKIV_DELIVERY_POKE_SECONDS") or 600)
+    default = _hours("ARKIV_DELIVERY_TIMEOUT_HOURS", 72)
+    return poke, _hours(f"ARKIV_{system_name.upper()}_DELIVERY_TIMEOUT_HOURS", default)
+
+
+def max_active_runs(system: System) -> int:
+    """How many intervals of one system may be in flight at once (``ARKIV_MAX_ACTIVE_RUNS``, default 4).
+
+    Intervals are independent (own staging folder, batch and package IDs), so a batch waiting
+    for an archivist's decision does not hold back the next ones. A prepared system's inbox is
+    one queue, not one folder per interval: its runs stay one at a time.
+    """
+    if system.extract_kind == "prepared":
+        return 1
+    raw = os.environ.get("ARKIV_MAX_ACTIVE_RUNS") or "4"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigError(f"ARKIV_MAX_ACTIVE_RUNS={raw!r} must be a whole number of at least 1")
+    return int(raw)
+
+
+def period_rule(system: System) -> str:
+    """What a run of this system archives, in words: the schedule's interval ends when the run starts."""
+    fields = system.schedule.split()
+    if len(fields) == 5:
+        stars = sum(1 for f in fields[2:] if f == "*")
+        if fields[2] != "*" and fields[3] != "*":
+            return _PERIOD_RULES[3]
+        if fields[2] != "*" and stars == 2:
+            return _PERIOD_RULES[2]
+        if stars == 3:
+            return _PERIOD_RULES[1]
+    return "period = the data interval before the run"
+
+
+def display_name(system: System) -> str:
+    """The DAG's name in Airflow's lists: the system and which period each run archives."""
+    return f"{system.name} · {system.title} ({period_rule(system)})"
+
+
+def system_dag(loader_file: str | Path):
+    """The DAG of the YAML beside a loader file (``dags/systems/lex.py`` → ``dags/systems/lex.yaml``).
+
+    A missing or broken YAML raises ConfigError naming the file and key: Airflow records it as the
+    import error of this loader alone."""
+    path = Path(loader_file).with_suffix(".yaml")
+    if not path.is_file():
+        raise ConfigError(f"{Path(loader_file).name}: no system YAML {path.name} beside it; remove the loader "
+                          "or add the YAML (see docs/configuration.md)")
+    return build_system_dag(path)
+
+
+def check_system_loaders(folder: Path) -> None:
+    """ConfigError naming every system YAML without a DAG loader beside it (it would have no DAG)."""
+    missing = sorted(p.name for p in folder.glob("*.yaml") if not p.with_suffix(".py").is_file())
+    if missing:
+        raise ConfigError(f"system YAML(s) without a DAG loader, so without a DAG: {', '.join(missing)}; copy "
+                          "any dags/systems/<system>.py beside each under the YAML's name")
+
+
 def build_system_dag(path: Path):
     """Build the DAG for one system YAML."""
     system: System = load_system(path)
     name = system.name
     asset = mellanarkiv_asset(name)
     poke_seconds, timeout_seconds = decision_timing()
+    waits_for_delivery = system.extract_kind in ("file_export", "prepared")
+    delivery_poke, delivery_hours = delivery_timing(name)
 
     @dag(
         dag_id=name,
+        dag_display_name=display_name(system),
         description=system.title,
         schedule=CronDataIntervalTimetable(system.schedule, timezone=system.timezone),
         start_date=dt.datetime.combine(system.start_date, dt.time()),
         catchup=system.catchup,
-        max_active_runs=1,
+        max_active_runs=max_active_runs(system),
         tags=["arkivflöde", "source-system", *system.tags],
         default_args={
             "owner": system.owner,
@@ -58,20 +145,39 @@ def build_system_dag(path: Path):
             "retry_exponential_backoff": True,
             "on_failure_callback": on_failure,
         },
-        doc_md=f"**{system.title}** — {system.description}\n\nConfigured in `dags/systems/{path.name}`; "
-               "see docs/architecture.md for what each task does.",
+        doc_md=f"**{system.title}** — {system.description}\n\nEach run archives one period ({period_rule(system)}); "
+               f"configured in `dags/systems/{path.name}`; see docs/architecture.md for what each task does and "
+               "docs/operations.md for backfilling past periods.",
     )
     def source_system():
+        # Waits (giving its worker slot back) until the interval's delivery is in the inbox. Past the
+        # deadline the interval is recorded as delivery missing, for the system owner: a failure that
+        # is not retried, after which nothing downstream runs.
+        @task.sensor(poke_interval=delivery_poke, timeout=delivery_hours * 3600 + 7 * 24 * 3600,
+                     mode="reschedule")
+        def await_delivery() -> PokeReturnValue:
+            """Wait for the interval's delivery in the inbox, up to the deadline after the interval ends."""
+            from arkivflode_airflow import steps
+            from transforms import pipeline
+
+            ctx = get_current_context()
+            start, end = ctx["data_interval_start"], ctx["data_interval_end"]
+            state = steps.run(pipeline.await_delivery, name, start.isoformat(), end.isoformat(), delivery_hours)
+            return PokeReturnValue(is_done=state["state"] == "delivered", xcom_value=state)
+
         @task
         def extract() -> dict:
-            """Extract the data interval into Parquet staging."""
+            """Claim the interval for this run and extract it into Parquet staging."""
             from arkivflode_airflow import hooks, steps
             from transforms import pipeline
 
             ctx = get_current_context()
             start, end = ctx["data_interval_start"], ctx["data_interval_end"]
-            url = hooks.source_url(system.connection) if system.connection else None
-            return steps.run(pipeline.extract, name, start.isoformat(), end.isoformat(), url)
+            holder = steps.run_holder(ctx)
+            steps.run(pipeline.claim_interval, name, start.isoformat(), end.isoformat(), holder,
+                      steps.dag_run_alive)
+            url = steps.guard(hooks.source_url, system.connection) if system.connection else None
+            return {**steps.run(pipeline.extract, name, start.isoformat(), end.isoformat(), url), "holder": holder}
 
         @task
         def quality(batch: dict) -> dict:
@@ -88,24 +194,31 @@ def build_system_dag(path: Path):
                 emit_batch_metrics(name, {"quality_failures": 1})
                 raise
 
-        # Runs whether the gate passed or failed (a failed gate is a red task and an alert, and
-        # a quarantine case). Passed: goes on at once. Quarantined: waits for an archivist's
-        # decision in the catalogue (`arkiv quarantine approve|reject` or the Arkivflöde page);
-        # approved goes on to package the same batch with its deviation, rejected fails.
+        # Runs once extract succeeded, whether the gate passed or failed (a failed gate is a red task,
+        # an alert and a quarantine case). When extract failed it is upstream-failed, never run with
+        # nothing to read. Passed: goes on at once. Quarantined: waits for an archivist's decision in
+        # the catalogue (`arkiv quarantine approve|reject` or the Arkivflöde page); approved goes on
+        # to package the same batch with its deviation, rejected fails.
         @task.sensor(poke_interval=poke_seconds, timeout=timeout_seconds, mode="reschedule",
-                     trigger_rule="all_done")
+                     trigger_rule="all_done_min_one_success")
         def await_decision(batch: dict) -> PokeReturnValue:
             """Wait for an archivist's decision on a quarantined batch (no wait when the gate passed)."""
             from arkivflode_airflow import steps
             from transforms import pipeline
 
-            state = steps.run(pipeline.await_decision, name, batch["manifest"], batch["batch"])
+            steps.skip_unless_extracted(batch)
+            try:
+                state = steps.run(pipeline.await_decision, name, batch["manifest"], batch["batch"])
+            except steps.StateFailure:
+                steps.skip_when_gate_failed(get_current_context())
+                raise
             return PokeReturnValue(is_done=state["state"] != "waiting", xcom_value={**batch, "decision": state})
 
         @task
         def partitions(batch: dict) -> list[dict]:
             """One entry per record class: the unit a package (or several) is built from."""
-            return [{"manifest": batch["manifest"], "record_class": rc} for rc in batch["record_classes"]]
+            return [{"manifest": batch["manifest"], "record_class": rc, "holder": batch.get("holder")}
+                    for rc in batch["record_classes"]]
 
         @task
         def package(partition: dict) -> list[dict]:
@@ -113,6 +226,7 @@ def build_system_dag(path: Path):
             from arkivflode_airflow import steps
             from transforms import pipeline
 
+            steps.run(pipeline.check_claim, name, partition["manifest"], partition.get("holder"))
             return steps.run(pipeline.package, name, partition["manifest"], partition["record_class"])
 
         @task
@@ -144,22 +258,29 @@ def build_system_dag(path: Path):
 
             return steps.run(pipeline.record, pkg)
 
-        # Runs even when there was nothing to package (an empty interval maps to no tasks).
-        @task(outlets=[asset], trigger_rule="none_failed")
+        # Runs even when there was nothing to package (an empty interval maps to no tasks), but
+        # not when the decision was skipped or failed: then there is no batch to finish.
+        @task(outlets=[asset], trigger_rule="none_failed_min_one_success")
         def finish(batch: dict, results: list[dict]) -> dict:
-            """Mark the batch archived and report what is new in the mellanarkiv."""
+            """Mark the batch archived, release the interval, and report what is new in the mellanarkiv."""
             from arkivflode_airflow import steps
             from arkivflode_airflow.metrics import emit_batch_metrics
             from transforms import pipeline
 
-            done = steps.run(pipeline.finish_batch, name, batch["manifest"], list(results))
-            new = [r for r in results if r.get("recorded")]
+            steps.run(pipeline.check_claim, name, batch["manifest"], batch.get("holder"))
+            try:
+                done = steps.run(pipeline.finish_batch, name, batch["manifest"], list(results or []))
+            finally:  # the run's work on the interval is over either way; a rerun claims it again
+                steps.run(pipeline.release_interval, name, batch["manifest"], batch.get("holder"))
+            new = [r for r in results or [] if r.get("recorded")]
             emit_batch_metrics(name, {"packages": sum(1 for r in new if r.get("new")),
                                       "records": sum(r.get("records", 0) for r in new),
                                       "bytes": sum(r.get("bytes", 0) for r in new)})
             return done
 
         extracted = extract()
+        if waits_for_delivery:
+            await_delivery() >> extracted
         checked = quality(extracted)
         decided = await_decision(extracted)
         checked >> decided

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
+from transforms.errors import ConfigError
+
 #: Airflow connection type -> SQLAlchemy driver
 DRIVERS = {
     "postgres": "postgresql+psycopg2",
@@ -27,8 +29,14 @@ def source_url(conn_id: str) -> str:
     if env:
         return env
     from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
 
-    conn = BaseHook.get_connection(conn_id)
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        # a setting IT operations owns, not a content problem: name both ways of giving it
+        raise ConfigError(f"connection {conn_id!r} is not defined: add the Airflow connection {conn_id!r} or set "
+                          f"ARKIV_CONN_{conn_id.upper()}") from None
     if conn.conn_type == "sqlite":
         return f"sqlite:///{conn.host}"
     extra = conn.extra_dejson if hasattr(conn, "extra_dejson") else {}
@@ -36,7 +44,7 @@ def source_url(conn_id: str) -> str:
         return extra["sqlalchemy_url"]
     driver = DRIVERS.get(conn.conn_type)
     if driver is None:
-        raise ValueError(f"connection {conn_id!r}: type {conn.conn_type!r} is not supported; "
+        raise ConfigError(f"connection {conn_id!r}: type {conn.conn_type!r} is not supported; "
                          f"use one of {sorted(DRIVERS)} or sqlite, or set extra.sqlalchemy_url")
     auth = ""
     if conn.login:

@@ -1,8 +1,16 @@
-"""Run a pipeline step inside an Airflow task, with the right failure semantics.
+"""Run a pipeline step inside an Airflow task, with the right failure semantics and the right kind.
 
-A content problem (bad rows, an invalid package, a bad configuration) is the source's or
-the archivist's to fix: the task fails at once without retries, with a message that says
-so. Anything else is treated as a system error and left to Airflow's retries.
+Every failure a step raises carries its ``kind`` (who must act), decided here where the
+exceptions are mapped, so an alert never has to guess from a message:
+
+* ``content`` — bad rows, an invalid delivery, a failed quality gate, a rejected batch, a missing
+  delivery: the archivists' and the system owner's to act on; not retried;
+* ``system`` — a configuration problem (a missing variable, connection or setting), a state
+  problem (an earlier step must be rerun), or anything else (disk, network, a library's error):
+  IT operations'; configuration and state problems are not retried, the rest are.
+
+A task whose input is missing because an earlier task failed is skipped, never failed: only the
+task that really failed alerts. Another run already archiving the same interval is a skip too.
 """
 
 from __future__ import annotations
@@ -10,44 +18,63 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
+from contextlib import contextmanager
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger("arkivflode")
 
 
-def run(step: Callable[..., Any], *args: Any) -> Any:
-    """Call ``step(settings, *args)``; ContentError/ConfigError become non-retried failures.
+class StepFailure(AirflowFailException):
+    """A failure that is not retried; ``kind`` says who acts (``content`` or ``system``)."""
 
-    What reaches the task log and the failure is made safe first: one printable line (a newline
-    in it is written as an escape, so nothing can forge a log line) with anything shaped like a
-    personnummer masked (a message names files, rows and rules, and a file name comes from the
-    delivery). An exception that is not Arkivflöde's own (a parser's,
-    a converter's) may quote the value it choked on: its message is withheld and only its type
-    and where it was raised are logged; Airflow still retries it as a system error.
-    """
-    from airflow.sdk.exceptions import AirflowException, AirflowFailException
+    kind = "system"
 
-    from arkivflode_airflow.hooks import with_airflow_s3
-    from transforms.config import Settings
-    from transforms.errors import ArkivError, ConfigError, ContentError, StateError
+
+class ContentFailure(StepFailure):
+    kind = "content"
+
+
+class ConfigFailure(StepFailure):
+    kind = "system"
+
+
+class StateFailure(StepFailure):
+    kind = "system"
+
+
+class SystemStepError(RuntimeError):
+    """A system error in a step, its message made safe for the task log; Airflow retries it."""
+
+    kind = "system"
+
+
+@contextmanager
+def _mapped(what: str):
+    from airflow.sdk.exceptions import AirflowException
+
+    from transforms.errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError
     from transforms.masking import safe_line
 
     try:
-        # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
-        settings = with_airflow_s3(Settings.from_env().ensure())
-        return step(settings, *args)
+        yield
     except ContentError as exc:
         text = safe_line(exc)
         log.error("content problem (not retried; an archivist or the system owner must act): %s", text)
-        raise AirflowFailException(f"CONTENT PROBLEM — not a system error, not retried: {text}") from None
+        raise ContentFailure(f"CONTENT PROBLEM — not a system error, not retried: {text}") from None
+    except AlreadyRunning as exc:
+        text = safe_line(exc)
+        log.warning("skipped: %s", text)
+        raise AirflowSkipException(f"skipped: {text}") from None
     except StateError as exc:
         text = safe_line(exc)
         log.error("state problem (not retried; an earlier step must be rerun): %s", text)
-        raise AirflowFailException(f"STATE PROBLEM — not retried: {text}") from None
+        raise StateFailure(f"STATE PROBLEM — not retried: {text}") from None
     except ConfigError as exc:
         text = safe_line(exc)
-        log.error("configuration problem (not retried): %s", text)
-        raise AirflowFailException(f"CONFIGURATION PROBLEM — not retried: {text}") from None
+        log.error("configuration problem (not retried; IT operations must act): %s", text)
+        raise ConfigFailure(f"SYSTEM CONFIGURATION PROBLEM — IT operations, not retried: {text}") from None
     except (ArkivError, OSError) as exc:
         # ours (storage, state) or the system's (disk, network): they name keys and paths, no values
         raise SystemStepError(f"{type(exc).__name__}: {safe_line(exc)}") from None
@@ -56,10 +83,69 @@ def run(step: Callable[..., Any], *args: Any) -> Any:
     except Exception as exc:
         where = "".join(traceback.format_tb(exc.__traceback__)[-3:])
         log.error("system error %s in %s; message withheld (it may quote a record's value); raised at:\n%s",
-                  type(exc).__name__, getattr(step, "__name__", "step"), where)
-        raise SystemStepError(f"{type(exc).__name__} in {getattr(step, '__name__', 'step')} (message withheld: it "
-                              "may quote a record's value; see the task log for where it was raised)") from None
+                  type(exc).__name__, what, where)
+        raise SystemStepError(f"{type(exc).__name__} in {what} (message withheld: it may quote a record's "
+                              "value; see the task log for where it was raised)") from None
 
 
-class SystemStepError(RuntimeError):
-    """A system error in a step, its message made safe for the task log; Airflow retries it."""
+def run(step: Callable[..., Any], *args: Any) -> Any:
+    """Call ``step(settings, *args)`` with its exceptions mapped to failures of the right kind.
+
+    What reaches the task log and the failure is made safe first: one printable line (a newline
+    in it is written as an escape, so nothing can forge a log line) with anything shaped like a
+    personnummer masked (a message names files, rows and rules, and a file name comes from the
+    delivery). An exception that is not Arkivflöde's own (a parser's, a converter's) may quote
+    the value it choked on: its message is withheld and only its type and where it was raised
+    are logged; Airflow still retries it as a system error.
+    """
+    from arkivflode_airflow.hooks import with_airflow_s3
+    from transforms.config import Settings
+
+    with _mapped(getattr(step, "__name__", "step")):
+        # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
+        settings = with_airflow_s3(Settings.from_env().ensure())
+        return step(settings, *args)
+
+
+def guard(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn(*args)`` (no settings) with the same mapping as :func:`run` (e.g. resolving a connection)."""
+    with _mapped(getattr(fn, "__name__", "call")):
+        return fn(*args)
+
+
+def run_holder(ctx: dict) -> str:
+    """Who holds an interval while this DAG run archives it: ``dag-run:<dag_id>/<run_id>``."""
+    run = ctx["dag_run"]
+    return f"dag-run:{run.dag_id}/{run.run_id}"
+
+
+def dag_run_alive(holder: str) -> bool:
+    """Whether the DAG run named by ``holder`` (see :func:`run_holder`) is still queued or running."""
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    if not holder.startswith("dag-run:"):
+        return False
+    dag_id, _, run_id = holder.removeprefix("dag-run:").partition("/")
+    try:
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id=dag_id, run_id=run_id)
+    except Exception:  # a run that was deleted no longer holds anything
+        log.warning("state of %s could not be read; treating it as ended", holder)
+        return False
+    return str(getattr(state, "value", state)) in ("queued", "running")
+
+
+def skip_unless_extracted(batch: dict | None) -> None:
+    """Skip a task whose batch never arrived because an earlier task failed (that task alerts, not this one)."""
+    if not batch or "manifest" not in batch:
+        raise AirflowSkipException("skipped: no batch to work on, an earlier task did not finish (its own failure "
+                                   "says why)")
+
+
+def skip_when_gate_failed(ctx: dict) -> None:
+    """Skip when the quality task failed without a verdict (a system error, alerted by that task itself)."""
+    ti, run = ctx["ti"], ctx["dag_run"]
+    states = ti.get_task_states(dag_id=run.dag_id, task_ids=["quality"], run_ids=[run.run_id])
+    quality = (states.get(run.run_id) or {}).get("quality")
+    if str(getattr(quality, "value", quality)) in ("failed", "upstream_failed"):
+        raise AirflowSkipException("skipped: the quality gate failed without a verdict (no quarantine case); its own "
+                                   "failure says why; clear it to check again")

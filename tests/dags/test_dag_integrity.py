@@ -45,6 +45,27 @@ def test_source_system_dag_shape(dagbag):
     assert dag.get_task("finish").outlets  # the mellanarkiv Asset
 
 
+def test_a_delivering_system_waits_for_its_delivery_before_extracting(dagbag):
+    dag = dagbag.dags["treserva"]
+    order = [t.task_id for t in dag.topological_sort()]
+    assert order[:3] == ["await_delivery", "extract", "quality"]
+    wait = dag.get_task("await_delivery")
+    assert wait.mode == "reschedule" and wait.retries >= 1
+    assert dag.get_task("await_decision").trigger_rule == "all_done_min_one_success"
+    assert dag.get_task("finish").trigger_rule == "none_failed_min_one_success"
+
+
+def test_later_intervals_are_not_held_back_by_a_waiting_one(dagbag):
+    for name in ("lex", "treserva", "viva"):
+        assert dagbag.dags[name].max_active_runs > 1, name
+    assert dagbag.dags["castor"].max_active_runs == 1  # a prepared inbox is one queue
+
+
+def test_each_dag_names_the_period_its_runs_archive(dagbag):
+    assert "föregående år" in dagbag.dags["lex"].dag_display_name
+    assert "föregående månad" in dagbag.dags["treserva"].dag_display_name
+
+
 def test_dag_files_parse_fast_without_heavy_imports():
     # A fresh interpreter, as the DAG processor has: import Airflow first (its own cost),
     # then time only our DAG files and record which heavy modules they pulled in. Nothing is
@@ -63,7 +84,8 @@ for path in sys.argv[1:]:
     times[path] = time.perf_counter() - t
 print(json.dumps({"times": times, "heavy": sorted({m for m in heavy if m in sys.modules} - before)}))
 """
-    files = [str(p) for p in DAGS.glob("*.py")]
+    files = [str(p) for p in sorted(DAGS.rglob("*.py"))]  # the systems' loaders too
+    assert len(files) >= 3 + len(list((DAGS / "systems").glob("*.yaml")))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(DAGS), str(PROJECT / "plugins"), str(PROJECT)])}
     out = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, env=env, check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])
