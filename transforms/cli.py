@@ -359,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_arguments(p)
     p.set_defaults(func=reconcile.run)
 
+    from . import checkconfig
+
+    p = sub.add_parser("check-config", help="check system YAMLs against the JSON Schema and the loader")
+    checkconfig.add_arguments(p)
+    p.set_defaults(func=checkconfig.run)
+
     p = sub.add_parser("events", help="a package's event history from the catalogue")
     p.add_argument("package_id")
     p.set_defaults(func=_cmd_events)
