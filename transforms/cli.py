@@ -5,15 +5,18 @@ The same code the DAGs run, without Airflow::
     arkiv validate PATH…              check a package (folder, .tar or .zip) against CSIP/SIP/FGS
     arkiv demo [--size N] [--bad N]   generate every demo source system under var/demo, var/inbox
     arkiv run SYSTEM --start D --end D  run the whole chain for one interval (no Airflow)
-    arkiv summary                     what the catalogue and the mellanarkiv hold
+    arkiv summary [--json]            each batch's history (gate, decisions, cases) and packages
     arkiv packages [--system S]       list the catalogued packages
     arkiv events PACKAGE_ID           a package's event history
     arkiv retention plan|run [--as-of D]  the retention schedule: dry run, or transfer/dispose
-    arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT
+    arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT [--yes]
+    arkiv certificate LIST [--xml]    a disposal certificate (gallringsbevis), Swedish and English
+    arkiv transfers [--system S]      packages transferred to the slutarkiv; `arkiv receipt P --transfer`
+    arkiv status [SYSTEM] [--json]    every interval the schedule says is due, and its state
     arkiv hold add|remove|list        legal holds on a package, record or record class
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
     arkiv reconcile [--deep] [--repair] [--json]  catalogue vs storage: orphans, missing, half-finished
-    arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT
+    arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT [--yes]
     arkiv index | search | export | access-log | access-token | receipt | api   access (docs/access-api.md)
 """
 
@@ -103,11 +106,13 @@ DECIDED = {"approve": ("approved with deviation", "godkänd med avvikelse"), "re
 
 
 def _confirm(args: argparse.Namespace, question: str) -> None:
-    """Ask before a decision that is kept for ever; ``--yes`` answers for scripts."""
-    if getattr(args, "yes", False):
+    """Ask before a decision that is kept for ever; ``--yes`` answers for scripts.
+
+    Without a terminal (a script, a pipe) there is nobody to ask: the decision still needs
+    --by and --reason, which is what a script's author has confirmed by writing them.
+    """
+    if getattr(args, "yes", False) or not sys.stdin or not sys.stdin.isatty():
         return
-    if not sys.stdin or not sys.stdin.isatty():
-        raise ConfigError(f"{question} — confirm with --yes (no terminal to ask on)")
     answer = input(f"{question} [y/N / j/N] ").strip().lower()
     if answer not in ("y", "yes", "j", "ja"):
         raise ConfigError("not confirmed; nothing was decided")
@@ -190,10 +195,19 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
 
     cat = _catalogue(settings)
     if args.action == "list":
-        with cat.session() as s:
-            for d in s.query(DisposalList).order_by(DisposalList.created_at):
-                print(f"{d.id}  {d.status:<9} as of {d.as_of}  {len(json.loads(d.items))} package(s)"
-                      + (f"  decided by {d.decided_by}" if d.decided_by else ""))
+        from .evidence import disposals
+
+        rows = disposals(cat)
+        if args.json:
+            print(json.dumps(rows, indent=2, ensure_ascii=False))
+            return 0
+        for d in rows:
+            print(f"{d['list']}  {d['status']:<9} as of {d['as_of']}  {d['packages']} package(s)"
+                  + (f"  decided by {d['decided_by']}" if d["decided_by"] else "")
+                  + (f"  certificate: `arkiv certificate {d['list']}`" if d["certificate"] else ""))
+            for t in d["disposed"]:
+                print(f"    disposed of / gallrat {t['disposed_at'][:10]}: {t['system']} {t['period']} "
+                      f"{t['record_class']}: {t['records']} record(s), rule / regel: {t['rule']}")
         return 0
     if not args.list_id:
         raise ConfigError("give the disposal list's id")
@@ -213,6 +227,45 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
     decide_disposal(cat, args.list_id, approve=args.action == "approve", by=args.by, justification=args.reason)
     done = {"approve": ("approved", "godkänd"), "reject": ("rejected", "avvisad")}[verb]
     print(f"disposal list {args.list_id} {done[0]} by {args.by} / gallringslista {done[1]} av {args.by}")
+    return 0
+
+
+def _cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
+    from .evidence import certificate, certificate_text
+    from .retention import slutarkiv
+
+    data, fields = certificate(_catalogue(settings), slutarkiv(settings), args.list_id)
+    if args.xml:
+        sys.stdout.write(data.decode("utf-8"))
+    elif args.json:
+        print(json.dumps(fields, indent=2, ensure_ascii=False))
+    else:
+        print(certificate_text(fields))
+    return 0
+
+
+def _cmd_transfers(args: argparse.Namespace, settings: Settings) -> int:
+    from .evidence import transfers
+
+    rows = transfers(_catalogue(settings), args.system)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    for t in rows:
+        print(f"{t['package_id']}  {t['system']:<8} {t['period']:<8} {t['record_class']:<22} {t['records']:>6} "
+              f"record(s)  transferred {(t['transferred_at'] or '?')[:10]}  OCFL {t['object']}")
+    if rows:
+        print("receipt / kvittens: `arkiv receipt PACKAGE --transfer` (--xml for the XML)")
+    else:
+        print("(nothing transferred to the slutarkiv yet / inget överfört till slutarkivet än)")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from . import status
+
+    rows = status.status(settings, args.system, limit=None if args.all else status.DEFAULT_LIMIT)
+    print(status.to_json(rows) if args.json else status.table(rows))
     return 0
 
 
@@ -328,7 +381,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", help="who decides (name of the archivist)")
     p.add_argument("--reason", help="the justification, kept for ever")
     p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
+    p.add_argument("--json", action="store_true", help="list: as JSON")
     p.set_defaults(func=_cmd_gallring)
+
+    p = sub.add_parser("certificate", help="a disposal certificate (gallringsbevis) from the slutarkiv, sv/en")
+    p.add_argument("list_id", help="the disposal list (see `arkiv gallring list`)")
+    p.add_argument("--xml", action="store_true", help="the certificate's XML as archived")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_certificate)
+
+    p = sub.add_parser("transfers", help="packages transferred to the slutarkiv, with their receipts")
+    p.add_argument("--system")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_transfers)
+
+    p = sub.add_parser("status", help="every interval a system's schedule says is due, and its state")
+    p.add_argument("system", nargs="?", help="one system (default: every system)")
+    p.add_argument("--all", action="store_true", help="every due interval, not only the newest "
+                                                      "60 per system")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_status)
 
     p = sub.add_parser("hold", help="legal holds: add, remove, list")
     p.add_argument("action", choices=["add", "remove", "list"])

@@ -71,9 +71,19 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
             "SELECT count(*) FROM access_personnummer p JOIN access_entries e ON e.id = p.entry_id "
             "WHERE e.storage = 'disposed'").scalar()
     assert left == 0 and pnr == 0
-    # no receipt once a package has left the mellanarkiv
+    # the receipt stays available once the package moved to the slutarkiv: from the AIP, re-read ...
+    stored = {(r.source_id, r.reference) for r in _records(arc.cat, keep[0].id)}
+    aip = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=settings.slutarkiv)
+    assert aip["storage"] == "slutarkiv" and aip["transfer"]["verified"] == "re-read now"
+    assert {(r["source_id"], r["reference"]) for r in aip["records"]} == stored and aip["not_listed"] == []
+    assert any(r["documents"] for r in aip["records"])
+    # ... or, where the slutarkiv cannot be read, from the catalogue's record of the verified transfer
+    recorded = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex")
+    assert recorded["transfer"]["verified"] == "at transfer" and len(recorded["transfer"]["aip_receipt_sha256"]) == 64
+    assert {(r["source_id"], r["reference"]) for r in recorded["records"]} == stored
+    # a disposed package has no receipt
     with pytest.raises(ReceiptRefused):
-        build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex")
+        build_receipt(arc.cat, arc.store, dispose[0].id, issued_to="lex")
 
 
 def test_a_damaged_package_gets_no_receipt_and_its_document_is_not_served(archived):
@@ -146,3 +156,74 @@ def test_a_large_document_streams_with_bounded_memory(tmp_path):
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert data_len == size and peak < 2 * 1024 * 1024
+
+
+def _records(cat, package_id):
+    from transforms.catalogue import Record
+
+    with cat.session() as s:
+        return list(s.query(Record).filter(Record.package_id == package_id))
+
+
+def test_transfers_receipts_and_certificates_at_the_command_line(archived, monkeypatch, capsys):
+    """Listing transfers and disposals, a receipt in Swedish and English and as schema-valid XML, the
+    AIP's transfer receipt, the disposal certificate; a tampered AIP receipt or AIP is refused."""
+    from lxml import etree
+
+    from transforms import ocfl
+    from transforms.access.receipts import receipt_xml
+    from transforms.aip import RECEIPT
+    from transforms.xmltools import SCHEMA_DIR
+
+    arc, settings = archived["archive"], archived["settings"]
+    keep = [p for p in arc.cat.packages() if p.retention_action == "keep"]
+    monkeypatch.setenv("ARKIV_HOME", str(settings.home))
+    assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
+    (list_id,) = arc.cat.engine.connect().exec_driver_sql("SELECT id FROM disposal_lists").scalars().all()
+    assert main(["gallring", "reject", list_id, "--by", "Anna Arkivarie"]) == 2  # no justification: refused
+    assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "IHP 4.2", "--yes"]) == 0
+    assert f"disposal list {list_id} approved by Anna Arkivarie" in capsys.readouterr().out
+    assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
+    capsys.readouterr()
+
+    assert main(["transfers"]) == 0
+    out = capsys.readouterr().out
+    assert all(p.id in out for p in keep)
+    assert main(["receipt", keep[0].id, "--transfer"]) == 0
+    out = capsys.readouterr().out
+    assert "Kvittens på överföring / Transfer receipt" in out and f"{keep[0].record_count} poster / records" in out
+    assert main(["receipt", keep[0].id, "--transfer", "--xml"]) == 0
+    assert b"<receipt" in capsys.readouterr().out.encode()
+
+    assert main(["receipt", keep[0].id, "--text"]) == 0
+    out = capsys.readouterr().out
+    assert "Kvittens / Receipt" in out and "slutarkivet / slutarkiv" in out
+    assert main(["receipt", keep[0].id, "--xml"]) == 0
+    doc = etree.fromstring(capsys.readouterr().out.encode())
+    schema = etree.XMLSchema(etree.parse(str(SCHEMA_DIR / "arkivflode-kvittens-1.xsd")))
+    assert schema.validate(doc), schema.error_log
+    assert int(doc.find("{*}records").get("count")) == keep[0].record_count
+
+    assert main(["gallring", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"certificate: `arkiv certificate {list_id}`" in out and "rule / regel:" in out
+    assert main(["certificate", list_id]) == 0
+    out = capsys.readouterr().out
+    assert "Gallringsbevis / Disposal certificate" in out and "Godkänd av / Approved by: Anna Arkivarie" in out
+    assert "regel / rule:" in out
+    assert main(["certificate", list_id, "--xml"]) == 0
+    assert "disposalCertificate" in capsys.readouterr().out
+
+    # the fault: a receipt made to disagree with its schema is never handed out
+    bad = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex") | {"package_sha256": "not a digest"}
+    with pytest.raises(ReceiptRefused, match="does not validate"):
+        receipt_xml(bad)
+    # the fault: the AIP's receipt altered in the slutarkiv is refused, not shown
+    obj = ocfl.object_path(settings.slutarkiv, keep[0].id)  # the object is named by the package
+    stored = pk.ocfl_file(obj, RECEIPT)
+    os.chmod(stored, 0o644)
+    stored.write_bytes(stored.read_bytes().replace(b"<records>", b"<records>1"))
+    assert main(["receipt", keep[0].id, "--transfer"]) == 1
+    assert "does not match" in capsys.readouterr().err
+    with pytest.raises(ReceiptRefused, match="does not verify"):
+        build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=settings.slutarkiv)

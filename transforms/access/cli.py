@@ -150,9 +150,33 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
+    import sys
+
+    from .receipts import receipt_text, receipt_xml
+
+    if args.transfer:
+        from ..catalogue import Catalogue
+        from ..evidence import transfer_receipt, transfer_receipt_text
+        from ..retention import slutarkiv
+
+        cat = Catalogue(settings.catalogue_url)
+        cat.migrate()
+        data, fields = transfer_receipt(cat, slutarkiv(settings), args.package_id)
+        if args.xml:
+            sys.stdout.write(data.decode("utf-8"))
+        elif args.json:
+            print(json.dumps(fields, ensure_ascii=False, indent=2))
+        else:
+            print(transfer_receipt_text(fields))
+        return 0
     arc = _archive(settings)
-    print(json.dumps(arc.receipt(_principal(args), args.package_id, purpose=args.purpose), ensure_ascii=False,
-                     indent=2))
+    receipt = arc.receipt(_principal(args), args.package_id, purpose=args.purpose)
+    if args.xml:
+        sys.stdout.write(receipt_xml(receipt).decode("utf-8"))
+    elif args.text:
+        print(receipt_text(receipt))
+    else:
+        print(json.dumps(receipt, ensure_ascii=False, indent=2))
     return 0
 
 
@@ -211,8 +235,15 @@ def add_parsers(sub) -> None:
                                                    "ARKIV_TOKEN_TTL_HOURS_<ROLE>)")
     p.set_defaults(func=_cmd_token)
 
-    p = sub.add_parser("receipt", help="the kvittens of a package verified in the mellanarkiv")
+    p = sub.add_parser("receipt", help="the kvittens of a package (mellanarkiv or slutarkiv): JSON, --text "
+                                       "(Swedish and English) or --xml; --transfer: the AIP's transfer receipt")
     p.add_argument("package_id")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--text", action="store_true", help="for a person, in Swedish and English")
+    shown.add_argument("--xml", action="store_true", help="XML, schema transforms/schemas/arkivflode-kvittens-1.xsd "
+                                                          "(--transfer: arkivflode-receipt-1.xsd)")
+    shown.add_argument("--json", action="store_true", help="JSON (the default)")
+    p.add_argument("--transfer", action="store_true", help="the receipt the slutarkiv wrote into the package's AIP")
     _who_arguments(p)
     p.set_defaults(func=_cmd_receipt)
 
