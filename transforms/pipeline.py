@@ -87,6 +87,10 @@ def _batch_state(staged: StagedBatch) -> dict:
 
 # --- 0. the interval: who archives it, and is its delivery there ----------------------------
 
+class DeliveryNotArrived(ContentError):
+    """The interval's delivery is not in the inbox by its deadline: the system owner must deliver it."""
+
+
 def _interval(settings: Settings, name: str, start: dt.datetime | str,
               end: dt.datetime | str) -> tuple[System, dt.datetime, dt.datetime, str]:
     """The system, the local bounds and the interval's key (``<system>/<period>``, the batch's ID)."""
@@ -108,7 +112,7 @@ def _take(cat: Catalogue, key: str, holder: str, alive: Callable[[str], bool] | 
             ended = c.holder.startswith("arkiv-run:") or (alive is not None and not alive(c.holder))
             if not ended:
                 raise AlreadyRunning(safe_line(
-                    f"{key} is being archived by {c.holder} (since {c.claimed_at:%Y-%m-%d %H:%M} UTC); nothing was "
+                    f"{key} is being archived by {c.holder} (since {c.claimed_at:%d %b %Y %H:%M} UTC); nothing was "
                     "done by this run. If that run has ended, mark it failed or let it finish, then rerun."))
             log.warning("%s: taking over from %s, which ended without finishing the interval", key, c.holder)
         if c is None:
@@ -183,7 +187,7 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
     A file export is delivered when its folder has its manifest (written last); a prepared
     system's inbox when it exists. The deadline is ``timeout_hours`` after the interval ends;
     past it the batch is recorded as ``delivery_missing`` (with an event) for the system owner,
-    and ContentError says what is missing. A database system has nothing to wait for.
+    and DeliveryNotArrived (a ContentError) says what is missing. A database system has nothing to wait for.
     """
     sys_, s, e, key = _interval(settings, name, start, end)
     if sys_.extract_kind == "database":
@@ -196,7 +200,7 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
     deadline = e + dt.timedelta(hours=timeout_hours)
     now = dt.datetime.now(ZoneInfo(sys_.timezone)).replace(tzinfo=None)
     if now < deadline:
-        log.info("%s: waiting for the delivery (%s) until %s", key, expected, f"{deadline:%Y-%m-%d %H:%M}")
+        log.info("%s: waiting for the delivery (%s) until %s", key, expected, f"{deadline:%d %b %Y %H:%M}")
         return {"state": "waiting", "interval": key, "deadline": deadline.isoformat()}
     cat = catalogue(settings)
     with cat.session() as ses:
@@ -208,10 +212,10 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
                              interval_end=e.isoformat(), status="delivery_missing", rows={})
         with cat.session() as ses:
             cat.add_event(ses, type="capture", outcome="failure", agent=AGENT, batch_id=key,
-                          detail=f"delivery missing: nothing at {expected} by the deadline {deadline:%Y-%m-%d %H:%M} "
+                          detail=f"delivery missing: nothing at {expected} by the deadline {deadline:%d %b %Y %H:%M} "
                                  f"({timeout_hours:g} h after the interval ended)")
-    raise ContentError(safe_line(
-        f"{key}: delivery missing — nothing at {expected} by the deadline {deadline:%Y-%m-%d %H:%M} "
+    raise DeliveryNotArrived(safe_line(
+        f"{key}: delivery missing — nothing at {expected} by the deadline {deadline:%d %b %Y %H:%M} "
         f"({timeout_hours:g} h after the interval ended). The system owner must deliver the export; then clear "
         "this task to archive the interval."))
 

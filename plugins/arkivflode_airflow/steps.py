@@ -3,8 +3,10 @@
 Every failure a step raises carries its ``kind`` (who must act), decided here where the
 exceptions are mapped, so an alert never has to guess from a message:
 
-* ``content`` — bad rows, an invalid delivery, a failed quality gate, a rejected batch, a missing
-  delivery: the archivists' and the system owner's to act on; not retried;
+* ``content`` — bad rows, an invalid delivery, a failed quality gate, a rejected batch: the
+  archivists' to act on; not retried;
+* ``delivery_missing`` — the period's export never arrived by its deadline: the system owner's;
+  not retried;
 * ``system`` — a configuration problem (a missing variable, connection or setting), a state
   problem (an earlier step must be rerun), or anything else (disk, network, a library's error):
   IT operations'; configuration and state problems are not retried, the rest are.
@@ -36,6 +38,10 @@ class ContentFailure(StepFailure):
     kind = "content"
 
 
+class DeliveryMissing(StepFailure):
+    kind = "delivery_missing"
+
+
 class ConfigFailure(StepFailure):
     kind = "system"
 
@@ -56,9 +62,14 @@ def _mapped(what: str):
 
     from transforms.errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError
     from transforms.masking import safe_line
+    from transforms.pipeline import DeliveryNotArrived
 
     try:
         yield
+    except DeliveryNotArrived as exc:
+        text = safe_line(exc)
+        log.error("delivery missing (not retried; the system owner must deliver): %s", text)
+        raise DeliveryMissing(f"DELIVERY MISSING — for the system owner, not retried: {text}") from None
     except ContentError as exc:
         text = safe_line(exc)
         log.error("content problem (not retried; an archivist or the system owner must act): %s", text)

@@ -316,3 +316,116 @@ def test_a_foreign_exception_quoting_a_value_is_retried_without_its_message(tmp_
         for value in [*_forms(PLANTED_PNR), PLANTED_NAME]:
             assert value not in text
     assert "row 3: rule x\\r\\n" in str(content.value), "a line break in a detail is escaped, not written"
+
+
+# --- one run at a time per interval; a missing delivery; who acts on a failure --------------------------
+
+def test_one_interval_is_archived_by_one_run_at_a_time(settings):
+    """DAG runs (claim_interval) and arkiv run (interval_guard) share one claim per interval, whatever
+    form the interval's bounds come in (the CLI's dates, a DAG run's UTC times)."""
+    from transforms import pipeline
+    from transforms.catalogue import IntervalClaim
+    from transforms.errors import AlreadyRunning
+
+    dag_a, dag_b = "dag-run:lex/scheduled__2026-01-01", "dag-run:lex/manual__2026-01-05"
+    # the yearly interval 2025 in Stockholm, as a DAG run's data interval in UTC
+    utc = ("2024-12-31T23:00:00+00:00", "2025-12-31T23:00:00+00:00")
+    assert pipeline.claim_interval(settings, "lex", *utc, dag_a)["interval"] == "lex/2025"
+    assert pipeline.claim_interval(settings, "lex", *utc, dag_a)  # its own claim again (a retried task)
+    with pytest.raises(AlreadyRunning, match=r"lex/2025 is being archived by dag-run:lex/scheduled"):
+        pipeline.claim_interval(settings, "lex", *utc, dag_b, lambda holder: True)
+    # the CLI cannot ask Airflow: a DAG run's claim counts as live
+    with pytest.raises(AlreadyRunning), pipeline.interval_guard(settings, "lex", "2025-01-01", "2026-01-01"):
+        pytest.fail("arkiv run went ahead while a DAG run held the interval")
+    # another interval of the same system is not held back
+    assert pipeline.claim_interval(settings, "lex", "2024-01-01", "2025-01-01", dag_b)["interval"] == "lex/2024"
+
+    manifest = str(settings.staging / "lex" / "2025" / "manifest.json")
+    pipeline.check_claim(settings, "lex", manifest, dag_a)
+    # run A ended without finishing (failed): run B takes the interval over, and A may do nothing more
+    pipeline.claim_interval(settings, "lex", *utc, dag_b, lambda holder: False)
+    with pytest.raises(AlreadyRunning, match="taken over by dag-run:lex/manual"):
+        pipeline.check_claim(settings, "lex", manifest, dag_a)
+    pipeline.release_interval(settings, "lex", manifest, dag_a)  # not A's any more: stays B's
+    pipeline.check_claim(settings, "lex", manifest, dag_b)
+    pipeline.release_interval(settings, "lex", manifest, dag_b)
+    with pipeline.catalogue(settings).session() as ses:
+        assert ses.get(IntervalClaim, "lex/2025") is None  # a finished run leaves no row behind
+
+    # while arkiv run holds the interval, a DAG run of it stops at once, before any work
+    with pipeline.interval_guard(settings, "lex", "2025-01-01", "2026-01-01") as key:
+        assert key == "lex/2025"
+        with pytest.raises(AlreadyRunning, match="archiving lex/2025 is already running"):
+            pipeline.claim_interval(settings, "lex", *utc, dag_a, lambda holder: True)
+    # and once it has finished, the DAG run may
+    pipeline.claim_interval(settings, "lex", *utc, dag_a, lambda holder: True)
+
+
+def test_a_missing_delivery_waits_until_its_deadline_then_is_recorded_for_the_system_owner(
+        settings, tmp_path, monkeypatch):
+    from transforms import pipeline
+    from transforms.catalogue import Batch
+    from transforms.errors import ContentError
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    monkeypatch.setenv("ARKIV_TRESERVA_INBOX", str(inbox))
+    # December 2025 (monthly, Stockholm); the deadline is 72 hours after it ended
+    start, end = "2025-12-01", "2026-01-01"
+    import datetime as dt
+
+    hours_since_end = (dt.datetime.now() - dt.datetime(2026, 1, 1)).total_seconds() / 3600
+    waiting = pipeline.await_delivery(settings, "treserva", start, end, hours_since_end + 72)
+    assert waiting["state"] == "waiting" and waiting["interval"] == "treserva/2025-12"
+
+    (inbox / "2025-12").mkdir()  # the supplier is still copying: no manifest yet
+    assert pipeline.await_delivery(settings, "treserva", start, end, hours_since_end + 72)["state"] == "waiting"
+    missing = r"treserva/2025-12: delivery missing — .*deadline \d\d [A-Z][a-z]+ 2026 00:00 \(72 h after the interval"
+    with pytest.raises(ContentError, match=missing):
+        pipeline.await_delivery(settings, "treserva", start, end, 72)
+    cat = pipeline.catalogue(settings)
+    with cat.session() as ses:
+        assert ses.get(Batch, "treserva/2025-12").status == "delivery_missing"
+    assert [e.outcome for e in cat.events(batch_id="treserva/2025-12")] == ["failure"]
+
+    (inbox / "2025-12" / "manifest.json").write_text("{}", encoding="utf-8")
+    assert pipeline.await_delivery(settings, "treserva", start, end, 72)["state"] == "delivered"
+    assert pipeline.await_delivery(settings, "lex", "2025-01-01", "2026-01-01", 72)["state"] == "delivered"
+
+
+def test_each_failure_says_who_acts(tmp_path, monkeypatch):
+    """A configuration problem is IT operations' (system), not the archivists'; a content problem is
+    theirs; another run holding the interval is a skip, not a failure."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from arkivflode_airflow import alerts, hooks, steps
+
+    from transforms import pipeline
+    from transforms.errors import AlreadyRunning, ConfigError, ContentError
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
+    monkeypatch.delenv("ARKIV_CONN_NO_SUCH_DB", raising=False)
+
+    def raising(exc):
+        def step(settings):
+            raise exc
+        return step
+
+    with pytest.raises(steps.StepFailure) as config:
+        steps.run(raising(ConfigError("treserva: extract.inbox_env: environment variable X is not set")))
+    assert config.value.kind == "system"
+    assert alerts.alert_line({"exception": config.value})["kind"] == "system"
+    with pytest.raises(steps.StepFailure) as content:
+        steps.run(raising(ContentError("lex batch 2025 failed its quality gate")))
+    assert content.value.kind == "content"
+    assert alerts.alert_line({"exception": content.value})["kind"] == "content"
+    with pytest.raises(AirflowSkipException):
+        steps.run(raising(AlreadyRunning("lex/2025 is being archived by dag-run:lex/x")))
+    with pytest.raises(steps.StepFailure) as missing:
+        steps.run(raising(pipeline.DeliveryNotArrived("treserva/2025-12: delivery missing — nothing at inbox")))
+    assert missing.value.kind == "delivery_missing"
+    assert alerts.alert_line({"exception": missing.value})["kind"] == "delivery_missing"
+    with pytest.raises(steps.StepFailure) as no_conn:  # an undefined connection is configuration, named
+        steps.guard(hooks.source_url, "no_such_db")
+    assert no_conn.value.kind == "system" and "ARKIV_CONN_NO_SUCH_DB" in str(no_conn.value)
+    with pytest.raises(AirflowSkipException):
+        steps.skip_unless_extracted(None)
