@@ -77,6 +77,7 @@ class Outcome:
     valid: bool | None = None
     findings: dict[str, dict[str, str]] = field(default_factory=dict)  # rid -> severity -> first message
     note: str = ""
+    version: str = ""  # the E-ARK version whose rules were applied (ours say it in the report)
 
     def add(self, rid: str, severity: str, message: str) -> None:
         self.findings.setdefault(rid, {}).setdefault(severity, message)
@@ -258,10 +259,12 @@ def arkiv_checked() -> frozenset[str]:
 def run_arkiv(cases: list[Case], root: Path, integrity: bool) -> None:
     for c in cases:
         # The corpus says which specification a test case targets; a SIP test is validated as a
-        # SIP (as `arkiv validate --profile sip` would), a CSIP test by auto-detection.
-        profile = "sip" if c.specification == "SIP" else None
+        # SIP (as `arkiv validate --profile sip` would), a CSIP test as CSIP (`--profile csip`):
+        # the corpus's CSIP packages declare OAISPACKAGETYPE="SIP" under the CSIP profile URL,
+        # which auto-detection rightly treats as a SIP, while the test case scores CSIP only.
+        profile = "sip" if c.specification == "SIP" else "csip"
         rep = validate_package(root / c.rel, profile, check_integrity=integrity)
-        out = Outcome(valid=rep.valid)
+        out = Outcome(valid=rep.valid, version=rep.spec_version)
         for f in rep.findings:
             out.add(f.requirement, f.severity, f"{f.message} [{f.location}]" if f.location else f.message)
         c.outcomes["arkiv"] = out
@@ -489,6 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             "restoration": restoration.to_dict() if restoration else None,
             "validators": {v: {"label": labels[v], **results[v], "checked_ids": sorted(checked[v], key=_rid_key),
                                "disagreements": per[v]} for v in which},
+            "applied_versions": {c.rel: c.outcomes["arkiv"].version for c in cases if "arkiv" in c.outcomes},
         }, indent=2, ensure_ascii=False))
     return 0
 

@@ -1,0 +1,588 @@
+"""``arkiv prepare``: packages written the way other tools write them become FGS 2.0 packages.
+
+Each producer below follows the documented habits of a real tool (what its packages declare and
+what they leave out); none of them is written by our own package builder. A prepared package must
+pass our validator (``--profile fgs``), the E-ARK reference validator beyond its known false rules,
+and ``xmlschema`` (an independent XSD engine); every deliberately broken delivery must be refused
+for its own defect, and a 1.x package with a message naming the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import xmlschema
+from lxml import etree
+from reference_validator import real_findings
+
+from transforms import prepare as pr
+from transforms import validate as v
+from transforms.xmltools import NS_CSIP, NS_METS, NS_PREMIS, NS_SIP, NS_XLINK, SCHEMA_DIR
+
+M = f"{{{NS_METS}}}"
+XL = f"{{{NS_XLINK}}}"
+SIP_220 = "https://earksip.dilcis.eu/profile/E-ARK-SIP-v2-2-0.xml"
+ORGNR_ARCHIVIST = "212000-0142"
+ORGNR_SUBMITTER = "556677-8899"
+DC = "http://purl.org/dc/elements/1.1/"
+PREMIS = (f'<premis xmlns="{NS_PREMIS}" version="3.0"><object xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+          'xsi:type="intellectualEntity"><objectIdentifier><objectIdentifierType>local</objectIdentifierType>'
+          "<objectIdentifierValue>x</objectIdentifierValue></objectIdentifier></object></premis>").encode()
+
+
+# ------------------------------------------------------------------------------------------
+# Producers
+# ------------------------------------------------------------------------------------------
+class Producer:
+    """The knobs in which the tools' packages differ from FGS 2.0 (all derivable from the package)."""
+
+    name = "base"
+    profile = v.SIP_PROFILE_URL
+    rep_profile = v.CSIP_PROFILE_URL
+    csip_ns = NS_CSIP
+    package_type = "SIP"
+    mets_type = "Mixed"
+    cit = "citserms_v2_1"
+    rep_cit = True  # the representation METS carries CONTENTINFORMATIONTYPE
+    checksum = "SHA-256"
+    schemas_group = True
+    documentation = True
+    rep_agents = True
+    structmap_label = "CSIP"
+    extra_structmaps = False
+    main_label_objid = False
+    created = True
+    orgnr_style = "plain"
+    record_status = "NEW"
+    data_name = "ärende 1.txt"
+    href_plus = False  # writes '+' for the space in the href
+
+    def orgnr(self, nr: str) -> str:
+        if self.orgnr_style == "vat":
+            return f"SE{nr.replace('-', '')}01"
+        return nr
+
+
+class CommonsIP2(Producer):
+    """commons-ip 2.x (SIP 2.1.0): MIXED content, schemas only where written by hand, MD5 in old exports."""
+
+    name = "commons-ip-2"
+    cit = "MIXED"
+    rep_cit = False
+    checksum = "MD5"
+    schemas_group = False
+    orgnr_style = "vat"
+
+
+class Eark204(Producer):
+    """The E-ARK 2.0.4 layout: main division labelled with the OBJID, SHA-1, no CREATED on files."""
+
+    name = "eark-2.0.4"
+    main_label_objid = True
+    checksum = "SHA-1"
+    created = False
+    documentation = False
+
+
+class Sip220(Producer):
+    """A SIP 2.2.0 package (commons-ip 2.7+, the E-ARK SIP creator): versioned SIP URL, 2.2.0 terms."""
+
+    name = "sip-2.2.0"
+    profile = SIP_220
+    mets_type = "Musical Scores - Print"
+    cit = "citserms_v3_0"
+    record_status = "REPLACEMENT"
+
+
+class RodaIn(Producer):
+    """RODA-in: the CSIP profile URL on a SIP, representation METS without agents, '+' for spaces."""
+
+    name = "roda-in"
+    profile = v.CSIP_PROFILE_URL
+    rep_agents = False
+    href_plus = True
+    schemas_group = False
+
+
+class Meemoo22(Producer):
+    """meemoo-like 2.2 SIPs: extra structMaps, lower-case dilcis.eu namespace, no Schemas group."""
+
+    name = "meemoo-2.2"
+    profile = SIP_220
+    extra_structmaps = True
+    csip_ns = "https://dilcis.eu/XML/METS/CSIPExtensionMETS"
+    schemas_group = False
+    rep_cit = False
+
+
+PRODUCERS = [CommonsIP2(), Eark204(), Sip220(), RodaIn(), Meemoo22()]
+
+
+def _el(parent, tag, text=None, **attrs):
+    el = etree.SubElement(parent, f"{M}{tag}")
+    for k, val in attrs.items():
+        el.set(k, val)
+    if text is not None:
+        el.text = text
+    return el
+
+
+def _attrs(p: Producer, path: Path) -> dict:
+    data = path.read_bytes()
+    algo = {"SHA-256": "sha256", "MD5": "md5", "SHA-1": "sha1"}[p.checksum]
+    out = {"MIMETYPE": "text/xml" if path.suffix in (".xml", ".xsd") else "text/plain", "SIZE": str(len(data)),
+           "CHECKSUM": hashlib.new(algo, data).hexdigest(), "CHECKSUMTYPE": p.checksum}
+    if p.created:
+        out["CREATED"] = "2024-03-01T10:00:00Z"
+    return out
+
+
+def _loc(parent, href: str, tag="FLocat"):
+    loc = _el(parent, tag, LOCTYPE="URL")
+    loc.set(f"{XL}type", "simple")
+    loc.set(f"{XL}href", href)
+    return loc
+
+
+def _header(p: Producer, mets, cs: str, *, root: bool):
+    hdr = _el(mets, "metsHdr", CREATEDATE="2024-03-01T10:00:00Z")
+    hdr.set(f"{{{cs}}}OAISPACKAGETYPE", p.package_type)
+    if root:
+        hdr.set("RECORDSTATUS", p.record_status)
+    if root or p.rep_agents:
+        sw = _el(hdr, "agent", ROLE="CREATOR", TYPE="OTHER", OTHERTYPE="SOFTWARE")
+        _el(sw, "name", p.name)
+        _el(sw, "note", "2.3.1").set(f"{{{cs}}}NOTETYPE", "SOFTWARE VERSION")
+    if root:
+        for role, who, nr in (("ARCHIVIST", "Exempla kommun", ORGNR_ARCHIVIST),
+                              ("CREATOR", "Exempla kommun, socialtjänsten", ORGNR_SUBMITTER)):
+            a = _el(hdr, "agent", ROLE=role, TYPE="ORGANIZATION")
+            _el(a, "name", who)
+            _el(a, "note", p.orgnr(nr)).set(f"{{{cs}}}NOTETYPE", "IDENTIFICATIONCODE")
+    return hdr
+
+
+def _write(el, path: Path) -> None:
+    path.write_bytes(etree.tostring(el, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def make_package(base: Path, p: Producer, objid: str = "uuid-5b1c") -> Path:
+    """A delivery shaped like ``p``'s packages (folder)."""
+    cs = p.csip_ns
+    nsmap = {None: NS_METS, "csip": cs, "sip": NS_SIP, "xlink": NS_XLINK}
+    root = base / objid
+    for d in ("metadata/descriptive", "metadata/preservation", "representations/rep1/data",
+              "representations/rep1/metadata"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    data = root / "representations/rep1/data" / p.data_name
+    data.write_text("Beslut i ärendet.\n", encoding="utf-8")
+    (root / "metadata/descriptive/dc.xml").write_bytes(
+        f'<metadata xmlns:dc="{DC}"><dc:title>Leverans</dc:title></metadata>'.encode())
+    (root / "metadata/preservation/premis.xml").write_bytes(PREMIS)
+    if p.documentation:
+        (root / "documentation").mkdir()
+        (root / "documentation/leverans.txt").write_text("Om leveransen.\n", encoding="utf-8")
+    if p.schemas_group:
+        (root / "schemas").mkdir()
+        for s in ("mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd", "premis-v3-0.xsd"):
+            shutil.copyfile(SCHEMA_DIR / s, root / "schemas" / s)
+
+    rep = etree.Element(f"{M}mets", nsmap=nsmap, OBJID="rep1", TYPE=p.mets_type, PROFILE=p.rep_profile)
+    if p.rep_cit:
+        rep.set(f"{{{cs}}}CONTENTINFORMATIONTYPE", p.cit)
+    _header(p, rep, cs, root=False)
+    fs = _el(rep, "fileSec", ID="rep-fs")
+    grp = _el(fs, "fileGrp", ID="rep-grp", USE="Representations/rep1/data")
+    href = "data/" + (p.data_name.replace(" ", "+") if p.href_plus else p.data_name.replace(" ", "%20"))
+    _loc(_el(grp, "file", ID="rep-f1", **_attrs(p, data)), href)
+    sm = _el(rep, "structMap", ID="rep-sm", TYPE="PHYSICAL", LABEL=p.structmap_label)
+    main = _el(sm, "div", ID="rep-main", LABEL="rep1")
+    _el(main, "div", ID="rep-md", LABEL="Metadata")
+    _el(_el(main, "div", ID="rep-data", LABEL="Data"), "fptr", FILEID="rep-grp")
+    _write(rep, root / "representations/rep1/METS.xml")
+
+    mets = etree.Element(f"{M}mets", nsmap=nsmap, OBJID=objid, TYPE=p.mets_type, LABEL="Leverans",
+                         PROFILE=p.profile)
+    mets.set(f"{{{cs}}}CONTENTINFORMATIONTYPE", p.cit)
+    hdr = _header(p, mets, cs, root=True)
+    _el(hdr, "altRecordID", "SA-2024-1", TYPE="SUBMISSIONAGREEMENT")
+    dmd = _el(mets, "dmdSec", ID="dmd-1", CREATED="2024-03-01T10:00:00Z", STATUS="CURRENT")
+    ref = _loc(dmd, "metadata/descriptive/dc.xml", tag="mdRef")
+    ref.set("MDTYPE", "DC")
+    for k, val in _attrs(p, root / "metadata/descriptive/dc.xml").items():
+        ref.set(k, val)
+    amd = _el(mets, "amdSec", ID="amd-1")
+    dp = _el(amd, "digiprovMD", ID="dp-1", STATUS="CURRENT")
+    ref = _loc(dp, "metadata/preservation/premis.xml", tag="mdRef")
+    ref.set("MDTYPE", "PREMIS")
+    for k, val in _attrs(p, root / "metadata/preservation/premis.xml").items():
+        ref.set(k, val)
+    fs = _el(mets, "fileSec", ID="fs")
+    if p.documentation:
+        g = _el(fs, "fileGrp", ID="grp-doc", USE="Documentation")
+        _loc(_el(g, "file", ID="f-doc", **_attrs(p, root / "documentation/leverans.txt")), "documentation/leverans.txt")
+    if p.schemas_group:
+        g = _el(fs, "fileGrp", ID="grp-sch", USE="Schemas")
+        for i, s in enumerate(sorted((root / "schemas").iterdir())):
+            _loc(_el(g, "file", ID=f"f-sch-{i}", **_attrs(p, s)), f"schemas/{s.name}")
+    g = _el(fs, "fileGrp", ID="grp-rep1", USE="Representations/rep1")
+    g.set(f"{{{cs}}}CONTENTINFORMATIONTYPE", p.cit)
+    _loc(_el(g, "file", ID="f-rep1", **_attrs(p, root / "representations/rep1/METS.xml")),
+         "representations/rep1/METS.xml")
+    sm = _el(mets, "structMap", ID="sm", TYPE="PHYSICAL", LABEL=p.structmap_label)
+    main = _el(sm, "div", ID="main", LABEL=objid if p.main_label_objid else "Leverans")
+    _el(main, "div", ID="div-md", LABEL="Metadata", ADMID="dp-1", DMDID="dmd-1")
+    if p.documentation:
+        _el(_el(main, "div", ID="div-doc", LABEL="Documentation"), "fptr", FILEID="grp-doc")
+    if p.schemas_group:
+        _el(_el(main, "div", ID="div-sch", LABEL="Schemas"), "fptr", FILEID="grp-sch")
+    rdiv = _el(main, "div", ID="div-rep1", LABEL="Representations/rep1")
+    mptr = _loc(rdiv, "representations/rep1/METS.xml", tag="mptr")
+    mptr.set(f"{XL}title", "grp-rep1")
+    if p.extra_structmaps:
+        logical = _el(mets, "structMap", ID="sm-logical", TYPE="logical", LABEL="meemoo logical")
+        _el(_el(logical, "div", ID="lg-1", LABEL="Leverans"), "div", ID="lg-2", LABEL="Beslut")
+    _write(mets, root / "METS.xml")
+    return root
+
+
+def make_1x(base: Path) -> Path:
+    """The E-ARK 1.x layout (commons-ip 1.x, earkweb): the old profile URL, TYPE="SIP", no csip: attributes."""
+    root = base / "old-1x"
+    (root / "representations/rep1/data").mkdir(parents=True)
+    (root / "representations/rep1/data/a.txt").write_text("x\n", encoding="utf-8")
+    mets = etree.Element(f"{M}mets", nsmap={None: NS_METS, "xlink": NS_XLINK}, OBJID="old-1x", TYPE="SIP",
+                         PROFILE="http://www.eark-project.com/METS/IP.xml")
+    hdr = _el(mets, "metsHdr", CREATEDATE="2017-01-01T00:00:00Z")
+    _el(_el(hdr, "agent", ROLE="CREATOR", TYPE="OTHER", OTHERTYPE="SOFTWARE"), "name", "commons-ip")
+    fs = _el(mets, "fileSec")
+    g = _el(fs, "fileGrp", USE="submission")
+    _loc(_el(g, "file", ID="f1", MIMETYPE="text/plain"), "representations/rep1/data/a.txt")
+    sm = _el(mets, "structMap", TYPE="physical", LABEL="Common Specification structural map")
+    _el(sm, "div", LABEL="old-1x")
+    _write(mets, root / "METS.xml")
+    return root
+
+
+def as_tar(folder: Path) -> Path:
+    out = folder.with_suffix(".tar")
+    with tarfile.open(out, "w") as tar:
+        tar.add(folder, arcname=folder.name)
+    return out
+
+
+def as_zip(folder: Path) -> Path:
+    out = folder.parent / f"{folder.name}.zip"
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                z.write(f, f"{folder.name}/{f.relative_to(folder).as_posix()}")
+    return out
+
+
+class _StubIdentifier:
+    """Format identification that runs without loading fido (fast unit tests; fido runs in one test)."""
+
+    class _I:
+        def __init__(self, path):
+            suffix = Path(path).suffix.lower()
+            self.puid = {".txt": "x-fmt/111", ".xml": "fmt/101", ".xsd": "x-fmt/280", ".tar": "x-fmt/265",
+                         ".zip": "x-fmt/263"}.get(suffix, "UNIDENTIFIED")
+            self.name = "Plain Text File" if suffix == ".txt" else "Extensible Markup Language"
+            self.version = ""
+            self.mime = "text/plain" if suffix == ".txt" else "text/xml"
+            self.method, self.tool = "extension", "stub"
+
+        @property
+        def identified(self):
+            return self.puid != "UNIDENTIFIED"
+
+    def identify(self, path):
+        return self._I(path)
+
+
+def prepare(src: Path, out: Path, **kw) -> pr.PrepareResult:
+    return pr.prepare_package(src, out, identifier=kw.pop("identifier", _StubIdentifier()), **kw)
+
+
+def _xmlschema_errors(folder: Path) -> list[str]:
+    local = {"http://www.w3.org/1999/xlink": str(SCHEMA_DIR / "xlink.xsd"),
+             "http://www.w3.org/XML/1998/namespace": str(SCHEMA_DIR / "xml.xsd")}
+    mets = xmlschema.XMLSchema([str(SCHEMA_DIR / "mets.xsd"), str(SCHEMA_DIR / "DILCISExtensionMETS.xsd"),
+                                str(SCHEMA_DIR / "DILCISExtensionSIPMETS.xsd")], locations=local, allow="local")
+    premis = xmlschema.XMLSchema(str(SCHEMA_DIR / "premis-v3-0.xsd"), locations=local, allow="local")
+    errors = []
+    for f in [*folder.rglob("METS.xml"), *folder.glob("metadata/preservation/*.xml")]:
+        root = etree.parse(str(f)).getroot()
+        schema = mets if etree.QName(root).namespace == NS_METS else premis
+        errors += [f"{f.relative_to(folder)}: {e.reason}" for e in schema.iter_errors(str(f))][:3]
+    return errors
+
+
+# ------------------------------------------------------------------------------------------
+# Version-aware validation of the deliveries as they are
+# ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("producer,version", [(CommonsIP2(), "2.1.0"), (Eark204(), "2.1.0"), (Sip220(), "2.2.0"),
+                                              (RodaIn(), "2.1.0"), (Meemoo22(), "2.2.0")], ids=lambda x: getattr(
+                                                  x, "name", x))
+def test_delivered_package_is_validated_by_its_declared_version(tmp_path, producer, version):
+    pkg = make_package(tmp_path, producer)
+    rep = v.validate_package(pkg)
+    assert rep.spec_version == version, rep.spec_reason
+    assert rep.profile == "sip", rep.spec_reason  # RODA-in's CSIP URL with OAISPACKAGETYPE="SIP" is a SIP
+    text = rep.to_text()
+    assert f"CSIP+SIP {version}" in text
+    assert "METS-XSD" not in rep.requirements_failed("ERROR"), text  # 2.2.0 terms checked by the 2.2.0 schema
+
+
+def test_sip220_terms_are_valid_in_220_and_not_in_210(tmp_path):
+    pkg = make_package(tmp_path, Sip220())
+    rep = v.validate_package(pkg)
+    assert not {"CSIP2", "CSIP4", "SIP2", "SIP3"} & set(rep.requirements_failed("ERROR")), rep.to_text()
+    forced = v.validate_package(pkg, spec_version="2.1.0")
+    assert forced.spec_version == "2.1.0" and "forced" in forced.spec_reason
+    assert {"CSIP4", "SIP2", "SIP3"} <= set(forced.requirements_failed("ERROR")), forced.to_text()
+
+
+def test_sip220_levels_apply_only_to_220(tmp_path):
+    pkg = make_package(tmp_path, Sip220())
+    # CSIP96: a Documentation fileGrp no fptr points at is a MUST in 2.1.0 and a SHOULD in 2.2.0
+    tree = etree.parse(str(pkg / "METS.xml"))
+    div = tree.find(f".//{M}div[@LABEL='Documentation']")
+    div.remove(div.find(f"{M}fptr"))
+    _write(tree.getroot(), pkg / "METS.xml")
+    sev = {f.requirement: f.severity for f in v.validate_package(pkg).findings}
+    assert sev.get("CSIP96") == "WARNING"
+    sev = {f.requirement: f.severity for f in v.validate_package(pkg, spec_version="2.1.0").findings}
+    assert sev.get("CSIP96") == "ERROR"
+
+
+def test_204_main_division_label_is_checked_only_in_204(tmp_path):
+    pkg = make_package(tmp_path, Producer())
+    assert "CSIP86" not in v.validate_package(pkg).requirements_failed()
+    assert "CSIP86" in v.validate_package(pkg, spec_version="2.0.4").requirements_failed("ERROR")
+
+
+def test_lower_case_namespace_is_named_as_such(tmp_path):
+    pkg = make_package(tmp_path, Meemoo22())
+    rep = v.validate_package(pkg)
+    msgs = [f.message for f in rep.findings if f.requirement in ("CSIP9", "CSIP4")]
+    assert any("only in case" in m and "dilcis.eu" in m for m in msgs), rep.to_text()
+    assert not any(m.startswith("metsHdr/@csip:OAISPACKAGETYPE is missing") for m in msgs)
+
+
+def test_plus_in_href_names_the_nearest_file_and_why(tmp_path):
+    pkg = make_package(tmp_path, RodaIn())
+    rep = v.validate_package(pkg)
+    msg = next(f.message for f in rep.findings if f.requirement == "CSIP79")
+    assert "nearest match" in msg and "'+' is not an encoded space" in msg, msg
+
+
+def test_csip_package_is_not_reported_as_sip(tmp_path):
+    p = Producer()
+    p.profile, p.package_type = v.CSIP_PROFILE_URL, "AIP"
+    rep = v.validate_package(make_package(tmp_path, p))
+    assert rep.profile == "csip" and "no SIP rules applied" in rep.spec_reason
+    assert not any(f.requirement.startswith("SIP") for f in rep.findings)
+    assert "CSIP+SIP" not in rep.to_text()
+
+
+def test_1x_package_is_refused_naming_the_version(tmp_path):
+    rep = v.validate_package(make_1x(tmp_path))
+    assert not rep.valid and rep.spec_version == "1.x"
+    msg = next(f.message for f in rep.findings if f.requirement == "SPEC-VERSION")
+    assert "1.x" in msg and "2.0.4" in msg
+    res = prepare(tmp_path / "old-1x", tmp_path / "out")
+    assert not res.ok and [f.requirement for f in res.findings] == ["SPEC-VERSION"]
+    assert "1.x" in res.to_text()
+
+
+@pytest.mark.parametrize("url,ptype,version,sip", [
+    (v.SIP_PROFILE_URL, "SIP", "2.1.0", True),
+    (SIP_220, "SIP", "2.2.0", True),
+    ("https://earksip.dilcis.eu/profile/E-ARK-SIP-v2-0-4.xml", "SIP", "2.0.4", True),
+    ("https://earkcsip.dilcis.eu/profile/E-ARK-CSIP-v2-2-0.xml", "AIP", "2.2.0", False),
+    (v.CSIP_PROFILE_URL, "SIP", "2.1.0", True),
+    (v.CSIP_PROFILE_URL, "AIP", "2.1.0", False),
+    ("https://earksip.dilcis.eu/profile/E-ARK-SIP-v2-0-2.xml", "SIP", "2.0.4", True),
+    ("http://www.eark-project.com/METS/IP.xml", None, "1.x", False),
+])
+def test_detect_spec(url, ptype, version, sip):
+    choice = v.detect_spec(url, ptype)
+    assert (choice.version, choice.sip) == (version, sip), choice.reason
+
+
+def test_requirements_per_version():
+    r220 = {r.id: r.level for r in v.list_requirements("sip", "2.2.0")}
+    r210 = {r.id: r.level for r in v.list_requirements("sip", "2.1.0")}
+    assert r220["SIP12"] == "MUST" and r210["SIP12"] == "MAY"
+    assert r220["CSIP100"] == "SHOULD" and r210["CSIP100"] == "MUST"
+    assert "CSIP86" in {r.id for r in v.list_requirements("csip", "2.0.4")} and "CSIP86" not in r210
+    assert "Musical Scores - Print" in v.vocabulary("CSIPVocabularyContentCategory", "2.2.0")
+    assert "Musical Scores - Print" not in v.vocabulary("CSIPVocabularyContentCategory")
+    assert "REPLACEMENT" in v.vocabulary("SIPVocabularyRecordStatus", "2.2.0")
+
+
+# ------------------------------------------------------------------------------------------
+# prepare
+# ------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Every producer's package, delivered as folder, tar and zip, prepared once."""
+    base = tmp_path_factory.mktemp("producers")
+    out = []
+    for i, p in enumerate(PRODUCERS):
+        folder = make_package(base / p.name, p, objid=f"uuid-{i}")
+        for kind, src in (("folder", folder), ("tar", as_tar(folder)), ("zip", as_zip(folder))):
+            if kind != "folder" and i % 2:
+                continue  # every producer once as a folder; archives for every other one
+            res = prepare(src, base / "out" / f"{p.name}-{kind}")
+            out.append((p, kind, src, res))
+    return out
+
+
+def test_every_producer_is_prepared_into_a_valid_fgs_package(prepared):
+    for p, kind, _src, res in prepared:
+        assert res.ok, f"{p.name} {kind}: {res.to_text()}"
+        rep = v.validate_package(res.package, "fgs")
+        assert rep.valid and rep.spec_version == "2.1.0", rep.to_text()
+        assert not rep.findings or {f.severity for f in rep.findings} <= {"WARNING", "INFO"}
+
+
+def test_prepared_packages_pass_xmlschema(prepared):
+    for p, _kind, _src, res in prepared:
+        assert not _xmlschema_errors(Path(res.package)), (p.name, _xmlschema_errors(Path(res.package)))
+
+
+def test_prepared_packages_pass_the_reference_validator(prepared):
+    paths = [res.package for _p, _k, _s, res in prepared]
+    assert not real_findings(paths)
+
+
+def test_every_change_is_a_premis_event_with_requirement_and_original(prepared):
+    for p, _kind, src, res in prepared:
+        premis = etree.parse(str(Path(res.package) / pr.PREMIS_REL)).getroot()
+        ns = {"p": NS_PREMIS}
+        details = [d.text for d in premis.iterfind(".//p:event/p:eventDetailInformation/p:eventDetail", ns)]
+        notes = [d.text for d in premis.iterfind(".//p:eventOutcomeDetailNote", ns)]
+        assert res.changes, p.name
+        for c in res.changes:
+            assert any(d.startswith(f"{c.requirement}: {c.what}") for d in details), (p.name, c)
+        assert any(repr(c.original) in " ".join(notes) for c in res.changes if c.original)
+        # every file has its format identification
+        objects = premis.findall("p:object", ns)
+        assert objects and all(o.find(".//p:formatRegistryKey", ns) is not None for o in objects
+                               if not o.findtext(".//p:objectIdentifierValue", "", ns).endswith(".txt.bin"))
+        # the original delivery is kept unchanged inside the package
+        kept = list((Path(res.package) / pr.ORIGINAL_DIR).iterdir())
+        assert len(kept) == 1
+        if Path(src).is_file():
+            assert kept[0].read_bytes() == Path(src).read_bytes()
+        assert hashlib.sha256(kept[0].read_bytes()).hexdigest() == res.original_sha256
+
+
+def test_changes_are_the_producers_habits(prepared):
+    by = {p.name: {c.requirement for c in res.changes} for p, k, _s, res in prepared if k == "folder"}
+    assert {"ARK1", "CSIP4", "ARK4", "CSIP113"} <= by["commons-ip-2"]  # MD5, rep CIT, VAT orgnr, schemas
+    assert {"SIP2", "CSIP2", "CSIP4", "SIP3"} <= by["sip-2.2.0"]  # 2.2.0 URL and terms
+    assert {"SIP2", "CSIP79", "CSIP10"} <= by["roda-in"]  # CSIP URL, '+' href, rep agents
+    assert {"CSIP9", "SIP2"} <= by["meemoo-2.2"]  # namespace case, 2.2.0 URL
+    assert {"CSIP70", "ARK1", "CSIP60"} <= by["eark-2.0.4"]  # CREATED, SHA-1, documentation group
+
+
+def test_meemoo_extra_structmaps_are_kept_beside_the_mets(prepared):
+    res = next(r for p, k, _s, r in prepared if p.name == "meemoo-2.2")
+    pkg = Path(res.package)
+    assert [m.get("LABEL") for m in etree.parse(str(pkg / "METS.xml")).iter(f"{M}structMap")] == ["CSIP"]
+    kept = etree.parse(str(pkg / "documentation/arkivflode-additional-structmaps.xml")).getroot()
+    assert [m.get("LABEL") for m in kept.iter(f"{M}structMap")] == ["meemoo logical"]
+    assert any(c.requirement == "CSIP80" and "meemoo logical" in c.original for c in res.changes)
+
+
+def test_sip220_terms_are_mapped_by_the_official_lists(prepared):
+    res = next(r for p, k, _s, r in prepared if p.name == "sip-2.2.0")
+    mets = etree.parse(str(Path(res.package) / "METS.xml")).getroot()
+    assert mets.get("TYPE") == "OTHER" and mets.get(f"{{{NS_CSIP}}}OTHERTYPE") == "Musical Scores - Print"
+    assert mets.get(f"{{{NS_CSIP}}}CONTENTINFORMATIONTYPE") == "OTHER"
+    assert mets.get(f"{{{NS_CSIP}}}OTHERCONTENTINFORMATIONTYPE") == "citserms_v3_0"
+    assert mets.find(f"{M}metsHdr").get("RECORDSTATUS") == "REPLEACEMENT"  # the 2.1.0 list's own spelling
+
+
+def test_a_valid_fgs_delivery_is_prepared_with_only_our_own_additions(tmp_path):
+    res = prepare(make_package(tmp_path, Producer()), tmp_path / "out")
+    assert res.ok, res.to_text()
+    assert {c.requirement for c in res.changes} <= {"SIP2", "CSIP6"}, res.to_text()
+
+
+# ------------------------------------------------------------------------------------------
+# Refusals: damage is never repaired
+# ------------------------------------------------------------------------------------------
+def _break(kind: str, pkg: Path) -> None:
+    rep_mets = pkg / "representations/rep1/METS.xml"
+    if kind == "missing file":
+        next((pkg / "representations/rep1/data").iterdir()).unlink()
+    elif kind == "checksum mismatch":
+        f = next((pkg / "representations/rep1/data").iterdir())
+        f.write_bytes(f.read_bytes().replace(b"Beslut", b"Beslot"))
+    elif kind == "not well-formed":
+        rep_mets.write_bytes(rep_mets.read_bytes()[:-40])
+    elif kind == "outside reference":
+        tree = etree.parse(str(rep_mets))
+        tree.find(f".//{M}FLocat").set(f"{XL}href", "../../../etc/passwd")
+        _write(tree.getroot(), rep_mets)
+
+
+@pytest.mark.parametrize("kind,rule", [("missing file", "CSIP79"), ("checksum mismatch", "CSIP71"),
+                                       ("not well-formed", "METS-XML"), ("outside reference", "CSIP79")])
+@pytest.mark.parametrize("producer", [CommonsIP2(), Sip220()], ids=lambda p: p.name)
+def test_broken_delivery_is_refused_for_its_defect(tmp_path, kind, rule, producer):
+    pkg = make_package(tmp_path, producer)
+    _break(kind, pkg)
+    before = {p: p.read_bytes() for p in pkg.rglob("*") if p.is_file()}
+    res = prepare(pkg, tmp_path / "out")
+    assert not res.ok, res.to_text()
+    assert rule in {f.requirement for f in res.findings}, res.to_text()
+    assert not list((tmp_path / "out").iterdir()) if (tmp_path / "out").exists() else True
+    assert {p: p.read_bytes() for p in pkg.rglob("*") if p.is_file()} == before  # the delivery is untouched
+
+
+def test_missing_organisationsnummer_is_not_invented(tmp_path):
+    pkg = make_package(tmp_path, Producer())
+    tree = etree.parse(str(pkg / "METS.xml"))
+    for n in tree.iter(f"{M}note"):
+        if n.get(f"{{{NS_CSIP}}}NOTETYPE") == "IDENTIFICATIONCODE":
+            n.getparent().remove(n)
+    _write(tree.getroot(), pkg / "METS.xml")
+    res = prepare(pkg, tmp_path / "out")
+    assert not res.ok and "ARK4" in {f.requirement for f in res.findings}, res.to_text()
+
+
+# ------------------------------------------------------------------------------------------
+# CLI
+# ------------------------------------------------------------------------------------------
+def test_cli_exit_codes(tmp_path, capsys):
+    pkg = make_package(tmp_path, CommonsIP2())
+    assert pr.main([str(pkg), "--out", str(tmp_path / "out"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["outcome"] == "prepared" and out["delivered_version"] == "2.1.0"
+    _break("checksum mismatch", pkg)
+    assert pr.main([str(pkg), "--out", str(tmp_path / "out2")]) == 1
+    assert "CSIP71" in capsys.readouterr().out
+    assert pr.main([str(pkg)]) == 2
+    assert pr.main([str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert pr.main(["--bogus"]) == 2
+
+
+def test_prepare_with_real_format_identification(tmp_path):
+    res = pr.prepare_package(as_tar(make_package(tmp_path, Sip220())), tmp_path / "out", as_tar=True)
+    assert res.ok, res.to_text()
+    by_path = {f["path"]: f for f in res.formats}
+    assert by_path["representations/rep1/data/ärende 1.txt"]["puid"] == "x-fmt/111"
+    assert tarfile.is_tarfile(res.package)
+    assert v.validate_package(res.package, "fgs").valid
