@@ -132,8 +132,10 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
         elif open_case is not None:
             state, case = "quarantined", open_case.id
             detail = f"{open_case.kind}: {len(json.loads(open_case.reasons or '[]'))} reason(s); an archivist decides"
-        elif claim is not None and claim.released_at is None:
-            state, detail = "running", f"since {claim.claimed_at:%Y-%m-%d %H:%M} UTC"
+        elif claim is not None and getattr(claim, "released_at", None) is None:
+            # a claim is held until its run finishes the interval; one that died keeps it until the next run asks
+            state, detail = "running", (f"held by {claim.holder} since {claim.claimed_at:%Y-%m-%d %H:%M} UTC; if that "
+                                        "run has ended, its next run takes over")
         elif b is not None and b.status == "delivery_missing":
             state, detail = "delivery missing", "nothing delivered by the deadline; the system owner delivers"
         elif mine and mine[-1].status == "rejected":
