@@ -3,6 +3,7 @@
 The same code the DAGs run, without Airflow::
 
     arkiv validate PATH…              check a package (folder, .tar or .zip) against CSIP/SIP/FGS
+    arkiv prepare PACKAGE --out DIR   make a delivered E-ARK 2.x package an FGS 2.0 package (docs/prepare.md)
     arkiv demo [--size N] [--bad N]   generate every demo source system under var/demo, var/inbox
     arkiv run SYSTEM --start D --end D  run the whole chain for one interval (no Airflow)
     arkiv summary [--json]            each batch's history (gate, decisions, cases) and packages
@@ -342,9 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"arkiv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("validate", help="validate packages against CSIP/SIP 2.1.0 and FGS rules")
+    p = sub.add_parser("validate", help="validate packages against CSIP/SIP 2.0.4-2.2.0 and FGS rules")
     validate.add_arguments(p)
     p.set_defaults(func=lambda a, s: validate.run(a))
+
+    from . import prepare
+
+    p = sub.add_parser("prepare", help="prepare a delivered E-ARK 2.x package into an FGS 2.0 package")
+    prepare.add_arguments(p)
+    p.set_defaults(func=lambda a, s: prepare.run(a))
 
     p = sub.add_parser("demo", help="generate the demo source systems under var/demo and var/inbox")
     p.add_argument("--size", type=int, default=200, help="root records per system (cases, individuals, …)")

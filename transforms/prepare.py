@@ -149,7 +149,7 @@ class PrepareResult:
                 lines.append(f"  {c.requirement:<9} {c.what}{was} [{c.location}]")
         else:
             lines.append(f"REFUSED {safe_name(self.source)} (delivered as E-ARK {self.delivered_version or '?'}): "
-                         "the package cannot be prepared without inventing content")
+                         "it cannot be prepared from what the package itself holds")
             for f in self.findings:
                 where = f" [{f.location}]" if f.location else ""
                 lines.append(f"  {f.severity:<7} {f.requirement:<9} {f.message}{where}")
