@@ -33,7 +33,10 @@ PAGE = "/arkiv"
 
 
 def classify(exception: BaseException | str | None) -> str:
-    """The kind of a failure, from the exception our task glue (steps.py) raises."""
+    """The kind of a failure, from the exception our task glue (steps.py) raises: its ``kind`` when it
+    carries one, else the prefix of its message."""
+    if getattr(exception, "kind", None) in WHO_ACTS:
+        return exception.kind
     text = str(exception or "")
     name = type(exception).__name__ if isinstance(exception, BaseException) else ""
     if text.startswith("CONTENT PROBLEM"):

@@ -13,6 +13,10 @@ def test_content_and_system_failures_are_told_apart():
     assert classify(Exception("DeliveryMissing: lex: no delivery in 2025-12")) == "delivery_missing"
     assert classify(Exception("FIXITY FAILURE: 1 of 19 package(s) …")) == "fixity"
     assert classify(ConnectionError("could not connect to server")) == "system"
+    # what the task glue raises carries its kind: that decides, whatever the message says
+    delivery = Exception("treserva/2025-12: nothing in the inbox")
+    delivery.kind = "delivery_missing"
+    assert classify(delivery) == "delivery_missing"
 
 
 def test_failure_callback_logs_one_structured_line(caplog, monkeypatch):
