@@ -14,6 +14,7 @@ The same code the DAGs run, without Airflow::
     arkiv certificate LIST [--xml]    a disposal certificate (gallringsbevis), Swedish and English
     arkiv transfers [--system S]      packages transferred to the slutarkiv; `arkiv receipt P --transfer`
     arkiv status [SYSTEM] [--json]    every interval the schedule says is due, and its state
+    arkiv drill [--home DIR]          a failed quality gate end to end, in a home of its own
     arkiv hold add|remove|list        legal holds on a package, record or record class
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
     arkiv reconcile [--deep] [--repair] [--json]  catalogue vs storage: orphans, missing, half-finished
@@ -270,6 +271,15 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from . import drill
+
+    drill.run(Path(args.home) if args.home else drill.new_home(), archivist=args.archivist, size=args.size)
+    return 0
+
+
 def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     from .retention import active_holds, add_hold, lift_hold
 
@@ -408,6 +418,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "60 per system")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("drill", help="a failed quality gate end to end in a separate ARKIV_HOME: bad batch → "
+                                     "case → decision → archived with the deviation in PREMIS")
+    p.add_argument("--home", help="the drill's ARKIV_HOME (default: a new folder under var/drill)")
+    p.add_argument("--archivist", default="Anna Arkivarie (övning / drill)", help="who decides in the drill")
+    p.add_argument("--size", type=int, default=30, help="cases in the drill's Lex")
+    p.set_defaults(func=_cmd_drill)
 
     p = sub.add_parser("hold", help="legal holds: add, remove, list")
     p.add_argument("action", choices=["add", "remove", "list"])
