@@ -16,13 +16,16 @@ claim the PDF/A part that was asked for.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +70,7 @@ class Job:
     source: Path
     puid: str
     target: str = "pdfa-2b"
+    sha256: str | None = None  # the source's, when the caller has it (else it is read again)
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,247 @@ def check_pdf(path: Path, part: int | None = None) -> tuple[bool, str, str | Non
     if part is not None and (not pdfa or pdfa[0] != str(part)):
         return False, f"output PDF does not claim PDF/A-{part} in its XMP (claims {pdfa or 'nothing'})", pdfa
     return True, f"PDF opens: {pages} page(s), xref at byte {int(m.group(1))}; XMP claims PDF/A-{pdfa}", pdfa
+
+
+#: the bytes LibreOffice's PDF export makes differ between two runs over the same input
+_INFO_DATE = re.compile(rb"/(CreationDate|ModDate)\s*\(D:[^)]*\)")
+_XMP_DATE = re.compile(rb"<xmp:(CreateDate|ModifyDate|MetadataDate)>[^<]*</xmp:\1>")
+_XMP_ID = re.compile(rb"<xmpMM:(DocumentID|InstanceID)>[^<]*</xmpMM:\1>")
+_TRAILER_ID = re.compile(rb"/ID\s*\[\s*<[0-9A-Fa-f]*>\s*<[0-9A-Fa-f]*>\s*\]")
+_DOC_CHECKSUM = re.compile(rb"\s*/DocChecksum\s*/[0-9A-Fa-f]+")
+_OBJ = re.compile(rb"(\d+)\s+0\s+obj\b")
+_STREAM = re.compile(rb"stream\r?\n")
+#: seconds from 1904-01-01 (TrueType and OpenType dates) to 1970-01-01
+_MAC_EPOCH = 2082844800
+
+
+def make_reproducible(path: Path, when: float, seed: bytes) -> bool:
+    """Rewrite a PDF LibreOffice wrote so the same input always gives the same bytes.
+
+    LibreOffice stamps the clock into the Info dictionary, the XMP packet, the embedded font
+    subsets (TrueType ``head`` dates), the sRGB output profile's header, and derives the
+    trailer's ``/ID`` from it. Each is set here from ``when`` (the input's time) and ``seed``
+    (the input's SHA-256), the Info dictionary and the XMP to the same moment, as PDF/A asks.
+    The file is rewritten with a fresh cross-reference table. A PDF not laid out as LibreOffice
+    lays it out (one classic cross-reference table, no object streams) is left as it is and
+    False returned; the caller's checks still apply to it.
+    """
+    data = path.read_bytes()
+    rebuilt = _reproducible_bytes(data, when, seed)
+    if rebuilt is None:
+        return False
+    if rebuilt != data:
+        tmp = path.with_name(f".{path.name}.part")
+        tmp.write_bytes(rebuilt)
+        os.replace(tmp, path)
+    return True
+
+
+def _reproducible_bytes(data: bytes, when: float, seed: bytes) -> bytes | None:
+    stamp = time.gmtime(int(when))
+    info_date = b"/\\1(D:" + time.strftime("%Y%m%d%H%M%S", stamp).encode() + b"Z')"
+    xmp_date = b"<xmp:\\1>" + time.strftime("%Y-%m-%dT%H:%M:%SZ", stamp).encode() + b"</xmp:\\1>"
+    uid = seed[:16].hex().upper().encode()
+    doc_uuid = f"uuid:{uid[:8].decode()}-{uid[8:12].decode()}-{uid[12:16].decode()}-" \
+               f"{uid[16:20].decode()}-{uid[20:32].decode()}".lower().encode()
+    xmp_id = b"<xmpMM:\\1>" + doc_uuid + b"</xmpMM:\\1>"
+    sx = data.rfind(b"startxref")
+    if sx < 0 or data.count(b"startxref") != 1 or b"/ObjStm" in data or b"/XRef" in data:
+        return None
+    m = re.match(rb"startxref\s+(\d+)", data[sx:])
+    if not m:
+        return None
+    xref_at = int(m.group(1))
+    t = data.find(b"trailer", xref_at)
+    if not data.startswith(b"xref", xref_at) or t < 0:
+        return None
+    trailer = data[t:sx]
+    # Objects in file order, each running up to the next one (or to the cross-reference table).
+    starts = [(int(o.group(1)), o.start()) for o in _OBJ.finditer(data, 0, xref_at)
+              if o.start() == 0 or data[o.start() - 1:o.start()] in (b"\n", b"\r")]
+    if not starts:
+        return None
+    objs = {num: bytearray(data[at:(starts[k + 1][1] if k + 1 < len(starts) else xref_at)])
+            for k, (num, at) in enumerate(starts)}
+    if len(objs) != len(starts):
+        return None
+    lengths: dict[int, int] = {}  # object holding a stream's /Length -> the new length
+    for num, body in objs.items():
+        new = _INFO_DATE.sub(info_date, bytes(body))
+        if b"/Type/Metadata" in new:
+            new = _XMP_DATE.sub(xmp_date, new)
+            new = _XMP_ID.sub(xmp_id, new)
+        else:
+            new = _restamped_stream(new, when, lengths)
+            if new is None:
+                return None
+        objs[num] = bytearray(new)
+    for num, length in lengths.items():
+        if num not in objs or not re.fullmatch(rb"\d+\s+0\s+obj\s*\d+\s*endobj\s*", bytes(objs[num])):
+            return None
+        objs[num] = bytearray(b"%d 0 obj\n%d\nendobj\n\n" % (num, length))
+    order, renumber = _fonts_in_canonical_order(objs, [num for num, _ in starts])
+    out = bytearray(data[:starts[0][1]])
+    offsets = {}
+    for num in order:
+        offsets[num] = len(out)
+        out += objs[num]
+    size = max(offsets) + 1
+    xref = bytearray(b"xref\n0 %d\n0000000000 65535 f \n" % size)
+    for n in range(1, size):
+        xref += b"%010d 00000 n \n" % offsets[n] if n in offsets else b"0000000000 65535 f \n"
+    if renumber:
+        trailer = _REF.sub(lambda r: b"%d 0 R" % renumber.get(int(r.group(1)), int(r.group(1))), trailer)
+    trailer = _TRAILER_ID.sub(b"/ID [ <" + uid + b">\n<" + uid + b"> ]", trailer)
+    trailer = _DOC_CHECKSUM.sub(b"", trailer)
+    start = len(out)
+    out += xref + trailer + b"startxref\n%d\n%%%%EOF\n" % start
+    return bytes(out)
+
+
+_REF = re.compile(rb"\b(\d+) 0 R\b")
+_HEAD = re.compile(rb"(\d+)(\s+0\s+obj\b)")
+
+
+def _refs(body: bytes | bytearray) -> dict[bytes, int]:
+    """The ``/Key N 0 R`` references of an object's dictionary (not of its stream data)."""
+    s = _STREAM.search(body)
+    head = bytes(body[:s.start()] if s else body)
+    return {m.group(1): int(m.group(2)) for m in re.finditer(rb"/(\w+)\s*(\d+) 0 R\b", head)}
+
+
+def _fonts_in_canonical_order(objs: dict[int, bytearray], order: list[int]) -> tuple[list[int], dict[int, int]]:
+    """Object order and renumbering that put LibreOffice's embedded fonts in one order.
+
+    LibreOffice writes each embedded font as a run of objects (font program, its length,
+    descriptor, ToUnicode map, font), but the runs come out in an order that changes from
+    run to run. Runs that sit side by side (in the numbering and in the file) are put in
+    the order of their font names and renumbered, and every reference is renumbered with
+    them (``objs`` is changed in place). Anything laid out otherwise is left as it is.
+    """
+    runs = []
+    for num in order:
+        body = objs[num]
+        if not re.search(rb"/Type\s*/Font\b", body) or b"/FontDescriptor" not in body:
+            continue
+        name = re.search(rb"/BaseFont\s*/([^\s/\[<>()]+)", body)
+        refs = _refs(body)
+        desc = refs.get(b"FontDescriptor")
+        if name is None or desc not in objs:
+            return order, {}
+        members = {num, desc}
+        if b"ToUnicode" in refs:
+            members.add(refs[b"ToUnicode"])
+        file = next((v for k, v in _refs(objs[desc]).items() if k.startswith(b"FontFile")), None)
+        if file is not None:
+            members.add(file)
+            length = _refs(objs.get(file, b"")).get(b"Length")
+            if length is not None:
+                members.add(length)
+        if not members <= objs.keys() or max(members) - min(members) + 1 != len(members):
+            return order, {}
+        runs.append((name.group(1), sorted(members)))
+    if len(runs) < 2:
+        return order, {}
+    by_number = sorted(runs, key=lambda r: r[1][0])
+    canonical = sorted(runs, key=lambda r: r[0])
+    if [r[1] for r in by_number] == [r[1] for r in canonical]:
+        return order, {}
+    block = [n for _, members in by_number for n in members]
+    if block != list(range(block[0], block[0] + len(block))) or len({r[0] for r in runs}) != len(runs):
+        return order, {}
+    positions = [order.index(n) for n in block]
+    if sorted(positions) != list(range(min(positions), min(positions) + len(block))):
+        return order, {}
+    renumber, new = {}, block[0]
+    for _, members in canonical:
+        for n in members:
+            renumber[n] = new
+            new += 1
+    def swap(body: bytearray, num: int) -> bytearray:
+        s = _STREAM.search(body)
+        cut = s.start() if s else len(body)
+        head = _HEAD.sub(lambda m: b"%d%s" % (renumber.get(num, num), m.group(2)), bytes(body[:cut]), count=1)
+        head = _REF.sub(lambda r: b"%d 0 R" % renumber.get(int(r.group(1)), int(r.group(1))), head)
+        return bytearray(head + bytes(body[cut:]))
+    renamed = {renumber.get(n, n): swap(body, n) for n, body in objs.items()}
+    objs.clear()
+    objs.update(renamed)
+    # In the file the block's place is kept; inside it the runs follow the canonical order.
+    first = min(positions)
+    in_file = [renumber.get(n, n) for n in order]
+    in_file[first:first + len(block)] = sorted(in_file[first:first + len(block)],
+                                               key=lambda n: next(i for i, (_, m) in enumerate(canonical)
+                                                                  if n in {renumber[x] for x in m}) * 1_000_000 + n)
+    return in_file, renumber
+
+
+def _restamped_stream(body: bytes, when: float, lengths: dict[int, int]) -> bytes | None:
+    """An object whose Flate stream is a font subset or an ICC profile, with its dates set to ``when``."""
+    s = _STREAM.search(body)
+    if s is None or b"/FlateDecode" not in body[:s.start()]:
+        return body
+    end = body.rfind(b"endstream")
+    if end < s.end():
+        return None
+    raw = body[s.end():end]
+    try:
+        plain = zlib.decompressobj().decompress(raw)
+    except zlib.error:
+        return body
+    fixed = _font_dated(plain, when) if plain[:4] in (b"\0\1\0\0", b"true", b"OTTO") else \
+        _icc_dated(plain, when) if plain[36:40] == b"acsp" else None
+    if fixed is None or fixed == plain:
+        return body
+    packed = zlib.compress(fixed, 9)
+    head = body[:s.start()]
+    m = re.search(rb"/Length\s+(\d+)(\s+0\s+R)?", head)
+    if m is None:
+        return None
+    if m.group(2):
+        lengths[int(m.group(1))] = len(packed)
+    else:
+        head = head[:m.start(1)] + b"%d" % len(packed) + head[m.end(1):]
+    tail = body[end:]
+    sep = b"\n" if raw.endswith(b"\n") else b""
+    return head + body[s.start():s.end()] + packed + sep + tail
+
+
+def _font_dated(font: bytes, when: float) -> bytes | None:
+    """A TrueType/OpenType font with its ``head`` created/modified dates and checksums set."""
+    count = struct.unpack(">H", font[4:6])[0]
+    tables = {}
+    for i in range(count):
+        tag, _, offset, length = struct.unpack(">4sIII", font[12 + 16 * i:28 + 16 * i])
+        tables[tag] = (i, offset, length)
+    if b"head" not in tables:
+        return None
+    i, offset, length = tables[b"head"]
+    if length < 36 or offset + length > len(font):
+        return None
+    out = bytearray(font)
+    stamp = struct.pack(">q", int(when) + _MAC_EPOCH)
+    out[offset + 8:offset + 12] = b"\0\0\0\0"
+    out[offset + 20:offset + 28] = stamp
+    out[offset + 28:offset + 36] = stamp
+    struct.pack_into(">I", out, 12 + 16 * i + 4, _sfnt_sum(out[offset:offset + length]))
+    struct.pack_into(">I", out, offset + 8, (0xB1B0AFBA - _sfnt_sum(out)) & 0xFFFFFFFF)
+    return bytes(out)
+
+
+def _sfnt_sum(data: bytes | bytearray) -> int:
+    padded = bytes(data) + b"\0" * (-len(data) % 4)
+    return sum(struct.unpack(f">{len(padded) // 4}I", padded)) & 0xFFFFFFFF
+
+
+def _icc_dated(profile: bytes, when: float) -> bytes | None:
+    """An ICC profile with its header's creation time set (only when it carries no profile ID,
+    which would be an MD5 over that time)."""
+    if len(profile) < 128 or any(profile[84:100]):
+        return None
+    t = time.gmtime(int(when))
+    return profile[:24] + struct.pack(">6H", t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec) + \
+        profile[36:]
 
 
 def _count_pages(path: Path) -> int:
@@ -262,12 +507,84 @@ class Converter:
         return seen, timed_out, stderr
 
     def _checked(self, job: Job, produced: Path, part: int, out_dir: Path, seconds: float) -> Result:
+        try:
+            st = os.stat(job.source)
+            seed = bytes.fromhex(job.sha256) if job.sha256 else _sha256(job.source)
+            make_reproducible(produced, st.st_mtime, seed)
+        except OSError as exc:
+            return Result(job.source, False, None, f"output could not be made reproducible: {exc.strerror}", seconds)
         ok, detail, pdfa = check_pdf(produced, part)
         if not ok:
             return Result(job.source, False, None, detail, seconds, pdfa)
         target = out_dir / f"{produced.stem}-{job.source.stem}.pdf"
         os.replace(produced, target)
         return Result(job.source, True, target, detail, seconds, pdfa)
+
+
+#: changes whenever :func:`make_reproducible` would write other bytes for the same input
+REPRODUCIBLE_FORMAT = "1"
+#: where converted documents are kept between builds (default: ``conversion-cache`` beside the build folders)
+CONVERSION_CACHE_ENV = "ARKIV_CONVERSION_CACHE"
+
+
+class ConversionCache:
+    """Converted PDF/A kept by what determines their bytes: the input's SHA-256 and time, the
+    target, the converter's version and :data:`REPRODUCIBLE_FORMAT`.
+
+    A rebuild of an unchanged interval, or a document delivered again, takes its PDF/A from
+    here instead of starting LibreOffice; as the conversion is reproducible, the package is the
+    same either way. Entries are written under a temporary name and renamed (a crash leaves no
+    half-written PDF), and every entry is checked again (:func:`check_pdf`) when it is used.
+    """
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self.hits = 0
+        self.stored = 0
+
+    @staticmethod
+    def key(job: Job, sha256: str, version: str) -> str:
+        mtime = int(os.stat(job.source).st_mtime)
+        text = f"{sha256}|{mtime}|{job.target}|{version}|{REPRODUCIBLE_FORMAT}"
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.pdf"
+
+    def get(self, key: str, part: int) -> tuple[Path, str, str | None] | None:
+        """(path, check detail, PDF/A claim) of a stored conversion, or None."""
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        ok, detail, pdfa = check_pdf(path, part)
+        if not ok:
+            path.unlink(missing_ok=True)  # a damaged entry is converted again, never used
+            return None
+        self.hits += 1
+        return path, detail, pdfa
+
+    def put(self, key: str, produced: Path) -> Path:
+        """Store a checked conversion; returns the stored copy's path."""
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        try:
+            shutil.copyfile(produced, tmp)
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.stored += 1
+        return path
+
+
+def _sha256(path: Path) -> bytes:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.digest()
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -286,4 +603,5 @@ def _kill(proc: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-__all__ = ["Converter", "FAMILY_BY_PUID", "Job", "Result", "check_pdf", "libreoffice_version"]
+__all__ = ["ConversionCache", "Converter", "FAMILY_BY_PUID", "Job", "Result", "check_pdf", "libreoffice_version",
+           "make_reproducible"]

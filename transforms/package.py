@@ -28,6 +28,7 @@ PREMIS quarantine event: never silently missing.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -55,11 +56,28 @@ import pyarrow.parquet as pq
 from lxml import etree
 
 from . import __version__, erms, premis
-from .conversion import Converter, Job, conversion_processes
-from .errors import ArkivError, ContentError
+from .conversion import (
+    CONVERSION_CACHE_ENV,
+    FAMILY_BY_PUID,
+    ConversionCache,
+    Converter,
+    Job,
+    Result,
+    conversion_processes,
+    libreoffice_version,
+)
+from .errors import ArkivError, ConfigError, ContentError
 from .extract import Partition, StagedBatch, open_document
 from .fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
-from .formats import POOL_MIN_FILES, Decision, FormatPolicy, Identification, Identifier, IdentifyPool
+from .formats import (
+    CONVERSION_TARGETS,
+    POOL_MIN_FILES,
+    Decision,
+    FormatPolicy,
+    Identification,
+    Identifier,
+    IdentifyPool,
+)
 from .hashing import HashingWriter, copy_hashed, fsync_dir
 from .mets import FileGroup, FileRef, MetadataRef, build_mets, write_mets
 from .periods import add_period
@@ -133,6 +151,29 @@ class BuiltPackage:
 def package_id_for(system: str, record_class: str, period: str, part: int, digest: str) -> str:
     """Deterministic OBJID: the same content for the same interval gets the same ID (CSIP1)."""
     return "uuid-" + str(uuid.uuid5(PACKAGE_NAMESPACE, f"{system}|{record_class}|{period}|{part}|{digest}"))
+
+
+def batch_time(staged: StagedBatch) -> dt.datetime:
+    """The time a package of ``staged`` says it was made: the batch's own, never the clock's.
+
+    The end of the batch's interval when the batch was staged after it (a closed interval,
+    the usual case): a re-extraction of the same interval gives the same time. For an
+    interval still open when it was staged, the time it was staged (its manifest's mtime),
+    so no package claims a moment that had not come when it was built. Naive times are UTC.
+    Two builds of one staged batch therefore write the same dates into METS and PREMIS.
+    """
+    times = []
+    try:
+        end = dt.datetime.fromisoformat(staged.interval_end)
+        times.append(end if end.tzinfo else end.replace(tzinfo=dt.UTC))
+    except (TypeError, ValueError):
+        pass
+    with contextlib.suppress(OSError):
+        times.append(dt.datetime.fromtimestamp(os.stat(staged.manifest_path).st_mtime, dt.UTC))
+    if not times:
+        raise ConfigError(f"staged batch {staged.system} {staged.batch} has neither an interval end nor a "
+                          "manifest to date its packages by")
+    return min(times).astimezone(dt.UTC).replace(microsecond=0)
 
 
 def safe_name(name: str) -> str:
@@ -313,6 +354,7 @@ def build_packages(
     policy: FormatPolicy | None = None,
     conversion_timeout: float | None = None,
     skip: Collection[str] = (),
+    conversion_cache: Path | None = None,
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk).
 
@@ -320,6 +362,11 @@ def build_packages(
     conversion (default ``<build_dir>/quarantined-documents``); ``policy`` defaults to the
     system's (the shipped default with the system's ``format_policy`` overrides). ``skip``:
     package IDs not to build (already archived by an earlier, interrupted run of the batch).
+    ``now``: the time written into METS, PREMIS and the TAR for what the build writes itself;
+    by default the batch's own (:func:`batch_time`), so a rebuild gives the same bytes.
+    ``conversion_cache``: where PDF/A conversions are kept between builds
+    (:class:`~transforms.conversion.ConversionCache`; default ``$ARKIV_CONVERSION_CACHE``, else
+    ``.conversion-cache`` beside ``build_dir``).
 
     The quality gate refuses a batch whose documents do not belong to their records; the
     builder asks again, over the whole batch, before it writes anything: such a package can
@@ -328,10 +375,12 @@ def build_packages(
     profile = profile or (FGS_ERMS if system.content_kind == "erms" else FGS_TABULAR)
     partition = staged.partitions[record_class]
     check_document_ownership(system, staged.table_files(), f"{system.name} {staged.batch} {record_class}")
-    now = now or dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = now or batch_time(staged)
     build_dir.mkdir(parents=True, exist_ok=True)
+    cache = conversion_cache or Path(os.environ.get(CONVERSION_CACHE_ENV) or build_dir.parent / ".conversion-cache")
     formats = _FormatStep(policy or system.formats, build_dir,
-                          quarantine_dir or build_dir / "quarantined-documents", conversion_timeout)
+                          quarantine_dir or build_dir / "quarantined-documents", conversion_timeout,
+                          ConversionCache(cache))
     built = []
     try:
         for part_no, cases in enumerate(_chunks(system, partition)):
@@ -516,8 +565,10 @@ class _PackageFiles:
 class _FormatStep:
     """Identification, policy and conversion for the packages of one build_packages call."""
 
-    def __init__(self, policy: FormatPolicy, build_dir: Path, quarantine_dir: Path, timeout: float | None):
+    def __init__(self, policy: FormatPolicy, build_dir: Path, quarantine_dir: Path, timeout: float | None,
+                 cache: ConversionCache | None = None):
         self.policy = policy
+        self.cache = cache
         self.build_dir = build_dir
         self.quarantine_dir = quarantine_dir
         self.timeout = timeout
@@ -549,7 +600,33 @@ class _FormatStep:
             self._pool.close()
             self._pool = None
 
-    def convert(self, jobs: list[Job], work: Path) -> list:
+    def convert(self, jobs: list[Job], work: Path) -> list[Result]:
+        """Convert a package's batch, taking what the cache has from it and storing the rest."""
+        if self.cache is None:
+            return self._convert(jobs, work)
+        if self.converter_version is None:
+            self.converter_version = libreoffice_version()
+        results: list[Result | None] = [None] * len(jobs)
+        keys: dict[int, str] = {}
+        misses = []
+        for i, job in enumerate(jobs):
+            part = CONVERSION_TARGETS.get(job.target)
+            if job.sha256 and part is not None and job.puid in FAMILY_BY_PUID:
+                with contextlib.suppress(OSError):  # an unreadable source is the converter's to report
+                    keys[i] = ConversionCache.key(job, job.sha256, self.converter_version)
+                    hit = self.cache.get(keys[i], part)
+                    if hit is not None:
+                        results[i] = Result(job.source, True, hit[0], hit[1], 0.0, hit[2])
+                        continue
+            misses.append(i)
+        if misses:
+            for i, r in zip(misses, self._convert([jobs[i] for i in misses], work), strict=True):
+                if r.ok and r.output is not None and i in keys:
+                    r = Result(r.source, True, self.cache.put(keys[i], r.output), r.detail, r.seconds, r.pdfa)
+                results[i] = r
+        return results  # type: ignore[return-value]
+
+    def _convert(self, jobs: list[Job], work: Path) -> list[Result]:
         """Convert a package's batch; a large batch is split between LibreOffice processes.
 
         LibreOffice converts one document at a time, on one CPU, at ~0.1 s a document: the
@@ -587,7 +664,8 @@ class _FormatStep:
         pending, files.to_convert = files.to_convert, []
         if not pending:
             return
-        jobs = [Job(Path(p.src), p.verdict.ident.puid, p.verdict.decision.target or "pdfa-2b") for p in pending]
+        jobs = [Job(Path(p.src), p.verdict.ident.puid, p.verdict.decision.target or "pdfa-2b", p.oobj.sha256)
+                for p in pending]
         for p, r in zip(pending, self.convert(jobs, work), strict=True):
             v = p.verdict
             v.detail, v.seconds = r.detail, r.seconds
@@ -610,8 +688,9 @@ class _FormatStep:
         rel = p.rel
         pdf_rel = rel.rsplit(".", 1)[0] + ".pdf" if "." in rel.rsplit("/", 1)[-1] else rel + ".pdf"
         arc = f"representations/{REP}/data/{pdf_rel}"
+        # dated as its original, not as the moment (or the build) that converted it
         ref, obj = _add_file(tar, files.objid, arc, v.output, p.file_id, p.original_name,  # type: ignore[arg-type]
-                             "application/pdf")
+                             "application/pdf", mtime=os.stat(p.src).st_mtime)
         obj = _with_format(obj, v.output_ident,  # type: ignore[arg-type]
                            derived_from=p.orig_arc,
                            creating_application=("LibreOffice", (self.converter_version or "").split()[-1]))
@@ -714,8 +793,7 @@ class _FormatStep:
             evs.append(premis.Event(
                 identifier=f"{objid}-migration-{i + 1}", type="migration", time=now,
                 outcome="success" if ok else "failure",
-                detail=f"{f['label']} to {f['target']} with {self.converter_version}"
-                       + (f" in {f['seconds']:.1f} s" if f.get("seconds") else ""),
+                detail=f"{f['label']} to {f['target']} with {self.converter_version}",
                 outcome_note=f["detail"],
                 agents=(("libreoffice", "executing program"),),
                 objects=((f["path"], "source"), (f["derivative"], "outcome")) if ok else ((f["path"], "source"),)))
@@ -1154,13 +1232,14 @@ def _source_stat(src: str | Path, file_id: str) -> os.stat_result:
 def _add_file(tar: TarStream, objid: str, arcname: str, src: str | Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
               rep: str = REP, ident: Identification | None = None,
-              st: os.stat_result | None = None, staged: bool = False) -> tuple[FileRef, premis.FileObject]:
+              st: os.stat_result | None = None, staged: bool = False,
+              mtime: float | None = None) -> tuple[FileRef, premis.FileObject]:
     """Copy one document into the TAR, hashing it on the way (one read); ``ident``: its identification,
     carried by the PREMIS file object; ``st``: its ``os.stat`` when the caller has it already.
 
     ``staged``: ``src`` is a source document as staging resolved it; it is opened without following
     any link (a link swapped in since staging is refused, never copied), and its size and time are
-    taken from the file actually opened."""
+    taken from the file actually opened. ``mtime``: the time to give it instead of its own."""
     if st is None and not staged:
         st = _source_stat(src, file_id)
     try:
@@ -1175,12 +1254,13 @@ def _add_file(tar: TarStream, objid: str, arcname: str, src: str | Path, file_id
             if not stat.S_ISREG(st.st_mode):
                 raise ContentError(f"document file for {file_id} cannot be read: not a regular file")
         try:
-            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, int(st.st_mtime))
+            when = int(st.st_mtime if mtime is None else mtime)
+            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, when)
         except SourceSizeError:
             raise PackageBuildError(f"{os.path.basename(src)}: changed while it was being copied into package "
                                     f"{objid}") from None
     mime = declared_mime or MIME_BY_SUFFIX.get(os.path.splitext(src)[1].lower(), "application/octet-stream")
-    created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0)
+    created = dt.datetime.fromtimestamp(when, dt.UTC)
     href = arcname.removeprefix(f"representations/{rep}/")
     ref = FileRef(file_id, href, mime, st.st_size, digest, created)
     if ident is None:

@@ -84,16 +84,18 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
     from transforms.validate import validate_package
 
     rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
-    serial = build_packages(LEX, staged, rc, tmp_path / "serial", now=NOW)
+    # separate conversion caches: the split build must convert, not take the serial build's PDFs
+    serial = build_packages(LEX, staged, rc, tmp_path / "serial", now=NOW, conversion_cache=tmp_path / "cache-serial")
     docx = sum(p.converted for p in serial)
     assert docx >= 2, "the Lex sample has DOCX to convert"
     assert len(started) == 1  # a small batch: one office
     started.clear()
     monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
-    split = build_packages(LEX, staged, rc, tmp_path / "split", now=NOW)
+    split = build_packages(LEX, staged, rc, tmp_path / "split", now=NOW, conversion_cache=tmp_path / "cache-split")
     assert len(started) == 2 and all(c._dir is None for c in started)  # two offices, both cleaned up
     assert sum(c.invocations for c in started) >= 2
     assert [p.package_id for p in split] == [p.package_id for p in serial]
+    assert [p.sha256 for p in split] == [p.sha256 for p in serial]  # however many offices converted them
     assert _outcomes(split) == _outcomes(serial)
     assert sum(p.converted for p in split) == docx
     for pkg in split:
