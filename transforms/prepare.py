@@ -206,8 +206,9 @@ class _Preparer:
     def change(self, rid: str, where: str, what: str, original: object, new: object = "") -> None:
         if self._quiet:
             return  # our own additions (the kept original) are told by their own event, not as corrections
-        self.changes.append(Change(rid, where, what, "" if original is None else str(original),
-                                   "" if new is None else str(new)))
+        # Values come from the delivery (hrefs are file names): escaped and masked like any name.
+        self.changes.append(Change(rid, where, what, "" if original is None else safe_name(str(original)),
+                                   "" if new is None else safe_name(str(new))))
 
     def refuse(self, rid: str, message: str, where: str) -> None:
         self.refusals.append(Finding(rid, "ERROR", message, where))

@@ -1,12 +1,12 @@
 """Prepared systems: finished FGS/E-ARK packages delivered into an inbox.
 
-Each package is validated with the same validator as ``arkiv validate``. A valid package is
-ingested exactly as delivered. A package whose only faults are ones we can repair without
-inventing anything — missing standard schemas, ``file`` elements without SIZE or CREATED
-(both computable from the delivered bytes) — is repaired, revalidated and ingested, and every
-repair is said. Anything else is quarantined with its validation report; a checksum that
-does not match, for instance, is never "repaired": it may be the very damage fixity exists
-to catch.
+Each package is validated with the same validator as ``arkiv validate``. A package that is
+already CSIP/SIP 2.1.0 (FGS 2.0) is ingested exactly as delivered. Any other E-ARK 2.x package
+goes through the same code as ``arkiv prepare`` (:mod:`transforms.prepare`): what can be derived
+from the package itself is completed, the delivered original is kept inside the result, and every
+change becomes an event (outcome ``repaired``). Anything else is quarantined with its validation
+report; a checksum that does not match, for instance, is never "repaired": it may be the very
+damage fixity exists to catch.
 
 Accepted packages then get the same format identification and policy check as the packages
 we build (:mod:`transforms.formats`): every file under ``representations/*/data/`` is
@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
-import hashlib
 import json
 import os
-import shutil
-import tarfile
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -35,20 +32,15 @@ from .errors import ContentError
 from .formats import FormatPolicy, Identifier, default_policy
 from .hashing import copy_hashed, fsync_dir, sha256_file
 from .masking import safe_name
+from .prepare import prepare_package
 from .safe_archive import KIND_LABELS, UnsafeArchive, container_kind, extract_package, open_package
-from .validate import Finding, ValidationReport, validate_package
-from .xmltools import NS_ERMS, NS_METS, NS_XLINK, SCHEMA_DIR, parse_bytes, schemas_used
+from .validate import FGS_SPEC_VERSION, Finding, ValidationReport, validate_package
+from .xmltools import NS_ERMS, NS_METS, NS_XLINK, parse_bytes
 
 M = f"{{{NS_METS}}}"
 XLINK = f"{{{NS_XLINK}}}"
 #: what intake picks up from an inbox; compressed tars only to quarantine them with a reason
 PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
-#: requirements whose failure we can repair from the delivered bytes alone
-REPAIRABLE = {
-    "CSIP113", "CSIP97", "CSIP98", "CSIP99", "CSIP100", "CSIP118",  # Schemas file group and division
-    "CSIP69", "CSIP70",  # file/@SIZE, file/@CREATED
-    "CSIPSTR15", "ARK5",  # schemas folder
-}
 
 
 @dataclass
@@ -137,7 +129,8 @@ def _failure_report(path: Path, exc: BaseException):
 def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCheck, out: list[Intake],
            made: list[Path]) -> Intake:
     """One delivery's outcome; files it writes to ``build_dir`` are listed in ``made`` until it returns."""
-    report = validate_package(path, "sip", compressed=False)
+    # Already FGS 2.0 (CSIP/SIP 2.1.0): taken in as delivered. Other versions are prepared.
+    report = validate_package(path, "sip", compressed=False, spec_version=FGS_SPEC_VERSION)
     errors = [f for f in report.findings if f.severity == "ERROR"]
     objid = _objid(path) if report.valid or errors else None
     if objid and any(i.package_id == objid for i in out):
@@ -148,20 +141,23 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
         if owners := _file_owner_problems(path, report):
             return _quarantine(path, report, quarantine_dir, owners)
         return checker.check(_accept(path, path, build_dir, "valid", [], made))
-    if errors and all(f.requirement in REPAIRABLE for f in errors):
-        repaired, repairs = _repair(path, build_dir)
-        made.append(repaired)
-        try:
-            second = validate_package(repaired, "sip", compressed=False)
-            if second.valid:
-                if owners := _file_owner_problems(repaired, second):
-                    return _quarantine(path, second, quarantine_dir, owners)
-                return checker.check(_accept(path, repaired, build_dir, "repaired", repairs, made))
-        finally:
-            repaired.unlink(missing_ok=True)
-        errors = [f for f in second.findings if f.severity == "ERROR"]
-        report = second
-    return _quarantine(path, report, quarantine_dir, errors)
+    if any(f.requirement == "PACKAGE" for f in errors):
+        return _quarantine(path, report, quarantine_dir, errors)
+    with tempfile.TemporaryDirectory(prefix=".prepare-", dir=build_dir) as work:
+        result = prepare_package(path, Path(work), as_tar=True, identifier=checker.identifier())
+        if not result.ok:
+            delivered = result.report or report
+            seen = {(f.requirement, f.message) for f in delivered.findings}
+            delivered.findings.extend(f for f in result.findings if (f.requirement, f.message) not in seen)
+            return _quarantine(path, delivered, quarantine_dir, result.findings)
+        second = result.report
+        if owners := _file_owner_problems(Path(result.package), second):
+            return _quarantine(path, second, quarantine_dir, owners)
+        repairs = [f"{c.requirement}: {c.what} (was {c.original!r}) [{c.location}]" if c.original else
+                   f"{c.requirement}: {c.what} [{c.location}]" for c in result.changes]
+        repairs.append(f"prepared from E-ARK {result.delivered_version}; the delivered package is kept unchanged "
+                       f"in the package (SHA-256 {result.original_sha256})")
+        return checker.check(_accept(path, Path(result.package), build_dir, "repaired", repairs, made))
 
 
 #: the intake's own rule: every file a case names in the package's ERMS is a data file of that case alone
@@ -194,9 +190,13 @@ class _FormatCheck:
         self.work_parent = work_parent
         self._identifier: Identifier | None = None
 
-    def check(self, intake: Intake) -> Intake:
+    def identifier(self) -> Identifier:
         if self._identifier is None:
             self._identifier = Identifier()
+        return self._identifier
+
+    def check(self, intake: Intake) -> Intake:
+        self.identifier()
         with extract_package(intake.path, parent=self.work_parent) as root:
             for f in sorted(root.glob("representations/*/data/**/*")):
                 if not f.is_file():
@@ -279,130 +279,8 @@ def _quarantine(path: Path, report, quarantine_dir: Path, errors, note: str | No
     return Intake(source=path.name, outcome="quarantined", findings=findings, report=str(report_path))
 
 
-# --- repair ------------------------------------------------------------------------------------
-
-def _repair(path: Path, build_dir: Path) -> tuple[Path, list[str]]:
-    """Apply the safe repairs to a copy; returns the repaired TAR and what was done."""
-    repairs: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="arkiv-repair-", dir=build_dir) as tmp, \
-            extract_package(path, parent=tmp) as root:
-        mets_files = [root / "METS.xml", *sorted(root.glob("representations/*/METS.xml"))]
-        changed: set[Path] = set()
-        for mets_path in mets_files:
-            tree = parse_bytes(mets_path.read_bytes(), name=mets_path.name)
-            if _fill_file_attributes(tree, mets_path.parent, repairs, root):
-                changed.add(mets_path)
-                mets_path.write_bytes(etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
-        root_tree = parse_bytes((root / "METS.xml").read_bytes(), name="METS.xml")
-        if _add_schemas(root_tree, root, repairs):
-            changed.add(root / "METS.xml")
-        if changed - {root / "METS.xml"}:
-            _refresh_entries(root_tree, root, changed)
-        _mark_edited(root_tree, repairs)
-        (root / "METS.xml").write_bytes(etree.tostring(root_tree, xml_declaration=True, encoding="UTF-8"))
-        out = build_dir / f".repaired-{uuid.uuid4().hex[:8]}.tar"
-        with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-            tar.add(root, arcname=root.name)
-    return out, repairs
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()
-
-
-def _fill_file_attributes(tree, base: Path, repairs: list[str], root: Path) -> bool:
-    changed = False
-    for f in tree.getroot().iter(M + "file"):
-        loc = f.find(M + "FLocat")
-        href = loc.get(XLINK + "href") if loc is not None else None
-        target = (base / href).resolve() if href else None
-        if target is None or not target.is_file() or not target.is_relative_to(root.resolve()):
-            continue
-        st = target.stat()
-        if not f.get("SIZE"):
-            f.set("SIZE", str(st.st_size))
-            repairs.append(f"{href}: SIZE added from the delivered file ({st.st_size} bytes)")
-            changed = True
-        if not f.get("CREATED"):
-            created = dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).replace(microsecond=0, tzinfo=None).isoformat()
-            f.set("CREATED", created)
-            repairs.append(f"{href}: CREATED added from the delivered file's modification time")
-            changed = True
-    return changed
-
-
-def _add_schemas(tree, root: Path, repairs: list[str]) -> bool:
-    """Add the bundled official XSDs the package's XML uses, and the Schemas file group and division."""
-    mets = tree.getroot()
-    needed: set[str] = set()
-    for xml in root.rglob("*.xml"):
-        if "/data/" in xml.as_posix():
-            continue
-        needed |= set(schemas_used(parse_bytes(xml.read_bytes(), name=xml.name)))
-    file_sec = mets.find(M + "fileSec")
-    group = None if file_sec is None else file_sec.find(f"{M}fileGrp[@USE='Schemas']")
-    listed = set() if group is None else {
-        (fl.get(XLINK + "href") or "") for fl in group.iter(M + "FLocat")}
-    missing = sorted(n for n in needed if f"schemas/{n}" not in listed or not (root / "schemas" / n).is_file())
-    if not missing or file_sec is None:
-        return False
-    (root / "schemas").mkdir(exist_ok=True)
-    if group is None:
-        group = etree.Element(M + "fileGrp", ID="grp-Schemas-arkivflode", USE="Schemas")
-        file_sec.insert(0, group)
-    for i, name in enumerate(missing):
-        target = root / "schemas" / name
-        if not target.is_file():
-            shutil.copyfile(SCHEMA_DIR / name, target)
-        data = target.read_bytes()
-        f = etree.SubElement(group, M + "file", ID=f"schema-arkivflode-{i}", MIMETYPE="application/xml",
-                             SIZE=str(len(data)), CREATED=_now(), CHECKSUM=hashlib.sha256(data).hexdigest(),
-                             CHECKSUMTYPE="SHA-256")
-        etree.SubElement(f, M + "FLocat", {"LOCTYPE": "URL", XLINK + "type": "simple",
-                                           XLINK + "href": f"schemas/{name}"})
-        repairs.append(f"schemas/{name}: the official schema added (the package's XML uses it)")
-    main = mets.find(f"{M}structMap[@LABEL='CSIP']/{M}div")
-    if main is not None and main.find(f"{M}div[@LABEL='Schemas']") is None:
-        div = etree.Element(M + "div", ID="div-Schemas-arkivflode", LABEL="Schemas")
-        etree.SubElement(div, M + "fptr", FILEID=group.get("ID"))
-        # after Metadata/Documentation, before the representations
-        reps = [d for d in main if isinstance(d.tag, str) and (d.get("LABEL") or "").startswith("Representations")]
-        if reps:
-            reps[0].addprevious(div)
-        else:
-            main.append(div)
-        repairs.append("structMap: Schemas division added")
-    return True
-
-
-def _refresh_entries(tree, root: Path, changed: set[Path]) -> None:
-    """Update SIZE and CHECKSUM of root-METS entries that point at files we rewrote."""
-    for f in tree.getroot().iter(M + "file"):
-        loc = f.find(M + "FLocat")
-        href = loc.get(XLINK + "href") if loc is not None else None
-        if href and (root / href) in changed:
-            digest, size = sha256_file(root / href)
-            f.set("SIZE", str(size))
-            f.set("CHECKSUM", digest)
-            f.set("CHECKSUMTYPE", "SHA-256")
-
-
-def _mark_edited(tree, repairs: list[str]) -> None:
-    """Say in the package itself that Arkivflöde changed it, and when (CSIP8)."""
-    hdr = tree.getroot().find(M + "metsHdr")
-    if hdr is None:
-        return
-    hdr.set("LASTMODDATE", _now())
-    agent = etree.Element(M + "agent", ROLE="EDITOR", TYPE="OTHER", OTHERTYPE="SOFTWARE")
-    etree.SubElement(agent, M + "name").text = "Arkivflöde"
-    note = etree.SubElement(agent, M + "note")
-    note.text = f"Repaired at ingest: {len(repairs)} change(s); see the catalogue's events"
-    agents = hdr.findall(M + "agent")
-    (agents[-1].addnext(agent) if agents else hdr.insert(0, agent))
-
-
 def intake_dict(i: Intake) -> dict:
     return asdict(i)
 
 
-__all__ = ["Intake", "REPAIRABLE", "delivered", "intake_dict", "take_in"]
+__all__ = ["Intake", "delivered", "intake_dict", "take_in"]
