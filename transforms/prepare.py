@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import logging
 import mimetypes
 import os
 import posixpath
@@ -61,6 +62,8 @@ from .validate import (
     vocabulary,
 )
 from .xmltools import NS_CSIP, NS_METS, NS_SIP, NS_XLINK, SCHEMA_DIR, XMLRejected, parse_bytes, schemas_used
+
+_log = logging.getLogger(__name__)
 
 M = f"{{{NS_METS}}}"
 XL = f"{{{NS_XLINK}}}"
@@ -591,8 +594,7 @@ class _Preparer:
         mdtype, other = _MDTYPES.get(ns or "", ("OTHER", None))
         ref = etree.Element(f"{M}mdRef", LOCTYPE="URL", MDTYPE=mdtype)
         if mdtype == "OTHER":
-            ref.set("OTHERMDTYPE", other or (etree.QName("x").localname if ns is None else ns.rsplit("/", 1)[-1]
-                                             or "XML"))
+            ref.set("OTHERMDTYPE", other or (ns.rstrip("/").rsplit("/", 1)[-1] if ns else "") or "XML")
         ref.set(f"{XL}type", "simple")
         ref.set(f"{XL}href", urllib.parse.quote(local, safe="/-_.~"))
         if kind == "descriptive":
@@ -973,6 +975,18 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
                 return result
         except UnsafeArchive as exc:
             result.findings = [Finding("PACKAGE", "ERROR", str(exc), safe_name(exc.member or ""))]
+            return result
+        except OSError as exc:
+            if exc.errno is not None:
+                raise  # the disk's fault, not the delivery's: the caller retries
+            result.findings = [Finding("PACKAGE", "ERROR", f"the package could not be prepared: damaged or "
+                                       f"unreadable content ({type(exc).__name__})", "")]
+            return result
+        except Exception as exc:  # noqa: BLE001 - no delivery may turn into a traceback
+            # Only the type: an exception's text may quote the package's content.
+            _log.warning("preparing a package stopped on %s", type(exc).__name__)
+            result.findings = [Finding("PACKAGE", "ERROR", f"the package could not be prepared: damaged or "
+                                       f"unreadable content ({type(exc).__name__})", "")]
             return result
 
 
