@@ -29,7 +29,8 @@ def _build(corpus: Corpus, out: Path, policy: FormatPolicy) -> dict:
     out.mkdir(parents=True)
     built = []
     for rc in corpus.staged.partitions:
-        built += build_packages(LEX, corpus.staged, rc, out, policy=policy)
+        # a cache of its own in each round: every round converts, as a first build does
+        built += build_packages(LEX, corpus.staged, rc, out, policy=policy, conversion_cache=out / ".conversion-cache")
     sync_fs(out)
     converted = [f for p in built for f in p.formats if f["outcome"] == "converted"]
     return {"packages": len(built), "output_bytes": sum(p.size for p in built), "paths": [p.path for p in built],
