@@ -81,6 +81,10 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     recorded = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex")
     assert recorded["transfer"]["verified"] == "at transfer" and len(recorded["transfer"]["aip_receipt_sha256"]) == 64
     assert {(r["source_id"], r["reference"]) for r in recorded["records"]} == stored
+    # the archive API's path gives it too (it answered 409 once the package had moved)
+    served = arc.receipt(ARCHIVIST, keep[0].id)
+    assert served["storage"] == "slutarkiv" and served["record_count"] == keep[0].record_count
+    assert arc.cat.events(package_id=keep[0].id)[-1].type == "receipt"
     # a disposed package has no receipt
     with pytest.raises(ReceiptRefused):
         build_receipt(arc.cat, arc.store, dispose[0].id, issued_to="lex")

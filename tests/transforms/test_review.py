@@ -87,3 +87,38 @@ def test_pages_list_filter_and_chart(bad_batch):
     assert 'aria-label="lex"' in review_web.overview_page(cat, "/arkiv")
     report = json.loads(Path(case.report).read_text(encoding="utf-8"))
     assert report["data_docs"].endswith("index.html")
+
+
+class _Terminal:
+    """Standard input as a person's terminal, for the confirmation question."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_deciding_at_the_command_line_says_what_was_decided_and_asks_first(bad_batch, monkeypatch, capsys):
+    from transforms import cli
+
+    settings, batch = bad_batch
+    with pytest.raises(ContentError):
+        pipeline.check_quality(settings, "lex", batch["manifest"])
+    cat = pipeline.catalogue(settings)
+    (case,) = review.cases(cat, status="open")
+
+    # an approval without a justification is refused before anything is asked or decided
+    assert cli.main(["quarantine", "approve", case.id, "--by", "Anna Arkivarie", "--yes"]) == 2
+    assert "--reason" in capsys.readouterr().err
+    # at a terminal the decision is asked for; anything but yes decides nothing
+    monkeypatch.setattr("sys.stdin", _Terminal())
+    answers = iter(["n", "ja"])
+    monkeypatch.setattr("builtins.input", lambda prompt: next(answers))
+    decide = ["quarantine", "reject", case.id, "--by", "Anna Arkivarie", "--reason", "rättas i Lex"]
+    assert cli.main(decide) == 2
+    assert "not confirmed" in capsys.readouterr().err
+    assert review.cases(cat, status="open")[0].id == case.id
+    assert cli.main(decide) == 0
+    out = capsys.readouterr().out
+    assert f"quarantine case {case.id} rejected by Anna Arkivarie / karantänärendet avvisad av Anna Arkivarie" in out
+    assert "rejectd" not in out
+    (decided,) = review.cases(cat, status="rejected")
+    assert decided.decided_by == "Anna Arkivarie" and decided.justification == "rättas i Lex"
