@@ -608,7 +608,9 @@ class _Preparer:
             amd = mets.find(f"{M}amdSec")
             if amd is None:
                 amd = etree.Element(f"{M}amdSec")
-                anchor = mets.find(f"{M}fileSec") or mets.find(f"{M}structMap")
+                anchor = mets.find(f"{M}fileSec")
+                if anchor is None:
+                    anchor = mets.find(f"{M}structMap")
                 anchor.addprevious(amd) if anchor is not None else mets.append(amd)
             md = etree.SubElement(amd, f"{M}digiprovMD", ID=self.new_id("digiprov"), STATUS="CURRENT")
             md.append(ref)
@@ -923,7 +925,8 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
         raise FileNotFoundError(str(source))
     out_dir.mkdir(parents=True, exist_ok=True)
     delivered = validate_package(source, None)
-    result = PrepareResult(source=source.name, outcome="refused", delivered_version=delivered.spec_version,
+    result = PrepareResult(source=source.name, outcome="refused",
+                           delivered_version=delivered.declared_version or delivered.spec_version,
                            delivered_reason=delivered.spec_reason, report=delivered)
     hard = [f for f in delivered.findings if f.severity == "ERROR" and f.requirement in REFUSED_RULES]
     if hard:

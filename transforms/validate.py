@@ -389,6 +389,7 @@ class ValidationReport:
     bytes_checked: int = 0
     suppressed: dict[str, int] = field(default_factory=dict)  # findings over the per-rule cap
     spec_version: str = FGS_SPEC_VERSION  # the E-ARK version whose rules were applied
+    declared_version: str = ""  # what the package declares ("1.x" for a refused first-generation package)
     spec_reason: str = ""  # why that version (what the package declares, or a forced choice)
 
     @property
@@ -410,7 +411,8 @@ class ValidationReport:
     def to_dict(self) -> dict:
         return {
             "path": _clean(self.path), "valid": self.valid, "profile": self.profile,
-            "spec_version": self.spec_version, "spec_reason": _clean(self.spec_reason),
+            "spec_version": self.spec_version, "declared_version": self.declared_version,
+            "spec_reason": _clean(self.spec_reason),
             "files_checked": self.files_checked, "bytes_checked": self.bytes_checked,
             "counts": dict(Counter(f.severity for f in self.findings)),
             "findings": [f.to_dict() for f in self.findings],
@@ -438,7 +440,7 @@ class ValidationReport:
             first = items[0]
             extra = len(items) - 1 + self.suppressed.get(rid, 0) * (sev == "ERROR")
             more = f" (+{extra} more)" if extra > 0 else ""
-            title = _titles(self.spec_version if self.spec_version in SPEC_VERSIONS else FGS_SPEC_VERSION).get(rid, "")
+            title = _titles(self.spec_version).get(rid, "")
             where = f" [{first.location}]" if first.location else ""
             lines.append(f"  {sev:<7} {rid:<9} {title}: {first.message}{where}{more}")
         if counts["INFO"] and not show_info:
@@ -953,7 +955,8 @@ class _Validator:
         elif self.forced == "fgs":
             self.spec, reason = FGS_SPEC_VERSION, "FGS 2.0 is CSIP/SIP 2.1.0 plus the FGS rules"
         elif choice.version == "1.x":
-            self.spec, reason = FGS_SPEC_VERSION, choice.reason
+            self.spec = FGS_SPEC_VERSION
+            reason = f"{choice.reason}, refused (SPEC-VERSION); its other findings use the 2.1.0 rules"
         else:
             self.spec, reason = choice.version, choice.reason
         if choice.version == "1.x" and not self.forced_spec:
@@ -962,7 +965,8 @@ class _Validator:
         if self.forced is None and not choice.sip:
             reason += "; no SIP rules applied"
         self.levels = _levels(self.spec)
-        self.report.spec_version = "1.x" if choice.version == "1.x" and not self.forced_spec else self.spec
+        self.report.spec_version = self.spec
+        self.report.declared_version = choice.version
         self.report.spec_reason = reason
 
     # -- entry -------------------------------------------------------------------------------
@@ -2282,8 +2286,7 @@ def validate_package(path: str | Path, profile: str | None = None, *, limits: Li
             report.findings.append(Finding("PACKAGE", "ERROR", "could not read the package: "
                                            f"damaged or unreadable content ({type(exc).__name__})", ""))
         report.profile = v.profile
-    spec = report.spec_version if report.spec_version in SPEC_VERSIONS else FGS_SPEC_VERSION
-    ids = {r.id for r in _requirements(report.profile, spec)}
+    ids = {r.id for r in _requirements(report.profile, report.spec_version)}
     report.checked = sorted((CHECKED & ids), key=_id_key)
     return report
 

@@ -6,6 +6,8 @@ SIP 2.2.0, RODA-in, meemoo-like), each written the way that tool writes them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from lxml import etree
 from test_prepare import (
@@ -96,7 +98,8 @@ def test_csip_package_is_not_reported_as_sip(tmp_path):
 
 def test_1x_package_is_refused_naming_the_version(tmp_path):
     rep = v.validate_package(make_1x(tmp_path))
-    assert not rep.valid and rep.spec_version == "1.x"
+    assert not rep.valid and rep.declared_version == "1.x" and rep.spec_version == "2.1.0"
+    assert "1.x" in rep.to_text().splitlines()[1]  # the "rules applied" line says why
     msg = next(f.message for f in rep.findings if f.requirement == "SPEC-VERSION")
     assert "1.x" in msg and "2.0.4" in msg
     res = prepare(tmp_path / "old-1x", tmp_path / "out")
@@ -130,3 +133,26 @@ def test_requirements_per_version():
     assert "REPLACEMENT" in v.vocabulary("SIPVocabularyRecordStatus", "2.2.0")
 
 
+
+
+VENDOR = Path(__file__).resolve().parents[3] / "shared" / "vendor" / "versions"
+
+
+@pytest.mark.skipif(not VENDOR.is_dir(), reason="shared/vendor/versions is not beside the project")
+def test_versioned_copies_are_byte_identical_to_the_vendored_files():
+    base = Path(v.__file__).parent
+    pairs = [("profiles/E-ARK-CSIP-v2-0-4.xml", "csip-2.0.4/profile.xml"),
+             ("profiles/E-ARK-CSIP-v2-2-0.xml", "csip-2.2.0/profile.xml"),
+             ("profiles/E-ARK-SIP-v2-0-4.xml", "sip-2.0.4/profile.xml"),
+             ("profiles/E-ARK-SIP-v2-2-0.xml", "sip-2.2.0/profile.xml"),
+             ("profiles/E-ARK-CSIP-v2-1-0.xml", "csip-2.1.0/profile.xml"),
+             ("schemas/DILCISExtensionMETS-v2-2-0.xsd", "csip-2.2.0/schemas/DILCISExtensionMETS.xsd")]
+    for version in ("2.0.4", "2.2.0"):
+        tag = version.replace(".", "-")
+        for f in (VENDOR / f"csip-{version}" / "vocabularies").glob("*.xml"):
+            pairs.append((f"vocabularies/{f.stem}-v{tag}.xml", f"csip-{version}/vocabularies/{f.name}"))
+        for f in (VENDOR / f"sip-{version}" / "vocabularies").glob("SIPVocabulary*.xml"):
+            pairs.append((f"vocabularies/{f.stem}-v{tag}.xml", f"sip-{version}/vocabularies/{f.name}"))
+    assert len(pairs) > 20
+    for ours, theirs in pairs:
+        assert (base / ours).read_bytes() == (VENDOR / theirs).read_bytes(), ours
