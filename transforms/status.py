@@ -153,7 +153,9 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
                     state, detail = "delivery missing", f"nothing delivered by {deadline:%Y-%m-%d %H:%M}"
             else:
                 state = "not yet run"
-                detail = "delivered, waiting for its run" if delivered else ""
+                detail = ("delivered, waiting for its run" if delivered else
+                          f"delivery not checked: {system.inbox_env} is not set here"
+                          if delivered is None and system.extract_kind != "database" else "")
         out.append(IntervalStatus(system.name, period, start.isoformat(), end.isoformat(), state, STATE_SV[state],
                                   case, len(pk), sum(p.record_count for p in pk), detail))
     return out
@@ -172,6 +174,7 @@ def status(settings: Settings, system: str | None = None, *, now: dt.datetime | 
         systems = {system: load_system(path)}
     else:
         systems = load_systems(settings.systems_dir)
+    settings.ensure()  # a fresh home has no catalogue folder yet: an empty catalogue, not an error
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
     try:

@@ -168,6 +168,7 @@ def histories(settings: Settings, cat: Catalogue) -> list[BatchHistory]:
 
 def summary_text(settings: Settings) -> str:
     """The closing summary: each batch's history, its packages, and where things are."""
+    settings.ensure()  # a fresh home has no catalogue folder yet: an empty catalogue, not an error
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
     try:
@@ -209,6 +210,7 @@ def cat_cases(cat: Catalogue) -> list[QuarantineCase]:
 
 
 def summary_json(settings: Settings) -> list[dict]:
+    settings.ensure()  # a fresh home has no catalogue folder yet: an empty catalogue, not an error
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
     try:
