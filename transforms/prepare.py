@@ -166,6 +166,8 @@ def _now() -> str:
 def _digest(path: Path, algorithm: str) -> str | None:
     """The file's checksum in the METS algorithm's notation; None for an algorithm we cannot compute."""
     algo = algorithm.strip().upper()
+    # Spellings outside the METS list (SHA256, SHA_256) name the same algorithm.
+    algo = {a.replace("-", ""): a for a in _ALGORITHMS}.get(algo.replace("-", "").replace("_", ""), algo)
     if algo in _ALGORITHMS:
         h = hashlib.new(_ALGORITHMS[algo])
         with path.open("rb") as fh:
@@ -311,6 +313,11 @@ class _Preparer:
 
     def _resolve(self, rel: str, href: str) -> tuple[str | None, str]:
         path, why = _resolve_href(href, self._base(rel))
+        if path is None and "\\" in href:
+            # A Windows path separator: the same relative path once written with '/'.
+            path, why = _resolve_href(href.replace("\\", "/"), self._base(rel))
+            if path is not None and (self.root / path).is_file():
+                return path, "renamed"
         if path is None:
             return None, why
         if (self.root / path).is_file():
@@ -543,7 +550,7 @@ class _Preparer:
             top = local.split("/")[0]
             if is_root and top == "representations":
                 continue  # a representation's files go into its own METS
-            if is_root and top in ("documentation", "schemas"):
+            if top in ("documentation", "schemas") and "/" in local:
                 grp = self._group(mets, top.capitalize())
                 self._add_file(rel, grp, local)
             elif top == "metadata" and local.split("/")[1:2] in (["descriptive"], ["preservation"]):
@@ -760,7 +767,7 @@ class _Preparer:
             use = g.get("USE") or ""
             if gid in pointed or not gid:
                 continue
-            if is_root and use in ("Documentation", "Schemas"):
+            if use in ("Documentation", "Schemas"):
                 div = subs.get(use)
                 if div is None:
                     div = etree.Element(f"{M}div", ID=self.new_id("div"), LABEL=use)

@@ -482,3 +482,36 @@ def test_prepare_with_real_format_identification(tmp_path):
     assert by_path["representations/rep1/data/ärende 1.txt"]["puid"] == "x-fmt/111"
     assert tarfile.is_tarfile(res.package)
     assert v.validate_package(res.package, "fgs").valid
+
+
+def test_windows_separators_checksum_spellings_and_rep_documentation_are_derived(tmp_path):
+    pkg = make_package(tmp_path, Producer())
+    rep_mets = pkg / "representations/rep1/METS.xml"
+    tree = etree.parse(str(rep_mets))
+    loc = tree.find(f".//{M}FLocat")
+    loc.set(f"{XL}href", loc.get(f"{XL}href").replace("/", "\\"))
+    f = tree.find(f".//{M}file")
+    f.set("CHECKSUMTYPE", "SHA256")  # not the METS list's spelling, the same algorithm
+    _write(tree.getroot(), rep_mets)
+    (pkg / "representations/rep1/documentation").mkdir()
+    (pkg / "representations/rep1/documentation/om.txt").write_text("Om representationen.\n", encoding="utf-8")
+    _refresh_root_entry(pkg)
+    res = prepare(pkg, tmp_path / "out")
+    assert res.ok, res.to_text()
+    by = {c.requirement: c for c in res.changes}
+    assert "CSIP79" in by and "\\" in by["CSIP79"].original
+    assert by["ARK1"].original.startswith("SHA256:")
+    rep = etree.parse(str(Path(res.package) / "representations/rep1/METS.xml"))
+    assert rep.find(f".//{M}fileGrp[@USE='Documentation']") is not None
+
+
+def _refresh_root_entry(pkg: Path) -> None:
+    """The package METS lists the representation METS with its current size and checksum."""
+    tree = etree.parse(str(pkg / "METS.xml"))
+    data = (pkg / "representations/rep1/METS.xml").read_bytes()
+    for f in tree.iter(f"{M}file"):
+        if f.find(f"{M}FLocat").get(f"{XL}href") == "representations/rep1/METS.xml":
+            f.set("SIZE", str(len(data)))
+            f.set("CHECKSUM", hashlib.sha256(data).hexdigest())
+            f.set("CHECKSUMTYPE", "SHA-256")
+    _write(tree.getroot(), pkg / "METS.xml")
