@@ -221,7 +221,8 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{d.id}: {d.status}, as of {d.as_of}")
             for pid in json.loads(d.items):
                 p = cat.package(pid)
-                print(f"  {pid}  {p.system} {p.period} {p.record_class}: {p.record_count} records, due {p.due_date}")
+                print(f"  {pid}  {p.system} {p.period} {p.record_class}: {p.record_count} records, due {p.due_date}"
+                      f"; rule / regel: {_retention_rule(settings, p.system, p.record_class)}")
         return 0
     _decision_arguments(args)
     verb = "approve" if args.action == "approve" else "reject"
@@ -230,6 +231,17 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
     done = {"approve": ("approved", "godkänd"), "reject": ("rejected", "avvisad")}[verb]
     print(f"disposal list {args.list_id} {done[0]} by {args.by} / gallringslista {done[1]} av {args.by}")
     return 0
+
+
+def _retention_rule(settings: Settings, system: str, record_class: str) -> str:
+    """The retention rule of a record class, as a tombstone records it (or why it cannot be told)."""
+    from .systems import load_system
+
+    try:
+        rule = load_system(settings.systems_dir / f"{system}.yaml").record_class(record_class).retention
+    except (ConfigError, KeyError, ValueError, OSError):
+        return "(not in the current configuration)"
+    return f"{rule.period} from {rule.counted_from}: {rule.basis}"
 
 
 def _cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:

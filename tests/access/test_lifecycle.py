@@ -184,6 +184,10 @@ def test_transfers_receipts_and_certificates_at_the_command_line(archived, monke
     monkeypatch.setenv("ARKIV_HOME", str(settings.home))
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
     (list_id,) = arc.cat.engine.connect().exec_driver_sql("SELECT id FROM disposal_lists").scalars().all()
+    capsys.readouterr()
+    assert main(["gallring", "show", list_id]) == 0
+    proposed = capsys.readouterr().out
+    assert "records, due" in proposed and "rule / regel: P" in proposed  # the record class's rule, e.g. P10Y
     assert main(["gallring", "reject", list_id, "--by", "Anna Arkivarie"]) == 2  # no justification: refused
     assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "IHP 4.2", "--yes"]) == 0
     assert f"disposal list {list_id} approved by Anna Arkivarie" in capsys.readouterr().out
