@@ -350,3 +350,52 @@ def test_an_inbox_of_damaged_deliveries_still_takes_in_the_good_one(pristine, tm
         if intake.outcome != "quarantined":
             assert _has_readable_root_mets(Path(intake.path))
         assert all("\n" not in f for f in intake.findings)
+
+
+def _prepare_support():
+    path = Path(__file__).resolve().parents[1] / "transforms" / "test_prepare.py"
+    spec = importlib.util.spec_from_file_location("arkiv_prepare_fixture", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@settings(max_examples=60, deadline=20000,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(mutations=st.lists(TREE_MUTATION, min_size=1, max_size=3), target=st.sampled_from(
+    ["METS.xml", "representations/rep1/METS.xml"]), producer=st.integers(0, 4))
+def test_prepare_of_mutated_deliveries_refuses_or_gives_a_valid_package(tmp_path, mutations, target, producer):
+    """Whatever a delivery's METS says, prepare answers (never raises), never changes the delivery,
+    never accepts a representation METS whose bytes differ from the checksum the package lists, and
+    anything it calls prepared is valid FGS."""
+    from transforms.prepare import prepare_package
+
+    FUZZ["prepare: mutated METS of other tools' packages"] += 1
+    support = _prepare_support()
+    case = tmp_path / "case"
+    shutil.rmtree(case, ignore_errors=True)
+    root = support.make_package(case, support.PRODUCERS[producer])
+    before_target = (root / target).read_bytes()
+    _apply_tree(root / target, mutations)
+    delivered = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    out = tmp_path / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    result = prepare_package(root, out, identifier=support._StubIdentifier())
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == delivered
+    if result.ok:
+        assert validate_package(result.package, "fgs").valid
+        if target != "METS.xml":
+            assert (root / target).read_bytes() == before_target or _unlisted(root, target), \
+                "a changed representation METS was prepared"
+    else:
+        assert result.findings and all(f.severity == "ERROR" for f in result.findings)
+
+
+def _unlisted(root: Path, target: str) -> bool:
+    """True when the package METS no longer lists ``target`` with a checksum (a mutation may drop it)."""
+    try:
+        mets = etree.parse(str(root / "METS.xml"))
+    except etree.XMLSyntaxError:
+        return True
+    return not any(loc.get("{http://www.w3.org/1999/xlink}href") == target and loc.getparent().get("CHECKSUM")
+                   for loc in mets.iter("{http://www.loc.gov/METS/}FLocat"))
