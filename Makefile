@@ -17,6 +17,8 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION := True
 export GX_ANALYTICS_ENABLED := False
+# Task logs without Great Expectations' import-time INFO lines (deploy/airflow.env says why)
+export AIRFLOW__LOGGING__NAMESPACE_LEVELS := great_expectations=WARNING
 DEMO_SIZE ?= 200
 # The runs the demo makes: logical date 2026-01-02 gives yearly DAGs the interval 2025 and
 # monthly ones December 2025. SYSTEMS: every YAML in dags/systems (override to run a subset).
@@ -101,9 +103,24 @@ audit: install  ## dependency audit: every package of requirements.lock against 
 lint: install  ## ruff
 	$(BIN)/ruff check .
 
-airflow: install $(AIRFLOW_HOME)/airflow.db  ## Airflow UI on http://localhost:8080 (airflow standalone; password in var/airflow)
+# The UI's port, and every setting that follows from it: the tasks reach the API server's
+# execution API at EXECUTION_API_SERVER_URL (left alone, http://localhost:8080/execution/, so a
+# moved port would fail every task), and links in alerts use BASE_URL. AIRFLOW_HOST: the name
+# the UI is opened by. METRICS=1: Airflow's and Arkivflöde's metrics as StatsD to
+# 127.0.0.1:STATSD_PORT (docs/operations.md, "Metrics").
+PORT ?= 8080
+AIRFLOW_HOST ?= localhost
+METRICS ?=
+STATSD_PORT ?= 8125
+airflow: install $(AIRFLOW_HOME)/airflow.db  ## Airflow UI on http://localhost:PORT (default 8080; airflow standalone; password in var/airflow)
 	@test -f $(ARKIV_HOME)/demo/env.sh || $(BIN)/arkiv demo --size $(DEMO_SIZE)
-	set -a; . $(ARKIV_HOME)/demo/env.sh; set +a; PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
+	set -a; . $(ARKIV_HOME)/demo/env.sh; set +a; \
+	export AIRFLOW__API__PORT=$(PORT) AIRFLOW__API__BASE_URL=http://$(AIRFLOW_HOST):$(PORT) \
+	  AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://$(AIRFLOW_HOST):$(PORT)/execution/ \
+	  AIRFLOW__CORE__DEFAULT_TIMEZONE=Europe/Stockholm; \
+	$(if $(METRICS),export AIRFLOW__METRICS__STATSD_ON=True AIRFLOW__METRICS__STATSD_HOST=127.0.0.1 \
+	  AIRFLOW__METRICS__STATSD_PORT=$(STATSD_PORT) AIRFLOW__METRICS__STATSD_PREFIX=airflow;) \
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/airflow standalone
 
 clean:  ## remove everything the embedded default keeps (var/), not the virtualenv
 	rm -rf var

@@ -147,3 +147,96 @@ def test_metrics_go_to_the_statsd_exporter_on_the_port_airflow_sends_to():
     mapping = yaml.safe_load((PROJECT / "deploy" / "statsd-mapping.yml").read_text(encoding="utf-8"))
     prefix = shared["AIRFLOW__METRICS__STATSD_PREFIX"]
     assert any(m["match"] == f"{prefix}.arkivflode.*.*" for m in mapping["mappings"])
+
+
+# --- task logs: third-party noise filtered where the task runs -------------------------------------
+
+_QUALITY_STEP = r"""
+import os, sys
+from airflow.sdk.log import configure_logging
+
+# as the task runner sets a task process up: JSON lines, the [logging] settings of this environment;
+# then it parses the task's DAG file
+configure_logging(json_output=True, output=sys.stdout.buffer)
+import runpy
+runpy.run_path("dags/systems/lex.py")
+from arkivflode_airflow import steps
+from transforms import pipeline
+
+# the two steps as the DAG's tasks call them
+batch = steps.run(pipeline.extract, "lex", "2025-01-01", "2026-01-01", os.environ["ARKIV_CONN_LEX_DB"])
+steps.run(pipeline.check_quality, "lex", batch["manifest"])
+"""
+
+
+def _quality_step_log(tmp_path, lex_source, levels: str | None) -> list[dict]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__LOGGING__", "ARKIV_"))}
+    env.update(ARKIV_HOME=str(tmp_path / ("filtered" if levels else "unfiltered")),
+               ARKIV_LEX_FILES=str(lex_source["files"]), ARKIV_CONN_LEX_DB=lex_source["url"],
+               AIRFLOW_HOME=str(tmp_path / "airflow"), GX_ANALYTICS_ENABLED="False")
+    if levels is not None:
+        env["AIRFLOW__LOGGING__NAMESPACE_LEVELS"] = levels
+    done = subprocess.run([sys.executable, "-c", _QUALITY_STEP], env=env, capture_output=True, text=True,
+                          timeout=600, cwd=PROJECT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_the_quality_step_logs_its_result_not_great_expectations_noise(tmp_path, lex_source):
+    levels = _airflow_cluster().read_env_file()["AIRFLOW__LOGGING__NAMESPACE_LEVELS"]
+    assert "great_expectations=WARNING" in levels
+    makefile = (PROJECT / "Makefile").read_text(encoding="utf-8")
+    assert f"export AIRFLOW__LOGGING__NAMESPACE_LEVELS := {levels}" in makefile  # make demo / make airflow too
+
+    noisy = _quality_step_log(tmp_path, lex_source, None)
+    quiet = _quality_step_log(tmp_path, lex_source, levels)
+    gx = [line for line in noisy if str(line.get("logger", "")).startswith("great_expectations")]
+    assert len(gx) > 100, "the noise this filter is for is not there: the test would prove nothing"
+    assert not [line for line in quiet if str(line.get("logger", "")).startswith("great_expectations")
+                and line.get("level") in ("debug", "info")]
+    ours = [line for line in quiet if line.get("logger") == "transforms.quality"]
+    assert ours, "the quality step's own line is kept"
+    assert len(quiet) <= 20, [line.get("event") for line in quiet]
+
+
+# --- make airflow: one port, and everything that follows from it ----------------------------------
+
+def _make_airflow(**variables) -> str:
+    """The commands `make airflow` would run (make -n: printed, not run)."""
+    args = [f"{k}={v}" for k, v in variables.items()]
+    done = subprocess.run(["make", "-n", "--no-print-directory", "airflow", *args], cwd=PROJECT, text=True,
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _airflow_settings(text: str) -> dict[str, str]:
+    return dict(re.findall(r"\b(AIRFLOW__[A-Z_]+)=([^\s;]+)", text))
+
+
+def test_make_airflow_moves_the_port_and_what_depends_on_it():
+    from airflow.configuration import conf
+
+    settings = _airflow_settings(_make_airflow(PORT=8081))
+    assert settings["AIRFLOW__API__PORT"] == "8081"
+    # without this the tasks call the execution API on 8080 and every one of them fails
+    assert settings["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://localhost:8081/execution/"
+    assert settings["AIRFLOW__API__BASE_URL"] == "http://localhost:8081"  # links in alerts and the UI
+    assert settings["AIRFLOW__CORE__DEFAULT_TIMEZONE"] == "Europe/Stockholm"
+    assert "AIRFLOW__METRICS__STATSD_ON" not in settings
+    for name in settings:  # each is a real Airflow option (a misspelt one is silently ignored)
+        section, key = name.removeprefix("AIRFLOW__").lower().split("__", 1)
+        assert key in conf.configuration_description.get(section, {}).get("options", {}), name
+    assert _airflow_settings(_make_airflow())["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == \
+        "http://localhost:8080/execution/"
+
+
+def test_make_airflow_switches_metrics_on_with_one_variable():
+    settings = _airflow_settings(_make_airflow(METRICS=1, STATSD_PORT=9125))
+    assert settings["AIRFLOW__METRICS__STATSD_ON"] == "True"
+    assert (settings["AIRFLOW__METRICS__STATSD_HOST"], settings["AIRFLOW__METRICS__STATSD_PORT"]) == \
+        ("127.0.0.1", "9125")
+    shared = _airflow_cluster().read_env_file()  # the same prefix as production: one dashboard for both
+    assert settings["AIRFLOW__METRICS__STATSD_PREFIX"] == shared["AIRFLOW__METRICS__STATSD_PREFIX"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from urllib.parse import quote, urlencode
 
 log = logging.getLogger("arkivflode.alerts")
@@ -179,3 +180,53 @@ def on_failure(context: dict) -> None:
         except Exception as exc:  # an unreachable mail server must not hide the original failure
             log.error(json.dumps({"event": "arkivflode.alert_not_sent", "channel": channel,
                                   "reason": type(exc).__name__}))
+
+
+def apply_namespace_levels(value: str | None = None) -> dict[str, int]:
+    """Airflow's ``[logging] namespace_levels`` for the standard library's loggers as well.
+
+    In a task process Airflow 3.3 applies those levels to its own structured loggers only; a
+    library that logs through ``logging`` (Great Expectations logs some two hundred INFO lines
+    while it imports) still reaches the task log at the root level. Every DAG file imports this
+    module (the failure callback), so the levels hold in each task process before its task runs.
+    """
+    if value is None:
+        value = os.environ.get("AIRFLOW__LOGGING__NAMESPACE_LEVELS")
+    if value is None:
+        try:
+            from airflow.configuration import conf
+
+            value = conf.get("logging", "namespace_levels", fallback="") or ""
+        except Exception:  # no Airflow configuration here: nothing to apply
+            value = ""
+    applied = {}
+    for entry in re.split(r"[\s,]+", value.strip()):
+        name, sep, level = entry.partition("=")
+        number = logging.getLevelName(level.strip().upper()) if sep else None
+        if name.strip() and isinstance(number, int):
+            logging.getLogger(name.strip()).setLevel(number)
+            applied[name.strip()] = number
+    if applied:
+        # a library may set a level of its own on a child logger when it is imported (GX does):
+        # the root's handlers filter by namespace as well, whatever the child says
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, _NamespaceFilter) for f in handler.filters):
+                handler.addFilter(_NamespaceFilter(applied))
+    return applied
+
+
+class _NamespaceFilter(logging.Filter):
+    def __init__(self, levels: dict[str, int]):
+        super().__init__()
+        self.levels = dict(levels)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = record.name
+        while name:
+            if name in self.levels:
+                return record.levelno >= self.levels[name]
+            name = name.rpartition(".")[0]
+        return True
+
+
+apply_namespace_levels()
