@@ -29,6 +29,10 @@ def test_compose_environment_names_what_the_code_reads():
     # the S3 settings S3Config.from_env reads (literal names, and the per-archive Object Lock pair)
     known |= set(re.findall(r'"(ARKIV_S3_[A-Z0-9_]+)"', (PROJECT / "transforms" / "config.py").read_text()))
     known |= {f"ARKIV_{a.upper()}_OBJECT_LOCK_{k}" for a in ARCHIVES for k in ("MODE", "DAYS")}
+    # where alerts go (plugins/arkivflode_airflow/alerts.py and notifiers.py)
+    for module in ("alerts.py", "notifiers.py"):
+        text = (PROJECT / "plugins" / "arkivflode_airflow" / module).read_text(encoding="utf-8")
+        known |= set(re.findall(r'"(ARKIV_ALERT_[A-Z0-9_]+)"', text))
     systems = load_systems(PROJECT / "dags" / "systems")
     known |= {t.files_root_env for s in systems.values() for t in s.tables.values() if t.files_root_env}
     known |= {s.inbox_env for s in systems.values() if s.inbox_env}
