@@ -35,11 +35,12 @@ class BatchHistory:
     differences: list[str] = field(default_factory=list)
     #: (case, count) of registered documents without a file that an approved deviation let through
     missing_files: list[tuple[str, int]] = field(default_factory=list)
+    report: str | None = None
 
     def to_dict(self) -> dict:
         return {"batch": self.batch_id, "system": self.system, "period": self.period, "status": self.status,
                 "extracted": self.extracted, "quality_gate": self.gate, "kvalitetskontroll": self.gate_sv,
-                "cases": self.cases, "differences": self.differences,
+                "cases": self.cases, "differences": self.differences, "report": self.report,
                 "packages": [{"id": p.id, "record_class": p.record_class, "records": p.record_count,
                               "documents": p.document_count, "size": p.size, "storage": p.storage}
                              for p in self.packages]}
@@ -152,7 +153,7 @@ def histories(settings: Settings, cat: Catalogue) -> list[BatchHistory]:
         gate_en, gate_sv = gate_history(b, [c for c in mine if c.kind == "quality"])
         h = BatchHistory(b.id, b.system, b.period, b.status, json.loads(b.rows or "{}").get("tables", {}),
                          gate_en, gate_sv, [_case_view(c) for c in mine],
-                         [p for p in packages if p.batch_id == b.id])
+                         [p for p in packages if p.batch_id == b.id], report=b.quality_report)
         root_table, document_table = tables.setdefault(b.system, _root_and_document_tables(settings, b.system))
         for c in mine:
             if c.kind == "quality" and c.status == "approved" and document_table:
@@ -182,6 +183,8 @@ def summary_text(settings: Settings) -> str:
                                                      or "nothing") + " extracted")
         lines.append(f"      quality gate: {h.gate}")
         lines.append(f"      kvalitetskontroll: {h.gate_sv}")
+        if h.report:
+            lines.append(f"      report / rapport: {h.report}")
         for c in h.cases:
             if c["kind"] != "quality":
                 lines.append(f"      quarantine case {c['case']} ({c['kind']}, {c['status']}): {c['reasons']} reason(s)"
