@@ -59,10 +59,13 @@ def gate_history(batch: Batch, quality_cases: list[QuarantineCase]) -> tuple[str
     """The quality gate's story in English and Swedish, from the batch's status and its quality cases."""
     if not quality_cases:
         en = {"archived": "passed", "quality_passed": "passed", "staged": "not run yet",
-              "quality_failed": "FAILED (no quarantine case recorded: see `arkiv events`)"}.get(batch.status,
-                                                                                              batch.status)
+              "quality_failed": "FAILED (no quarantine case recorded: see `arkiv events`)",
+              "delivery_missing": "not run: the delivery is missing (the system owner delivers)"}.get(
+            batch.status, batch.status)
         sv = {"archived": "godkänd", "quality_passed": "godkänd", "staged": "inte körd än",
-              "quality_failed": "UNDERKÄND (inget karantänärende registrerat)"}.get(batch.status, batch.status)
+              "quality_failed": "UNDERKÄND (inget karantänärende registrerat)",
+              "delivery_missing": "inte körd: leveransen saknas (systemägaren levererar)"}.get(batch.status,
+                                                                                              batch.status)
         return en, sv
     steps_en, steps_sv = [], []
     for c in quality_cases:
