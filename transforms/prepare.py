@@ -256,6 +256,7 @@ class _Preparer:
             self._check_references(rel)
         if self.refusals:
             return
+        self._create_missing_rep_mets()
         self.rep_cit = self._root_cits()
         for rel in self.mets_rels:
             self._fix_header(rel)
@@ -368,6 +369,65 @@ class _Preparer:
                 elif actual.lower() != checksum.strip().lower():
                     self.refuse(_SUM_RULE[kind], f"the {algo} checksum of {path} does not match the delivered "
                                 "CHECKSUM: that is damage, never corrected", where)
+
+    def _create_missing_rep_mets(self) -> None:
+        """A representation folder without its own METS gets one (ARK6, CSIPSTR12), made of what the
+        package METS lists for it: its file entries move over unchanged, with hrefs made relative."""
+        reps = sorted(p.name for p in (self.root / "representations").glob("*") if p.is_dir()) \
+            if (self.root / "representations").is_dir() else []
+        root = self.trees["METS.xml"].getroot()
+        root_hdr = root.find(f"{M}metsHdr")
+        for rep in reps:
+            rel = f"representations/{rep}/METS.xml"
+            if (self.root / rel).exists():
+                continue
+            prefix = f"representations/{rep}/"
+            mets = etree.Element(f"{M}mets", nsmap={None: NS_METS, "csip": NS_CSIP, "sip": NS_SIP,
+                                                    "xlink": NS_XLINK}, OBJID=rep, PROFILE=SIP_PROFILE_URL)
+            if root.get("TYPE"):
+                mets.set("TYPE", root.get("TYPE"))
+                if root.get(f"{CS}OTHERTYPE"):
+                    mets.set(f"{CS}OTHERTYPE", root.get(f"{CS}OTHERTYPE"))
+            hdr = etree.SubElement(mets, f"{M}metsHdr", CREATEDATE=(root_hdr.get("CREATEDATE") if root_hdr is not None
+                                                                     and root_hdr.get("CREATEDATE") else _now()))
+            hdr.set(f"{CS}OAISPACKAGETYPE", "SIP")
+            sec = etree.SubElement(mets, f"{M}fileSec", ID=self.new_id("filesec"))
+            grp = etree.SubElement(sec, f"{M}fileGrp", ID=self.new_id("grp"), USE=f"Representations/{rep}/data")
+            moved = 0
+            for f in list(root.iter(f"{M}file")):
+                loc = f.find(f"{M}FLocat")
+                href = loc.get(f"{XL}href") if loc is not None else None
+                path = _resolve_href(href, "")[0] if href else None
+                if path and path.startswith(prefix):
+                    f.getparent().remove(f)
+                    loc.set(f"{XL}href", urllib.parse.quote(path[len(prefix):], safe="/-_.~"))
+                    grp.append(f)
+                    moved += 1
+            sm = etree.SubElement(mets, f"{M}structMap", ID=self.new_id("structmap"), TYPE="PHYSICAL", LABEL="CSIP")
+            etree.SubElement(sm, f"{M}div", ID=self.new_id("div"), LABEL=rep)
+            self.trees[rel] = etree.ElementTree(mets)
+            self.mets_rels.append(rel)
+            self._write(rel)
+            group = self._group(root, f"Representations/{rep}")
+            digest, size = sha256_file(self.root / rel)  # brought up to date once the METS is final
+            entry = etree.SubElement(group, f"{M}file", ID=self.new_id("file"), MIMETYPE="text/xml", SIZE=str(size),
+                                     CREATED=_now(), CHECKSUM=digest, CHECKSUMTYPE="SHA-256")
+            loc = etree.SubElement(entry, f"{M}FLocat", LOCTYPE="URL")
+            loc.set(f"{XL}type", "simple")
+            loc.set(f"{XL}href", rel)
+            for div in root.iter(f"{M}div"):
+                for fp in list(div.findall(f"{M}fptr")):
+                    if fp.get("FILEID") == group.get("ID") and (div.get("LABEL") or "").startswith("Representations"):
+                        div.remove(fp)  # the division now points at the representation METS (mptr)
+                if (div.get("LABEL") or "") in (f"Representations/{rep}", rep) and div.find(f"{M}mptr") is None \
+                        and (div.getparent() is not None and div.getparent().getparent() is not None
+                             and div.getparent().getparent().get("LABEL") == "CSIP"):
+                    mptr = etree.SubElement(div, f"{M}mptr", LOCTYPE="URL")
+                    mptr.set(f"{XL}type", "simple")
+                    mptr.set(f"{XL}href", rel)
+                    mptr.set(f"{XL}title", group.get("ID"))
+            self.change("ARK6", rel, f"representation METS created from the package METS ({moved} file entries "
+                        "moved over unchanged)", "", rel)
 
     # -- header, vocabularies ----------------------------------------------------------------
     def _root_cits(self) -> dict[str, str]:

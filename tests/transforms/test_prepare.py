@@ -515,3 +515,31 @@ def _refresh_root_entry(pkg: Path) -> None:
             f.set("CHECKSUM", hashlib.sha256(data).hexdigest())
             f.set("CHECKSUMTYPE", "SHA-256")
     _write(tree.getroot(), pkg / "METS.xml")
+
+
+def test_a_representation_without_its_own_mets_gets_one_from_the_package_mets(tmp_path):
+    """Some tools list a representation's files in the package METS only (CSIPSTR12 is a SHOULD)."""
+    pkg = make_package(tmp_path, Producer())
+    rep = etree.parse(str(pkg / "representations/rep1/METS.xml"))
+    (pkg / "representations/rep1/METS.xml").unlink()
+    tree = etree.parse(str(pkg / "METS.xml"))
+    grp = tree.find(f".//{M}fileGrp[@USE='Representations/rep1']")
+    for f in list(grp):
+        grp.remove(f)
+    for f in rep.iter(f"{M}file"):
+        loc = f.find(f"{M}FLocat")
+        loc.set(f"{XL}href", "representations/rep1/" + loc.get(f"{XL}href"))
+        grp.append(f)
+    div = tree.find(f".//{M}div[@LABEL='Representations/rep1']")
+    div.remove(div.find(f"{M}mptr"))
+    etree.SubElement(div, f"{M}fptr", FILEID="grp-rep1")
+    _write(tree.getroot(), pkg / "METS.xml")
+    assert "ARK6" in v.validate_package(pkg, "fgs").requirements_failed("ERROR")
+    res = prepare(pkg, tmp_path / "out")
+    assert res.ok, res.to_text()
+    assert any(c.requirement == "ARK6" for c in res.changes)
+    made = etree.parse(str(Path(res.package) / "representations/rep1/METS.xml"))
+    hrefs = [loc.get(f"{XL}href") for loc in made.iter(f"{M}FLocat")]
+    assert hrefs == ["data/%C3%A4rende%201.txt"]
+    assert not real_findings([res.package])
+    assert not _xmlschema_errors(Path(res.package))
