@@ -160,6 +160,18 @@ def release_interval(settings: Settings, name: str, manifest: str, holder: str |
     return {"interval": key}
 
 
+def release_claim(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
+                  holder: str) -> dict:
+    """Give the interval back when ``holder``'s run ended without finishing it (a failed DAG run)."""
+    _, _, _, key = _interval(settings, name, start, end)
+    cat = catalogue(settings)
+    with cat.session() as ses:
+        c = ses.get(IntervalClaim, key)
+        if c is not None and c.holder == holder:
+            ses.delete(c)
+    return {"interval": key}
+
+
 @contextmanager
 def interval_guard(settings: Settings, name: str, start: dt.datetime | str,
                    end: dt.datetime | str) -> Iterator[str]:

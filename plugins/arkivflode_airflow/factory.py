@@ -120,6 +120,12 @@ def check_system_loaders(folder: Path) -> None:
                           "any dags/systems/<system>.py beside each under the YAML's name")
 
 
+def _release_when_run_fails(context: dict) -> None:
+    from arkivflode_airflow.steps import release_when_run_fails
+
+    release_when_run_fails(context)
+
+
 def build_system_dag(path: Path):
     """Build the DAG for one system YAML."""
     system: System = load_system(path)
@@ -137,6 +143,7 @@ def build_system_dag(path: Path):
         start_date=dt.datetime.combine(system.start_date, dt.time()),
         catchup=system.catchup,
         max_active_runs=max_active_runs(system),
+        on_failure_callback=_release_when_run_fails,
         tags=["arkivflöde", "source-system", *system.tags],
         default_args={
             "owner": system.owner,

@@ -160,3 +160,22 @@ def skip_when_gate_failed(ctx: dict) -> None:
     if str(getattr(quality, "value", quality)) in ("failed", "upstream_failed"):
         raise AirflowSkipException("skipped: the quality gate failed without a verdict (no quarantine case); its own "
                                    "failure says why; clear it to check again")
+
+
+def release_when_run_fails(context: dict) -> None:
+    """DAG failure callback: a failed run gives its interval back, so ``arkiv run`` (which cannot ask
+    Airflow whether the run still lives) may archive the interval without waiting for a new DAG run."""
+    from transforms import pipeline
+    from transforms.config import Settings
+
+    run = context.get("dag_run")
+    start, end = getattr(run, "data_interval_start", None), getattr(run, "data_interval_end", None)
+    if run is None or start is None or end is None:
+        return
+    try:
+        pipeline.release_claim(Settings.from_env(), run.dag_id, start.isoformat(), end.isoformat(),
+                               run_holder({"dag_run": run}))
+    except Exception as exc:  # the next run of the interval takes an ended run's claim over anyway
+        log.warning("interval of %s not released (%s); the next run of it takes it over", run.run_id,
+                    type(exc).__name__)
+

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 from e2e_support import BIN, _catalogue, _env, _stored, captured
 
 from transforms import pipeline
-from transforms.catalogue import Batch
+from transforms.catalogue import Batch, IntervalClaim
 from transforms.config import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow")]
@@ -61,6 +62,8 @@ def test_a_failed_extract_fails_alone_as_a_configuration_problem_for_it(clean_en
     assert alert["task_id"] == "extract" and alert["kind"] == "system", alert
     assert "connection 'lex_db' is not defined" in alert["message"] and "ARKIV_CONN_LEX_DB" in alert["message"]
     assert alert["try_number"] == 1  # a configuration problem is not retried
+    with _catalogue(Path(env["ARKIV_HOME"])).session() as s:  # the failed run gave its interval back
+        assert s.get(IntervalClaim, "lex/2025") is None
 
 
 def test_a_missing_delivery_ends_as_delivery_missing_for_the_system_owner(clean_env, tmp_path):
