@@ -40,6 +40,7 @@ import tarfile
 import tempfile
 import urllib.parse
 import uuid
+import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ from .validate import (
     SIP_PROFILE_URL,
     Finding,
     ValidationReport,
+    _clean,
     _resolve_href,
     validate_package,
     vocabulary,
@@ -216,7 +218,7 @@ class _Preparer:
                                    "" if new is None else safe_name(str(new))))
 
     def refuse(self, rid: str, message: str, where: str) -> None:
-        self.refusals.append(Finding(rid, "ERROR", message, where))
+        self.refusals.append(Finding(rid, "ERROR", _clean(message), _clean(where)))
 
     def new_id(self, kind: str) -> str:
         self._ids += 1
@@ -964,6 +966,33 @@ def _map_term(term: str, vocab: frozenset[str]) -> str | None:
     return None
 
 
+def _restore_times(source: Path, root: Path) -> None:
+    """Give extracted files the modification times their archive records (CREATED is derived from
+    them); a folder delivery keeps its own. Only names that were extracted are touched."""
+    if not source.is_file():
+        return
+    times: dict[str, float] = {}
+    try:
+        if zipfile.is_zipfile(source):
+            with zipfile.ZipFile(source) as z:
+                for info in z.infolist():
+                    times[info.filename] = dt.datetime(*info.date_time, tzinfo=dt.UTC).timestamp()
+        elif tarfile.is_tarfile(source):
+            with tarfile.open(source) as tar:
+                for m in tar:
+                    times[m.name] = float(m.mtime)
+    except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile):
+        return  # the extraction already judged the archive; without times, CREATED is the extraction's
+    base = root.resolve()
+    for name, when in times.items():
+        parts = name.strip("/").split("/", 1)
+        if len(parts) != 2 or parts[0] != root.name:
+            continue
+        target = (root / parts[1])
+        if target.is_file() and not target.is_symlink() and target.resolve().is_relative_to(base) and when > 0:
+            os.utime(target, (when, when), follow_symlinks=False)
+
+
 def _original_bytes(source: Path, tmp: Path) -> tuple[Path, str]:
     """The delivered package as one file: an archive as it is, a folder as a plain tar of it."""
     if source.is_file():
@@ -1009,6 +1038,7 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
         tmp_path = Path(tmp)
         try:
             with extract_package(source, parent=tmp_path) as root:
+                _restore_times(source, root)
                 original, name = _original_bytes(source, tmp_path)
                 prep = _Preparer(root, delivered.spec_version, identifier)
                 prep.run(safe_name(name).replace("/", "_"), original)

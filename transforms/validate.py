@@ -1047,7 +1047,12 @@ class _Validator:
         root = res.root
         if root.tag != f"{_M}mets":
             self._undo(saved)
-            self.fail("METS-XML", f"root element is {root.tag!r}, not METS <mets>", rel)
+            q = etree.QName(root)
+            if q.localname == "mets" and (q.namespace or "").lower() == NS_METS.lower():
+                self.fail("METS-XML", f"the root element's namespace {q.namespace!r} differs from the METS "
+                          f"namespace {NS_METS!r} only in case; namespace URIs are case-sensitive", rel)
+            else:
+                self.fail("METS-XML", f"root element is {root.tag!r}, not METS <mets>", rel)
             return None
         self.referenced = saved[0] | self.referenced
         doc.attach(root)

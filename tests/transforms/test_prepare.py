@@ -543,3 +543,21 @@ def test_a_representation_without_its_own_mets_gets_one_from_the_package_mets(tm
     assert hrefs == ["data/%C3%A4rende%201.txt"]
     assert not real_findings([res.package])
     assert not _xmlschema_errors(Path(res.package))
+
+
+def test_created_comes_from_the_archive_members_time(tmp_path):
+    folder = make_package(tmp_path, Eark204())  # writes no CREATED
+    tar = tmp_path / "delivery.tar"
+    with tarfile.open(tar, "w") as t:
+        for f in sorted(folder.rglob("*")):
+            info = t.gettarinfo(str(f), arcname=f"{folder.name}/{f.relative_to(folder).as_posix()}")
+            info.mtime = 1_600_000_000  # 2020-09-13T12:26:40Z
+            if f.is_file():
+                with f.open("rb") as fh:
+                    t.addfile(info, fh)
+            else:
+                t.addfile(info)
+    res = prepare(tar, tmp_path / "out")
+    assert res.ok, res.to_text()
+    created = [c.new for c in res.changes if c.requirement == "CSIP70"]
+    assert created and set(created) == {"2020-09-13T12:26:40Z"}

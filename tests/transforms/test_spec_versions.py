@@ -156,3 +156,12 @@ def test_versioned_copies_are_byte_identical_to_the_vendored_files():
     assert len(pairs) > 20
     for ours, theirs in pairs:
         assert (base / ours).read_bytes() == (VENDOR / theirs).read_bytes(), ours
+
+
+def test_mets_namespace_in_the_wrong_case_is_named(tmp_path):
+    pkg = make_package(tmp_path, Producer())
+    mets = pkg / "METS.xml"
+    mets.write_bytes(mets.read_bytes().replace(b"http://www.loc.gov/METS/", b"http://www.loc.gov/mets/"))
+    rep = v.validate_package(pkg)
+    msg = next(f.message for f in rep.findings if f.requirement == "METS-XML")
+    assert "only in case" in msg, msg
