@@ -27,7 +27,11 @@ def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons:
               report: str | None = None, content_state: dict | None = None) -> str:
     """Register a quarantined batch, delivery or package; writes its report page beside the data."""
     reasons = [safe_line(r) for r in reasons]
-    case_id = safe_line(f"{batch_id}/{path.name}")
+    # The held folder is named "<period>-<time stamp>"; the period is already in the batch ID, and
+    # left joined to the stamp the digits would read as a personnummer and be masked in the ID.
+    period = batch_id.rsplit("/", 1)[-1]
+    name = path.name.removeprefix(f"{period}-") if path.name.startswith(f"{period}-") else path.name
+    case_id = safe_line(f"{batch_id}/{name}")
     page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
     docs = data_docs_of(report)
     page.write_text(report_page(system, batch_id, kind, reasons, report, docs.as_uri() if docs else None),

@@ -37,6 +37,7 @@ def test_a_failed_gate_approved_with_deviation_and_a_held_document_are_told_as_t
     settings = Settings.from_env()
     cat = cli._catalogue(settings)
     (case,) = review.cases(cat, "open")
+    assert "[personnummer]" not in case.id  # the held folder's time stamp is not taken for one
 
     capsys.readouterr()
     assert cli.main(["summary"]) == 0
