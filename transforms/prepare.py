@@ -56,6 +56,7 @@ from .safe_archive import UnsafeArchive, container_kind, extract_package
 from .validate import (
     FGS_SPEC_VERSION,
     SIP_PROFILE_URL,
+    SPEC_VERSIONS,
     Finding,
     ValidationReport,
     _clean,
@@ -509,7 +510,7 @@ class _Preparer:
             if mapped:
                 mets.set("TYPE", mapped)
                 self.change("CSIP2", where, "content category mapped to the 2.1.0 vocabulary term", mtype, mapped)
-            else:
+            elif mtype in _official("CSIPVocabularyContentCategory"):
                 mets.set("TYPE", "OTHER")
                 mets.set(f"{CS}OTHERTYPE", mtype)
                 self.change("CSIP2", where, 'content category not in the 2.1.0 vocabulary: TYPE="OTHER" with the '
@@ -518,7 +519,7 @@ class _Preparer:
         for el, rid, other_rid in [(mets, "CSIP4", "CSIP5")] + [
                 (g, "CSIP62", "CSIP63") for g in mets.iter(f"{M}fileGrp")]:
             cit = el.get(f"{CS}CONTENTINFORMATIONTYPE")
-            if cit and cit not in cits:
+            if cit and cit not in cits and cit in _official("CSIPVocabularyContentInformationType"):
                 el.set(f"{CS}CONTENTINFORMATIONTYPE", "OTHER")
                 el.set(f"{CS}OTHERCONTENTINFORMATIONTYPE", cit)
                 self.change(rid, f"{rel}:{el.sourceline}", 'content information type not in the 2.1.0 vocabulary: '
@@ -948,6 +949,12 @@ def _append_agent(hdr, agent) -> None:
         # METS order in metsHdr: agent before altRecordID and metsDocumentID
         later = [c for c in hdr if isinstance(c.tag, str) and etree.QName(c).localname != "agent"]
         (later[0].addprevious(agent) if later else hdr.append(agent))
+
+
+def _official(name: str) -> frozenset[str]:
+    """Every term of a vocabulary in any bundled E-ARK version: a term in none of them is a defect of
+    the delivery, never rewritten."""
+    return frozenset().union(*(vocabulary(name, version) for version in SPEC_VERSIONS))
 
 
 def _dashes(text: str) -> str:

@@ -561,3 +561,12 @@ def test_created_comes_from_the_archive_members_time(tmp_path):
     assert res.ok, res.to_text()
     created = [c.new for c in res.changes if c.requirement == "CSIP70"]
     assert created and set(created) == {"2020-09-13T12:26:40Z"}
+
+
+def test_a_term_in_no_official_list_is_refused_not_rewritten(tmp_path):
+    pkg = make_package(tmp_path, Producer())
+    tree = etree.parse(str(pkg / "METS.xml"))
+    tree.getroot().set("TYPE", "Bananas")
+    _write(tree.getroot(), pkg / "METS.xml")
+    res = prepare(pkg, tmp_path / "out")
+    assert not res.ok and "CSIP2" in {f.requirement for f in res.findings}, res.to_text()
