@@ -66,6 +66,23 @@ def test_a_failed_extract_fails_alone_as_a_configuration_problem_for_it(clean_en
         assert s.get(IntervalClaim, "lex/2025") is None
 
 
+def test_a_quality_gate_that_could_not_run_fails_alone(clean_env, tmp_path):
+    """The suite cannot be read (a configuration problem): quality fails once, for IT operations; the
+    wait for a decision finds no verdict and is skipped, not failed; nothing is packaged."""
+    empty = tmp_path / "no-suites"
+    empty.mkdir()
+    env = {**clean_env, "ARKIV_EXPECTATIONS_DIR": str(empty)}
+    run_id, out = _dags_test(env, "lex")
+    states = _states(env, "lex", run_id)
+    assert (states.pop("extract"), states.pop("quality"), states.pop("await_decision")) == (
+        "success", "failed", "skipped")
+    assert set(states.values()) == {"skipped"}, states
+    (alert,) = _alerts(out)
+    assert alert["task_id"] == "quality" and alert["kind"] == "system", alert
+    assert "cannot read quality suite" in alert["message"]
+    assert not _stored(tmp_path / "var")
+
+
 def test_a_missing_delivery_ends_as_delivery_missing_for_the_system_owner(clean_env, tmp_path):
     inbox = tmp_path / "treserva-inbox"
     inbox.mkdir()
