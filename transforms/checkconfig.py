@@ -227,7 +227,8 @@ def yaml_files(paths: list[str], default: Path) -> list[tuple[Path, str]]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="*", metavar="PATH",
                    help="system YAMLs or folders of them (default: the systems folder, ARKIV_SYSTEMS_DIR)")
-    p.add_argument("--schema", type=Path, default=SCHEMA_PATH, help="the JSON Schema (default: %(default)s)")
+    p.add_argument("--schema", type=Path, default=None,
+                   help="the JSON Schema (default: system.schema.json in the systems folder)")
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
@@ -236,7 +237,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         files = yaml_files(args.paths, settings.systems_dir)
-        validator = validator_for(load_schema(args.schema))
+        beside = settings.systems_dir / SCHEMA_PATH.name
+        validator = validator_for(load_schema(args.schema or (beside if beside.is_file() else SCHEMA_PATH)))
     except (ValueError, OSError) as exc:
         print(f"arkiv check-config: {safe_line(exc)}", file=sys.stderr)
         return 2
