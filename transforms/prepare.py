@@ -462,7 +462,9 @@ class _Preparer:
         if hdr is None:
             return
         ptype = hdr.get(f"{CS}OAISPACKAGETYPE")
-        if ptype != "SIP":
+        # Missing, or another package type of the official list (a RODA AIP export): the delivery is a
+        # submission. A value in no list is the delivery's defect and stays (CSIP9/SIP4).
+        if ptype != "SIP" and (ptype is None or ptype in _official("CSIPVocabularyOAISPackageType")):
             hdr.set(f"{CS}OAISPACKAGETYPE", "SIP")
             self.change("SIP4" if is_root else "CSIP9", f"{rel}:{hdr.sourceline}",
                         'metsHdr/@csip:OAISPACKAGETYPE set to "SIP" (a delivery is a submission)', ptype, "SIP")
