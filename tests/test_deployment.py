@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from transforms.config import ARCHIVES, LOCATIONS
@@ -188,6 +189,7 @@ def _quality_step_log(tmp_path, lex_source, levels: str | None) -> list[dict]:
     return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
 
 
+@pytest.mark.slow
 def test_the_quality_step_logs_its_result_not_great_expectations_noise(tmp_path, lex_source):
     levels = _airflow_cluster().read_env_file()["AIRFLOW__LOGGING__NAMESPACE_LEVELS"]
     assert "great_expectations=WARNING" in levels

@@ -51,3 +51,28 @@ def test_no_decision_in_time_is_the_archivists_to_act_on():
     # the same exception elsewhere is IT's
     ti.task_id = "extract"
     assert alert_line({"task_instance": ti, "exception": AirflowSensorTimeout("x")})["kind"] == "system"
+
+
+def test_namespace_levels_hold_for_standard_library_loggers_even_a_child_that_sets_its_own():
+    import io
+
+    from arkivflode_airflow.alerts import apply_namespace_levels
+
+    root = logging.getLogger()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        assert apply_namespace_levels("arkivtest.noisy=WARNING, bad-entry other=LOUD") == \
+            {"arkivtest.noisy": logging.WARNING}
+        child = logging.getLogger("arkivtest.noisy.types.base")
+        child.setLevel(logging.INFO)  # as a library may do when it is imported
+        child.info("noise")
+        child.warning("worth reading")
+        logging.getLogger("arkivtest.other").info("kept")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    assert stream.getvalue().splitlines() == ["worth reading", "kept"]
