@@ -210,8 +210,11 @@ def apply_namespace_levels(value: str | None = None) -> dict[str, int]:
         # a library may set a level of its own on a child logger when it is imported (GX does):
         # the root's handlers filter by namespace as well, whatever the child says
         for handler in logging.getLogger().handlers:
-            if not any(isinstance(f, _NamespaceFilter) for f in handler.filters):
+            present = next((f for f in handler.filters if isinstance(f, _NamespaceFilter)), None)
+            if present is None:
                 handler.addFilter(_NamespaceFilter(applied))
+            else:
+                present.levels.update(applied)
     return applied
 
 
