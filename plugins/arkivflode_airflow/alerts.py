@@ -163,7 +163,12 @@ def on_failure(context: dict) -> None:
     """Task failure callback: log a structured line, then send it to every configured channel."""
     from arkivflode_airflow.notifiers import notifiers_for
 
-    line = alert_line(context)
+    try:
+        line = alert_line(context)
+    except Exception as exc:  # the alert must go out even when a link or the period cannot be worked out
+        kind = classify(context.get("exception"))
+        line = {"event": "arkivflode.task_failed", "kind": kind, "who_acts": WHO_ACTS[kind],
+                "message": str(context.get("exception") or "")[:2000], "alert_incomplete": type(exc).__name__}
     line = {k: _safe(v) if isinstance(v, str) else v for k, v in line.items()}
     log.error(json.dumps(line, ensure_ascii=False))
     try:
