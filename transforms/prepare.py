@@ -242,6 +242,10 @@ class _Preparer:
     # -- the package -----------------------------------------------------------------------
     def run(self, original_name: str, original_bytes_path: Path) -> None:
         root = self.root
+        self._unwrap_bag()
+        self._fix_mets_names()
+        if self.refusals:
+            return
         self.mets_rels = ["METS.xml"] + sorted(p.relative_to(root).as_posix()
                                                for p in root.glob("representations/*/METS.xml"))
         self.trees: dict[str, etree._ElementTree] = {}
@@ -279,6 +283,66 @@ class _Preparer:
         self._refresh_rep_entries()
         self._mark_prepared()
         self._write("METS.xml")
+
+    def _unwrap_bag(self) -> None:
+        """A package delivered inside a BagIt bag (meemoo's habit): every manifest line is verified,
+        then the bag's payload becomes the package root (the bag itself stays in the kept original)."""
+        root = self.root
+        if not ((root / "bagit.txt").is_file() and (root / "data").is_dir()):
+            return
+        payload = root / "data"
+        manifests = sorted(root.glob("manifest-*.txt"))
+        listed: set[str] = set()
+        for manifest in manifests:
+            algo = manifest.stem.split("-", 1)[1].upper().replace("SHA", "SHA-") if "sha" in manifest.stem else "MD5"
+            for n, line in enumerate(manifest.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if not line.strip():
+                    continue
+                digest, _sep, name = line.strip().partition(" ")
+                name = urllib.parse.unquote(name.strip().lstrip("*"))
+                target = (root / name).resolve()
+                if not target.is_relative_to(payload.resolve()) or not target.is_file():
+                    self.refuse("BAGIT", f"{manifest.name} line {n} names a file that is not in the bag's payload",
+                                f"{manifest.name}:{n}")
+                    continue
+                listed.add(target.relative_to(payload.resolve()).as_posix())
+                if (_digest(target, algo) or "").lower() != digest.lower():
+                    self.refuse("BAGIT", f"{manifest.name} line {n}: the {algo} checksum does not match the file: "
+                                "that is damage, never corrected", f"{manifest.name}:{n}")
+        if not manifests:
+            self.refuse("BAGIT", "the BagIt bag has no manifest, so its payload cannot be verified", "bagit.txt")
+        if self.refusals:
+            return
+        holding = root / ".arkivflode-bag-payload"
+        payload.rename(holding)
+        for child in list(root.iterdir()):
+            if child != holding:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for child in list(holding.iterdir()):
+            child.rename(root / child.name)
+        holding.rmdir()
+        self.change("CSIPSTR1", "bagit.txt", "the BagIt wrapper removed after every manifest line was verified; the "
+                    "bag's payload is the package", "BagIt bag", f"{len(listed)} payload files")
+
+    def _fix_mets_names(self) -> None:
+        """``mets.xml`` written in another case becomes ``METS.xml`` (CSIPSTR4, CSIPSTR12) when it is the only
+        candidate, and the package structMap's pointers follow."""
+        renamed: dict[str, str] = {}
+        for folder in [self.root, *sorted(p for p in self.root.glob("representations/*") if p.is_dir())]:
+            if (folder / "METS.xml").is_file():
+                continue
+            found = [p for p in folder.iterdir() if p.is_file() and p.name.lower() == "mets.xml"]
+            if len(found) != 1:
+                continue
+            old = found[0].relative_to(self.root).as_posix()
+            found[0].rename(folder / "METS.xml")
+            new = (folder / "METS.xml").relative_to(self.root).as_posix()
+            renamed[old] = new
+            self.change("CSIPSTR4" if folder == self.root else "CSIPSTR12", new,
+                        "METS document renamed to METS.xml (the name is case-sensitive)", old, new)
+        if not (self.root / "METS.xml").is_file():
+            self.refuse("CSIPSTR4", "the package root has no METS.xml", "")
+        self.renamed_mets = renamed
 
     def _write(self, rel: str) -> None:
         (self.root / rel).write_bytes(etree.tostring(self.trees[rel], xml_declaration=True, encoding="UTF-8",
@@ -338,6 +402,14 @@ class _Preparer:
 
     def _check_references(self, rel: str) -> None:
         base = self._base(rel)
+        for mptr in self.trees[rel].getroot().iter(f"{M}mptr"):
+            href = mptr.get(f"{XL}href") or ""
+            path, why = self._resolve(rel, href) if href else (None, "")
+            if path is not None and why == "renamed":
+                new = posixpath.relpath(path, base) if base else path
+                mptr.set(f"{XL}href", new)
+                self.change("CSIP107", f"{rel}:{mptr.sourceline}", "mptr xlink:href corrected to the METS "
+                            "document's exact name", href, new)
         for holder, loc, kind in self._refs(rel):
             href = loc.get(f"{XL}href")
             where = f"{rel}:{holder.sourceline}"
@@ -1033,7 +1105,8 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
     result = PrepareResult(source=source.name, outcome="refused",
                            delivered_version=delivered.declared_version or delivered.spec_version,
                            delivered_reason=delivered.spec_reason, report=delivered)
-    hard = [f for f in delivered.findings if f.severity == "ERROR" and f.requirement in REFUSED_RULES]
+    # A missing METS.xml may be a METS in another case or a BagIt wrapper: decided on the extracted files.
+    hard = [f for f in delivered.findings if f.severity == "ERROR" and f.requirement in REFUSED_RULES - {"CSIPSTR4"}]
     if hard:
         result.findings = hard
         return result

@@ -570,3 +570,51 @@ def test_a_term_in_no_official_list_is_refused_not_rewritten(tmp_path):
     _write(tree.getroot(), pkg / "METS.xml")
     res = prepare(pkg, tmp_path / "out")
     assert not res.ok and "CSIP2" in {f.requirement for f in res.findings}, res.to_text()
+
+
+def _bag(folder: Path, lower_case_mets: bool = True) -> Path:
+    """Wrap a package the way meemoo delivers: a BagIt bag whose payload is the package, METS files
+    named ``mets.xml``."""
+    if lower_case_mets:
+        for mets in [folder / "METS.xml", *folder.glob("representations/*/METS.xml")]:
+            mets.rename(mets.with_name("mets.xml"))
+        tree = etree.parse(str(folder / "mets.xml"))
+        for loc in tree.iter(f"{M}FLocat", f"{M}mptr"):
+            loc.set(f"{XL}href", loc.get(f"{XL}href").replace("METS.xml", "mets.xml"))
+        _write(tree.getroot(), folder / "mets.xml")
+        data = (folder / "representations/rep1/mets.xml").read_bytes()
+        tree = etree.parse(str(folder / "mets.xml"))
+        for loc in tree.iter(f"{M}FLocat"):
+            if loc.get(f"{XL}href").endswith("rep1/mets.xml"):
+                loc.getparent().set("CHECKSUM", hashlib.sha256(data).hexdigest())
+                loc.getparent().set("CHECKSUMTYPE", "SHA-256")
+        _write(tree.getroot(), folder / "mets.xml")
+    bag = folder.parent / f"bag-{folder.name}"
+    (bag / "data").mkdir(parents=True)
+    for child in folder.iterdir():
+        shutil.move(str(child), bag / "data" / child.name)
+    (bag / "bagit.txt").write_text("BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n", encoding="utf-8")
+    lines = [f"{hashlib.md5(f.read_bytes()).hexdigest()}  {f.relative_to(bag).as_posix()}"
+             for f in sorted((bag / "data").rglob("*")) if f.is_file()]
+    (bag / "manifest-md5.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return bag
+
+
+def test_a_bagit_wrapped_package_with_lower_case_mets_names_is_prepared(tmp_path):
+    bag = _bag(make_package(tmp_path, Producer()))
+    assert not v.validate_package(bag).valid  # no METS.xml at the root
+    res = prepare(as_zip(bag), tmp_path / "out")
+    assert res.ok, res.to_text()
+    reqs = {c.requirement for c in res.changes}
+    assert {"CSIPSTR1", "CSIPSTR4", "CSIPSTR12"} <= reqs, res.to_text()
+    pkg = Path(res.package)
+    assert (pkg / "METS.xml").is_file() and not (pkg / "bagit.txt").exists()
+    assert not real_findings([res.package])
+
+
+def test_a_bag_whose_payload_does_not_match_its_manifest_is_refused(tmp_path):
+    bag = _bag(make_package(tmp_path, Producer()))
+    doc = bag / "data/documentation/leverans.txt"
+    doc.write_text("Ändrad.\n", encoding="utf-8")
+    res = prepare(bag, tmp_path / "out")
+    assert not res.ok and "BAGIT" in {f.requirement for f in res.findings}, res.to_text()
