@@ -136,17 +136,17 @@ _TRAILER_ID = re.compile(rb"/ID\s*\[\s*<[0-9A-Fa-f]*>\s*<[0-9A-Fa-f]*>\s*\]")
 _DOC_CHECKSUM = re.compile(rb"\s*/DocChecksum\s*/[0-9A-Fa-f]+")
 _OBJ = re.compile(rb"(\d+)\s+0\s+obj\b")
 _STREAM = re.compile(rb"stream\r?\n")
-#: seconds from 1904-01-01 (TrueType and OpenType dates) to 1970-01-01
-_MAC_EPOCH = 2082844800
 
 
 def make_reproducible(path: Path, when: float, seed: bytes) -> bool:
     """Rewrite a PDF LibreOffice wrote so the same input always gives the same bytes.
 
-    LibreOffice stamps the clock into the Info dictionary, the XMP packet, the embedded font
-    subsets (TrueType ``head`` dates), the sRGB output profile's header, and derives the
-    trailer's ``/ID`` from it. Each is set here from ``when`` (the input's time) and ``seed``
-    (the input's SHA-256), the Info dictionary and the XMP to the same moment, as PDF/A asks.
+    LibreOffice stamps the clock into the Info dictionary, the XMP packet and the sRGB output
+    profile's header, derives the trailer's ``/ID`` from it, and writes a document's embedded
+    fonts in an order that changes from run to run (:func:`_fonts_in_canonical_order`). The
+    dates are set here from ``when`` (the input's time), the Info dictionary and the XMP to the
+    same moment as PDF/A asks; the ID from ``seed`` (the input's SHA-256); the fonts put in
+    the order of their names.
     The file is rewritten with a fresh cross-reference table. A PDF not laid out as LibreOffice
     lays it out (one classic cross-reference table, no object streams) is left as it is and
     False returned; the caller's checks still apply to it.
@@ -302,10 +302,12 @@ def _fonts_in_canonical_order(objs: dict[int, bytearray], order: list[int]) -> t
 
 
 def _restamped_stream(body: bytes, when: float, lengths: dict[int, int]) -> bytes | None:
-    """An object whose Flate stream is a font subset or an ICC profile, with its dates set to ``when``."""
+    """An object whose Flate stream is an ICC profile, with the profile's date set to ``when``."""
     s = _STREAM.search(body)
     if s is None or b"/FlateDecode" not in body[:s.start()]:
         return body
+    if not re.search(rb"/N\s+\d", body[:s.start()]):
+        return body  # not an ICC profile: page content, images, font programs (whose dates are fixed)
     end = body.rfind(b"endstream")
     if end < s.end():
         return None
@@ -314,11 +316,10 @@ def _restamped_stream(body: bytes, when: float, lengths: dict[int, int]) -> byte
         plain = zlib.decompressobj().decompress(raw)
     except zlib.error:
         return body
-    fixed = _font_dated(plain, when) if plain[:4] in (b"\0\1\0\0", b"true", b"OTTO") else \
-        _icc_dated(plain, when) if plain[36:40] == b"acsp" else None
+    fixed = _icc_dated(plain, when) if plain[36:40] == b"acsp" else None
     if fixed is None or fixed == plain:
         return body
-    packed = zlib.compress(fixed, 9)
+    packed = zlib.compress(fixed, 6)
     head = body[:s.start()]
     m = re.search(rb"/Length\s+(\d+)(\s+0\s+R)?", head)
     if m is None:
@@ -330,33 +331,6 @@ def _restamped_stream(body: bytes, when: float, lengths: dict[int, int]) -> byte
     tail = body[end:]
     sep = b"\n" if raw.endswith(b"\n") else b""
     return head + body[s.start():s.end()] + packed + sep + tail
-
-
-def _font_dated(font: bytes, when: float) -> bytes | None:
-    """A TrueType/OpenType font with its ``head`` created/modified dates and checksums set."""
-    count = struct.unpack(">H", font[4:6])[0]
-    tables = {}
-    for i in range(count):
-        tag, _, offset, length = struct.unpack(">4sIII", font[12 + 16 * i:28 + 16 * i])
-        tables[tag] = (i, offset, length)
-    if b"head" not in tables:
-        return None
-    i, offset, length = tables[b"head"]
-    if length < 36 or offset + length > len(font):
-        return None
-    out = bytearray(font)
-    stamp = struct.pack(">q", int(when) + _MAC_EPOCH)
-    out[offset + 8:offset + 12] = b"\0\0\0\0"
-    out[offset + 20:offset + 28] = stamp
-    out[offset + 28:offset + 36] = stamp
-    struct.pack_into(">I", out, 12 + 16 * i + 4, _sfnt_sum(out[offset:offset + length]))
-    struct.pack_into(">I", out, offset + 8, (0xB1B0AFBA - _sfnt_sum(out)) & 0xFFFFFFFF)
-    return bytes(out)
-
-
-def _sfnt_sum(data: bytes | bytearray) -> int:
-    padded = bytes(data) + b"\0" * (-len(data) % 4)
-    return sum(struct.unpack(f">{len(padded) // 4}I", padded)) & 0xFFFFFFFF
 
 
 def _icc_dated(profile: bytes, when: float) -> bytes | None:
@@ -522,7 +496,7 @@ class Converter:
 
 
 #: changes whenever :func:`make_reproducible` would write other bytes for the same input
-REPRODUCIBLE_FORMAT = "1"
+REPRODUCIBLE_FORMAT = "2"
 #: where converted documents are kept between builds (default: ``conversion-cache`` beside the build folders)
 CONVERSION_CACHE_ENV = "ARKIV_CONVERSION_CACHE"
 
@@ -569,9 +543,8 @@ class ConversionCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         try:
+            # Not fsynced: an entry a crash left short fails check_pdf when next used and is made again.
             shutil.copyfile(produced, tmp)
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
