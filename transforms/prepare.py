@@ -263,6 +263,7 @@ class _Preparer:
             self._check_references(rel)
         if self.refusals:
             return
+        self._split_20_representations()
         self._create_missing_rep_mets()
         self.rep_cit = self._root_cits()
         for rel in self.mets_rels:
@@ -823,6 +824,66 @@ class _Preparer:
                     holder.set("OTHERMDTYPE", other)
                 self.change("CSIP25" if kind == "dmd" else "CSIP39", where,
                             "MDTYPE added from the metadata file's namespace", "", mdtype)
+
+    def _split_20_representations(self) -> None:
+        """The 2.0.x form, one fileGrp and one division labelled exactly "Representations" for all
+        representations, becomes the 2.1.0 form: one "Representations/<name>" group and division each
+        (CSIP114, CSIP105), the entries and pointers moved over unchanged."""
+        mets = self.trees["METS.xml"].getroot()
+        sec = mets.find(f"{M}fileSec")
+        new_groups: dict[str, etree._Element] = {}
+        old_ids: set[str] = set()
+        if sec is not None:
+            for grp in sec.findall(f"{M}fileGrp"):
+                if grp.get("USE") != "Representations":
+                    continue
+                for f in list(grp.iter(f"{M}file")):
+                    loc = f.find(f"{M}FLocat")
+                    path = _resolve_href(loc.get(f"{XL}href") or "", "")[0] if loc is not None else None
+                    parts = (path or "").split("/")
+                    if len(parts) < 3 or parts[0] != "representations":
+                        continue
+                    rep = parts[1]
+                    if rep not in new_groups:
+                        new_groups[rep] = etree.Element(f"{M}fileGrp", ID=self.new_id("grp"),
+                                                        USE=f"Representations/{rep}")
+                        for attr in (f"{CS}CONTENTINFORMATIONTYPE", f"{CS}OTHERCONTENTINFORMATIONTYPE"):
+                            if grp.get(attr):
+                                new_groups[rep].set(attr, grp.get(attr))
+                        grp.addprevious(new_groups[rep])
+                    f.getparent().remove(f)
+                    new_groups[rep].append(f)
+                if not len(grp):
+                    old_ids.add(grp.get("ID") or "")
+                    sec.remove(grp)
+                if new_groups:
+                    self.change("CSIP114", "METS.xml", 'fileGrp USE="Representations" (2.0.x) split into one '
+                                '"Representations/<name>" group per representation', "Representations",
+                                ", ".join(f"Representations/{r}" for r in sorted(new_groups)))
+        main = mets.find(f"{M}structMap[@LABEL='CSIP']/{M}div")
+        if main is None:
+            return
+        for div in main.findall(f"{M}div"):
+            if div.get("LABEL") != "Representations":
+                continue
+            for mptr in div.findall(f"{M}mptr"):
+                path = _resolve_href(mptr.get(f"{XL}href") or "", "")[0] or ""
+                parts = path.split("/")
+                if len(parts) != 3 or parts[0] != "representations":
+                    continue
+                rep = parts[1]
+                new = etree.Element(f"{M}div", ID=self.new_id("div"), LABEL=f"Representations/{rep}")
+                div.addprevious(new)
+                new.append(mptr)
+                if rep in new_groups and (mptr.get(f"{XL}title") in old_ids or not mptr.get(f"{XL}title")):
+                    mptr.set(f"{XL}title", new_groups[rep].get("ID"))
+                self.change("CSIP105", "METS.xml", f'division "Representations/{rep}" (2.1.0 form) for the '
+                            "representation's mptr", "Representations", f"Representations/{rep}")
+            for fp in div.findall(f"{M}fptr"):
+                if fp.get("FILEID") in old_ids:
+                    div.remove(fp)  # pointed at the split group; each new division points at its METS
+            if not len([c for c in div if isinstance(c.tag, str)]):
+                main.remove(div)
 
     def _move_extra_structmaps(self, rel: str) -> None:
         """Keep a producer's own structMaps next to the METS instead of in it.

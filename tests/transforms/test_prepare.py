@@ -618,3 +618,22 @@ def test_a_bag_whose_payload_does_not_match_its_manifest_is_refused(tmp_path):
     doc.write_text("Ändrad.\n", encoding="utf-8")
     res = prepare(bag, tmp_path / "out")
     assert not res.ok and "BAGIT" in {f.requirement for f in res.findings}, res.to_text()
+
+
+def test_the_20_representations_group_and_division_become_the_210_form(tmp_path):
+    """E-ARK 2.0.x wrote one fileGrp and one division labelled exactly "Representations"."""
+    pkg = make_package(tmp_path, Eark204())
+    tree = etree.parse(str(pkg / "METS.xml"))
+    tree.find(f".//{M}fileGrp[@USE='Representations/rep1']").set("USE", "Representations")
+    tree.find(f".//{M}div[@LABEL='Representations/rep1']").set("LABEL", "Representations")
+    _write(tree.getroot(), pkg / "METS.xml")
+    res = prepare(pkg, tmp_path / "out")
+    assert res.ok, res.to_text()
+    assert {"CSIP114", "CSIP105"} <= {c.requirement for c in res.changes}
+    mets = etree.parse(str(Path(res.package) / "METS.xml"))
+    grp = mets.find(f".//{M}fileGrp[@USE='Representations/rep1']")
+    div = mets.find(f".//{M}div[@LABEL='Representations/rep1']")
+    assert grp is not None and div is not None and mets.find(f".//{M}div[@LABEL='Representations']") is None
+    assert div.find(f"{M}mptr").get(f"{XL}title") == grp.get("ID")
+    assert grp.get(f"{{{NS_CSIP}}}CONTENTINFORMATIONTYPE") == "citserms_v2_1"
+    assert not real_findings([res.package])
