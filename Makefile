@@ -28,7 +28,7 @@ SYSTEMS ?= $(basename $(notdir $(wildcard dags/systems/*.yaml)))
 comma := ,
 empty :=
 space := $(empty) $(empty)
-.PHONY: install system-packages demo retention bench test reliability audit lint airflow clean lock
+.PHONY: install system-packages demo drill retention bench test reliability audit lint airflow clean lock
 
 # Debian packages the project runs (not Python): LibreOffice converts office documents to PDF/A,
 # Chromium and ChromeDriver drive the archivist's page in the browser tests. Installed once, only
@@ -75,6 +75,9 @@ demo: install $(AIRFLOW_HOME)/airflow.db  ## generate every source system, run e
 	    || { grep -E "CONTENT PROBLEM|ERROR|Error" $(AIRFLOW_HOME)/demo-$$s.log | tail -15; exit 1; }; \
 	done
 	@$(BIN)/arkiv summary
+
+drill: install  ## a failed quality gate end to end in its own ARKIV_HOME (new under var/drill, or DRILL_HOME=DIR)
+	$(BIN)/arkiv drill $(if $(DRILL_HOME),--home $(DRILL_HOME))
 
 RETENTION_DATE ?= 2040-01-02
 retention: install $(AIRFLOW_HOME)/airflow.db  ## run the retention DAG as of RETENTION_DATE (the clock moved forward)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..catalogue import AccessDocument, AccessEntry, Catalogue
-from ..config import Settings
+from ..config import Settings, is_s3
 from . import accesslog, index, receipts
 from . import packages as pk
 from .auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, personnummer_key
@@ -257,7 +257,11 @@ class Archive:
                           detail="" if pkg is None else f"outside the credential's scope ({who.system})")
             raise NotFound(f"no package {_shown(package_id)}")
         try:
-            r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})")
+            # A transferred package's receipt re-reads its AIP where the slutarkiv is a folder here; from a
+            # bucket it is issued from the catalogue's record of the verified transfer.
+            root = self.settings.slutarkiv
+            r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})",
+                               slutarkiv=None if is_s3(root) else Path(root))
         except receipts.ReceiptRefused as exc:
             accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose, outcome="refused", detail=str(exc))
             raise
