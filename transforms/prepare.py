@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -590,11 +591,13 @@ class _Preparer:
                 mets.set(f"{CS}OTHERTYPE", mtype)
                 self.change("CSIP2", where, 'content category not in the 2.1.0 vocabulary: TYPE="OTHER" with the '
                             "delivered term in csip:OTHERTYPE (CSIP3)", mtype, "OTHER")
+        # The 2.1.0 vocabulary and extension schema disagree on the archival CITS values: the schema's
+        # spelling (not in the vocabulary) is an official term too, kept in OTHERCONTENTINFORMATIONTYPE.
         cits = vocabulary("CSIPVocabularyContentInformationType", FGS_SPEC_VERSION)
         for el, rid, other_rid in [(mets, "CSIP4", "CSIP5")] + [
                 (g, "CSIP62", "CSIP63") for g in mets.iter(f"{M}fileGrp")]:
             cit = el.get(f"{CS}CONTENTINFORMATIONTYPE")
-            if cit and cit not in cits and cit in _official("CSIPVocabularyContentInformationType"):
+            if cit and cit not in cits and cit in _official("CSIPVocabularyContentInformationType") | _xsd_cits(True):
                 el.set(f"{CS}CONTENTINFORMATIONTYPE", "OTHER")
                 el.set(f"{CS}OTHERCONTENTINFORMATIONTYPE", cit)
                 self.change(rid, f"{rel}:{el.sourceline}", 'content information type not in the 2.1.0 vocabulary: '
@@ -1084,6 +1087,19 @@ def _append_agent(hdr, agent) -> None:
         # METS order in metsHdr: agent before altRecordID and metsDocumentID
         later = [c for c in hdr if isinstance(c.tag, str) and etree.QName(c).localname != "agent"]
         (later[0].addprevious(agent) if later else hdr.append(agent))
+
+
+@functools.lru_cache(maxsize=2)
+def _xsd_cits(every_version: bool = False) -> frozenset[str]:
+    """The CONTENTINFORMATIONTYPE values the CSIP extension schema (2.1.0, or any bundled) enumerates."""
+    names = ["DILCISExtensionMETS.xsd"] + (["DILCISExtensionMETS-v2-2-0.xsd"] if every_version else [])
+    out: set[str] = set()
+    for name in names:
+        tree = parse_bytes((SCHEMA_DIR / name).read_bytes(), name=name)
+        for attr in tree.iter("{http://www.w3.org/2001/XMLSchema}attribute"):
+            if attr.get("name") == "CONTENTINFORMATIONTYPE":
+                out |= {e.get("value") for e in attr.iter("{http://www.w3.org/2001/XMLSchema}enumeration")}
+    return frozenset(out)
 
 
 def _official(name: str) -> frozenset[str]:

@@ -637,3 +637,14 @@ def test_the_20_representations_group_and_division_become_the_210_form(tmp_path)
     assert div.find(f"{M}mptr").get(f"{XL}title") == grp.get("ID")
     assert grp.get(f"{{{NS_CSIP}}}CONTENTINFORMATIONTYPE") == "citserms_v2_1"
     assert not real_findings([res.package])
+
+
+def test_archival_cits_value_the_210_vocabulary_and_schema_disagree_on(tmp_path):
+    p = CommonsIP2()
+    p.cit = "citcarchival_v1_0"  # in the 2.1.0 extension schema, not in its vocabulary
+    res = prepare(make_package(tmp_path, p), tmp_path / "out")
+    assert res.ok, res.to_text()
+    mets = etree.parse(str(Path(res.package) / "METS.xml")).getroot()
+    assert mets.get(f"{{{NS_CSIP}}}CONTENTINFORMATIONTYPE") == "OTHER"
+    assert mets.get(f"{{{NS_CSIP}}}OTHERCONTENTINFORMATIONTYPE") == "citcarchival_v1_0"
+    assert not _xmlschema_errors(Path(res.package))
