@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import re
 
-#: ten or twelve digits, optionally with -, + or a space before the last four; not part of a longer number
-PERSONNUMMER_LIKE = re.compile(r"(?<![\d-])(\d{2})?(\d{6})([-+ ]?)(\d{4})(?![\d-])")
+#: ten or twelve digits: date part, then the last four after nothing, a space, or a dash of any kind
+#: or a plus (spaces around it allowed); not part of a longer number
+PERSONNUMMER_LIKE = re.compile(
+    r"(?<![\d-])(\d{2})?(\d{6})([\s\u00a0]*[-+\u2010-\u2015\u2212][\s\u00a0]*|[ \u00a0]?)(\d{4})(?![\d-])")
 
 #: longest value shown from a non-sensitive column (a report is not a data dump)
 MAX_SHOWN = 80
@@ -44,9 +46,12 @@ def mask(value: object) -> str:
 
 
 def scrub(text: str) -> str:
-    """``text`` with everything that looks like a personnummer masked: the usual forms keep their
-    shape (``19XXXXXX-XXXX``), any other written form becomes ``[personnummer]``."""
-    return mask_numbers(PERSONNUMMER_LIKE.sub(_masked_number, text))
+    """``text`` with everything that looks like a personnummer masked, keeping its shape
+    (``19XXXXXX-XXXX``, ``XXXXXX–XXXX``): any dash, a plus, a space or nothing before the last four.
+
+    Narrower than :func:`mask_numbers` (the access log's), which also masks digits grouped in other
+    ways: a report keeps a phone number such as ``016-710 10 00`` readable."""
+    return PERSONNUMMER_LIKE.sub(_masked_number, text)
 
 
 def shown(value: object, *, sensitive: bool) -> str:
