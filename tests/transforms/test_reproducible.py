@@ -207,7 +207,7 @@ def _structure_problems(data: bytes) -> list[str]:
         size = int(length[0]) if not length[1] else \
             int(re.match(rb"\d+ 0 obj\s*(\d+)", data[offsets[int(length[0])]:]).group(1))
         raw = body[s.end():s.end() + size]
-        if not body[s.end() + size:].lstrip().startswith(b"endstream"):
+        if not re.match(rb"(\r\n|\n|\r)?endstream", body[s.end() + size:]):
             problems.append(f"object {n}: /Length does not reach endstream")
         if b"/FlateDecode" in body[:s.start()]:
             try:
@@ -226,3 +226,8 @@ def test_rewritten_pdfs_are_whole(lex_batch, tmp_path):
     assert pdfs
     for pdf in pdfs:
         assert not _structure_problems(pdf.read_bytes()), pdf.name
+    # the check itself sees a stream whose /Length falls short of its data
+    data = pdfs[0].read_bytes()
+    m = re.search(rb"/Length (\d+)/Filter", data)
+    broken = data[:m.start(1)] + b"%d" % (int(m.group(1)) - 5) + data[m.end(1):]
+    assert _structure_problems(broken)
