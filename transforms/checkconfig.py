@@ -188,16 +188,22 @@ def check_file(path: Path, validator, shown: str | None = None) -> list[Finding]
     if root is None:
         return [Finding(shown, None, "", "the file is empty")]
     findings: list[Finding] = []
+    split = _split_values(root)
+    split_keys = {tuple(parts) for parts, _ in split}
     for error in sorted(validator.iter_errors(_as_json(data)), key=lambda e: [str(p) for p in e.absolute_path]):
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict) and all(
+                (*error.absolute_path, extra) in split_keys
+                for extra in set(error.instance) - set(error.schema.get("properties", {}))):
+            continue  # said below, with what to do about it
         parts, rule = _describe(error)
         node, key_node, depth = node_at(root, parts)
         # a missing key is reported where its mapping is; anything else at its own key
         findings.append(Finding(shown, _line(key_node if depth == len(parts) and key_node else node),
                                 key_path(parts), rule))
-    for parts, key_node in _split_values(root):
+    for parts, key_node in split:
         findings.append(Finding(shown, _line(key_node), key_path(parts),
-                                "has no value: a comma in an unquoted value inside { } split it here; put the "
-                                "value in quotes", level="warning"))
+                                "has no value: a comma in an unquoted value inside { } split it here, and the "
+                                "rest of the value is lost; put the value in quotes"))
     try:
         load_system(path)
     except ConfigError as exc:

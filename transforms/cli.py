@@ -69,10 +69,9 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                           f"give --source-url or set ARKIV_CONN_{sys_.connection.upper()}")
     settings.ensure()
     cat = pipeline.catalogue(settings)
-    # Two runs of one interval at once would build, store and record the same packages side by
-    # side; the second one stops here instead (the first may be another machine's).
-    what = f"arkiv run {args.system} {args.start} – {args.end}"
-    with cat.exclusive(f"run:{args.system}:{args.start}/{args.end}", what):
+    # Two runs of one interval at once (another arkiv run, or a DAG run of the same period) would
+    # build, store and record the same packages side by side; the second one stops here instead.
+    with pipeline.interval_guard(settings, args.system, args.start, args.end):
         batch = pipeline.extract(settings, args.system, args.start, args.end, url)
         print(f"extracted {batch['batch']}: " + ", ".join(f"{v} {k}" for k, v in batch["rows"].items()))
         pipeline.check_quality(settings, args.system, batch["manifest"])

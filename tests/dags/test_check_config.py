@@ -168,7 +168,7 @@ def test_a_typo_in_a_key_is_named_though_the_loader_would_ignore_it(tmp_path, va
     assert finding.key == "catch_up" and "typo" in finding.message
 
 
-def test_a_value_split_by_a_comma_is_a_warning_with_its_line(tmp_path, validator):
+def test_a_value_split_by_a_comma_is_an_error_with_its_line_and_what_to_do(tmp_path, validator):
     text = (SYSTEMS / "lex.yaml").read_text(encoding="utf-8").replace(
         "title: {type: string, description: Case title (ärendemening)}",
         "title: {type: string, description: Case title, ärendemening}")
@@ -176,7 +176,9 @@ def test_a_value_split_by_a_comma_is_a_warning_with_its_line(tmp_path, validator
     at = next(i for i, line in enumerate(text.splitlines(), 1) if "title, ärendemening" in line)
     warnings = [f for f in check_file(tmp_path / "lex.yaml", validator) if f.key.endswith("ärendemening}")
                 or f.key.endswith("ärendemening")]
-    assert [(f.level, f.line) for f in warnings] == [("warning", at)]
+    assert [(f.level, f.line) for f in warnings] == [("error", at)]
+    assert "quotes" in warnings[0].message
+    assert not [f for f in check_file(tmp_path / "lex.yaml", validator) if "not a key of this mapping" in f.message]
 
 
 def test_cli_exit_codes_and_no_value_in_the_output(tmp_path, capsys):
