@@ -81,7 +81,7 @@ def write_system(folder: Path) -> Path:
 
 
 def write_dag(folder: Path, system_yaml: Path) -> Path:
-    """A DAG file that builds the system's DAG with the project's factory, as each dags/systems/<system>.py loader does."""
+    """A DAG file that builds the system's DAG with the project's factory, as each system's loader does."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "bench_source_system.py"
     path.write_text('"""Benchmark: the Lex DAG from the project\'s factory, with fine-grained record classes."""\n\n'

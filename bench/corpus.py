@@ -11,10 +11,12 @@ exactly the files the packages carry and every baseline copies the same bytes.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
+import shutil
 import sqlite3
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pyarrow.parquet as pq
 
@@ -78,7 +80,12 @@ def add_large_documents(db: Path, files: Path, sizes: list[int], seed: int) -> N
             number = con.execute("SELECT COALESCE(MAX(document_number), 0) + 1 FROM documents WHERE case_id = ?",
                                  (case_id,)).fetchone()[0]
             closed = con.execute("SELECT closed_date FROM cases WHERE case_id = ?", (case_id,)).fetchone()[0]
-            rel = f"large/ritning-{i + 1:02d}.pdf"
+            # in the case's own folder, as Lex files every document of a case (a file in another
+            # case's folder would be refused: a document belongs to one record)
+            first = con.execute("SELECT file_path FROM documents WHERE case_id = ? ORDER BY document_id LIMIT 1",
+                                (case_id,)).fetchone()
+            folder = str(PurePosixPath(first[0]).parent) if first and "/" in first[0] else f"large/{case_id}"
+            rel = f"{folder}/ritning-{i + 1:02d}-stor.pdf"
             write_random_file(files / rel, size, seed * 1000 + i)
             con.execute(
                 "INSERT INTO documents (document_id, case_id, document_number, title, direction, document_date, "
@@ -91,15 +98,20 @@ def add_large_documents(db: Path, files: Path, sizes: list[int], seed: int) -> N
         con.close()
 
 
-def replicate(src: Path, dst: Path, factor: int, *, max_case: int | None = None, small_only: bool = False) -> None:
+def replicate(src: Path, dst: Path, factor: int, *, max_case: int | None = None, small_only: bool = False,
+              files: Path | None = None) -> None:
     """Copy a Lex SQLite database with every case (and its documents and parties) ``factor`` times.
 
-    The copies get fresh ids and point at the same document files, so a package of the copy
-    holds ``factor`` times the records, files and bytes without writing more files.
-    ``max_case`` keeps only the cases up to that id; ``small_only`` leaves the large documents out.
+    The copies get fresh ids. Copy ``k`` > 0 points at ``files/kopia-<k>/…``, hard links to the
+    original document files (a document belongs to one record, so two cases may not name the
+    same file), so a package of the copy holds ``factor`` times the records, files and bytes
+    without writing more bytes. ``max_case`` keeps only the cases up to that id; ``small_only``
+    leaves the large documents out. :func:`remove_copies` removes the links again.
     """
+    if factor > 1 and files is None:
+        raise ValueError("replicate: copies need the document folder (files=) to link their documents in")
     keep_case = f"case_id <= {int(max_case)}" if max_case is not None else "1 = 1"
-    keep_doc = "file_path NOT LIKE 'large/%'" if small_only else "1 = 1"
+    keep_doc = "file_path NOT LIKE '%-stor.pdf'" if small_only else "1 = 1"
     dst.unlink(missing_ok=True)
     con = sqlite3.connect(dst)
     try:
@@ -115,16 +127,29 @@ def replicate(src: Path, dst: Path, factor: int, *, max_case: int | None = None,
                 "INSERT INTO cases SELECT case_id + ?, diarienummer, title, unit, case_officer, classification_code, "
                 f"status, registered_date, closed_date, secrecy, secrecy_reference, updated_at FROM src.cases "
                 f"WHERE {keep_case}", (k * off_c,))
+            prefix = f"kopia-{k}/" if k else ""
             con.execute(
                 "INSERT INTO documents SELECT document_id + ?, case_id + ?, document_number, title, direction, "
-                "document_date, registered_date, file_name, file_path, mime_type, secrecy, secrecy_reference "
-                f"FROM src.documents WHERE {keep_case} AND {keep_doc}", (k * off_d, k * off_c))
+                "document_date, registered_date, file_name, ? || file_path, mime_type, secrecy, secrecy_reference "
+                f"FROM src.documents WHERE {keep_case} AND {keep_doc}", (k * off_d, k * off_c, prefix))
+            if prefix:
+                for (rel,) in con.execute(f"SELECT file_path FROM src.documents WHERE {keep_case} AND {keep_doc}"):
+                    target = files / prefix / rel
+                    if not target.exists() and (files / rel).is_file():
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        os.link(files / rel, target)
             con.execute(
                 "INSERT INTO parties SELECT party_id + ?, case_id + ?, party_type, name, personnummer, "
                 f"organisationsnummer, role FROM src.parties WHERE {keep_case}", (k * off_p, k * off_c))
         con.commit()
     finally:
         con.close()
+
+
+def remove_copies(files: Path) -> None:
+    """Remove the linked documents :func:`replicate` made for its copies."""
+    for copy in files.glob("kopia-*"):
+        shutil.rmtree(copy, ignore_errors=True)
 
 
 def single_document(src: Path, dst: Path, files: Path, size: int, seed: int) -> None:

@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # `python bench/run.py`
 
 from bench import build, dagparse, extraction, machine, memory, validation, workers  # noqa: E402
 from bench.common import MB, ONE_CPU_PER_TASK, PROJECT  # noqa: E402
-from bench.corpus import LEX, make_corpus, replicate, single_document, stage_sqlite  # noqa: E402
+from bench.corpus import LEX, make_corpus, remove_copies, replicate, single_document, stage_sqlite  # noqa: E402
 
 SECTIONS = ("build", "validate", "extract", "memory", "workers", "dagparse")
 
@@ -112,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
             mem = work / "memory"
             mem.mkdir()
             replicate(corpus.db, mem / "1x.sqlite", 1, max_case=size.mem_cases, small_only=True)
-            replicate(corpus.db, mem / "10x.sqlite", 10, max_case=size.mem_cases, small_only=True)
+            replicate(corpus.db, mem / "10x.sqlite", 10, max_case=size.mem_cases, small_only=True, files=corpus.files)
             single_document(corpus.db, mem / "single.sqlite", corpus.files, size.single, args.seed)
             manifests = [stage_sqlite(LEX, mem / f"{n}.sqlite", corpus.files, mem / f"staging-{n}").manifest_path
                          for n in ("1x", "10x", "single")]
             result["memory"] = memory.run(*manifests, mem, log=log, variants=size.mem_variants)
             (corpus.files / "huge" / "single-document.pdf").unlink(missing_ok=True)
+            remove_copies(corpus.files)
             shutil.rmtree(mem, ignore_errors=True)
         if "workers" in only:
             log("scale with workers (14 record-class partitions, 1 vs 2 at a time)")
