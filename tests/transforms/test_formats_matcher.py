@@ -91,6 +91,9 @@ def test_same_matches_as_stock_fido_on_real_files(both, tmp_path):
             "notes.txt": "Tjänsteanteckning\n".encode(), "tabell.csv": b"id,belopp\r\n1,100\r\n",
             "arkiv.zip": _zip({"a.txt": b"hej"}), "cut.docx": make_docx(["Trasig " * 400])[:700],
             "noext": bytes(random.Random(8).randrange(256) for _ in range(512))}
+    made.update(_images())
+    made["beslut.xml"] = b'<?xml version="1.0" encoding="UTF-8"?>\n<beslut><text>Bifall</text></beslut>\n'
+    made["sida.html"] = b"<!DOCTYPE html>\n<html><head><title>Beslut</title></head><body><p>Bifall</p></body></html>\n"
     bufsize = stock.fido.bufsize
     pdf = make_pdf(["x " * 5000] * 40)
     for size in (1, 4, bufsize - 1, bufsize, bufsize + 1, 2 * bufsize - 1, 2 * bufsize, 2 * bufsize + 7):
@@ -110,6 +113,21 @@ def test_same_matches_as_stock_fido_on_real_files(both, tmp_path):
     methods = {k for _, k in kinds}
     assert {"signature", "container", "extension"} <= methods  # every path through fido was exercised
     assert len(kinds) >= 15, kinds  # and many formats
+
+
+def _images() -> dict[str, bytes]:
+    """One small picture in each raster format an archive receives (so the formats covered do not
+    depend on which files this machine happens to have)."""
+    from PIL import Image
+
+    out = {}
+    picture = Image.new("RGB", (24, 16), (200, 30, 30))
+    for name, fmt in (("ritning.png", "PNG"), ("foto.jpg", "JPEG"), ("skanning.tif", "TIFF"), ("ikon.gif", "GIF"),
+                      ("bild.bmp", "BMP")):
+        buf = io.BytesIO()
+        picture.save(buf, fmt)
+        out[name] = buf.getvalue()
+    return out
 
 
 def _zip(members: dict[str, bytes]) -> bytes:
