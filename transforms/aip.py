@@ -60,9 +60,15 @@ def receipt_xml(*, package_id: str, system: str, record_class: str, received_fro
     return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
 
 
-def make_aip(root: Path, *, events: Sequence[premis.Event], receipt: bytes, now: dt.datetime) -> None:
-    """Turn the extracted SIP folder ``root`` into the AIP, in place."""
-    history = premis.build_premis([], events, [premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)],
+def make_aip(root: Path, *, events: Sequence[premis.Event], receipt: bytes, now: dt.datetime,
+             objects: Sequence[premis.FileObject] = ()) -> None:
+    """Turn the extracted SIP folder ``root`` into the AIP, in place.
+
+    ``objects``: the package's files as the catalogue identified them (PRONOM); they go into the
+    PREMIS history with their fixity, so the format of every file is in the AIP itself, also
+    for a package that was taken in as delivered with the supplier's own PREMIS."""
+    history = premis.build_premis(objects, events,
+                                  [premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)],
                                   representations=["representations/rep1"])
     errors = schema_errors(history)
     if errors:

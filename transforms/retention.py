@@ -196,7 +196,8 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
                     history.append(PremisEvent(identifier=f"{package_id}-transfer", type="transfer", time=now,
                                                outcome="success", detail=f"transferred to the slutarkiv; {basis}",
                                                agents=(("arkivflode", "executing program"),)))
-                    make_aip(root, events=history, receipt=receipt, now=now)
+                    make_aip(root, events=history, receipt=receipt, now=now,
+                             objects=_identified_files(cat, package_id, root))
                     ocfl.write_object(slutarkiv_root, object_id, root, message=f"AIP of {package_id}: {basis}",
                                       user=AGENT, created=now)
             problems = ocfl.verify_object(slutarkiv_root, object_id)
@@ -422,6 +423,25 @@ def _ctx(settings):
     cat.migrate()
     store = storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
     return cat, store, load_systems(settings.systems_dir)
+
+
+def _identified_files(cat: Catalogue, package_id: str, root: Path) -> list:
+    """The package's files as the catalogue identified them, for the AIP's PREMIS: every file
+    still in the package, with its PUID (or none, said as unidentified), format, SHA-256 and size."""
+    from .catalogue import FileFormat
+    from .premis import FileObject
+
+    with cat.session() as s:
+        rows = s.execute(sa.select(FileFormat).where(FileFormat.package_id == package_id)
+                         .order_by(FileFormat.path)).scalars().all()
+    out = []
+    for r in rows:
+        if not (root / r.path).is_file():
+            continue  # a file held back in quarantine, or a path of another layout
+        out.append(FileObject(r.path, r.sha256, r.size, r.format_name or r.mime or "unknown", puid=r.puid,
+                              format_version=r.format_version or "",
+                              format_note=f"{r.tool} ({r.method})" if r.tool else ""))
+    return out
 
 
 def slutarkiv(settings) -> Path | S3Storage:

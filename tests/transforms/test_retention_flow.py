@@ -151,3 +151,32 @@ def test_audit_finds_a_flipped_byte(archived, capsys):
     assert dispose[0].id in out and "DOES NOT MATCH" in out
     events = [e for e in cat.events(package_id=dispose[0].id) if e.type == "fixity check"]
     assert events[-1].outcome == "failure"
+
+
+def test_a_delivered_package_reaches_the_slutarkiv_with_the_puid_of_every_file(monkeypatch, tmp_path):
+    """A prepared system's package, taken in as the supplier made it, gets the catalogue's format
+    identification (PUIDs) in its AIP's PREMIS at transfer."""
+    from lxml import etree
+
+    from demo import castor
+    from transforms.catalogue import FileFormat
+    from transforms.xmltools import NS_PREMIS
+
+    inbox, home = tmp_path / "inbox", tmp_path / "var"
+    castor.generate(inbox, size=1, seed=4, as_zip=0)
+    monkeypatch.setenv("ARKIV_HOME", str(home))
+    monkeypatch.setenv("ARKIV_CASTOR_INBOX", str(inbox))
+    assert main(["run", "castor", "--start", "2026-01-01", "--end", "2026-01-02"]) == 0
+    cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
+    (pkg,) = cat.packages("castor")
+    with cat.session() as s:
+        identified = {r.path: r.puid for r in s.query(FileFormat).filter_by(package_id=pkg.id)
+                      if "/data/" in r.path}
+    assert identified and all(identified.values())
+    assert main(["retention", "run", "--as-of", "2080-01-01"]) == 0
+    content = home / "slutarkiv" / pkg.id / "v1" / "content" / pkg.id
+    history = etree.parse(str(content / "metadata" / "preservation" / "premis-history.xml"))
+    p = {"p": NS_PREMIS}
+    puids = {o.findtext("p:objectIdentifier/p:objectIdentifierValue", namespaces=p):
+             o.findtext(".//p:formatRegistryKey", namespaces=p) for o in history.iterfind("p:object", p)}
+    assert {path: puids.get(path) for path in identified} == identified
