@@ -35,7 +35,9 @@ seconds, and the Airflow DAG processor imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import html
 import json
 import logging
 import os
@@ -146,7 +148,7 @@ def text_faults(text: str) -> tuple[str, ...]:
 _TYPE_RE = re.compile(r"^expect_[a-z0-9_]+$")
 _EXC_LINE = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Warning|Exit|Interrupt))(?::|$)")
 _SUITE_KEYS = {"name", "description", "tables"}
-_TABLE_KEYS = {"id_column", "description", "expectations"}
+_TABLE_KEYS = {"id_column", "reference_column", "description", "expectations"}
 _EXPECTATION_KEYS = {"type", "kwargs", "meta"}
 # Set by the gate itself: a suite that changed the result format could make GX return (and
 # us keep) values, and catch_exceptions=False would turn one bad metric into a crash.
@@ -155,6 +157,163 @@ _RESERVED_KWARGS = {"result_format", "catch_exceptions", "batch_id"}
 # return results in suite order.
 _INDEX_META_KEY = "arkiv_check_index"
 _WITHHELD = "[withheld]"
+
+
+# --------------------------------------------------------------------------------------
+# What a failed check means, in the words of the people who decide on it
+
+#: Suite meta keys that override the wording below for one entry (``notes`` is the English "why").
+_TEXT_META_KEYS = ("title_sv", "title_en", "notes_sv")
+
+#: expectation type -> (Swedish headline, English headline, why it matters in Swedish, in English).
+#: Headlines are templates over the entry's kwargs ({column}, {column_A}, {min_value} …),
+#: formatted as a person reads them; a suite entry's meta (title_sv, title_en, notes_sv,
+#: notes) overrides any of the four.
+CHECK_TEXTS: dict[str, tuple[str, str, str, str]] = {
+    "expect_column_values_to_not_be_null": (
+        "Uppgift saknas: {column}", "Missing value: {column}",
+        "En uppgift som måste finnas saknas, så posten är ofullständig.",
+        "A value that must be present is missing, so the record is incomplete."),
+    "expect_column_values_to_be_null": (
+        "{column} har ett värde där inget ska finnas", "{column} holds a value where none belongs",
+        "Posten säger emot sig själv; arkivarien kan inte avgöra vilken uppgift som stämmer.",
+        "The record contradicts itself; the archivist cannot tell which value is true."),
+    "expect_column_values_to_be_unique": (
+        "Samma {column} förekommer mer än en gång", "{column} occurs more than once",
+        "Två poster med samma identitet kan slås ihop och en av dem gå förlorad.",
+        "Two records with one identity can be merged and one of them lost."),
+    "expect_compound_columns_to_be_unique": (
+        "Samma kombination av {column} förekommer mer än en gång", "The combination {column} occurs more than once",
+        "Två poster med samma identitet kan slås ihop och en av dem gå förlorad.",
+        "Two records with one identity can be merged and one of them lost."),
+    "expect_column_values_to_match_regex": (
+        "{column} har inte den form som krävs", "{column} is not in the required form",
+        "En uppgift i fel form kan inte citeras, sökas eller tolkas säkert.",
+        "A value in the wrong form cannot be cited, searched or read reliably."),
+    "expect_column_values_to_be_between": (
+        "{column} ligger utanför {min_value} – {max_value}", "{column} is outside {min_value} – {max_value}",
+        "Ett värde utanför det rimliga är ett inmatnings- eller konverteringsfel, inte en verklig uppgift.",
+        "A value outside the plausible range is a data-entry or conversion error, not a real value."),
+    "expect_column_values_to_be_in_set": (
+        "{column} har ett värde som inte är tillåtet (tillåtna: {value_set})",
+        "{column} has a value that is not allowed (allowed: {value_set})",
+        "Ett okänt värde betyder oftast att exportens mappning är inaktuell.",
+        "An unknown value usually means the export's mapping is out of date."),
+    "expect_column_pair_values_a_to_be_greater_than_b": (
+        "{column_A} ligger före {column_B}", "{column_A} is before {column_B}",
+        "Uppgifterna säger emot varandra; det senare datumet kan inte ligga före det tidigare.",
+        "The values contradict each other; the later date cannot be before the earlier one."),
+    "expect_column_values_to_be_valid_personnummer": (
+        "Ogiltigt personnummer i {column}", "Invalid personnummer in {column}",
+        "Ett personnummer med fel datum eller kontrollsiffra pekar ut fel person, eller ingen.",
+        "A personnummer with a wrong date or check digit identifies the wrong person, or no one."),
+    "expect_column_values_to_be_valid_organisationsnummer": (
+        "Ogiltigt organisationsnummer i {column}", "Invalid organisationsnummer in {column}",
+        "Ett organisationsnummer med fel kontrollsiffra pekar ut fel organisation, eller ingen.",
+        "An organisationsnummer with a wrong check digit identifies the wrong organisation, or none."),
+    "expect_column_values_to_be_existing_files": (
+        "Filen som {column} anger finns inte i leveransen", "The file named in {column} is not in the delivery",
+        "Filen är själva handlingen; utan den är posten ofullständig.",
+        "The file is the record itself; without it the record is incomplete."),
+    TABLE_STAGED: (
+        "Tabellen {table} levererades inte", "The table {table} was not delivered",
+        "En tabell som saknas betyder att uttaget är ofullständigt.",
+        "A missing table means the extract is incomplete."),
+    ID_COLUMN_PRESENT: (
+        "Identitetskolumnen {column} saknas", "The identity column {column} is missing",
+        "Utan postens identitet kan inget fel spåras tillbaka till källsystemet.",
+        "Without the record's identity no problem can be traced back to the source system."),
+    TEXT_CONTROL: (
+        "Otillåtna styrtecken i texten i {column}", "Control characters in the text of {column}",
+        "Texten är inte den som källan anger och får inte arkiveras som handlingen.",
+        "The text is not what the source declares and must not be archived as the record."),
+    TEXT_BOM: (
+        "Byte-order mark mitt i texten i {column}", "Byte-order mark inside the text of {column}",
+        "Texten är inte den som källan anger och får inte arkiveras som handlingen.",
+        "The text is not what the source declares and must not be archived as the record."),
+    TEXT_MOJIBAKE: (
+        "Felkodade tecken i {column} (\u00c3\u00a5 i stället för å)",
+        "Mis-encoded characters in {column} (\u00c3\u00a5 for å)",
+        "Texten är inte den som källan anger och får inte arkiveras som handlingen.",
+        "The text is not what the source declares and must not be archived as the record."),
+}
+_FALLBACK_TEXT = (
+    "Kontrollen av {column} uppfylldes inte", "The check of {column} did not pass",
+    "Uppgifterna uppfyller inte leveransöverenskommelsens krav.",
+    "The data do not meet the submission agreement's requirements.")
+
+
+def check_texts(expectation: str, kwargs: Mapping[str, Any], meta: Mapping[str, Any] | None = None, *,
+                table: str = "", column: str | None = None) -> dict[str, dict[str, str]]:
+    """``{"title": {"sv", "en"}, "why": {"sv", "en"}}`` for one check, from :data:`CHECK_TEXTS` and the entry's meta."""
+    title_sv, title_en, why_sv, why_en = CHECK_TEXTS.get(expectation, _FALLBACK_TEXT)
+    meta = meta or {}
+    fields: dict[str, str] = {k: readable(v) for k, v in kwargs.items()}
+    fields["table"] = table
+    fields.setdefault("column", column or "")
+    fields.setdefault("column_A", column or "")
+    fields.setdefault("column_B", column or "")
+    if "column_list" in kwargs:
+        fields["column"] = column or fields["column_list"]
+
+    def fill(template: str) -> str:
+        try:
+            return template.format_map(_Missing(fields))
+        except (ValueError, IndexError):  # a suite's own wording with a stray brace
+            return template
+    return {
+        "title": {"sv": fill(str(meta.get("title_sv") or title_sv)), "en": fill(str(meta.get("title_en") or title_en))},
+        "why": {"sv": str(meta.get("notes_sv") or why_sv), "en": str(meta.get("notes") or why_en)},
+    }
+
+
+class _Missing(dict):
+    def __missing__(self, key: str) -> str:
+        return "…"
+
+
+def readable(value: Any) -> str | None:
+    """A value as a person reads it: ISO dates, Swedish numbers (``12 345``, ``1,5``), ja/nej; None for empty."""
+    if hasattr(value, "item") and not isinstance(value, str | bytes):  # numpy scalar
+        with contextlib.suppress(TypeError, ValueError):
+            value = value.item()
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "ja" if value else "nej"
+    if isinstance(value, int):
+        return _thousands(str(abs(value)), "-" if value < 0 else "")
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        whole, _, frac = f"{abs(value):.6f}".rstrip("0").partition(".")
+        number = _thousands(whole, "-" if value < 0 else "")
+        return number + ("," + frac if frac else "")
+    if isinstance(value, dt.datetime) or type(value).__name__ == "Timestamp":
+        if str(value) == "NaT":
+            return None
+        return value.strftime("%Y-%m-%d") if (value.hour, value.minute, value.second) == (0, 0, 0) \
+            else value.strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, dt.time):
+        return value.strftime("%H:%M")
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {readable(v) or '(tomt)'}" for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(readable(v) or "(tomt)" for v in value)
+    return str(value)
+
+
+def _thousands(digits: str, sign: str) -> str:
+    # Swedish style: groups of three set apart by a space from five digits up (1234, 12 345).
+    if len(digits) <= 4:
+        return sign + digits
+    groups = []
+    while digits:
+        groups.insert(0, digits[-3:])
+        digits = digits[:-3]
+    return sign + "\u00a0".join(groups)
 
 
 # --------------------------------------------------------------------------------------
@@ -200,6 +359,8 @@ class TableSuite:
     id_column: str
     expectations: tuple[ExpectationSpec, ...]
     description: str = ""
+    #: the column a person knows the record by (diarienummer, aktnummer); None: the id column
+    reference_column: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +418,9 @@ def load_suite(path: Path) -> Suite:
         id_column = tdata.get("id_column")
         if not isinstance(id_column, str) or not id_column.strip():
             raise fail(f"{tkey}.id_column", "must be a non-empty string naming the table's record id column")
+        reference = tdata.get("reference_column")
+        if reference is not None and (not isinstance(reference, str) or not reference.strip()):
+            raise fail(f"{tkey}.reference_column", "must be a non-empty string naming the column records are known by")
         tdesc = tdata.get("description", "")
         if not isinstance(tdesc, str):
             raise fail(f"{tkey}.description", "must be a string")
@@ -264,7 +428,7 @@ def load_suite(path: Path) -> Suite:
         if not isinstance(raw_exps, list):
             raise fail(f"{tkey}.expectations", "must be a list")
         specs = [_parse_expectation(e, f"{tkey}.expectations[{i}]", fail) for i, e in enumerate(raw_exps)]
-        tables[tname] = TableSuite(tname, id_column, tuple(specs), tdesc)
+        tables[tname] = TableSuite(tname, id_column, tuple(specs), tdesc, reference)
     return Suite(name=name, description=description, tables=tables, path=path)
 
 
@@ -291,8 +455,9 @@ def _parse_expectation(raw: object, key: str, fail) -> ExpectationSpec:
     meta = raw.get("meta", {})
     if not isinstance(meta, dict):
         raise fail(f"{key}.meta", "must be an object")
-    if "notes" in meta and not isinstance(meta["notes"], str):
-        raise fail(f"{key}.meta.notes", "must be a string")
+    for text_key in ("notes", *_TEXT_META_KEYS):
+        if text_key in meta and not isinstance(meta[text_key], str):
+            raise fail(f"{key}.meta.{text_key}", "must be a string")
     if _INDEX_META_KEY in meta:
         raise fail(f"{key}.meta.{_INDEX_META_KEY}", "is reserved for the quality gate")
     return ExpectationSpec(type=etype, kwargs=dict(kwargs), meta=dict(meta), key=key)
@@ -319,6 +484,10 @@ class CheckResult:
     #: a few unexpected values with their counts, as shown: masked when the column is sensitive
     examples: list[dict[str, Any]] | None = None
     sensitive: bool = False  # the check reads a column marked sensitive
+    #: {"title": {"sv", "en"}, "why": {"sv", "en"}}: the check in words (:func:`check_texts`)
+    texts: dict[str, dict[str, str]] | None = None
+    #: the offending records as a person names them (diarienummer, or the case's and the row's id)
+    records: list[str] | None = None
 
     def describe(self) -> str:
         """``cases.expect_column_values_to_be_unique(diarienummer)``."""
@@ -380,6 +549,7 @@ def check_batch(
     batch: str,
     report_dir: Path,
     sensitive_columns: dict[str, list[str]] | None = None,
+    reference_columns: dict[str, str] | None = None,
 ) -> QualityResult:
     """Validate a staged batch against a suite and write the JSON report.
 
@@ -390,6 +560,10 @@ def check_batch(
         report_dir: where the report goes (created if missing).
         sensitive_columns: table -> columns whose values must never be reported; the report
             holds no values at all, so this guards the id columns and the final scan.
+        reference_columns: table -> the column its records are known by (the system YAML's
+            ``content`` reference, e.g. ``diarienummer``); overrides the suite's
+            ``reference_column``. A reference column marked sensitive is not used: such
+            records are named by their id.
 
     Returns:
         The result; ``success`` is False when any check failed, including a suite table
@@ -424,6 +598,10 @@ def check_batch(
     rows: dict[str, int] = {}
     withheld_values: set[str] = set()
     validations: dict[str, Any] = {}  # table -> GX result, masked, for Data Docs
+    references = {t: ts.reference_column for t, ts in suite.tables.items() if ts.reference_column}
+    references.update(reference_columns or {})
+    id_columns = {t: ts.id_column for t, ts in suite.tables.items()}
+    naming: dict[str, Any] = {}  # table -> the few columns that name its records
     for tname, tsuite in suite.tables.items():
         files = tables.get(tname)
         if not files:
@@ -439,6 +617,10 @@ def check_batch(
         arrow = _read_arrow(tname, files)
         df = _to_pandas(arrow)
         rows[tname] = len(df)
+        wanted = [c for c in dict.fromkeys([tsuite.id_column, references.get(tname), *id_columns.values()])
+                  if c and c in df.columns and c not in sensitive.get(tname, set())]
+        if tsuite.id_column in wanted:
+            naming[tname] = df[wanted]
         checks.extend(_text_checks(tname, arrow, tsuite.id_column, sensitive.get(tname, set())))
         table_values = _sensitive_values(df, sensitive.get(tname, set()))
         withheld_values |= table_values
@@ -456,6 +638,10 @@ def check_batch(
             checks.extend(_text_checks(tname, arrow, None, sensitive.get(tname, set())))
 
     _withhold(checks, withheld_values)
+    _name_records(checks, naming, references, id_columns, withheld_values)
+    for c in checks:
+        if c.texts is None:
+            c.texts = check_texts(c.expectation, {}, table=c.table, column=c.column)
     success = all(c.success for c in checks)
     result = QualityResult(
         system=system, batch=batch, success=success, checks=checks, tables=rows, result_path=None,
@@ -657,7 +843,8 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
         for evr in validation.results:
             key = evr.expectation_config.meta.get(_INDEX_META_KEY)
             spec = by_key[key]
-            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id, sensitive, guard)
+            results[key] = _from_gx(tsuite, spec, evr, len(df), has_id, sensitive, guard,
+                                    _path_roots(df, spec) if not evr.success else None)
         _mask_gx_result(validation, tsuite, sensitive, guard)
     # GX returns one result per expectation; should a future version drop one, the check
     # fails visibly rather than passing by omission.
@@ -668,7 +855,7 @@ def _check_table(gx, datasource, tsuite: TableSuite, gx_exps: list, df,
 
 
 def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: bool,
-             sensitive: set[str], guard: list[str] = ()) -> CheckResult:
+             sensitive: set[str], guard: list[str] = (), roots: Mapping[str, str] | None = None) -> CheckResult:
     """Keep counts, ids and a few examples (masked where sensitive) from a GX result."""
     error = _exception_type(evr.exception_info)
     if error:
@@ -694,10 +881,11 @@ def _from_gx(tsuite: TableSuite, spec: ExpectationSpec, evr, rows: int, has_id: 
     if not evr.success:
         for entry in (res.get("partial_unexpected_counts") or [])[:MAX_EXAMPLES]:
             if isinstance(entry, Mapping):
-                examples.append({"value": _shown(entry.get("value"), is_sensitive, guard),
+                examples.append({"value": _shown(_example(entry.get("value"), spec, roots), is_sensitive, guard),
                                  "count": _int(entry.get("count"), 1)})
         if not examples and "observed_value" in res:
-            examples.append({"value": _shown(res["observed_value"], is_sensitive, guard), "observed": True})
+            examples.append({"value": _shown(_example(res["observed_value"], spec, roots), is_sensitive, guard),
+                             "observed": True})
     result = _result(
         tsuite.name, spec, bool(evr.success), _int(res.get("element_count"), rows),
         _int(res.get("unexpected_count"), 0), ids,
@@ -759,7 +947,77 @@ def _result(table: str, spec: ExpectationSpec, success: bool, elements: int, une
         table=table, expectation=spec.type, column=spec.column_label, kwargs_summary=_kwargs_summary(spec.kwargs),
         success=success, element_count=elements, unexpected_count=unexpected, offending_ids=ids,
         notes=spec.notes, error=error,
+        texts=check_texts(spec.type, spec.kwargs, spec.meta, table=table, column=spec.column_label),
     )
+
+
+def _example(value: Any, spec: ExpectationSpec, roots: Mapping[str, str] | None) -> Any:
+    """An unexpected value as a person reads it; a pair as ``column: value`` each, a path relative to its store."""
+    if isinstance(value, list | tuple) and len(value) == len(spec.columns) > 1:
+        return ", ".join(f"{col}: {readable(v) or '(tomt)'}" for col, v in zip(spec.columns, value, strict=True))
+    if roots and isinstance(value, str):
+        for root in roots.values():
+            if value.startswith(root + os.sep):
+                return value[len(root) + 1:]
+    return readable(value)
+
+
+def _path_roots(df, spec: ExpectationSpec) -> dict[str, str]:
+    """Column -> the directory its absolute paths share (where the delivery's files were put), for
+    showing a file as it is named in the delivery rather than where this machine keeps it."""
+    if spec.type != "expect_column_values_to_be_existing_files":
+        return {}
+    roots = {}
+    for col in spec.columns:
+        dirs = {os.path.dirname(v) for v in df[col].dropna().unique() if isinstance(v, str) and os.path.isabs(v)}
+        if dirs:
+            try:
+                roots[col] = os.path.commonpath(sorted(dirs))
+            except ValueError:  # paths on different drives
+                continue
+    return roots
+
+
+def _name_records(checks: list[CheckResult], naming: Mapping[str, Any], references: Mapping[str, str],
+                  id_columns: Mapping[str, str], withheld: set[str]) -> None:
+    """Name each check's offending records as people know them (:attr:`CheckResult.records`).
+
+    A table with a reference column names a record by it (the diarienummer); a table whose
+    rows point at such a table (a document's case_id) names a record by its case's
+    reference and its own id; otherwise the id stays. A reference that is a sensitive value
+    of the batch is never used.
+    """
+    def text(v: Any) -> str | None:
+        t = readable(v)
+        return None if t is None or t in withheld else t
+
+    ref_of: dict[str, dict[str, str]] = {}
+    for tname, frame in naming.items():
+        ref = references.get(tname)
+        if ref and ref in frame.columns:
+            ref_of[tname] = {_id_text(i): r for i, r in zip(frame[id_columns[tname]], frame[ref].map(text),
+                                                             strict=True) if r}
+    for c in checks:
+        frame = naming.get(c.table)
+        if not c.offending_ids or frame is None:
+            continue
+        id_col = id_columns.get(c.table, "")
+        own = ref_of.get(c.table)
+        parent = next((t for t, col in id_columns.items() if t != c.table and t in ref_of
+                       and col in frame.columns and col != id_col), None)
+        parent_of = ({_id_text(i): _id_text(p) for i, p in zip(frame[id_col], frame[id_columns[parent]], strict=True)}
+                     if parent and own is None else {})
+        names = []
+        for i in c.offending_ids:
+            if i == _WITHHELD:
+                names.append(i)
+            elif own is not None and i in own:
+                names.append(own[i])
+            elif parent and parent_of.get(i) in ref_of[parent]:
+                names.append(f"{ref_of[parent][parent_of[i]]} ({id_col} {i})")
+            else:
+                names.append(f"{id_col} {i}" if id_col else i)
+        c.records = names
 
 
 def _exception_type(info: object) -> str | None:
@@ -891,6 +1149,18 @@ margin:.5em 0}td,th{border:1px solid #bbb;padding:3px 6px;vertical-align:top}.te
 .text-success{color:#1b5e20}.hide,.collapse:not(.show){display:none}</style>"""
 
 
+_FOOTER = re.compile(r"<footer\b.*?</footer>", re.I | re.S)
+_TITLE = re.compile(r"<title>.*?</title>", re.I | re.S)
+_ICON = re.compile(r"<link\b[^>]*rel=\"(?:shortcut )?icon\"[^>]*>", re.I)
+
+
+def _unbranded(page: str, what: str) -> str:
+    """A Data Docs page as our technical appendix: no vendor footer (its newsletter link), title or icon."""
+    page = _FOOTER.sub("", page)
+    page = _ICON.sub("", page)
+    return _TITLE.sub(f"<title>Teknisk bilaga / Technical appendix: {html.escape(what)}</title>", page, count=1)
+
+
 def _write_data_docs(validations: dict[str, Any], result: QualityResult, report_dir: Path,
                      withheld_values: set[str]) -> Path | None:
     """Render GX Data Docs (one static page per table, and an index) from the masked results."""
@@ -909,6 +1179,7 @@ def _write_data_docs(validations: dict[str, Any], result: QualityResult, report_
             page = DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(validation))
             page = _EXTERNAL_CSS.sub("none", _EXTERNAL_TAG.sub("", page))
             page = page.replace("</head>", _OFFLINE_STYLE + "</head>", 1)
+            page = _unbranded(page, f"{result.system} {result.batch}: {tname}")
             for value in guard:  # last guard: GX rendered something we did not mask
                 if value in page:
                     log.warning("%s: a sensitive value reached the Data Docs page of %s and was masked",
@@ -918,8 +1189,8 @@ def _write_data_docs(validations: dict[str, Any], result: QualityResult, report_
             ok = all(c.success for c in result.checks if c.table == tname)
             links.append(f'<li><a href="{tname}.html">{tname}</a> — {"ok" if ok else "FAILED / UNDERKÄND"}</li>')
         (tmp / "index.html").write_text(
-            f"<!DOCTYPE html><html lang=\"sv\"><head><meta charset=\"utf-8\"><title>Data Docs {result.system} "
-            f"{result.batch}</title>{_OFFLINE_STYLE}</head><body><h1>Great Expectations Data Docs</h1>"
+            f"<!DOCTYPE html><html lang=\"sv\"><head><meta charset=\"utf-8\"><title>Teknisk bilaga {result.system} "
+            f"{result.batch}</title>{_OFFLINE_STYLE}</head><body><h1>Teknisk bilaga / Technical appendix</h1>"
             f"<p>{result.system} {result.batch}: känsliga värden maskerade / sensitive values masked.</p>"
             f"<ul>{''.join(links)}</ul></body></html>\n", encoding="utf-8")
         if target.exists():
@@ -956,6 +1227,9 @@ def _write_report(result: QualityResult, suite: Suite, report_dir: Path, gx_vers
                 "error": c.error,
                 "sensitive": c.sensitive,
                 "examples": c.examples or [],
+                "title": (c.texts or {}).get("title"),
+                "why": (c.texts or {}).get("why"),
+                "records": c.records if c.records is not None else list(c.offending_ids),
             }
         )
     doc = {

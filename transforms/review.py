@@ -69,25 +69,36 @@ def report_page(system: str, batch_id: str, kind: str, reasons: list[str], repor
     """A readable page in Swedish and English: what failed, how many records, which IDs, masked examples."""
     e = html.escape
     checks = []
+    plain: list[str] = []
     if report and Path(report).is_file():
         data = json.loads(Path(report).read_text(encoding="utf-8"))
-        for c in data.get("checks", []):
-            if not c.get("success"):
-                ids = ", ".join(e(str(i)) for i in c.get("offending_ids", [])[:200])
-                # Examples were masked when the report was written; scrubbed again here in case
-                # the report came from an older version.
-                examples = "<br>".join(f"{e(scrub(str(x.get('value'))))}" + (f" ({x['count']})" if x.get("count")
-                                                                                else "")
-                                       for x in c.get("examples") or [])
-                mark = " <em>(känslig / sensitive)</em>" if c.get("sensitive") else ""
-                checks.append(f"<tr><td>{e(c.get('table', ''))}</td><td>{e(c.get('expectation', ''))}</td>"
-                              f"<td>{e(str(c.get('column') or ''))}{mark}</td><td>{c.get('unexpected_count', 0)}</td>"
-                              f"<td>{e(c.get('notes') or '')}</td><td><code>{ids}</code></td>"
-                              f"<td><code>{examples}</code></td></tr>")
+        failed = [c for c in data.get("checks", []) if not c.get("success")]
+        for c in failed:
+            title, why = _in_words(c)
+            names = c.get("records") or c.get("offending_ids") or []
+            ids = ", ".join(e(scrub(str(i))) for i in names[:200])
+            # Examples were masked when the report was written; scrubbed again here in case
+            # the report came from an older version.
+            examples = "<br>".join(f"{e(scrub(str(x.get('value'))))}" + (f" ({x['count']})" if x.get("count")
+                                                                            else "")
+                                   for x in c.get("examples") or [])
+            mark = " <em>(känslig / sensitive)</em>" if c.get("sensitive") else ""
+            technical = e(c.get("expectation", "")) + (f" ({e(c['kwargs'])})" if c.get("kwargs") else "")
+            checks.append(f"<tr><td>{e(c.get('table', ''))}</td><td><strong>{e(title['sv'])}</strong><br>"
+                          f"{e(title['en'])}<br><small class=\"tech\">{technical}</small></td>"
+                          f"<td>{e(str(c.get('column') or ''))}{mark}</td><td>{c.get('unexpected_count', 0)}</td>"
+                          f"<td>{e(why['sv'])}<br><em>{e(why['en'])}</em></td><td><code>{ids}</code></td>"
+                          f"<td><code>{examples}</code></td></tr>")
+            plain.append(f"{c.get('table', '')}: {title['sv']} / {title['en']}: {c.get('unexpected_count', 0)} "
+                         "post(er) / record(s)")
+        # The checks' own reasons are told in words above; any other reason (a document that is
+        # not its record's own) is kept as given.
+        technical_reasons = {f"{c.get('table')}: {c.get('expectation')}" for c in failed}
+        reasons = plain + [r for r in reasons if not any(r.startswith(t) for t in technical_reasons)]
     rows = "".join(checks)
     items = "".join(f"<li>{e(scrub(r))}</li>" for r in reasons)
-    docs_link = (f'<p><a href="{e(data_docs_href)}">Great Expectations Data Docs</a> (alla kontroller / every '
-                 f"check)</p>" if data_docs_href else "")
+    docs_link = (f'<p><small>Teknisk bilaga / Technical appendix: <a href="{e(data_docs_href)}">alla kontroller i '
+                 f"detalj / every check in detail</a></small></p>" if data_docs_href else "")
     return f"""<!DOCTYPE html>
 <html lang="sv"><head><meta charset="utf-8"><title>Karantän / Quarantine: {e(batch_id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;
@@ -99,7 +110,7 @@ padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
 <h2>Orsaker / Reasons</h2><ul>{items}</ul>
 {"<h2>Kontroller som inte uppfylldes / Failed checks</h2><table><tr><th>Tabell / Table</th><th>Kontroll / Check</th>"
  "<th>Kolumn / Column</th><th>Antal poster / Records</th><th>Varför / Why it matters</th>"
- "<th>Postidentiteter / Record IDs</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
+ "<th>Poster / Records</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
  if rows else ""}
 {docs_link}
 <p><small>Rapporten visar postidentiteter, antal och några exempelvärden; värden i känsliga kolumner och allt
@@ -107,6 +118,22 @@ som liknar ett personnummer är maskerade. / The report shows record IDs, counts
 values of sensitive columns and anything shaped like a personnummer are masked.</small></p>
 </body></html>
 """
+
+
+def _in_words(check: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """A failed check's headline and why it matters, in Swedish and English; a report written before the
+    report carried its own wording gets it from the same table the quality gate uses."""
+    title, why = check.get("title"), check.get("why")
+    if not (isinstance(title, dict) and isinstance(why, dict)):
+        from .quality import check_texts
+
+        texts = check_texts(str(check.get("expectation", "")), {}, table=str(check.get("table", "")),
+                            column=check.get("column"))
+        title = title if isinstance(title, dict) else texts["title"]
+        why = why if isinstance(why, dict) else {"sv": texts["why"]["sv"], "en": check.get("notes") or
+                                                 texts["why"]["en"]}
+    return ({"sv": str(title.get("sv", "")), "en": str(title.get("en", ""))},
+            {"sv": str(why.get("sv", "")), "en": str(why.get("en", ""))})
 
 
 def cases(cat: Catalogue, status: str | None = None) -> list[QuarantineCase]:
