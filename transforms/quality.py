@@ -656,6 +656,17 @@ def check_batch(
     return result
 
 
+def reference_columns_of(content: Mapping[str, Any]) -> dict[str, str]:
+    """Table -> the column its records are known by, from a system YAML's ``content`` mapping
+    (``case: {table: cases, reference: diarienummer}``, and Visual Arkiv's archive structure)."""
+    parts = [m for m in content.values() if isinstance(m, Mapping)]
+    structure = content.get("archive_structure")
+    if isinstance(structure, Mapping):
+        parts += [m for m in structure.values() if isinstance(m, Mapping)]
+    return {m["table"]: m["reference"] for m in parts
+            if isinstance(m.get("table"), str) and isinstance(m.get("reference"), str)}
+
+
 def _check_file_component(name: str, value: str) -> None:
     # system and batch become part of a file name; a "/" would write outside report_dir.
     if not isinstance(value, str) or value in {"", ".", ".."} or any(ch in value for ch in "/\\\0"):
@@ -1279,5 +1290,8 @@ __all__ = [
     "Suite",
     "TableSuite",
     "check_batch",
+    "check_texts",
     "load_suite",
+    "readable",
+    "reference_columns_of",
 ]

@@ -131,3 +131,29 @@ def test_data_docs_are_an_unbranded_technical_appendix(failed):
         assert "compiled by Great Expectations" not in text, name
     # the technical detail is still there
     assert "closed_date" in pages["cases.html"] and "registered_date" in pages["cases.html"]
+
+
+def test_a_sensitive_reference_is_not_used_the_key_is(gx, tmp_path):
+    rows = make_lex_rows(tmp_path)
+    rows["cases"][1]["closed_date"] = rows["cases"][1]["registered_date"] - dt.timedelta(days=3)
+    result = run(tmp_path, rows, sensitive_columns={**LEX_SENSITIVE, "cases": ["title", "diarienummer"]})
+    pair = next(c for c in result.failed() if c.expectation == "expect_column_pair_values_a_to_be_greater_than_b")
+    assert pair.records == ["case_id 102"]
+    assert "KS 2023/0002" not in result.result_path.read_text(encoding="utf-8")
+
+
+def test_the_system_yaml_names_the_reference_and_overrides_the_suite(gx, tmp_path):
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "dags" / "systems"
+    lex = yaml.safe_load((root / "lex.yaml").read_text(encoding="utf-8"))
+    assert quality.reference_columns_of(lex["content"]) == {"cases": "diarienummer"}
+    treserva = yaml.safe_load((root / "treserva.yaml").read_text(encoding="utf-8"))
+    assert quality.reference_columns_of(treserva["content"])["akter"] == "aktnummer"
+    rows = make_lex_rows(tmp_path)
+    rows["cases"][1]["closed_date"] = rows["cases"][1]["registered_date"] - dt.timedelta(days=3)
+    result = run(tmp_path, rows, sensitive_columns=LEX_SENSITIVE, reference_columns={"cases": "classification_code"})
+    pair = next(c for c in result.failed() if c.expectation == "expect_column_pair_values_a_to_be_greater_than_b")
+    assert pair.records == ["2.3.1"]
