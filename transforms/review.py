@@ -110,7 +110,7 @@ padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
 <h2>Orsaker / Reasons</h2><ul>{items}</ul>
 {"<h2>Kontroller som inte uppfylldes / Failed checks</h2><table><tr><th>Tabell / Table</th><th>Kontroll / Check</th>"
  "<th>Kolumn / Column</th><th>Antal poster / Records</th><th>Varför / Why it matters</th>"
- "<th>Poster / Records</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
+ "<th>Vilka poster / Which records</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
  if rows else ""}
 {docs_link}
 <p><small>Rapporten visar postidentiteter, antal och några exempelvärden; värden i känsliga kolumner och allt
