@@ -93,8 +93,9 @@ def report_page(system: str, batch_id: str, kind: str, reasons: list[str], repor
                          "post(er) / record(s)")
         # The checks' own reasons are told in words above; any other reason (a document that is
         # not its record's own) is kept as given.
-        technical_reasons = {f"{c.get('table')}: {c.get('expectation')}" for c in failed}
-        reasons = plain + [r for r in reasons if not any(r.startswith(t) for t in technical_reasons)]
+        told = {f"{c.get('table')}: {c.get('expectation')}" for c in failed}
+        told |= {f"{c.get('table')}: {_in_words(c)[0]['sv']}" for c in failed}
+        reasons = plain + [r for r in reasons if not any(r.startswith(t) for t in told)]
     rows = "".join(checks)
     items = "".join(f"<li>{e(scrub(r))}</li>" for r in reasons)
     docs_link = (f'<p><small>Teknisk bilaga / Technical appendix: <a href="{e(data_docs_href)}">alla kontroller i '

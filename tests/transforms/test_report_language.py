@@ -157,3 +157,15 @@ def test_the_system_yaml_names_the_reference_and_overrides_the_suite(gx, tmp_pat
     result = run(tmp_path, rows, sensitive_columns=LEX_SENSITIVE, reference_columns={"cases": "classification_code"})
     pair = next(c for c in result.failed() if c.expectation == "expect_column_pair_values_a_to_be_greater_than_b")
     assert pair.records == ["2.3.1"]
+
+
+def test_reasons_already_in_words_are_not_repeated(gx, tmp_path):
+    rows = make_lex_rows(tmp_path)
+    rows["cases"][1]["closed_date"] = rows["cases"][1]["registered_date"] - dt.timedelta(days=3)
+    result = run(tmp_path, rows, sensitive_columns=LEX_SENSITIVE)
+    worded = [f"{c.table}: {c.texts['title']['sv']} / {c.texts['title']['en']}: {c.unexpected_count} post(er)"
+              for c in result.failed()]
+    page = review.report_page("lex", "lex/b1", "quality", [*worded, "documents: 1 file not its record's own"],
+                              str(result.result_path))
+    assert page.count("<li>cases: Slutdatum ligger före registreringsdatum") == 1
+    assert "<li>documents: 1 file not its record&#x27;s own</li>" in page
