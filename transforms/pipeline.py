@@ -376,7 +376,7 @@ def _counts(tables: dict[str, int]) -> str:
 
 def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     """Run the system's suite on the staged batch; a failure quarantines it and raises ContentError."""
-    from .quality import check_batch  # GX is heavy: imported only when a check runs
+    from .quality import check_batch, reference_columns_of  # GX is heavy: imported only when a check runs
 
     sys_ = system(settings, name)
     staged = StagedBatch.load(manifest)
@@ -412,7 +412,8 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
         return {"success": True, "deviation": deviation.id}
     result = check_batch(settings.expectations_dir / sys_.quality_suite, staged.table_files(),
                          system=name, batch=staged.batch, report_dir=settings.reports / name,
-                         sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()}) \
+                         sensitive_columns={t: list(c) for t, c in sys_.sensitive.items()},
+                         reference_columns=reference_columns_of(sys_.content)) \
         if sys_.quality_suite else None
     failed = result.failed() if result else []
     report = str(result.result_path) if result else None
@@ -429,8 +430,7 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
                       batch_id=batch_id, detail=detail)
     if not success:
         where = quarantine(settings, staged)
-        reasons = [f"{c.table}: {c.expectation}{' on ' + c.column if c.column else ''}: "
-                   f"{c.unexpected_count} record(s)" for c in failed] + ownership[:200]
+        reasons = [_reason(c) for c in failed] + ownership[:200]
         case = review.open_case(cat, system=name, batch_id=batch_id, kind="quality", reasons=reasons, path=where,
                                 report=report, content_state=_batch_state(staged))
         raise ContentError(
@@ -440,6 +440,14 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
             reasons,
         )
     return {"success": True, "checks": len(result.checks), "report": report}
+
+
+def _reason(c) -> str:
+    """A failed check as a case's reason: in words, Swedish and English, the technical name after."""
+    title = (c.texts or {}).get("title") or {}
+    words = f"{title['sv']} / {title['en']}" if title.get("sv") and title.get("en") else c.expectation
+    technical = f"{c.expectation}{' on ' + c.column if c.column else ''}"
+    return f"{c.table}: {words} ({technical}): {c.unexpected_count} post(er) / record(s)"
 
 
 def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> dict:

@@ -161,8 +161,9 @@ def histories(settings: Settings, cat: Catalogue) -> list[BatchHistory]:
         for c in mine:
             if c.kind == "quality" and c.status == "approved" and document_table:
                 n = sum(int(m[1]) for r in json.loads(c.reasons or "[]")
-                        if (m := re.match(rf"{re.escape(document_table)}: expect_column_values_to_be_existing_files"
-                                          r"\b.*: (\d+) record\(s\)$", r)))
+                        if (m := re.match(rf"{re.escape(document_table)}: (?:.*\()?"
+                                          r"expect_column_values_to_be_existing_files\b.*?: (\d+) "
+                                          r"(?:post\(er\) / )?record\(s\)$", r)))
                 if n:
                     h.missing_files.append((c.id, n))
         h.differences = differences(h, root_table, document_table)
