@@ -676,8 +676,6 @@ def _check_file_component(name: str, value: str) -> None:
 def _import_gx():
     # Set before the import: GX reads it when its usage-statistics machinery initialises.
     os.environ["GX_ANALYTICS_ENABLED"] = "false"
-    # GX logs hundreds of INFO lines around one useful line of ours: only its warnings are worth reading
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
 
     import expectations.custom  # noqa: F401  (registers our expectation types with GX)
