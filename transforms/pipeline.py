@@ -148,15 +148,19 @@ def check_claim(settings: Settings, name: str, manifest: str, holder: str | None
     return {"interval": key}
 
 
+def _give_back(cat: Catalogue, key: str, holder: str) -> None:
+    """Remove the interval's claim if ``holder`` has it (anyone else's claim stays)."""
+    with cat.session() as ses:
+        c = ses.get(IntervalClaim, key)
+        if c is not None and c.holder == holder:
+            ses.delete(c)
+
+
 def release_interval(settings: Settings, name: str, manifest: str, holder: str | None) -> dict:
     """Give the interval back once ``holder``'s run has finished with it (a no-op for anyone else)."""
     key = f"{name}/{Path(manifest).parent.name}"
     if holder:
-        cat = catalogue(settings)
-        with cat.session() as ses:
-            c = ses.get(IntervalClaim, key)
-            if c is not None and c.holder == holder:
-                ses.delete(c)
+        _give_back(catalogue(settings), key, holder)
     return {"interval": key}
 
 
@@ -164,11 +168,7 @@ def release_claim(settings: Settings, name: str, start: dt.datetime | str, end: 
                   holder: str) -> dict:
     """Give the interval back when ``holder``'s run ended without finishing it (a failed DAG run)."""
     _, _, _, key = _interval(settings, name, start, end)
-    cat = catalogue(settings)
-    with cat.session() as ses:
-        c = ses.get(IntervalClaim, key)
-        if c is not None and c.holder == holder:
-            ses.delete(c)
+    _give_back(catalogue(settings), key, holder)
     return {"interval": key}
 
 
@@ -186,10 +186,7 @@ def interval_guard(settings: Settings, name: str, start: dt.datetime | str,
         try:
             yield key
         finally:
-            with cat.session() as ses:
-                c = ses.get(IntervalClaim, key)
-                if c is not None and c.holder == holder:
-                    ses.delete(c)
+            _give_back(cat, key, holder)
 
 
 def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
