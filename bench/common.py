@@ -144,3 +144,35 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if not a or not b:
         return None
     return a / b
+
+
+# ------------------------------------------------------------------------------------ machine load
+def load_sample(label: str) -> dict:
+    """The 1-, 5- and 15-minute load averages now, named by what the run had just done."""
+    one, five, fifteen = os.getloadavg()
+    return {"when": label, "at": time.time(), "load1": one, "load5": five, "load15": fifteen}
+
+
+def load_verdict(samples: list[dict], cpu_count: int | None, threshold: float | None = None) -> dict:
+    """Whether the run shared the machine: some sample's 1-minute load average above ``threshold``.
+
+    The default threshold is the CPU count: above it, more processes were runnable than there
+    were CPUs, so some timed work waited for a CPU. The run's own work keeps the load near 1–2
+    (the writer plus the identification pool), which stays at or below it on 2 CPUs.
+    """
+    limit = float(threshold if threshold is not None else (cpu_count or 1))
+    peak = max((s["load1"] for s in samples), default=0.0)
+    over = [s["when"] for s in samples if s["load1"] > limit]
+    return {"samples": samples, "threshold": limit, "threshold_is_cpu_count": threshold is None,
+            "cpu_count": cpu_count, "max_load1": peak, "loaded": bool(over), "loaded_at": over}
+
+
+def load_warning(verdict: dict | None) -> str | None:
+    """The line a loaded run prints first; None for a run alone on the machine."""
+    if not verdict or not verdict.get("loaded"):
+        return None
+    basis = "the CPU count" if verdict.get("threshold_is_cpu_count") else "--load-threshold"
+    return (f"WARNING: LOADED MACHINE: the 1-minute load average reached {verdict['max_load1']:.2f}, above "
+            f"{verdict['threshold']:g} ({basis}), in {len(verdict['loaded_at'])} of {len(verdict['samples'])} "
+            "samples; other processes took CPU from the timed work, so these figures are not an idle "
+            "machine's and ratios may be skewed")
