@@ -119,6 +119,8 @@ def test_record_view_lists_documents_and_streams_them(client, lex_archive):
         got = client.get(doc["content"], headers=h)
         assert got.status_code == 200 and got.headers["x-arkiv-storage"] == "mellanarkiv"
         assert hashlib.sha256(got.content).hexdigest() == doc["sha256"] and len(got.content) == doc["size"]
+        original = next(c for c in doc["copies"] if c["copy"] == "original")
+        got = client.get(original["content"], headers=h)
         src = next(d for d in case["documents"] if str(d["document_id"]) == doc["document_id"])
         assert got.content == (lex_archive["files"] / src["file_path"]).read_bytes()
     log = _log(lex_archive, "lex-client")
@@ -191,7 +193,9 @@ def test_secret_case_withheld_in_search_record_document_and_dip(client, lex_arch
     whys = {(w["record"], w["what"].split(" ")[0]) for w in manifest["withheld"]}
     assert (f"lex/{cid}", "title,") in whys and (f"lex/{public['case_id']}", "personnummer") in whys
     assert manifest["purpose"] == "Begäran KS 2026/0042"
-    assert len([n for n in names if "/representations/rep1/data/" in n]) == len(public["documents"])
+    copies = client.get(f"/api/v1/records/lex/{public['case_id']}", headers=_h(lex_archive, "researcher")).json()
+    assert len([n for n in names if "/representations/rep1/data/" in n]) == \
+        sum(len(d["copies"]) for d in copies["documents"])
     log = _log(lex_archive, "rita-forskare")
     assert {"action": "export", "target": f"lex/{cid}", "outcome": "withheld", "purpose": "Begäran KS 2026/0042"} \
         in log

@@ -77,12 +77,19 @@ def test_search_open_a_document_and_see_it_in_the_log(server, browser, lex_archi
     hit.click()
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "button.open"))
     assert case["title"] in browser.find_element(By.CSS_SELECTOR, "#record h2").text
-    browser.find_elements(By.CSS_SELECTOR, "button.open")[0].click()
+    # each document offers its original; a converted one also its preservation copy (PDF/A), listed first
+    browser.find_elements(By.CSS_SELECTOR, "button.open.original")[0].click()
     link = wait.until(lambda d: d.find_elements(By.ID, "download"))[0]
     first = case["documents"][0]
     size = (lex_archive["files"] / first["file_path"]).stat().st_size
     assert f": {size} byte" in browser.find_element(By.ID, "status").text
     assert link.get_attribute("href").startswith("blob:")
+    if first["file_path"].endswith(".docx"):
+        buttons = browser.find_elements(By.CSS_SELECTOR, "#record tr")[1].find_elements(By.CSS_SELECTOR, "button")
+        assert [b.get_attribute("class") for b in buttons] == ["open preservation", "open original"]
+        buttons[0].click()
+        wait.until(lambda d: "(bevarandeexemplar)" in d.find_element(By.ID, "status").text)
+        assert browser.find_element(By.ID, "download").get_attribute("download").endswith(".pdf")
 
     # the secret case: found as classified, nothing to open
     secret = lex_archive["pick"]["secret"]

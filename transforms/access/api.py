@@ -17,7 +17,7 @@ and is logged by its type only, never with the values it carried.
 Stable deep links (they survive the move from mellanarkiv to slutarkiv)::
 
     /api/v1/records/{system}/{source_id}                            the record (e.g. /api/v1/records/lex/27)
-    /api/v1/records/{system}/{source_id}/documents/{document_id}    one document's content
+    /api/v1/records/{system}/{source_id}/documents/{document_id}    one document's content (?copy=)
 """
 
 
@@ -27,7 +27,7 @@ import re
 import tempfile
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -240,11 +240,14 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
 
     @app.get(PREFIX + "/records/{system}/{source_id}/documents/{document_id}", tags=["records"],
              response_class=StreamingResponse)
-    def document(system: System, source_id: Ident, document_id: Ident, who: Who, why: Purpose):
+    def document(system: System, source_id: Ident, document_id: Ident, who: Who, why: Purpose,
+                 copy: Literal["preservation", "original"] | None = None):
         """The document's bytes, streamed out of the stored package (never unpacked, never read whole).
 
-        Authorised by the record that owns the file in the catalogue, not only by the one in the URL."""
-        d = holder.get().document(who, system, source_id, document_id, purpose=why)
+        ``?copy=preservation`` (the PDF/A the archive keeps; the default when there is one) or
+        ``?copy=original`` (as delivered). Authorised by the record that owns the file in the catalogue,
+        not only by the one in the URL."""
+        d = holder.get().document(who, system, source_id, document_id, purpose=why, copy=copy)
         headers = {"Content-Length": str(d.size), "X-Arkiv-Storage": d.storage,
                    "Content-Disposition": content_disposition(d.name)}
         if d.sha256:

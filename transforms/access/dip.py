@@ -6,7 +6,8 @@ The DIP is a CSIP package (``OAISPACKAGETYPE="DIP"``) written in one pass::
     <OBJID>/metadata/descriptive/ERMS.xml       the selected cases, secret parts masked
     <OBJID>/metadata/preservation/premis.xml    the dissemination event and who asked for it
     <OBJID>/representations/rep1/METS.xml
-    <OBJID>/representations/rep1/data/…         the documents handed out (copied by ranged reads)
+    <OBJID>/representations/rep1/data/…         the documents handed out (copied by ranged reads): each
+                                                original and, beside it, its preservation copy (PDF/A)
     <OBJID>/documentation/withheld.json         what was left out or masked, and why
     <OBJID>/schemas/*.xsd
 
@@ -170,7 +171,9 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                         control = copy.deepcopy(tree.getroot().find(E + "control"))
                     agg = copy.deepcopy(agg)
                     whole, hidden = _mask_case(agg, who, link, withheld)
-                    docs = {d.document_id: d for d in index.documents_of(arc.cat, e.id)}
+                    originals, preserved = index.copies_of(arc.cat, e.id)
+                    docs = {d.document_id: d for d in originals}
+                    formats = index.package_formats(arc.cat, e.package_id) if preserved else {}
                     for r in agg.findall(E + "record"):
                         doc_id = r.get("systemIdentifier", "")
                         app = r.find(f"{E}additionalInformation/{E}appendix")
@@ -185,17 +188,14 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                                              "why": "the file belongs to a record the requester may not receive",
                                              "how": "left out"})
                             continue
-                        # the file keeps its path below its representation's data/ folder
-                        rel = d.path.split("/data/", 1)[1] if "/data/" in d.path else d.path
-                        if rel in used:
-                            rel = f"{e.package_id}/{rel}"
-                        used.add(rel)
-                        arcname = f"representations/{REP}/data/{rel}"
-                        _add_stream(tar, objid, arcname, d.size, _document_chunks(arc, e, d))
+                        # the original as registered (the ERMS appendix points at it) and, beside it, the
+                        # preservation copy the archive made, each keeping its path below data/
+                        arcname = _add_copy(tar, objid, arc, e, d, used, data_refs, data_objs, formats, now)
                         app.set("path", f"../../{arcname}")
-                        file_id = f"file-{len(data_refs) + 1}"
-                        data_refs.append(FileRef(file_id, f"data/{rel}", d.mimetype, d.size, d.sha256 or "", now))
-                        data_objs.append(premis.FileObject(arcname, d.sha256 or "", d.size, d.mimetype, d.name))
+                        pres = preserved.get(doc_id)
+                        if pres is not None and pres.path is not None and arc.file_allowed(who, e, pres):
+                            _add_copy(tar, objid, arc, e, pres, used, data_refs, data_objs, formats, now,
+                                      derived_from=arcname)
                     aggregations.append(agg)
                     delivered.append({"record": link, "reference": e.reference, "storage": e.storage,
                                       "masked": whole})
@@ -237,6 +237,23 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
 
 def _document_chunks(arc, e: AccessEntry, d):
     yield from arc.document_chunks(e, d)
+
+
+def _add_copy(tar, objid: str, arc, e: AccessEntry, d, used: set[str], data_refs: list, data_objs: list,
+              formats: dict, now: dt.datetime, derived_from: str | None = None) -> str:
+    """Stream one stored copy of a document into the DIP's representation; returns its path in the DIP."""
+    rel = d.path.split("/data/", 1)[1] if "/data/" in d.path else d.path
+    if rel in used:
+        rel = f"{e.package_id}/{rel}"
+    used.add(rel)
+    arcname = f"representations/{REP}/data/{rel}"
+    _add_stream(tar, objid, arcname, d.size, _document_chunks(arc, e, d))
+    f = formats.get(d.path, {})
+    data_refs.append(FileRef(f"file-{len(data_refs) + 1}", f"data/{rel}", d.mimetype, d.size, d.sha256 or "", now))
+    data_objs.append(premis.FileObject(arcname, d.sha256 or "", d.size, f.get("format_name") or d.mimetype, d.name,
+                                       puid=f.get("puid"), format_version=f.get("format_version") or "",
+                                       derived_from=derived_from))
+    return arcname
 
 
 class _ChunkReader(io.RawIOBase):

@@ -29,6 +29,7 @@ from ..catalogue import (
     AccessPersonnummer,
     ArchiveCreator,
     Catalogue,
+    FileFormat,
     Package,
     Record,
     Series,
@@ -189,6 +190,9 @@ def index_package(cat: Catalogue, store, slutarkiv_root: Path, package_id: str, 
         # not in the archival description (yet): the name the package itself gives
         agency = pk.parse_xml(scan.metadata[erms_at], "ERMS.xml").find(f".//{E}maintenanceAgency/{E}agencyName")
         creator = agency.text if agency is not None and agency.text else creator
+    formats = package_formats(cat, package_id)
+    derivatives = {path: f["derivative"] for path, f in formats.items()
+                   if f["outcome"] == "converted" and f["derivative"]}
     with cat.session() as s:
         records = list(s.scalars(sa.select(Record).where(Record.package_id == package_id).order_by(Record.id)))
         _delete_package_rows(s, package_id)
@@ -216,6 +220,18 @@ def index_package(cat: Catalogue, store, slutarkiv_root: Path, package_id: str, 
                                      tar_offset=m.offset if m and in_mellanarkiv else None, secret=d.secret,
                                      secrecy_reference=d.regulation if d.secret else None))
                 n_docs += 1
+                # the preservation copy gets a row of its own under the same document id, so that its place
+                # in the TAR is indexed like the original's; documents_of tells the two apart
+                dpath = derivatives.get(d.path or "") if m else None
+                dm = scan.members.get(dpath) if dpath and is_document_path(dpath) else None
+                if dm is not None:
+                    stem = (d.name or "").rsplit(".", 1)[0] if d.name and "." in d.name else (d.name or "")
+                    s.add(AccessDocument(entry_id=entry.id, document_id=d.document_id, number=d.number,
+                                         title=d.title, path=dpath, name=(stem + ".pdf") if stem else None,
+                                         mimetype=formats.get(dpath, {}).get("mime") or "application/pdf",
+                                         size=dm.size, sha256=dm.sha256,
+                                         tar_offset=dm.offset if in_mellanarkiv else None, secret=d.secret,
+                                         secrecy_reference=d.regulation if d.secret else None))
             for number in p.personnummer:
                 digest = personnummer_digest(key, number)
                 if digest:
@@ -375,10 +391,50 @@ def find_entry(cat: Catalogue, system: str, source_id: str) -> AccessEntry | Non
     return (live or rows or [None])[0]
 
 
-def documents_of(cat: Catalogue, entry_id: int) -> list[AccessDocument]:
+def package_formats(cat: Catalogue, package_id: str) -> dict[str, dict]:
+    """The format policy's verdict on each file of a package, by path (empty for a package no builder of ours
+    identified, e.g. one another tool wrote)."""
     with cat.session() as s:
-        return list(s.scalars(sa.select(AccessDocument).where(AccessDocument.entry_id == entry_id)
-                              .order_by(AccessDocument.number, AccessDocument.id)))
+        rows = list(s.scalars(sa.select(FileFormat).where(FileFormat.package_id == package_id)))
+    return {r.path: {"puid": r.puid, "format_name": r.format_name, "format_version": r.format_version,
+                     "mime": r.mime, "outcome": r.outcome, "derivative": r.derivative,
+                     "derived_from": r.derived_from, "sha256": r.sha256, "size": r.size} for r in rows}
+
+
+def _derivative_paths(cat: Catalogue, package_ids: set[str]) -> set[tuple[str, str]]:
+    if not package_ids:
+        return set()
+    with cat.session() as s:
+        return {(p, path) for p, path in s.execute(sa.select(FileFormat.package_id, FileFormat.path).where(
+            FileFormat.package_id.in_(package_ids), FileFormat.outcome == "derivative"))}
+
+
+def _all_documents(cat: Catalogue, entry_id: int) -> tuple[str | None, list[AccessDocument]]:
+    with cat.session() as s:
+        package_id = s.scalar(sa.select(AccessEntry.package_id).where(AccessEntry.id == entry_id))
+        return package_id, list(s.scalars(sa.select(AccessDocument).where(AccessDocument.entry_id == entry_id)
+                                          .order_by(AccessDocument.number, AccessDocument.id)))
+
+
+def documents_of(cat: Catalogue, entry_id: int) -> list[AccessDocument]:
+    """A record's documents as the business system registered them (the original copy of each)."""
+    return copies_of(cat, entry_id)[0]
+
+
+def copies_of(cat: Catalogue, entry_id: int) -> tuple[list[AccessDocument], dict[str, AccessDocument]]:
+    """A record's documents (originals) and, by document id, the preservation copy (PDF/A) made of each one
+    the format policy converted. A row is a preservation copy when the catalogue's ``file_formats`` says its
+    file is a derivative; a package without that table's rows has originals only."""
+    package_id, rows = _all_documents(cat, entry_id)
+    derived = _derivative_paths(cat, {package_id} if package_id else set())
+    originals: list[AccessDocument] = []
+    preservation: dict[str, AccessDocument] = {}
+    for d in rows:
+        if d.path and (package_id, d.path) in derived and d.document_id not in preservation:
+            preservation[d.document_id] = d
+        else:
+            originals.append(d)
+    return originals, preservation
 
 
 _DOCUMENT_PATH = re.compile(r"representations/[^/]+/data/[^/].*")
@@ -412,6 +468,15 @@ def file_owners(cat: Catalogue, package_id: str, path: str) -> list[tuple[Access
         rows = list(s.execute(sa.select(AccessEntry, AccessDocument).join(
             AccessDocument, AccessDocument.entry_id == AccessEntry.id).where(
             AccessEntry.package_id == package_id, AccessDocument.path == path)).tuples())
+        # a preservation copy belongs to whoever owns the original it was made from
+        origin = s.scalar(sa.select(FileFormat.derived_from).where(
+            FileFormat.package_id == package_id, FileFormat.path == path, FileFormat.outcome == "derivative"))
+        if origin and origin != path:
+            seen = {(e.id, d.id if d else None) for e, d in rows}
+            rows += [(e, d) for e, d in s.execute(sa.select(AccessEntry, AccessDocument).join(
+                AccessDocument, AccessDocument.entry_id == AccessEntry.id).where(
+                AccessEntry.package_id == package_id, AccessDocument.path == origin)).tuples()
+                if (e.id, d.id) not in seen]
         parts = path.split("/")
         folder = parts[3] if len(parts) > 4 else None
         if folder is not None:

@@ -90,21 +90,29 @@ async function openRecord(link) {
       tr.appendChild(el("td", d.number == null ? "" : String(d.number)));
       tr.appendChild(el("td", d.title == null ? "[sekretess]" : d.title, d.classified ? "classified" : null));
       tr.appendChild(el("td", String(d.size)));
-      const td = el("td"); if (d.content) { const b = el("button", "Öppna"); b.className = "open";
-        b.addEventListener("click", () => openDocument(d)); td.appendChild(b); } tr.appendChild(td); return tr; });
-    box.appendChild(table(["Nr", "Handling", "Byte", ""], rows));
+      const td = el("td");
+      const copies = (d.copies || []).filter(c => c.content);
+      if (!copies.length && d.content) copies.push({copy: "original", content: d.content, name: d.name});
+      copies.forEach(c => { const label = c.copy === "preservation" ? "Bevarandeexemplar (PDF/A)" : "Original";
+        const b = el("button", "Öppna " + label.toLowerCase()); b.className = "open " + c.copy;
+        b.title = [c.format_name, c.puid, c.size == null ? null : c.size + " byte"].filter(Boolean).join(" · ");
+        b.addEventListener("click", () => openDocument(d, c)); td.appendChild(b); });
+      tr.appendChild(td); return tr; });
+    box.appendChild(table(["Nr", "Handling", "Byte", "Exemplar"], rows));
     const hist = await (await api("/api/v1/packages/" + rec.package_id + "/history")).json().catch(() => null);
     if (hist) { box.appendChild(el("h3", "Historik"));
       box.appendChild(table(["Tid", "Händelse", "Utfall", "Detalj"], hist.events.map(e => { const tr = el("tr");
         [e.time, e.type, e.outcome, e.detail].forEach(v => tr.appendChild(el("td", v))); return tr; }))); }
   } catch (e) { status(e.message); }
 }
-async function openDocument(d) {
+async function openDocument(d, c) {
   try {
-    const blob = await (await api(d.content)).blob(); const url = URL.createObjectURL(blob);
-    const a = el("a", "Ladda ned " + (d.name || d.document_id)); a.href = url; a.download = d.name || d.document_id;
-    a.id = "download";
-    $("status").replaceChildren(el("span", "Öppnade handling " + d.document_id + ": " + blob.size + " byte "), a);
+    const blob = await (await api(c.content)).blob(); const url = URL.createObjectURL(blob);
+    const name = c.name || d.name || d.document_id;
+    const a = el("a", "Ladda ned " + name); a.href = url; a.download = name; a.id = "download";
+    const which = c.copy === "preservation" ? " (bevarandeexemplar)" : " (original)";
+    const said = "Öppnade handling " + d.document_id + which + ": " + blob.size + " byte ";
+    $("status").replaceChildren(el("span", said), a);
   } catch (e) { status(e.message); }
 }
 $("showlog").addEventListener("click", async () => {

@@ -111,9 +111,11 @@ class Archive:
             out.update({"withheld": f"the record is classified ({e.secrecy_reference or 'OSL'}); "
                                     "its content is withheld", "documents": None, "parties": None})
             return out
-        docs = index.documents_of(self.cat, e.id)
+        docs, preserved = index.copies_of(self.cat, e.id)
+        formats = index.package_formats(self.cat, e.package_id)
         out["parties"] = [p for p in (e.parties or "").split("; ") if p]
-        out["documents"] = [self._doc_view(who, e, d, self.file_allowed(who, e, d)) for d in docs]
+        out["documents"] = [self._doc_view(who, e, d, self.file_allowed(who, e, d), preserved.get(d.document_id),
+                                           formats) for d in docs]
         pkg = index.indexed_package(self.cat, e.package_id)
         out["package"] = {"id": e.package_id, "storage": e.storage, "verified": bool(pkg and pkg.verified),
                           "history": f"/api/v1/packages/{e.package_id}/history"}
@@ -122,15 +124,34 @@ class Archive:
                       detail=f"{len(docs)} document(s) listed" + (f", {withheld} classified" if withheld else ""))
         return out
 
-    @staticmethod
-    def _doc_view(who: Principal, e: AccessEntry, d: AccessDocument, file_ok: bool = True) -> dict:
+    def _doc_view(self, who: Principal, e: AccessEntry, d: AccessDocument, file_ok: bool = True,
+                  preserved: AccessDocument | None = None, formats: dict | None = None) -> dict:
+        """A document as listed in a record: the top-level fields describe the copy a plain download gives
+        (the preservation copy when there is one), ``copies`` lists each copy with its own link."""
         hidden = d.secret and not who.sees_secret
+        formats = formats or {}
+        link = f"{index.deep_link(e.system, e.source_id)}/documents/{d.document_id}"
+        copies = []
+        for kind, c in (("preservation", preserved), ("original", d)):
+            if c is None:
+                continue
+            ok = c.path is not None and (file_ok if c is d else self.file_allowed(who, e, c))
+            f = formats.get(c.path or "", {})
+            copy = {"copy": kind, "name": None if hidden else c.name, "format_name": f.get("format_name") or None,
+                    "format_version": f.get("format_version") or None, "puid": f.get("puid"),
+                    "mimetype": f.get("mime") or c.mimetype, "size": c.size, "sha256": c.sha256,
+                    "available": ok}
+            if ok and not hidden:
+                copy["content"] = f"{link}?copy={kind}"
+            copies.append(copy)
+        main = preserved if preserved is not None and preserved.path is not None else d
         view = {"document_id": d.document_id, "number": d.number, "classified": bool(d.secret),
                 "secrecy_reference": d.secrecy_reference, "title": None if hidden else d.title,
-                "name": None if hidden else d.name, "mimetype": d.mimetype, "size": d.size,
-                "sha256": d.sha256, "storage": e.storage, "available": d.path is not None and file_ok}
+                "name": None if hidden else main.name, "mimetype": main.mimetype, "size": main.size,
+                "sha256": main.sha256, "storage": e.storage, "available": d.path is not None and file_ok,
+                "default_copy": "preservation" if main is preserved else "original", "copies": copies}
         if d.path and not hidden and file_ok:
-            view["content"] = f"{index.deep_link(e.system, e.source_id)}/documents/{d.document_id}"
+            view["content"] = link
         return view
 
     def file_allowed(self, who: Principal, e: AccessEntry, doc: AccessDocument) -> bool:
@@ -153,12 +174,28 @@ class Archive:
         return True
 
     def document(self, who: Principal, system: str, source_id: str, document_id: str, *,
-                 purpose: str = "") -> Download:
-        """A document's bytes, streamed from the stored package (a range of the TAR, or the OCFL file)."""
+                 purpose: str = "", copy: str | None = None) -> Download:
+        """A document's bytes, streamed from the stored package (a range of the TAR, or the OCFL file).
+
+        ``copy`` is ``preservation`` (the PDF/A the archive made and keeps) or ``original`` (as delivered);
+        without it the preservation copy when there is one, else the original.
+        """
+        if copy not in (None, "", "preservation", "original"):
+            raise ValueError("copy must be 'preservation' or 'original'")
         e = self._entry(who, system, source_id, "document", purpose)
         target = f"{system}/{source_id}/documents/{document_id}"
         names = [p for p in (e.parties or "").split("; ") if p]
-        doc = next((d for d in index.documents_of(self.cat, e.id) if d.document_id == document_id), None)
+        docs, preserved = index.copies_of(self.cat, e.id)
+        original = next((d for d in docs if d.document_id == document_id), None)
+        doc = original
+        if original is not None and copy != "original" and document_id in preserved:
+            doc = preserved[document_id]
+            copy = "preservation"
+        elif copy == "preservation":
+            doc = None  # asked for a copy this document does not have
+        else:
+            copy = "original"
+        target += f"?copy={copy}"
         if doc is None or doc.path is None:
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="not_found", names=names)
             raise NotFound(f"no document {_shown(document_id)} with a file in record "
@@ -168,7 +205,7 @@ class Archive:
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld",
                           detail=f"classified ({reg or 'OSL'})", names=names)
             raise Withheld(f"document {target}", reg)
-        if not self.file_allowed(who, e, doc):
+        if not self.file_allowed(who, e, doc) or (doc is not original and not self.file_allowed(who, e, original)):
             # answered as a classified document: the reader learns nothing about whose file it is
             accesslog.log(self.cat, who, "document", target, purpose=purpose, outcome="withheld", names=names,
                           detail="the file belongs to another record the reader may not read, or is not a "
@@ -177,7 +214,7 @@ class Archive:
         pkg = self.cat.package(e.package_id)
         chunks = self.document_chunks(e, doc)
         accesslog.log(self.cat, who, "document", target, purpose=purpose, names=names,
-                      detail=f"{doc.size} bytes from the {pkg.storage}")
+                      detail=f"{copy} copy, {doc.size} bytes from the {pkg.storage}")
         return Download(doc.name or doc.path.rsplit("/", 1)[-1], doc.mimetype, doc.size, doc.sha256, pkg.storage,
                         chunks)
 
