@@ -373,6 +373,28 @@ class IntervalClaim(Base):
     claimed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class FormatIdentification(Base):
+    """A content's format identification, by its SHA-256 and what identified it (fido and PRONOM
+    versions, and the builder's own rules): content identified once is never identified again."""
+
+    __tablename__ = "format_identifications"
+    __table_args__ = (sa.UniqueConstraint("sha256", "signature_version", name="uq_format_identifications_key"),)
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    signature_version: Mapped[str] = mapped_column(sa.String(200))
+    puid: Mapped[str] = mapped_column(sa.String(40))
+    name: Mapped[str] = mapped_column(sa.String(300), default="")
+    version: Mapped[str] = mapped_column(sa.String(100), default="")
+    mime: Mapped[str] = mapped_column(sa.String(200), default="")
+    method: Mapped[str] = mapped_column(sa.String(20))  # signature | container (what the bytes alone decide)
+    tool: Mapped[str] = mapped_column(sa.String(200))
+    encrypted: Mapped[bool] = mapped_column(default=False)
+    pdfa: Mapped[str | None] = mapped_column(sa.String(10), nullable=True)
+    note: Mapped[str] = mapped_column(sa.Text, default="")
+    identified_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 def _migration_1(conn: sa.Connection) -> None:
     for table in (Batch.__table__, Package.__table__, Record.__table__, Event.__table__):
         _as_of_migration_1(table).create(conn, checkfirst=True)
@@ -435,6 +457,10 @@ def _migration_7(conn: sa.Connection) -> None:
 def _migration_8(conn: sa.Connection) -> None:
     Base.metadata.create_all(conn, tables=[IntervalClaim.__table__])
 
+
+def _migration_9(conn: sa.Connection) -> None:
+    Base.metadata.create_all(conn, tables=[FormatIdentification.__table__])
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
@@ -445,6 +471,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (6, "access: search index, document offsets, credentials, append-only access log", _migration_6),
     (7, "batches list the packages they are made of (a batch is archived whole or not at all)", _migration_7),
     (8, "interval claims: one run at a time archives a system's interval (CLI and DAG runs)", _migration_8),
+    (9, "format identifications by content digest and signature version (each content identified once)",
+     _migration_9),
 ]
 
 

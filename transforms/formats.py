@@ -26,7 +26,7 @@ import re._constants as _sre
 import re._parser as _sre_parser
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -488,14 +488,74 @@ class Identifier:
         """Identify many files with the same loaded signatures: ``{str(path): Identification}``."""
         return {str(p): self.identify(p) for p in paths}
 
-    def identify_stream(self, paths: Sequence[str], pool: IdentifyPool | None = None
-                        ) -> Iterator[tuple[str, Identification]]:
+    @property
+    def cache_version(self) -> str:
+        """What a cached identification is valid for: fido's version and its PRONOM signatures,
+        and the version of this module's own steps (the PDF checks, the matcher)."""
+        return f"{self.tool}; rules {IDENTIFICATION_RULES}"
+
+    def identify_stream(self, paths: Sequence[str], pool: IdentifyPool | None = None,
+                        cache: IdentificationCache | None = None) -> Iterator[tuple[str, Identification]]:
         """``(path, identification)`` for every path, in the order given, as soon as each is known.
 
         With a ``pool`` the files are identified by its worker processes, a chunk at a time,
         while the caller goes on with the ones already answered (the package build copies them
         into the TAR); without one, or if the pool breaks, in this process. Same answers either way.
+
+        With a ``cache`` every file is first hashed (SHA-256, by the pool's workers when there
+        is a pool), all digests are looked up at once, and only files whose content was never
+        identified with these signatures are identified; a content seen twice among ``paths``
+        is identified once. What was identified is stored in one go when the stream ends.
         """
+        if cache is None:
+            yield from self._stream(paths, pool)
+            return
+        base = self.cache_version
+        digests = _digests(paths, pool if len(paths) >= POOL_MIN_FILES else None)
+        by_name = [_name_version(base, p) for p in paths]
+        known = cache.lookup({d for d in digests if d}, {base, *by_name})
+        fresh: dict[tuple[str, str], Identification] = {}
+
+        def cached(d: str | None, named: str) -> Identification | None:
+            if d is None:
+                return None
+            return known.get((d, base)) or known.get((d, named)) or fresh.get((d, base)) or fresh.get((d, named))
+
+        # A file whose content is known to be decided by its bytes, or known under its
+        # extension, is not identified; a repeat of content seen earlier in ``paths`` is
+        # identified only if the first one turned out to depend on its name
+        seen: set[str] = set()
+        todo: list[str] = []
+        for p, d, named in zip(paths, digests, by_name, strict=True):
+            if d is None or (cached(d, named) is None and d not in seen):
+                todo.append(p)
+                if d is not None:
+                    seen.add(d)
+        # ``todo`` is in the order of ``paths``: a file that needs identifying is always the next
+        # one the stream answers
+        stream = self._stream(todo, pool)
+        try:
+            for p, d, named in zip(paths, digests, by_name, strict=True):
+                ident = cached(d, named)
+                if ident is None and d in seen:
+                    seen.discard(d)
+                    _, ident = next(stream)
+                    fresh[(d, base if ident.method in CONTENT_METHODS else named)] = ident
+                elif ident is None:
+                    # unreadable (no digest: never kept), or the same bytes under a name the first
+                    # copy's extension-decided answer does not cover
+                    ident = next(stream)[1] if d is None else self.identify(p)
+                    if d is not None:
+                        fresh[(d, base if ident.method in CONTENT_METHODS else named)] = ident
+                yield p, ident
+        except GeneratorExit:
+            _store(cache, fresh)
+            raise
+        finally:
+            stream.close()
+        _store(cache, fresh)
+
+    def _stream(self, paths: Sequence[str], pool: IdentifyPool | None) -> Iterator[tuple[str, Identification]]:
         if pool is None or len(paths) < POOL_MIN_FILES:
             for p in paths:
                 yield p, self.identify(p)
@@ -532,6 +592,120 @@ class Identifier:
 
 _SHARED: Identifier | None = None
 _SHARED_LOCK = threading.Lock()
+
+#: how identifications are made that the file's bytes alone decide (cached by content)
+CONTENT_METHODS = frozenset({"signature", "container"})
+#: the version of this module's own identification steps (matcher, PDF checks): part of the
+#: cache key beside fido's and PRONOM's, raised whenever they would answer differently
+IDENTIFICATION_RULES = 1
+
+
+class IdentificationCache:
+    """Identifications kept by the SHA-256 of the content and a version string (what identified
+    it: :attr:`Identifier.cache_version`, with the extension when the name decided); this base
+    keeps them in memory, for one process."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[str, str], Identification] = {}
+
+    def lookup(self, digests: Collection[str], versions: Collection[str]
+               ) -> dict[tuple[str, str], Identification]:
+        """``{(sha256, version): Identification}`` for what was identified before."""
+        return {(d, v): self._known[(d, v)] for d in digests for v in versions if (d, v) in self._known}
+
+    def store(self, found: Mapping[str, Mapping[str, Identification]]) -> None:
+        """Keep ``{version: {sha256: Identification}}``, all or nothing."""
+        for v, idents in found.items():
+            for d, ident in idents.items():
+                self._known.setdefault((d, v), ident)
+
+
+class CatalogueIdentificationCache(IdentificationCache):
+    """Identifications kept in the catalogue's ``format_identifications`` table, so that a rerun,
+    a re-delivery or the same attachment in another batch is never identified again."""
+
+    #: digests per lookup query (well below SQLite's limit of bound parameters)
+    QUERY_DIGESTS = 10_000
+
+    def __init__(self, catalogue: Any) -> None:
+        super().__init__()
+        self.catalogue = catalogue
+
+    def lookup(self, digests: Collection[str], versions: Collection[str]
+               ) -> dict[tuple[str, str], Identification]:
+        import sqlalchemy as sa
+
+        from .catalogue import FormatIdentification as Row
+
+        wanted, found = sorted(digests), {}
+        with self.catalogue.engine.connect() as conn:
+            for i in range(0, len(wanted), self.QUERY_DIGESTS):
+                query = sa.select(Row.__table__).where(Row.signature_version.in_(sorted(versions)),
+                                             Row.sha256.in_(wanted[i:i + self.QUERY_DIGESTS]))
+                for r in conn.execute(query).mappings():
+                    found[(r["sha256"], r["signature_version"])] = Identification(
+                        r["puid"], r["name"], r["version"], r["mime"], r["method"], r["tool"],
+                        encrypted=bool(r["encrypted"]), pdfa=r["pdfa"], note=r["note"])
+        return found
+
+    def store(self, found: Mapping[str, Mapping[str, Identification]]) -> None:
+        from .catalogue import FormatIdentification as Row
+
+        rows = [{"sha256": d, "signature_version": v, "puid": i.puid, "name": i.name, "version": i.version,
+                 "mime": i.mime, "method": i.method, "tool": i.tool, "encrypted": i.encrypted, "pdfa": i.pdfa,
+                 "note": i.note} for v, idents in found.items() for d, i in idents.items()]
+        if not rows:
+            return
+        dialect = self.catalogue.engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - the catalogue runs on SQLite or PostgreSQL
+            raise ConfigError(f"identification cache: catalogue dialect {dialect} is not supported")
+        # Another build may have identified the same content meanwhile: its row is as good as ours
+        statement = insert(Row).on_conflict_do_nothing(index_elements=["sha256", "signature_version"])
+        with self.catalogue.engine.begin() as conn:
+            conn.execute(statement, rows)
+
+
+def _name_version(base: str, path: str) -> str:
+    """The cache version of an identification the file's extension decided (or that found nothing,
+    which a different extension could change)."""
+    return f"{base}; extension {os.path.splitext(path)[1].lower()!r}"
+
+
+def _store(cache: IdentificationCache, fresh: Mapping[tuple[str, str], Identification]) -> None:
+    by_version: dict[str, dict[str, Identification]] = defaultdict(dict)
+    for (d, version), ident in fresh.items():
+        by_version[version][d] = ident
+    if by_version:
+        cache.store(by_version)
+
+
+def _hash_file(path: str) -> str | None:
+    """The file's SHA-256, or None when it cannot be read (identifying it says why)."""
+    import hashlib
+
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return None
+
+
+def _hash_chunk(paths: list[str]) -> list[str | None]:
+    _read_ahead(paths)
+    return [_hash_file(p) for p in paths]
+
+
+def _digests(paths: Sequence[str], pool: IdentifyPool | None) -> list[str | None]:
+    """Every path's SHA-256 (None: unreadable), hashed by the pool's workers when there is one."""
+    if pool is None:
+        return [_hash_file(p) for p in paths]
+    calls = [pool.call(_hash_chunk, list(paths[i:i + POOL_CHUNK])) for i in range(0, len(paths), POOL_CHUNK)]
+    return [d for answer in calls for d in answer()]
+
 
 #: worker processes that identify a package's files (``0``: identify in the building process)
 WORKERS_ENV = "ARKIV_IDENTIFY_WORKERS"

@@ -75,6 +75,7 @@ from .formats import (
     Decision,
     FormatPolicy,
     Identification,
+    IdentificationCache,
     Identifier,
     IdentifyPool,
 )
@@ -355,6 +356,7 @@ def build_packages(
     conversion_timeout: float | None = None,
     skip: Collection[str] = (),
     conversion_cache: Path | None = None,
+    identification_cache: IdentificationCache | None = None,
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk).
 
@@ -366,7 +368,9 @@ def build_packages(
     by default the batch's own (:func:`batch_time`), so a rebuild gives the same bytes.
     ``conversion_cache``: where PDF/A conversions are kept between builds
     (:class:`~transforms.conversion.ConversionCache`; default ``$ARKIV_CONVERSION_CACHE``, else
-    ``.conversion-cache`` beside ``build_dir``).
+    ``.conversion-cache`` beside ``build_dir``). ``identification_cache``: identifications kept
+    by content digest (:class:`~transforms.formats.CatalogueIdentificationCache` over the
+    catalogue); without one every document is identified.
 
     The quality gate refuses a batch whose documents do not belong to their records; the
     builder asks again, over the whole batch, before it writes anything: such a package can
@@ -380,7 +384,7 @@ def build_packages(
     cache = conversion_cache or Path(os.environ.get(CONVERSION_CACHE_ENV) or build_dir.parent / ".conversion-cache")
     formats = _FormatStep(policy or system.formats, build_dir,
                           quarantine_dir or build_dir / "quarantined-documents", conversion_timeout,
-                          ConversionCache(cache))
+                          ConversionCache(cache), identification_cache)
     built = []
     try:
         for part_no, cases in enumerate(_chunks(system, partition)):
@@ -566,9 +570,10 @@ class _FormatStep:
     """Identification, policy and conversion for the packages of one build_packages call."""
 
     def __init__(self, policy: FormatPolicy, build_dir: Path, quarantine_dir: Path, timeout: float | None,
-                 cache: ConversionCache | None = None):
+                 cache: ConversionCache | None = None, identification_cache: IdentificationCache | None = None):
         self.policy = policy
         self.cache = cache
+        self.identification_cache = identification_cache
         self.build_dir = build_dir
         self.quarantine_dir = quarantine_dir
         self.timeout = timeout
@@ -653,7 +658,8 @@ class _FormatStep:
         pool = self.pool() if len(unique) >= POOL_MIN_FILES else None
         return _PackageFiles(objid, now, {}, _Spool(work / "data-files.pickle", *_ENTRY_CODEC),
                              _Spool(work / "originals.pickle", *_ENTRY_CODEC),
-                             identified=self.identifier.identify_stream(unique, pool), decide=self.policy.decide)
+                             identified=self.identifier.identify_stream(unique, pool, self.identification_cache),
+                             decide=self.policy.decide)
 
     def finish(self, tar, files: _PackageFiles, work: Path) -> None:
         """Convert the package's pending documents in one batch and add each PDF/A to rep1.
