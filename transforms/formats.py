@@ -566,7 +566,7 @@ class Identifier:
         ahead: deque[tuple[list[str], Any]] = deque()
         try:
             while True:
-                while len(ahead) < POOL_AHEAD and (chunk := next(chunks, None)) is not None:
+                while len(ahead) < max(POOL_AHEAD, 2 * pool.workers) and (chunk := next(chunks, None)) is not None:
                     ahead.append((chunk, pool.submit(chunk)))
                 if not ahead:
                     return
@@ -713,7 +713,7 @@ WORKERS_ENV = "ARKIV_IDENTIFY_WORKERS"
 POOL_MIN_FILES = 200
 #: files per task sent to a worker (a few ms of work, so the results come back in a steady stream)
 POOL_CHUNK = 32
-#: chunks submitted ahead of the one the build is reading (enough to keep 4 workers busy)
+#: chunks submitted ahead of the one the build is reading (at least two per worker, so none waits)
 POOL_AHEAD = 8
 
 
@@ -774,8 +774,9 @@ class IdentifyPool:
     None and identification stays in the building process.
     """
 
-    def __init__(self, executor: Any) -> None:
+    def __init__(self, executor: Any, workers: int = 1) -> None:
         self._executor = executor
+        self.workers = workers
         self.broken = False
 
     @classmethod
@@ -794,7 +795,7 @@ class IdentifyPool:
         except Exception:  # noqa: BLE001 - e.g. "daemonic processes are not allowed to have children"
             executor.shutdown(wait=False, cancel_futures=True)
             return None
-        return cls(executor)
+        return cls(executor, n)
 
     def submit(self, chunk: list[str]):
         """A future for a chunk's identifications; one answering None (identify it in the caller)
@@ -849,11 +850,10 @@ class IdentifyPool:
 
 
 def configured_workers() -> int:
-    """``ARKIV_IDENTIFY_WORKERS`` (default: one less than the CPU count, at most 4; none on one CPU)."""
+    """``ARKIV_IDENTIFY_WORKERS`` (default: one less than the CPUs this process may run on; none on one)."""
     value = os.environ.get(WORKERS_ENV, "").strip()
     if not value:
-        cpus = os.cpu_count() or 1
-        return min(cpus - 1, 4)  # one CPU stays with the build that copies the files
+        return usable_cpus() - 1  # one CPU stays with the build that copies the files
     try:
         n = int(value)
     except ValueError:
@@ -861,6 +861,17 @@ def configured_workers() -> int:
     if n < 0:
         raise ConfigError(f"{WORKERS_ENV} must be 0 or more, not {n}")
     return n
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask or cgroup CPU set, not the machine's count)."""
+    counter = getattr(os, "process_cpu_count", None)  # Python 3.13
+    if counter is not None:
+        return counter() or 1
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _starts_with(path: Path, magic: bytes) -> bool:

@@ -164,7 +164,7 @@ def test_worker_count_setting(monkeypatch):
         with pytest.raises(ConfigError, match=formats.WORKERS_ENV):
             configured_workers()
     monkeypatch.delenv(formats.WORKERS_ENV)
-    assert configured_workers() == min((os.cpu_count() or 1) - 1, 4)
+    assert configured_workers() == len(os.sched_getaffinity(0)) - 1
 
 
 def test_work_handed_to_the_pool_runs_in_a_worker_or_here_once_the_pool_is_broken():
