@@ -1,6 +1,7 @@
 """The benchmarks still run: ``python -m bench --size tiny`` once, and its JSON has every section.
 
-No timing is asserted: benchmarks measure, they do not pass or fail on speed.
+No timing is asserted: benchmarks measure, they do not pass or fail on speed. The loaded-machine
+verdict is tested apart with made-up load averages (the real one depends on who else is running).
 """
 
 import json
@@ -10,9 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import load_verdict, load_warning
+from bench.run import SIZES, table
+
 PROJECT = Path(__file__).resolve().parents[1]
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("bench")]
+
+def tiny(fn):
+    """The tests that read the one tiny run (slow: it builds, validates, extracts … for real)."""
+    return pytest.mark.slow(pytest.mark.integration(pytest.mark.xdist_group("bench")(fn)))
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +34,7 @@ def tiny_run(tmp_path_factory):
     return json.loads(files[0].read_text()), r.stdout, work
 
 
+@tiny
 def test_json_has_every_section(tiny_run):
     data, _, _ = tiny_run
     for key in ("machine", "limits", "corpus", "build", "validate", "extract", "memory", "workers", "dagparse"):
@@ -37,9 +45,10 @@ def test_json_has_every_section(tiny_run):
     assert {"pyarrow", "lxml"} <= set(m["versions"])
 
 
+@tiny
 def test_every_benchmark_ran_side_by_side(tiny_run):
     data, _, _ = tiny_run
-    assert set(data["build"]["warm"]) == {"ours", "one_pass", "cp_sha256sum", "bagit"}
+    assert set(data["build"]["warm"]) == {"single_stream", "ours", "one_pass", "cp_sha256sum", "bagit"}
     assert data["validate"]["ours_tar"]["valid"] is True
     assert {"ours_tar", "ours_folder", "sha256sum_c", "eark"} <= set(data["validate"])
     if data["extract"].get("available"):
@@ -53,9 +62,81 @@ def test_every_benchmark_ran_side_by_side(tiny_run):
     assert "empty_dag.py (baseline)" in data["dagparse"]["files"]
 
 
+@tiny
 def test_prints_the_table_and_cleans_up(tiny_run):
     _, stdout, work = tiny_run
     for heading in ("1. Package build", "2. Validation", "3. Extraction", "4. Peak RSS", "5. Workers",
                     "6. DAG parse"):
         assert heading in stdout
     assert list(work.iterdir()) == []  # the work folder is removed
+
+
+@tiny
+def test_single_stream_limit_is_measured_in_the_same_rounds(tiny_run):
+    data, stdout, _ = tiny_run
+    b = data["build"]
+    rounds = SIZES["tiny"].repeats
+    assert b["rounds"] == rounds
+    limit = b["warm"]["single_stream"]
+    # the limit wrote every document into its one file, no more and no less
+    assert limit["documents"] == b["files"] == data["corpus"]["documents"]
+    assert limit["output_bytes"] == b["bytes"]
+    for name, v in {**b["warm"], **b["variants"]["warm"]}.items():
+        assert len(v["all_seconds"]) == rounds, name
+        assert 0 < v["seconds"] <= v["median_seconds"] <= max(v["all_seconds"]), name
+    vs = b["ours_vs_single_stream"]["warm"]
+    assert vs["best"] == pytest.approx(limit["seconds"] / b["warm"]["ours"]["seconds"])
+    assert vs["median"] == pytest.approx(limit["median_seconds"] / b["warm"]["ours"]["median_seconds"])
+    section = stdout[stdout.index("1. Package build"):stdout.index("2. Validation")]
+    # ours ÷ the limit comes first, then the limit's row, before ours and the other baselines
+    assert section.index("ours ÷ single-stream limit") < section.index("single-stream limit  ")
+    assert section.index("single-stream limit  ") < section.index("ours (FGS SIP TAR)")
+    assert section.index("ours (FGS SIP TAR)") < section.index("per-file loop") < section.index("copy + bagit")
+
+
+@tiny
+def test_load_average_is_recorded_through_the_run(tiny_run):
+    data, stdout, _ = tiny_run
+    load = data["load"]
+    whens = [s["when"] for s in load["samples"]]
+    assert whens[0] == "start" and whens[-1] == "end"
+    for n in range(1, SIZES["tiny"].repeats + 1):
+        assert f"build warm round {n}" in whens
+    assert all(s["load1"] >= 0 and s["load5"] >= 0 and s["load15"] >= 0 for s in load["samples"])
+    cpus = data["machine"]["cpu_affinity"] or data["machine"]["cpu_count"]
+    assert load["threshold"] == cpus
+    assert load["loaded"] == any(s["load1"] > cpus for s in load["samples"])
+    assert stdout.count("LOADED MACHINE") == (2 if load["loaded"] and load["samples"][0]["load1"] > cpus
+                                               else 1 if load["loaded"] else 0)
+
+
+def _samples(*loads: float) -> list[dict]:
+    return [{"when": f"round {i}", "at": 0.0, "load1": x, "load5": x, "load15": x} for i, x in enumerate(loads)]
+
+
+def test_a_loaded_machine_is_named_at_the_top():
+    verdict = load_verdict(_samples(0.4, 3.1, 1.2), cpu_count=2)
+    assert verdict["loaded"] is True
+    assert verdict["loaded_at"] == ["round 1"]
+    assert verdict["max_load1"] == 3.1
+    out = table({"size": "quick", "seed": 1, "machine": {"cpu_count": 2}, "load": verdict})
+    first = out.splitlines()[0]
+    assert first.startswith("WARNING: LOADED MACHINE")
+    assert "3.10" in first and "the CPU count" in first
+
+
+def test_an_idle_machine_gets_no_warning():
+    # at the CPU count exactly, no process waited for a CPU on average
+    verdict = load_verdict(_samples(0.4, 2.0, 1.9), cpu_count=2)
+    assert verdict["loaded"] is False
+    assert load_warning(verdict) is None
+    out = table({"size": "quick", "seed": 1, "machine": {"cpu_count": 2}, "load": verdict})
+    assert "LOADED" not in out
+    assert out.startswith("Arkivflöde benchmarks")
+
+
+def test_a_documented_threshold_overrides_the_cpu_count():
+    verdict = load_verdict(_samples(0.4, 1.6), cpu_count=2, threshold=1.5)
+    assert verdict["loaded"] is True and verdict["threshold"] == 1.5
+    assert "--load-threshold" in load_warning(verdict)
+    assert load_verdict(_samples(3.0), cpu_count=4)["loaded"] is False
