@@ -1192,7 +1192,7 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
         return result
     if identifier is None:
         from .formats import Identifier
-        identifier = Identifier()
+        identifier = Identifier.shared()  # loading fido's signatures takes a second: once a process
     with tempfile.TemporaryDirectory(prefix="arkiv-prepare-", dir=out_dir) as tmp:
         tmp_path = Path(tmp)
         try:

@@ -192,7 +192,7 @@ class _FormatCheck:
 
     def identifier(self) -> Identifier:
         if self._identifier is None:
-            self._identifier = Identifier()
+            self._identifier = Identifier.shared()  # loading fido's signatures takes a second: once a process
         return self._identifier
 
     def check(self, intake: Intake) -> Intake:
