@@ -165,3 +165,14 @@ def test_rebuilding_with_the_catalogue_identifies_no_document(staged, lex_source
     assert sum(p.document_count for p in second) >= 8
     assert [p.sha256 for p in plain] == [p.sha256 for p in first] == [p.sha256 for p in second]
     assert [p.formats for p in plain] == [p.formats for p in second]
+
+
+def test_two_builds_storing_the_same_content_both_succeed(lex_source, catalogue):
+    """Two builds of one attachment that both missed it: the second writer finds the row there."""
+    paths = _documents(lex_source)[:5]
+    here = Identifier.shared()
+    one, two = CatalogueIdentificationCache(catalogue), CatalogueIdentificationCache(catalogue)
+    stream_one, stream_two = here.identify_stream(paths, cache=one), here.identify_stream(paths, cache=two)
+    next(stream_one), next(stream_two)  # both looked up before either stored
+    assert list(stream_one)[-1] == list(stream_two)[-1]
+    assert _rows(catalogue) == len({Path(p).read_bytes() for p in paths})
