@@ -700,11 +700,15 @@ def _hash_chunk(paths: list[str]) -> list[str | None]:
 
 
 def _digests(paths: Sequence[str], pool: IdentifyPool | None) -> list[str | None]:
-    """Every path's SHA-256 (None: unreadable), hashed by the pool's workers when there is one."""
+    """Every path's SHA-256 (None: unreadable), hashed by the pool's workers and this process
+    (which has nothing else to do until the digests are looked up) when there is a pool."""
     if pool is None:
         return [_hash_file(p) for p in paths]
-    calls = [pool.call(_hash_chunk, list(paths[i:i + POOL_CHUNK])) for i in range(0, len(paths), POOL_CHUNK)]
-    return [d for answer in calls for d in answer()]
+    chunks = [list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK)]
+    theirs = len(chunks) - len(chunks) // (pool.workers + 1)
+    calls = [pool.call(_hash_chunk, chunk) for chunk in chunks[:theirs]]
+    own = [_hash_file(p) for chunk in chunks[theirs:] for p in chunk]
+    return [d for answer in calls for d in answer()] + own
 
 
 #: worker processes that identify a package's files (``0``: identify in the building process)
