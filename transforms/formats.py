@@ -1067,5 +1067,6 @@ def policy_for(overrides: Mapping[str, Any] | None) -> FormatPolicy:
     return default_policy().with_overrides(overrides)
 
 
-__all__ = ["CONVERSION_TARGETS", "Decision", "FormatPolicy", "Identification", "Identifier", "PDFA_PUIDS",
+__all__ = ["CONVERSION_TARGETS", "CatalogueIdentificationCache", "Decision", "FormatPolicy", "Identification",
+           "IdentificationCache", "Identifier", "PDFA_PUIDS",
            "UNIDENTIFIED", "default_policy", "load_policy", "pdf_facts", "policy_for"]
