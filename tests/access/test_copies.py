@@ -7,7 +7,6 @@ each DOCX document: the original in ``rep1-original`` and the PDF/A in ``rep1``.
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
 from urllib.parse import quote
 
@@ -136,9 +135,10 @@ def test_the_preservation_copy_belongs_to_the_record_of_its_original(lex_archive
     if not spres:
         pytest.skip("the secret case of this generated Lex has no converted document")
     target = next(iter(spres.values()))
-    pe = index.find_entry(arc.cat, "lex", str(converted["case_id"]))
-    if pe.package_id != se.package_id:
-        pytest.skip("the secret and the public case sit in different packages")
+    with arc.cat.engine.connect() as c:
+        pe = next(index.find_entry(arc.cat, "lex", str(i)) for (i,) in c.execute(sa.text(
+            "SELECT source_id FROM access_entries WHERE package_id = :p AND secret = :f"),
+            {"p": se.package_id, "f": False}))
     owners = {o.source_id for o, _ in index.file_owners(arc.cat, se.package_id, target.path)}
     assert str(secret["case_id"]) in owners
     planted = AccessDocument(entry_id=pe.id, document_id="planted", number=99, title="x", path=target.path,
@@ -168,5 +168,4 @@ def test_the_dip_holds_both_copies(client, lex_archive, converted, tmp_path):
     wanted = {c["sha256"] for d in rec["documents"] for c in d["copies"]}
     assert set(data.values()) == wanted and len(data) == len(wanted)
     assert any(n.endswith(".pdf") for n in data) and any(n.endswith(".docx") for n in data)
-    assert "fmt/412" in premis and "derivation" in premis.lower() or "derived" in premis.lower()
-    assert json.dumps(rec, ensure_ascii=False)  # the record view itself is JSON-clean
+    assert "fmt/412" in premis and "<premis:relationshipType>derivation</premis:relationshipType>" in premis

@@ -43,7 +43,8 @@ def hostile(lex_archive):
             doc = s.scalars(sa.select(AccessDocument).where(AccessDocument.entry_id == cand.id,
                                                             AccessDocument.path.is_not(None))).first()
             # a public case with two files or more, so that a DIP of it still holds one when the other is withheld
-            n_files = (sa.select(sa.func.count()).select_from(AccessDocument)
+            # (documents, not rows: a converted document has a row for each of its two copies)
+            n_files = (sa.select(sa.func.count(sa.distinct(AccessDocument.document_id))).select_from(AccessDocument)
                        .where(AccessDocument.entry_id == AccessEntry.id, AccessDocument.path.is_not(None),
                               AccessDocument.secret.is_(False)).scalar_subquery())
             other = s.scalars(sa.select(AccessEntry).where(AccessEntry.package_id == cand.package_id,

@@ -53,6 +53,14 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     got = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"])
     data = b"".join(got.chunks)
     assert got.storage == "slutarkiv" and hashlib.sha256(data).hexdigest() == doc["sha256"]
+    # both copies of a converted document stream from the OCFL object, each with its own checksum
+    two = [(r, d) for r in (arc.record(ARCHIVIST, "lex", h["source_id"]) for h in hits)
+           for d in r["documents"] if len(d["copies"]) == 2]
+    assert two, "no converted document among the kept records"
+    r2, d2 = two[0]
+    for c in d2["copies"]:
+        got = arc.document(ARCHIVIST, "lex", r2["source_id"], d2["document_id"], copy=c["copy"])
+        assert got.storage == "slutarkiv" and hashlib.sha256(b"".join(got.chunks)).hexdigest() == c["sha256"]
     assert arc.history(ARCHIVIST, keep[0].id)["storage"] == "slutarkiv"
 
     # a disposed record is findable only as a tombstone: reference, class, period — nothing else
@@ -108,7 +116,8 @@ def test_a_damaged_package_gets_no_receipt_and_its_document_is_not_served(archiv
         f.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(ReceiptRefused, match="no longer matches"):
         build_receipt(arc.cat, arc.store, pkg.id, issued_to="lex")
-    download = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"])
+    # the flipped byte is in the original (documents_of lists originals): that is the copy read
+    download = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"], copy="original")
     with pytest.raises(StorageError, match="no longer matches its checksum"):
         b"".join(download.chunks)
     with pytest.raises(NotFound):

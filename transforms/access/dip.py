@@ -196,6 +196,11 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                         if pres is not None and pres.path is not None and arc.file_allowed(who, e, pres):
                             _add_copy(tar, objid, arc, e, pres, used, data_refs, data_objs, formats, now,
                                       derived_from=arcname)
+                        elif pres is not None and pres.path is not None:
+                            withheld.append({"record": link, "document": doc_id,
+                                             "what": "the document's preservation copy",
+                                             "why": "the file belongs to a record the requester may not receive",
+                                             "how": "left out"})
                     aggregations.append(agg)
                     delivered.append({"record": link, "reference": e.reference, "storage": e.storage,
                                       "masked": whole})

@@ -401,12 +401,14 @@ def package_formats(cat: Catalogue, package_id: str) -> dict[str, dict]:
                      "derived_from": r.derived_from, "sha256": r.sha256, "size": r.size} for r in rows}
 
 
-def _derivative_paths(cat: Catalogue, package_ids: set[str]) -> set[tuple[str, str]]:
-    if not package_ids:
-        return set()
+def _derivatives(cat: Catalogue, package_id: str | None) -> dict[str, str]:
+    """Original path → the path of the PDF/A made of it, for a package's converted files."""
+    if not package_id:
+        return {}
     with cat.session() as s:
-        return {(p, path) for p, path in s.execute(sa.select(FileFormat.package_id, FileFormat.path).where(
-            FileFormat.package_id.in_(package_ids), FileFormat.outcome == "derivative"))}
+        return {p: d for p, d in s.execute(sa.select(FileFormat.path, FileFormat.derivative).where(
+            FileFormat.package_id == package_id, FileFormat.outcome == "converted",
+            FileFormat.derivative.is_not(None)))}
 
 
 def _all_documents(cat: Catalogue, entry_id: int) -> tuple[str | None, list[AccessDocument]]:
@@ -423,17 +425,30 @@ def documents_of(cat: Catalogue, entry_id: int) -> list[AccessDocument]:
 
 def copies_of(cat: Catalogue, entry_id: int) -> tuple[list[AccessDocument], dict[str, AccessDocument]]:
     """A record's documents (originals) and, by document id, the preservation copy (PDF/A) made of each one
-    the format policy converted. A row is a preservation copy when the catalogue's ``file_formats`` says its
-    file is a derivative; a package without that table's rows has originals only."""
+    the format policy converted, as the catalogue's ``file_formats`` links them; a package without that
+    table's rows (one another tool wrote) has originals only."""
     package_id, rows = _all_documents(cat, entry_id)
-    derived = _derivative_paths(cat, {package_id} if package_id else set())
+    derivatives = _derivatives(cat, package_id)
+    # a row is the preservation copy only beside the original it was made from (same document, the
+    # path the catalogue names as that original's derivative); any other row is listed as it claims
+    wanted = {(d.document_id, derivatives[d.path]) for d in rows if d.path in derivatives}
     originals: list[AccessDocument] = []
     preservation: dict[str, AccessDocument] = {}
+    made = set(derivatives.values())
     for d in rows:
-        if d.path and (package_id, d.path) in derived and d.document_id not in preservation:
+        if (d.document_id, d.path) in wanted and d.document_id not in preservation:
             preservation[d.document_id] = d
-        else:
-            originals.append(d)
+    seen: set[str] = set()
+    for d in rows:
+        if preservation.get(d.document_id) is d:
+            continue
+        if d.document_id in seen and d.path in made and d.document_id not in preservation:
+            # a PDF/A whose original row no longer names its source: still the second copy, never
+            # a second original (one document id has one original)
+            preservation[d.document_id] = d
+            continue
+        seen.add(d.document_id)
+        originals.append(d)
     return originals, preservation
 
 
