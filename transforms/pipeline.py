@@ -40,6 +40,7 @@ from .config import Settings
 from .errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
 from .file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
+from .formats import CatalogueIdentificationCache
 from .masking import safe_line, safe_message, safe_name
 from .package import BuiltPackage, RecordEntry, build_packages, document_ownership_problems, package_id_for
 from .periods import add_period
@@ -539,7 +540,8 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
         built = build_packages(sys_, staged, record_class, settings.build / name,
                                events=_events_for_package(settings, name, staged.batch),
                                allow_missing_files=deviation is not None,
-                               quarantine_dir=settings.quarantine / name / "documents", skip=done)
+                               quarantine_dir=settings.quarantine / name / "documents", skip=done,
+                               identification_cache=CatalogueIdentificationCache(cat))
     except OSError as exc:
         if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
