@@ -84,12 +84,14 @@ def test_search_open_a_document_and_see_it_in_the_log(server, browser, lex_archi
     size = (lex_archive["files"] / first["file_path"]).stat().st_size
     assert f": {size} byte" in browser.find_element(By.ID, "status").text
     assert link.get_attribute("href").startswith("blob:")
-    if first["file_path"].endswith(".docx"):
-        buttons = browser.find_elements(By.CSS_SELECTOR, "#record tr")[1].find_elements(By.CSS_SELECTOR, "button")
-        assert [b.get_attribute("class") for b in buttons] == ["open preservation", "open original"]
-        buttons[0].click()
-        wait.until(lambda d: "(bevarandeexemplar)" in d.find_element(By.ID, "status").text)
-        assert browser.find_element(By.ID, "download").get_attribute("download").endswith(".pdf")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#record table")[0].find_elements(By.CSS_SELECTOR, "tr")[1:]
+    buttons = [[b.get_attribute("class") for b in r.find_elements(By.CSS_SELECTOR, "button")] for r in rows]
+    docx = sum(1 for d in case["documents"] if d["file_path"].endswith(".docx"))
+    assert buttons.count(["open preservation", "open original"]) == docx and docx
+    assert buttons.count(["open original"]) == len(case["documents"]) - docx
+    browser.find_elements(By.CSS_SELECTOR, "button.open.preservation")[0].click()
+    wait.until(lambda d: "(bevarandeexemplar)" in d.find_element(By.ID, "status").text)
+    assert browser.find_element(By.ID, "download").get_attribute("download").endswith(".pdf")
 
     # the secret case: found as classified, nothing to open
     secret = lex_archive["pick"]["secret"]
