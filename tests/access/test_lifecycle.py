@@ -120,6 +120,20 @@ def test_a_damaged_package_gets_no_receipt_and_its_document_is_not_served(archiv
     download = arc.document(ARCHIVIST, "lex", rec["source_id"], doc["document_id"], copy="original")
     with pytest.raises(StorageError, match="no longer matches its checksum"):
         b"".join(download.chunks)
+    # the same for a preservation copy: read from its own place in the TAR, cut off when damaged
+    _, preserved = index.copies_of(arc.cat, entry.id)
+    assert preserved, "the public case has no converted document"
+    doc_id, pdf = next(iter(preserved.items()))
+    whole = b"".join(arc.document(ARCHIVIST, "lex", rec["source_id"], doc_id, copy="preservation").chunks)
+    assert whole.startswith(b"%PDF") and hashlib.sha256(whole).hexdigest() == pdf.sha256
+    with open(path, "r+b") as f:
+        f.seek(pdf.tar_offset + pdf.size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0xFF]))
+    download = arc.document(ARCHIVIST, "lex", rec["source_id"], doc_id)
+    with pytest.raises(StorageError, match="no longer matches its checksum"):
+        b"".join(download.chunks)
     with pytest.raises(NotFound):
         arc.record(Principal("viva", "client", "viva"), "lex", rec["source_id"])
 
