@@ -153,25 +153,40 @@ def load_sample(label: str) -> dict:
     return {"when": label, "at": time.time(), "load1": one, "load5": five, "load15": fifteen}
 
 
-def load_verdict(samples: list[dict], cpu_count: int | None, threshold: float | None = None) -> dict:
-    """Whether the run shared the machine: some sample's 1-minute load average above ``threshold``.
+#: runnable processes of the run's own above one per CPU: the writer beside a LibreOffice or
+#: identification process on each CPU
+OWN_LOAD = 1.0
 
-    The default threshold is the CPU count: above it, more processes were runnable than there
-    were CPUs, so some timed work waited for a CPU. The run's own work keeps the load near 1–2
-    (the writer plus the identification pool), which stays at or below it on 2 CPUs.
+
+def load_verdict(samples: list[dict], cpu_count: int | None, threshold: float | None = None) -> dict:
+    """Whether the run shared the machine: some sample's 1-minute load average above its threshold.
+
+    The default threshold is the CPU count for the ``start`` sample (nothing of the run's own is
+    running yet) and the CPU count + ``OWN_LOAD`` for the samples taken while the run works:
+    above that, more processes were runnable than the run itself keeps busy, so some timed work
+    waited for a CPU. ``threshold`` replaces both.
     """
-    limit = float(threshold if threshold is not None else (cpu_count or 1))
-    peak = max((s["load1"] for s in samples), default=0.0)
-    over = [s["when"] for s in samples if s["load1"] > limit]
-    return {"samples": samples, "threshold": limit, "threshold_is_cpu_count": threshold is None,
-            "cpu_count": cpu_count, "max_load1": peak, "loaded": bool(over), "loaded_at": over}
+    cpus = float(cpu_count or 1)
+
+    def limit_of(s: dict) -> float:
+        if threshold is not None:
+            return float(threshold)
+        return cpus if s["when"] == "start" else cpus + OWN_LOAD
+
+    over = [s for s in samples if s["load1"] > limit_of(s)]
+    peak = max(over or samples, key=lambda s: s["load1"], default=None)
+    return {"samples": samples, "threshold": float(threshold) if threshold is not None else cpus,
+            "threshold_is_cpu_count": threshold is None, "own_load": 0.0 if threshold is not None else OWN_LOAD,
+            "cpu_count": cpu_count, "max_load1": peak["load1"] if peak else 0.0,
+            "loaded": bool(over), "loaded_at": [s["when"] for s in over]}
 
 
 def load_warning(verdict: dict | None) -> str | None:
     """The line a loaded run prints first; None for a run alone on the machine."""
     if not verdict or not verdict.get("loaded"):
         return None
-    basis = "the CPU count" if verdict.get("threshold_is_cpu_count") else "--load-threshold"
+    basis = (f"the CPU count, + {verdict['own_load']:g} for the run's own processes once it works"
+             if verdict.get("threshold_is_cpu_count") else "--load-threshold")
     return (f"WARNING: LOADED MACHINE: the 1-minute load average reached {verdict['max_load1']:.2f}, above "
             f"{verdict['threshold']:g} ({basis}), in {len(verdict['loaded_at'])} of {len(verdict['samples'])} "
             "samples; other processes took CPU from the timed work, so these figures are not an idle "
