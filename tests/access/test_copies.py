@@ -139,8 +139,12 @@ def test_the_preservation_copy_belongs_to_the_record_of_its_original(lex_archive
         pe = next(index.find_entry(arc.cat, "lex", str(i)) for (i,) in c.execute(sa.text(
             "SELECT source_id FROM access_entries WHERE package_id = :p AND secret = :f"),
             {"p": se.package_id, "f": False}))
-    owners = {o.source_id for o, _ in index.file_owners(arc.cat, se.package_id, target.path)}
-    assert str(secret["case_id"]) in owners
+    owners = index.file_owners(arc.cat, se.package_id, target.path)
+    assert str(secret["case_id"]) in {o.source_id for o, _ in owners}
+    # claimed through the original's document row too (its secrecy and its record), not only by the folder
+    originals, _ = index.copies_of(arc.cat, se.id)
+    original = next(d for d in originals if d.document_id == target.document_id)
+    assert any(d is not None and d.path == original.path for _, d in owners)
     planted = AccessDocument(entry_id=pe.id, document_id="planted", number=99, title="x", path=target.path,
                              name="x.pdf", mimetype="application/pdf", size=target.size, sha256=target.sha256,
                              tar_offset=target.tar_offset, secret=False)
