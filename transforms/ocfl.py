@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import StorageError
+from .failpoints import failpoint
 from .hashing import CHUNK, fsync_dir
-from .retention import failpoint
 
 if TYPE_CHECKING:
     from .storage import S3Storage

@@ -39,6 +39,7 @@ from .catalogue import (
 from .config import Settings
 from .errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError, StorageError
 from .extract import Partition, StagedBatch, extract_database, period_label, stage
+from .failpoints import failpoint
 from .file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
 from .formats import CatalogueIdentificationCache
 from .masking import safe_line, safe_message, safe_name
@@ -46,8 +47,7 @@ from .package import BuiltPackage, RecordEntry, build_packages, document_ownersh
 from .periods import add_period
 from .premis import Event as PremisEvent
 from .prepared import intake_dict, take_in
-from .retention import failpoint
-from .storage import FileSystemStorage, S3Storage, storage_for
+from .storage import mellanarkiv
 from .systems import System, load_system, load_systems
 
 log = logging.getLogger("arkivflode")
@@ -66,11 +66,6 @@ def catalogue(settings: Settings) -> Catalogue:
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
     return cat
-
-
-def mellanarkiv(settings: Settings) -> FileSystemStorage | S3Storage:
-    """The mellanarkiv: a folder or a bucket, as ``ARKIV_MELLANARKIV`` says (downloads go to the build folder)."""
-    return storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
 
 
 def _local(value: dt.datetime | str, tz: str) -> dt.datetime:

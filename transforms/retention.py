@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from . import __version__
 from .catalogue import Catalogue, DisposalList, Event, Hold, Package, Record, Tombstone, utcnow
 from .errors import ContentError, StorageError
+from .failpoints import failpoint
 
 log = logging.getLogger("arkivflode")
 
@@ -29,31 +30,6 @@ if TYPE_CHECKING:
 # --- the retention schedule applied to the catalogue ---------------------------------------------
 
 AGENT = f"Arkivflöde {__version__}"
-
-
-_PAUSED: set[str] = set()
-
-
-def failpoint(name: str) -> None:
-    """Die here, hard, when ``ARKIV_FAILPOINT`` names this point: for crash-recovery tests only.
-
-    ``ARKIV_FAILPOINT_PAUSE`` naming this point instead holds the process here, the first time
-    it passes, so that a test can break something outside it (stop the object store, the
-    catalogue database) at a known moment: the process creates the file
-    ``ARKIV_FAILPOINT_PAUSE_FILE`` and goes on once the test has removed it (or after 120 s).
-    """
-    import os
-    import time
-
-    if os.environ.get("ARKIV_FAILPOINT") == name:
-        os._exit(137)
-    if os.environ.get("ARKIV_FAILPOINT_PAUSE") == name and name not in _PAUSED:
-        _PAUSED.add(name)
-        flag = Path(os.environ["ARKIV_FAILPOINT_PAUSE_FILE"])
-        flag.write_text(f"{os.getpid()}\n", encoding="ascii")
-        deadline = time.monotonic() + 120
-        while flag.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
 
 
 @dataclass

@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from .config import S3Config, is_s3
+from .config import S3Config, Settings, is_s3
 from .errors import ConfigError, StorageError
+from .failpoints import failpoint
 from .hashing import CHUNK, copy_hashed, fsync_dir, sha256_file
-from .retention import failpoint
 
 log = logging.getLogger("arkivflode")
 
@@ -591,3 +591,8 @@ def storage_for(location: Path | str, name: str, s3: S3Config | None = None, *,
             raise ConfigError(f"{name}: {location!r} names no bucket (use s3://bucket/prefix)")
         return S3Storage(bucket, prefix, name, config=s3, work_dir=work_dir)
     return FileSystemStorage(location, name)
+
+
+def mellanarkiv(settings: Settings) -> FileSystemStorage | S3Storage:
+    """The mellanarkiv: a folder or a bucket, as ``ARKIV_MELLANARKIV`` says (downloads go to the build folder)."""
+    return storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")

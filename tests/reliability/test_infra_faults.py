@@ -56,7 +56,7 @@ def _start(env: dict, *args: str) -> subprocess.Popen:
 
 
 def _start_paused(env: dict, point: str, flag: Path) -> subprocess.Popen:
-    """`arkiv run` held at failpoint ``point`` (see retention.failpoint); returns once it is there."""
+    """`arkiv run` held at failpoint ``point`` (see transforms.failpoints); returns once it is there."""
     proc = _start({**env, "ARKIV_FAILPOINT_PAUSE": point, "ARKIV_FAILPOINT_PAUSE_FILE": str(flag)}, *RUN)
     deadline = time.monotonic() + 120
     while not flag.exists():

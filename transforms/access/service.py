@@ -20,7 +20,7 @@ from .auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, per
 
 def mellanarkiv_store(settings: Settings):
     """The mellanarkiv storage the pipeline writes to (whichever backend it is configured with)."""
-    from ..pipeline import mellanarkiv
+    from ..storage import mellanarkiv
 
     return mellanarkiv(settings)
 
