@@ -41,7 +41,7 @@ import yaml
 from bench.common import MB, ONE_CPU_PER_TASK, PROJECT, clear, warm
 from bench.corpus import FILES_ENV, staged_documents
 from demo import lex as lexsim
-from transforms.extract import StagedBatch
+from transforms.staging.batch import StagedBatch
 
 ADMIN_URL = os.environ.get("ARKIV_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SYSTEM = "lex"

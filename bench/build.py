@@ -24,14 +24,14 @@ import bagit
 
 from bench.common import MB, clear, drop_caches, sync_fs, timed, warm
 from bench.corpus import LEX, Corpus
-from transforms.formats import FormatPolicy, Identifier
-from transforms.package import build_packages
+from transforms.formats.identification import FormatPolicy, Identifier
+from transforms.packaging.sip import build_packages
 
 CHUNK = 1 << 20
 
 
 def _build(corpus: Corpus, out: Path, policy: FormatPolicy) -> dict:
-    """transforms.package.build_packages for every record class of the staged batch."""
+    """transforms.packaging.sip.build_packages for every record class of the staged batch."""
     out.mkdir(parents=True)
     built = []
     for rc in corpus.staged.partitions:

@@ -3,7 +3,7 @@
 A Lex registry from :mod:`demo.lex` (many small PDF/DOCX/JPEG/TXT documents, 1–4 per case)
 plus a few large documents (seeded incompressible bytes standing in for scanned drawings),
 registered as extra documents of cases closed in 2025. It is staged once with the real
-extractor (``transforms.extract.extract_database`` from SQLite); document files that the
+extractor (``transforms.intake.database.extract_database`` from SQLite); document files that the
 extraction does not take (cases of other years) are removed, so the document folder holds
 exactly the files the packages carry and every baseline copies the same bytes.
 """
@@ -22,8 +22,9 @@ import pyarrow.parquet as pq
 
 from bench.common import PROJECT
 from demo import lex as lexsim
-from transforms.extract import StagedBatch, extract_database
-from transforms.systems import RecordClass, System, load_system
+from transforms.config.systems import RecordClass, System, load_system
+from transforms.intake.database import extract_database
+from transforms.staging.batch import StagedBatch
 
 LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")
 START, END = dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1)

@@ -5,7 +5,7 @@ the corpus's rows are loaded ``factor`` times (fresh ids per copy) with ``COPY F
 dropped afterwards. The three methods run Lex's own three queries (``dags/systems/lex.yaml``)
 for 2025:
 
-* ours: ``transforms.extract.extract_database`` (on PostgreSQL: ``COPY`` text parsed by
+* ours: ``transforms.intake.database.extract_database`` (on PostgreSQL: ``COPY`` text parsed by
   Arrow's CSV reader in batches, record classes, document paths checked, Parquet per record
   class, content digest);
 * ceiling: ``COPY (query) TO STDOUT`` through psycopg2 into a byte counter — the server's
@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from bench.common import clear, timed
 from bench.corpus import END, FILES_ENV, LEX, START
 from demo import lex as lexsim
-from transforms.extract import extract_database
+from transforms.intake.database import extract_database
 
 ADMIN_URL = os.environ.get("ARKIV_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 

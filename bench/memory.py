@@ -36,10 +36,10 @@ def _child(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     from bench.common import PROJECT
-    from transforms.extract import StagedBatch
-    from transforms.package import build_packages
-    from transforms.systems import load_system
-    from transforms.validate import validate_package
+    from transforms.config.systems import load_system
+    from transforms.packaging.sip import build_packages
+    from transforms.staging.batch import StagedBatch
+    from transforms.validation.validator import validate_package
 
     LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")  # noqa: N806 - as in bench.corpus
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from lxml import etree
 
 from bench.common import MB, PROJECT, clear, timed, warm
-from transforms.validate import validate_package
-from transforms.xmltools import NS_METS, NS_XLINK
+from transforms.common.xmltools import NS_METS, NS_XLINK
+from transforms.validation.validator import validate_package
 
 EARK_TOOL = PROJECT.parent / "shared" / "tools" / "eark-validate"
 

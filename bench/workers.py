@@ -29,8 +29,8 @@ import psutil
 from bench import airflow_stack
 from bench.common import MB, ONE_CPU_PER_TASK, clear, timed, warm
 from bench.corpus import LEX, fine_grained, stage_sqlite, staged_documents
-from transforms.extract import StagedBatch
-from transforms.package import build_packages
+from transforms.packaging.sip import build_packages
+from transforms.staging.batch import StagedBatch
 
 
 def _task(manifest: str, record_class: str, out: str) -> int:

@@ -29,7 +29,7 @@ def fixity_audit():
         from airflow.sdk.exceptions import AirflowFailException
         from arkivflode_airflow import steps
 
-        from transforms import retention as r
+        from transforms.archive import retention as r
 
         result = steps.run(r.step_audit)
         if result["failed"]:

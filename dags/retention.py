@@ -3,7 +3,8 @@
 Daily, and whenever a source system's DAG updates its mellanarkiv Asset. The run's date is
 the day the schedule is applied for, so a backfill or a test can move the clock. Plan (a
 dry-run report) → transfer what is due to the slutarkiv (one mapped task per package) →
-execute the disposal lists archivists have approved and propose a new list for what is due.
+execute the disposal lists archivists have approved and propose a new list for what is due →
+bring the search index up to date.
 Nothing is disposed of without an archivist's approval (`arkiv gallring approve`).
 """
 
@@ -36,7 +37,7 @@ def retention():
         """What is due today, what is held and why (the report lands in reports/retention/)."""
         from arkivflode_airflow import steps
 
-        from transforms import retention as r
+        from transforms.archive import retention as r
 
         as_of = get_current_context()["logical_date"].date().isoformat()
         return steps.run(r.step_plan, as_of)
@@ -50,7 +51,7 @@ def retention():
         """Write the AIP to the slutarkiv, verify it, record the receipt, then remove the SIP."""
         from arkivflode_airflow import steps
 
-        from transforms import retention as r
+        from transforms.archive import retention as r
 
         return steps.run(r.step_transfer, package_id)
 
@@ -59,13 +60,23 @@ def retention():
         """Execute approved disposal lists (with certificates); propose a list for what is newly due."""
         from arkivflode_airflow import steps
 
-        from transforms import retention as r
+        from transforms.archive import retention as r
 
         return steps.run(r.step_dispose, p)
 
+    @task(trigger_rule="all_done")
+    def update_index() -> dict:
+        """Bring the search index up to date: transferred records answer from the slutarkiv,
+        disposed ones as tombstones (derived data: a failure is logged, `arkiv index --sync` catches up)."""
+        from arkivflode_airflow import steps
+
+        from transforms.access.service import step_sync_index
+
+        return steps.run(step_sync_index)
+
     planned = plan()
     done = transfer.expand(package_id=due_transfers(planned))
-    disposal(planned, done)
+    disposal(planned, done) >> update_index()
 
 
 retention()

@@ -27,7 +27,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from transforms.identifiers import luhn_digit
+from transforms.common.identifiers import luhn_digit
 
 T = TypeVar("T")
 

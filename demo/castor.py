@@ -40,11 +40,11 @@ from lxml import etree
 from demo import _simulator as sim
 from demo import documents as docs
 from demo import names
-from transforms import erms, premis
-from transforms.fgs import FGS_ERMS, MetsAgent
-from transforms.identifiers import make_organisationsnummer, make_personnummer
-from transforms.mets import FileGroup, FileRef, MetadataRef, build_mets
-from transforms.xmltools import NS_METS, NS_PREMIS, SCHEMA_DIR, schema_errors, schemas_used
+from transforms.common.identifiers import make_organisationsnummer, make_personnummer
+from transforms.common.xmltools import NS_METS, NS_PREMIS, SCHEMA_DIR, schema_errors, schemas_used
+from transforms.packaging import erms, premis
+from transforms.packaging.fgs import FGS_ERMS, MetsAgent
+from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets
 
 #: Unrepairable faults; ``bad=N`` writes N packages, the kinds taken in this order.
 BAD_KINDS = ("checksum_mismatch", "mets_not_well_formed", "path_traversal", "missing_objid")

@@ -33,7 +33,7 @@ from xml.sax.saxutils import escape
 
 from demo import _simulator as sim
 from demo import names
-from transforms.identifiers import make_personnummer
+from transforms.common.identifiers import make_personnummer
 
 SYSTEM = "hrplus"
 BAD_KINDS = (

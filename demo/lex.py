@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from demo import _simulator as sim
 from demo import documents as docs
 from demo import names
-from transforms.identifiers import make_organisationsnummer, make_personnummer
+from transforms.common.identifiers import make_organisationsnummer, make_personnummer
 
 BAD_KINDS = (
     "duplicate_diarienummer",

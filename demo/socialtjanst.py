@@ -25,7 +25,7 @@ from decimal import Decimal
 from demo import documents as docs
 from demo import names
 from demo._simulator import days_between, month_end, safe_filename
-from transforms.identifiers import make_personnummer
+from transforms.common.identifiers import make_personnummer
 
 SECRECY_REFERENCE = "OSL 26 kap. 1 §"  # socialtjänstsekretess: every personakt is covered
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from demo import _simulator as sim
-from transforms.identifiers import make_organisationsnummer
+from transforms.common.identifiers import make_organisationsnummer
 
 BAD_KINDS = ("invalid_organisationsnummer", "orphan_series", "malformed_signum", "volume_dates_reversed",
              "duplicate_signum")

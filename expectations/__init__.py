@@ -1,6 +1,6 @@
 """Quality suites (one ``<system>.json`` per source system) and Arkivflöde's custom expectations.
 
-The JSON suites are read by :func:`transforms.quality.load_suite`. The custom Great
+The JSON suites are read by :func:`transforms.quality.checks.load_suite`. The custom Great
 Expectations live in :mod:`expectations.custom`; this package deliberately does not import
 that module, because importing great_expectations takes seconds and most users of this
 package (the DAG parser, the CLI) only need the path of a suite file.

@@ -14,7 +14,7 @@ value is required). Only the pandas engine is implemented: batches are validated
 DataFrames read from Parquet staging files.
 
 This module imports great_expectations at import time, which takes seconds; import it
-lazily (``transforms.quality`` does so inside ``check_batch``).
+lazily (``transforms.quality.checks`` does so inside ``check_batch``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from great_expectations.expectations.metrics.map_metric_provider import (
     column_condition_partial,
 )
 
-from transforms.identifiers import is_valid_organisationsnummer, is_valid_personnummer
+from transforms.common.identifiers import is_valid_organisationsnummer, is_valid_personnummer
 
 __all__ = [
     "CUSTOM_EXPECTATION_TYPES",
@@ -54,7 +54,7 @@ def _is_existing_file(value: object) -> bool:
 
 
 class ColumnValuesValidPersonnummer(ColumnMapMetricProvider):
-    """Per-row truth of ``transforms.identifiers.is_valid_personnummer``."""
+    """Per-row truth of ``transforms.common.identifiers.is_valid_personnummer``."""
 
     condition_metric_name = _PNR_METRIC
 
@@ -64,7 +64,7 @@ class ColumnValuesValidPersonnummer(ColumnMapMetricProvider):
 
 
 class ColumnValuesValidOrganisationsnummer(ColumnMapMetricProvider):
-    """Per-row truth of ``transforms.identifiers.is_valid_organisationsnummer``."""
+    """Per-row truth of ``transforms.common.identifiers.is_valid_organisationsnummer``."""
 
     condition_metric_name = _ORGNR_METRIC
 

@@ -26,7 +26,7 @@ from testservices import (
     throwaway_postgres_database,
 )
 
-from transforms.config import Settings
+from transforms.config.settings import Settings
 
 PROJECT = Path(__file__).resolve().parent.parent
 def settings_for(home: Path) -> Settings:

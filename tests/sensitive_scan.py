@@ -68,9 +68,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
-from transforms.identifiers import is_valid_organisationsnummer
-from transforms.masking import PERSONNUMMER_LIKE, mask
-from transforms.systems import System
+from transforms.common.identifiers import is_valid_organisationsnummer
+from transforms.common.masking import PERSONNUMMER_LIKE, mask
+from transforms.config.systems import System
 
 #: values shared by this many rows of a table are vocabulary, not identifying
 COMMON = 5
@@ -220,8 +220,8 @@ def _rows(source: Source):
     """(table, rows) of a source through the system's own readers, over all time."""
     import datetime as dt
 
-    from transforms.extract import DatabaseSource
-    from transforms.file_export import FileExportSource
+    from transforms.intake.database import DatabaseSource
+    from transforms.intake.file_export import FileExportSource
 
     system = source.system
     if source.url:

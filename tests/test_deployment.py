@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transforms.config import ARCHIVES, LOCATIONS
-from transforms.systems import load_systems
+from transforms.config.settings import ARCHIVES, LOCATIONS
+from transforms.config.systems import load_systems
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -202,7 +202,7 @@ def test_the_quality_step_logs_its_result_not_great_expectations_noise(tmp_path,
     assert len(gx) > 100, "the noise this filter is for is not there: the test would prove nothing"
     assert not [line for line in quiet if str(line.get("logger", "")).startswith("great_expectations")
                 and line.get("level") in ("debug", "info")]
-    ours = [line for line in quiet if line.get("logger") == "transforms.quality"]
+    ours = [line for line in quiet if line.get("logger") == "transforms.quality.checks"]
     assert ours, "the quality step's own line is kept"
     assert len(quiet) <= 20, [line.get("event") for line in quiet]
 

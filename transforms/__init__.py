@@ -2,6 +2,15 @@
 
 Nothing in this package imports Airflow: it is plain Python over files, Arrow batches and
 XML, used by the DAGs (through ``plugins/``), by the ``arkiv`` CLI and by the tests.
+
+Subpackages, from the bottom up; each may import only those before it (its docstring says
+which), and ``tests/test_import_graph.py`` holds the order:
+
+``common`` → ``catalogue`` → ``formats`` → ``config`` → ``validation`` → ``staging`` →
+``quality`` → ``packaging`` → ``intake`` → ``archive`` → ``access``
+
+On top: :mod:`.pipeline` (the chain of steps for one interval of one system, used by the DAGs
+and by ``arkiv run``), :mod:`.cli` (``arkiv``), :mod:`.status`, :mod:`.summary` and :mod:`.drill`.
 """
 
 import os

@@ -29,18 +29,17 @@ import datetime as dt
 import json
 import sys
 
-from . import __version__
-from .config import Settings
-from .errors import ArkivError, ConfigError, ContentError
-from .masking import safe_message
+from transforms import __version__
+from transforms.common.errors import ArkivError, ConfigError, ContentError
+from transforms.common.masking import safe_message
+from transforms.config.settings import Settings
 
 
 def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     import shlex
 
     import demo
-
-    from .systems import load_systems
+    from transforms.config.systems import load_systems
 
     settings.ensure()
     systems = load_systems(settings.systems_dir)
@@ -60,7 +59,7 @@ def _cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    from . import pipeline
+    from transforms import pipeline
 
     sys_ = pipeline.system(settings, args.system)
     url = args.source_url or (settings.connection_url(sys_.connection) if sys_.connection else None)
@@ -87,14 +86,14 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def summary_text(settings: Settings) -> str:
     """The demo's closing summary: each batch's real history, packages, and where things are."""
-    from .summary import summary_text as text
+    from transforms.summary import summary_text as text
 
     return text(settings)
 
 
 def _cmd_summary(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
-        from .summary import summary_json
+        from transforms.summary import summary_json
 
         print(json.dumps(summary_json(settings), indent=2, ensure_ascii=False))
         return 0
@@ -128,7 +127,7 @@ def _decision_arguments(args: argparse.Namespace) -> None:
 
 
 def _cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
-    from .catalogue import Catalogue
+    from transforms.catalogue import Catalogue
 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
@@ -145,7 +144,7 @@ def _cmd_packages(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_events(args: argparse.Namespace, settings: Settings) -> int:
-    from .catalogue import Catalogue
+    from transforms.catalogue import Catalogue
 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
@@ -159,7 +158,7 @@ def _today(args) -> str:
 
 
 def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
-    from . import retention
+    from transforms.archive import retention
 
     settings.ensure()
     p = retention.step_plan(settings, _today(args))
@@ -179,11 +178,14 @@ def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
     if d["proposed"]:
         print(f"disposal list {d['proposed']} proposed: approve with `arkiv gallring approve {d['proposed']} "
               f"--by NAME --reason TEXT`")
+    from transforms.access.service import step_sync_index
+
+    step_sync_index(settings)
     return 0
 
 
 def _catalogue(settings: Settings):
-    from .catalogue import Catalogue
+    from transforms.catalogue import Catalogue
 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
@@ -191,12 +193,12 @@ def _catalogue(settings: Settings):
 
 
 def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
-    from .catalogue import DisposalList
-    from .retention import decide_disposal
+    from transforms.archive.retention import decide_disposal
+    from transforms.catalogue import DisposalList
 
     cat = _catalogue(settings)
     if args.action == "list":
-        from .evidence import disposals
+        from transforms.archive.evidence import disposals
 
         rows = disposals(cat)
         if args.json:
@@ -234,7 +236,7 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
 
 def _retention_rule(settings: Settings, system: str, record_class: str) -> str:
     """The retention rule of a record class, as a tombstone records it (or why it cannot be told)."""
-    from .systems import load_system
+    from transforms.config.systems import load_system
 
     try:
         rule = load_system(settings.systems_dir / f"{system}.yaml").record_class(record_class).retention
@@ -244,8 +246,8 @@ def _retention_rule(settings: Settings, system: str, record_class: str) -> str:
 
 
 def _cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
-    from .evidence import certificate, certificate_text
-    from .retention import slutarkiv
+    from transforms.archive.evidence import certificate, certificate_text
+    from transforms.archive.retention import slutarkiv
 
     data, fields = certificate(_catalogue(settings), slutarkiv(settings), args.list_id)
     if args.xml:
@@ -258,7 +260,7 @@ def _cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_transfers(args: argparse.Namespace, settings: Settings) -> int:
-    from .evidence import transfers
+    from transforms.archive.evidence import transfers
 
     rows = transfers(_catalogue(settings), args.system)
     if args.json:
@@ -275,7 +277,7 @@ def _cmd_transfers(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from . import status
+    from transforms import status
 
     rows = status.status(settings, args.system, limit=None if args.all else status.DEFAULT_LIMIT)
     print(status.to_json(rows) if args.json else status.table(rows))
@@ -285,14 +287,14 @@ def _cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from . import drill
+    from transforms import drill
 
     drill.run(Path(args.home) if args.home else drill.new_home(), archivist=args.archivist, size=args.size)
     return 0
 
 
 def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
-    from .retention import active_holds, add_hold, lift_hold
+    from transforms.archive.retention import active_holds, add_hold, lift_hold
 
     cat = _catalogue(settings)
     if args.action == "list":
@@ -313,7 +315,7 @@ def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
-    from . import review
+    from transforms.quality import quarantine as review
 
     cat = _catalogue(settings)
     if args.action == "list":
@@ -348,7 +350,7 @@ def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
-    from .retention import step_audit
+    from transforms.archive.retention import step_audit
 
     result = step_audit(settings)
     print(f"fixity audit: {result['checked']} package(s) checked, {len(result['failed'])} do not match")
@@ -358,7 +360,7 @@ def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import validate
+    from transforms.validation import validator as validate
 
     parser = argparse.ArgumentParser(prog="arkiv", description="Arkivflöde: archive municipal records as FGS packages")
     parser.add_argument("--version", action="version", version=f"arkiv {__version__}")
@@ -368,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_arguments(p)
     p.set_defaults(func=lambda a, s: validate.run(a))
 
-    from . import prepare
+    from transforms.packaging import prepare
 
     p = sub.add_parser("prepare", help="prepare a delivered E-ARK 2.x package into an FGS 2.0 package")
     prepare.add_arguments(p)
@@ -460,13 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
     p.set_defaults(func=_cmd_audit)
 
-    from . import reconcile
+    from transforms.archive import reconcile
 
     p = sub.add_parser("reconcile", help="compare the catalogue with both archives; --repair what is provably safe")
     reconcile.add_arguments(p)
     p.set_defaults(func=reconcile.run)
 
-    from . import checkconfig
+    from transforms.config import checkconfig
 
     p = sub.add_parser("check-config", help="check system YAMLs against the JSON Schema and the loader")
     checkconfig.add_arguments(p)
@@ -476,7 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("package_id")
     p.set_defaults(func=_cmd_events)
 
-    from .access.cli import add_parsers as add_access_parsers
+    from transforms.access.cli import add_parsers as add_access_parsers
 
     add_access_parsers(sub)
     return parser

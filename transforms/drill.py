@@ -20,8 +20,8 @@ import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .config import PROJECT_ROOT, Settings
-from .errors import ContentError, StateError
+from transforms.common.errors import ContentError, StateError
+from transforms.config.settings import PROJECT_ROOT, Settings
 
 DEFAULT_ARCHIVIST = "Anna Arkivarie (övning / drill)"
 JUSTIFICATION = ("Övning: kända fel i Lex godkänns med avvikelse för att visa flödet / drill: known defects "
@@ -61,8 +61,8 @@ def run(home: Path, *, archivist: str = DEFAULT_ARCHIVIST, size: int = 30,
         say: Callable[[str], None] = print) -> dict:
     """Run the drill in ``home`` (created; must not hold an earlier catalogue) and return what it made."""
     from demo import lex
-
-    from . import pipeline, review
+    from transforms import pipeline
+    from transforms.quality import quarantine as review
 
     home = home.resolve()
     if (home / "catalogue").exists():

@@ -24,8 +24,9 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from . import __version__, review
-from .catalogue import (
+from transforms import __version__
+from transforms.archive.storage import mellanarkiv
+from transforms.catalogue import (
     ArchiveCreator,
     Batch,
     Catalogue,
@@ -36,19 +37,33 @@ from .catalogue import (
     add_file_formats,
     utcnow,
 )
-from .config import Settings
-from .errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError, StorageError
-from .extract import Partition, StagedBatch, extract_database, period_label, stage
-from .failpoints import failpoint
-from .file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
-from .formats import CatalogueIdentificationCache
-from .masking import safe_line, safe_message, safe_name
-from .package import BuiltPackage, RecordEntry, build_packages, document_ownership_problems, package_id_for
-from .periods import add_period
-from .premis import Event as PremisEvent
-from .prepared import intake_dict, take_in
-from .storage import mellanarkiv
-from .systems import System, load_system, load_systems
+from transforms.common.errors import (
+    AlreadyRunning,
+    ArkivError,
+    ConfigError,
+    ContentError,
+    StateError,
+    StorageError,
+)
+from transforms.common.failpoints import failpoint
+from transforms.common.masking import safe_line, safe_message, safe_name
+from transforms.common.periods import add_period
+from transforms.config.settings import Settings
+from transforms.config.systems import System, load_system, load_systems
+from transforms.formats.identification import CatalogueIdentificationCache
+from transforms.intake.database import extract_database
+from transforms.intake.file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
+from transforms.intake.prepared import intake_dict, take_in
+from transforms.packaging.premis import Event as PremisEvent
+from transforms.packaging.sip import (
+    BuiltPackage,
+    RecordEntry,
+    build_packages,
+    document_ownership_problems,
+    package_id_for,
+)
+from transforms.quality import quarantine as review
+from transforms.staging.batch import Partition, StagedBatch, period_label, stage
 
 log = logging.getLogger("arkivflode")
 AGENT = f"Arkivflöde {__version__}"
@@ -369,7 +384,10 @@ def _counts(tables: dict[str, int]) -> str:
 
 def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     """Run the system's suite on the staged batch; a failure quarantines it and raises ContentError."""
-    from .quality import check_batch, reference_columns_of  # GX is heavy: imported only when a check runs
+    from transforms.quality.checks import (  # GX is heavy: imported only when a check runs
+        check_batch,
+        reference_columns_of,
+    )
 
     sys_ = system(settings, name)
     staged = StagedBatch.load(manifest)
@@ -597,7 +615,7 @@ def storage_key(system_name: str, period: str, package_id: str, suffix: str = ".
 
 
 def ship(settings: Settings, pkg: dict) -> dict:
-    """Copy a built package into the mellanarkiv (verified, never overwriting; see transforms/storage.py)."""
+    """Copy a built package into the mellanarkiv (verified, never overwriting; see transforms/archive/storage.py)."""
     if pkg.get("already_archived"):
         return pkg
     meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
@@ -609,7 +627,7 @@ def ship(settings: Settings, pkg: dict) -> dict:
             # An earlier run stored this package and died before recording it; the rebuild has
             # other bytes (new timestamps). That copy was never catalogued: set it aside
             # (verified copy first) rather than refuse for ever or overwrite it.
-            from .reconcile import set_aside
+            from transforms.archive.reconcile import set_aside
 
             set_aside(cat, store, key, settings.quarantine / "reconcile" / utcnow().strftime("%Y%m%dT%H%M%S"),
                       pkg["package_id"], why="ship: an earlier, interrupted run's copy was in the way")
@@ -622,7 +640,7 @@ def verify(settings: Settings, pkg: dict) -> dict:
     """Recompute the stored package's checksum and validate it as an FGS/E-ARK SIP."""
     if pkg.get("already_archived"):
         return pkg
-    from .validate import validate_package
+    from transforms.validation.validator import validate_package
 
     # the stored bytes themselves (downloaded once from a bucket) are hashed and then validated
     with mellanarkiv(settings).local_copy(pkg["key"]) as (path, stat):
@@ -786,7 +804,7 @@ def _index(settings: Settings, package_ids: list[str]) -> None:
     archived either way, and `arkiv index --sync` (or the next run) catches up."""
     if not package_ids:
         return
-    from .access.service import index_recorded_package
+    from transforms.access.service import index_recorded_package
 
     for pid in package_ids:
         try:

@@ -23,10 +23,10 @@ from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from .catalogue import Batch, Catalogue, IntervalClaim, QuarantineCase
-from .config import Settings
-from .extract import period_label
-from .systems import System, load_system, load_systems
+from transforms.catalogue import Batch, Catalogue, IntervalClaim, QuarantineCase
+from transforms.config.settings import Settings
+from transforms.config.systems import System, load_system, load_systems
+from transforms.staging.batch import period_label
 
 #: how many due intervals are listed per system at most (a daily schedule since years ago is long)
 DEFAULT_LIMIT = 60
@@ -88,7 +88,7 @@ def _delivery_hours(system: str) -> float:
 
 def _delivered(system: System, period: str) -> bool | None:
     """Whether the interval's delivery is in the inbox (None: a database system, or no inbox configured)."""
-    from .file_export import MANIFEST, delivery_folder
+    from transforms.intake.file_export import MANIFEST, delivery_folder
 
     if system.extract_kind == "database" or not system.inbox_env:
         return None
@@ -168,7 +168,7 @@ def status(settings: Settings, system: str | None = None, *, now: dt.datetime | 
     if system:
         path = settings.systems_dir / f"{system}.yaml"
         if not path.is_file():
-            from .errors import ConfigError
+            from transforms.common.errors import ConfigError
 
             raise ConfigError(f"no system {system} (no {path.name} in {settings.systems_dir})")
         systems = {system: load_system(path)}

@@ -14,9 +14,9 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from . import __version__
-from .catalogue import Batch, Catalogue, Package, QuarantineCase
-from .config import Settings
+from transforms import __version__
+from transforms.catalogue import Batch, Catalogue, Package, QuarantineCase
+from transforms.config.settings import Settings
 
 
 @dataclass
@@ -89,8 +89,8 @@ def gate_history(batch: Batch, quality_cases: list[QuarantineCase]) -> tuple[str
 
 
 def _root_and_document_tables(settings: Settings, system: str) -> tuple[str | None, str | None]:
-    from .errors import ConfigError
-    from .systems import load_system
+    from transforms.common.errors import ConfigError
+    from transforms.config.systems import load_system
 
     path = settings.systems_dir / f"{system}.yaml"
     if not path.is_file():

@@ -51,7 +51,7 @@ def classify(exception: BaseException | str | None) -> str:
 
 
 def _safe(text: str) -> str:
-    from transforms.masking import safe_line
+    from transforms.common.masking import safe_line
 
     return safe_line(text)
 
@@ -71,7 +71,7 @@ def period_of(context: dict) -> str | None:
     start, end = context.get("data_interval_start"), context.get("data_interval_end")
     if start is None or end is None:
         return None
-    from transforms.extract import period_label
+    from transforms.staging.batch import period_label
 
     return period_label(start, end)
 
@@ -102,9 +102,9 @@ def open_case_ids(system: str, period: str) -> list[str]:
     """The open quarantine cases of the batch, when the catalogue is configured here."""
     if not (os.environ.get("ARKIV_CATALOGUE_URL") or os.environ.get("ARKIV_HOME")):
         return []
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
     from transforms.pipeline import catalogue
-    from transforms.review_web import CaseFilter, list_cases
+    from transforms.quality.quarantine_page import CaseFilter, list_cases
 
     cases = list_cases(catalogue(Settings.from_env()), CaseFilter(system=system, status="open"))
     return [c.id for c in cases if c.batch_id == f"{system}/{period}"]

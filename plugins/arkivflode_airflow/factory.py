@@ -15,8 +15,8 @@ from pathlib import Path
 from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
 from arkivflode_airflow.alerts import on_failure
-from transforms.errors import ConfigError
-from transforms.systems import System, load_system
+from transforms.common.errors import ConfigError
+from transforms.config.systems import System, load_system
 
 #: how a cron schedule's period reads in a DAG's name (yearly, monthly, daily; else the interval)
 _PERIOD_RULES = {3: "period = föregående år / previous year", 2: "period = föregående månad / previous month",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from transforms.errors import ConfigError
+from transforms.common.errors import ConfigError
 
 #: Airflow connection type -> SQLAlchemy driver
 DRIVERS = {
@@ -63,7 +63,7 @@ def s3_client_factory(conn_id: str, max_attempts: int = 5, addressing_style: str
 
     The connection's credentials, role, region (``region_name``) and endpoint (``endpoint_url`` in
     its extra, for MinIO) apply, with any secrets backend Airflow is configured with. The client
-    gets the same retry policy as the plain boto3 client of ``transforms/storage.py``.
+    gets the same retry policy as the plain boto3 client of ``transforms/archive/storage.py``.
     """
 
     def build():
@@ -85,7 +85,7 @@ def with_airflow_s3(settings):
     """
     from dataclasses import replace
 
-    from transforms.config import is_s3
+    from transforms.config.settings import is_s3
 
     s3 = settings.s3
     if not s3.conn_id or not (is_s3(settings.mellanarkiv) or is_s3(settings.slutarkiv)):

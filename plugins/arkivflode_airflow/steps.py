@@ -60,8 +60,8 @@ class SystemStepError(RuntimeError):
 def _mapped(what: str):
     from airflow.sdk.exceptions import AirflowException
 
-    from transforms.errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError
-    from transforms.masking import safe_line
+    from transforms.common.errors import AlreadyRunning, ArkivError, ConfigError, ContentError, StateError
+    from transforms.common.masking import safe_line
     from transforms.pipeline import DeliveryNotArrived
 
     try:
@@ -110,7 +110,7 @@ def run(step: Callable[..., Any], *args: Any) -> Any:
     are logged; Airflow still retries it as a system error.
     """
     from arkivflode_airflow.hooks import with_airflow_s3
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     with _mapped(getattr(step, "__name__", "step")):
         # S3 through an Airflow connection when ARKIV_S3_CONN_ID names one; a bad ARKIV_* value is a ConfigError
@@ -166,7 +166,7 @@ def release_when_run_fails(context: dict) -> None:
     """DAG failure callback: a failed run gives its interval back, so ``arkiv run`` (which cannot ask
     Airflow whether the run still lives) may archive the interval without waiting for a new DAG run."""
     from transforms import pipeline
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     run = context.get("dag_run")
     start, end = getattr(run, "data_interval_start", None), getattr(run, "data_interval_end", None)

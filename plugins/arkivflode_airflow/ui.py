@@ -6,8 +6,8 @@ sent to Airflow's login page. What a user may do follows Airflow's permissions o
 system's DAG: reading a case needs read access to that DAG, deciding needs edit access
 (with the simple auth manager: role ``viewer`` reads, ``user`` and above decide).
 
-The pages themselves are rendered by :mod:`transforms.review_web`; decisions go through
-:func:`transforms.review.decide`, exactly as ``arkiv quarantine approve|reject`` does. A decision
+The pages themselves are rendered by :mod:`transforms.quality.quarantine_page`; decisions go through
+:func:`transforms.quality.quarantine.decide`, exactly as ``arkiv quarantine approve|reject`` does. A decision
 is a state change made with the browser's session cookie, so it is checked against cross-site
 request forgery: the form's signed token and the browser's Origin/Sec-Fetch-Site headers
 (``review_web.csrf_valid``, ``review_web.same_origin``); a forged POST is refused with 403.
@@ -59,14 +59,14 @@ def _may(user, system: str, method: str) -> bool:
 
 
 def _visible_systems(user) -> set[str]:
-    from transforms.config import Settings
-    from transforms.systems import load_systems
+    from transforms.config.settings import Settings
+    from transforms.config.systems import load_systems
 
     return {name for name in load_systems(Settings.from_env().systems_dir) if _may(user, name, "GET")}
 
 
 def _catalogue():
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
     from transforms.pipeline import catalogue
 
     return catalogue(Settings.from_env().ensure())
@@ -87,7 +87,7 @@ def _case(case_id: str, user, method: str = "GET"):
 
 def _csrf_key() -> bytes:
     from transforms.access.auth import secret_key
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     return secret_key(Settings.from_env().home, "csrf.key", "ARKIV_CSRF_KEY")
 
@@ -110,7 +110,7 @@ def create_app() -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     def cases(user: User, system: str | None = None, status: str | None = None, kind: str | None = None,
               since: str | None = None) -> str:
-        from transforms.review_web import CaseFilter, cases_page
+        from transforms.quality.quarantine_page import CaseFilter, cases_page
 
         try:
             day = dt.date.fromisoformat(since) if since else None
@@ -121,7 +121,7 @@ def create_app() -> FastAPI:
 
     @app.get("/api/cases")
     def cases_json(user: User, status: str | None = None) -> JSONResponse:
-        from transforms.review_web import CaseFilter, list_cases
+        from transforms.quality.quarantine_page import CaseFilter, list_cases
 
         visible = _visible_systems(user)
         return JSONResponse([
@@ -131,7 +131,7 @@ def create_app() -> FastAPI:
 
     @app.get("/case", response_class=HTMLResponse)
     def case(user: User, id: str) -> str:  # noqa: A002 - the query parameter's name
-        from transforms.review_web import case_page, csrf_token
+        from transforms.quality.quarantine_page import case_page, csrf_token
 
         cat, c = _case(id, user)
         may_decide = _may(user, c.system, "PUT")
@@ -142,8 +142,8 @@ def create_app() -> FastAPI:
     def decide(request: Request, user: User, id: Annotated[str, Form(max_length=200)],  # noqa: A002
                action: Annotated[str, Form(max_length=20)], reason: Annotated[str, Form(max_length=10_000)],
                csrf: Annotated[str, Form(max_length=200)] = "") -> RedirectResponse:
-        from transforms import review
-        from transforms.review_web import case_url, csrf_valid, same_origin
+        from transforms.quality import quarantine as review
+        from transforms.quality.quarantine_page import case_url, csrf_valid, same_origin
 
         host = request.headers.get("x-forwarded-host") or request.headers.get("host")
         if not same_origin(request.headers, host) or not csrf_valid(_csrf_key(), csrf, user.get_name(), id):
@@ -163,7 +163,7 @@ def create_app() -> FastAPI:
 
     @app.get("/datadocs", response_class=HTMLResponse)
     def datadocs(user: User, id: str, page: str = "index.html") -> str:  # noqa: A002
-        from transforms.review_web import data_docs_html
+        from transforms.quality.quarantine_page import data_docs_html
 
         _, c = _case(id, user)
         text = data_docs_html(c, page, BASE)
@@ -173,7 +173,7 @@ def create_app() -> FastAPI:
 
     @app.get("/overview", response_class=HTMLResponse)
     def overview(user: User) -> str:
-        from transforms.review_web import overview_page
+        from transforms.quality.quarantine_page import overview_page
 
         return overview_page(_catalogue(), BASE, _visible_systems(user))
 

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from transforms.access.auth import add_credential
 from transforms.access.service import Archive
 from transforms.cli import main
-from transforms.config import Settings
+from transforms.config.settings import Settings
 
 
 def archive_lex(home, lex_source, catalogue_url: str | None = None) -> Settings:

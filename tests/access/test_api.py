@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from transforms.access.api import create_app
-from transforms.validate import validate_package
+from transforms.validation.validator import validate_package
 
 
 @pytest.fixture(scope="module")

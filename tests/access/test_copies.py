@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from transforms.access import index
 from transforms.access.api import create_app
 from transforms.catalogue import AccessDocument
-from transforms.validate import validate_package
+from transforms.validation.validator import validate_package
 
 
 @pytest.fixture(scope="module")

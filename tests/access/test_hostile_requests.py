@@ -467,7 +467,7 @@ def test_nothing_planted_is_anywhere_in_the_access_log(hostile):
 
 
 def test_csrf_tokens_are_bound_to_user_case_and_time():
-    from transforms.review_web import csrf_token, csrf_valid, same_origin
+    from transforms.quality.quarantine_page import csrf_token, csrf_valid, same_origin
 
     key = b"k" * 32
     t = csrf_token(key, "archivist", "case-1", now=1_000_000)
@@ -502,7 +502,7 @@ def test_a_stored_package_whose_erms_points_a_public_case_at_a_secret_file(hosti
 
     from transforms.access import index
     from transforms.catalogue import Package
-    from transforms.xmltools import NS_ERMS, parse_bytes
+    from transforms.common.xmltools import NS_ERMS, parse_bytes
 
     arc = hostile["archive"]
     e_ = f"{{{NS_ERMS}}}"

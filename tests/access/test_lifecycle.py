@@ -14,9 +14,9 @@ from transforms.access import packages as pk
 from transforms.access.auth import NotFound, Principal
 from transforms.access.receipts import ReceiptRefused, build_receipt
 from transforms.access.service import Archive
+from transforms.archive.storage import FileSystemStorage
 from transforms.cli import main
-from transforms.errors import StorageError
-from transforms.storage import FileSystemStorage
+from transforms.common.errors import StorageError
 
 ARCHIVIST = Principal("anna", "archivist")
 RESEARCHER = Principal("rita", "researcher")
@@ -197,10 +197,10 @@ def test_transfers_receipts_and_certificates_at_the_command_line(archived, monke
     AIP's transfer receipt, the disposal certificate; a tampered AIP receipt or AIP is refused."""
     from lxml import etree
 
-    from transforms import ocfl
     from transforms.access.receipts import receipt_xml
-    from transforms.aip import RECEIPT
-    from transforms.xmltools import SCHEMA_DIR
+    from transforms.archive import ocfl
+    from transforms.common.xmltools import SCHEMA_DIR
+    from transforms.packaging.aip import RECEIPT
 
     arc, settings = archived["archive"], archived["settings"]
     keep = [p for p in arc.cat.packages() if p.retention_action == "keep"]

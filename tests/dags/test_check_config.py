@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transforms.checkconfig import SCHEMA_PATH, _as_json, _describe, check_file, key_path, load_schema, validator_for
 from transforms.cli import main
-from transforms.errors import ConfigError
-from transforms.systems import load_system
+from transforms.common.errors import ConfigError
+from transforms.config.checkconfig import (
+    SCHEMA_PATH,
+    _as_json,
+    _describe,
+    check_file,
+    key_path,
+    load_schema,
+    validator_for,
+)
+from transforms.config.systems import load_system
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "dags" / "systems"
 SHIPPED = sorted(SYSTEMS.glob("*.yaml"))

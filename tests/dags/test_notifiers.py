@@ -169,9 +169,9 @@ def test_channels_fail_alone_and_the_alert_is_still_logged(smtp_server, webhook_
 
 
 def test_the_quarantine_case_itself_is_linked_when_the_catalogue_knows_it(smtp_server, monkeypatch, tmp_path):
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
     from transforms.pipeline import catalogue
-    from transforms.review import open_case
+    from transforms.quality.quarantine import open_case
 
     monkeypatch.setenv("ARKIV_HOME", str(tmp_path))
     monkeypatch.setenv("ARKIV_ALERT_EMAIL_ARCHIVISTS", "arkivarie@kommun.example")

@@ -15,10 +15,10 @@ from reference_validator import real_findings
 
 from demo import castor
 from demo.documents import verify_pdf
-from transforms.identifiers import is_valid_organisationsnummer, is_valid_personnummer
-from transforms.systems import load_system
-from transforms.validate import validate_package
-from transforms.xmltools import NS_ERMS, NS_METS, schema_errors
+from transforms.common.identifiers import is_valid_organisationsnummer, is_valid_personnummer
+from transforms.common.xmltools import NS_ERMS, NS_METS, schema_errors
+from transforms.config.systems import load_system
+from transforms.validation.validator import validate_package
 
 PROJECT = Path(__file__).resolve().parents[2]
 # Rules on which eark-validator 1.1.3 is known to be wrong (shared/tools/README.md).

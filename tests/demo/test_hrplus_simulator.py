@@ -17,12 +17,12 @@ from lxml import etree
 from simulator_output import read_files
 
 from demo import hrplus
-from transforms.errors import ContentError
-from transforms.extract import stage
-from transforms.file_export import FileExportSource, check_delivery
-from transforms.identifiers import is_valid_personnummer
-from transforms.quality import check_batch
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.common.identifiers import is_valid_personnummer
+from transforms.config.systems import load_system
+from transforms.intake.file_export import FileExportSource, check_delivery
+from transforms.quality.checks import check_batch
+from transforms.staging.batch import stage
 
 PROJECT = Path(__file__).resolve().parents[2]
 SYSTEM = load_system(PROJECT / "dags" / "systems" / "hrplus.yaml")

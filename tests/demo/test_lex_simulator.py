@@ -16,7 +16,7 @@ from simulator_output import read_files
 
 from demo import lex
 from demo.documents import verify_pdf
-from transforms.identifiers import is_valid_organisationsnummer, is_valid_personnummer
+from transforms.common.identifiers import is_valid_organisationsnummer, is_valid_personnummer
 
 YEAR = 2025
 CASES = 200

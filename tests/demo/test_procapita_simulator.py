@@ -17,10 +17,10 @@ from simulator_output import read_files
 
 from demo import procapita
 from demo.documents import verify_pdf
-from transforms.extract import extract_database
-from transforms.identifiers import is_valid_personnummer
-from transforms.quality import check_batch
-from transforms.systems import load_system
+from transforms.common.identifiers import is_valid_personnummer
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
+from transforms.quality.checks import check_batch
 
 PROJECT = Path(__file__).resolve().parents[2]
 SYSTEM = load_system(PROJECT / "dags" / "systems" / "procapita.yaml")

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 
 from demo import visualarkiv as va
-from transforms.extract import extract_database
-from transforms.identifiers import is_valid_organisationsnummer
-from transforms.quality import check_batch
-from transforms.systems import load_system
+from transforms.common.identifiers import is_valid_organisationsnummer
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
+from transforms.quality.checks import check_batch
 
 PROJECT = Path(__file__).resolve().parents[2]
 SUITE = PROJECT / "expectations" / "visualarkiv.json"

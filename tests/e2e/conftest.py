@@ -16,7 +16,7 @@ from e2e_support import BIN, CAPTURED, PROJECT
 sys.path.insert(0, str(PROJECT / "tests"))
 import sensitive_scan  # noqa: E402  (tests/ holds the scanner; it is not a package)
 
-from transforms.systems import load_systems  # noqa: E402
+from transforms.config.systems import load_systems  # noqa: E402
 
 #: where each test's scan counts go (one JSON file per test), for the reliability report
 SCAN_OUTPUT = PROJECT / "test-output" / "sensitive-scan" / "e2e"

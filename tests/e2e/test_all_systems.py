@@ -16,7 +16,7 @@ from reference_validator import real_findings
 
 import demo
 from transforms.catalogue import Catalogue
-from transforms.systems import load_systems
+from transforms.config.systems import load_systems
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow-systems")]
 
@@ -108,8 +108,8 @@ def test_every_file_is_identified_and_only_accepted_formats_are_preserved(world)
 
     from lxml import etree
 
-    from transforms import review
-    from transforms.xmltools import NS_PREMIS
+    from transforms.common.xmltools import NS_PREMIS
+    from transforms.quality import quarantine as review
 
     ns = {"p": NS_PREMIS, "xsi": "http://www.w3.org/2001/XMLSchema-instance"}
     checked: dict[str, int] = {}

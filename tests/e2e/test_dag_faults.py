@@ -15,7 +15,7 @@ from e2e_support import BIN, _catalogue, _env, _stored, captured
 
 from transforms import pipeline
 from transforms.catalogue import Batch, IntervalClaim
-from transforms.config import Settings
+from transforms.config.settings import Settings
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow")]
 

@@ -19,7 +19,7 @@ from lxml import etree
 from reference_validator import real_findings
 
 from transforms.catalogue import Batch
-from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, SCHEMA_DIR
+from transforms.common.xmltools import NS_ERMS, NS_METS, NS_PREMIS, SCHEMA_DIR
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("airflow")]
 

@@ -27,8 +27,8 @@ import pytest
 import sqlalchemy as sa
 from e2e_support import BIN, LOGICAL_DATE, _catalogue, _env, _stored, captured, dags_test
 
-from transforms import review
 from transforms.catalogue import Record
+from transforms.quality import quarantine as review
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
 

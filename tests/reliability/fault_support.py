@@ -28,7 +28,7 @@ from testservices import PG_ADMIN_URL, S3_TEST_CREDENTIALS, ensure_postgres, mak
 BIN = Path(sys.executable).parent
 INTERVAL = ["--start", "2025-01-01", "--end", "2026-01-01"]
 AS_OF = "2040-01-01"  # Lex: kept cases due after P2Y, disposable ones after P10Y
-KILLED = 137  # what transforms.failpoints.failpoint exits with (os._exit: no cleanup, no finally blocks)
+KILLED = 137  # what transforms.common.failpoints.failpoint exits with (os._exit: no cleanup, no finally blocks)
 BACKENDS = ["sqlite+folder", "postgres+s3"]
 
 #: failpoint × backend -> outcome, printed at the end of the session (and written for `make reliability`)

@@ -99,7 +99,8 @@ def test_reconcile_repair_aborts_a_multipart_upload_killed_before_completion(tmp
     env = {**os.environ, **s3_env["env"], "ARKIV_HOME": str(tmp_path / "var"), "ARKIV_CATALOGUE_URL": pg_url,
            "ARKIV_MELLANARKIV": f"s3://{s3_env['mellanarkiv']}/sip", "ARKIV_SLUTARKIV": f"s3://{s3_env['slutarkiv']}",
            "ARKIV_S3_PART_SIZE_MB": "5"}
-    code = ("import sys; from transforms.config import Settings; from transforms.storage import storage_for; "
+    code = ("import sys; from transforms.config.settings import Settings; "
+            "from transforms.archive.storage import storage_for; "
             "s = Settings.from_env(); "
             "storage_for(s.mellanarkiv, 'mellanarkiv', s.s3).put(sys.argv[1], 'lex/x/big.tar')")
     died = subprocess.run([sys.executable, "-c", code, str(big)], capture_output=True, text=True, timeout=120,

@@ -1,7 +1,7 @@
 """Fuzzed file-export deliveries: encodings, dialects, truncated rows and arbitrary bytes.
 
 A system owner's export may be in the wrong encoding, cut off mid-row or simply garbage. The
-reader (transforms/file_export.py, through ``extract.stage``) must then stop with a
+reader (transforms/intake/file_export.py, through ``extract.stage``) must then stop with a
 :class:`ContentError` naming the file and line — never another exception, never a hang, and
 never a staged batch that silently holds other values than were delivered.
 """
@@ -20,10 +20,10 @@ from fault_support import FUZZ
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.errors import ContentError
-from transforms.extract import stage
-from transforms.file_export import FileExportSource
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.config.systems import load_system
+from transforms.intake.file_export import FileExportSource
+from transforms.staging.batch import stage
 
 FUZZ_SETTINGS = settings(max_examples=100, deadline=3000,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -158,8 +158,8 @@ def _rows_in(fmt: str, encoding: str, delimiter: str, data: bytes) -> list[int]:
 
     from lxml import etree
 
-    from transforms.file_export import _xml_declared_encoding
-    from transforms.xmltools import SAFE_PARSE
+    from transforms.common.xmltools import SAFE_PARSE
+    from transforms.intake.file_export import _xml_declared_encoding
 
     if fmt == "csv":
         text = io.TextIOWrapper(io.BytesIO(data), encoding=encoding, newline="").read()

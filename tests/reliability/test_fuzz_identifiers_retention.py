@@ -1,9 +1,9 @@
 """Property-based tests of personnummer/organisationsnummer validation and the retention date arithmetic.
 
 The quality gate's expectations (expectations/custom.py) call
-``transforms.identifiers.is_valid_personnummer``/``is_valid_organisationsnummer`` on every
+``transforms.common.identifiers.is_valid_personnummer``/``is_valid_organisationsnummer`` on every
 value of a column, and the retention schedule dates every record with
-``transforms.periods.add_period``. Both see whatever a source system delivers, so: any input
+``transforms.common.periods.add_period``. Both see whatever a source system delivers, so: any input
 gives a clear answer (a bool, a date or a ValueError), and the answers obey the rules.
 """
 
@@ -15,14 +15,14 @@ from fault_support import FUZZ
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.identifiers import (
+from transforms.common.identifiers import (
     is_valid_organisationsnummer,
     is_valid_personnummer,
     luhn_digit,
     make_organisationsnummer,
     make_personnummer,
 )
-from transforms.periods import add_period
+from transforms.common.periods import add_period
 
 FAST = settings(max_examples=400, deadline=200)
 TODAY = dt.date(2026, 6, 1)

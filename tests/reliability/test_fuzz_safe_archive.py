@@ -1,4 +1,4 @@
-"""A generated corpus of hostile archives against transforms/safe_archive.py.
+"""A generated corpus of hostile archives against transforms/common/safe_archive.py.
 
 Every archive Hypothesis builds mixes ordinary members with hostile ones: path traversal,
 absolute and Windows paths, symlinks and hardlinks, device and FIFO members, duplicate
@@ -26,9 +26,9 @@ from fault_support import FUZZ
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.errors import ContentError
-from transforms.safe_archive import Limits, extract_package
-from transforms.validate import validate_package
+from transforms.common.errors import ContentError
+from transforms.common.safe_archive import Limits, extract_package
+from transforms.validation.validator import validate_package
 
 LIMITS = Limits(max_total_bytes=2_000_000, max_members=200, max_member_bytes=1_000_000, max_ratio=50.0,
                 max_depth=32)
@@ -230,7 +230,8 @@ def test_entity_tricks_in_mets_are_not_expanded(tmp_path):
     FUZZ["validate: entity tricks"] += 1
     # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork and exec, so a child of
     # a big pytest worker would report the worker's peak, not its own.
-    code = ("import json, re, sys; from pathlib import Path; from transforms.validate import validate_package; "
+    code = ("import json, re, sys; from pathlib import Path; "
+            "from transforms.validation.validator import validate_package; "
             "r = validate_package(sys.argv[1]); "
             "hwm = int(re.search(r'VmHWM:\\s+(\\d+)', Path('/proc/self/status').read_text()).group(1)); "
             "print(json.dumps({'valid': r.valid, 'messages': [f.message for f in r.findings], "

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from transforms.validate import validate_package
+from transforms.validation.validator import validate_package
 
 FUZZ_SETTINGS = settings(max_examples=150, deadline=5000,
                          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -279,8 +279,8 @@ def _mutate(rng: random.Random, data: bytes, heads: list[int], other: bytes) -> 
 
 
 def _has_readable_root_mets(path: Path) -> bool:
-    from transforms.safe_archive import open_package
-    from transforms.xmltools import parse_bytes
+    from transforms.common.safe_archive import open_package
+    from transforms.common.xmltools import parse_bytes
 
     try:
         with open_package(path) as reader:
@@ -324,7 +324,7 @@ def test_damaged_tars_and_zips_of_a_real_package_give_a_report_never_an_exceptio
 def test_an_inbox_of_damaged_deliveries_still_takes_in_the_good_one(pristine, tmp_path):
     """Damaged tars and zips of the package in one inbox with a good copy: intake never raises,
     every delivery gets an outcome, the good one is accepted and nothing accepted lacks a METS."""
-    from transforms.prepared import take_in
+    from transforms.intake.prepared import take_in
 
     corpus = _containers(pristine)
     inbox = tmp_path / "inbox"
@@ -368,7 +368,7 @@ def test_prepare_of_mutated_deliveries_refuses_or_gives_a_valid_package(tmp_path
     """Whatever a delivery's METS says, prepare answers (never raises), never changes the delivery,
     never accepts a representation METS whose bytes differ from the checksum the package lists, and
     anything it calls prepared is valid FGS."""
-    from transforms.prepare import prepare_package
+    from transforms.packaging.prepare import prepare_package
 
     FUZZ["prepare: mutated METS of other tools' packages"] += 1
     support = _prepare_support()

@@ -35,9 +35,9 @@ import pytest
 import yaml
 from security_support import HOSTILE
 
-from transforms.errors import ArkivError, ConfigError
-from transforms.safe_archive import Limits
-from transforms.validate import validate_package
+from transforms.common.errors import ArkivError, ConfigError
+from transforms.common.safe_archive import Limits
+from transforms.validation.validator import validate_package
 
 #: Skatteverket's published test personnummer (Tolvan Tolvansson): planted wherever a careless
 #: delivery could carry one, and searched for in every form it could be written in
@@ -304,7 +304,7 @@ def test_limits_count_what_would_be_written(tmp_path, good, name):
 def test_one_bad_delivery_never_blocks_the_others(good, tmp_path, caplog):
     """Every hostile container in one inbox beside one good package: the good one is taken in,
     each bad one is quarantined on its own with a reason, and nothing escapes."""
-    from transforms.prepared import take_in
+    from transforms.intake.prepared import take_in
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -362,7 +362,7 @@ def test_a_system_yaml_that_would_write_is_refused(tmp_path, small_lex, case):
     before = _table_digest(copy)
 
     def run():
-        from transforms.systems import load_system
+        from transforms.config.systems import load_system
 
         try:
             load_system(systems / "lex.yaml")
@@ -373,8 +373,8 @@ def test_a_system_yaml_that_would_write_is_refused(tmp_path, small_lex, case):
         # not refused at load: the first run must refuse it and leave the source as it was
         import datetime as dt
 
-        from transforms.extract import extract_database
-        from transforms.systems import load_system as load
+        from transforms.config.systems import load_system as load
+        from transforms.intake.database import extract_database
 
         try:
             extract_database(load(systems / "lex.yaml"), f"sqlite:///{copy}", dt.datetime(2025, 1, 1),
@@ -544,7 +544,7 @@ def test_a_hostile_file_export_is_quarantined_whole(tmp_path, monkeypatch, capsy
         code = main(["run", "treserva", "--start", "2025-12-01", "--end", "2026-01-01"])
         out = capsys.readouterr()
         cat = Catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
-        from transforms import review
+        from transforms.quality import quarantine as review
 
         refused = code != 0 and not cat.packages() and bool(review.cases(cat))
         texts = [out.out, out.err, caplog.text, *_readable_outputs(home)]
@@ -570,7 +570,7 @@ def test_prepared_inbox_archives_the_good_and_quarantines_each_bad_one(tmp_path,
     from transforms.access.auth import add_credential
     from transforms.catalogue import Catalogue
     from transforms.cli import main
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     inbox = tmp_path / "inbox"
     castor.generate(inbox, size=3, seed=4, as_zip=1)
@@ -665,7 +665,7 @@ CROSS_RECORD = {
 @pytest.mark.parametrize("case", sorted(CROSS_RECORD))
 def test_a_delivered_record_pointing_at_a_file_not_its_own_is_quarantined(tmp_path, case):
     from demo import castor
-    from transforms.prepared import take_in
+    from transforms.intake.prepared import take_in
 
     source = tmp_path / "made"
     castor.generate(source, size=1, seed=4, as_zip=0)
@@ -697,7 +697,7 @@ def api(small_lex, tmp_path_factory):
     from transforms.access.auth import add_credential
     from transforms.catalogue import Catalogue
     from transforms.cli import main
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     home = tmp_path_factory.mktemp("hostile-api") / "var"
     with pytest.MonkeyPatch.context() as mp:
@@ -798,7 +798,7 @@ def test_a_batch_stopped_half_way_is_reported_and_completed_by_a_rerun(small_lex
     from transforms import pipeline
     from transforms.catalogue import Batch
     from transforms.cli import main
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     for k in list(os.environ):
         if k.startswith("ARKIV_"):

@@ -56,7 +56,7 @@ def _start(env: dict, *args: str) -> subprocess.Popen:
 
 
 def _start_paused(env: dict, point: str, flag: Path) -> subprocess.Popen:
-    """`arkiv run` held at failpoint ``point`` (see transforms.failpoints); returns once it is there."""
+    """`arkiv run` held at failpoint ``point`` (see transforms.common.failpoints); returns once it is there."""
     proc = _start({**env, "ARKIV_FAILPOINT_PAUSE": point, "ARKIV_FAILPOINT_PAUSE_FILE": str(flag)}, *RUN)
     deadline = time.monotonic() + 120
     while not flag.exists():
@@ -313,7 +313,7 @@ def test_the_run_lock_dies_with_its_holder(kind, tmp_path):
     from testservices import throwaway_postgres_database
 
     from transforms.catalogue import Catalogue
-    from transforms.errors import AlreadyRunning
+    from transforms.common.errors import AlreadyRunning
 
     hold = ("import sys, time\nfrom transforms.catalogue import Catalogue\n"
             "held = Catalogue(sys.argv[1]).exclusive('run:x', 'x')\nheld.__enter__()\nprint('held', flush=True)\n"

@@ -11,10 +11,10 @@ import os
 import pytest
 import sqlalchemy as sa
 
+from transforms.archive.storage import storage_for
 from transforms.catalogue import Batch, Catalogue, Package, Record
 from transforms.cli import main
-from transforms.config import Settings
-from transforms.storage import storage_for
+from transforms.config.settings import Settings
 
 KEY = "lex/2025/uuid-{n}.tar"
 

@@ -22,8 +22,8 @@ import pytest
 import sensitive_scan
 from security_support import SENSITIVE_SCAN
 
-from transforms.masking import mask
-from transforms.systems import load_systems
+from transforms.common.masking import mask
+from transforms.config.systems import load_systems
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.extract import extract_database
-from transforms.systems import load_system
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from transforms import pipeline
 from transforms.catalogue import MIGRATIONS, Base, Batch, Catalogue, Event, Package, Record
-from transforms.config import Settings
+from transforms.config.settings import Settings
 
 pytestmark = pytest.mark.integration
 

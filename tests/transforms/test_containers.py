@@ -30,8 +30,8 @@ import pytest
 from test_validate import build_package
 
 from transforms.access.packages import scan_tar, stream_range, zip_member_chunks
-from transforms.safe_archive import Limits, UnsafeArchive, container_kind, open_package, sniff
-from transforms.validate import validate_package
+from transforms.common.safe_archive import Limits, UnsafeArchive, container_kind, open_package, sniff
+from transforms.validation.validator import validate_package
 
 ROOT = "pkg-1"
 
@@ -417,13 +417,13 @@ def test_a_stored_zip_is_scanned_and_served_like_a_tar(pkg, tmp_path):
     for opener in (lambda: open(zp, "rb"), lambda: io.BytesIO(zp.read_bytes())):  # noqa: SIM115
         data = b"".join(zip_member_chunks(opener, "METS.xml", mets.size, mets.sha256))
         assert data == (pkg / "METS.xml").read_bytes()
-    from transforms.errors import StorageError
+    from transforms.common.errors import StorageError
     with pytest.raises(StorageError, match="no longer matches"):
         b"".join(zip_member_chunks(lambda: open(zp, "rb"), "METS.xml", mets.size, "0" * 64))  # noqa: SIM115
 
 
 def test_a_stored_file_that_is_neither_tar_nor_zip_is_refused(tmp_path):
-    from transforms.errors import StorageError
+    from transforms.common.errors import StorageError
     with pytest.raises(StorageError, match="not a tar or zip"):
         scan_tar(io.BytesIO(gzip.compress(b"x" * 2000)))
 

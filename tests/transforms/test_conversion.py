@@ -16,13 +16,13 @@ from lxml import etree
 from reference_validator import real_findings
 
 from transforms.catalogue import Catalogue, FileFormat, add_file_formats
-from transforms.conversion import Converter, Job, check_pdf
-from transforms.extract import extract_database
-from transforms.formats import Identifier, default_policy
-from transforms.package import REP_ORIGINAL, build_packages
-from transforms.systems import load_system
-from transforms.validate import validate_package
-from transforms.xmltools import NS_PREMIS
+from transforms.common.xmltools import NS_PREMIS
+from transforms.config.systems import load_system
+from transforms.formats.conversion import Converter, Job, check_pdf
+from transforms.formats.identification import Identifier, default_policy
+from transforms.intake.database import extract_database
+from transforms.packaging.sip import REP_ORIGINAL, build_packages
+from transforms.validation.validator import validate_package
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 P = {"p": NS_PREMIS}

@@ -21,13 +21,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from demo import treserva
-from transforms import review
 from transforms.catalogue import Catalogue
 from transforms.cli import main
-from transforms.errors import ContentError
-from transforms.extract import stage
-from transforms.file_export import FileExportSource, check_delivery
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.config.systems import load_system
+from transforms.intake.file_export import FileExportSource, check_delivery
+from transforms.quality import quarantine as review
+from transforms.staging.batch import stage
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEM = load_system(ROOT / "dags" / "systems" / "treserva.yaml")

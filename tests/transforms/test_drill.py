@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import tarfile
 
-from transforms import cli, review
+from transforms import cli
 from transforms.catalogue import Catalogue
-from transforms.config import Settings
+from transforms.config.settings import Settings
+from transforms.quality import quarantine as review
 
 
 def test_the_drill_goes_from_a_bad_batch_to_an_archived_deviation(tmp_path, monkeypatch, capsys):

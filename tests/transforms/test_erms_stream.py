@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transforms import erms
-from transforms.systems import load_system
-from transforms.xmltools import NS_ERMS, file_schema_errors
+from transforms.common.xmltools import NS_ERMS, file_schema_errors
+from transforms.config.systems import load_system
+from transforms.packaging import erms
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)

@@ -12,8 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transforms.errors import ContentError
-from transforms.extract import (
+from transforms.common.errors import ContentError
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
+from transforms.staging.batch import (
     WHERE,
     RowSource,
     StagedBatch,
@@ -22,11 +24,9 @@ from transforms.extract import (
     _DocumentStore,
     _resolve_file,
     _RootClassifier,
-    extract_database,
     period_label,
     stage,
 )
-from transforms.systems import load_system
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 Y2025 = (dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1))
@@ -354,7 +354,7 @@ def test_digest_of_a_batch_too_large_for_one_array_is_taken_in_slices(monkeypatc
     batch = pa.RecordBatch.from_pydict({"s": ["a\"b", None, "ö" * 50, "\n"] * 25, "record_class": ["rc"] * 100})
     whole = hashlib.sha256()
     _digest_batch(whole, "t", batch)
-    monkeypatch.setattr("transforms.extract._DIGEST_SLICE_BYTES", 64)
+    monkeypatch.setattr("transforms.staging.batch._DIGEST_SLICE_BYTES", 64)
     sliced = hashlib.sha256()
     _digest_batch(sliced, "t", batch)
     reference = hashlib.sha256()
@@ -508,7 +508,7 @@ def mixed_pg(pg_url, tmp_path):
 
 @pytest.mark.parametrize("numeric", [False, True], ids=["copy", "cursor-for-numeric"])
 def test_postgresql_copy_stages_what_the_cursor_stages(mixed_pg, tmp_path, monkeypatch, numeric):
-    from transforms import extract
+    from transforms.intake import database as extract
 
     url, files = mixed_pg
     system = _pg_system(tmp_path, numeric=numeric)
@@ -538,8 +538,8 @@ def test_an_unfinished_copy_ends_with_the_source(pg_url):
     """A table abandoned half-way (an error in staging) must not leave the COPY thread hanging."""
     import threading
 
-    from transforms.extract import DatabaseSource
-    from transforms.systems import Column, Table
+    from transforms.config.systems import Column, Table
+    from transforms.intake.database import DatabaseSource
 
     table = Table(name="t", key="i", columns=(Column("i", "int64", ""), Column("s", "string", "")),
                   query="SELECT i, repeat('x', 300) AS s FROM generate_series(1, 300000) AS i ORDER BY i")

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from transforms.errors import ContentError
-from transforms.extract import stage
-from transforms.file_export import DeliveryMissing, FileExportSource, check_delivery
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.config.systems import load_system
+from transforms.intake.file_export import DeliveryMissing, FileExportSource, check_delivery
+from transforms.staging.batch import stage
 
 COLUMNS = {
     "klient_id": {"type": "int64", "description": "id"},

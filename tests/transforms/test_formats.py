@@ -10,12 +10,19 @@ import pytest
 import yaml
 from format_corpus import make_corpus
 
-from transforms.errors import ConfigError
-from transforms.extract import extract_database
-from transforms.formats import UNIDENTIFIED, Identifier, default_policy, load_policy, pdf_facts, policy_for
-from transforms.package import build_packages
-from transforms.prepared import take_in
-from transforms.systems import load_system
+from transforms.common.errors import ConfigError
+from transforms.config.systems import load_system
+from transforms.formats.identification import (
+    UNIDENTIFIED,
+    Identifier,
+    default_policy,
+    load_policy,
+    pdf_facts,
+    policy_for,
+)
+from transforms.intake.database import extract_database
+from transforms.intake.prepared import take_in
+from transforms.packaging.sip import build_packages
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "dags" / "systems"
 LEX = load_system(SYSTEMS / "lex.yaml")
@@ -160,7 +167,7 @@ def test_prepared_delivery_files_are_identified_and_rejected_formats_reported(le
 def test_a_package_whose_every_document_is_held_back_still_builds_and_validates(lex_source, tmp_path):
     """Nothing left for the preservation representation: its PREMIS keeps its events on the
     representation object, the originals stay beside it, and the package is valid."""
-    from transforms.validate import validate_package
+    from transforms.validation.validator import validate_package
 
     staged = extract_database(LEX, lex_source["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1),
                               tmp_path / "staging", env={"ARKIV_LEX_FILES": str(lex_source["files"])})

@@ -1,6 +1,6 @@
 """The compiled signature matcher gives fido's own answer, file for file.
 
-:class:`transforms.formats.Identifier` no longer calls ``Fido.identify_file``: it reads the same
+:class:`transforms.formats.identification.Identifier` no longer calls ``Fido.identify_file``: it reads the same
 buffers, matches them with the signatures compiled once and indexed by a required byte, and
 parses the container signatures once. These tests run stock fido beside it on real files of
 many formats (the system's own files, the demo's documents, files cut at fido's buffer edges)
@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from demo.documents import make_docx, make_pdf
-from transforms.formats import Identifier, _fido_versions
+from transforms.formats.identification import Identifier, _fido_versions
 
 SYSTEM_ROOTS = ("/usr/share", "/usr/lib", "/usr/bin", "/etc")
 
@@ -169,7 +169,7 @@ def test_the_shared_identifier_is_loaded_once_and_gives_the_same_answer(tmp_path
 def test_end_anchored_signatures_answer_like_the_regex():
     """Every signature that is matched with ``rfind`` instead of the regex (``literal.{a,b}\\Z``)
     gives the regex's answer with the literal at, just inside and just outside its window."""
-    from transforms.formats import _fast
+    from transforms.formats.identification import _fast
 
     matcher = Identifier.shared()._matcher
     rng = random.Random(7)
@@ -201,7 +201,7 @@ def test_end_anchored_signatures_answer_like_the_regex():
 
 def test_required_literals_of_a_pattern():
     """The literals a pattern needs, and where: at a fixed offset, within a range of offsets, anywhere."""
-    from transforms.formats import _ANYWHERE, _required_literals
+    from transforms.formats.identification import _ANYWHERE, _required_literals
 
     assert _required_literals(rb"(?s)\A%PDF-1\.[0-7]", anchored=True) == (
         [(0, ord("%")), (1, ord("P")), (2, ord("D")), (3, ord("F")), (4, ord("-")), (5, ord("1")), (6, ord("."))],
@@ -277,7 +277,7 @@ def _present_by_find(matcher, bof: bytes, eof: bytes) -> set[int]:
 
 
 def test_the_literal_pass_finds_what_bytes_find_finds_on_real_files(both):
-    """The one-pass literal check (:class:`transforms.formats._LiteralFinder`) answers every
+    """The one-pass literal check (:class:`transforms.formats.identification._LiteralFinder`) answers every
     check as ``bytes.find`` does, on real files: small ones (one buffer is both the first and the
     last bytes, so one pass answers both) and large ones (two buffers)."""
     _, ours = both

@@ -14,11 +14,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from transforms import formats, package
 from transforms.catalogue import Catalogue, FormatIdentification
-from transforms.formats import CatalogueIdentificationCache, IdentificationCache, Identifier, IdentifyPool
-from transforms.package import build_packages
-from transforms.systems import load_system
+from transforms.config.systems import load_system
+from transforms.formats import identification as formats
+from transforms.formats.identification import (
+    CatalogueIdentificationCache,
+    IdentificationCache,
+    Identifier,
+    IdentifyPool,
+)
+from transforms.packaging import sip as package
+from transforms.packaging.sip import build_packages
 
 PROJECT = Path(__file__).resolve().parents[2]
 LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")

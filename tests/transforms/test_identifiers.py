@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from transforms.identifiers import (
+from transforms.common.identifiers import (
     is_valid_organisationsnummer,
     is_valid_personnummer,
     luhn_digit,

@@ -1,7 +1,7 @@
 """Identification in worker processes: the same answers, in order, whatever happens to the workers.
 
 A large package's documents are identified by forked workers while the build copies the ones
-already answered into the TAR (:class:`transforms.formats.IdentifyPool`). These tests lower the
+already answered into the TAR (:class:`transforms.formats.identification.IdentifyPool`). These tests lower the
 size at which the pool is used, so the small generated Lex uses it, and compare every result
 with identification in the building process.
 """
@@ -20,11 +20,12 @@ from pathlib import Path
 
 import pytest
 
-from transforms import formats, package
-from transforms.errors import ConfigError
-from transforms.formats import Identifier, IdentifyPool, configured_workers
-from transforms.package import build_packages
-from transforms.systems import load_system
+from transforms.common.errors import ConfigError
+from transforms.config.systems import load_system
+from transforms.formats import identification as formats
+from transforms.formats.identification import Identifier, IdentifyPool, configured_workers
+from transforms.packaging import sip as package
+from transforms.packaging.sip import build_packages
 
 PROJECT = Path(__file__).resolve().parents[2]
 LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")
@@ -126,7 +127,7 @@ def test_workers_die_with_a_killed_build(tmp_path):
     script.write_text(
         "import sys, time\n"
         f"sys.path.insert(0, {str(PROJECT)!r})\n"
-        "from transforms.formats import IdentifyPool\n"
+        "from transforms.formats.identification import IdentifyPool\n"
         "pool = IdentifyPool.start(2)\n"
         "print(' '.join(str(p) for p in pool._executor._processes), flush=True)\n"
         "time.sleep(600)\n", encoding="utf-8")
@@ -187,8 +188,8 @@ def test_a_written_document_that_is_invalid_stops_the_package(staged, small_pool
                                                               workers):
     """The schema checks of what the build wrote run in a worker when there are workers; either
     way an invalid document stops the build before the package gets its name, and nothing is left."""
-    from transforms import premis
-    from transforms.package import PackageBuildError
+    from transforms.packaging import premis
+    from transforms.packaging.sip import PackageBuildError
 
     write_object = premis._file_object_text
 
@@ -208,7 +209,7 @@ def test_read_ahead_passes_over_a_fifo_without_blocking(tmp_path):
     """A FIFO among a chunk's files (a broken export) must not hang the worker's read-ahead."""
     import threading
 
-    from transforms.formats import _read_ahead
+    from transforms.formats.identification import _read_ahead
 
     fifo, plain = tmp_path / "pipe", tmp_path / "plain.txt"
     os.mkfifo(fifo)

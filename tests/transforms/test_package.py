@@ -9,11 +9,11 @@ import pytest
 import xmlschema
 from lxml import etree
 
-from transforms.errors import ContentError
-from transforms.package import build_packages, package_id_for, safe_name
-from transforms.systems import load_system
-from transforms.validate import validate_package
-from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, SCHEMA_DIR
+from transforms.common.errors import ContentError
+from transforms.common.xmltools import NS_ERMS, NS_METS, NS_PREMIS, SCHEMA_DIR
+from transforms.config.systems import load_system
+from transforms.packaging.sip import build_packages, package_id_for, safe_name
+from transforms.validation.validator import validate_package
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 NS = {"m": NS_METS, "e": NS_ERMS, "p": NS_PREMIS, "xlink": "http://www.w3.org/1999/xlink"}

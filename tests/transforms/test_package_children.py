@@ -7,7 +7,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from transforms.package import _by_case, _pieces_by_case, _read_children, _rows_by_case
+from transforms.packaging.sip import _by_case, _pieces_by_case, _read_children, _rows_by_case
 
 
 def _dataset_rows(files, column, keys) -> pa.Table:

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from transforms import premis
-from transforms.mets import FileRef
-from transforms.package import _ENTRY_CODEC, _Spool
+from transforms.packaging import premis
+from transforms.packaging.mets import FileRef
+from transforms.packaging.sip import _ENTRY_CODEC, _Spool
 
 
 def _entry(i: int) -> tuple[FileRef, premis.FileObject]:
@@ -64,15 +64,15 @@ def test_arrow_uses_the_c_library_allocator_unless_told_otherwise(setting, expec
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     if setting:
         env["ARROW_DEFAULT_MEMORY_POOL"] = setting
-    out = subprocess.run([sys.executable, "-c", "import transforms.package, pyarrow as pa; "
+    out = subprocess.run([sys.executable, "-c", "import transforms.packaging.sip, pyarrow as pa; "
                           "print(pa.default_memory_pool().backend_name)"],
                          env=env, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
 
 
 def test_a_format_row_reads_as_the_dict_the_catalogue_takes():
-    from transforms.formats import Decision, Identification
-    from transforms.package import _format_row
+    from transforms.formats.identification import Decision, Identification
+    from transforms.packaging.sip import _format_row
 
     _, obj = _entry(7)
     ident = Identification("fmt/276", "Acrobat PDF 1.7 - Portable Document Format", "1.7", "application/pdf",
@@ -97,8 +97,8 @@ def test_a_format_row_reads_as_the_dict_the_catalogue_takes():
 def test_the_rows_read_a_batch_of_cases_at_a_time_give_the_same_package(staged, tmp_path, monkeypatch):
     """Documents and parties are cut into one table per batch of cases (freed once written); with
     batches of 3 cases the packages are byte for byte those built with the whole package in one batch."""
-    from transforms import package
-    from transforms.systems import load_system
+    from transforms.config.systems import load_system
+    from transforms.packaging import sip as package
 
     lex = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
     policy = lex.formats.without_conversion()

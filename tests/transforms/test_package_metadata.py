@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transforms.package import build_packages
-from transforms.systems import load_system
-from transforms.xmltools import NS_ERMS, NS_METS, NS_PREMIS, NS_XLINK, schemas_used
+from transforms.common.xmltools import NS_ERMS, NS_METS, NS_PREMIS, NS_XLINK, schemas_used
+from transforms.config.systems import load_system
+from transforms.packaging.sip import build_packages
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
@@ -65,7 +65,7 @@ def _outcomes(built) -> list[tuple]:
 @pytest.fixture
 def started(monkeypatch) -> list:
     """Every LibreOffice converter the build starts, in order."""
-    import transforms.package as package
+    import transforms.packaging.sip as package
 
     offices: list = []
     real = package.Converter.__enter__
@@ -80,8 +80,8 @@ def started(monkeypatch) -> list:
 
 def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packages(staged, tmp_path, monkeypatch,
                                                                                      started):
-    import transforms.package as package
-    from transforms.validate import validate_package
+    import transforms.packaging.sip as package
+    from transforms.validation.validator import validate_package
 
     rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
     # separate conversion caches: the split build must convert, not take the serial build's PDFs
@@ -105,8 +105,8 @@ def test_a_large_conversion_batch_split_between_two_offices_gives_the_same_packa
 
 @pytest.mark.parametrize("processes", ["1", "3"])
 def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes, started):
-    import transforms.conversion as conversion
-    import transforms.package as package
+    import transforms.formats.conversion as conversion
+    import transforms.packaging.sip as package
 
     rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["documents"])
     monkeypatch.setattr(package, "PARALLEL_CONVERSION_MIN", 2)
@@ -120,8 +120,8 @@ def test_conversion_processes_setting(staged, tmp_path, monkeypatch, processes, 
 
 @pytest.mark.parametrize("bad", ["0", "two", "-1"])
 def test_conversion_processes_must_be_a_positive_number(monkeypatch, bad):
-    import transforms.conversion as conversion
-    from transforms.errors import ConfigError
+    import transforms.formats.conversion as conversion
+    from transforms.common.errors import ConfigError
 
     monkeypatch.setenv(conversion.CONVERSION_PROCESSES_ENV, bad)
     with pytest.raises(ConfigError, match=conversion.CONVERSION_PROCESSES_ENV):

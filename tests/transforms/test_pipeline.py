@@ -187,8 +187,8 @@ def _personnummer(url):
 def test_record_classes_are_mapped_largest_first():
     """The DAG maps ``package`` over the batch's record classes in this order, and the scheduler
     starts mapped tasks by map index: the largest partitions first, ties by name."""
-    from transforms.extract import Partition, StagedBatch
     from transforms.pipeline import largest_first
+    from transforms.staging.batch import Partition, StagedBatch
 
     sizes = {"1.1": {"cases": 3, "documents": 9}, "2.1": {"cases": 40, "documents": 120}, "3.1": {"cases": 1},
              "1.2": {"cases": 40, "documents": 120}, "4.1": {}}
@@ -222,7 +222,8 @@ def test_a_planted_personnummer_and_name_reach_no_message_of_a_failed_run(tmp_pa
     from airflow.sdk.exceptions import AirflowFailException
     from arkivflode_airflow import alerts, steps
 
-    from transforms import pipeline, review
+    from transforms import pipeline
+    from transforms.quality import quarantine as review
 
     root = tmp_path / "lex"
     root.mkdir()
@@ -291,7 +292,7 @@ def test_a_foreign_exception_quoting_a_value_is_retried_without_its_message(tmp_
     from airflow.sdk.exceptions import AirflowFailException
     from arkivflode_airflow import alerts, steps
 
-    from transforms.errors import ContentError
+    from transforms.common.errors import ContentError
 
     monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
     caplog.set_level(logging.DEBUG)
@@ -325,7 +326,7 @@ def test_one_interval_is_archived_by_one_run_at_a_time(settings):
     form the interval's bounds come in (the CLI's dates, a DAG run's UTC times)."""
     from transforms import pipeline
     from transforms.catalogue import IntervalClaim
-    from transforms.errors import AlreadyRunning
+    from transforms.common.errors import AlreadyRunning
 
     dag_a, dag_b = "dag-run:lex/scheduled__2026-01-01", "dag-run:lex/manual__2026-01-05"
     # the yearly interval 2025 in Stockholm, as a DAG run's data interval in UTC
@@ -365,7 +366,7 @@ def test_a_missing_delivery_waits_until_its_deadline_then_is_recorded_for_the_sy
         settings, tmp_path, monkeypatch):
     from transforms import pipeline
     from transforms.catalogue import Batch
-    from transforms.errors import ContentError
+    from transforms.common.errors import ContentError
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()
@@ -400,7 +401,7 @@ def test_each_failure_says_who_acts(tmp_path, monkeypatch):
     from arkivflode_airflow import alerts, hooks, steps
 
     from transforms import pipeline
-    from transforms.errors import AlreadyRunning, ConfigError, ContentError
+    from transforms.common.errors import AlreadyRunning, ConfigError, ContentError
 
     monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
     monkeypatch.delenv("ARKIV_CONN_NO_SUCH_DB", raising=False)

@@ -11,10 +11,17 @@ from collections.abc import Iterator
 import pytest
 from lxml import etree
 
-from transforms import premis
-from transforms.fgs import FGS_ERMS, FGS_TABULAR, MetsAgent
-from transforms.mets import FileGroup, FileRef, MetadataRef, build_mets, write_mets
-from transforms.xmltools import NS_METS, NS_PREMIS, NS_XLINK, PrettyStream, file_schema_errors, schemas_used
+from transforms.common.xmltools import (
+    NS_METS,
+    NS_PREMIS,
+    NS_XLINK,
+    PrettyStream,
+    file_schema_errors,
+    schemas_used,
+)
+from transforms.packaging import premis
+from transforms.packaging.fgs import FGS_ERMS, FGS_TABULAR, MetsAgent
+from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets, write_mets
 
 NOW = dt.datetime(2026, 1, 2, 3, 4, 5, 678, tzinfo=dt.UTC)
 SHA = "0123456789abcdef" * 4

@@ -21,9 +21,9 @@ import xmlschema
 from lxml import etree
 from reference_validator import real_findings
 
-from transforms import prepare as pr
-from transforms import validate as v
-from transforms.xmltools import NS_CSIP, NS_METS, NS_PREMIS, NS_SIP, NS_XLINK, SCHEMA_DIR
+from transforms.common.xmltools import NS_CSIP, NS_METS, NS_PREMIS, NS_SIP, NS_XLINK, SCHEMA_DIR
+from transforms.packaging import prepare as pr
+from transforms.validation import validator as v
 
 M = f"{{{NS_METS}}}"
 XL = f"{{{NS_XLINK}}}"

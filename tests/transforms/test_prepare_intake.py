@@ -7,8 +7,8 @@ from pathlib import Path
 
 from test_prepare import CommonsIP2, Meemoo22, Sip220, _break, as_tar, as_zip, make_1x, make_package
 
-from transforms import validate as v
-from transforms.prepared import take_in
+from transforms.intake.prepared import take_in
+from transforms.validation import validator as v
 
 
 def test_intake_prepares_other_tools_packages_and_quarantines_damage(tmp_path):

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transforms.extract import extract_database
-from transforms.package import build_packages
-from transforms.prepared import take_in
-from transforms.systems import load_system
-from transforms.validate import validate_package
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
+from transforms.intake.prepared import take_in
+from transforms.packaging.sip import build_packages
+from transforms.validation.validator import validate_package
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 M = "{http://www.loc.gov/METS/}"

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transforms import prepared
 from transforms.access.packages import scan_tar
-from transforms.extract import extract_database
-from transforms.package import build_packages
-from transforms.prepared import take_in
-from transforms.safe_archive import container_kind
-from transforms.systems import load_system
+from transforms.common.safe_archive import container_kind
+from transforms.config.systems import load_system
+from transforms.intake import prepared
+from transforms.intake.database import extract_database
+from transforms.intake.prepared import take_in
+from transforms.packaging.sip import build_packages
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 M = "{http://www.loc.gov/METS/}"

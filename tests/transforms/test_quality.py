@@ -1,4 +1,4 @@
-"""Tests of the data-quality gate (transforms.quality) and the Lex suite.
+"""Tests of the data-quality gate (transforms.quality.checks) and the Lex suite.
 
 Importing great_expectations takes seconds, so one module-scoped fixture pays for it and
 every test reuses it; each check_batch call makes its own cheap ephemeral context. All
@@ -20,10 +20,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from transforms import masking, quality
-from transforms.errors import ConfigError
-from transforms.identifiers import make_organisationsnummer, make_personnummer
-from transforms.quality import check_batch, load_suite
+from transforms.common import masking
+from transforms.common.errors import ConfigError
+from transforms.common.identifiers import make_organisationsnummer, make_personnummer
+from transforms.quality import checks as quality
+from transforms.quality.checks import check_batch, load_suite
 
 # By path, not via the expectations package: tests must not depend on how it is installed.
 LEX_SUITE = Path(__file__).resolve().parents[2] / "expectations" / "lex.json"
@@ -559,9 +560,9 @@ def test_lex_suite_loads_and_every_check_explains_itself():
 
 
 def test_importing_the_module_does_not_import_gx():
-    # The DAG processor imports transforms.quality; GX must stay out until check_batch runs.
+    # The DAG processor imports transforms.quality.checks; GX must stay out until check_batch runs.
     code = (
-        "import sys, transforms.quality as q; "
+        "import sys, transforms.quality.checks as q; "
         "q.load_suite(q.Path(sys.argv[1])); "
         "assert 'great_expectations' not in sys.modules"
     )

@@ -18,10 +18,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from transforms import extract
-from transforms.errors import ConfigError
-from transforms.extract import extract_database
-from transforms.systems import load_system
+from transforms.common.errors import ConfigError
+from transforms.config.systems import load_system
+from transforms.intake import database as extract
+from transforms.intake.database import extract_database
 
 Y2025 = (dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1))
 
@@ -299,7 +299,7 @@ def test_a_query_with_a_parameter_it_is_not_given_is_a_config_error(source, tmp_
 def test_a_value_the_driver_cannot_convert_is_named_by_table_never_quoted(source, tmp_path, monkeypatch, path):
     """psycopg2 cannot make a Python date of a BC date; its message quotes the year. The run's
     error names system, table and rule; the planted personnummer and year appear nowhere."""
-    from transforms.errors import ContentError
+    from transforms.common.errors import ContentError
 
     _, url = source
     doc = yaml.safe_load(SYSTEM_YAML)

@@ -19,13 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from transforms import pipeline, review
+from transforms import pipeline
 from transforms.catalogue import Batch
-from transforms.config import Settings
-from transforms.errors import ContentError
-from transforms.extract import extract_database
-from transforms.package import _case_folder, _unique, build_packages, document_ownership_problems
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.config.settings import Settings
+from transforms.config.systems import load_system
+from transforms.intake.database import extract_database
+from transforms.packaging.sip import _case_folder, _unique, build_packages, document_ownership_problems
+from transforms.quality import quarantine as review
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 START, END = "2025-01-01", "2026-01-01"
@@ -259,10 +260,10 @@ def test_path_rules_name_the_rule_never_the_path(tmp_path, rel, rule):
 
 
 def test_a_delivered_erms_naming_another_cases_file_or_a_metadata_file_is_found(lex, tmp_path):
-    """What a prepared delivery's intake can ask of its ERMS (transforms.erms.appendix_problems):
+    """What a prepared delivery's intake can ask of its ERMS (transforms.packaging.erms.appendix_problems):
     our own packages have no such appendix; a case pointing at another case's file, at the METS
     or PREMIS, or out of the package, is named by line and case, never by path."""
-    from transforms.erms import appendix_problems
+    from transforms.packaging.erms import appendix_problems
 
     staged = extract_database(LEX, lex["url"], dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1), tmp_path / "st",
                               env={"ARKIV_LEX_FILES": str(lex["files"])})
@@ -307,11 +308,11 @@ def test_a_link_swapped_in_after_staging_is_never_copied_into_a_package(tmp_path
     import pyarrow.parquet as pq
 
     from demo import lex
-    from transforms.errors import ArkivError
-    from transforms.extract import extract_database
-    from transforms.formats import default_policy
-    from transforms.package import build_packages
-    from transforms.systems import load_system
+    from transforms.common.errors import ArkivError
+    from transforms.config.systems import load_system
+    from transforms.formats.identification import default_policy
+    from transforms.intake.database import extract_database
+    from transforms.packaging.sip import build_packages
 
     system = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
     url = f"sqlite:///{tmp_path / 'lex.sqlite'}"

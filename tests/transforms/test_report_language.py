@@ -15,8 +15,9 @@ import re
 import pytest
 from test_quality import make_lex_rows, run
 
-from transforms import quality, review
-from transforms.quality import check_texts, readable
+from transforms.quality import checks as quality
+from transforms.quality import quarantine as review
+from transforms.quality.checks import check_texts, readable
 
 LEX_SENSITIVE = {"parties": ["name", "personnummer"], "cases": ["title"], "documents": ["title", "file_name"]}
 

@@ -15,12 +15,12 @@ import pytest
 from format_corpus import make_corpus
 from lxml import etree
 
-from transforms.conversion import ConversionCache, Converter, Job, check_pdf, make_reproducible
-from transforms.extract import extract_database
-from transforms.package import batch_time, build_packages
-from transforms.systems import load_system
-from transforms.validate import validate_package
-from transforms.xmltools import NS_METS, NS_PREMIS
+from transforms.common.xmltools import NS_METS, NS_PREMIS
+from transforms.config.systems import load_system
+from transforms.formats.conversion import ConversionCache, Converter, Job, check_pdf, make_reproducible
+from transforms.intake.database import extract_database
+from transforms.packaging.sip import batch_time, build_packages
+from transforms.validation.validator import validate_package
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 NS = {"m": NS_METS, "p": NS_PREMIS}

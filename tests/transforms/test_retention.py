@@ -2,7 +2,7 @@ import datetime as dt
 
 import pytest
 
-from transforms.periods import add_period
+from transforms.common.periods import add_period
 
 
 @pytest.mark.parametrize("start, period, due", [

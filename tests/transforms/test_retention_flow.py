@@ -160,7 +160,7 @@ def test_a_delivered_package_reaches_the_slutarkiv_with_the_puid_of_every_file(m
 
     from demo import castor
     from transforms.catalogue import FileFormat
-    from transforms.xmltools import NS_PREMIS
+    from transforms.common.xmltools import NS_PREMIS
 
     inbox, home = tmp_path / "inbox", tmp_path / "var"
     castor.generate(inbox, size=1, seed=4, as_zip=0)

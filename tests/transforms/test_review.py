@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from transforms import pipeline, review, review_web
+from transforms import pipeline
 from transforms.catalogue import Batch
-from transforms.config import Settings
-from transforms.errors import ContentError, StateError
+from transforms.common.errors import ContentError, StateError
+from transforms.config.settings import Settings
+from transforms.quality import quarantine as review
+from transforms.quality import quarantine_page as review_web
 
 
 @pytest.fixture

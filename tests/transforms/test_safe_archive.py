@@ -1,4 +1,4 @@
-"""Tests for transforms.safe_archive: hostile packages are refused before anything is written."""
+"""Tests for transforms.common.safe_archive: hostile packages are refused before anything is written."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.safe_archive import Limits, UnsafeArchive, extract_package, open_package
-from transforms.validate import validate_package
+from transforms.common.safe_archive import Limits, UnsafeArchive, extract_package, open_package
+from transforms.validation.validator import validate_package
 
 
 def _tar(path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], mode="w") -> Path:

@@ -1,4 +1,4 @@
-"""The compact tar index of transforms.safe_archive: members read at their data offsets.
+"""The compact tar index of transforms.common.safe_archive: members read at their data offsets.
 
 A tar package is indexed as name -> (size, data offset) without keeping tarfile's TarInfo
 objects, and members are read straight from the archive stream. These tests check that every
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from transforms.errors import ContentError
-from transforms.safe_archive import UnsafeArchive, open_package
+from transforms.common.errors import ContentError
+from transforms.common.safe_archive import UnsafeArchive, open_package
 
 ROOT = "pkg-7f3e"
 LONG_DIR = "representations/rep1/data/" + "ärende-med-ett-mycket-långt-namn/" * 4  # well over 100 bytes
@@ -148,7 +148,7 @@ import json, re, sys, time
 from pathlib import Path
 def hwm():
     return int(re.search(r"VmHWM:\s+(\d+)", Path("/proc/self/status").read_text()).group(1)) / 1024
-from transforms.safe_archive import open_package
+from transforms.common.safe_archive import open_package
 base = hwm()
 t = time.monotonic()
 reader = open_package(sys.argv[1])

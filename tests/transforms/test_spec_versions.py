@@ -25,7 +25,7 @@ from test_prepare import (
     prepare,
 )
 
-from transforms import validate as v
+from transforms.validation import validator as v
 
 
 # ------------------------------------------------------------------------------------------

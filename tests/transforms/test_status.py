@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from transforms import cli, review, status
+from transforms import cli, status
 from transforms.catalogue import Catalogue, IntervalClaim
-from transforms.config import Settings
-from transforms.systems import load_system
+from transforms.config.settings import Settings
+from transforms.config.systems import load_system
+from transforms.quality import quarantine as review
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "dags" / "systems"
 NOW = dt.datetime(2026, 3, 15, 12, 0, tzinfo=dt.UTC)

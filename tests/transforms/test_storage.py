@@ -2,8 +2,8 @@ import hashlib
 
 import pytest
 
-from transforms.errors import StorageError
-from transforms.storage import FileSystemStorage
+from transforms.archive.storage import FileSystemStorage
+from transforms.common.errors import StorageError
 
 
 def _file(tmp_path, name, data: bytes):

@@ -7,9 +7,9 @@ import tracemalloc
 import boto3
 import pytest
 
-from transforms.config import MIB, S3Config, Settings
-from transforms.errors import StorageError
-from transforms.storage import FileSystemStorage, S3Storage, storage_for
+from transforms.archive.storage import FileSystemStorage, S3Storage, storage_for
+from transforms.common.errors import StorageError
+from transforms.config.settings import MIB, S3Config, Settings
 
 
 def _file(tmp_path, name, data: bytes):
@@ -294,7 +294,7 @@ def test_retention_and_audit_with_both_archives_in_buckets(lex_in_s3, tmp_path, 
     import sys
     from pathlib import Path
 
-    from transforms import ocfl
+    from transforms.archive import ocfl
 
     cat, main = lex_in_s3["cat"], lex_in_s3["main"]
     mellan, slut = lex_in_s3["mellanarkiv"], lex_in_s3["slutarkiv"]
@@ -352,8 +352,8 @@ def test_retention_and_audit_with_both_archives_in_buckets(lex_in_s3, tmp_path, 
 
 def test_a_partial_upload_to_the_slutarkiv_is_replaced_on_rerun(lex_in_s3, tmp_path):
     """A crash mid-upload left files of an object without its declaration: the transfer starts afresh."""
-    from transforms import ocfl
-    from transforms.retention import step_transfer
+    from transforms.archive import ocfl
+    from transforms.archive.retention import step_transfer
 
     cat, slut = lex_in_s3["cat"], lex_in_s3["slutarkiv"]
     p = next(p for p in cat.packages() if p.retention_action == "keep")
@@ -414,8 +414,8 @@ def test_the_airflow_side_builds_the_client_from_an_aws_connection(s3_env, monke
 
 def test_a_crash_before_sealing_is_sealed_and_finished_by_the_rerun(lex_in_s3, monkeypatch):
     """The object is uploaded whole but the process dies before Object Lock is applied: the rerun seals it."""
-    from transforms import ocfl
-    from transforms.retention import step_transfer
+    from transforms.archive import ocfl
+    from transforms.archive.retention import step_transfer
 
     cat, slut = lex_in_s3["cat"], lex_in_s3["slutarkiv"]
     p = next(p for p in cat.packages() if p.retention_action == "keep")
@@ -450,7 +450,7 @@ def test_a_crash_before_sealing_is_sealed_and_finished_by_the_rerun(lex_in_s3, m
     ({"ARKIV_SLUTARKIV_OBJECT_LOCK_MODE": "COMPLIANCE"}, "give both"),
 ])
 def test_bad_s3_settings_are_configuration_errors(env, message):
-    from transforms.errors import ConfigError
+    from transforms.common.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
         S3Config.from_env(env)

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from transforms import cli, review
-from transforms.config import Settings
+from transforms import cli
+from transforms.config.settings import Settings
+from transforms.quality import quarantine as review
 
 
 @pytest.fixture

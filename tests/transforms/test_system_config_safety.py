@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transforms.errors import ConfigError, ContentError
-from transforms.extract import RowSource, _DocumentStore, open_document, stage
-from transforms.systems import QueryRefused, check_read_query, load_system, load_systems
+from transforms.common.errors import ConfigError, ContentError
+from transforms.config.systems import QueryRefused, check_read_query, load_system, load_systems
+from transforms.staging.batch import RowSource, _DocumentStore, open_document, stage
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "dags" / "systems"
 Y2025 = (dt.datetime(2025, 1, 1), dt.datetime(2026, 1, 1))
@@ -268,7 +268,7 @@ def test_a_document_path_out_of_the_store_stops_staging_before_anything_is_read(
 
 
 def test_a_row_from_a_file_is_named_by_its_file_and_line(store, tmp_path):
-    from transforms.extract import WHERE
+    from transforms.staging.batch import WHERE
 
     system, root, _ = store
     rows = _rows(["../x.pdf"])
@@ -413,7 +413,7 @@ def test_a_connection_is_named_by_its_id_not_a_url_or_path(tmp_path, connection)
 
 
 def test_settings_look_up_only_connection_ids():
-    from transforms.config import Settings
+    from transforms.config.settings import Settings
 
     settings = Settings.from_env({})
     env = {"ARKIV_CONN_LEX_DB": "sqlite:///lex.sqlite", "ARKIV_CATALOGUE_URL": "postgresql://catalogue"}
@@ -444,7 +444,7 @@ def test_a_treserva_delivery_whose_document_links_out_is_refused_before_it_is_re
     import csv
 
     from demo import treserva
-    from transforms.file_export import FileExportSource
+    from transforms.intake.file_export import FileExportSource
 
     inbox = tmp_path / "inbox"
     treserva.generate(inbox, period="2025-12", size=3, seed=4)

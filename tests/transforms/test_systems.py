@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from transforms.errors import ConfigError
-from transforms.systems import load_system, load_systems
+from transforms.common.errors import ConfigError
+from transforms.config.systems import load_system, load_systems
 
 SYSTEMS = Path(__file__).resolve().parents[2] / "dags" / "systems"
 

@@ -1,4 +1,4 @@
-"""Tests for transforms.tarstream: the same bytes as tarfile's PAX stream, the sources checked."""
+"""Tests for transforms.common.tarstream: the same bytes as tarfile's PAX stream, the sources checked."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from typing import BinaryIO
 
 import pytest
 
-from transforms.hashing import HashingWriter
-from transforms.safe_archive import open_package
-from transforms.tarstream import CHUNK, RECORD, SourceSizeError, TarStream, member_header
+from transforms.common.hashing import HashingWriter
+from transforms.common.safe_archive import open_package
+from transforms.common.tarstream import CHUNK, RECORD, SourceSizeError, TarStream, member_header
 
 #: a recent mtime (November 2026), fixed: a parameter read from the clock differed between
 #: pytest-xdist workers that collected in different seconds, and xdist refuses that
@@ -44,7 +44,7 @@ def _content(size: int, seed: int = 0) -> bytes:
 
 
 def _with_tarfile(members: list[tuple[str, bytes, int | float]]) -> bytes:
-    """The archive as transforms/package.py writes it today (tarfile stream, hashing wrappers)."""
+    """The archive as transforms/packaging/sip.py writes it today (tarfile stream, hashing wrappers)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=HashingWriter(raw), mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
         for name, data, mtime in members:

@@ -23,14 +23,14 @@ import sqlalchemy as sa
 import yaml
 
 from demo import treserva
-from transforms import quality
 from transforms.catalogue import Catalogue
 from transforms.cli import main
-from transforms.errors import ContentError
-from transforms.extract import stage
-from transforms.file_export import FileExportSource, check_delivery
-from transforms.quality import TEXT_BOM, TEXT_CONTROL, TEXT_MOJIBAKE, text_faults
-from transforms.systems import load_system
+from transforms.common.errors import ContentError
+from transforms.config.systems import load_system
+from transforms.intake.file_export import FileExportSource, check_delivery
+from transforms.quality import checks as quality
+from transforms.quality.checks import TEXT_BOM, TEXT_CONTROL, TEXT_MOJIBAKE, text_faults
+from transforms.staging.batch import stage
 
 ROOT = Path(__file__).resolve().parents[2]
 PNR = "19811218-9876"
@@ -339,7 +339,7 @@ sensitive:
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql", "mariadb"])
 def test_text_faults_from_each_kind_of_database_fail_the_gate(request, tmp_path, backend):
-    from transforms.extract import extract_database
+    from transforms.intake.database import extract_database
 
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'kalla.sqlite'}"

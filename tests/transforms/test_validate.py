@@ -1,4 +1,4 @@
-"""Tests for transforms.validate: a package built here is valid, and each mutation fires its rule ID."""
+"""Tests for transforms.validation.validator: a package built here is valid, and each mutation fires its rule ID."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from transforms import validate as v
-from transforms.xmltools import NS_CSIP, NS_METS, NS_PREMIS, NS_SIP, NS_XLINK, SCHEMA_DIR
+from transforms.common.xmltools import NS_CSIP, NS_METS, NS_PREMIS, NS_SIP, NS_XLINK, SCHEMA_DIR
+from transforms.validation import validator as v
 
 M = f"{{{NS_METS}}}"
 XL = f"{{{NS_XLINK}}}"

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from lxml import etree
 
-from transforms import validate as v
-from transforms.xmltools import NS_METS, NS_PREMIS
+from transforms.common.xmltools import NS_METS, NS_PREMIS
+from transforms.validation import validator as v
 
 M = f"{{{NS_METS}}}"
 PROJECT = Path(__file__).resolve().parents[2]
@@ -82,7 +82,7 @@ def grow(root: Path, *, files: int, objects: int, premis: bytes | None = None) -
 def _peak_in_child(package: Path) -> dict:
     code = (
         "import json, sys\n"
-        "from transforms.validate import validate_package\n"
+        "from transforms.validation.validator import validate_package\n"
         "r = validate_package(sys.argv[1], 'fgs')\n"
         "hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
         "print(json.dumps({'valid': r.valid, 'kb': hwm, 'files': r.files_checked,"

@@ -19,8 +19,8 @@ import sqlalchemy as sa
 from transforms import pipeline
 from transforms.catalogue import Batch, Package, Record
 from transforms.cli import main
-from transforms.config import Settings
-from transforms.errors import StateError, StorageError
+from transforms.common.errors import StateError, StorageError
+from transforms.config.settings import Settings
 
 START, END = "2025-01-01", "2026-01-01"
 

@@ -15,10 +15,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from transforms import erms, mets, premis
-from transforms.fgs import FGS_ERMS
-from transforms.systems import load_system
-from transforms.xmltools import NS_ERMS, NS_PREMIS, Fragment, NotPlainText, PrettyStream, escape, schemas_used
+from transforms.common.xmltools import (
+    NS_ERMS,
+    NS_PREMIS,
+    Fragment,
+    NotPlainText,
+    PrettyStream,
+    escape,
+    schemas_used,
+)
+from transforms.config.systems import load_system
+from transforms.packaging import erms, mets, premis
+from transforms.packaging.fgs import FGS_ERMS
 
 LEX = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
 CONTENT = LEX.content

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from testservices import free_port
 
-from transforms import review
 from transforms.catalogue import Catalogue
 from transforms.cli import main
+from transforms.quality import quarantine as review
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
 

@@ -7,4 +7,8 @@
 * :mod:`.receipts` — the receipt a business system fetches before removing archived records.
 * :mod:`.dip` — E-ARK DIPs for requests for public documents, secret parts withheld.
 * :mod:`.api` — the FastAPI app (``create_app(settings)``); no Airflow here.
+
+May import: every layer below it (``common`` … ``archive``); nothing in those layers imports
+``access``: the search index is brought up to date by steps of its own after a batch is recorded
+and after a retention run.
 """

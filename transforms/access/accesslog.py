@@ -31,9 +31,9 @@ from collections.abc import Iterable
 
 import sqlalchemy as sa
 
-from ..catalogue import AccessLogEntry, Catalogue, utcnow
-from ..masking import mask_numbers, one_line
-from .auth import AccessDenied, Principal
+from transforms.access.auth import AccessDenied, Principal
+from transforms.catalogue import AccessLogEntry, Catalogue, utcnow
+from transforms.common.masking import mask_numbers, one_line
 
 OUTCOMES = ("granted", "withheld", "refused", "not_found")
 _log = logging.getLogger("arkivflode.access")

@@ -37,13 +37,21 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..config import Settings
-from ..errors import ContentError
-from . import accesslog, dip, receipts
-from .auth import AccessDenied, NotFound, Principal, Unauthenticated, Withheld, authenticate, bearer_token
-from .page import PAGE
-from .service import Archive
+from transforms import __version__
+from transforms.access import accesslog, dip, receipts
+from transforms.access.auth import (
+    AccessDenied,
+    NotFound,
+    Principal,
+    Unauthenticated,
+    Withheld,
+    authenticate,
+    bearer_token,
+)
+from transforms.access.page import PAGE
+from transforms.access.service import Archive
+from transforms.common.errors import ContentError
+from transforms.config.settings import Settings
 
 PREFIX = "/api/v1"
 log = logging.getLogger("arkivflode.access")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from ..catalogue import AccessCredential, Catalogue, utcnow
-from ..errors import ArkivError
+from transforms.catalogue import AccessCredential, Catalogue, utcnow
+from transforms.common.errors import ArkivError
 
 ROLES = ("archivist", "system_owner", "client", "researcher")
 SCOPED_ROLES = ("system_owner", "client")
@@ -123,11 +123,11 @@ def token_ttl(role: str) -> dt.timedelta:
     try:
         hours = float(raw)
     except ValueError:
-        from ..errors import ConfigError
+        from transforms.common.errors import ConfigError
 
         raise ConfigError(f"ARKIV_TOKEN_TTL_HOURS_{role.upper()}: a number of hours") from None
     if not 0 < hours <= MAX_TTL.total_seconds() / 3600:
-        from ..errors import ConfigError
+        from transforms.common.errors import ConfigError
 
         raise ConfigError(f"ARKIV_TOKEN_TTL_HOURS_{role.upper()}: between 0 and {MAX_TTL.days * 24} hours")
     return dt.timedelta(hours=hours)

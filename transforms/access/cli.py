@@ -15,18 +15,18 @@ import getpass
 import json
 from pathlib import Path
 
-from ..config import Settings
+from transforms.config.settings import Settings
 
 
 def _principal(args: argparse.Namespace):
-    from .auth import Principal
+    from transforms.access.auth import Principal
 
     return Principal(args.as_name or f"cli:{getpass.getuser()}", args.role, getattr(args, "scope_system", None),
                      getattr(args, "cleared", False))
 
 
 def _archive(settings: Settings):
-    from .service import Archive
+    from transforms.access.service import Archive
 
     settings.ensure()
     return Archive(settings)
@@ -85,7 +85,7 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_export(args: argparse.Namespace, settings: Settings) -> int:
-    from . import dip
+    from transforms.access import dip
 
     arc = _archive(settings)
     records = [r for r in (args.records or "").split(",") if r.strip()]
@@ -116,7 +116,7 @@ def _cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
     import datetime as dt
 
-    from . import auth
+    from transforms.access import auth
 
     arc = _archive(settings)
     ttl = dt.timedelta(hours=args.ttl_hours) if args.ttl_hours else None
@@ -138,7 +138,7 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
         print(f"credential {args.name} rotated: the old token no longer works; the new one is shown once:")
         print(token)
     else:
-        from ..catalogue import utcnow
+        from transforms.catalogue import utcnow
 
         now = utcnow()
         for c in auth.credentials(arc.cat):
@@ -152,12 +152,12 @@ def _cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
     import sys
 
-    from .receipts import receipt_text, receipt_xml
+    from transforms.access.receipts import receipt_text, receipt_xml
 
     if args.transfer:
-        from ..catalogue import Catalogue
-        from ..evidence import transfer_receipt, transfer_receipt_text
-        from ..retention import slutarkiv
+        from transforms.archive.evidence import transfer_receipt, transfer_receipt_text
+        from transforms.archive.retention import slutarkiv
+        from transforms.catalogue import Catalogue
 
         cat = Catalogue(settings.catalogue_url)
         cat.migrate()
@@ -181,7 +181,7 @@ def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_api(args: argparse.Namespace, settings: Settings) -> int:
-    from .api import create_app, serve
+    from transforms.access.api import create_app, serve
 
     settings.ensure()
     serve(create_app(settings), host=args.host, port=args.port)

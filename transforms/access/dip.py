@@ -31,16 +31,17 @@ from pathlib import Path
 
 from lxml import etree
 
-from .. import __version__, premis
-from ..catalogue import AccessEntry
-from ..errors import ContentError
-from ..fgs import FGS_ERMS, SOFTWARE_NAME
-from ..hashing import HashingWriter, fsync_dir
-from ..mets import FileGroup, FileRef, MetadataRef, build_mets
-from ..xmltools import NS_ERMS, NS_XSI, SCHEMA_DIR, schema_errors, schemas_used
-from . import accesslog, index
-from . import packages as pk
-from .auth import AccessDenied, NotFound, Principal, Withheld
+from transforms import __version__
+from transforms.access import accesslog, index
+from transforms.access import packages as pk
+from transforms.access.auth import AccessDenied, NotFound, Principal, Withheld
+from transforms.catalogue import AccessEntry
+from transforms.common.errors import ContentError
+from transforms.common.hashing import HashingWriter, fsync_dir
+from transforms.common.xmltools import NS_ERMS, NS_XSI, SCHEMA_DIR, schema_errors, schemas_used
+from transforms.packaging import premis
+from transforms.packaging.fgs import FGS_ERMS, SOFTWARE_NAME
+from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets
 
 E = f"{{{NS_ERMS}}}"
 CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
@@ -219,7 +220,7 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                                 delivered, now)
             raw.flush()
             os.fsync(raw.fileno())
-        from ..validate import validate_package
+        from transforms.validation.validator import validate_package
 
         os.replace(tmp, final)
         fsync_dir(dest)

@@ -22,7 +22,9 @@ from pathlib import Path
 import sqlalchemy as sa
 from lxml import etree
 
-from ..catalogue import (
+from transforms.access import packages as pk
+from transforms.access.auth import AccessDenied, Principal, personnummer_digest
+from transforms.catalogue import (
     AccessDocument,
     AccessEntry,
     AccessPackage,
@@ -36,10 +38,8 @@ from ..catalogue import (
     Tombstone,
     utcnow,
 )
-from ..errors import ArkivError, StorageError
-from ..xmltools import NS_ERMS
-from . import packages as pk
-from .auth import AccessDenied, Principal, personnummer_digest
+from transforms.common.errors import ArkivError, StorageError
+from transforms.common.xmltools import NS_ERMS
 
 E = f"{{{NS_ERMS}}}"
 
@@ -469,7 +469,7 @@ def is_document_path(path: str | None) -> bool:
 def _in_case_folder(e: AccessEntry, folder: str) -> bool:
     """Whether ``folder`` is the one the package builder gives case ``e``'s files: the reference as a portable
     name, or that name and the case's key when two references made the same name (see package._case_folder)."""
-    from ..package import safe_name as portable
+    from transforms.packaging.sip import safe_name as portable
 
     base = portable(str(e.reference).replace("/", "-"))
     keyed = f"{base}-{portable(str(e.source_id))}"

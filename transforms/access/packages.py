@@ -23,9 +23,9 @@ from typing import BinaryIO
 
 from lxml import etree
 
-from ..errors import StorageError
-from ..safe_archive import KIND_LABELS, SNIFF_BYTES, UnsafeArchive, open_package, sniff
-from ..xmltools import NS_METS, NS_XLINK, parse_bytes
+from transforms.common.errors import StorageError
+from transforms.common.safe_archive import KIND_LABELS, SNIFF_BYTES, UnsafeArchive, open_package, sniff
+from transforms.common.xmltools import NS_METS, NS_XLINK, parse_bytes
 
 CHUNK = 64 * 1024
 #: metadata files kept in memory during a scan (the rest are only hashed)
@@ -113,7 +113,7 @@ def scan_tar(stream: BinaryIO) -> Scan:
     """Read a stored SIP once from a stream: whole-package SHA-256, each member's offset and SHA-256,
     and the METS/descriptive metadata bytes. Bounded memory apart from the metadata it keeps.
 
-    The container is what the leading bytes say (:func:`transforms.safe_archive.sniff`), exactly as
+    The container is what the leading bytes say (:func:`transforms.common.safe_archive.sniff`), exactly as
     at intake: a TAR is read as it streams; a ZIP (its directory is at its end) is copied to a
     temporary file while it is hashed and read through the same checked opener as at intake. A
     zip member that is stored, not compressed, gets its data offset, so it is served by ranged read

@@ -18,12 +18,12 @@ from pathlib import Path
 import sqlalchemy as sa
 from lxml import etree
 
-from .. import __version__
-from ..catalogue import Catalogue, Record, utcnow
-from ..errors import StorageError
-from ..xmltools import SCHEMA_DIR, parse_bytes
-from . import packages as pk
-from .index import parse_erms
+from transforms import __version__
+from transforms.access import packages as pk
+from transforms.access.index import parse_erms
+from transforms.catalogue import Catalogue, Record, utcnow
+from transforms.common.errors import StorageError
+from transforms.common.xmltools import SCHEMA_DIR, parse_bytes
 
 RECEIPT_VERSION = "arkivflode-kvittens-1"
 NS_KVITTENS = "https://arkivflode.se/xml/kvittens/1"
@@ -52,7 +52,7 @@ def _transfer(cat: Catalogue, package_id: str) -> dict | None:
 
 def _scan_slutarkiv(pkg, slutarkiv) -> pk.Scan | None:
     """The AIP as the slutarkiv holds it, every file re-read against its inventory (None: not readable here)."""
-    from .. import ocfl
+    from transforms.archive import ocfl
 
     object_id = pkg.location.removeprefix("ocfl:")
     if slutarkiv is None or not isinstance(slutarkiv, (str, Path)):

@@ -7,20 +7,24 @@ storage the record sits in: ``mellanarkiv``, ``slutarkiv`` or ``disposed`` (a to
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..catalogue import AccessDocument, AccessEntry, Catalogue
-from ..config import Settings, is_s3
-from . import accesslog, index, receipts
-from . import packages as pk
-from .auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, personnummer_key
+from transforms.access import accesslog, index, receipts
+from transforms.access import packages as pk
+from transforms.access.auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, personnummer_key
+from transforms.catalogue import AccessDocument, AccessEntry, Catalogue
+from transforms.common.masking import safe_message
+from transforms.config.settings import Settings, is_s3
+
+log = logging.getLogger(__name__)
 
 
 def mellanarkiv_store(settings: Settings):
     """The mellanarkiv storage the pipeline writes to (whichever backend it is configured with)."""
-    from ..storage import mellanarkiv
+    from transforms.archive.storage import mellanarkiv
 
     return mellanarkiv(settings)
 
@@ -348,6 +352,18 @@ def index_recorded_package(settings: Settings, package_id: str) -> dict:
         return arc.index_package(package_id)
     finally:
         arc.cat.dispose()
+
+
+def step_sync_index(settings: Settings) -> dict:
+    """The search index step after a retention run: transferred records answer from the slutarkiv,
+    disposed ones only as tombstones. The index is derived data, so a failure here is logged and
+    leaves the archive as it is; ``arkiv index --sync`` catches up."""
+    try:
+        return sync_index(settings)
+    except Exception as exc:
+        log.error("search index not brought up to date (%s: %s); run `arkiv index --sync`",
+                  type(exc).__name__, safe_message(exc))
+        return {"error": type(exc).__name__}
 
 
 def sync_index(settings: Settings) -> dict:

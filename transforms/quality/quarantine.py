@@ -1,0 +1,184 @@
+"""Quarantine as a state: cases an archivist can read, decide and close.
+
+A batch that fails its quality gate, a file-export delivery that does not match its
+declaration and a delivered package that is invalid each become a case in the catalogue,
+with the held data's location, the reasons (checks and counts, never record values) and a
+report page in Swedish and English. An archivist approves with a deviation (the batch may
+then be packaged, and the deviation is written into its PREMIS) or rejects (the system owner
+fixes the source; a later run picks the corrected data up). Every decision is an event.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from transforms import __version__
+from transforms.catalogue import Catalogue, QuarantineCase, utcnow
+from transforms.common.masking import safe_line, scrub
+
+AGENT = f"Arkivflöde {__version__}"
+
+
+def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,
+              report: str | None = None, content_state: dict | None = None) -> str:
+    """Register a quarantined batch, delivery or package; writes its report page beside the data."""
+    reasons = [safe_line(r) for r in reasons]
+    # The held folder is named "<period>-<time stamp>"; the period is already in the batch ID, and
+    # left joined to the stamp the digits would read as a personnummer and be masked in the ID.
+    period = batch_id.rsplit("/", 1)[-1]
+    name = path.name.removeprefix(f"{period}-") if path.name.startswith(f"{period}-") else path.name
+    case_id = safe_line(f"{batch_id}/{name}")
+    page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
+    docs = data_docs_of(report)
+    page.write_text(report_page(system, batch_id, kind, reasons, report, docs.as_uri() if docs else None),
+                    encoding="utf-8")
+    with cat.session() as s:
+        s.add(QuarantineCase(id=case_id, system=system, batch_id=batch_id, kind=kind,
+                             reasons=json.dumps(reasons, ensure_ascii=False), path=str(path), report=report,
+                             content_state=json.dumps(content_state or {}, sort_keys=True)))
+        cat.add_event(s, type="quarantine", outcome="failure", agent=AGENT, batch_id=batch_id,
+                      detail=f"{kind} held in quarantine as case {case_id}: {len(reasons)} reason(s)")
+    return case_id
+
+
+def data_docs_of(report: str | None) -> Path | None:
+    """The GX Data Docs index written beside a quality report, if there is one."""
+    if not report or not Path(report).is_file():
+        return None
+    docs = json.loads(Path(report).read_text(encoding="utf-8")).get("data_docs")
+    return Path(docs) if docs and Path(docs).is_file() else None
+
+
+WHAT_HAPPENED = {
+    "quality": "Leveransen har hållits kvar och inte arkiverats. En arkivarie beslutar: godkänn med avvikelse eller "
+               "avvisa (<code>arkiv quarantine approve|reject</code>).<br>The batch was held back and nothing was "
+               "archived. An archivist decides: approve with a deviation or reject.",
+    "document": "Dokumentet kunde inte bevaras i ett godkänt format och hölls tillbaka från bevarandeformen; "
+                "originalet finns kvar i paketet (<code>rep1-original</code>) och här i karantänen.<br>The document "
+                "could not be preserved in an accepted format and was held back from the preservation "
+                "representation; the original is kept in the package (<code>rep1-original</code>) and here.",
+}
+
+
+def report_page(system: str, batch_id: str, kind: str, reasons: list[str], report: str | None,
+                data_docs_href: str | None = None) -> str:
+    """A readable page in Swedish and English: what failed, how many records, which IDs, masked examples."""
+    e = html.escape
+    checks = []
+    plain: list[str] = []
+    if report and Path(report).is_file():
+        data = json.loads(Path(report).read_text(encoding="utf-8"))
+        failed = [c for c in data.get("checks", []) if not c.get("success")]
+        for c in failed:
+            title, why = _in_words(c)
+            names = c.get("records") or c.get("offending_ids") or []
+            ids = ", ".join(e(scrub(str(i))) for i in names[:200])
+            # Examples were masked when the report was written; scrubbed again here in case
+            # the report came from an older version.
+            examples = "<br>".join(f"{e(scrub(str(x.get('value'))))}" + (f" ({x['count']})" if x.get("count")
+                                                                            else "")
+                                   for x in c.get("examples") or [])
+            mark = " <em>(känslig / sensitive)</em>" if c.get("sensitive") else ""
+            technical = e(c.get("expectation", "")) + (f" ({e(c['kwargs'])})" if c.get("kwargs") else "")
+            checks.append(f"<tr><td>{e(c.get('table', ''))}</td><td><strong>{e(title['sv'])}</strong><br>"
+                          f"{e(title['en'])}<br><small class=\"tech\">{technical}</small></td>"
+                          f"<td>{e(str(c.get('column') or ''))}{mark}</td><td>{c.get('unexpected_count', 0)}</td>"
+                          f"<td>{e(why['sv'])}<br><em>{e(why['en'])}</em></td><td><code>{ids}</code></td>"
+                          f"<td><code>{examples}</code></td></tr>")
+            plain.append(f"{c.get('table', '')}: {title['sv']} / {title['en']}: {c.get('unexpected_count', 0)} "
+                         "post(er) / record(s)")
+        # The checks' own reasons are told in words above; any other reason (a document that is
+        # not its record's own) is kept as given.
+        told = {f"{c.get('table')}: {c.get('expectation')}" for c in failed}
+        told |= {f"{c.get('table')}: {_in_words(c)[0]['sv']}" for c in failed}
+        reasons = plain + [r for r in reasons if not any(r.startswith(t) for t in told)]
+    rows = "".join(checks)
+    items = "".join(f"<li>{e(scrub(r))}</li>" for r in reasons)
+    docs_link = (f'<p><small>Teknisk bilaga / Technical appendix: <a href="{e(data_docs_href)}">alla kontroller i '
+                 f"detalj / every check in detail</a></small></p>" if data_docs_href else "")
+    return f"""<!DOCTYPE html>
+<html lang="sv"><head><meta charset="utf-8"><title>Karantän / Quarantine: {e(batch_id)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #999;
+padding:4px 8px;text-align:left;vertical-align:top}}</style></head><body>
+<h1>Karantän / Quarantine</h1>
+<p><strong>System:</strong> {e(system)} &nbsp; <strong>Leverans / Batch:</strong> {e(batch_id)} &nbsp;
+<strong>Slag / Kind:</strong> {e(kind)}</p>
+<p>{WHAT_HAPPENED.get(kind, WHAT_HAPPENED["quality"])}</p>
+<h2>Orsaker / Reasons</h2><ul>{items}</ul>
+{"<h2>Kontroller som inte uppfylldes / Failed checks</h2><table><tr><th>Tabell / Table</th><th>Kontroll / Check</th>"
+ "<th>Kolumn / Column</th><th>Antal poster / Records</th><th>Varför / Why it matters</th>"
+ "<th>Vilka poster / Which records</th><th>Exempel (antal) / Examples (count)</th></tr>" + rows + "</table>"
+ if rows else ""}
+{docs_link}
+<p><small>Rapporten visar postidentiteter, antal och några exempelvärden; värden i känsliga kolumner och allt
+som liknar ett personnummer är maskerade. / The report shows record IDs, counts and a few example values;
+values of sensitive columns and anything shaped like a personnummer are masked.</small></p>
+</body></html>
+"""
+
+
+def _in_words(check: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """A failed check's headline and why it matters, in Swedish and English; a report written before the
+    report carried its own wording gets it from the same table the quality gate uses."""
+    title, why = check.get("title"), check.get("why")
+    if not (isinstance(title, dict) and isinstance(why, dict)):
+        from transforms.quality.checks import check_texts
+
+        texts = check_texts(str(check.get("expectation", "")), {}, table=str(check.get("table", "")),
+                            column=check.get("column"))
+        title = title if isinstance(title, dict) else texts["title"]
+        why = why if isinstance(why, dict) else {"sv": texts["why"]["sv"], "en": check.get("notes") or
+                                                 texts["why"]["en"]}
+    return ({"sv": str(title.get("sv", "")), "en": str(title.get("en", ""))},
+            {"sv": str(why.get("sv", "")), "en": str(why.get("en", ""))})
+
+
+def cases(cat: Catalogue, status: str | None = None) -> list[QuarantineCase]:
+    with cat.session() as s:
+        q = sa.select(QuarantineCase).order_by(QuarantineCase.created_at)
+        if status:
+            q = q.where(QuarantineCase.status == status)
+        return list(s.scalars(q))
+
+
+def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justification: str) -> QuarantineCase:
+    """Approve with a deviation, or reject; the decision is an event and is kept with the case."""
+    if not justification.strip() or not by.strip():
+        raise ValueError("a decision needs who decided (--by) and why (--reason)")
+    with cat.session() as s:
+        case = s.get(QuarantineCase, case_id)
+        if case is None or case.status != "open":
+            raise ValueError(f"quarantine case {case_id} is not awaiting a decision")
+        case.status = "approved" if approve else "rejected"
+        case.decided_by, case.decided_at, case.justification = by, utcnow(), justification
+        what = ("approved with deviation — the batch may be archived; the deviation is recorded in its PREMIS"
+                if approve else "rejected — the system owner must correct the source; a later run picks it up")
+        cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by,
+                      batch_id=case.batch_id, detail=safe_line(f"quarantine case {case_id} {what}. Reasons: "
+                                                               f"{'; '.join(json.loads(case.reasons))}. "
+                                                               f"Justification: {justification}"))
+        return case
+
+
+def latest_case(cat: Catalogue, batch_id: str, content_state: dict, kind: str = "quality") -> QuarantineCase | None:
+    """The newest case of ``kind`` for exactly this content of this batch, whatever its status."""
+    state = json.dumps(content_state, sort_keys=True)
+    with cat.session() as s:
+        q = (sa.select(QuarantineCase).where(QuarantineCase.batch_id == batch_id, QuarantineCase.kind == kind,
+                                             QuarantineCase.content_state == state)
+             .order_by(QuarantineCase.created_at.desc()))
+        return s.scalars(q).first()
+
+
+def approved_deviation(cat: Catalogue, batch_id: str, content_state: dict) -> QuarantineCase | None:
+    """An approved case for exactly this content of this batch (a changed source needs a new decision)."""
+    state = json.dumps(content_state, sort_keys=True)
+    with cat.session() as s:
+        q = (sa.select(QuarantineCase).where(QuarantineCase.batch_id == batch_id, QuarantineCase.status == "approved",
+                                             QuarantineCase.kind == "quality", QuarantineCase.content_state == state)
+             .order_by(QuarantineCase.decided_at.desc()))
+        return s.scalars(q).first()
