@@ -47,7 +47,19 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m compileall -q -j 0 transforms plugins dags demo bench >/dev/null
 	touch $(STAMP)
 
-install: $(STAMP) system-packages  ## create .venv from the lock file (reproducible: pinned versions and hashes)
+install: $(STAMP) system-packages oidc-provider  ## create .venv from the lock file (reproducible: pinned versions and hashes)
+
+# The tests' OpenID Connect provider (tests/oidc/provider.mjs): the npm package oidc-provider, installed
+# exactly as pinned in tests/oidc/package-lock.json, again only when the lock file changes. Without node
+# and npm the tests that need the provider are skipped (they say so).
+.PHONY: oidc-provider
+oidc-provider:  ## the npm packages of the tests' OpenID Connect provider, from its lock file
+	@if command -v npm >/dev/null 2>&1 && command -v node >/dev/null 2>&1; then \
+	  if [ ! -f tests/oidc/node_modules/.package-lock.json ] \
+	     || [ tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]; then \
+	    npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error; \
+	  fi; \
+	else echo "node/npm not found: the OpenID Connect tests will be skipped"; fi
 
 system-packages:  ## the Debian packages above, if any is missing
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
