@@ -1,11 +1,18 @@
-"""The index through a package's life (mellanarkiv → slutarkiv or disposal), receipts that refuse, big documents."""
+"""The index through a package's life (mellanarkiv → slutarkiv or disposal), receipts that refuse, big documents.
+
+What reads the slutarkiv is run twice, with the slutarkiv a folder and a bucket with Object Lock on
+moto's S3 server: the same assertions must hold on both.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import tarfile
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
@@ -22,16 +29,70 @@ ARCHIVIST = Principal("anna", "archivist")
 RESEARCHER = Principal("rita", "researcher")
 
 
+SLUTARKIV_KINDS = ["folder", pytest.param("s3", marks=pytest.mark.integration)]
+
+
 @pytest.fixture
-def archived(tmp_path, lex_source, archive_helpers):
+def archived(request, tmp_path, lex_source, archive_helpers, monkeypatch):
+    """An archived Lex; ``request.param`` says where its slutarkiv is: ``folder`` (default) or ``s3``."""
+    kind = getattr(request, "param", "folder")
+    if kind == "s3":
+        s3_env = request.getfixturevalue("s3_env")
+        monkeypatch.setenv("ARKIV_SLUTARKIV", f"s3://{s3_env['slutarkiv']}/ocfl")
+        monkeypatch.setenv("ARKIV_SLUTARKIV_OBJECT_LOCK_MODE", "GOVERNANCE")
+        monkeypatch.setenv("ARKIV_SLUTARKIV_OBJECT_LOCK_DAYS", "3650")
+    else:
+        monkeypatch.delenv("ARKIV_SLUTARKIV", raising=False)
     settings = archive_helpers["archive_lex"](tmp_path / "var", lex_source)
     arc = Archive(settings)
     arc.sync()
-    return {"settings": settings, "archive": arc,
+    assert type(arc.slutarkiv).__name__ == ("S3Storage" if kind == "s3" else "PosixPath")
+    return {"settings": settings, "archive": arc, "kind": kind, "s3": request.getfixturevalue("s3_env")
+            if kind == "s3" else None,
             "pick": archive_helpers["pick"](arc, archive_helpers["source_cases"](lex_source))}
 
 
-def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
+def _ocfl_validate(root, tmp_path: Path) -> None:
+    """ocfl-py's validator over the whole storage root; a bucket's objects are first copied to a folder, key by key."""
+    if not isinstance(root, Path):
+        local = tmp_path / "ocfl-check"
+        for key in root.list():
+            dest = local / key
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with root.open(key) as f, open(dest, "wb") as out:
+                while chunk := f.read(1024 * 1024):
+                    out.write(chunk)
+        root = local
+    # the root's structure, then each object with its digests (ocfl-py's root check does not fail on a bad object)
+    objects = sorted(p for p in root.iterdir() if (p / "0=ocfl_object_1.1").is_file())
+    assert objects
+    run = subprocess.run([sys.executable, "-W", "ignore", Path(sys.executable).parent / "ocfl-validate.py",
+                          str(root), *map(str, objects)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout.count(" is VALID") == len(objects), run.stdout + run.stderr
+
+
+def _rewrite_in_slutarkiv(archived, object_id: str, rel: str, change) -> None:
+    """Change a stored file of an AIP behind the archive's back (``rel`` from the package root): the file in
+    a folder, a new current version of the key in a bucket (Object Lock keeps each version, not the key)."""
+    import boto3
+    from testservices import S3_TEST_CREDENTIALS as c
+
+    root = archived["archive"].slutarkiv
+    content = pk.ocfl_content(root, object_id, rel)
+    if isinstance(root, Path):
+        stored = root / object_id / content
+        os.chmod(stored, 0o644)
+        stored.write_bytes(change(stored.read_bytes()))
+        return
+    with root.open(f"{object_id}/{content}") as f:
+        data = f.read()
+    raw = boto3.client("s3", endpoint_url=archived["s3"]["endpoint"], region_name="eu-north-1",
+                       aws_access_key_id=c["AWS_ACCESS_KEY_ID"], aws_secret_access_key=c["AWS_SECRET_ACCESS_KEY"])
+    raw.put_object(Bucket=root.bucket, Key=f"{root.prefix}/{object_id}/{content}", Body=change(data))
+
+
+@pytest.mark.parametrize("archived", SLUTARKIV_KINDS, indirect=True)
+def test_transfer_and_disposal_update_the_index(archived, monkeypatch, tmp_path):
     arc, settings = archived["archive"], archived["settings"]
     keep = [p for p in arc.cat.packages() if p.retention_action == "keep"]
     dispose = [p for p in arc.cat.packages() if p.retention_action == "dispose"]
@@ -43,6 +104,13 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
     # the retention runs brought the index up to date themselves: nothing is left to do
     assert arc.sync() == {"indexed": 0, "moved": 0, "tombstoned": 0, "failed": []}
+    # the storage root holds exactly the AIPs and the certificate, and is valid OCFL for ocfl-py
+    from transforms.archive import ocfl
+
+    assert set(ocfl.objects(arc.slutarkiv)) >= {p.id for p in keep}
+    if archived["kind"] == "s3":
+        assert not (settings.home / "slutarkiv").exists()  # nothing went to a folder instead
+    _ocfl_validate(arc.slutarkiv, tmp_path)
 
     # a kept record now answers from the slutarkiv, and its documents stream from the OCFL object
     hits = arc.search(ARCHIVIST, "", storage="slutarkiv", limit=500).hits
@@ -62,6 +130,18 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
         got = arc.document(ARCHIVIST, "lex", r2["source_id"], d2["document_id"], copy=c["copy"])
         assert got.storage == "slutarkiv" and hashlib.sha256(b"".join(got.chunks)).hexdigest() == c["sha256"]
     assert arc.history(ARCHIVIST, keep[0].id)["storage"] == "slutarkiv"
+    # a new index built from nothing finds the same records in the slutarkiv (read by key, folder or bucket)
+    with arc.cat.engine.begin() as c:
+        c.exec_driver_sql("DELETE FROM access_packages")
+    again = arc.sync()
+    assert again["failed"] == [] and again["indexed"] + again["moved"] + again["tombstoned"] == len(arc.cat.packages())
+    assert {h["package_id"] for h in arc.search(ARCHIVIST, "", storage="slutarkiv", limit=500).hits} == \
+        {p.id for p in keep}
+    # the ERMS of a transferred package is read from its AIP, as a DIP export reads it
+    row = index.indexed_package(arc.cat, keep[0].id)
+    erms = arc.member_bytes(keep[0].id, row.erms_path)
+    assert erms is not None and b"ERMS" in erms and b"caseFile" in erms
+    assert arc.member_bytes(keep[0].id, row.erms_path, limit=10) is None  # over the limit: not read whole
 
     # a disposed record is findable only as a tombstone: reference, class, period — nothing else
     gone = arc.search(RESEARCHER, "", storage="disposed", limit=500).hits
@@ -81,7 +161,7 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     assert left == 0 and pnr == 0
     # the receipt stays available once the package moved to the slutarkiv: from the AIP, re-read ...
     stored = {(r.source_id, r.reference) for r in _records(arc.cat, keep[0].id)}
-    aip = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=settings.slutarkiv)
+    aip = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=arc.slutarkiv)
     assert aip["storage"] == "slutarkiv" and aip["transfer"]["verified"] == "re-read now"
     assert {(r["source_id"], r["reference"]) for r in aip["records"]} == stored and aip["not_listed"] == []
     assert any(r["documents"] for r in aip["records"])
@@ -89,13 +169,24 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch):
     recorded = build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex")
     assert recorded["transfer"]["verified"] == "at transfer" and len(recorded["transfer"]["aip_receipt_sha256"]) == 64
     assert {(r["source_id"], r["reference"]) for r in recorded["records"]} == stored
-    # the archive API's path gives it too (it answered 409 once the package had moved)
+    # the archive API's path gives it too, re-reading the AIP wherever the slutarkiv is
     served = arc.receipt(ARCHIVIST, keep[0].id)
     assert served["storage"] == "slutarkiv" and served["record_count"] == keep[0].record_count
+    assert served["transfer"]["verified"] == "re-read now" and served["records"] == aip["records"]
     assert arc.cat.events(package_id=keep[0].id)[-1].type == "receipt"
     # a disposed package has no receipt
     with pytest.raises(ReceiptRefused):
         build_receipt(arc.cat, arc.store, dispose[0].id, issued_to="lex")
+
+    # bit rot in the slutarkiv: the damaged document is cut off, not delivered, and the fixity audit fails
+    kept = next(r for r in (arc.record(ARCHIVIST, "lex", h["source_id"]) for h in hits) if r["documents"])
+    entry = index.find_entry(arc.cat, "lex", kept["source_id"])
+    damaged = index.documents_of(arc.cat, entry.id)[0]
+    _rewrite_in_slutarkiv(archived, entry.package_id, damaged.path,
+                          lambda b: b[: len(b) // 2] + bytes([b[len(b) // 2] ^ 0xFF]) + b[len(b) // 2 + 1:])
+    with pytest.raises(StorageError, match="no longer matches its checksum"):
+        b"".join(arc.document(ARCHIVIST, "lex", kept["source_id"], damaged.document_id, copy="original").chunks)
+    assert main(["audit"]) == 1
 
 
 def test_a_damaged_package_gets_no_receipt_and_its_document_is_not_served(archived):
@@ -192,6 +283,7 @@ def _records(cat, package_id):
         return list(s.query(Record).filter(Record.package_id == package_id))
 
 
+@pytest.mark.parametrize("archived", SLUTARKIV_KINDS, indirect=True)
 def test_transfers_receipts_and_certificates_at_the_command_line(archived, monkeypatch, capsys):
     """Listing transfers and disposals, a receipt in Swedish and English and as schema-valid XML, the
     AIP's transfer receipt, the disposal certificate; a tampered AIP receipt or AIP is refused."""
@@ -250,11 +342,11 @@ def test_transfers_receipts_and_certificates_at_the_command_line(archived, monke
     with pytest.raises(ReceiptRefused, match="does not validate"):
         receipt_xml(bad)
     # the fault: the AIP's receipt altered in the slutarkiv is refused, not shown
-    obj = ocfl.object_path(settings.slutarkiv, keep[0].id)  # the object is named by the package
-    stored = pk.ocfl_file(obj, RECEIPT)
-    os.chmod(stored, 0o644)
-    stored.write_bytes(stored.read_bytes().replace(b"<records>", b"<records>1"))
+    assert ocfl.object_exists(arc.slutarkiv, keep[0].id)  # the object is named by the package
+    _rewrite_in_slutarkiv(archived, keep[0].id, RECEIPT, lambda b: b.replace(b"<records>", b"<records>1"))
     assert main(["receipt", keep[0].id, "--transfer"]) == 1
     assert "does not match" in capsys.readouterr().err
     with pytest.raises(ReceiptRefused, match="does not verify"):
-        build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=settings.slutarkiv)
+        build_receipt(arc.cat, arc.store, keep[0].id, issued_to="lex", slutarkiv=arc.slutarkiv)
+    with pytest.raises(ReceiptRefused, match="does not verify"):  # nor through the archive API
+        arc.receipt(ARCHIVIST, keep[0].id)

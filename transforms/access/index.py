@@ -160,15 +160,17 @@ def _add_entry(s, entry: AccessEntry) -> None:
                   {"i": entry.id, "p": entry.public_text, "f": entry.full_text})
 
 
-def scan_package(pkg: Package, store, slutarkiv_root: Path) -> pk.Scan:
-    """One pass over the stored package, wherever it is."""
+def scan_package(pkg: Package, store, slutarkiv_root) -> pk.Scan:
+    """One pass over the stored package, wherever it is: the mellanarkiv ``store``, or the slutarkiv's
+    storage root (a folder or an :class:`~transforms.archive.storage.S3Storage`)."""
     if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
-        return pk.scan_ocfl(Path(slutarkiv_root) / pkg.location.removeprefix("ocfl:"))
+        root = Path(slutarkiv_root) if isinstance(slutarkiv_root, str) else slutarkiv_root
+        return pk.scan_ocfl(root, pkg.location.removeprefix("ocfl:"))
     with store.open(pkg.location) as f:
         return pk.scan_tar(f)
 
 
-def index_package(cat: Catalogue, store, slutarkiv_root: Path, package_id: str, key: bytes) -> dict:
+def index_package(cat: Catalogue, store, slutarkiv_root, package_id: str, key: bytes) -> dict:
     """(Re)index one catalogued package from its stored bytes; idempotent.
 
     ``store`` is the mellanarkiv storage (anything with ``open(key)``); ``key`` the personnummer HMAC key.
@@ -270,7 +272,7 @@ def index_tombstone(cat: Catalogue, package_id: str) -> dict:
     return {"package_id": package_id, "records": len(refs), "documents": 0, "verified": False, "storage": "disposed"}
 
 
-def sync(cat: Catalogue, store, slutarkiv_root: Path, key: bytes) -> dict:
+def sync(cat: Catalogue, store, slutarkiv_root, key: bytes) -> dict:
     """Bring the index in line with the catalogue: new packages, moves to the slutarkiv, disposals.
 
     Cheap when nothing changed (one query per table); safe to run after every retention run.

@@ -4,14 +4,14 @@ A SIP in the mellanarkiv is a TAR (or a ZIP, when a prepared system delivered on
 :func:`scan_tar`); a document inside it is served by seeking to the member's
 data offset (found once, when the package is indexed) and copying exactly its size — through
 the storage's ``open(key)``, never unpacked to disk and never read whole. A package in the
-slutarkiv is an OCFL object whose files are plain files, located through its inventory.
+slutarkiv is an OCFL object whose files are plain files, located through its inventory, in a folder or a
+bucket alike (:mod:`transforms.archive.ocfl`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import struct
 import tarfile
 import tempfile
@@ -19,13 +19,17 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from lxml import etree
 
+from transforms.archive import ocfl
 from transforms.common.errors import StorageError
 from transforms.common.safe_archive import KIND_LABELS, SNIFF_BYTES, UnsafeArchive, open_package, sniff
 from transforms.common.xmltools import NS_METS, NS_XLINK, parse_bytes
+
+if TYPE_CHECKING:
+    from transforms.archive.storage import S3Storage
 
 CHUNK = 64 * 1024
 #: metadata files kept in memory during a scan (the rest are only hashed)
@@ -266,32 +270,43 @@ def zip_member_chunks(opener: Callable[[], BinaryIO], rel: str, size: int, expec
         f.close()
 
 
-def scan_ocfl(object_root: Path) -> Scan:
-    """The same view of an AIP in the slutarkiv, from its OCFL inventory (hashes from its fixity block)."""
-    inv = json.loads((object_root / "inventory.json").read_text(encoding="utf-8"))
+def scan_ocfl(root: Path | S3Storage, object_id: str) -> Scan:
+    """The same view of an AIP in the slutarkiv, folder or bucket, from its OCFL inventory (hashes from its
+    fixity block, sizes from one listing of the object, the metadata files read whole).
+
+    A content file the inventory names but the storage lacks is left out, so :meth:`Scan.unverified`
+    reports it as missing.
+    """
+    inv = ocfl.read_inventory(root, object_id)
     head = inv["versions"][inv["head"]]["state"]
     content_of = {d: paths[0] for d, paths in inv["manifest"].items()}
     sha256_of = {p: d for d, paths in inv.get("fixity", {}).get("sha256", {}).items() for p in paths}
+    sizes = ocfl.content_sizes(root, object_id)
     members: dict[str, Member] = {}
     metadata: dict[str, bytes] = {}
     for digest, logicals in head.items():
         content = content_of[digest]
+        if content not in sizes:
+            continue
         for logical in logicals:
             rel = logical.split("/", 1)[1] if "/" in logical else logical
-            path = object_root / content
-            members[rel] = Member(rel, None, path.stat().st_size, sha256_of.get(content, ""))
-            if _is_metadata(rel):
-                metadata[rel] = path.read_bytes()
+            members[rel] = Member(rel, None, sizes[content], sha256_of.get(content, ""))
+            if _is_metadata(rel) and sizes[content] <= MAX_METADATA_BYTES:
+                metadata[rel] = ocfl.read_small(root, object_id, content)
     return Scan(inv.get("id", ""), 0, members, metadata)
 
 
+def ocfl_content(root: Path | S3Storage, object_id: str, rel: str) -> str:
+    """The content path (inside the object) of ``rel``, a path from the package root, in the head version."""
+    found = ocfl.head_file(ocfl.read_inventory(root, object_id), rel)
+    if found is None:
+        raise StorageError(f"slutarkiv: {object_id} has no file {rel}")
+    return found[0]
+
+
 def ocfl_file(object_root: Path, rel: str) -> Path:
-    """The content file holding ``rel`` (a path from the package root) in the object's head version."""
-    inv = json.loads((object_root / "inventory.json").read_text(encoding="utf-8"))
-    for digest, logicals in inv["versions"][inv["head"]]["state"].items():
-        if any((lg.split("/", 1)[1] if "/" in lg else lg) == rel for lg in logicals):
-            return object_root / inv["manifest"][digest][0]
-    raise StorageError(f"slutarkiv: {object_root.name} has no file {rel}")
+    """The content file holding ``rel`` in an object of a folder slutarkiv (for tools and tests that look)."""
+    return object_root / ocfl_content(object_root.parent, object_root.name, rel)
 
 
 def stream_range(opener: Callable[[], BinaryIO], offset: int, size: int, expected_sha256: str | None = None,

@@ -51,24 +51,29 @@ def _transfer(cat: Catalogue, package_id: str) -> dict | None:
 
 
 def _scan_slutarkiv(pkg, slutarkiv) -> pk.Scan | None:
-    """The AIP as the slutarkiv holds it, every file re-read against its inventory (None: not readable here)."""
+    """The AIP as the slutarkiv holds it — a folder or a bucket — every file re-read against its inventory
+    (None: no slutarkiv given)."""
     from transforms.archive import ocfl
 
     object_id = pkg.location.removeprefix("ocfl:")
-    if slutarkiv is None or not isinstance(slutarkiv, (str, Path)):
+    if slutarkiv is None:
         return None
-    problems = ocfl.verify_object(Path(slutarkiv), object_id)
+    root = Path(slutarkiv) if isinstance(slutarkiv, str) else slutarkiv
+    try:
+        problems = ocfl.verify_object(root, object_id)
+    except (OSError, StorageError) as exc:
+        raise ReceiptRefused(f"package {pkg.id} cannot be read from the slutarkiv: {exc}") from None
     if problems:
         raise ReceiptRefused(f"package {pkg.id}: the slutarkiv's object does not verify ({len(problems)} "
                              "problem(s)); no receipt")
-    return pk.scan_ocfl(ocfl.object_path(Path(slutarkiv), object_id))
+    return pk.scan_ocfl(root, object_id)
 
 
 def build_receipt(cat: Catalogue, store, package_id: str, *, issued_to: str, slutarkiv=None) -> dict:
     """Verify the stored package again and list exactly the records it verifiably holds.
 
-    A package transferred to the slutarkiv keeps its receipt: with ``slutarkiv`` (its root
-    folder) the AIP is re-read and verified like a SIP in the mellanarkiv; without it the
+    A package transferred to the slutarkiv keeps its receipt: with ``slutarkiv`` (its storage
+    root, a folder or a bucket) the AIP is re-read and verified like a SIP in the mellanarkiv; without it the
     receipt is issued from the catalogue's record of the verified transfer (its records, and
     the SHA-256 of the receipt written into the AIP), with no per-document checksums.
     """

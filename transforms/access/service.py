@@ -10,14 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from transforms.access import accesslog, index, receipts
 from transforms.access import packages as pk
 from transforms.access.auth import SCOPED_ROLES, AccessDenied, NotFound, Principal, Withheld, personnummer_key
+from transforms.archive import ocfl
 from transforms.catalogue import AccessDocument, AccessEntry, Catalogue
 from transforms.common.masking import safe_message
-from transforms.config.settings import Settings, is_s3
+from transforms.config.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,13 @@ def mellanarkiv_store(settings: Settings):
     from transforms.archive.storage import mellanarkiv
 
     return mellanarkiv(settings)
+
+
+def slutarkiv_root(settings: Settings):
+    """The slutarkiv's OCFL storage root: a folder, or a bucket read through the same verbs."""
+    from transforms.archive.storage import slutarkiv
+
+    return slutarkiv(settings)
 
 
 @dataclass
@@ -44,8 +51,9 @@ class Download:
 class Archive:
     """Search and read the archive on behalf of a :class:`Principal`; every access is logged."""
 
-    def __init__(self, settings: Settings, catalogue: Catalogue | None = None, store=None):
+    def __init__(self, settings: Settings, catalogue: Catalogue | None = None, store=None, slutarkiv=None):
         self.settings = settings
+        self._slutarkiv = slutarkiv
         if catalogue is None:
             catalogue = Catalogue(settings.catalogue_url)
             catalogue.migrate()
@@ -59,13 +67,20 @@ class Archive:
             self._store = mellanarkiv_store(self.settings)
         return self._store
 
+    @property
+    def slutarkiv(self):
+        """The slutarkiv's storage root (a Path or an S3Storage), read like the mellanarkiv: by key, never by path."""
+        if self._slutarkiv is None:
+            self._slutarkiv = slutarkiv_root(self.settings)
+        return self._slutarkiv
+
     # --- index maintenance (no principal: the pipeline and the retention runs call these) --------------
 
     def index_package(self, package_id: str) -> dict:
-        return index.index_package(self.cat, self.store, self.settings.slutarkiv, package_id, self.key)
+        return index.index_package(self.cat, self.store, self.slutarkiv, package_id, self.key)
 
     def sync(self) -> dict:
-        return index.sync(self.cat, self.store, self.settings.slutarkiv, self.key)
+        return index.sync(self.cat, self.store, self.slutarkiv, self.key)
 
     # --- reads ----------------------------------------------------------------------------------------
 
@@ -226,8 +241,9 @@ class Archive:
         """The document's bytes, verified against its checksum while they stream (no access check here)."""
         pkg = self.cat.package(e.package_id)
         if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
-            path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), doc.path)
-            return pk.stream_range(lambda: open(path, "rb"), 0, doc.size, doc.sha256)
+            root, object_id = self.slutarkiv, pkg.location.removeprefix("ocfl:")
+            content = pk.ocfl_content(root, object_id, doc.path)
+            return pk.stream_range(lambda: ocfl.open_content(root, object_id, content), 0, doc.size, doc.sha256)
         if doc.tar_offset is None:
             if pkg.location.lower().endswith(".zip"):  # a deflated member of a delivered zip has no byte range
                 return pk.zip_member_chunks(lambda: self.store.open(pkg.location), doc.path, doc.size, doc.sha256)
@@ -298,11 +314,9 @@ class Archive:
                           detail="" if pkg is None else f"outside the credential's scope ({who.system})")
             raise NotFound(f"no package {_shown(package_id)}")
         try:
-            # A transferred package's receipt re-reads its AIP where the slutarkiv is a folder here; from a
-            # bucket it is issued from the catalogue's record of the verified transfer.
-            root = self.settings.slutarkiv
+            # a transferred package's receipt re-reads its AIP in the slutarkiv, folder or bucket
             r = receipts.issue(self.cat, self.store, package_id, issued_to=who.name, agent=f"access API ({who.name})",
-                               slutarkiv=None if is_s3(root) else Path(root))
+                               slutarkiv=self.slutarkiv)
         except receipts.ReceiptRefused as exc:
             accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose, outcome="refused", detail=str(exc))
             raise
@@ -317,8 +331,10 @@ class Archive:
         if pkg is None or row is None:
             return None
         if pkg.storage == "slutarkiv" and pkg.location.startswith("ocfl:"):
-            path = pk.ocfl_file(Path(self.settings.slutarkiv) / pkg.location.removeprefix("ocfl:"), rel)
-            return path.read_bytes() if path.stat().st_size <= limit else None
+            root, object_id = self.slutarkiv, pkg.location.removeprefix("ocfl:")
+            with ocfl.open_content(root, object_id, pk.ocfl_content(root, object_id, rel)) as f:
+                data = f.read(limit + 1)
+            return data if len(data) <= limit else None
         if rel != row.erms_path or (row.erms_size or 0) > limit:
             return None
         if row.erms_offset is None:

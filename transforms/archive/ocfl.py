@@ -201,6 +201,8 @@ def _write_object_to_bucket(store: S3Storage, object_id: str, source: Path, *, m
         # still in the mellanarkiv. Its files (with another receipt time) would block this write.
         for key in leftovers:
             store.discard_unsealed(key, reason=f"partial OCFL object {object_id} without its declaration")
+    if store.work_dir is not None:
+        store.work_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="arkiv-ocfl-", dir=store.work_dir) as tmp:
         local = Path(tmp) / "root"
         inventory = write_object(local, object_id, source, message=message, user=user, created=created)
@@ -289,3 +291,41 @@ def objects(root: Path | S3Storage) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / OBJECT_DECLARATION).is_file())
+
+
+def head_file(inventory: dict, rel: str) -> tuple[str, str] | None:
+    """``(content path, SHA-512)`` of ``rel`` in the head version, or None.
+
+    ``rel`` is a path from the package root (``METS.xml``) or a logical path (``<OBJID>/METS.xml``).
+    """
+    for digest, logicals in inventory["versions"][inventory["head"]]["state"].items():
+        if any(lg == rel or lg.split("/", 1)[-1] == rel for lg in logicals):
+            return inventory["manifest"][digest][0], digest
+    return None
+
+
+def open_content(root: Path | S3Storage, object_id: str, content: str) -> BinaryIO:
+    """A readable stream of a content file (``v1/content/…``) of an object, folder or bucket (caller closes it)."""
+    if _is_bucket(root):
+        return root.open(f"{_check_id(object_id)}/{content}")
+    try:
+        return open(object_path(root, object_id) / content, "rb")
+    except FileNotFoundError:
+        raise StorageError(f"slutarkiv: {object_id}/{content} does not exist") from None
+
+
+def content_sizes(root: Path | S3Storage, object_id: str) -> dict[str, int]:
+    """Every stored file of an object (path inside the object) with its size, from one listing."""
+    if _is_bucket(root):
+        prefix = _check_id(object_id)
+        return {k.removeprefix(prefix + "/"): size for k, size in root.sizes(prefix)}
+    obj = object_path(root, object_id)
+    if not obj.is_dir():
+        return {}
+    return {p.relative_to(obj).as_posix(): p.stat().st_size for p in obj.rglob("*") if p.is_file()}
+
+
+def read_small(root: Path | S3Storage, object_id: str, content: str) -> bytes:
+    """A small content file (metadata) whole."""
+    with open_content(root, object_id, content) as f:
+        return f.read()

@@ -124,6 +124,11 @@ class FileSystemStorage:
             if p.is_file() and not p.name.startswith("."):
                 yield p.relative_to(self.root).as_posix()
 
+    def sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(key, size)`` under ``prefix``, from the folder's listing (no file is read)."""
+        for key in self.list(prefix):
+            yield key, self._path(key).stat().st_size
+
     def delete(self, key: str, *, verified_copy_sha256: str) -> None:
         """Remove ``key``; only when the caller proves a verified copy with the same checksum exists."""
         current = self.stat(key)
@@ -316,6 +321,11 @@ class S3Storage:
 
     def list(self, prefix: str = "") -> Iterator[str]:
         """Keys under the folder-like ``prefix``, sorted (S3 lists in key order)."""
+        for key, _ in self.sizes(prefix):
+            yield key
+
+    def sizes(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """``(key, size)`` under the folder-like ``prefix``, from the listing alone (no object is read)."""
         if prefix:
             _check_key(prefix.rstrip("/"))
             prefix = prefix.rstrip("/") + "/"
@@ -326,7 +336,7 @@ class S3Storage:
         try:
             for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full):
                 for item in page.get("Contents", []):
-                    yield item["Key"][strip:]
+                    yield item["Key"][strip:], int(item["Size"])
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(prefix or "/", f"listing {self.url}", exc) from exc
 
@@ -596,3 +606,14 @@ def storage_for(location: Path | str, name: str, s3: S3Config | None = None, *,
 def mellanarkiv(settings: Settings) -> FileSystemStorage | S3Storage:
     """The mellanarkiv: a folder or a bucket, as ``ARKIV_MELLANARKIV`` says (downloads go to the build folder)."""
     return storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
+
+
+def slutarkiv(settings: Settings) -> Path | S3Storage:
+    """The slutarkiv's OCFL storage root: a folder (a Path) or a bucket (an S3Storage with its Object Lock).
+
+    Every reader of the slutarkiv — retention, the fixity audit, the access API, receipts, DIPs — takes
+    this one value, so a bucket is read exactly where a folder is.
+    """
+    if is_s3(settings.slutarkiv):
+        return storage_for(settings.slutarkiv, "slutarkiv", settings.s3, work_dir=settings.build / ".downloads")
+    return Path(settings.slutarkiv)
