@@ -1,9 +1,13 @@
 """Registers Arkivflöde's web apps with Airflow's API server, linked from Airflow's navigation bar.
 
-* ``/arkiv`` — the archivist's quarantine page (behind Airflow's login; plugins/arkivflode_airflow/ui.py);
+* ``/arkiv`` — the archivist's quarantine page and the system owner's status page (behind Airflow's
+  login; plugins/arkivflode_airflow/ui.py);
 * ``/arkiv-api`` — the archive API and its search page (transforms/access): business systems,
   archivists and researchers authenticate with their own archive credentials (`arkiv access-token`),
   since a business system is not an Airflow user. It also runs on its own with `arkiv api`.
+
+A listener (plugins/arkivflode_airflow/listeners.py) writes the period each DAG run archives into
+the run's note when the run starts, so Airflow's run lists name the period, not only UTC times.
 
 The API server's request log (uvicorn's access log) is filtered so that it never prints the
 query string of a request to either app, and masks anything shaped like a personnummer in their paths.
@@ -12,6 +16,7 @@ query string of a request to either app, and masks anything shaped like a person
 from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
+from arkivflode_airflow import listeners
 from arkivflode_airflow.ui import BASE, app
 
 from transforms.access.api import create_app, install_request_log_filter
@@ -23,6 +28,7 @@ install_request_log_filter((ACCESS_BASE, BASE))
 
 class ArkivflodePlugin(AirflowPlugin):
     name = "arkivflode"
+    listeners = [listeners]
     fastapi_apps = [
         {"app": app, "url_prefix": BASE, "name": "Arkivflöde: archivist's page"},
         {"app": create_app(), "url_prefix": ACCESS_BASE, "name": "Arkivflöde: archive API"},
@@ -30,6 +36,8 @@ class ArkivflodePlugin(AirflowPlugin):
     external_views = [
         {"name": "Arkivflöde: karantän / quarantine", "href": f"{BASE}/", "destination": "nav",
          "category": "browse", "url_route": "arkivflode"},
+        {"name": "Arkivflöde: leveranser / deliveries due", "href": f"{BASE}/status", "destination": "nav",
+         "category": "browse", "url_route": "arkivflode-status"},
         {"name": "Arkivflöde: sök i arkivet / search", "href": f"{ACCESS_BASE}/archive", "destination": "nav",
          "category": "browse", "url_route": "arkivflode-search"},
     ]

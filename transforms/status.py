@@ -198,3 +198,50 @@ def table(rows: list[IntervalStatus]) -> str:
 
 def to_json(rows: list[IntervalStatus]) -> str:
     return json.dumps([asdict(r) for r in rows], indent=2, ensure_ascii=False)
+
+
+#: how each state looks on the page (a CSS class); the states an owner must act on stand out
+STATE_CLASS = {"archived": "ok", "quarantined": "wait", "rejected": "bad", "waiting for delivery": "wait",
+               "delivery missing": "bad", "running": "run", "failed": "bad", "not yet run": "idle"}
+PAGE_STYLE = ("<style>td.ok{color:#1b5e20}td.wait{color:#a15c00;font-weight:bold}td.bad{color:#b00020;"
+              "font-weight:bold}td.run{color:#0b4f8a}td.idle{color:#666}td.num{text-align:right}</style>")
+
+
+def html_page(rows: list[IntervalStatus], base: str, systems: list[str], current: str | None,
+              now: dt.datetime | None = None) -> str:
+    """The system owner's page: every due interval with its state, case, packages and records.
+
+    ``base`` is where the Arkivflöde pages are mounted (case links go to their case page);
+    ``systems`` are the ones the reader may see (the filter's choices)."""
+    import html
+
+    from transforms.quality.quarantine_page import _page, case_url
+
+    e = html.escape
+    local_now = (now or dt.datetime.now(dt.UTC)).astimezone(ZoneInfo("Europe/Stockholm"))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.state] = counts.get(r.state, 0) + 1
+    body = []
+    newest_first = sorted(sorted(rows, key=lambda x: x.start, reverse=True), key=lambda x: x.system)
+    for r in newest_first:
+        case = f"<a href=\"{case_url(base, r.case)}\">{e(r.case)}</a>" if r.case else ""
+        body.append(f"<tr data-system=\"{e(r.system)}\" data-period=\"{e(r.period)}\"><td>{e(r.system)}</td>"
+                    f"<td>{e(r.period)}</td><td class=\"{STATE_CLASS.get(r.state, '')} state\">{e(r.tillstand)} / "
+                    f"{e(r.state)}</td><td class=\"num\">{r.packages}</td><td class=\"num\">{r.records}</td>"
+                    f"<td>{case}</td><td>{e(r.detail)}</td></tr>")
+    opts = "".join(f"<option value=\"{e(s)}\"{' selected' if s == current else ''}>{e(s)}</option>" for s in systems)
+    summary = ", ".join(f"{n} {e(STATE_SV[s])} / {e(s)}" for s, n in sorted(counts.items()))
+    table = ("<table id=\"intervals\"><tr><th>System</th><th>Period</th><th>Tillstånd / State</th><th>Paket / "
+             "Packages</th><th>Poster / Records</th><th>Ärende / Case</th><th>Detalj / Detail</th></tr>"
+             + "".join(body) + "</table>") if body else "<p id=\"intervals\">Inget intervall har förfallit än. / " \
+                                                       "No interval is due yet.</p>"
+    text = (f"{PAGE_STYLE}<h1>Leveranser och arkivering / Deliveries and archiving</h1>"
+            "<p>Varje period som schemat säger ska vara levererad, och var den står. / Every period the schedule "
+            f"says is due, and where it stands. (Läget / as of {local_now:%Y-%m-%d %H:%M} Europe/Stockholm.)</p>"
+            f"<form class=\"filters\" method=\"get\" action=\"{base}/status\"><label>System <select name=\"system\">"
+            f"<option value=\"\">alla / all</option>{opts}</select></label> <button type=\"submit\">Visa / Show"
+            f"</button></form><p id=\"summary\">{summary}</p>{table}"
+            "<p><small>Saknas en leverans: exportera perioden till inkorgen och kör om intervallet (docs/operations.md"
+            "). / A delivery missing: export the period into the inbox and rerun the interval.</small></p>")
+    return _page("Leveranser / Deliveries", text, base)

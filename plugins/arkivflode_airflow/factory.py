@@ -203,23 +203,17 @@ def build_system_dag(path: Path):
 
         # Runs once extract succeeded, whether the gate passed or failed (a failed gate is a red task,
         # an alert and a quarantine case). When extract failed it is upstream-failed, never run with
-        # nothing to read. Passed: goes on at once. Quarantined: waits for an archivist's decision in
-        # the catalogue (`arkiv quarantine approve|reject` or the Arkivflöde page); approved goes on
+        # nothing to read. Passed: goes on at once. Quarantined: deferred, listed in Airflow's Required
+        # actions, until an archivist decides there, on the Arkivflöde page or with `arkiv quarantine
+        # approve|reject` (one decision, in the catalogue; arkivflode_airflow/hitl.py); approved goes on
         # to package the same batch with its deviation, rejected fails.
-        @task.sensor(poke_interval=poke_seconds, timeout=timeout_seconds, mode="reschedule",
-                     trigger_rule="all_done_min_one_success")
-        def await_decision(batch: dict) -> PokeReturnValue:
-            """Wait for an archivist's decision on a quarantined batch (no wait when the gate passed)."""
-            from arkivflode_airflow import steps
-            from transforms import pipeline
+        def await_decision(batch):
+            from arkivflode_airflow.hitl import AwaitDecision
 
-            steps.skip_unless_extracted(batch)
-            try:
-                state = steps.run(pipeline.await_decision, name, batch["manifest"], batch["batch"])
-            except steps.StateFailure:
-                steps.skip_when_gate_failed(get_current_context())
-                raise
-            return PokeReturnValue(is_done=state["state"] != "waiting", xcom_value={**batch, "decision": state})
+            return AwaitDecision(task_id="await_decision", system=name, batch=batch, poke_interval=poke_seconds,
+                                 timeout=timeout_seconds, trigger_rule="all_done_min_one_success",
+                                 doc_md="Wait for an archivist's decision on a quarantined batch (no wait when "
+                                        "the gate passed).").output
 
         @task
         def partitions(batch: dict) -> list[dict]:

@@ -6,8 +6,15 @@ sent to Airflow's login page. What a user may do follows Airflow's permissions o
 system's DAG: reading a case needs read access to that DAG, deciding needs edit access
 (with the simple auth manager: role ``viewer`` reads, ``user`` and above decide).
 
+Pages: ``/`` the quarantine cases, ``/case`` one case with its report and the decision form,
+``/overview`` quality outcomes per month, ``/status`` the system owner's view of every interval the
+schedule says is due (:mod:`transforms.status`, as ``arkiv status``).
+
 The pages themselves are rendered by :mod:`transforms.quality.quarantine_page`; decisions go through
 :func:`transforms.quality.quarantine.decide`, exactly as ``arkiv quarantine approve|reject`` does. A decision
+asks for a ticked confirmation and a justification, and is recorded with the
+signed-in Airflow user's name; the same decision can be made in Airflow's *Required actions*
+(arkivflode_airflow/hitl.py) or with the CLI, and whichever comes first stands. A decision
 is a state change made with the browser's session cookie, so it is checked against cross-site
 request forgery: the form's signed token and the browser's Origin/Sec-Fetch-Site headers
 (``review_web.csrf_valid``, ``review_web.same_origin``); a forged POST is refused with 403.
@@ -85,6 +92,15 @@ def _case(case_id: str, user, method: str = "GET"):
     return cat, case
 
 
+def _status_rows(system: str | None, visible: set[str]) -> list:
+    from transforms import status as st
+    from transforms.config.settings import Settings
+
+    rows = st.status(Settings.from_env(), system) if system else [
+        r for name in sorted(visible) for r in st.status(Settings.from_env(), name)]
+    return [r for r in rows if r.system in visible]
+
+
 def _csrf_key() -> bytes:
     from transforms.access.auth import secret_key
     from transforms.config.settings import Settings
@@ -141,7 +157,8 @@ def create_app() -> FastAPI:
     @app.post("/case/decision")
     def decide(request: Request, user: User, id: Annotated[str, Form(max_length=200)],  # noqa: A002
                action: Annotated[str, Form(max_length=20)], reason: Annotated[str, Form(max_length=10_000)],
-               csrf: Annotated[str, Form(max_length=200)] = "") -> RedirectResponse:
+               csrf: Annotated[str, Form(max_length=200)] = "",
+               confirm: Annotated[str, Form(max_length=10)] = "") -> RedirectResponse:
         from transforms.quality import quarantine as review
         from transforms.quality.quarantine_page import case_url, csrf_valid, same_origin
 
@@ -153,9 +170,13 @@ def create_app() -> FastAPI:
                                      "open the case again and decide there")
         if action not in {"approve", "reject"}:
             raise HTTPException(400, "action: approve or reject")
+        if confirm != "yes":
+            raise HTTPException(400, "bekräfta beslutet (kryssrutan) / confirm the decision (the tick box): it cannot "
+                                     "be changed afterwards")
         cat, c = _case(id, user, "PUT")
         try:
-            review.decide(cat, c.id, approve=action == "approve", by=user.get_name(), justification=reason)
+            review.decide(cat, c.id, approve=action == "approve", by=user.get_name(), justification=reason,
+                          via="page")
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
         log.info("quarantine case %s %sd by %s through the archivist's page", c.id, action, user.get_name())
@@ -170,6 +191,26 @@ def create_app() -> FastAPI:
         if text is None:
             raise HTTPException(404, "no such Data Docs page")
         return text
+
+    @app.get("/status", response_class=HTMLResponse)
+    def status_page(user: User, system: str | None = None) -> str:
+        """The system owner's view: every interval the schedule says is due, with its state."""
+        from transforms import status as st
+
+        visible = sorted(_visible_systems(user))
+        if system and system not in visible:
+            raise HTTPException(404, f"no system {system} that you may read")
+        rows = _status_rows(system or None, set(visible))
+        return st.html_page(rows, BASE, visible, system or None)
+
+    @app.get("/api/status")
+    def status_json(user: User, system: str | None = None) -> JSONResponse:
+        from dataclasses import asdict
+
+        visible = _visible_systems(user)
+        if system and system not in visible:
+            raise HTTPException(404, f"no system {system} that you may read")
+        return JSONResponse([asdict(r) for r in _status_rows(system or None, visible)])
 
     @app.get("/overview", response_class=HTMLResponse)
     def overview(user: User) -> str:

@@ -145,23 +145,53 @@ def cases(cat: Catalogue, status: str | None = None) -> list[QuarantineCase]:
         return list(s.scalars(q))
 
 
-def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justification: str) -> QuarantineCase:
-    """Approve with a deviation, or reject; the decision is an event and is kept with the case."""
-    if not justification.strip() or not by.strip():
-        raise ValueError("a decision needs who decided (--by) and why (--reason)")
+#: where a decision was made, as its event names it
+SURFACES = {"cli": "with `arkiv quarantine`", "page": "on the Arkivflöde page",
+            "airflow": "in Airflow's Required actions"}
+
+
+def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justification: str,
+           via: str | None = None) -> QuarantineCase:
+    """Approve with a deviation, or reject; the decision is an event and is kept with the case.
+
+    Every surface (the CLI, the Arkivflöde page, Airflow's *Required actions*) decides through
+    here, so a case is decided once: the status changes from ``open`` in one conditional update,
+    and a second decision, from wherever, finds the case no longer open and is refused with
+    ValueError. ``by`` is the person the surface knows (the signed-in Airflow user, ``--by``);
+    ``via`` (a key of :data:`SURFACES`) is named in the event.
+    """
+    justification = justification.strip()
+    if not justification or not by.strip():
+        what = "approval with a deviation" if approve else "a rejection"
+        raise ValueError(f"{what} needs who decided (--by) and a justification (--reason): it is kept for ever")
+    now = utcnow()
+    status = "approved" if approve else "rejected"
     with cat.session() as s:
-        case = s.get(QuarantineCase, case_id)
-        if case is None or case.status != "open":
+        done = s.execute(sa.update(QuarantineCase)
+                         .where(QuarantineCase.id == case_id, QuarantineCase.status == "open")
+                         .values(status=status, decided_by=by, decided_at=now, justification=justification))
+        if done.rowcount != 1:
             raise ValueError(f"quarantine case {case_id} is not awaiting a decision")
-        case.status = "approved" if approve else "rejected"
-        case.decided_by, case.decided_at, case.justification = by, utcnow(), justification
+        case = s.get(QuarantineCase, case_id)
         what = ("approved with deviation — the batch may be archived; the deviation is recorded in its PREMIS"
                 if approve else "rejected — the system owner must correct the source; a later run picks it up")
+        where = f" {SURFACES[via]}" if via in SURFACES else ""
         cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by,
-                      batch_id=case.batch_id, detail=safe_line(f"quarantine case {case_id} {what}. Reasons: "
+                      batch_id=case.batch_id, detail=safe_line(f"quarantine case {case_id} {what}{where}. Reasons: "
                                                                f"{'; '.join(json.loads(case.reasons))}. "
                                                                f"Justification: {justification}"))
         return case
+
+
+def case_status(cat: Catalogue, case_id: str) -> str | None:
+    """A case's status (``open``, ``approved``, ``rejected``), None when there is no such case."""
+    with cat.session() as s:
+        return s.scalar(sa.select(QuarantineCase.status).where(QuarantineCase.id == case_id))
+
+
+def get_case(cat: Catalogue, case_id: str) -> QuarantineCase | None:
+    with cat.session() as s:
+        return s.get(QuarantineCase, case_id)
 
 
 def latest_case(cat: Catalogue, batch_id: str, content_state: dict, kind: str = "quality") -> QuarantineCase | None:

@@ -61,7 +61,8 @@ class CaseFilter:
 def _page(title: str, body: str, base: str) -> str:
     return (f"<!DOCTYPE html><html lang=\"sv\"><head><meta charset=\"utf-8\"><title>{e(title)}</title>{STYLE}"
             f"</head><body><nav><a href=\"{base}/\">Karantän / Quarantine</a><a href=\"{base}/overview\">"
-            f"Översikt / Overview</a></nav>{body}</body></html>")
+            f"Översikt / Overview</a><a href=\"{base}/status\">Leveranser / Deliveries due</a></nav>{body}"
+            "</body></html>")
 
 
 def case_url(base: str, case_id: str) -> str:
@@ -180,7 +181,9 @@ def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bo
                 f"<input type=\"hidden\" name=\"id\" value=\"{e(case.id)}\">"
                 f"<input type=\"hidden\" name=\"csrf\" value=\"{e(csrf)}\"><h2>Beslut / Decision</h2>"
                 "<label>Motivering / Justification (sparas för alltid / kept for ever)<br>"
-                "<textarea name=\"reason\" required></textarea></label><p>"
+                "<textarea name=\"reason\" required></textarea></label><p><label><input type=\"checkbox\" "
+                "name=\"confirm\" value=\"yes\" required> Jag bekräftar beslutet; det kan inte ändras. / I confirm "
+                "this decision; it cannot be changed.</label></p><p>"
                 "<button type=\"submit\" name=\"action\" value=\"approve\">Godkänn med avvikelse / Approve with "
                 "deviation</button> <button type=\"submit\" name=\"action\" value=\"reject\">Avvisa / Reject"
                 "</button></p></form>")
