@@ -63,23 +63,15 @@ def _cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     sys_ = pipeline.system(settings, args.system)
     url = args.source_url or (settings.connection_url(sys_.connection) if sys_.connection else None)
-    if sys_.extract_kind == "database" and not url:
-        raise ConfigError(f"no source database for {args.system}: "
-                          f"give --source-url or set ARKIV_CONN_{sys_.connection.upper()}")
     settings.ensure()
-    cat = pipeline.catalogue(settings)
-    # Two runs of one interval at once (another arkiv run, or a DAG run of the same period) would
-    # build, store and record the same packages side by side; the second one stops here instead.
-    with pipeline.interval_guard(settings, args.system, args.start, args.end):
-        batch = pipeline.extract(settings, args.system, args.start, args.end, url)
-        print(f"extracted {batch['batch']}: " + ", ".join(f"{v} {k}" for k, v in batch["rows"].items()))
-        pipeline.check_quality(settings, args.system, batch["manifest"])
-        results = []
-        for rc in batch["record_classes"]:
-            for pkg in pipeline.package(settings, args.system, batch["manifest"], rc):
-                results.append(pipeline.record(settings, pipeline.verify(settings, pipeline.ship(settings, pkg))))
-        done = pipeline.finish_batch(settings, args.system, batch["manifest"], results)
-    cat.dispose()
+
+    def said(step, value) -> None:
+        if step.name == "extract":
+            print(f"extracted {value['batch']}: " + ", ".join(f"{v} {k}" for k, v in value["rows"].items()))
+
+    # The chain's steps in their order (transforms.chain), under the interval's lock: another
+    # arkiv run or a DAG run of the same period stops this one before it does anything.
+    done = pipeline.run_interval(settings, args.system, args.start, args.end, url, on_step=said)
     print(f"{done['packages_new']} new package(s), {done['packages_total']} in all for {args.system} {done['batch']}")
     return 0
 

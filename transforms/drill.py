@@ -62,6 +62,7 @@ def run(home: Path, *, archivist: str = DEFAULT_ARCHIVIST, size: int = 30,
     """Run the drill in ``home`` (created; must not hold an earlier catalogue) and return what it made."""
     from demo import lex
     from transforms import pipeline
+    from transforms.chain import CHAIN
     from transforms.quality import quarantine as review
 
     home = home.resolve()
@@ -105,12 +106,9 @@ def run(home: Path, *, archivist: str = DEFAULT_ARCHIVIST, size: int = 30,
         state = pipeline.await_decision(settings, "lex", batch["manifest"], batch["batch"])
         if state.get("state") != "approved":
             raise StateError(f"the drill expected the approved batch to resume, found {state.get('state')}")
-        pipeline.check_quality(settings, "lex", batch["manifest"])
-        results = []
-        for rc in batch["record_classes"]:
-            for pkg in pipeline.package(settings, "lex", batch["manifest"], rc):
-                results.append(pipeline.record(settings, pipeline.verify(settings, pipeline.ship(settings, pkg))))
-        done = pipeline.finish_batch(settings, "lex", batch["manifest"], results)
+        # the rest of the chain, from where the DAG's wait for the decision ends
+        rest = CHAIN[[s.name for s in CHAIN].index("await_decision") + 1:]
+        done = pipeline.run_steps(settings, "lex", {**batch, "decision": state}, rest)
         packages = cat.packages("lex")
         say(f"4. Körningen återupptogs och arkiverade partiet / The run resumed and archived the batch: "
             f"{done['packages_new']} paket / packages in the mellanarkiv.")

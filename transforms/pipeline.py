@@ -1,23 +1,28 @@
 """The archiving chain for one source system, one step per function.
 
+The steps and their order are declared once in :mod:`transforms.chain`; this module holds what
+each does. :func:`run_interval` runs them for ``arkiv run`` and the DAG factory makes one task per
+step, so both hold the interval the same way (:func:`claim_interval`, :func:`check_claim`,
+:func:`release_interval`) and run the same steps in the same order.
+
 Each step takes small references (a system name, a manifest path, a package ID) and
 returns a small JSON-able dict, so that Airflow tasks can pass only references between them
 (never records) and the ``arkiv`` CLI can run the same chain without Airflow. Every step is
 idempotent: rerunning an interval that is already archived finds the same deterministic
-package IDs in the catalogue and does nothing.
+package IDs in the catalogue and does nothing. What differs between the kinds of delivery
+(database, file export, prepared packages) is asked of the system's
+:class:`~transforms.intake.delivery.Delivery`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import hashlib
 import json
 import logging
 import os
 import shutil
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -37,6 +42,7 @@ from transforms.catalogue import (
     add_file_formats,
     utcnow,
 )
+from transforms.chain import CHAIN, Each, Step
 from transforms.common.errors import (
     AlreadyRunning,
     ArkivError,
@@ -46,24 +52,14 @@ from transforms.common.errors import (
     StorageError,
 )
 from transforms.common.failpoints import failpoint
-from transforms.common.masking import safe_line, safe_message, safe_name
+from transforms.common.masking import safe_line, safe_name
 from transforms.common.periods import add_period
 from transforms.config.settings import Settings
 from transforms.config.systems import System, load_system, load_systems
-from transforms.formats.identification import CatalogueIdentificationCache
-from transforms.intake.database import extract_database
-from transforms.intake.file_export import MANIFEST, FileExportSource, check_delivery, delivery_folder
-from transforms.intake.prepared import intake_dict, take_in
-from transforms.packaging.premis import Event as PremisEvent
-from transforms.packaging.sip import (
-    BuiltPackage,
-    RecordEntry,
-    build_packages,
-    document_ownership_problems,
-    package_id_for,
-)
+from transforms.intake.delivery import Delivery, PackageSidecar, delivery_for
+from transforms.packaging.sip import BuiltPackage, document_ownership_problems
 from transforms.quality import quarantine as review
-from transforms.staging.batch import Partition, StagedBatch, period_label, stage
+from transforms.staging.batch import BatchStatus, PackageStatus, StagedBatch, period_label
 
 log = logging.getLogger("arkivflode")
 AGENT = f"Arkivflöde {__version__}"
@@ -141,14 +137,25 @@ def claim_interval(settings: Settings, name: str, start: dt.datetime | str, end:
     """
     _, _, _, key = _interval(settings, name, start, end)
     cat = catalogue(settings)
+    with cat.session() as ses:
+        c = ses.get(IntervalClaim, key)
+        if c is not None and c.holder == holder:
+            # Held already: a retried task, or an ``arkiv run`` inside its interval_guard (which
+            # keeps the interval's lock for the whole run). Nobody else can have it meanwhile.
+            return {"interval": key, "holder": holder}
     with cat.exclusive(f"interval:{key}", f"archiving {key}"):
         _take(cat, key, holder, alive)
     return {"interval": key, "holder": holder}
 
 
+def _key(name: str, manifest: str) -> str:
+    """The interval's key (``<system>/<period>``) from its staged batch's manifest reference."""
+    return f"{name}/{Path(manifest).parent.name}"
+
+
 def check_claim(settings: Settings, name: str, manifest: str, holder: str | None) -> dict:
     """AlreadyRunning when another run took the interval over since ``holder`` extracted it."""
-    key = f"{name}/{Path(manifest).parent.name}"
+    key = _key(name, manifest)
     if not holder:
         return {"interval": key}
     with catalogue(settings).session() as ses:
@@ -169,7 +176,7 @@ def _give_back(cat: Catalogue, key: str, holder: str) -> None:
 
 def release_interval(settings: Settings, name: str, manifest: str, holder: str | None) -> dict:
     """Give the interval back once ``holder``'s run has finished with it (a no-op for anyone else)."""
-    key = f"{name}/{Path(manifest).parent.name}"
+    key = _key(name, manifest)
     if holder:
         _give_back(catalogue(settings), key, holder)
     return {"interval": key}
@@ -183,14 +190,20 @@ def release_claim(settings: Settings, name: str, start: dt.datetime | str, end: 
     return {"interval": key}
 
 
+def cli_holder() -> str:
+    """Who holds an interval while ``arkiv run`` archives it: ``arkiv-run:<host>:<pid>``."""
+    return f"arkiv-run:{socket.gethostname()}:{os.getpid()}"
+
+
 @contextmanager
 def interval_guard(settings: Settings, name: str, start: dt.datetime | str,
                    end: dt.datetime | str) -> Iterator[str]:
-    """Hold one system's interval for a whole ``arkiv run``: its lock for the block, and its claim.
+    """Hold one system's interval for a whole ``arkiv run``: its lock for the block, and its claim
+    (for :func:`cli_holder`). Yields the interval's key.
 
     AlreadyRunning when a DAG run or another ``arkiv run`` is archiving the same interval."""
     _, _, _, key = _interval(settings, name, start, end)
-    holder = f"arkiv-run:{socket.gethostname()}:{os.getpid()}"
+    holder = cli_holder()
     cat = catalogue(settings)
     with cat.exclusive(f"interval:{key}", f"archiving {key}"):
         _take(cat, key, holder, None)
@@ -201,22 +214,23 @@ def interval_guard(settings: Settings, name: str, start: dt.datetime | str,
 
 
 def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
-                   timeout_hours: float) -> dict:
-    """Whether the interval's delivery is in the inbox: ``delivered`` or ``waiting`` until the deadline.
+                   timeout_hours: float | None) -> dict:
+    """Whether the interval's delivery has arrived: ``delivered`` or ``waiting`` until the deadline.
 
-    A file export is delivered when its folder has its manifest (written last); a prepared
-    system's inbox when it exists. The deadline is ``timeout_hours`` after the interval ends;
-    past it the batch is recorded as ``delivery_missing`` (with an event) for the system owner,
-    and DeliveryNotArrived (a ContentError) says what is missing. A database system has nothing to wait for.
+    What counts as arrived is the delivery's own (:meth:`~transforms.intake.delivery.Delivery.expected`):
+    a file export's folder with its manifest (written last), a prepared system's inbox; a database
+    has nothing to wait for. The deadline is ``timeout_hours`` after the interval ends; past it the
+    batch is recorded as ``delivery_missing`` (with an event) for the system owner, and
+    DeliveryNotArrived (a ContentError) says what is missing. ``timeout_hours=None``: look once,
+    with no deadline (``arkiv run``).
     """
     sys_, s, e, key = _interval(settings, name, start, end)
-    if sys_.extract_kind == "database":
-        return {"state": "delivered", "interval": key}
-    inbox = _inbox(sys_)
     period = key.split("/", 1)[1]
-    expected = delivery_folder(inbox, period) / MANIFEST if sys_.extract_kind == "file_export" else inbox
-    if expected.exists():
+    expected = delivery_for(sys_).expected(period)
+    if expected is None or expected.exists():
         return {"state": "delivered", "interval": key}
+    if timeout_hours is None:
+        return {"state": "waiting", "interval": key, "expected": str(expected)}
     deadline = e + dt.timedelta(hours=timeout_hours)
     now = dt.datetime.now(ZoneInfo(sys_.timezone)).replace(tzinfo=None)
     if now < deadline:
@@ -226,10 +240,10 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
     with cat.session() as ses:
         b = ses.get(Batch, key)
         status = b.status if b is not None else None
-    if status in (None, "delivery_missing"):
+    if status in (None, BatchStatus.DELIVERY_MISSING):
         if status is None:
             cat.upsert_batch(batch_id=key, system=name, period=period, interval_start=s.isoformat(),
-                             interval_end=e.isoformat(), status="delivery_missing", rows={})
+                             interval_end=e.isoformat(), status=BatchStatus.DELIVERY_MISSING, rows={})
         with cat.session() as ses:
             cat.add_event(ses, type="capture", outcome="failure", agent=AGENT, batch_id=key,
                           detail=f"delivery missing: nothing at {expected} by the deadline {deadline:%d %b %Y %H:%M} "
@@ -242,64 +256,6 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
 
 # --- 1. extract ------------------------------------------------------------------------------
 
-def _inbox(sys_: System) -> Path:
-    value = os.environ.get(sys_.inbox_env or "")
-    if not value:
-        raise ConfigError(f"{sys_.source.name}: extract.inbox_env: environment variable {sys_.inbox_env} is not set")
-    return Path(value)
-
-
-def _stage(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime, source_url: str | None) -> StagedBatch:
-    """Stage one interval from the system's kind of delivery."""
-    if sys_.extract_kind == "database":
-        if not source_url:
-            raise ConfigError(f"{sys_.name}: no database URL for connection {sys_.connection!r}")
-        return extract_database(sys_, source_url, s, e, settings.staging)
-    if sys_.extract_kind == "file_export":
-        folder = delivery_folder(_inbox(sys_), period_label(s, e))
-        try:
-            check_delivery(folder, sys_.name)
-            return stage(sys_, FileExportSource(sys_, folder), s, e, settings.staging)
-        except ContentError as exc:
-            where = _quarantine_delivery(settings, sys_.name, folder, exc)
-            raise ContentError(safe_line(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was "
-                                         "staged"), [safe_line(d) for d in exc.details]) from None
-    return _take_in_prepared(settings, sys_, s, e)
-
-
-def _quarantine_delivery(settings: Settings, name: str, folder: Path, exc: ContentError) -> Path:
-    """Move a bad file-export delivery out of the inbox, with the reason beside it, and open a case."""
-    stamp = utcnow().strftime("%Y%m%dT%H%M%S")
-    dest = settings.quarantine / name / f"{folder.name}-{stamp}"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(folder), str(dest / "delivery"))
-    (dest / "reason.txt").write_text(safe_message(exc) + "\n", encoding="utf-8")
-    review.open_case(catalogue(settings), system=name, batch_id=f"{name}/{folder.name}", kind="delivery",
-                     reasons=[exc.args[0], *exc.details], path=dest)
-    return dest
-
-
-def _take_in_prepared(settings: Settings, sys_: System, s: dt.datetime, e: dt.datetime) -> StagedBatch:
-    batch = period_label(s, e)
-    intakes = [intake_dict(i) for i in take_in(_inbox(sys_), settings.build / sys_.name,
-                                               settings.quarantine / sys_.name, policy=sys_.formats)]
-    accepted = [i for i in intakes if i["outcome"] != "quarantined"]
-    folder = settings.staging / sys_.name / batch
-    folder.mkdir(parents=True, exist_ok=True)
-    partitions = {}
-    if accepted:
-        rc = sys_.record_classes[0].name  # a prepared system's packages form one record class
-        partitions[rc] = Partition(rc, files={}, rows={"packages": len(accepted)},
-                                   digest=hashlib.sha256("".join(sorted(i["sha256"] for i in accepted)).encode())
-                                   .hexdigest())
-    staged = StagedBatch(sys_.name, batch, s.isoformat(), e.isoformat(), str(folder), {"packages": len(accepted)},
-                         partitions, prepared=intakes)
-    tmp = staged.manifest_path.with_suffix(".tmp")
-    tmp.write_text(staged.to_json(), encoding="utf-8")
-    os.replace(tmp, staged.manifest_path)
-    return staged
-
-
 def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
             source_url: str | None = None) -> dict:
     """Extract ``[start, end)`` into staging; record the batch (only if something changed)."""
@@ -308,26 +264,27 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
     if e <= s:
         raise ConfigError(f"{name}: empty data interval {s.isoformat()} – {e.isoformat()}; "
                           "use a schedule with data intervals (see docs/configuration.md)")
-    staged = _stage(settings, sys_, s, e, source_url)
+    delivery = delivery_for(sys_)
     cat = catalogue(settings)
+    staged = delivery.stage(settings, cat, s, e, source_url)
     batch_id = f"{name}/{staged.batch}"
-    for i in staged.prepared:
-        if i["outcome"] == "quarantined":
-            with cat.session() as ses:
-                cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
-                              detail=safe_line(f"delivered package {safe_name(i['source'])} is invalid and was "
-                                               f"quarantined; report {i['report']}"))
-            review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=i["findings"],
-                             path=Path(i["report"]).parent)
-    if sys_.extract_kind == "prepared" and staged.is_empty:
+    for r in delivery.rejected(staged):
+        with cat.session() as ses:
+            cat.add_event(ses, type="validation", outcome="failure", agent=AGENT, batch_id=batch_id,
+                          detail=safe_line(f"delivered package {safe_name(r.source)} is invalid and was "
+                                           f"quarantined; report {r.report}"))
+        review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=r.findings,
+                         path=Path(r.report).parent)
+    if delivery.queue and staged.is_empty:  # nothing has arrived in the queue: no batch
         return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
                 "record_classes": [], "already_archived": False}
     state = _batch_state(staged)
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
-        unchanged = b is not None and json.loads(b.rows) == state and b.status == "archived"
-        changed_after_archiving = (b is not None and b.status == "archived" and not unchanged
-                                   and sys_.extract_kind != "prepared")
+        archived = b is not None and b.status == BatchStatus.ARCHIVED
+        unchanged = archived and json.loads(b.rows) == state
+        # from a queue, what arrives later for an archived interval is new packages, not a change
+        changed_after_archiving = archived and not unchanged and not delivery.queue
     if changed_after_archiving:
         # The interval is archived already and the source now says something else (a closed
         # case was edited). Shipping it again would put records in two packages: stop, keep
@@ -340,8 +297,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
                            f"changed since; nothing was shipped. The new extraction is in {where} for review.")
     if not unchanged:
         cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
-                         interval_end=staged.interval_end, status="staged", rows=state,
-                         planned=planned_packages(sys_, staged))
+                         interval_end=staged.interval_end, status=BatchStatus.STAGED, rows=state,
+                         planned=delivery.planned_packages(staged))
         with cat.session() as ses:
             cat.add_event(ses, type="capture", outcome="success", agent=AGENT, batch_id=batch_id,
                           detail=f"extracted {_counts(staged.tables)} from {name} for {staged.batch}")
@@ -351,19 +308,9 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
             "record_classes": largest_first(staged), "already_archived": unchanged}
 
 
-def _partition_ids(sys_: System, staged: StagedBatch, record_class: str) -> list[str]:
-    """The package IDs one record class of a staged batch is built into (one per chunk of cases)."""
-    part = staged.partitions[record_class]
-    root_rows = part.rows.get(sys_.root_table.name, 0)
-    parts = max(1, -(-root_rows // sys_.max_records))
-    return [package_id_for(sys_.name, record_class, staged.batch, i, part.digest) for i in range(parts)]
-
-
 def planned_packages(sys_: System, staged: StagedBatch) -> list[str]:
     """Every package ID the batch is made of: the batch is archived when all of them are recorded."""
-    if sys_.extract_kind == "prepared":
-        return sorted(i["package_id"] for i in staged.prepared if i["outcome"] != "quarantined")
-    return sorted(pid for rc in staged.partitions for pid in _partition_ids(sys_, staged, rc))
+    return delivery_for(sys_).planned_packages(staged)
 
 
 def largest_first(staged: StagedBatch) -> list[str]:
@@ -395,7 +342,7 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     cat = catalogue(settings)
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
-        if b is not None and b.status == "archived" and json.loads(b.rows) == _batch_state(staged):
+        if b is not None and b.status == BatchStatus.ARCHIVED and json.loads(b.rows) == _batch_state(staged):
             return {"success": True, "skipped": "batch already archived with identical content"}
     if staged.is_empty:
         return {"success": True, "skipped": "no records in this interval"}
@@ -412,8 +359,8 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     if deviation is not None:
         # An archivist has seen exactly this content fail and approved it with a deviation.
         cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
-                         interval_end=staged.interval_end, status="quality_passed", rows=_batch_state(staged),
-                         quality_report=deviation.report)
+                         interval_end=staged.interval_end, status=BatchStatus.QUALITY_PASSED,
+                         rows=_batch_state(staged), quality_report=deviation.report)
         with cat.session() as ses:
             cat.add_event(ses, type="validation", outcome="warning", agent=deviation.decided_by or AGENT,
                           batch_id=batch_id,
@@ -430,7 +377,8 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     report = str(result.result_path) if result else None
     success = (result is None or result.success) and not ownership
     cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
-                     interval_end=staged.interval_end, status="quality_passed" if success else "quality_failed",
+                     interval_end=staged.interval_end,
+                     status=BatchStatus.QUALITY_PASSED if success else BatchStatus.QUALITY_FAILED,
                      rows=_batch_state(staged), quality_report=report)
     detail = "; ".join(
         ([f"quality suite {sys_.quality_suite}: {len(result.checks)} checks, {len(failed)} failed"] if result else [])
@@ -478,9 +426,9 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
         status, rows = (b.status, json.loads(b.rows)) if b else (None, None)
-    if status in {"quality_passed", "archived"} or sys_.quality_suite is None:
+    if status in (BatchStatus.QUALITY_PASSED, BatchStatus.ARCHIVED) or sys_.quality_suite is None:
         return {"state": "passed", "batch": batch_id}
-    if status == "staged" and Path(manifest).is_file() and StagedBatch.load(manifest).is_empty:
+    if status == BatchStatus.STAGED and Path(manifest).is_file() and StagedBatch.load(manifest).is_empty:
         return {"state": "passed", "batch": batch_id}
     case = review.latest_case(cat, batch_id, rows) if rows is not None else None
     if case is None:
@@ -526,85 +474,25 @@ def quarantine(settings: Settings, staged: StagedBatch) -> Path:
 
 # --- 3. package -------------------------------------------------------------------------------
 
-def _events_for_package(settings: Settings, name: str, batch: str) -> list[PremisEvent]:
-    """The batch's capture and validation events, to be written into the package's PREMIS."""
-    cat = catalogue(settings)
-    out = []
-    for ev in cat.events(batch_id=f"{name}/{batch}"):
-        out.append(PremisEvent(identifier=f"catalogue-event-{ev.id}", type=ev.type, time=ev.time,
-                               outcome=ev.outcome, detail=ev.detail, agents=(("arkivflode", "executing program"),)))
-    return out
-
-
 def package(settings: Settings, name: str, manifest: str, record_class: str) -> list[dict]:
-    """Build the packages of one record class (skipping those already in the catalogue)."""
+    """Build the packages of one record class, or hand on the delivered ones (skipping those already in
+    the catalogue); each package's :class:`~transforms.intake.delivery.PackageSidecar` is kept beside it."""
     sys_ = system(settings, name)
     staged = StagedBatch.load(manifest)
-    if sys_.extract_kind == "prepared":
-        return _package_prepared(settings, sys_, staged, record_class)
-    ids = _partition_ids(sys_, staged, record_class)
-    cat = catalogue(settings)
-    # A rerun of a batch an earlier run left half-archived builds only what is not recorded yet.
-    done = {i for i in ids if cat.package(i) is not None}
-    if done == set(ids):
-        return [{"package_id": i, "already_archived": True} for i in ids]
-    deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", _batch_state(staged))
-    try:
-        built = build_packages(sys_, staged, record_class, settings.build / name,
-                               events=_events_for_package(settings, name, staged.batch),
-                               allow_missing_files=deviation is not None,
-                               quarantine_dir=settings.quarantine / name / "documents", skip=done,
-                               identification_cache=CatalogueIdentificationCache(cat))
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
-        # the builder writes under temporary names and removes them on failure: nothing half-built remains
-        raise StorageError(f"{name} {staged.batch} {record_class}: building the package(s) in "
-                           f"{settings.build / name} failed: no space left on device (errno {exc.errno}); nothing "
-                           "was stored or recorded for them. Free space (or set ARKIV_BUILD_DIR) and rerun.") from None
-    out = [{"package_id": i, "already_archived": True} for i in ids if i in done]
-    for b in built:
-        sidecar = _sidecar(b.path)
-        sidecar.write_text(json.dumps({k: v for k, v in b.__dict__.items() if k not in ("records", "formats")}
-                                      | {"formats": [dict(f) for f in b.formats],
-                                         "records": [r.__dict__ for r in b.records],
-                                         "built_at": utcnow().isoformat()}, ensure_ascii=False), encoding="utf-8")
-        out.append({"package_id": b.package_id, "path": b.path, "sha256": b.sha256, "size": b.size,
-                    "records": b.record_count, "documents": b.document_count, "already_archived": False})
-    failpoint("package.after_write")
-    log.info("built %d package(s) for %s %s %s (%d already archived)", len(built), name, staged.batch, record_class,
-             len(done))
-    return out
-
-
-def _sidecar(path: str | Path) -> Path:
-    """The JSON beside a built package that carries what the catalogue needs (no record content)."""
-    return Path(str(path) + ".json")
-
-
-def _package_prepared(settings: Settings, sys_: System, staged: StagedBatch, record_class: str) -> list[dict]:
-    """Delivered packages need no building: hand on the accepted (and repaired) ones."""
-    cat = catalogue(settings)
+    handed = delivery_for(sys_).packages(settings, catalogue(settings), staged, record_class)
     out = []
-    for i in staged.prepared:
-        if i["outcome"] == "quarantined":
-            continue
-        existing = cat.package(i["package_id"])
-        if existing is not None:
-            if existing.sha256 != i["sha256"]:
-                raise ContentError(f"{sys_.name}: delivered package {safe_name(i['source'])} has OBJID "
-                                   f"{safe_name(i['package_id'])}, which the archive already holds with other "
-                                   "content; refusing to replace it")
-            out.append({"package_id": i["package_id"], "already_archived": True, "source": i["source"]})
-            continue
-        _sidecar(i["path"]).write_text(json.dumps({
-            "system": sys_.name, "record_class": record_class, "period": staged.batch, "content_digest": i["sha256"],
-            "record_count": len(i["records"]), "document_count": 0, "records": i["records"],
-            "built_at": utcnow().isoformat(), "delivered_as": i["source"], "outcome": i["outcome"],
-            "repairs": i["repairs"], "formats": i.get("formats", []),
-            "format_findings": i.get("format_findings", [])}, ensure_ascii=False), encoding="utf-8")
-        out.append({"package_id": i["package_id"], "path": i["path"], "sha256": i["sha256"], "size": i["size"],
-                    "records": len(i["records"]), "documents": 0, "already_archived": False, "source": i["source"]})
+    for h in handed:
+        ref = {"package_id": h.package_id, "already_archived": h.already_archived}
+        if h.source is not None:
+            ref["source"] = h.source
+        if not h.already_archived:
+            h.sidecar.write(h.path)
+            ref |= {"path": h.path, "sha256": h.sidecar.sha256, "size": h.sidecar.size,
+                    "records": h.sidecar.record_count, "documents": h.sidecar.document_count}
+        out.append(ref)
+    failpoint("package.after_write")
+    log.info("%d package(s) to ship for %s %s %s (%d already archived)", sum(not h.already_archived for h in handed),
+             name, staged.batch, record_class, sum(h.already_archived for h in handed))
     return out
 
 
@@ -618,8 +506,8 @@ def ship(settings: Settings, pkg: dict) -> dict:
     """Copy a built package into the mellanarkiv (verified, never overwriting; see transforms/archive/storage.py)."""
     if pkg.get("already_archived"):
         return pkg
-    meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
-    key = storage_key(meta["system"], meta["period"], pkg["package_id"], Path(pkg["path"]).suffix)
+    meta = PackageSidecar.read(pkg["path"])
+    key = storage_key(meta.system, meta.period, pkg["package_id"], Path(pkg["path"]).suffix)
     store = mellanarkiv(settings)
     if store.exists(key) and store.stat(key).sha256 != pkg["sha256"]:
         cat = catalogue(settings)
@@ -659,53 +547,51 @@ def record(settings: Settings, pkg: dict) -> dict:
     """Enter a verified package, its records and its events in the catalogue; clean the build folder."""
     if pkg.get("already_archived"):
         return {"package_id": pkg["package_id"], "recorded": False}
-    meta = json.loads(_sidecar(pkg["path"]).read_text(encoding="utf-8"))
-    sys_ = system(settings, meta["system"])
+    meta = PackageSidecar.read(pkg["path"])
+    sys_ = system(settings, meta.system)
     cat = catalogue(settings)
-    batch_id = f"{meta['system']}/{meta['period']}"
+    batch_id, pid = meta.batch_id, pkg["package_id"]
     with cat.session() as ses:
-        cat.lock(ses, f"package:{pkg['package_id']}")  # two writers at once: one records, the other finds it
-        new = ses.get(Package, pkg["package_id"]) is None
+        cat.lock(ses, f"package:{pid}")  # two writers at once: one records, the other finds it
+        new = ses.get(Package, pid) is None
         if new:
-            ses.add(Package(id=pkg["package_id"], system=meta["system"], record_class=meta["record_class"],
-                            period=meta["period"], batch_id=batch_id, package_type="SIP", status="stored",
-                            size=pkg["size"], sha256=pkg["sha256"], content_digest=meta["content_digest"],
-                            storage="mellanarkiv", location=pkg["key"], record_count=meta["record_count"],
-                            document_count=meta["document_count"],
+            ses.add(Package(id=pid, system=meta.system, record_class=meta.record_class,
+                            period=meta.period, batch_id=batch_id, package_type="SIP", status=PackageStatus.STORED,
+                            size=pkg["size"], sha256=pkg["sha256"], content_digest=meta.content_digest,
+                            storage="mellanarkiv", location=pkg["key"], record_count=meta.record_count,
+                            document_count=meta.document_count,
                             archive_creator=sys_.agreement.archive_creator.organisationsnummer,
                             series_code=sys_.agreement.series,
                             series_id=series_for(cat, sys_.agreement.archive_creator.organisationsnummer,
                                                  sys_.agreement.series, _creator_names(sys_))))
             ses.flush()
-            rule = sys_.record_class(meta["record_class"]).retention
+            rule = sys_.record_class(meta.record_class).retention
             dues = []
-            for r in meta["records"]:
-                entry = RecordEntry(**{"retention_start": r.get("closed"), **r})
+            for entry in meta.records:
                 due = _due(entry.retention_start, rule.period)
                 dues.append(due)
-                ses.add(Record(system=meta["system"], source_id=entry.source_id, reference=entry.reference,
-                               package_id=pkg["package_id"], record_class=meta["record_class"],
+                ses.add(Record(system=meta.system, source_id=entry.source_id, reference=entry.reference,
+                               package_id=pid, record_class=meta.record_class,
                                opened=entry.opened, closed=entry.closed, retention_start=entry.retention_start,
                                due_date=due))
-            stored = ses.get(Package, pkg["package_id"])
+            stored = ses.get(Package, pid)
             stored.retention_action = rule.action
             # A package is transferred or disposed of whole: it is due when its last record is.
             stored.due_date = max(dues) if dues and all(dues) else None
             t = dt.datetime.fromisoformat
-            pid = pkg["package_id"]
-            if meta.get("delivered_as"):
+            if meta.delivered_as:
                 cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid,
-                              batch_id=batch_id, time=t(meta["built_at"]),
-                              detail=f"delivered by {meta['system']} as {safe_name(meta['delivered_as'])}; validated "
-                                     f"at intake ({meta['outcome']})")
-                for repair in meta.get("repairs", []):
+                              batch_id=batch_id, time=t(meta.built_at),
+                              detail=f"delivered by {meta.system} as {safe_name(meta.delivered_as)}; validated "
+                                     f"at intake ({meta.outcome})")
+                for repair in meta.repairs:
                     cat.add_event(ses, type="modification", outcome="success", agent=AGENT, package_id=pid,
-                                  batch_id=batch_id, time=t(meta["built_at"]),
+                                  batch_id=batch_id, time=t(meta.built_at),
                                   detail=safe_line(f"repaired at intake: {repair}"))
             else:
                 cat.add_event(ses, type="creation", outcome="success", agent=AGENT, package_id=pid,
-                              batch_id=batch_id, time=t(meta["built_at"]),
-                              detail=f"SIP built: {meta['record_count']} records, {meta['document_count']} files, "
+                              batch_id=batch_id, time=t(meta.built_at),
+                              detail=f"SIP built: {meta.record_count} records, {meta.document_count} files, "
                                      f"{pkg['size']} bytes")
             cat.add_event(ses, type="replication", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
                           time=t(pkg["shipped_at"]), detail=f"copied to mellanarkiv {pkg['key']}, read back")
@@ -716,31 +602,30 @@ def record(settings: Settings, pkg: dict) -> dict:
                           detail=f"arkiv validate: valid ({pkg.get('requirements_checked', 0)} requirements checked)")
             cat.add_event(ses, type="ingestion", outcome="success", agent=AGENT, package_id=pid, batch_id=batch_id,
                           detail="recorded in the catalogue")
-            # Formats (issue 8): every file's PRONOM identification and policy outcome; documents the
-            # policy held back are events here and a quarantine case below.
-            add_file_formats(ses, pid, meta.get("formats", []))
-            for finding in meta.get("format_findings", []):
+            # Every file's PRONOM identification and policy outcome; documents the policy held back
+            # are events here and a quarantine case below.
+            add_file_formats(ses, pid, meta.formats)
+            for finding in meta.format_findings:
                 cat.add_event(ses, type="validation", outcome="warning", agent=AGENT, package_id=pid,
                               batch_id=batch_id,
                               detail=safe_line(f"delivered file not accepted by the format policy: {finding}"))
-            for q in meta.get("quarantined", []):
+            for q in meta.quarantined:
                 cat.add_event(ses, type="quarantine", outcome="failure", agent=AGENT, package_id=pid,
                               batch_id=batch_id,
                               detail=safe_line(f"document {safe_name(q['path'])} held back: {q['reason']}"))
-            held = meta.get("quarantined", [])
+            held = meta.quarantined
             failpoint("record.after_verify_before_commit")  # everything added, nothing committed
         else:
             held = []
     if held:
-        review.open_case(cat, system=meta["system"], batch_id=batch_id, kind="document",
+        review.open_case(cat, system=meta.system, batch_id=batch_id, kind="document",
                          reasons=[f"{safe_name(q['path'])}: {q['reason']}" for q in held],
                          path=Path(held[0]["folder"]))
     failpoint("record.after_commit_before_cleanup")
-    Path(pkg["path"]).unlink(missing_ok=True)
-    _sidecar(pkg["path"]).unlink(missing_ok=True)
+    PackageSidecar.remove(pkg["path"])
     # counts for the metrics, only for what this call recorded (not what another writer did)
-    return {"package_id": pkg["package_id"], "recorded": True, "key": pkg["key"], "new": new,
-            "records": meta["record_count"] if new else 0, "bytes": pkg["size"] if new else 0}
+    return {"package_id": pid, "recorded": True, "key": pkg["key"], "new": new,
+            "records": meta.record_count if new else 0, "bytes": pkg["size"] if new else 0}
 
 
 def _due(start: str | None, period: str) -> str | None:
@@ -756,41 +641,41 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     """Mark the batch archived once all its packages are recorded, and tidy up after it.
 
     Updates the catalogue's archive structure when the system is the archival description,
-    moves delivered packages that are now verified in the mellanarkiv out of the inbox, and
-    fails (after all that) when any delivered package had to be quarantined.
+    lets the delivery tidy its inbox (delivered packages now verified in the mellanarkiv move out
+    of it), and fails (after all that) when any delivered package had to be quarantined. Making
+    the new packages findable is the next step's (:func:`update_index`).
     """
     sys_ = system(settings, name)
+    delivery = delivery_for(sys_)
     staged = StagedBatch.load(manifest)
     cat = catalogue(settings)
     batch_id = f"{name}/{staged.batch}"
     changed = False
-    if not (sys_.extract_kind == "prepared" and staged.is_empty):
-        _all_recorded(cat, sys_, staged, batch_id)
+    if not (delivery.queue and staged.is_empty):
+        _all_recorded(cat, delivery, staged, batch_id)
         structure = sys_.content.get("archive_structure")
         if structure and not staged.is_empty:
             update_archive_structure(cat, sys_, staged, structure, load_systems(settings.systems_dir))
         failpoint("finish.before_batch_archived")
         changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
                                    interval_start=staged.interval_start, interval_end=staged.interval_end,
-                                   status="archived", rows=_batch_state(staged),
+                                   status=BatchStatus.ARCHIVED, rows=_batch_state(staged),
                                    quality_report=_existing_report(cat, batch_id))
-    if sys_.extract_kind == "prepared":
-        _archive_inbox(settings, sys_, staged, cat)
+    delivery.after_archived(staged, cat, lambda key: mellanarkiv(settings).stat(key).sha256)
     shutil.rmtree(staged.directory, ignore_errors=True)
     new = [r for r in results if r.get("recorded")]
-    _index(settings, [r["package_id"] for r in new])
-    quarantined = [i for i in staged.prepared if i["outcome"] == "quarantined"]
-    if quarantined:
-        raise ContentError(f"{name}: {len(new)} package(s) archived, but {len(quarantined)} delivered package(s) "
+    rejected = delivery.rejected(staged)
+    if rejected:
+        raise ContentError(f"{name}: {len(new)} package(s) archived, but {len(rejected)} delivered package(s) "
                            "are invalid and were quarantined with their validation reports",
-                           [safe_line(f"{safe_name(i['source'])}: {'; '.join(i['findings'][:3])} "
-                                      f"(report {i['report']})") for i in quarantined])
+                           [safe_line(f"{safe_name(r.source)}: {'; '.join(r.findings[:3])} (report {r.report})")
+                            for r in rejected])
     return {"batch": staged.batch, "packages_new": len(new), "packages_total": len(results), "changed": changed}
 
 
-def _all_recorded(cat: Catalogue, sys_: System, staged: StagedBatch, batch_id: str) -> None:
+def _all_recorded(cat: Catalogue, delivery: Delivery, staged: StagedBatch, batch_id: str) -> None:
     """Refuse to call a batch archived while any of its packages is not recorded (whole or not at all)."""
-    planned = planned_packages(sys_, staged)
+    planned = delivery.planned_packages(staged)
     missing = [p for p in planned if cat.package(p) is None]
     if missing:
         raise StateError(f"{batch_id}: {len(planned) - len(missing)} of {len(planned)} package(s) are recorded; the "
@@ -798,42 +683,148 @@ def _all_recorded(cat: Catalogue, sys_: System, staged: StagedBatch, batch_id: s
                          "skipped, the others are built, stored and recorded.")
 
 
-def _index(settings: Settings, package_ids: list[str]) -> None:
-    """Make newly recorded packages findable (transforms.access). The index is derived from the
-    catalogue and the stored packages: a failure here is logged, not fatal — the package is
-    archived either way, and `arkiv index --sync` (or the next run) catches up."""
-    if not package_ids:
-        return
+# --- 5. the steps as the chain declares them (transforms.chain), and arkiv run ----------------------
+
+def await_delivery_step(settings: Settings, name: str, interval: dict, timeout_hours: float | None = None) -> dict:
+    """The chain's wait for the delivery: :func:`await_delivery` on an interval reference, its answer
+    under ``delivery``."""
+    return {**interval, "delivery": await_delivery(settings, name, interval["start"], interval["end"],
+                                                   timeout_hours)}
+
+
+def extract_step(settings: Settings, name: str, interval: dict,
+                 alive: Callable[[str], bool] | None = None) -> dict:
+    """Claim the interval for ``interval["holder"]``, then extract it; the batch reference carries the holder.
+
+    ``interval``: ``start``, ``end`` and ``holder``, and ``source_url`` for a database (never
+    handed on: it is not in what the step returns)."""
+    holder = interval["holder"]
+    claim_interval(settings, name, interval["start"], interval["end"], holder, alive)
+    batch = extract(settings, name, interval["start"], interval["end"], interval.get("source_url"))
+    return {**batch, "holder": holder}
+
+
+def quality_step(settings: Settings, name: str, batch: dict) -> dict:
+    """The quality gate on the batch (:func:`check_quality`); ContentError when it fails."""
+    return {**batch, "quality": check_quality(settings, name, batch["manifest"])}
+
+
+def decision_step(settings: Settings, name: str, batch: dict) -> dict:
+    """Where the batch stands after its gate (:func:`await_decision`)."""
+    return {**batch, "decision": await_decision(settings, name, batch["manifest"], batch["batch"])}
+
+
+def partitions(batch: dict) -> list[dict]:
+    """One reference per record class of the batch, the largest first: what ``package`` runs on."""
+    return [{"manifest": batch["manifest"], "record_class": rc, "holder": batch.get("holder")}
+            for rc in batch["record_classes"]]
+
+
+def package_step(settings: Settings, name: str, partition: dict) -> list[dict]:
+    """Build one record class's packages while the run still holds the interval."""
+    check_claim(settings, name, partition["manifest"], partition.get("holder"))
+    return package(settings, name, partition["manifest"], partition["record_class"])
+
+
+def finish_step(settings: Settings, name: str, batch: dict, results: list[dict]) -> dict:
+    """Mark the batch archived (:func:`finish_batch`) and give the interval back, whatever the outcome."""
+    check_claim(settings, name, batch["manifest"], batch.get("holder"))
+    try:
+        return finish_batch(settings, name, batch["manifest"], [r for r in results or [] if r])
+    finally:  # the run's work on the interval is over either way; a rerun claims it again
+        release_interval(settings, name, batch["manifest"], batch.get("holder"))
+
+
+def update_index(settings: Settings, name: str, batch: dict | None, results: list[dict] | None) -> dict:
+    """Make the packages this run recorded findable (:mod:`transforms.access`).
+
+    The index is derived from the catalogue and the stored packages: a failure here is logged,
+    never fatal (the packages are archived either way), and ``arkiv index --sync`` (or the next
+    run) catches up."""
     from transforms.access.service import index_recorded_package
 
-    for pid in package_ids:
+    indexed, failed = 0, 0
+    for pid in [r["package_id"] for r in results or [] if r and r.get("recorded")]:
         try:
             index_recorded_package(settings, pid)
+            indexed += 1
         except Exception as exc:  # derived data: never let it undo an archived batch
-            log.error("search index not updated for package %s (%s: %s); run `arkiv index`", pid,
+            failed += 1
+            log.error("search index not updated for package %s (%s: %s); run `arkiv index --sync`", pid,
                       type(exc).__name__, safe_line(exc) if isinstance(exc, ArkivError) else "message withheld")
+    return {"indexed": indexed, "failed": failed}
 
 
-def _archive_inbox(settings: Settings, sys_: System, staged: StagedBatch, cat: Catalogue) -> None:
-    """Move delivered packages out of the inbox once their package is verified in the mellanarkiv.
+class Waiting(ContentError):
+    """``arkiv run`` reached a step that would have to wait (a delivery not there, a decision not taken)."""
 
-    Nothing is deleted: the originals go to ``<inbox>/.archived/`` for the system owner to purge.
+
+def _looked_once(step: Step, ref: dict) -> None:
+    """Stop ``arkiv run`` where the DAG would wait: nobody is there to wait for."""
+    state = ref.get("decision") or ref.get("delivery") or {}
+    if state.get("state") != "waiting":
+        return
+    key = state.get("interval") or state.get("batch")
+    if step.name == "await_decision":
+        raise Waiting(f"{key} waits for an archivist's decision on quarantine case {state.get('case')} "
+                      "(`arkiv quarantine approve|reject`); rerun the interval once it is decided")
+    raise Waiting(safe_line(f"{key}: the delivery is not there yet (nothing at {state.get('expected')}); run "
+                            "again once the system owner has delivered it"))
+
+
+def run_interval(settings: Settings, name: str, start: dt.datetime | str, end: dt.datetime | str,
+                 source_url: str | None = None, *,
+                 on_step: Callable[[Step, object], None] | None = None) -> dict:
+    """Run the whole chain for one interval of one system, without Airflow (``arkiv run``).
+
+    Every step of :data:`transforms.chain.CHAIN` (:func:`run_steps`) under :func:`interval_guard`:
+    the interval's lock for the whole run, and its claim. Returns the ``finish`` step's result.
     """
-    inbox = _inbox(sys_)
-    done = inbox / ".archived"
-    for i in staged.prepared:
-        if i["outcome"] == "quarantined":
+    interval = {"start": str(start), "end": str(end), "holder": cli_holder(), "source_url": source_url}
+    with interval_guard(settings, name, start, end):
+        return run_steps(settings, name, interval, CHAIN, on_step=on_step)
+
+
+def run_steps(settings: Settings, name: str, ref: dict, steps: Sequence[Step], *,
+              on_step: Callable[[Step, object], None] | None = None) -> dict:
+    """Run ``steps`` of the chain in their order, from ``ref`` (an interval, or a batch to go on with).
+
+    A step that waits in the DAG looks once here (:class:`Waiting` when it would wait). Steps
+    that run *always* run after a failure too, and their own failure is logged; the first
+    failure of another step is raised after them. ``on_step(step, value)`` sees each step's
+    result. Returns the ``finish`` step's result (empty when it did not run).
+    """
+    packages: list[dict] = []
+    done: dict = {}
+    failure: BaseException | None = None
+    for step in steps:
+        if failure is not None and not step.always:
             continue
-        pkg = cat.package(i["package_id"])
-        src = inbox / i["source"]
-        if pkg is None or not src.is_file():
+        fn = globals()[step.function]
+        try:
+            if step.each == Each.INTERVAL:
+                value = ref = fn(settings, name, ref)
+                if step.waits:
+                    _looked_once(step, value)
+            elif step.each == Each.RECORD_CLASS:
+                value = packages = [p for part in partitions(ref) for p in fn(settings, name, part)]
+            elif step.each == Each.PACKAGE:
+                value = packages = [fn(settings, p) for p in packages]
+            else:
+                value = fn(settings, name, ref, packages)
+                if step.name == "finish":
+                    done = value
+        except Exception as exc:
+            if step.always:
+                log.error("%s failed (%s); the archive is unchanged by it", step.name, type(exc).__name__)
+                continue
+            failure = exc
             continue
-        stored = mellanarkiv(settings).stat(pkg.location)
-        if stored.sha256 != pkg.sha256:
-            raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued checksum; "
-                               f"{safe_name(i['source'])} stays in the inbox")
-        done.mkdir(exist_ok=True)
-        os.replace(src, done / i["source"])
+        if on_step is not None:
+            on_step(step, value)
+    if failure is not None:
+        raise failure
+    return done
 
 
 def _creator_names(sys_: System) -> tuple[str, ...]:
@@ -915,4 +906,5 @@ def _existing_report(cat: Catalogue, batch_id: str) -> str | None:
         return b.quality_report if b else None
 
 
-__all__ = ["BuiltPackage", "check_quality", "extract", "finish_batch", "package", "record", "ship", "verify"]
+__all__ = ["BuiltPackage", "check_quality", "extract", "finish_batch", "package", "record", "run_interval", "ship",
+           "update_index", "verify"]

@@ -17,6 +17,18 @@ from dataclasses import dataclass, field
 from transforms import __version__
 from transforms.catalogue import Batch, Catalogue, Package, QuarantineCase
 from transforms.config.settings import Settings
+from transforms.staging.batch import BatchStatus
+
+#: the quality gate's story when no case was opened, by the batch's status (English, Swedish)
+_GATE_WITHOUT_CASE = {
+    BatchStatus.ARCHIVED: ("passed", "godkänd"),
+    BatchStatus.QUALITY_PASSED: ("passed", "godkänd"),
+    BatchStatus.STAGED: ("not run yet", "inte körd än"),
+    BatchStatus.QUALITY_FAILED: ("FAILED (no quarantine case recorded: see `arkiv events`)",
+                                 "UNDERKÄND (inget karantänärende registrerat)"),
+    BatchStatus.DELIVERY_MISSING: ("not run: the delivery is missing (the system owner delivers)",
+                                   "inte körd: leveransen saknas (systemägaren levererar)"),
+}
 
 
 @dataclass
@@ -58,15 +70,7 @@ def _case_view(c: QuarantineCase) -> dict:
 def gate_history(batch: Batch, quality_cases: list[QuarantineCase]) -> tuple[str, str]:
     """The quality gate's story in English and Swedish, from the batch's status and its quality cases."""
     if not quality_cases:
-        en = {"archived": "passed", "quality_passed": "passed", "staged": "not run yet",
-              "quality_failed": "FAILED (no quarantine case recorded: see `arkiv events`)",
-              "delivery_missing": "not run: the delivery is missing (the system owner delivers)"}.get(
-            batch.status, batch.status)
-        sv = {"archived": "godkänd", "quality_passed": "godkänd", "staged": "inte körd än",
-              "quality_failed": "UNDERKÄND (inget karantänärende registrerat)",
-              "delivery_missing": "inte körd: leveransen saknas (systemägaren levererar)"}.get(batch.status,
-                                                                                              batch.status)
-        return en, sv
+        return _GATE_WITHOUT_CASE.get(batch.status, (batch.status, batch.status))
     steps_en, steps_sv = [], []
     for c in quality_cases:
         if c.status == "approved":
@@ -82,7 +86,7 @@ def gate_history(batch: Batch, quality_cases: list[QuarantineCase]) -> tuple[str
         else:
             steps_en.append(f"FAILED → waiting for an archivist's decision (open case {c.id})")
             steps_sv.append(f"UNDERKÄND → väntar på arkivariens beslut (öppet ärende {c.id})")
-    if batch.status in ("archived", "quality_passed") and quality_cases[-1].status == "rejected":
+    if batch.status in (BatchStatus.ARCHIVED, BatchStatus.QUALITY_PASSED) and quality_cases[-1].status == "rejected":
         steps_en.append("then passed on corrected data")
         steps_sv.append("sedan godkänd med rättade uppgifter")
     return "; ".join(steps_en), "; ".join(steps_sv)
@@ -106,7 +110,7 @@ def _root_and_document_tables(settings: Settings, system: str) -> tuple[str | No
 
 def differences(h: BatchHistory, root_table: str | None, document_table: str | None) -> list[str]:
     """Why fewer records or documents were archived than extracted, or that nothing explains it."""
-    if h.status != "archived":
+    if h.status != BatchStatus.ARCHIVED:
         return []
     out = []
     records = sum(p.record_count for p in h.packages)
@@ -198,7 +202,7 @@ def summary_text(settings: Settings) -> str:
         pk = h.packages
         lines.append(f"      packages: {len(pk)} ({sum(p.size for p in pk):,} bytes, "
                      f"{sum(p.record_count for p in pk)} records, {sum(p.document_count for p in pk)} documents)"
-                     + ("" if h.status == "archived" or pk else f" — batch {h.status.replace('_', ' ')}"))
+                     + ("" if h.status == BatchStatus.ARCHIVED or pk else f" — batch {h.status.replace('_', ' ')}"))
         for p in pk:
             lines.append(f"        {p.id}  {p.record_class:<22} {p.size:>10,} B  {p.storage}:{p.location}")
     for c in other_cases:

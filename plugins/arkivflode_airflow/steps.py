@@ -124,6 +124,12 @@ def guard(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
 
+def interval(ctx: dict) -> dict:
+    """The run's interval as the chain's first steps take it: its bounds and who holds it (this DAG run)."""
+    return {"start": ctx["data_interval_start"].isoformat(), "end": ctx["data_interval_end"].isoformat(),
+            "holder": run_holder(ctx)}
+
+
 def run_holder(ctx: dict) -> str:
     """Who holds an interval while this DAG run archives it: ``dag-run:<dag_id>/<run_id>``."""
     run = ctx["dag_run"]

@@ -23,6 +23,7 @@ import os
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 from lxml import etree
@@ -49,12 +50,23 @@ XLINK = f"{{{NS_XLINK}}}"
 PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
+class IntakeOutcome(StrEnum):
+    """What intake made of one delivered package."""
+
+    #: already FGS 2.0 (CSIP/SIP 2.1.0): taken in exactly as delivered
+    VALID = "valid"
+    #: another E-ARK 2.x package, completed from itself; the delivered original is kept inside
+    REPAIRED = "repaired"
+    #: invalid: moved to quarantine with its validation report
+    QUARANTINED = "quarantined"
+
+
 @dataclass
 class Intake:
     """What happened to one delivered package."""
 
     source: str  # the file's name in the inbox
-    outcome: str  # "valid" | "repaired" | "quarantined"
+    outcome: IntakeOutcome
     package_id: str | None = None
     path: str | None = None  # the copy to ship (build folder)
     sha256: str | None = None
@@ -146,7 +158,7 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
     if report.valid:
         if owners := _file_owner_problems(path, report):
             return _quarantine(path, report, quarantine_dir, owners)
-        return checker.check(_accept(path, path, build_dir, "valid", [], made))
+        return checker.check(_accept(path, path, build_dir, IntakeOutcome.VALID, [], made))
     if any(f.requirement == "PACKAGE" for f in errors):
         return _quarantine(path, report, quarantine_dir, errors)
     with tempfile.TemporaryDirectory(prefix=".prepare-", dir=build_dir) as work:
@@ -163,7 +175,7 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
                    f"{c.requirement}: {c.what} [{c.location}]" for c in result.changes]
         repairs.append(f"prepared from E-ARK {result.delivered_version}; the delivered package is kept unchanged "
                        f"in the package (SHA-256 {result.original_sha256})")
-        return checker.check(_accept(path, Path(result.package), build_dir, "repaired", repairs, made))
+        return checker.check(_accept(path, Path(result.package), build_dir, IntakeOutcome.REPAIRED, repairs, made))
 
 
 #: the intake's own rule: every file a case names in the package's ERMS is a data file of that case alone
@@ -235,7 +247,7 @@ def _objid(path: Path) -> str | None:
         return None
 
 
-def _accept(original: Path, path: Path, build_dir: Path, outcome: str, repairs: list[str],
+def _accept(original: Path, path: Path, build_dir: Path, outcome: IntakeOutcome, repairs: list[str],
             made: list[Path]) -> Intake:
     with open_package(path, compressed=False) as reader:
         mets = parse_bytes(reader.read_bytes("METS.xml", 512 * 1024 * 1024), name="METS.xml").getroot()
@@ -282,11 +294,17 @@ def _quarantine(path: Path, report, quarantine_dir: Path, errors, note: str | No
     if errors is None:
         errors = [f for f in report.findings if f.severity == "ERROR"]
     findings = [f"{f.requirement}: {f.message}" for f in errors] + ([note] if note else [])
-    return Intake(source=path.name, outcome="quarantined", findings=findings, report=str(report_path))
+    return Intake(source=path.name, outcome=IntakeOutcome.QUARANTINED, findings=findings, report=str(report_path))
 
 
 def intake_dict(i: Intake) -> dict:
-    return asdict(i)
+    """An intake as the staged batch's manifest keeps it (JSON: the outcome as its string)."""
+    return {**asdict(i), "outcome": str(i.outcome)}
 
 
-__all__ = ["Intake", "delivered", "intake_dict", "take_in"]
+def intake_from_dict(data: dict) -> Intake:
+    """An intake read back from a staged batch's manifest."""
+    return Intake(**{**data, "outcome": IntakeOutcome(data["outcome"])})
+
+
+__all__ = ["Intake", "IntakeOutcome", "delivered", "intake_dict", "intake_from_dict", "take_in"]

@@ -1,0 +1,462 @@
+"""How an interval's data arrives: one :class:`Delivery` per kind, and the sidecar a package carries.
+
+The chain (:mod:`transforms.pipeline`) asks a system's delivery (:func:`delivery_for`) what to
+wait for, how to stage the interval, which packages the batch is made of, how to get them (built
+from staged rows, or handed on as delivered) and what to tidy once the batch is archived. It
+never looks at the kind itself: a new kind of delivery is a new class here.
+
+* :class:`DatabaseDelivery` reads the source database in a read-only transaction: nothing to wait for.
+* :class:`FileExportDelivery` waits for ``<inbox>/<period>/manifest.json`` (written last), checks
+  the folder against it and stages the rows; a bad delivery is quarantined whole.
+* :class:`PreparedDelivery` takes in whatever packages are in the inbox (one queue for every
+  interval), validated and repaired or quarantined; they are handed on as delivered.
+
+This module's top level imports nothing heavy: the DAG factory reads :attr:`Delivery.waits` and
+:attr:`Delivery.queue` while a DAG file is parsed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Protocol
+
+from transforms.common.errors import ConfigError, ContentError, StorageError
+from transforms.common.masking import safe_line, safe_message, safe_name
+from transforms.config.systems import System
+
+if TYPE_CHECKING:
+    from transforms.catalogue import Catalogue
+    from transforms.config.settings import Settings
+    from transforms.intake.prepared import Intake
+    from transforms.packaging.sip import BuiltPackage, RecordEntry
+    from transforms.staging.batch import StagedBatch
+
+
+# --- what a package carries from the package step to the catalogue ------------------------------
+
+@dataclass
+class PackageSidecar:
+    """What the catalogue needs of one built or delivered package, kept beside it until it is recorded.
+
+    No record content: IDs, references, dates, counts, digests and format identifications. One
+    shape for built and delivered packages; written by :meth:`write` and read by :meth:`read` only.
+    """
+
+    package_id: str
+    system: str
+    record_class: str
+    period: str
+    content_digest: str
+    sha256: str
+    size: int
+    record_count: int
+    document_count: int
+    built_at: str
+    records: list[RecordEntry] = field(default_factory=list)
+    #: every data file's identification and policy outcome (the catalogue's file_formats)
+    formats: list[dict] = field(default_factory=list)
+    #: delivered files the format policy does not accept (kept, reported)
+    format_findings: list[str] = field(default_factory=list)
+    #: documents held back for an archivist: path in the package, quarantine copy, reason
+    quarantined: list[dict] = field(default_factory=list)
+    #: a delivered package: the file's name in the inbox, what intake made of it and what it repaired
+    delivered_as: str | None = None
+    outcome: str | None = None
+    repairs: list[str] = field(default_factory=list)
+    document_bytes: int = 0
+    converted: int = 0
+
+    @classmethod
+    def built(cls, b: BuiltPackage, built_at: str) -> PackageSidecar:
+        """The sidecar of a package the chain built."""
+        return cls(package_id=b.package_id, system=b.system, record_class=b.record_class, period=b.period,
+                   content_digest=b.content_digest, sha256=b.sha256, size=b.size, record_count=b.record_count,
+                   document_count=b.document_count, built_at=built_at, records=list(b.records),
+                   formats=[dict(f) for f in b.formats], quarantined=list(b.quarantined),
+                   document_bytes=b.document_bytes, converted=b.converted)
+
+    @classmethod
+    def delivered(cls, i: Intake, system: str, record_class: str, period: str, built_at: str) -> PackageSidecar:
+        """The sidecar of a package delivered by a prepared system and accepted at intake."""
+        from transforms.packaging.sip import RecordEntry
+
+        # a delivered package's retention counts from its records' closing dates
+        records = [RecordEntry(source_id=r["source_id"], reference=r["reference"], opened=r.get("opened"),
+                               closed=r.get("closed"), retention_start=r.get("closed")) for r in i.records]
+        return cls(package_id=i.package_id, system=system, record_class=record_class, period=period,
+                   content_digest=i.sha256, sha256=i.sha256, size=i.size, record_count=len(records),
+                   document_count=0, built_at=built_at, records=records, formats=list(i.formats),
+                   format_findings=list(i.format_findings), delivered_as=i.source, outcome=str(i.outcome),
+                   repairs=list(i.repairs))
+
+    @property
+    def batch_id(self) -> str:
+        return f"{self.system}/{self.period}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> PackageSidecar:
+        from transforms.packaging.sip import RecordEntry
+
+        data = json.loads(text)
+        data["records"] = [RecordEntry(**r) for r in data["records"]]
+        return cls(**data)
+
+    @staticmethod
+    def path_for(package: str | Path) -> Path:
+        """Where the sidecar of the package file ``package`` is kept: beside it, ``<package>.json``."""
+        return Path(f"{package}.json")
+
+    def write(self, package: str | Path) -> Path:
+        """Write the sidecar beside the package file (atomically: a temporary file, then a rename)."""
+        dest = self.path_for(package)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        tmp.write_text(self.to_json(), encoding="utf-8")
+        os.replace(tmp, dest)
+        return dest
+
+    @classmethod
+    def read(cls, package: str | Path) -> PackageSidecar:
+        return cls.from_json(cls.path_for(package).read_text(encoding="utf-8"))
+
+    @classmethod
+    def remove(cls, package: str | Path) -> None:
+        """Remove a recorded package's build copy and its sidecar."""
+        Path(package).unlink(missing_ok=True)
+        cls.path_for(package).unlink(missing_ok=True)
+
+
+@dataclass
+class HandedOn:
+    """One package of a record class as the package step hands it on: to ship, or already archived."""
+
+    package_id: str
+    #: the package file to ship and its sidecar; both None when the catalogue holds the package already
+    path: str | None = None
+    sidecar: PackageSidecar | None = None
+    #: a delivered package: its name in the inbox
+    source: str | None = None
+
+    @property
+    def already_archived(self) -> bool:
+        return self.sidecar is None
+
+
+@dataclass
+class Rejected:
+    """A delivered package intake refused: quarantined with its validation report."""
+
+    source: str
+    findings: list[str]
+    report: str
+
+
+# --- the kinds of delivery ----------------------------------------------------------------------
+
+class Delivery(Protocol):
+    """How one system's data for an interval arrives, and what its intake leaves for the chain."""
+
+    #: the kind's name in the system YAML (``extract.kind``), for messages
+    kind: ClassVar[str]
+    #: whether the chain waits for the delivery to arrive in an inbox (a sensor in the DAG)
+    waits: ClassVar[bool]
+    #: whether the inbox is one queue for every interval: runs take turns, each takes in what has
+    #: arrived; an empty intake is no batch, and packages delivered later for an archived interval
+    #: are new ones, not a change to it
+    queue: ClassVar[bool]
+    system: System
+
+    def expected(self, period: str) -> Path | None:
+        """What must exist for the interval's delivery to be there; None when there is nothing to wait for."""
+        ...
+
+    def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
+              source_url: str | None) -> StagedBatch:
+        """Stage the interval ``[start, end)`` under ``settings.staging``."""
+        ...
+
+    def rejected(self, staged: StagedBatch) -> list[Rejected]:
+        """Delivered packages intake quarantined (reported as events and cases by the chain)."""
+        ...
+
+    def planned_packages(self, staged: StagedBatch) -> list[str]:
+        """Every package ID the batch is made of: it is archived when all of them are recorded."""
+        ...
+
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+        """The packages of one record class, built or handed on (those the catalogue holds: as archived)."""
+        ...
+
+    def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
+        """Tidy the delivery once its batch is archived (``stored_sha256(key)``: the stored copy's digest)."""
+        ...
+
+
+def delivery_for(system: System) -> Delivery:
+    """The delivery of ``system``, by the kind its YAML declares (``extract.kind``)."""
+    try:
+        return _KINDS[system.extract_kind](system)
+    except KeyError:
+        raise ConfigError(f"{system.name}: extract.kind {system.extract_kind!r} is not a kind of delivery "
+                          f"({', '.join(sorted(_KINDS))})") from None
+
+
+def _now() -> str:
+    from transforms.catalogue import utcnow
+
+    return utcnow().isoformat()
+
+
+class _RowDelivery:
+    """A delivery of rows (and document files) that the chain stages and builds packages from."""
+
+    kind: ClassVar[str]
+    waits: ClassVar[bool] = False
+    queue: ClassVar[bool] = False
+
+    def __init__(self, system: System):
+        self.system = system
+
+    def expected(self, period: str) -> Path | None:
+        return None
+
+    def rejected(self, staged: StagedBatch) -> list[Rejected]:
+        return []
+
+    def _partition_ids(self, staged: StagedBatch, record_class: str) -> list[str]:
+        """The package IDs one record class of a staged batch is built into (one per chunk of cases)."""
+        from transforms.packaging.sip import package_id_for
+
+        part = staged.partitions[record_class]
+        root_rows = part.rows.get(self.system.root_table.name, 0)
+        parts = max(1, -(-root_rows // self.system.max_records))
+        return [package_id_for(self.system.name, record_class, staged.batch, i, part.digest) for i in range(parts)]
+
+    def planned_packages(self, staged: StagedBatch) -> list[str]:
+        return sorted(pid for rc in staged.partitions for pid in self._partition_ids(staged, rc))
+
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+        import errno
+
+        from transforms.formats.identification import CatalogueIdentificationCache
+        from transforms.packaging.sip import build_packages
+        from transforms.quality import quarantine as review
+
+        name = self.system.name
+        ids = self._partition_ids(staged, record_class)
+        # A rerun of a batch an earlier run left half-archived builds only what is not recorded yet.
+        done = {i for i in ids if cat.package(i) is not None}
+        if done == set(ids):
+            return [HandedOn(i) for i in ids]
+        state = {"tables": staged.tables, "digests": {k: p.digest for k, p in sorted(staged.partitions.items())}}
+        deviation = review.approved_deviation(cat, f"{name}/{staged.batch}", state)
+        try:
+            built = build_packages(self.system, staged, record_class, settings.build / name,
+                                   events=_batch_events(cat, f"{name}/{staged.batch}"),
+                                   allow_missing_files=deviation is not None,
+                                   quarantine_dir=settings.quarantine / name / "documents", skip=done,
+                                   identification_cache=CatalogueIdentificationCache(cat))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the builder writes under temporary names and removes them on failure: nothing half-built remains
+            raise StorageError(f"{name} {staged.batch} {record_class}: building the package(s) in "
+                               f"{settings.build / name} failed: no space left on device (errno {exc.errno}); "
+                               "nothing was stored or recorded for them. Free space (or set ARKIV_BUILD_DIR) and "
+                               "rerun.") from None
+        at = _now()
+        return [HandedOn(i) for i in ids if i in done] + [
+            HandedOn(b.package_id, b.path, PackageSidecar.built(b, at)) for b in built]
+
+    def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
+        return None
+
+
+def _batch_events(cat: Catalogue, batch_id: str):
+    """The batch's capture and validation events, to be written into its packages' PREMIS."""
+    from transforms.packaging.premis import Event
+
+    return [Event(identifier=f"catalogue-event-{ev.id}", type=ev.type, time=ev.time, outcome=ev.outcome,
+                  detail=ev.detail, agents=(("arkivflode", "executing program"),))
+            for ev in cat.events(batch_id=batch_id)]
+
+
+class DatabaseDelivery(_RowDelivery):
+    """Rows read from the source database, in a read-only transaction: there when the interval has ended."""
+
+    kind = "database"
+
+    def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
+              source_url: str | None) -> StagedBatch:
+        from transforms.intake.database import extract_database
+
+        if not source_url:
+            conn = self.system.connection or ""
+            raise ConfigError(f"{self.system.name}: no database URL for connection {conn!r}: set "
+                              f"ARKIV_CONN_{conn.upper()} (or the Airflow connection; `arkiv run --source-url`)")
+        return extract_database(self.system, source_url, start, end, settings.staging)
+
+
+class _InboxDelivery:
+    """A delivery into the folder the system's ``extract.inbox_env`` names."""
+
+    system: System
+
+    @property
+    def inbox(self) -> Path:
+        value = os.environ.get(self.system.inbox_env or "")
+        if not value:
+            raise ConfigError(f"{self.system.name}: extract.inbox_env: environment variable {self.system.inbox_env} "
+                              "is not set")
+        return Path(value)
+
+
+class FileExportDelivery(_InboxDelivery, _RowDelivery):
+    """A folder per interval, ``<inbox>/<period>/``, with the export's files and its ``manifest.json`` last."""
+
+    kind = "file_export"
+    waits = True
+
+    def expected(self, period: str) -> Path:
+        from transforms.intake.file_export import MANIFEST, delivery_folder
+
+        return delivery_folder(self.inbox, period) / MANIFEST
+
+    def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
+              source_url: str | None) -> StagedBatch:
+        from transforms.intake.file_export import FileExportSource, check_delivery, delivery_folder
+        from transforms.staging.batch import period_label, stage
+
+        folder = delivery_folder(self.inbox, period_label(start, end))
+        try:
+            check_delivery(folder, self.system.name)
+            return stage(self.system, FileExportSource(self.system, folder), start, end, settings.staging)
+        except ContentError as exc:
+            where = self._quarantine(settings, cat, folder, exc)
+            raise ContentError(safe_line(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was "
+                                         "staged"), [safe_line(d) for d in exc.details]) from None
+
+    def _quarantine(self, settings: Settings, cat: Catalogue, folder: Path, exc: ContentError) -> Path:
+        """Move a bad delivery out of the inbox, with the reason beside it, and open a case."""
+        import shutil
+
+        from transforms.quality import quarantine as review
+
+        name = self.system.name
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+        dest = settings.quarantine / name / f"{folder.name}-{stamp}"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(folder), str(dest / "delivery"))
+        (dest / "reason.txt").write_text(safe_message(exc) + "\n", encoding="utf-8")
+        review.open_case(cat, system=name, batch_id=f"{name}/{folder.name}", kind="delivery",
+                         reasons=[exc.args[0], *exc.details], path=dest)
+        return dest
+
+
+class PreparedDelivery(_InboxDelivery):
+    """Finished packages in one inbox for every interval: each run takes in what has arrived."""
+
+    kind = "prepared"
+    waits = True
+    queue = True
+
+    def __init__(self, system: System):
+        self.system = system
+
+    def expected(self, period: str) -> Path:
+        return self.inbox
+
+    def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
+              source_url: str | None) -> StagedBatch:
+        import hashlib
+
+        from transforms.intake.prepared import IntakeOutcome, intake_dict, take_in
+        from transforms.staging.batch import Partition, StagedBatch, period_label
+
+        sys_ = self.system
+        batch = period_label(start, end)
+        intakes = take_in(self.inbox, settings.build / sys_.name, settings.quarantine / sys_.name,
+                          policy=sys_.formats)
+        accepted = [i for i in intakes if i.outcome != IntakeOutcome.QUARANTINED]
+        folder = settings.staging / sys_.name / batch
+        folder.mkdir(parents=True, exist_ok=True)
+        partitions = {}
+        if accepted:
+            rc = sys_.record_classes[0].name  # a prepared system's packages form one record class
+            digest = hashlib.sha256("".join(sorted(i.sha256 for i in accepted)).encode()).hexdigest()
+            partitions[rc] = Partition(rc, files={}, rows={"packages": len(accepted)}, digest=digest)
+        staged = StagedBatch(sys_.name, batch, start.isoformat(), end.isoformat(), str(folder),
+                             {"packages": len(accepted)}, partitions, prepared=[intake_dict(i) for i in intakes])
+        tmp = staged.manifest_path.with_suffix(".tmp")
+        tmp.write_text(staged.to_json(), encoding="utf-8")
+        os.replace(tmp, staged.manifest_path)
+        return staged
+
+    @staticmethod
+    def _intakes(staged: StagedBatch) -> list[Intake]:
+        from transforms.intake.prepared import intake_from_dict
+
+        return [intake_from_dict(d) for d in staged.prepared]
+
+    def _accepted(self, staged: StagedBatch) -> list[Intake]:
+        from transforms.intake.prepared import IntakeOutcome
+
+        return [i for i in self._intakes(staged) if i.outcome != IntakeOutcome.QUARANTINED]
+
+    def rejected(self, staged: StagedBatch) -> list[Rejected]:
+        from transforms.intake.prepared import IntakeOutcome
+
+        return [Rejected(i.source, i.findings, i.report) for i in self._intakes(staged)
+                if i.outcome == IntakeOutcome.QUARANTINED]
+
+    def planned_packages(self, staged: StagedBatch) -> list[str]:
+        return sorted(i.package_id for i in self._accepted(staged))
+
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+        """Delivered packages need no building: the accepted (and repaired) ones are handed on."""
+        out = []
+        at = _now()
+        for i in self._accepted(staged):
+            existing = cat.package(i.package_id)
+            if existing is not None:
+                if existing.sha256 != i.sha256:
+                    raise ContentError(f"{self.system.name}: delivered package {safe_name(i.source)} has OBJID "
+                                       f"{safe_name(i.package_id)}, which the archive already holds with other "
+                                       "content; refusing to replace it")
+                out.append(HandedOn(i.package_id, source=i.source))
+                continue
+            sidecar = PackageSidecar.delivered(i, self.system.name, record_class, staged.batch, at)
+            out.append(HandedOn(i.package_id, i.path, sidecar, source=i.source))
+        return out
+
+    def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
+        """Move delivered packages out of the inbox once their package is verified in the mellanarkiv.
+
+        Nothing is deleted: the originals go to ``<inbox>/.archived/`` for the system owner to purge.
+        """
+        inbox = self.inbox
+        done = inbox / ".archived"
+        for i in self._accepted(staged):
+            pkg = cat.package(i.package_id)
+            src = inbox / i.source
+            if pkg is None or not src.is_file():
+                continue
+            if stored_sha256(pkg.location) != pkg.sha256:
+                raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued checksum; "
+                                   f"{safe_name(i.source)} stays in the inbox")
+            done.mkdir(exist_ok=True)
+            os.replace(src, done / i.source)
+
+
+_KINDS: dict[str, type] = {k.kind: k for k in (DatabaseDelivery, FileExportDelivery, PreparedDelivery)}
+
+
+__all__ = ["DatabaseDelivery", "Delivery", "FileExportDelivery", "HandedOn", "PackageSidecar", "PreparedDelivery",
+           "Rejected", "delivery_for"]
