@@ -346,8 +346,13 @@ _ATTRIBUTE_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r"
                                     '"': "&quot;", "\t": "&#9;", "\n": "&#10;"})
 
 
-class NotPlainText(Exception):
-    """A value has a character that only the element path knows how to treat (lxml refuses most)."""
+class NotXmlText(ValueError):
+    """A value has a character XML cannot carry (a control character, U+FFFE, a lone surrogate).
+
+    Raised by :func:`escape` instead of writing a document no parser would read; the message names
+    neither the value nor where it came from (it may be personal data): the caller says which
+    element it was writing.
+    """
 
 
 def escape(value: object, *, attribute: bool = False) -> str:
@@ -356,15 +361,14 @@ def escape(value: object, *, attribute: bool = False) -> str:
     In text ``&``, ``<``, ``>`` and carriage return become ``&amp;`` ``&lt;`` ``&gt;`` ``&#13;``;
     in an attribute also ``"``, tab and line feed (``&quot;`` ``&#9;`` ``&#10;``); everything
     else, apostrophes and non-ASCII included, is written as it is. A character outside XML's
-    ``Char`` production (control characters, U+FFFE, lone surrogates) raises
-    :class:`NotPlainText`: the caller builds that item as elements, where lxml raises its
-    own error, so both paths fail alike.
+    ``Char`` production (control characters, U+FFFE, lone surrogates) raises :class:`NotXmlText`,
+    as lxml refuses such a value with a ValueError of its own.
     """
     text = str(value)
     if (_ATTRIBUTE_NOT_AS_IS if attribute else _TEXT_NOT_AS_IS).search(text) is None:
         return text
     if _NOT_XML_CHAR.search(text):
-        raise NotPlainText("a value has a character outside XML's Char production")  # not the value: it may be personal
+        raise NotXmlText("a value has a character outside XML's Char production")  # not the value: it may be personal
     return text.translate(_ATTRIBUTE_ESCAPES if attribute else _TEXT_ESCAPES)
 
 
@@ -389,7 +393,7 @@ class Fragment:
     None gives ``<tag/>``, ``""`` gives ``<tag></tag>``), :meth:`start` and :meth:`end`
     around children. Tags and attribute names are written as given, with the prefixes of the
     document's namespace declarations; attributes whose value is None are left out. Values are
-    escaped by :func:`escape` (which may raise :class:`NotPlainText`).
+    escaped by :func:`escape` (which may raise :class:`NotXmlText`).
     """
 
     __slots__ = ("_parts", "_depth", "_at", "_open")

@@ -4,11 +4,17 @@ One ``aggregation`` of type ``caseFile`` per case (ärende) with its parties as 
 its documents (handlingar) as ``record`` children; each record points at its file inside the
 representation through an ``appendix``. The mapping from a system's columns to these fields
 is the ``content:`` section of the system YAML, so nothing here knows a system by name.
+
+Each element has one serialiser: an ``aggregation`` (a case with its records), which grows with
+the package, is formatted as text (:func:`_aggregation_text`); the ``control`` section is built
+with lxml and streamed by :class:`~transforms.common.xmltools.PrettyStream` with the same
+indentation. :func:`build_erms` is what :func:`write_erms` writes, parsed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 import posixpath
 import re
 from collections.abc import Iterable, Mapping
@@ -21,7 +27,6 @@ from transforms.common.xmltools import (
     NS_ERMS,
     NS_XSI,
     Fragment,
-    NotPlainText,
     PrettyStream,
     escape,
     indent,
@@ -86,14 +91,6 @@ def _date_items(pairs: Iterable[tuple[str, object]]) -> list[tuple[str, str | No
     return [(t, _dt(v)) for t, v in pairs if v is not None]
 
 
-def _dates(parent: etree._Element, pairs: Iterable[tuple[str, object]]) -> None:
-    items = _date_items(pairs)
-    if items:
-        dates = _sub(parent, "dates")
-        for dtype, value in items:
-            _sub(dates, "date", value, dateType=dtype)
-
-
 def _erms_root(*, system_title: str, creator_name: str, creator_orgnr: str, package_id: str,
                created: dt.datetime, software: str) -> etree._Element:
     """The ``erms`` element with its ``control`` section and an empty ``aggregations``."""
@@ -117,25 +114,11 @@ def _erms_root(*, system_title: str, creator_name: str, creator_orgnr: str, pack
     return root
 
 
-def build_erms(
-    cases: Iterable[Case],
-    *,
-    mapping: Mapping[str, Mapping[str, str]],
-    system_title: str,
-    creator_name: str,
-    creator_orgnr: str,
-    package_id: str,
-    created: dt.datetime,
-    software: str,
-    retention: Mapping[str, object] | None = None,
-) -> etree._ElementTree:
-    """The ERMS document for a package's cases; ``mapping`` is the YAML ``content`` section."""
-    root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
-                      package_id=package_id, created=created, software=software)
-    aggs = root[-1]
-    for case in cases:
-        _aggregation(aggs, case, mapping, creator_name, retention)
-    return root.getroottree()
+def build_erms(cases: Iterable[Case], **kwargs) -> etree._ElementTree:
+    """The document :func:`write_erms` writes with the same arguments, parsed."""
+    out = io.BytesIO()
+    write_erms(out, cases, **kwargs)
+    return parse_bytes(out.getvalue(), name="ERMS.xml")
 
 
 def write_erms(
@@ -151,13 +134,11 @@ def write_erms(
     software: str,
     retention: Mapping[str, object] | None = None,
 ) -> int:
-    """Write the same bytes as ``tostring(build_erms(...), pretty_print=True)`` one case at a time.
+    """The ERMS document for a package's cases, one case at a time; ``mapping`` is the YAML ``content`` section.
 
     Only the ``control`` section and one ``aggregation`` are ever in memory (see
-    :class:`xmltools.PrettyStream`). Each aggregation is written as text by
-    :func:`_aggregation_text`, without building elements; a case with a value only lxml can
-    judge (a control character, which it refuses) goes through :func:`_aggregation` instead.
-    Returns the number of cases written.
+    :class:`xmltools.PrettyStream`). A value XML cannot carry raises
+    :class:`~transforms.common.xmltools.NotXmlText`. Returns the number of cases written.
     """
     root = _erms_root(system_title=system_title, creator_name=creator_name, creator_orgnr=creator_orgnr,
                       package_id=package_id, created=created, software=software)
@@ -168,54 +149,9 @@ def write_erms(
         root.append(aggs)
         with stream.element(aggs):
             for case in cases:
-                try:
-                    piece = _aggregation_text(stream.depth, case, mapping, creator_name, retention)
-                except NotPlainText:  # a character only lxml knows what to do with (mostly: refuse)
-                    stream.add(_aggregation(aggs, case, mapping, creator_name, retention))
-                else:
-                    stream.add_text(piece, (NS_ERMS,))
+                stream.add_text(_aggregation_text(stream.depth, case, mapping, creator_name, retention), (NS_ERMS,))
                 count += 1
     return count
-
-
-def _aggregation(aggs: etree._Element, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
-                 retention: Mapping[str, object] | None) -> etree._Element:
-    """One case as an ``aggregation`` of type ``caseFile`` under ``aggs``."""
-    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
-    f = case.fields
-    agg = _sub(aggs, "aggregation", systemIdentifier=str(f[cm["id"]]), aggregationType="caseFile")
-    _sub(agg, "objectId", f[cm["reference"]])
-    if f.get(cm.get("secrecy", "")):
-        _sub(agg, "securityClass", "secret")
-    if cm.get("classification") and f.get(cm["classification"]) is not None:
-        _sub(agg, "classification", f[cm["classification"]], classificationCode=str(f[cm["classification"]]))
-    _sub(agg, "title", f[cm["title"]])
-    status = _status(f, cm)
-    if status:
-        _sub(agg, "status", value=status)
-    if f.get(cm.get("secrecy", "")):
-        restriction = _sub(agg, "restriction", restrictionType="confidential")
-        _sub(restriction, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL")
-    if retention:
-        _disposal(agg, retention, f.get(str(retention.get("counted_from", ""))))
-    agents = _sub(agg, "agents")
-    officer = _sub(agents, "agent", agentType="responsible_person")
-    _sub(officer, "name", f.get(cm.get("officer", "")) or "okänd")
-    _sub(officer, "organisation", creator_name)
-    if cm.get("unit") and f.get(cm["unit"]):
-        _sub(officer, "unitName", f[cm["unit"]])
-    for party in case.parties:
-        a = _sub(agents, "agent", agentType="counterpart")
-        _sub(a, "name", party.get(pm.get("name", "")) or "okänd")
-        number, kind = _id_number(party, pm)
-        if number:
-            _sub(a, "idNumber", number, idNumberType=kind)
-        if party.get(pm.get("role", "")):
-            _sub(a, "role", party[pm["role"]])
-    _dates(agg, [("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
-    for doc in case.documents:
-        _record(agg, doc, dm)
-    return agg
 
 
 def _disposal_terms(retention: Mapping[str, object], start: object) -> tuple[str, str] | None:
@@ -226,46 +162,7 @@ def _disposal_terms(retention: Mapping[str, object], start: object) -> tuple[str
     return ("true", "gallras") if retention["action"] == "dispose" else ("false", "bevaras")
 
 
-def _disposal(parent: etree._Element, retention: Mapping[str, object], start: object) -> None:
-    """The case's retention rule (see :func:`_disposal_terms`)."""
-    terms = _disposal_terms(retention, start)
-    if terms is None:
-        return
-    disposable, action = terms
-    disposal = _sub(parent, "disposal", disposable=disposable)
-    _sub(disposal, "disposalScheduleId", retention["record_class"])
-    _sub(disposal, "disposalAction", action)
-    _sub(disposal, "disposalPeriod", retention["period"])
-    _sub(disposal, "disposalMandate", retention["basis"])
-    dates = _sub(disposal, "dates")
-    _sub(dates, "disposalDate", _dt(start), dateType="retention_period_start")
-
-
-def _record(agg: etree._Element, doc: Document, dm: Mapping[str, str]) -> None:
-    f = doc.fields
-    rec = _sub(agg, "record", systemIdentifier=str(f[dm["id"]]), recordType="document")
-    _sub(rec, "objectId", f"{f[dm['id']]}")
-    if f.get(dm.get("secrecy", "")):
-        _sub(rec, "securityClass", "secret")
-    _sub(rec, "title", f[dm["title"]])
-    if dm.get("number") and f.get(dm["number"]) is not None:
-        _sub(rec, "runningNumber", int(f[dm["number"]]))
-    if f.get(dm.get("secrecy", "")):
-        restriction = _sub(rec, "restriction", restrictionType="confidential")
-        _sub(restriction, "regulation", f.get(dm.get("secrecy_reference", "")) or "OSL")
-    direction = _direction(f, dm)
-    if direction:
-        _sub(rec, "direction", directionDefinition=direction)
-    _dates(rec, [("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
-    if not doc.package_path:
-        notes = _sub(rec, "notes")
-        _sub(notes, "note", MISSING_FILE_NOTE, noteType="arkivflode-missing-file")
-        return
-    info = _sub(rec, "additionalInformation")
-    _sub(info, "appendix", **_appendix(doc, dm))
-
-
-# --- values both the element builders above and the text serialiser below use ----------------------------------
+# --- values of the case ------------------------------------------------------------------------------------
 
 def _status(f: Mapping[str, object], cm: Mapping[str, str]) -> str | None:
     return CASE_STATUS.get(str(f.get(cm.get("status", "")) or "").strip().lower())
@@ -289,16 +186,12 @@ def _appendix(doc: Document, dm: Mapping[str, str]) -> dict[str, str]:
             "fileFormat": str(f.get(dm.get("mime_type", "")) or "application/octet-stream")}
 
 
-# --- the same aggregation as text: what write_erms streams ----------------------------------------------------
+# --- an aggregation as text: what write_erms streams -------------------------------------------------------
 
 def _aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
                       retention: Mapping[str, object] | None) -> bytes:
-    """The bytes :func:`_aggregation` gives inside the whole document, ``depth`` levels below its root.
-
-    Element for element the same as :func:`_aggregation`, :func:`_disposal` and :func:`_record`
-    (the tests compare them on real and generated cases), unprefixed as ERMS is the root's
-    default namespace; raises :class:`xmltools.NotPlainText` where only the element path can decide.
-    """
+    """One case as an ``aggregation`` of type ``caseFile``, as the pretty-printed document has it,
+    ``depth`` levels below its root (unprefixed: ERMS is the root's default namespace)."""
     cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
     f = case.fields
     out = Fragment(depth)
@@ -365,7 +258,7 @@ def _dates_text(out: Fragment, pairs: Iterable[tuple[str, object]]) -> None:
 
 
 def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
-    """:func:`_record` as text, appended to ``out``: one formatted string per part of fixed
+    """A record (document) of a case, appended to ``out``: one formatted string per part of fixed
     shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object did)."""
     f = doc.fields
     i0, i1, i2 = (indent(out.level + k) for k in range(3))

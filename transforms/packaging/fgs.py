@@ -15,8 +15,23 @@ from transforms import __version__
 
 #: the one place the specification versions are pinned
 CSIP_VERSION = "2.1.0"
+#: mets/@PROFILE of a SIP (E-ARK SIP 2.1.0) and of any other package: an AIP, a DIP (E-ARK CSIP 2.1.0)
 SIP_PROFILE_URL = "https://earksip.dilcis.eu/profile/E-ARK-SIP.xml"
+CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
+
+#: The software that makes the packages, named once: in METS (CSIP10-16), as the PREMIS agent of what
+#: it does (:mod:`transforms.packaging.agents`), in receipts, certificates and catalogue events.
 SOFTWARE_NAME = "Arkivflöde"
+#: its PREMIS agent identifier (ASCII, for identifiers and file names)
+SOFTWARE_ID = "arkivflode"
+SOFTWARE_VERSION = __version__
+#: how the software signs what it records: name and version
+SOFTWARE_LABEL = f"{SOFTWARE_NAME} {SOFTWARE_VERSION}"
+
+
+def profile_url(package_type: str) -> str:
+    """mets/@PROFILE for a package of ``package_type`` (SIP, AIP, DIP)."""
+    return SIP_PROFILE_URL if package_type == "SIP" else CSIP_PROFILE_URL
 
 
 @dataclass(frozen=True)
@@ -43,7 +58,7 @@ class Profile:
 
     def software_agent(self) -> MetsAgent:
         # CSIP10–16: the software that made the package, with its version.
-        return MetsAgent("CREATOR", "OTHER", SOFTWARE_NAME, __version__, "SOFTWARE VERSION", other_type="SOFTWARE")
+        return MetsAgent("CREATOR", "OTHER", SOFTWARE_NAME, SOFTWARE_VERSION, "SOFTWARE VERSION", other_type="SOFTWARE")
 
     def agents(self, archive_creator: tuple[str, str], submitter: tuple[str, str],
                preservation: tuple[str, str] | None = None) -> list[MetsAgent]:

@@ -1,8 +1,16 @@
-"""METS documents for CSIP/SIP packages: the root METS and each representation's METS."""
+"""METS documents for CSIP/SIP packages: the root METS and each representation's METS.
+
+Each element has one serialiser: a ``fileSec`` entry, which grows with the package, is formatted as
+text (:func:`_file_text`); the header, metadata sections, file groups and structMap are built with
+lxml and streamed by :class:`~transforms.common.xmltools.PrettyStream` with the same indentation.
+:func:`write_mets` writes a document; :func:`build_mets` is that document parsed, and
+:func:`file_element` one entry parsed, for a caller that amends a METS it read.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -15,10 +23,11 @@ from transforms.common.xmltools import (
     NS_SIP,
     NS_XLINK,
     NS_XSI,
-    NotPlainText,
     PrettyStream,
     escape,
     indent,
+    parse_bytes,
+    safe_parser,
 )
 from transforms.packaging.fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
 
@@ -91,39 +100,11 @@ def _agent(hdr: etree._Element, a: MetsAgent) -> None:
             note.set(CSIP + "NOTETYPE", a.note_type)
 
 
-def build_mets(
-    *,
-    objid: str,
-    label: str,
-    profile: Profile,
-    package_type: str,
-    created: dt.datetime,
-    agents: Sequence[MetsAgent],
-    alt_record_ids: Sequence[tuple[str, str]] = (),
-    metadata: Sequence[MetadataRef] = (),
-    groups: Sequence[FileGroup] = (),
-    representations: Sequence[tuple[str, str]] = (),
-    schema_prefix: str = "",
-    profile_url: str = SIP_PROFILE_URL,
-) -> etree._ElementTree:
-    """A CSIP METS document.
-
-    ``representations`` are ``(name, href of the representation METS)``: each becomes a
-    ``Representations/<name>`` structMap division with an ``mptr`` (CSIP105–112).
-    ``schema_prefix`` is the path from this METS to the package root (``../../`` for a
-    representation METS) so that ``xsi:schemaLocation`` points at the package's own XSDs.
-    """
-    root = _root(objid, label, profile, schema_prefix, profile_url)
-    _header(root, profile, package_type, created, agents, alt_record_ids)
-    for _ in _metadata_sections(root, metadata):
-        pass  # each section is built in place
-    file_sec = _file_sec(root, objid)
-    for g in groups:
-        grp = _file_grp(file_sec, g)
-        for f in g.files:
-            _file(grp, f)
-    _struct_map(root, objid, metadata, groups, representations)
-    return root.getroottree()
+def build_mets(**kwargs) -> etree._ElementTree:
+    """The document :func:`write_mets` writes with the same arguments, parsed."""
+    out = io.BytesIO()
+    write_mets(out, **kwargs)
+    return parse_bytes(out.getvalue(), name="METS.xml")
 
 
 def write_mets(
@@ -142,15 +123,18 @@ def write_mets(
     schema_prefix: str = "",
     profile_url: str = SIP_PROFILE_URL,
 ) -> list[str]:
-    """Write the bytes of ``tostring(build_mets(...), xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
+    """A CSIP METS document, as ``tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
+
+    ``representations`` are ``(name, href of the representation METS)``: each becomes a
+    ``Representations/<name>`` structMap division with an ``mptr`` (CSIP105–112).
+    ``schema_prefix`` is the path from this METS to the package root (``../../`` for a
+    representation METS) so that ``xsi:schemaLocation`` points at the package's own XSDs.
 
     Only the fileSec grows with the package: its ``mets:file`` entries are written one at a
     time, and each group's ``files`` is read once (the structMap names groups, not files, so
-    ``groups`` is read twice and stays a sequence). Each entry is written as text by
-    :func:`_file_text`, without building elements; one with a value only lxml can judge (a
-    control character, which it refuses, or a value that is not a ``str``) is built by
-    :func:`_file` instead. Returns the bundled schema files the document uses, as
-    :func:`xmltools.schemas_used` gives them for the tree.
+    ``groups`` is read twice and stays a sequence). A value XML cannot carry raises
+    :class:`~transforms.common.xmltools.NotXmlText`. Returns the bundled schema files the
+    document uses, as :func:`xmltools.schemas_used` gives them for its tree.
     """
     root = _root(objid, label, profile, schema_prefix, profile_url)
     with PrettyStream(out, root) as stream:
@@ -159,14 +143,9 @@ def write_mets(
             stream.add(sec)
         with stream.element(_file_sec(root, objid)) as file_sec:
             for g in groups:
-                with stream.element(_file_grp(file_sec, g)) as grp:
+                with stream.element(_file_grp(file_sec, g)):
                     for f in g.files:
-                        try:
-                            piece = _file_text(stream.depth, f)
-                        except NotPlainText:
-                            stream.add(_file(grp, f))
-                        else:
-                            stream.add_text(piece, _FILE_NAMESPACES)
+                        stream.add_text(_file_text(stream.depth, f), _FILE_NAMESPACES)
         stream.add(_struct_map(root, objid, metadata, groups, representations))
     return stream.schemas
 
@@ -238,36 +217,36 @@ def _file_grp(file_sec: etree._Element, g: FileGroup) -> etree._Element:
     return grp
 
 
-def _file(grp: etree._Element, f: FileRef) -> etree._Element:
-    fel = etree.SubElement(grp, M + "file", ID=f.id, **_file_attrs(f))
-    etree.SubElement(fel, M + "FLocat", _link(f.href))
-    return fel
-
-
 #: The namespaces a file entry uses: its elements (mets:) and FLocat's xlink:type and xlink:href.
 #: The text path writes them with the prefixes the root declares (see _root).
 _FILE_NAMESPACES = (NS_METS, NS_XLINK)
 
 
 def _file_text(depth: int, f: FileRef) -> bytes:
-    """The bytes :func:`_file` gives inside the whole document, ``depth`` levels below its root.
-
-    Attribute for attribute and in the same order as :func:`_file` (the tests compare them),
-    with the prefixes the root declares; raises :class:`xmltools.NotPlainText` where only the
-    element path can decide: a character outside XML's ``Char``, or a value that is not a
-    ``str`` (lxml refuses None and numbers, and takes bytes). The shape is fixed (one ``FLocat``
-    in each ``file``), so the entry is one formatted string rather than a :class:`xmltools.Fragment`.
-    """
-    size, created = str(f.size), _ts(f.created)  # first, as in _file_attrs: their errors are _file's
-    if not type(f.id) is type(f.href) is type(f.mimetype) is type(f.sha256) is type(created) is str:
-        raise NotPlainText("a file entry has a value that is not a str")
+    """A ``fileSec`` entry (``mets:file`` with its ``FLocat``) as the pretty-printed document has it,
+    ``depth`` levels below its root, with the prefixes the root declares. The shape is fixed, so the
+    entry is one formatted string (built as elements it cost several times more: bench/README.md)."""
     at = indent(depth)
     return (f'{at}<mets:file ID="{escape(f.id, attribute=True)}" MIMETYPE="{escape(f.mimetype, attribute=True)}" '
-            f'SIZE="{escape(size, attribute=True)}" CREATED="{escape(created, attribute=True)}" '
+            f'SIZE="{escape(f.size, attribute=True)}" CREATED="{escape(_ts(f.created), attribute=True)}" '
             f'CHECKSUM="{escape(f.sha256, attribute=True)}" CHECKSUMTYPE="SHA-256">\n'
             f'{indent(depth + 1)}<mets:FLocat LOCTYPE="URL" xlink:type="simple" '  # as _link
             f'xlink:href="{escape(f.href, attribute=True)}"/>\n'
             f'{at}</mets:file>\n').encode()
+
+
+def file_element(f: FileRef) -> etree._Element:
+    """A ``fileSec`` entry as an element, parsed from :func:`_file_text`: for amending a METS read from a package."""
+    text = (f'<mets:fileGrp xmlns:mets="{NS_METS}" xmlns:xlink="{NS_XLINK}">\n'.encode()
+            + _file_text(1, f) + b"</mets:fileGrp>")
+    return etree.fromstring(text, safe_parser())[0]
+
+
+def metadata_element(md: MetadataRef) -> etree._Element:
+    """A ``digiprovMD`` or ``dmdSec`` with its ``mdRef``: for amending a METS read from a package."""
+    holder = etree.Element(M + "mets", nsmap={"mets": NS_METS, "xlink": NS_XLINK})
+    return next(_metadata_sections(holder, [md])) if md.section == "dmdSec" else \
+        next(_metadata_sections(holder, [md]))[0]
 
 
 def _struct_map(root: etree._Element, objid: str, metadata: Sequence[MetadataRef], groups: Sequence[FileGroup],
@@ -306,4 +285,5 @@ def _idpart(text: str) -> str:
     return out if out[:1].isalpha() or out[:1] == "_" else f"x{out}"
 
 
-__all__ = ["CSIP_VERSION", "FileGroup", "FileRef", "MetadataRef", "build_mets", "write_mets"]
+__all__ = ["CSIP_VERSION", "FileGroup", "FileRef", "MetadataRef", "build_mets", "file_element", "metadata_element",
+           "write_mets"]

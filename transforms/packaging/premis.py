@@ -1,15 +1,25 @@
-"""PREMIS 3 preservation metadata: the files, what happened to them, and who did it."""
+"""PREMIS 3 preservation metadata: the files, what happened to them, and who did it.
+
+Each element has one serialiser: a file object and an event's object link, which grow with the
+package, are formatted as text (:func:`_file_object_text`, :func:`_object_link_text`); the few
+others (representations, events, agents) are built with lxml and streamed by
+:class:`~transforms.common.xmltools.PrettyStream`, which gives them the same indentation.
+:func:`write_premis` writes a document; :func:`build_premis` is that document parsed, for a caller
+that wants a tree. Who the agents are is :mod:`transforms.packaging.agents`'s to say.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from lxml import etree
 
-from transforms.common.xmltools import NS_PREMIS, NS_XSI, NotPlainText, PrettyStream, indent, leaf_text
+from transforms.common.xmltools import NS_PREMIS, NS_XSI, PrettyStream, escape, indent, leaf_text, parse_bytes
+from transforms.packaging.fgs import SOFTWARE_NAME
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -67,52 +77,33 @@ def _ident(parent: etree._Element, prefix: str, id_type: str, value: str) -> Non
 
 def build_premis(objects: Iterable[FileObject], events: Iterable[Event], agents: Iterable[Agent],
                  *, representations: Iterable[str] = (), schema_prefix: str = "../../") -> etree._ElementTree:
-    """A PREMIS 3 document: file objects with SHA-256 fixity, events and agents.
-
-    ``schema_prefix`` leads from the document's folder to the package root, whose
-    ``schemas/`` holds the XSD.
-    """
-    root = _root(schema_prefix)
-    for rep in representations:
-        _representation(root, rep)
-    for obj in objects:
-        _file_object(root, obj)
-    for ev in events:
-        el = _event(root, ev)
-        for link in ev.objects:
-            _object_link(el, link)
-    for ag in agents:
-        _agent(root, ag)
-    return root.getroottree()
+    """The document :func:`write_premis` writes, parsed: for small documents a caller edits or inspects."""
+    out = io.BytesIO()
+    write_premis(out, objects, events, agents, representations=representations, schema_prefix=schema_prefix)
+    return parse_bytes(out.getvalue(), name="premis.xml")
 
 
 def write_premis(out: BinaryIO, objects: Iterable[FileObject], events: Iterable[Event], agents: Iterable[Agent],
                  *, representations: Iterable[str] = (), schema_prefix: str = "../../") -> list[str]:
-    """Write the bytes of ``tostring(build_premis(...), xml_declaration=True, encoding="UTF-8", pretty_print=True)``.
+    """A PREMIS 3 document: representation objects, file objects with SHA-256 fixity, events, agents.
 
-    One file object, or one object link of an event, is in memory at a time (``objects`` is
-    read once, so it may be a generator). File objects and object links are written as text
-    (:func:`_file_object_text`, :func:`_object_link_text`); one with a value only lxml can judge
-    (a control character, which it refuses) is built as elements instead. Returns the bundled
-    schema files the document uses, as :func:`xmltools.schemas_used` gives them for the tree.
+    Written as ``tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)`` would
+    write it, one file object or object link at a time (``objects`` is read once, so it may be a
+    generator). ``schema_prefix`` leads from the document's folder to the package root, whose
+    ``schemas/`` holds the XSD. A value XML cannot carry raises
+    :class:`~transforms.common.xmltools.NotXmlText`. Returns the bundled schema files the document uses.
     """
     root = _root(schema_prefix)
     with PrettyStream(out, root) as stream:
         for rep in representations:
             stream.add(_representation(root, rep))
         for obj in objects:
-            try:
-                stream.add_text(_file_object_text(stream.depth, obj), _FILE_OBJECT_NAMESPACES)
-            except NotPlainText:
-                stream.add(_file_object(root, obj))
+            stream.add_text(_file_object_text(stream.depth, obj), _FILE_OBJECT_NAMESPACES)
         for ev in events:
             # An event may link every file of the package (format identification, creation).
-            with stream.element(_event(root, ev)) as el:
+            with stream.element(_event(root, ev)):
                 for link in ev.objects:
-                    try:
-                        stream.add_text(_object_link_text(stream.depth, link), (NS_PREMIS,))
-                    except NotPlainText:
-                        stream.add(_object_link(el, link))
+                    stream.add_text(_object_link_text(stream.depth, link), (NS_PREMIS,))
         for ag in agents:
             stream.add(_agent(root, ag))
     return stream.schemas
@@ -132,56 +123,19 @@ def _representation(root: etree._Element, rep: str) -> etree._Element:
     return el
 
 
-def _file_object(root: etree._Element, obj: FileObject) -> etree._Element:
-    el = _sub(root, "object")
-    el.set(f"{{{NS_XSI}}}type", "premis:file")
-    _ident(el, "object", "local", obj.identifier)
-    ch = _sub(el, "objectCharacteristics")
-    _sub(ch, "compositionLevel", 0)
-    fixity = _sub(ch, "fixity")
-    _sub(fixity, "messageDigestAlgorithm", "SHA-256")
-    _sub(fixity, "messageDigest", obj.sha256)
-    _sub(fixity, "messageDigestOriginator", "Arkivflöde")
-    _sub(ch, "size", obj.size)
-    fmt_el = _sub(ch, "format")
-    fmt = _sub(fmt_el, "formatDesignation")
-    _sub(fmt, "formatName", obj.format_name)
-    if obj.format_version:
-        _sub(fmt, "formatVersion", obj.format_version)
-    if obj.puid:
-        reg = _sub(fmt_el, "formatRegistry")
-        _sub(reg, "formatRegistryName", "PRONOM")
-        _sub(reg, "formatRegistryKey", obj.puid)
-        _sub(reg, "formatRegistryRole", "specification")
-    if obj.format_note:
-        _sub(fmt_el, "formatNote", obj.format_note)
-    if obj.creating_application:
-        app = _sub(ch, "creatingApplication")
-        _sub(app, "creatingApplicationName", obj.creating_application[0])
-        _sub(app, "creatingApplicationVersion", obj.creating_application[1])
-    if obj.original_name:
-        _sub(el, "originalName", obj.original_name)
-    if obj.derived_from:
-        # PREMIS 3 derivation: this file was migrated from the original in the other representation.
-        rel = _sub(el, "relationship")
-        _sub(rel, "relationshipType", "derivation")
-        _sub(rel, "relationshipSubType", "has source")
-        _ident(rel, "relatedObject", "local", obj.derived_from)
-    return el
-
-
+#: who computed the digests: the software, escaped once
+_ORIGINATOR = escape(SOFTWARE_NAME)
 #: The namespaces a file object's elements (premis:) and attributes (xsi:type) use. The text
 #: path writes them with the prefixes the root declares (see _root).
 _FILE_OBJECT_NAMESPACES = (NS_PREMIS, NS_XSI)
 
 
 def _file_object_text(depth: int, obj: FileObject) -> bytes:
-    """The bytes :func:`_file_object` gives inside the whole document, ``depth`` levels below its root.
+    """A file object as the pretty-printed document has it, ``depth`` levels below its root.
 
-    Element for element the same as :func:`_file_object` (the tests compare them); raises
-    :class:`xmltools.NotPlainText` where only the element path can decide. One formatted string
-    per part of fixed shape, as :func:`transforms.packaging.mets._file_text` (a :class:`xmltools.Fragment`
-    took 25 µs an object, a third of the build's metadata time per file).
+    One formatted string per part of fixed shape, as :func:`transforms.packaging.mets._file_text`
+    (built as elements, or with a :class:`xmltools.Fragment`, an object cost several times more:
+    bench/README.md). Written only here: :func:`build_premis` parses what this writes.
     """
     i0, i1, i2, i3, i4 = (indent(depth + k) for k in range(5))
     parts = [
@@ -195,7 +149,7 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
         f"{i2}<premis:fixity>\n"
         f"{i3}<premis:messageDigestAlgorithm>SHA-256</premis:messageDigestAlgorithm>\n",
         leaf_text(i3, "premis:messageDigest", obj.sha256),
-        f"{i3}<premis:messageDigestOriginator>Arkivflöde</premis:messageDigestOriginator>\n"
+        f"{i3}<premis:messageDigestOriginator>{_ORIGINATOR}</premis:messageDigestOriginator>\n"
         f"{i2}</premis:fixity>\n",
         leaf_text(i2, "premis:size", obj.size),
         f"{i2}<premis:format>\n{i3}<premis:formatDesignation>\n",
@@ -252,18 +206,8 @@ def _event(root: etree._Element, ev: Event) -> etree._Element:
     return el
 
 
-def _object_link(event: etree._Element, obj: str | tuple[str, str]) -> etree._Element:
-    obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
-    link = _sub(event, "linkingObjectIdentifier")
-    _sub(link, "linkingObjectIdentifierType", "local")
-    _sub(link, "linkingObjectIdentifierValue", obj_id)
-    if obj_role:
-        _sub(link, "linkingObjectRole", obj_role)
-    return link
-
-
 def _object_link_text(depth: int, obj: str | tuple[str, str]) -> bytes:
-    """The bytes :func:`_object_link` gives inside the whole document, ``depth`` levels below its root."""
+    """An event's link to an object (``identifier`` or ``(identifier, role)``), ``depth`` levels below the root."""
     obj_id, obj_role = (obj, None) if isinstance(obj, str) else obj
     at, inner = indent(depth), indent(depth + 1)
     return "".join((

@@ -37,7 +37,6 @@ import operator
 import os
 import pickle
 import re
-import shutil
 import stat
 import sys
 import unicodedata
@@ -55,22 +54,10 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 from lxml import etree
 
-from transforms import __version__
-from transforms.common.errors import ArkivError, ConfigError, ContentError
-from transforms.common.hashing import HashingWriter, copy_hashed, fsync_dir
+from transforms.common.errors import ConfigError, ContentError
+from transforms.common.hashing import copy_hashed
 from transforms.common.periods import add_period
-from transforms.common.tarstream import SourceSizeError, TarStream
-from transforms.common.xmltools import (
-    NS_ARKIV,
-    NS_DATADICT,
-    NS_ERMS,
-    NS_METS,
-    NS_PREMIS,
-    SCHEMA_DIR,
-    file_schema_errors,
-    schema_errors,
-    schemas_used,
-)
+from transforms.common.xmltools import NS_ARKIV, NS_DATADICT, NS_ERMS, file_schema_errors
 from transforms.config.systems import System, Table
 from transforms.formats.conversion import (
     CONVERSION_CACHE_ENV,
@@ -93,8 +80,10 @@ from transforms.formats.identification import (
     IdentifyPool,
 )
 from transforms.packaging import erms, premis
-from transforms.packaging.fgs import FGS_ERMS, FGS_TABULAR, SOFTWARE_NAME, Profile
-from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets, write_mets
+from transforms.packaging.agents import SOFTWARE_LABEL, agents_of, by_software, software
+from transforms.packaging.csip import PackageBuildError, PackageWriter, Written
+from transforms.packaging.fgs import FGS_ERMS, FGS_TABULAR, Profile
+from transforms.packaging.mets import FileRef
 from transforms.staging.batch import Partition, StagedBatch, open_document
 
 #: namespace for deterministic package identifiers (UUIDv5)
@@ -110,10 +99,6 @@ MIME_BY_SUFFIX = {
     ".csv": "text/csv", ".xsd": "application/xml",
     ".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
 }
-
-
-class PackageBuildError(ArkivError):
-    """The package could not be built (a file changed while copied, an XML failed its schema)."""
 
 
 @dataclass(frozen=True)
@@ -662,7 +647,7 @@ class _FormatStep:
                              identified=self.identifier.identify_stream(unique, pool, self.identification_cache),
                              decide=self.policy.decide)
 
-    def finish(self, tar, files: _PackageFiles, work: Path) -> None:
+    def finish(self, writer: PackageWriter, files: _PackageFiles, work: Path) -> None:
         """Convert the package's pending documents in one batch and add each PDF/A to rep1.
 
         A conversion that fails, or whose output the policy does not accept, leaves the
@@ -684,19 +669,19 @@ class _FormatStep:
                 else:
                     v.detail = f"the converted file is not accepted: {after.reason}"
             if v.output is not None and v.output_ident is not None:
-                self._add_derivative(tar, files, p)
+                self._add_derivative(writer, files, p)
             else:
                 self.hold_back(files, p.src, p.rel, p.oobj, v,
                                 f"conversion of {v.ident.label} to {v.decision.target} failed: {v.detail}",
                                 "conversion failed")
 
-    def _add_derivative(self, tar, files: _PackageFiles, p: _Pending) -> None:
+    def _add_derivative(self, writer: PackageWriter, files: _PackageFiles, p: _Pending) -> None:
         v = p.verdict
         rel = p.rel
         pdf_rel = rel.rsplit(".", 1)[0] + ".pdf" if "." in rel.rsplit("/", 1)[-1] else rel + ".pdf"
         arc = f"representations/{REP}/data/{pdf_rel}"
         # dated as its original, not as the moment (or the build) that converted it
-        ref, obj = _add_file(tar, files.objid, arc, v.output, p.file_id, p.original_name,  # type: ignore[arg-type]
+        ref, obj = _add_file(writer, arc, v.output, p.file_id, p.original_name,  # type: ignore[arg-type]
                              "application/pdf", mtime=os.stat(p.src).st_mtime)
         obj = _with_format(obj, v.output_ident,  # type: ignore[arg-type]
                            derived_from=p.orig_arc,
@@ -775,7 +760,7 @@ class _FormatStep:
             outcome="warning" if unidentified else "success",
             detail=f"{len(idents)} file(s) identified with {self.identifier.tool} against PRONOM"
                    + (f"; {len(unidentified)} not identified" if unidentified else ""),
-            agents=(("fido", "executing program"),), objects=tuple(p for p, _ in idents))]
+            agents=by_software("fido"), objects=tuple(p for p, _ in idents))]
         counts: dict[str, int] = defaultdict(int)
         for _, f in idents:
             counts[f["outcome"]] += 1
@@ -784,13 +769,13 @@ class _FormatStep:
             identifier=f"{objid}-format-policy", type="validation", time=now,
             outcome="failure" if files.quarantined else ("warning" if warned else "success"),
             detail=f"format policy {self.policy.name}: " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())),
-            agents=(("arkivflode", "executing program"),)))
+            agents=by_software()))
         if warned:
             evs.append(premis.Event(
                 identifier=f"{objid}-format-warnings", type="validation", time=now, outcome="warning",
                 detail=f"{len(warned)} file(s) accepted with a reservation of the format policy (e.g. PDF that "
                        "is not PDF/A); an archivist should review them before transfer",
-                agents=(("arkivflode", "executing program"),), objects=tuple(warned)))
+                agents=by_software(), objects=tuple(warned)))
         migrations = [f for _, f in idents if f["outcome"] in ("converted", "conversion failed")]
         if migrations and self.converter_version:
             agents.append(premis.Agent("libreoffice", "LibreOffice (headless)", "software",
@@ -802,14 +787,14 @@ class _FormatStep:
                 outcome="success" if ok else "failure",
                 detail=f"{f['label']} to {f['target']} with {self.converter_version}",
                 outcome_note=f["detail"],
-                agents=(("libreoffice", "executing program"),),
+                agents=by_software("libreoffice"),
                 objects=((f["path"], "source"), (f["derivative"], "outcome")) if ok else ((f["path"], "source"),)))
         for i, q in enumerate(files.quarantined):
             evs.append(premis.Event(
                 identifier=f"{objid}-quarantine-{i + 1}", type="quarantine", time=now, outcome="failure",
                 detail="not placed in the preservation representation; kept in "
                        f"representations/{REP_ORIGINAL} and copied to the quarantine for an archivist",
-                outcome_note=q["reason"], agents=(("arkivflode", "executing program"),),
+                outcome_note=q["reason"], agents=by_software(),
                 objects=(f"representations/{REP_ORIGINAL}/data/{q['path']}",)))
         return evs, agents
 
@@ -874,7 +859,7 @@ def _format_row(obj: premis.FileObject, rep: str, ident: Identification, decisio
                       outcome, decision.action, decision.warn, decision.reason, obj.sha256, obj.size), extra)
 
 
-def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, rel: str, src: str,
+def _add_document(writer: PackageWriter, formats: _FormatStep, files: _PackageFiles, rel: str, src: str,
                   file_id: str, original_name: str | None, declared_mime: str | None) -> tuple[str, FileRef]:
     """One document into the package as the format policy says; returns the original's (path, METS entry).
 
@@ -882,7 +867,6 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     PDF/A into rep1 when the package's batch is converted (:meth:`_FormatStep.finish`).
     Rejected: the original into rep1-original, a copy to the quarantine.
     """
-    objid = files.objid
     _source_stat(src, file_id)  # before identification: a missing file is named as such, not as unidentified
     verdict = files.verdict(src)
     if verdict is None:
@@ -892,14 +876,14 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     ident, decision = verdict.ident, verdict.decision
     if decision.action == "accept":
         arc = f"representations/{REP}/data/{rel}"
-        ref, obj = _add_file(tar, objid, arc, src, file_id, original_name, declared_mime or ident.mime or None,
+        ref, obj = _add_file(writer, arc, src, file_id, original_name, declared_mime or ident.mime or None,
                              ident=ident, staged=True)
         files.add_data_file(ref, obj)
         files.formats.append(_format_row(obj, REP, ident, decision, "accepted"))
         return arc, ref
     orig_arc = f"representations/{REP_ORIGINAL}/data/{rel}"
-    oref, oobj = _add_file(tar, objid, orig_arc, src, f"{file_id}-original", original_name,
-                           declared_mime or ident.mime or None, rep=REP_ORIGINAL, ident=ident, staged=True)
+    oref, oobj = _add_file(writer, orig_arc, src, f"{file_id}-original", original_name,
+                           declared_mime or ident.mime or None, ident=ident, staged=True)
     files.originals.append((oref, oobj))
     if decision.action == "convert":
         files.to_convert.append(_Pending(rel, src, file_id, original_name, orig_arc, oobj, verdict))
@@ -908,9 +892,6 @@ def _add_document(tar: TarStream, formats: _FormatStep, files: _PackageFiles, re
     return orig_arc, oref
 
 
-#: bytes buffered before each write to the package TAR (its small members reach the disk in a few
-#: large writes, not one each) and to the METS, PREMIS and ERMS files written an element at a time
-WRITE_BUFFER = 1 << 20
 #: cases whose rows are read from Arrow in one go while an ERMS package is written
 CASE_BATCH = 1000
 
@@ -1025,86 +1006,66 @@ def _build_one(system: System, staged: StagedBatch, partition: Partition, roots:
     # documents and parties are read one case at a time (see _erms_content).
     rows_by_table = {name: t.to_pylist() for name, t in tables.items() if name not in described}
 
-    final = build_dir / f"{objid}.tar"
-    tmp = build_dir / f".{objid}.tar.part-{uuid.uuid4().hex[:8]}"
-    work = build_dir / f".{objid}.work-{uuid.uuid4().hex[:8]}"
     data_prefix = f"representations/{REP}/data/"
     formats = formats or _FormatStep(system.formats, build_dir, build_dir / "quarantined-documents", None)
     sources = (p for t in tables.values() for p in _column(t, "source_path") if p)
     records: list[RecordEntry] = []
     used_names: set[str] = set()
     missing: list[str] = []
-    doc_bytes = 0
     files: _PackageFiles | None = None
+
+    def check(path: Path, namespace: str, what: str) -> None:
+        formats.check_xml_file(files, path, namespace, what)  # type: ignore[arg-type]
+
     try:
-        work.mkdir()
-        files = formats.prepare(objid, sources, now, work)
-        data_files = files.data_files
-        with open(tmp, "wb", buffering=WRITE_BUFFER) as raw:
-            out = HashingWriter(raw)
-            with TarStream(out) as tar:
-                if erms_kind:
-                    descriptive = _erms_content(tar, system, rc, objid, tables, work, files, records, used_names,
-                                                now, formats, missing if allow_missing_files else None)
-                else:
-                    descriptive = []
-                    _tabular_documents(tar, system, objid, rows_by_table, data_prefix, files, used_names, formats)
-                    ref_col = content.get("reference") or root_t.key
-                    start = rc.retention.counted_from
-                    records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
-                                               _iso(r.get(start))) for r in rows_by_table[root_t.name])
-                files.close()
-                formats.finish(tar, files, work)
-                doc_bytes = files.doc_bytes
-                for table in csv_tables:
-                    data = _csv_bytes(table, rows_by_table.get(table.name, []))
-                    arc = f"{data_prefix}tables/{table.name}.csv"
-                    _add_bytes(tar, objid, arc, data, now)
-                    ref, obj = _bytes_ref(f"table-{table.name}", arc, data, "text/csv", now)
-                    ident = formats.identify_bytes(data, work, f"{table.name}.csv")
-                    obj = _with_format(obj, ident)
-                    data_files.append((ref, obj))  # (not a document: not in doc_bytes)
-                    files.formats.append(_format_row(obj, REP, ident, formats.policy.decide(ident), "accepted"))
-                if missing:
-                    events = [*events, premis.Event(
-                        identifier=f"{objid}-missing-files", type="validation", time=now, outcome="warning",
-                        detail=f"{len(missing)} registered document(s) had no file at extraction (deviation "
-                               f"approved by an archivist); their records are kept without a file: document ids "
-                               f"{', '.join(missing)}", agents=(("arkivflode", "executing program"),))]
-                format_events, format_agents = formats.events(files)
-                _write_metadata(tar, system, staged, rc, objid, descriptive, data_files, events, profile, now,
-                                len(records), {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
-                                _due_range(rc, _column(roots, rc.retention.counted_from)), files.originals,
-                                format_events, format_agents, work=work,
-                                check=lambda path, ns, what: formats.check_xml_file(files, path, ns, what))
-                for check in files.checks:
-                    check()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, final)
-        fsync_dir(build_dir)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        with PackageWriter(build_dir, objid, profile=profile, package_type="SIP", created=now,
+                           check=check) as writer:
+            work = writer.work
+            files = formats.prepare(objid, sources, now, work)
+            data_files = files.data_files
+            if erms_kind:
+                _erms_content(writer, system, rc, tables, files, records, used_names, formats,
+                              missing if allow_missing_files else None)
+            else:
+                _tabular_documents(writer, system, rows_by_table, files, used_names, formats)
+                ref_col = content.get("reference") or root_t.key
+                start = rc.retention.counted_from
+                records.extend(RecordEntry(str(r[root_t.key]), str(r.get(ref_col)), None, None,
+                                           _iso(r.get(start))) for r in rows_by_table[root_t.name])
+            files.close()
+            formats.finish(writer, files, work)
+            for table in csv_tables:
+                data = _csv_bytes(table, rows_by_table.get(table.name, []))
+                arc = f"{data_prefix}tables/{table.name}.csv"
+                ref = writer.add(arc, data, file_id=f"table-{table.name}", mime="text/csv")
+                ident = formats.identify_bytes(data, work, f"{table.name}.csv")
+                obj = _with_format(premis.FileObject(arc, ref.sha256, ref.size, "text/csv"), ident)
+                data_files.append((ref, obj))  # (not a document: not in doc_bytes)
+                files.formats.append(_format_row(obj, REP, ident, formats.policy.decide(ident), "accepted"))
+            if missing:
+                events = [*events, premis.Event(
+                    identifier=f"{objid}-missing-files", type="validation", time=now, outcome="warning",
+                    detail=f"{len(missing)} registered document(s) had no file at extraction (deviation "
+                           f"approved by an archivist); their records are kept without a file: document ids "
+                           f"{', '.join(missing)}", agents=by_software())]
+            format_events, format_agents = formats.events(files)
+            written = _write_metadata(writer, system, staged, rc, data_files, events, len(records),
+                                      {t.name: len(rows_by_table.get(t.name, [])) for t in csv_tables},
+                                      _due_range(rc, _column(roots, rc.retention.counted_from)), files.originals,
+                                      format_events, format_agents, checks=files.checks)
     finally:
         if files is not None:
             files.release()
-        shutil.rmtree(work, ignore_errors=True)
     return BuiltPackage(
-        package_id=objid, path=str(final), size=out.size, sha256=out.hexdigest(), system=system.name,
+        package_id=objid, path=str(written.path), size=written.size, sha256=written.sha256, system=system.name,
         record_class=rc.name, period=staged.batch, content_digest=partition.digest, record_count=len(records),
-        document_count=len(data_files), document_bytes=doc_bytes, records=records, formats=files.formats,
+        document_count=len(data_files), document_bytes=files.doc_bytes, records=records, formats=files.formats,
         quarantined=files.quarantined, converted=files.converted,
     )
 
 
 def _object_identifier(entry: tuple[FileRef, premis.FileObject]) -> str:
     return entry[1].identifier
-
-
-def _bytes_ref(file_id: str, arcname: str, data: bytes, mime: str, now: dt.datetime):
-    ref = _ref(file_id, arcname.removeprefix(f"representations/{REP}/"), data, mime, now)
-    return ref, premis.FileObject(arcname, ref.sha256, ref.size, mime)
 
 
 def _unique(used: set[str], folder: str, name: str, ident: object) -> str:
@@ -1133,13 +1094,13 @@ def _case_folder(folders: dict[str, object], reference: object, key: object) -> 
     return folder
 
 
-def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Table], work: Path,
-                  files: _PackageFiles, records: list, used_names: set[str], now: dt.datetime, formats: _FormatStep,
-                  missing: list[str] | None = None) -> list[tuple[str, bytes | Path, str, str]]:
-    """Documents into the TAR and the ERMS document describing the cases; returns the dmd files.
+def _erms_content(writer: PackageWriter, system: System, rc, tables: dict[str, pa.Table],
+                  files: _PackageFiles, records: list, used_names: set[str], formats: _FormatStep,
+                  missing: list[str] | None = None) -> None:
+    """Documents into the package and the ERMS document describing the cases (its dmdSec).
 
     One case at a time: its rows are read from Arrow, its documents go into the TAR and its
-    ``aggregation`` is written to ERMS.xml in the work directory (validated once written),
+    ``aggregation`` is written to ERMS.xml, spooled by the writer (and validated once written),
     so memory does not grow with the number of cases.
     """
     content = system.content
@@ -1166,9 +1127,9 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
             batch_docs, batch_parties = _rows_by_case(docs, docs_at), _rows_by_case(parties, parties_at)
             del docs, parties
             for case in batch.to_pylist():
-                yield _erms_case(tar, case, batch_docs.get(case[root_key], []), batch_parties.get(case[root_key], []))
+                yield _erms_case(case, batch_docs.get(case[root_key], []), batch_parties.get(case[root_key], []))
 
-    def _erms_case(tar, case: dict, case_docs: list[dict], case_parties: list[dict]) -> erms.Case:
+    def _erms_case(case: dict, case_docs: list[dict], case_parties: list[dict]) -> erms.Case:
         key = case[root_key]
         folder = _case_folder(case_folders, case[cm["reference"]], key)
         ec = erms.Case(fields=case, parties=case_parties)
@@ -1185,7 +1146,7 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
                 continue
             # ERMS describes the document as the business system registered it: the appendix is
             # the original (rep1, or rep1-original when converted); PREMIS leads on to the PDF/A.
-            path, ref = _add_document(tar, formats, files, rel, src, f"file-{doc[dm['id']]}",
+            path, ref = _add_document(writer, formats, files, rel, src, f"file-{doc[dm['id']]}",
                                       doc.get(dm["file_name"]), doc.get(dm.get("mime_type", "")))
             ec.documents.append(erms.Document(fields=doc, package_path="../../" + path, size=ref.size))
         records.append(RecordEntry(str(key), str(case[cm["reference"]]), _iso(case.get(cm.get("opened", ""))),
@@ -1195,18 +1156,17 @@ def _erms_content(tar, system: System, rc, objid: str, tables: dict[str, pa.Tabl
     ag = system.agreement
     retention = {"record_class": rc.name, "action": rc.retention.action, "period": rc.retention.period,
                  "basis": rc.retention.basis, "counted_from": rc.retention.counted_from}
-    path = work / "ERMS.xml"
-    with open(path, "wb", buffering=WRITE_BUFFER) as fh:
+    with writer.spool("metadata/descriptive/ERMS.xml", namespace=NS_ERMS, file_id="dmd-erms",
+                      metadata=("dmdSec", "OTHER", "ERMS")) as sp:
         erms.write_erms(
-            fh, cases(), mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
-            creator_orgnr=ag.archive_creator.organisationsnummer, package_id=objid, created=now,
-            software=f"{SOFTWARE_NAME} {__version__}", retention=retention,
+            sp.file, cases(), mapping=content, system_title=system.title, creator_name=ag.archive_creator.name,
+            creator_orgnr=ag.archive_creator.organisationsnummer, package_id=writer.objid, created=writer.created,
+            software=SOFTWARE_LABEL, retention=retention,
         )
-    formats.check_xml_file(files, path, NS_ERMS, "ERMS.xml")
-    return [("ERMS.xml", path, "OTHER", "ERMS")]
+        sp.uses(["ERMS.xsd"])  # its schema imports nothing
 
 
-def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str, list[dict]], data_prefix: str,
+def _tabular_documents(writer: PackageWriter, system: System, rows_by_table: dict[str, list[dict]],
                        files: _PackageFiles, used_names: set[str], formats: _FormatStep) -> None:
     """Document files referenced by any table of a tabular system, under data/documents/<table>/."""
     for table in system.table_order():
@@ -1216,7 +1176,7 @@ def _tabular_documents(tar, system: System, objid: str, rows_by_table: dict[str,
             src = row.get("source_path") or ""
             name = safe_name(str(row.get(table.files_path_column) or row[table.key]).rsplit("/", 1)[-1])
             rel = _unique(used_names, f"documents/{table.name}", name, row[table.key])
-            _add_document(tar, formats, files, rel, src, f"file-{table.name}-{row[table.key]}",
+            _add_document(writer, formats, files, rel, src, f"file-{table.name}-{row[table.key]}",
                           str(row.get(table.files_path_column)), None)
 
 
@@ -1236,74 +1196,35 @@ def _source_stat(src: str | Path, file_id: str) -> os.stat_result:
     return st
 
 
-def _add_file(tar: TarStream, objid: str, arcname: str, src: str | Path, file_id: str,
+def _add_file(writer: PackageWriter, arcname: str, src: str | Path, file_id: str,
               original_name: str | None, declared_mime: str | None,
-              rep: str = REP, ident: Identification | None = None,
-              st: os.stat_result | None = None, staged: bool = False,
+              ident: Identification | None = None, staged: bool = False,
               mtime: float | None = None) -> tuple[FileRef, premis.FileObject]:
-    """Copy one document into the TAR, hashing it on the way (one read); ``ident``: its identification,
-    carried by the PREMIS file object; ``st``: its ``os.stat`` when the caller has it already.
+    """Copy one document into the package, hashing it on the way (one read); its METS entry and PREMIS object.
 
-    ``staged``: ``src`` is a source document as staging resolved it; it is opened without following
-    any link (a link swapped in since staging is refused, never copied), and its size and time are
-    taken from the file actually opened. ``mtime``: the time to give it instead of its own."""
-    if st is None and not staged:
-        st = _source_stat(src, file_id)
+    ``ident``: its identification, carried by the PREMIS file object. ``staged``: ``src`` is a source
+    document as staging resolved it; it is opened without following any link (a link swapped in
+    since staging is refused, never copied). Its size and time are those of the file actually
+    opened; ``mtime``: the time to give it instead of its own."""
+    if not staged:
+        _source_stat(src, file_id)
     try:
         fh = open_document(src) if staged else open(src, "rb", buffering=0)  # noqa: SIM115 - closed below
     except ContentError as exc:
         raise ContentError(f"document file for {file_id}: {exc}") from None
     except OSError as exc:
         raise ContentError(f"document file for {file_id} cannot be read: {exc.strerror}") from None
-    with fh:
-        if staged:
-            st = os.fstat(fh.fileno())
-            if not stat.S_ISREG(st.st_mode):
-                raise ContentError(f"document file for {file_id} cannot be read: not a regular file")
-        try:
-            when = int(st.st_mtime if mtime is None else mtime)
-            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, st.st_size, when)
-        except SourceSizeError:
-            raise PackageBuildError(f"{os.path.basename(src)}: changed while it was being copied into package "
-                                    f"{objid}") from None
     mime = declared_mime or MIME_BY_SUFFIX.get(os.path.splitext(src)[1].lower(), "application/octet-stream")
-    created = dt.datetime.fromtimestamp(when, dt.UTC)
-    href = arcname.removeprefix(f"representations/{rep}/")
-    ref = FileRef(file_id, href, mime, st.st_size, digest, created)
+    with fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise ContentError(f"document file for {file_id} cannot be read: not a regular file")
+        ref = writer.add(arcname, fh, file_id=file_id, mime=mime, size=st.st_size,
+                         mtime=int(st.st_mtime if mtime is None else mtime))
     if ident is None:
-        return ref, premis.FileObject(arcname, digest, st.st_size, mime, original_name)
-    return ref, premis.FileObject(arcname, digest, st.st_size, ident.name or mime, original_name,
+        return ref, premis.FileObject(arcname, ref.sha256, ref.size, mime, original_name)
+    return ref, premis.FileObject(arcname, ref.sha256, ref.size, ident.name or mime, original_name,
                                   ident.puid if ident.identified else None, ident.version, _format_note(ident))
-
-
-def _add_bytes(tar: TarStream, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:
-    tar.add_bytes(f"{objid}/{arcname}", data, int(now.timestamp()))
-
-
-def _add_path(tar: TarStream, objid: str, arcname: str, path: Path, now: dt.datetime, file_id: str,
-              mime: str) -> FileRef:
-    """A file the build wrote (in its work directory) into the TAR as :func:`_add_bytes` adds bytes."""
-    size = path.stat().st_size
-    with open(path, "rb", buffering=0) as fh:
-        try:
-            digest, _ = tar.add_file(f"{objid}/{arcname}", fh, size, int(now.timestamp()))
-        except SourceSizeError:
-            raise PackageBuildError(f"{arcname}: changed while it was being copied into package {objid}") from None
-    return FileRef(file_id, arcname, mime, size, digest, now)
-
-
-def _xml_bytes(tree: etree._ElementTree, what: str, objid: str) -> bytes:
-    errors = schema_errors(tree)
-    if errors:
-        raise PackageBuildError(f"{what} of package {objid} does not validate against its schema: "
-                                + "; ".join(errors[:5]))
-    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-
-
-def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
-    import hashlib
-
-    return FileRef(file_id, href, mime, len(data), hashlib.sha256(data).hexdigest(), now)
 
 
 def _data_dictionary(system: System) -> bytes:
@@ -1363,33 +1284,31 @@ def _data_dictionary_xml(system: System, rows: dict[str, int]) -> etree._Element
     return root.getroottree()
 
 
-def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
-                    descriptive: list[tuple[str, bytes | Path, str, str]],
-                    data_files: _Spool,
-                    events: Sequence[premis.Event], profile: Profile, now: dt.datetime, record_count: int,
+def _write_metadata(writer: PackageWriter, system: System, staged: StagedBatch, rc, data_files: _Spool,
+                    events: Sequence[premis.Event], record_count: int,
                     csv_rows: dict[str, int], due: tuple[dt.date, dt.date] | None = None,
                     originals: _Spool | Sequence[tuple[FileRef, premis.FileObject]] = (),
                     format_events: Sequence[premis.Event] = (), format_agents: Sequence[premis.Agent] = (),
-                    *, work: Path, check: Callable[[Path, str, str], None]) -> None:
+                    checks: Sequence[Callable[[], None]] = ()) -> Written:
+    """The SIP's metadata after its data: retention and data dictionary, PREMIS, the representations'
+    METS, the schemas and the root METS; returns the finished package."""
     ag = system.agreement
+    objid, now = writer.objid, writer.created
     label = f"{system.title}: {rc.title}, {staged.batch}"
-    retention_bytes = _xml_bytes(_retention_xml(system, rc, staged.batch, due), "retention.xml", objid)
-    dictionary_tree = _data_dictionary_xml(system, csv_rows)
-    dictionary_bytes = _xml_bytes(dictionary_tree, "data-dictionary.xml", objid)
-
-    software = premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)
+    writer.add_metadata("metadata/descriptive/retention.xml",
+                        writer.xml(_retention_xml(system, rc, staged.batch, due), "retention.xml"),
+                        file_id="dmd-retention", mdtype="OTHER", other_mdtype="ARKIVFLODE-RETENTION")
     creator = premis.Agent(ag.archive_creator.organisationsnummer, ag.archive_creator.name, "organization",
                            identifier_type="organisationsnummer")
     build_event = premis.Event(
         identifier=f"{objid}-creation", type="creation", time=now, outcome="success",
-        detail=f"SIP built by {SOFTWARE_NAME} {__version__} from {system.name} batch {staged.batch}, "
+        detail=f"SIP built by {SOFTWARE_LABEL} from {system.name} batch {staged.batch}, "
                f"record class {rc.name}: {record_count} records, {len(data_files)} files",
-        agents=(("arkivflode", "executing program"),), objects=data_files.map(_object_identifier),
+        agents=by_software(), objects=data_files.map(_object_identifier),
     )
     digest_event = premis.Event(
         identifier=f"{objid}-digest", type="message digest calculation", time=now, outcome="success",
-        detail="SHA-256 of every file, computed while it was copied into the package",
-        agents=(("arkivflode", "executing program"),),
+        detail="SHA-256 of every file, computed while it was copied into the package", agents=by_software(),
     )
     # Package-level PREMIS: what happened (events) and who did it (agents). File-level
     # PREMIS (objects with fixity and format) belongs to the representation whose files it
@@ -1401,92 +1320,24 @@ def _write_metadata(tar, system: System, staged: StagedBatch, rc, objid: str,
     reps = (([(REP, data_files)] if len(data_files) or not len(originals) else [])
             + ([(REP_ORIGINAL, originals)] if len(originals) else []))
     events_rep = reps[0][0]
-    pkg_premis_path = work / "premis.xml"
-    with open(pkg_premis_path, "wb", buffering=WRITE_BUFFER) as fh:
-        used = set(premis.write_premis(fh, [], [*events, build_event], [software, creator],
-                                       representations=[f"representations/{name}" for name, _ in reps]))
-    check(pkg_premis_path, NS_PREMIS, "premis.xml")
-
-    agents = profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
-                            (ag.submitter.name, ag.submitter.organisationsnummer))
-    cit, other_cit = profile.content_information_type, profile.other_content_information_type
-    used |= set(schemas_used(dictionary_tree))
-    del dictionary_tree
-    # A representation's PREMIS and METS grow with its files (about 30 elements each): they are
-    # written one file at a time into the work directory, checked there, and copied into the TAR.
-    rep_out = []
+    pkg_events = [*events, build_event]
+    # the people an event names (an archivist who approved a deviation) are agents of their own
+    writer.premis(pkg_events, agents_of(pkg_events, [software(), creator]),
+                  representations=[f"representations/{name}" for name, _ in reps])
     for name, files in reps:
         rep_events = [digest_event, *format_events] if name == events_rep else [digest_event]
-        rep_agents = [software, *format_agents] if name == events_rep else [software]
-        premis_path, mets_path = work / f"premis-{name}.xml", work / f"METS-{name}.xml"
-        with open(premis_path, "wb", buffering=WRITE_BUFFER) as fh:
-            hashed = HashingWriter(fh)
-            used |= set(premis.write_premis(hashed, (obj for _, obj in files), rep_events, rep_agents,
-                                            schema_prefix="../../../../"))
-        check(premis_path, NS_PREMIS, f"representations/{name}/metadata/preservation/premis.xml")
-        premis_ref = FileRef(f"digiprov-premis-{name}", "metadata/preservation/premis.xml", "application/xml",
-                             hashed.size, hashed.hexdigest(), now)
+        rep_agents = [software(), *format_agents] if name == events_rep else [software()]
         rep_label = f"{label} ({name}: {'preservation formats' if name == REP else 'originals of converted files'})"
-        with open(mets_path, "wb", buffering=WRITE_BUFFER) as fh:
-            used |= set(write_mets(
-                fh, objid=name, label=rep_label if originals else f"{label} ({REP})", profile=profile,
-                package_type="SIP", created=now, agents=[profile.software_agent()],
-                metadata=[MetadataRef("digiprovMD", premis_ref, "PREMIS")],
-                groups=[FileGroup(f"Representations/{name}/data", (ref for ref, _ in files), cit, other_cit)]
-                if files else [],
-                schema_prefix="../../",
-            ))
-        check(mets_path, NS_METS, f"representations/{name}/METS.xml")
-        rep_out.append((name, premis_path, mets_path))
-
-    docs = _data_dictionary(system)
-    if descriptive:
-        # The descriptive documents are ERMS, whose schema imports nothing: no need to parse them
-        # again (that second tree cost hundreds of MB on large packages, see bench/README.md).
-        used.add("ERMS.xsd")
-    used |= {"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd", "DILCISExtensionSIPMETS.xsd",
-             "arkivflode-retention-1.xsd"}
-    schema_refs = []
-    for i, name in enumerate(sorted(used)):
-        data = (SCHEMA_DIR / name).read_bytes()
-        _add_bytes(tar, objid, f"schemas/{name}", data, now)
-        schema_refs.append(_ref(f"schema-{i}", f"schemas/{name}", data, "application/xml", now))
-    _add_bytes(tar, objid, "documentation/data-dictionary.csv", docs, now)
-    _add_bytes(tar, objid, "documentation/data-dictionary.xml", dictionary_bytes, now)
-    dmd = []
-    for name, data, mdtype, other in descriptive:
-        file_id, href = f"dmd-{safe_name(name.lower().rsplit('.', 1)[0])}", f"metadata/descriptive/{name}"
-        if isinstance(data, Path):
-            ref = _add_path(tar, objid, href, data, now, file_id, "application/xml")
-        else:
-            _add_bytes(tar, objid, href, data, now)
-            ref = _ref(file_id, href, data, "application/xml", now)
-        dmd.append(MetadataRef("dmdSec", ref, mdtype, other))
-    _add_bytes(tar, objid, "metadata/descriptive/retention.xml", retention_bytes, now)
-    dmd.append(MetadataRef("dmdSec", _ref("dmd-retention", "metadata/descriptive/retention.xml", retention_bytes,
-                                          "application/xml", now), "OTHER", "ARKIVFLODE-RETENTION"))
-    pkg_premis_ref = _add_path(tar, objid, "metadata/preservation/premis.xml", pkg_premis_path, now,
-                               "digiprov-premis", "application/xml")
-    rep_mets = []
-    for name, premis_path, mets_path in rep_out:
-        _add_path(tar, objid, f"representations/{name}/metadata/preservation/premis.xml", premis_path, now,
-                  f"digiprov-premis-{name}", "application/xml")
-        rep_mets.append((name, _add_path(tar, objid, f"representations/{name}/METS.xml", mets_path, now,
-                                         f"mets-{name}", "application/xml")))
-
+        writer.representation(name, files, label=rep_label if originals else f"{label} ({REP})",
+                              events=rep_events, agents=rep_agents)
+    writer.add("documentation/data-dictionary.csv", _data_dictionary(system), file_id="doc-data-dictionary",
+               mime="text/csv", group="Documentation")
+    writer.add("documentation/data-dictionary.xml", writer.xml(_data_dictionary_xml(system, csv_rows),
+                                                               "data-dictionary.xml"),
+               file_id="doc-data-dictionary-xml", mime="application/xml", group="Documentation")
     reference = ag.reference_code + (f"/{ag.series}" if ag.series else "")
-    root_mets = build_mets(
-        objid=objid, label=label, profile=profile, package_type="SIP", created=now, agents=agents,
-        alt_record_ids=profile.alt_record_ids(ag.submission_agreement, reference),
-        metadata=[*dmd, MetadataRef("digiprovMD", pkg_premis_ref, "PREMIS")],
-        groups=[
-            FileGroup("Documentation", [
-                _ref("doc-data-dictionary", "documentation/data-dictionary.csv", docs, "text/csv", now),
-                _ref("doc-data-dictionary-xml", "documentation/data-dictionary.xml", dictionary_bytes,
-                     "application/xml", now)]),
-            FileGroup("Schemas", schema_refs),
-            *[FileGroup(f"Representations/{name}", [ref], cit, other_cit) for name, ref in rep_mets],  # CSIP62/63
-        ],
-        representations=[(name, f"representations/{name}/METS.xml") for name, _ in rep_mets],
-    )
-    _add_bytes(tar, objid, "METS.xml", _xml_bytes(root_mets, "METS.xml", objid), now)
+    profile = writer.profile
+    return writer.finish(
+        label=label, agents=profile.agents((ag.archive_creator.name, ag.archive_creator.organisationsnummer),
+                                           (ag.submitter.name, ag.submitter.organisationsnummer)),
+        alt_record_ids=profile.alt_record_ids(ag.submission_agreement, reference), checks=checks)
