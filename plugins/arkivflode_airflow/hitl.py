@@ -163,7 +163,9 @@ class DecisionTrigger(BaseTrigger):
         except Exception as exc:  # no request (yet); the catalogue is watched all the same
             self.log.debug("no HITL detail for %s (%s)", self.ti_id, type(exc).__name__)
             return None
-        if not (resp.response_received and resp.chosen_options):
+        # (``airflow dags test`` runs the trigger in its own process, which cannot read HITL answers:
+        # there the decision is made on the page or in the CLI, and the catalogue is what wakes the task)
+        if resp is None or not (getattr(resp, "response_received", False) and resp.chosen_options):
             return None
         user = resp.responded_by_user
         return {"source": "airflow", "chosen_options": list(resp.chosen_options),

@@ -113,3 +113,34 @@ def test_a_deadline_not_yet_passed_is_waiting(monkeypatch, tmp_path):
     after = status.status(settings, "hrplus", now=march + dt.timedelta(hours=25))[-1]
     assert before.period == after.period == "2026-02"
     assert before.state == "waiting for delivery" and after.state == "delivery missing"
+
+
+def test_the_status_page_shows_each_due_interval_with_its_state_and_case(monkeypatch, tmp_path):
+    """The system owner's page (Arkivflöde's /status, in Airflow): what is due, delivered, missing, held."""
+    import html
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
+    monkeypatch.setenv("ARKIV_HRPLUS_INBOX", str(tmp_path / "inbox"))
+    settings = Settings.from_env().ensure()
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    cat.upsert_batch(batch_id="lex/2025", system="lex", period="2025", interval_start="", interval_end="",
+                     status="quality_failed", rows={"tables": {}})
+    held = tmp_path / "held"
+    held.mkdir()
+    case = review.open_case(cat, system="lex", batch_id="lex/2025", kind="quality", reasons=["cases: x: 1 record(s)"],
+                            path=held)
+    cat.dispose()
+    rows = status.status(settings, now=NOW)
+    page = status.html_page(rows, "/arkiv", ["hrplus", "lex"], None, now=NOW)
+
+    assert page.count("<tr data-system=") == len(rows)
+    lex_2025 = page.split('data-system="lex" data-period="2025"', 1)[1].split("</tr>", 1)[0]
+    assert "i karantän / quarantined" in lex_2025
+    assert f'href="/arkiv/case?id={case.replace("/", "%2F")}"' in html.unescape(lex_2025)
+    hrplus_feb = page.split('data-system="hrplus" data-period="2026-02"', 1)[1].split("</tr>", 1)[0]
+    assert "leverans saknas / delivery missing" in hrplus_feb and 'class="bad state"' in hrplus_feb
+    # newest first within a system; the time shown is Stockholm's
+    assert page.index('data-period="2026-02"') < page.index('data-period="2025-02"')
+    assert "2026-03-15 13:00 Europe/Stockholm" in page
+    assert '<option value="lex">lex</option>' in page and "Leveranser / Deliveries due" in page

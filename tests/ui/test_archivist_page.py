@@ -186,6 +186,20 @@ def test_a_cross_site_post_decides_nothing(api_server, quarantined):
     assert [c.id for c in review.cases(quarantined["catalogue"], status="open")] == [case]
 
 
+def test_a_decision_without_the_confirmation_decides_nothing(api_server, quarantined):
+    import re
+
+    token = _token(api_server, "archivist")
+    case = quarantined["case"]
+    status, page, _ = _request(f"{api_server}/arkiv/case?id={urllib.parse.quote(case, safe='')}", token)
+    assert status == 200 and 'name="confirm"' in page
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
+    here = api_server.removeprefix("http://")
+    form = {"id": case, "action": "approve", "reason": "Kända fel", "csrf": csrf}
+    assert _post(f"{api_server}/arkiv/case/decision", token, form, {"Origin": f"http://{here}"}) == 400
+    assert [c.id for c in review.cases(quarantined["catalogue"], status="open")] == [case]
+
+
 def test_the_api_servers_request_log_holds_no_query_string_of_ours(api_server, quarantined):
     import re
 
@@ -258,6 +272,11 @@ def test_archivist_logs_in_opens_the_list_and_the_report_and_decides_in_chromium
         driver.back()
         driver.back()
         wait.until(ec.presence_of_element_located((By.NAME, "reason"))).send_keys("Kända fel, dokumenterade")
+        # not confirmed: the browser holds the form back (the box is required) and nothing is decided
+        driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
+        assert driver.find_element(By.NAME, "confirm").get_attribute("validationMessage")
+        assert [c.id for c in review.cases(quarantined["catalogue"], status="open")] == [quarantined["case"]]
+        driver.find_element(By.NAME, "confirm").click()
         driver.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "status"), "approved"))
         assert "archivist" in driver.find_element(By.ID, "status").find_element(By.XPATH, "..").text

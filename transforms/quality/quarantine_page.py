@@ -104,7 +104,7 @@ def cases_page(cat: Catalogue, f: CaseFilter, base: str, visible_systems: set[st
     filters = (f"<form class=\"filters\" method=\"get\" action=\"{base}/\">"
                f"<label>System {options('system', systems, f.system)}</label>"
                f"<label>Status {options('status', list(STATUS_TEXT), f.status)}</label>"
-               f"<label>Slag / Kind {options('kind', ['quality', 'delivery', 'package'], f.kind)}</label>"
+               f"<label>Slag / Kind {options('kind', ['quality', 'delivery', 'package', 'document'], f.kind)}</label>"
                f"<label>Från / Since <input type=\"date\" name=\"since\" value=\"{f.since or ''}\"></label>"
                f"<button type=\"submit\">Filtrera / Filter</button></form>")
     table = ("<table id=\"cases\"><tr><th>Ärende / Case</th><th>System</th><th>Slag / Kind</th><th>Skapat / Opened</th>"

@@ -1,0 +1,131 @@
+"""One decision, three places: the catalogue decides once, the HITL trigger sees a decision made
+elsewhere, an answer in Airflow without justification or confirmation decides nothing, and each
+DAG run's note names its period. (The whole flow in a real Airflow, Required actions included,
+is tests/ui/test_roles.py; with `airflow dags test` it is tests/e2e/test_quality_review.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+from arkivflode_airflow import hitl, listeners
+
+from transforms.catalogue import Catalogue
+from transforms.quality import quarantine as review
+
+
+@pytest.fixture
+def case(monkeypatch, tmp_path) -> tuple[Catalogue, str]:
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
+    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
+    from transforms.config.settings import Settings
+
+    settings = Settings.from_env().ensure()
+    cat = Catalogue(settings.catalogue_url)
+    cat.migrate()
+    held = tmp_path / "var" / "quarantine" / "lex" / "2025-20260101T000000"
+    held.mkdir(parents=True)
+    case_id = review.open_case(cat, system="lex", batch_id="lex/2025", kind="quality", path=held,
+                               reasons=["parties: Ogiltigt personnummer / Invalid personnummer: 3 record(s)"])
+    return cat, case_id
+
+
+def test_a_case_is_decided_once_whichever_surface_comes_first(case):
+    cat, case_id = case
+    review.decide(cat, case_id, approve=True, by="archivist", justification="Kända fel", via="airflow")
+    for via in ("page", "cli", "airflow"):
+        with pytest.raises(ValueError, match="not awaiting a decision"):
+            review.decide(cat, case_id, approve=False, by="someone else", justification="för sent", via=via)
+    (decided,) = review.cases(cat)
+    assert (decided.status, decided.decided_by, decided.justification) == ("approved", "archivist", "Kända fel")
+    decisions = [e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]
+    assert len(decisions) == 1 and decisions[0].agent == "archivist"
+    assert "in Airflow's Required actions" in decisions[0].detail
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_a_decision_without_a_justification_or_a_person_is_refused(case, approve):
+    cat, case_id = case
+    for by, why in (("archivist", "  "), ("", "Kända fel")):
+        with pytest.raises(ValueError, match="justification"):
+            review.decide(cat, case_id, approve=approve, by=by, justification=why)
+    assert review.case_status(cat, case_id) == "open"
+
+
+def _answer(option=hitl.APPROVE, why="Kända fel", confirmed=True, user="archivist") -> dict:
+    return {"chosen_options": [option], "params_input": {hitl.JUSTIFICATION: why, hitl.CONFIRM: confirmed},
+            "responded_by_user": {"id": user, "name": user} if user else None}
+
+
+def test_an_answer_in_airflow_needs_an_option_a_justification_and_the_confirmation():
+    assert hitl.answer_problem(_answer()) is None
+    assert hitl.answer_problem(_answer(hitl.REJECT)) is None
+    assert "justification" in hitl.answer_problem(_answer(why=" "))
+    assert "confirm" in hitl.answer_problem(_answer(confirmed=False))
+    assert "choose" in hitl.answer_problem({**_answer(), "chosen_options": []})
+    assert "choose" in hitl.answer_problem({**_answer(), "chosen_options": [hitl.APPROVE, hitl.REJECT]})
+    assert hitl.responder(_answer()) == "archivist" and hitl.responder(_answer(user=None)) is None
+
+
+def test_the_request_names_the_case_its_reasons_and_links_the_report(case):
+    cat, case_id = case
+    subject, body = hitl.request_text(review.get_case(cat, case_id), "lex", "2025", "http://localhost:8080")
+    assert "lex 2025" in subject and "decision needed" in subject
+    assert case_id in body and "Invalid personnummer: 3 record(s)" in body
+    assert "http://localhost:8080/arkiv/case?id=" in body and "arkiv quarantine approve|reject" in body
+
+
+def _run_trigger(trigger: hitl.DecisionTrigger) -> dict:
+    async def first():
+        return await anext(trigger.run())
+
+    return asyncio.run(asyncio.wait_for(first(), timeout=60)).payload
+
+
+def test_the_trigger_wakes_the_task_when_the_case_is_decided_on_the_page_or_in_the_cli(case):
+    cat, case_id = case
+    deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()
+    trigger = hitl.DecisionTrigger(ti_id="no-such-task-instance", case_id=case_id, deadline=deadline,
+                                   poke_interval=0.2)
+
+    def decide_later():
+        time.sleep(1)
+        review.decide(cat, case_id, approve=False, by="Arkivarie CLI", justification="rättas i Lex", via="cli")
+
+    started = time.monotonic()
+    t = threading.Thread(target=decide_later)
+    t.start()
+    payload = _run_trigger(trigger)
+    t.join()
+    assert payload == {"source": "catalogue", "status": "rejected", "case_id": case_id, "deadline": deadline}
+    assert time.monotonic() - started >= 1  # it waited for the decision, it did not fire at once
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "arkivflode_airflow.hitl.DecisionTrigger" and kwargs["case_id"] == case_id
+
+
+def test_the_trigger_fires_at_the_deadline_when_nobody_decides(case):
+    _, case_id = case
+    deadline = (dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)).isoformat()
+    payload = _run_trigger(hitl.DecisionTrigger(ti_id="x", case_id=case_id, deadline=deadline, poke_interval=0.2))
+    assert payload["source"] == "timeout" and payload["case_id"] == case_id
+
+
+def test_each_run_note_names_the_period_in_the_systems_time_zone():
+    # Lex runs at 02:00 on 1 January, Stockholm time: its 2025 interval starts 2024-12-31 23:00 UTC
+    start, end = dt.datetime(2024, 12, 31, 23, tzinfo=dt.UTC), dt.datetime(2025, 12, 31, 23, tzinfo=dt.UTC)
+    assert listeners.run_note("lex", start, end) == "lex · period 2025"
+    month = listeners.run_note("treserva", dt.datetime(2025, 2, 28, 23, tzinfo=dt.UTC),
+                               dt.datetime(2025, 3, 31, 22, tzinfo=dt.UTC))
+    assert month == "treserva · period 2025-03"
+    assert listeners.run_note("lex", None, end) is None
+
+    run = SimpleNamespace(dag_id="lex", run_id="manual__x", data_interval_start=start, data_interval_end=end, note=None)
+    listeners.on_dag_run_running(dag_run=run, msg="started")
+    assert run.note == "lex · period 2025"
+    run.note = "Omkörning efter rättad export"  # a note someone wrote is kept
+    listeners.on_dag_run_running(dag_run=run, msg="started")
+    assert run.note == "Omkörning efter rättad export"
