@@ -57,7 +57,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from transforms.common import xmltools  # noqa: E402
-from transforms.validation.validator import _resolve_href, list_requirements, validate_package  # noqa: E402
+from transforms.validation.context import resolve_href as _resolve_href  # noqa: E402
+from transforms.validation.validator import list_requirements, validate_package  # noqa: E402
 
 EARK = Path(__file__).resolve().parents[2] / "shared" / "tools" / "eark-validate"
 EARK_LABEL = "eark-validator 1.1.3"

@@ -140,7 +140,7 @@ VENDOR = Path(__file__).resolve().parents[3] / "shared" / "vendor" / "versions"
 
 @pytest.mark.skipif(not VENDOR.is_dir(), reason="shared/vendor/versions is not beside the project")
 def test_versioned_copies_are_byte_identical_to_the_vendored_files():
-    base = Path(v.__file__).parent
+    base = v.PROFILE_DIR.parent  # transforms/, where profiles/, schemas/ and vocabularies/ live
     pairs = [("profiles/E-ARK-CSIP-v2-0-4.xml", "csip-2.0.4/profile.xml"),
              ("profiles/E-ARK-CSIP-v2-2-0.xml", "csip-2.2.0/profile.xml"),
              ("profiles/E-ARK-SIP-v2-0-4.xml", "sip-2.0.4/profile.xml"),

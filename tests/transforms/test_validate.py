@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import shutil
 import struct
 import tarfile
@@ -32,6 +33,14 @@ PREMIS = (
     '<object xsi:type="intellectualEntity"><objectIdentifier><objectIdentifierType>local</objectIdentifierType>'
     "<objectIdentifierValue>pkg-1</objectIdentifierValue></objectIdentifier></object></premis>"
 ).encode()
+
+
+@pytest.fixture(autouse=True)
+def _rules_report_only_their_own_ids(caplog):
+    """Every test here also proves that no rule reported a requirement ID it does not own."""
+    with caplog.at_level(logging.ERROR, logger="transforms.validation"):
+        yield
+    assert not [r.getMessage() for r in caplog.records if "does not own" in r.getMessage()]
 
 
 # ------------------------------------------------------------------------------------------
