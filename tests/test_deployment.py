@@ -28,7 +28,9 @@ def test_compose_environment_names_what_the_code_reads():
     env = compose["x-airflow-env"]
     known = set(LOCATIONS) | {"ARKIV_HOME", "ARKIV_CATALOGUE_URL", "ARKIV_SYSTEMS_DIR", "ARKIV_EXPECTATIONS_DIR"}
     # the S3 settings S3Config.from_env reads (literal names, and the per-archive Object Lock pair)
-    known |= set(re.findall(r'"(ARKIV_S3_[A-Z0-9_]+)"', (PROJECT / "transforms" / "config.py").read_text()))
+    settings_py = (PROJECT / "transforms" / "config" / "settings.py").read_text(encoding="utf-8")
+    known |= set(re.findall(r'"(ARKIV_S3_[A-Z0-9_]+)"', settings_py))
+    known |= {"ARKIV_WORK"} & set(re.findall(r'"(ARKIV_[A-Z0-9_]+)"', settings_py))  # the working bucket
     known |= {f"ARKIV_{a.upper()}_OBJECT_LOCK_{k}" for a in ARCHIVES for k in ("MODE", "DAYS")}
     # where alerts go (plugins/arkivflode_airflow/alerts.py and notifiers.py)
     for module in ("alerts.py", "notifiers.py"):
@@ -116,9 +118,8 @@ def test_compose_has_every_service_of_a_production_deployment():
     assert "container_name" not in services["worker"] and "ports" not in services["worker"]
     # what must survive a restart is on named volumes
     volumes = set(compose["volumes"])
-    for service, path in (("postgres", "/var/lib/postgresql/data"), ("redis", "/data"), ("minio", "/data"),
-                          ("worker", "/data")):
-        mounted = {v.split(":")[0] for v in services[service]["volumes"] if v.split(":")[1] == path}
+    for service, path in (("postgres", "/var/lib/postgresql/data"), ("redis", "/data"), ("minio", "/data")):
+        mounted = {v.split(":")[0] for v in services[service]["volumes"] if v.split(":")[1:2] == [path]}
         assert mounted and mounted <= volumes, (service, path)
     # secrets come from .env, and .env.example names every one of them
     text = (PROJECT / "docker-compose.yml").read_text(encoding="utf-8")
@@ -129,17 +130,44 @@ def test_compose_has_every_service_of_a_production_deployment():
     assert not re.search(r"PASSWORD: [^$\s]", text), "a literal password in docker-compose.yml"
 
 
+def test_the_airflow_containers_share_no_volume():
+    """Shared-nothing: the Airflow containers meet only in PostgreSQL, Redis and the buckets. Their
+    scratch and logs are anonymous volumes (one per container, per scaled worker too); nothing an
+    Airflow container writes is mounted into another."""
+    compose = _compose()
+    services, named = compose["services"], set(compose.get("volumes") or {})
+    assert "arkiv-data" not in named and "airflow-logs" not in named
+    env = compose["x-airflow-env"]
+    assert env["ARKIV_HOME"] == "/data" and env["ARKIV_WORK"].startswith("s3://")
+    writable: dict[str, set[str]] = {}
+    anonymous: dict[str, set[str]] = {}
+    for name in AIRFLOW_SERVICES:
+        for v in services[name].get("volumes", []):
+            source, target, mode = re.fullmatch(r"(?:(\$\{[^}]*\}|[^:$]+):)?([^:]+)(?::(ro|rw))?", v).groups()
+            if source is None:
+                anonymous.setdefault(name, set()).add(target)  # this container's own
+                continue
+            assert source not in named, f"{name} mounts the named volume {source}"
+            if mode != "ro":
+                writable.setdefault(target, set()).add(name)
+    # the only writable bind mount left is the delivery inbox that source systems write into
+    assert set(writable) <= {"/inbox"}, writable
+    assert anonymous["worker"] >= {"/data", "/opt/airflow/logs"}
+
+
 def test_minio_init_creates_the_buckets_the_archives_name_with_object_lock_on_the_slutarkiv():
     env = _compose()["x-airflow-env"]
     script = (PROJECT / "deploy" / "minio-init.sh").read_text(encoding="utf-8")
     mellanarkiv = env["ARKIV_MELLANARKIV"].removeprefix("s3://")
     slutarkiv = env["ARKIV_SLUTARKIV"].removeprefix("s3://")
+    work = env["ARKIV_WORK"].removeprefix("s3://").split("/")[0]
+    assert re.search(rf"mc mb --ignore-existing local/{work}$", script, flags=re.M)  # no lock: working copies
     assert re.search(rf"mc mb --ignore-existing local/{mellanarkiv}$", script, flags=re.M)
     assert re.search(rf"mc mb --ignore-existing --with-lock local/{slutarkiv}$", script, flags=re.M)
     assert env["ARKIV_SLUTARKIV_OBJECT_LOCK_MODE"].split(":-")[-1].rstrip("}") in {"COMPLIANCE", "GOVERNANCE"}
     policy = json.loads((PROJECT / "deploy" / "minio-arkivflode-policy.json").read_text(encoding="utf-8"))
     resources = {r for s in policy["Statement"] for r in s["Resource"]}
-    assert resources == {f"arn:aws:s3:::{b}{s}" for b in (mellanarkiv, slutarkiv) for s in ("", "/*")}
+    assert resources == {f"arn:aws:s3:::{b}{s}" for b in (work, mellanarkiv, slutarkiv) for s in ("", "/*")}
 
 
 def test_metrics_go_to_the_statsd_exporter_on_the_port_airflow_sends_to():
@@ -246,3 +274,84 @@ def test_make_airflow_switches_metrics_on_with_one_variable():
         ("127.0.0.1", "9125")
     shared = _airflow_cluster().read_env_file()  # the same prefix as production: one dashboard for both
     assert settings["AIRFLOW__METRICS__STATSD_PREFIX"] == shared["AIRFLOW__METRICS__STATSD_PREFIX"]
+
+
+# --- Kubernetes: the official Apache Airflow Helm chart --------------------------------------------
+
+HELM = PROJECT / "deploy" / "helm"
+
+
+def _helm_values() -> dict:
+    return yaml.safe_load((HELM / "values.yaml").read_text(encoding="utf-8"))
+
+
+def _walk(node, path=()):
+    """Every (path, value) in a YAML tree."""
+    yield path, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, (*path, i))
+
+
+def test_helm_values_validate_against_the_charts_published_schema():
+    schema = HELM / "values.schema.json"
+    if not schema.is_file():
+        pytest.skip("the chart's values.schema.json is not vendored in deploy/helm/ (see deploy/helm/PROVENANCE.md)")
+    run = subprocess.run([Path(sys.executable).parent / "check-jsonschema", "--schemafile", str(schema),
+                          str(HELM / "values.yaml")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_helm_values_run_the_projects_image_on_kubernetes_pods_with_no_shared_volume():
+    values = _helm_values()
+    assert values["executor"] in ("KubernetesExecutor", "CeleryExecutor,KubernetesExecutor")
+    # the project's image, the Airflow it installs (requirements.lock), its user (Dockerfile)
+    image = values["images"]["airflow"]
+    compose_image = _compose()["x-airflow"]["image"]
+    assert image["tag"] == compose_image.rsplit(":", 1)[1] and image["repository"].endswith("/arkivflode")
+    lock = (PROJECT / "requirements.lock").read_text(encoding="utf-8")
+    assert f"apache-airflow=={values['airflowVersion']}" in lock
+    dockerfile = (PROJECT / "Dockerfile").read_text(encoding="utf-8")
+    assert f"--uid {values['uid']} " in dockerfile
+    config = values["config"]
+    assert config["core"]["dags_folder"] == "/opt/arkivflode/dags"
+    assert "AIRFLOW__CORE__DAGS_FOLDER=/opt/arkivflode/dags" in dockerfile
+    # no PersistentVolumeClaim anywhere: nothing ReadWriteMany, every persistence switch off
+    for path, value in _walk(values):
+        assert value != "ReadWriteMany", path
+        if path[-1:] == ("persistence",):
+            assert value.get("enabled") is False, path
+        assert path[-1:] != ("persistentVolumeClaim",), path
+    for section in ("workers", "triggerer", "logs", "dags"):
+        assert values[section]["persistence"]["enabled"] is False, section
+    assert values["dags"]["gitSync"]["enabled"] is False  # the DAGs are in the image
+    # a task pod's scratch is an emptyDir of its own at ARKIV_HOME
+    mounts = {m["name"]: m["mountPath"] for m in values["workers"]["extraVolumeMounts"]}
+    scratch = [v for v in values["workers"]["extraVolumes"] if "emptyDir" in v]
+    assert scratch and mounts[scratch[0]["name"]] == "/data"
+    # the same settings as docker-compose: working bucket, archives, catalogue and metadata in PostgreSQL
+    env = {e["name"]: e["value"] for e in values["env"]}
+    secrets = {e["envName"] for e in values["secret"]}
+    compose_env = _compose()["x-airflow-env"]
+    assert env["ARKIV_HOME"] == "/data" and env["ARKIV_WORK"].startswith("s3://")
+    for name in ("ARKIV_WORK", "ARKIV_MELLANARKIV", "ARKIV_SLUTARKIV"):
+        assert env[name] == compose_env[name], name
+    assert {"ARKIV_CATALOGUE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= secrets
+    assert values["postgresql"]["enabled"] is False and values["data"]["metadataSecretName"]
+    assert values["redis"]["enabled"] is False  # the KubernetesExecutor needs no broker
+    # a finished pod's log is gone with it: logs go to a bucket
+    assert config["logging"]["remote_logging"] == "True"
+    assert config["logging"]["remote_base_log_folder"].startswith("s3://")
+    conn = config["logging"]["remote_log_conn_id"]
+    assert f"AIRFLOW_CONN_{conn.upper()}" in secrets
+    # what deploy/airflow.env sets for every Airflow service is set here too (less Celery's own)
+    shared = _airflow_cluster().read_env_file()
+    for name, value in shared.items():
+        if not name.startswith("AIRFLOW__") or "__CELERY__" in name or name.endswith(
+                ("__EXECUTOR", "__DEFAULT_QUEUE", "__STATSD_PORT", "__MIN_HEARTBEAT_INTERVAL")):
+            continue
+        section, key = name.removeprefix("AIRFLOW__").lower().split("__", 1)
+        assert str(config.get(section, {}).get(key)) == value, name
