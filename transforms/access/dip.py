@@ -1,13 +1,15 @@
 """Delivery for requests for public documents (utlämnande): an E-ARK DIP of a selection of records.
 
-The DIP is a CSIP package (``OAISPACKAGETYPE="DIP"``) written in one pass::
+The DIP is a CSIP package (``OAISPACKAGETYPE="DIP"``) written in one pass by
+:class:`~transforms.packaging.csip.PackageWriter`::
 
     <OBJID>/METS.xml                            root METS
     <OBJID>/metadata/descriptive/ERMS.xml       the selected cases, secret parts masked
     <OBJID>/metadata/preservation/premis.xml    the dissemination event and who asked for it
     <OBJID>/representations/rep1/METS.xml
-    <OBJID>/representations/rep1/data/…         the documents handed out (copied by ranged reads): each
-                                                original and, beside it, its preservation copy (PDF/A)
+    <OBJID>/representations/rep1/data/…         the documents handed out (copied by ranged reads and
+                                                checked against the catalogue's SHA-256): each original
+                                                and, beside it, its preservation copy (PDF/A)
     <OBJID>/documentation/withheld.json         what was left out or masked, and why
     <OBJID>/schemas/*.xsd
 
@@ -21,30 +23,25 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import hashlib
-import io
 import json
-import os
-import tarfile
 import uuid
 from pathlib import Path
 
 from lxml import etree
 
-from transforms import __version__
 from transforms.access import accesslog, index
 from transforms.access import packages as pk
 from transforms.access.auth import AccessDenied, NotFound, Principal, Withheld
 from transforms.catalogue import AccessEntry
-from transforms.common.errors import ContentError
-from transforms.common.hashing import HashingWriter, fsync_dir
-from transforms.common.xmltools import NS_ERMS, NS_XSI, SCHEMA_DIR, schema_errors, schemas_used
+from transforms.common.errors import ContentError, StorageError
+from transforms.common.xmltools import NS_ERMS, NS_XSI
 from transforms.packaging import premis
-from transforms.packaging.fgs import FGS_ERMS, SOFTWARE_NAME
-from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets
+from transforms.packaging.agents import agents_of, by_person, by_software, software
+from transforms.packaging.csip import PackageWriter, Written
+from transforms.packaging.fgs import FGS_ERMS
+from transforms.packaging.mets import FileRef
 
 E = f"{{{NS_ERMS}}}"
-CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
 REP = "rep1"
 MASK = "Uppgiften omfattas av sekretess och lämnas inte ut / withheld: covered by secrecy"
 
@@ -133,111 +130,97 @@ def export(arc, who: Principal, *, records: list[str] = (), q: str | None = None
                              + (" and a search" if q else ""))
         raise NotFound("the selection holds no record the requester may receive")
     objid = "uuid-" + str(uuid.uuid4())
-    dest.mkdir(parents=True, exist_ok=True)
-    final = dest / f"{objid}.tar"
-    tmp = dest / f".{objid}.tar.part"
     control = None
     aggregations = []
     erms_cache: dict[str, etree._ElementTree | None] = {}
     delivered = []
     used: set[str] = set()
-    try:
-        with open(tmp, "wb") as raw:
-            out = HashingWriter(raw)
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[arg-type]
-                data_refs: list[FileRef] = []
-                data_objs: list[premis.FileObject] = []
-                for e in entries:
-                    link = f"{e.system}/{e.source_id}"
-                    if e.storage == "disposed":
-                        withheld.append({"record": link, "reference": e.reference, "what": "the whole record",
-                                         "why": "disposed of (gallrad) under the retention schedule; only its "
-                                                "tombstone remains", "how": "not included"})
-                        continue
-                    if e.package_id not in erms_cache:
-                        row = index.indexed_package(arc.cat, e.package_id)
-                        data = arc.member_bytes(e.package_id, row.erms_path) if row and row.erms_path else None
-                        erms_cache[e.package_id] = pk.parse_xml(data, "ERMS.xml") if data else None
-                    tree = erms_cache[e.package_id]
-                    agg = None
-                    if tree is not None:
-                        agg = next((a for a in tree.iter(E + "aggregation")
-                                    if a.get("systemIdentifier") == e.source_id), None)
-                    if agg is None:
-                        withheld.append({"record": link, "reference": e.reference, "what": "the whole record",
-                                         "why": "its package has no case description (tabular records are "
-                                                "delivered by an archivist)", "how": "not included"})
-                        continue
-                    if control is None:
-                        control = copy.deepcopy(tree.getroot().find(E + "control"))
-                    agg = copy.deepcopy(agg)
-                    whole, hidden = _mask_case(agg, who, link, withheld)
-                    originals, preserved = index.copies_of(arc.cat, e.id)
-                    docs = {d.document_id: d for d in originals}
-                    formats = index.package_formats(arc.cat, e.package_id) if preserved else {}
-                    for r in agg.findall(E + "record"):
-                        doc_id = r.get("systemIdentifier", "")
-                        app = r.find(f"{E}additionalInformation/{E}appendix")
-                        d = docs.get(doc_id)
-                        if app is None or doc_id in hidden or d is None or d.path is None:
-                            continue
-                        if not arc.file_allowed(who, e, d):
-                            # the file is another record's (or not a document at all): the same rule as a
-                            # download, judged by the records that own the file, not the one selected
-                            app.getparent().remove(app)
-                            withheld.append({"record": link, "document": doc_id, "what": "the document's file",
-                                             "why": "the file belongs to a record the requester may not receive",
-                                             "how": "left out"})
-                            continue
-                        # the original as registered (the ERMS appendix points at it) and, beside it, the
-                        # preservation copy the archive made, each keeping its path below data/
-                        arcname = _add_copy(tar, objid, arc, e, d, used, data_refs, data_objs, formats, now)
-                        app.set("path", f"../../{arcname}")
-                        pres = preserved.get(doc_id)
-                        if pres is not None and pres.path is not None and arc.file_allowed(who, e, pres):
-                            _add_copy(tar, objid, arc, e, pres, used, data_refs, data_objs, formats, now,
-                                      derived_from=arcname)
-                        elif pres is not None and pres.path is not None:
-                            withheld.append({"record": link, "document": doc_id,
-                                             "what": "the document's preservation copy",
-                                             "why": "the file belongs to a record the requester may not receive",
-                                             "how": "left out"})
-                    aggregations.append(agg)
-                    delivered.append({"record": link, "reference": e.reference, "storage": e.storage,
-                                      "masked": whole})
-                if not aggregations:
-                    accesslog.log(arc.cat, who, "export", "dip", outcome="not_found", purpose=purpose,
-                                  detail="nothing in the selection can be handed out")
-                    raise NotFound("nothing in the selection can be handed out to this requester")
-                if not data_refs:
-                    # A DIP needs a representation with at least one file (CSIP114); when every document
-                    # of the selection is withheld from this reader there is none to give.
-                    accesslog.log(arc.cat, who, "export", "dip", outcome="withheld", purpose=purpose,
-                                  detail=f"every document of {len(delivered)} record(s) is withheld from role "
-                                         f"{who.role}")
-                    raise Withheld(f"every document of the selection ({len(delivered)} record(s))", "OSL")
-                _write_metadata(tar, objid, who, purpose, control, aggregations, data_refs, data_objs, withheld,
-                                delivered, now)
-            raw.flush()
-            os.fsync(raw.fileno())
-        from transforms.validation.validator import validate_package
+    with PackageWriter(dest, objid, profile=FGS_ERMS, package_type="DIP", created=now) as writer:
+        data_files: list[tuple[FileRef, premis.FileObject]] = []
+        for e in entries:
+            link = f"{e.system}/{e.source_id}"
+            if e.storage == "disposed":
+                withheld.append({"record": link, "reference": e.reference, "what": "the whole record",
+                                 "why": "disposed of (gallrad) under the retention schedule; only its "
+                                        "tombstone remains", "how": "not included"})
+                continue
+            if e.package_id not in erms_cache:
+                row = index.indexed_package(arc.cat, e.package_id)
+                data = arc.member_bytes(e.package_id, row.erms_path) if row and row.erms_path else None
+                erms_cache[e.package_id] = pk.parse_xml(data, "ERMS.xml") if data else None
+            tree = erms_cache[e.package_id]
+            agg = None
+            if tree is not None:
+                agg = next((a for a in tree.iter(E + "aggregation")
+                            if a.get("systemIdentifier") == e.source_id), None)
+            if agg is None:
+                withheld.append({"record": link, "reference": e.reference, "what": "the whole record",
+                                 "why": "its package has no case description (tabular records are "
+                                        "delivered by an archivist)", "how": "not included"})
+                continue
+            if control is None:
+                control = copy.deepcopy(tree.getroot().find(E + "control"))
+            agg = copy.deepcopy(agg)
+            whole, hidden = _mask_case(agg, who, link, withheld)
+            originals, preserved = index.copies_of(arc.cat, e.id)
+            docs = {d.document_id: d for d in originals}
+            formats = index.package_formats(arc.cat, e.package_id) if preserved else {}
+            for r in agg.findall(E + "record"):
+                doc_id = r.get("systemIdentifier", "")
+                app = r.find(f"{E}additionalInformation/{E}appendix")
+                d = docs.get(doc_id)
+                if app is None or doc_id in hidden or d is None or d.path is None:
+                    continue
+                if not arc.file_allowed(who, e, d):
+                    # the file is another record's (or not a document at all): the same rule as a
+                    # download, judged by the records that own the file, not the one selected
+                    app.getparent().remove(app)
+                    withheld.append({"record": link, "document": doc_id, "what": "the document's file",
+                                     "why": "the file belongs to a record the requester may not receive",
+                                     "how": "left out"})
+                    continue
+                # the original as registered (the ERMS appendix points at it) and, beside it, the
+                # preservation copy the archive made, each keeping its path below data/
+                arcname = _add_copy(writer, arc, e, d, used, data_files, formats)
+                app.set("path", f"../../{arcname}")
+                pres = preserved.get(doc_id)
+                if pres is not None and pres.path is not None and arc.file_allowed(who, e, pres):
+                    _add_copy(writer, arc, e, pres, used, data_files, formats, derived_from=arcname)
+                elif pres is not None and pres.path is not None:
+                    withheld.append({"record": link, "document": doc_id,
+                                     "what": "the document's preservation copy",
+                                     "why": "the file belongs to a record the requester may not receive",
+                                     "how": "left out"})
+            aggregations.append(agg)
+            delivered.append({"record": link, "reference": e.reference, "storage": e.storage,
+                              "masked": whole})
+        if not aggregations:
+            accesslog.log(arc.cat, who, "export", "dip", outcome="not_found", purpose=purpose,
+                          detail="nothing in the selection can be handed out")
+            raise NotFound("nothing in the selection can be handed out to this requester")
+        if not data_files:
+            # A DIP needs a representation with at least one file (CSIP114); when every document
+            # of the selection is withheld from this reader there is none to give.
+            accesslog.log(arc.cat, who, "export", "dip", outcome="withheld", purpose=purpose,
+                          detail=f"every document of {len(delivered)} record(s) is withheld from role "
+                                 f"{who.role}")
+            raise Withheld(f"every document of the selection ({len(delivered)} record(s))", "OSL")
+        written = _write_metadata(writer, who, purpose, control, aggregations, data_files, withheld,
+                                  delivered)
+    from transforms.validation.validator import validate_package
 
-        os.replace(tmp, final)
-        fsync_dir(dest)
-        report = validate_package(final, "dip")
-        if not report.valid:
-            errors = [f"{f.requirement}: {f.message}" for f in report.findings if f.severity == "ERROR"]
-            final.unlink(missing_ok=True)
-            raise ContentError(f"DIP {objid} does not validate; not delivered", errors[:10])
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    final = written.path
+    report = validate_package(final, "dip")
+    if not report.valid:
+        errors = [f"{f.requirement}: {f.message}" for f in report.findings if f.severity == "ERROR"]
+        final.unlink(missing_ok=True)
+        raise ContentError(f"DIP {objid} does not validate; not delivered", errors[:10])
     for d in delivered:
         accesslog.log(arc.cat, who, "export", d["record"], purpose=purpose,
                       outcome="withheld" if d["masked"] else "granted", detail=f"in DIP {objid}")
     accesslog.log(arc.cat, who, "export", objid, purpose=purpose,
-                  detail=f"DIP of {len(delivered)} record(s), {len(withheld)} withholding(s); sha256 {out.hexdigest()}")
-    return {"path": str(final), "package_id": objid, "sha256": out.hexdigest(), "size": out.size,
+                  detail=f"DIP of {len(delivered)} record(s), {len(withheld)} withholding(s); sha256 {written.sha256}")
+    return {"path": str(final), "package_id": objid, "sha256": written.sha256, "size": written.size,
             "records": delivered, "withheld": withheld}
 
 
@@ -245,70 +228,35 @@ def _document_chunks(arc, e: AccessEntry, d):
     yield from arc.document_chunks(e, d)
 
 
-def _add_copy(tar, objid: str, arc, e: AccessEntry, d, used: set[str], data_refs: list, data_objs: list,
-              formats: dict, now: dt.datetime, derived_from: str | None = None) -> str:
-    """Stream one stored copy of a document into the DIP's representation; returns its path in the DIP."""
+def _add_copy(writer: PackageWriter, arc, e: AccessEntry, d, used: set[str],
+              data_files: list[tuple[FileRef, premis.FileObject]], formats: dict,
+              derived_from: str | None = None) -> str:
+    """Stream one stored copy of a document into the DIP's representation; returns its path in the DIP.
+
+    The copy is hashed as it is read (by ranged reads from the store) and must be the bytes the
+    catalogue recorded: a copy that is not is never handed out."""
     rel = d.path.split("/data/", 1)[1] if "/data/" in d.path else d.path
     if rel in used:
         rel = f"{e.package_id}/{rel}"
     used.add(rel)
     arcname = f"representations/{REP}/data/{rel}"
-    _add_stream(tar, objid, arcname, d.size, _document_chunks(arc, e, d))
+    ref = writer.add(arcname, _document_chunks(arc, e, d), file_id=f"file-{len(data_files) + 1}", mime=d.mimetype,
+                     size=d.size)
+    if d.sha256 and ref.sha256 != d.sha256:
+        raise StorageError(f"{e.package_id}: a stored copy of document {d.document_id} does not match the SHA-256 "
+                           "the catalogue recorded; the DIP is not written")
     f = formats.get(d.path, {})
-    data_refs.append(FileRef(f"file-{len(data_refs) + 1}", f"data/{rel}", d.mimetype, d.size, d.sha256 or "", now))
-    data_objs.append(premis.FileObject(arcname, d.sha256 or "", d.size, f.get("format_name") or d.mimetype, d.name,
-                                       puid=f.get("puid"), format_version=f.get("format_version") or "",
-                                       derived_from=derived_from))
+    data_files.append((ref, premis.FileObject(arcname, ref.sha256, d.size, f.get("format_name") or d.mimetype, d.name,
+                                              puid=f.get("puid"), format_version=f.get("format_version") or "",
+                                              derived_from=derived_from)))
     return arcname
 
 
-class _ChunkReader(io.RawIOBase):
-    """A file-like view of an iterator of chunks (what tarfile.addfile reads from)."""
-
-    def __init__(self, chunks):
-        self.chunks, self.buf = iter(chunks), b""
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        while n < 0 or len(self.buf) < n:
-            try:
-                self.buf += next(self.chunks)
-            except StopIteration:
-                break
-        if n < 0:
-            data, self.buf = self.buf, b""
-        else:
-            data, self.buf = self.buf[:n], self.buf[n:]
-        return data
-
-
-def _add_stream(tar: tarfile.TarFile, objid: str, arcname: str, size: int, chunks) -> None:
-    info = tarfile.TarInfo(f"{objid}/{arcname}")
-    info.size, info.mode, info.mtime = size, 0o644, int(dt.datetime.now(dt.UTC).timestamp())
-    tar.addfile(info, _ChunkReader(chunks))  # type: ignore[arg-type]
-
-
-def _add_bytes(tar: tarfile.TarFile, objid: str, arcname: str, data: bytes, now: dt.datetime) -> None:
-    info = tarfile.TarInfo(f"{objid}/{arcname}")
-    info.size, info.mode, info.mtime = len(data), 0o644, int(now.timestamp())
-    tar.addfile(info, io.BytesIO(data))
-
-
-def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
-    return FileRef(file_id, href, mime, len(data), hashlib.sha256(data).hexdigest(), now)
-
-
-def _xml(tree, what: str) -> bytes:
-    errors = schema_errors(tree)
-    if errors:
-        raise ContentError(f"DIP {what} does not validate against its schema", errors[:5])
-    return etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-
-
-def _write_metadata(tar, objid: str, who: Principal, purpose: str, control, aggregations, data_refs, data_objs,
-                    withheld: list[dict], delivered: list[dict], now: dt.datetime) -> None:
+def _write_metadata(writer: PackageWriter, who: Principal, purpose: str, control, aggregations,
+                    data_files: list[tuple[FileRef, premis.FileObject]], withheld: list[dict],
+                    delivered: list[dict]) -> Written:
+    """The DIP's ERMS (the selected cases, masked), what was withheld, PREMIS and METS; the finished package."""
+    objid, now = writer.objid, writer.created
     root = etree.Element(E + "erms", nsmap={None: NS_ERMS, "xsi": NS_XSI})
     root.set(f"{{{NS_XSI}}}schemaLocation", f"{NS_ERMS} ../../schemas/ERMS.xsd")
     if control is not None:
@@ -319,65 +267,22 @@ def _write_metadata(tar, objid: str, who: Principal, purpose: str, control, aggr
     aggs = etree.SubElement(root, E + "aggregations")
     for a in aggregations:
         aggs.append(a)
-    erms_bytes = _xml(root.getroottree(), "ERMS.xml")
+    writer.add_metadata("metadata/descriptive/ERMS.xml", writer.xml(root.getroottree(), "ERMS.xml"),
+                        file_id="dmd-erms", mdtype="OTHER", other_mdtype="ERMS")
 
     manifest = {"dip": objid, "created": now.isoformat(), "requested_by": who.name, "role": who.role,
                 "purpose": purpose, "records": delivered, "withheld": withheld,
                 "note": "Everything the requester's role may not receive was left out or masked before the "
                         "package was written; each entry says what, why and how."}
-    manifest_bytes = json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8")
-
-    software = premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)
-    requester = premis.Agent(f"requester-{who.name}", who.name, "person")
+    writer.add("documentation/withheld.json", json.dumps(manifest, ensure_ascii=False, indent=2).encode("utf-8"),
+               file_id="doc-withheld", mime="application/json", group="Documentation")
     event = premis.Event(identifier=f"{objid}-dissemination", type="dissemination", time=now, outcome="success",
                          detail=f"DIP of {len(delivered)} record(s) for {who.name} ({who.role}); "
                                 f"{len(withheld)} withholding(s), see documentation/withheld.json",
-                         agents=(("arkivflode", "executing program"), (f"requester-{who.name}", "authorizer")))
-    premis_tree = premis.build_premis([], [event], [software, requester], representations=[f"representations/{REP}"])
-    premis_bytes = _xml(premis_tree, "premis.xml")
-    rep_premis_tree = premis.build_premis(data_objs, [], [software], schema_prefix="../../../../") \
-        if data_objs else None
-
-    profile = FGS_ERMS
-    rep_md = []
-    if rep_premis_tree is not None:
-        rep_premis_bytes = _xml(rep_premis_tree, "representation premis.xml")
-        rep_md = [MetadataRef("digiprovMD", _ref("digiprov-premis-rep1", "metadata/preservation/premis.xml",
-                                                 rep_premis_bytes, "application/xml", now), "PREMIS")]
-    rep_mets = build_mets(objid=REP, label=f"DIP {objid} ({REP})", profile=profile, package_type="DIP",
-                          created=now, agents=[profile.software_agent()], metadata=rep_md,
-                          groups=[FileGroup(f"Representations/{REP}/data", data_refs,
-                                            profile.content_information_type)] if data_refs else [],
-                          schema_prefix="../../", profile_url=CSIP_PROFILE_URL)
-    rep_bytes = _xml(rep_mets, "representation METS.xml")
-    used = set(schemas_used(rep_mets)) | set(schemas_used(premis_tree)) | {"ERMS.xsd", "mets.xsd", "xlink.xsd",
-                                                                          "DILCISExtensionMETS.xsd"}
-    schema_refs = []
-    for i, name in enumerate(sorted(used)):
-        data = (SCHEMA_DIR / name).read_bytes()
-        _add_bytes(tar, objid, f"schemas/{name}", data, now)
-        schema_refs.append(_ref(f"schema-{i}", f"schemas/{name}", data, "application/xml", now))
-    _add_bytes(tar, objid, "documentation/withheld.json", manifest_bytes, now)
-    _add_bytes(tar, objid, "metadata/descriptive/ERMS.xml", erms_bytes, now)
-    _add_bytes(tar, objid, "metadata/preservation/premis.xml", premis_bytes, now)
-    if rep_premis_tree is not None:
-        _add_bytes(tar, objid, f"representations/{REP}/metadata/preservation/premis.xml", rep_premis_bytes, now)
-    _add_bytes(tar, objid, f"representations/{REP}/METS.xml", rep_bytes, now)
-    root_mets = build_mets(
-        objid=objid, label=f"Utlämnande: {purpose}"[:200], profile=profile, package_type="DIP", created=now,
-        agents=[profile.software_agent()],
-        metadata=[MetadataRef("dmdSec", _ref("dmd-erms", "metadata/descriptive/ERMS.xml", erms_bytes,
-                                             "application/xml", now), "OTHER", "ERMS"),
-                  MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml",
-                                                 premis_bytes, "application/xml", now), "PREMIS")],
-        groups=[FileGroup("Documentation", [_ref("doc-withheld", "documentation/withheld.json", manifest_bytes,
-                                                 "application/json", now)]),
-                FileGroup("Schemas", schema_refs),
-                FileGroup(f"Representations/{REP}", [_ref(f"mets-{REP}", f"representations/{REP}/METS.xml",
-                                                          rep_bytes, "application/xml", now)],
-                          profile.content_information_type)],
-        representations=[(REP, f"representations/{REP}/METS.xml")], profile_url=CSIP_PROFILE_URL)
-    _add_bytes(tar, objid, "METS.xml", _xml(root_mets, "METS.xml"), now)
+                         agents=(*by_software(), by_person(who.name)))
+    writer.representation(REP, data_files, label=f"DIP {objid} ({REP})", agents=[software()])
+    writer.premis([event], agents_of([event]), representations=[f"representations/{REP}"])
+    return writer.finish(label=f"Utlämnande: {purpose}"[:200])
 
 
 __all__ = ["export"]

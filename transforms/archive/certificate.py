@@ -1,14 +1,14 @@
 """Disposal certificates (gallringsbevis): what was disposed of is itself preserved.
 
 The certificate is XML (our schema) and a readable HTML page, packed as a CSIP package of its
-own and kept in the slutarkiv as an OCFL object: the record of a disposal must outlive the
-records it disposed of.
+own (by :class:`~transforms.packaging.csip.PackageWriter`, as a folder) and kept in the slutarkiv
+as an OCFL object: the record of a disposal must outlive the records it disposed of. Its PREMIS
+names the archivist who approved the disposal list as the one who authorised the disposal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import html
 import json
 import tempfile
@@ -18,24 +18,20 @@ from pathlib import Path
 import sqlalchemy as sa
 from lxml import etree
 
-from transforms import __version__
 from transforms.archive import ocfl
 from transforms.catalogue import Catalogue, DisposalList, Record, Tombstone, utcnow
 from transforms.common.errors import PackageError
-from transforms.common.xmltools import NS_DISPOSAL, SCHEMA_DIR, schema_errors, schemas_used
+from transforms.common.xmltools import NS_DISPOSAL, SCHEMA_FILES, schema_errors
 from transforms.packaging import premis
-from transforms.packaging.aip import CSIP_PROFILE_URL
-from transforms.packaging.fgs import SOFTWARE_NAME, Profile
-from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, build_mets
+from transforms.packaging.agents import SOFTWARE_LABEL, agents_of, by_person, by_software, software
+from transforms.packaging.csip import PackageWriter
+from transforms.packaging.fgs import Profile
 
 CERTIFICATE = Profile(name="gallringsbevis", content_category="Textual works – Digital",
                       content_information_type="OTHER",
                       other_content_information_type="Arkivflode-Disposal-Certificate-1.0")
 NAMESPACE = uuid.UUID("0b6f1c52-3a4e-5f0e-9d1c-67616c6c7269")
-
-
-def _ref(file_id: str, href: str, data: bytes, mime: str, now: dt.datetime) -> FileRef:
-    return FileRef(file_id, href, mime, len(data), hashlib.sha256(data).hexdigest(), now)
+DISPOSAL_SCHEMA = SCHEMA_FILES[NS_DISPOSAL]
 
 
 def certificate_xml(dl: DisposalList, stones: list[Tombstone], refs: dict[str, list[str]],
@@ -75,7 +71,7 @@ padding:4px 8px;text-align:left}}code{{font-size:90%}}</style></head><body>
 <p><strong>Lista / List:</strong> {e(dl.id)} &nbsp; <strong>Beräknad per / As of:</strong> {e(dl.as_of)}</p>
 <p><strong>Godkänd av / Approved by:</strong> {e(dl.decided_by or "")}, {e(dl.decided_at.isoformat())}<br>
 <strong>Motivering / Justification:</strong> {e(dl.justification or "")}</p>
-<p><strong>Verkställd / Executed:</strong> {e(now.isoformat())} av {e(SOFTWARE_NAME)} {e(__version__)}</p>
+<p><strong>Verkställd / Executed:</strong> {e(now.isoformat())} av {e(SOFTWARE_LABEL)}</p>
 <h2>Gallrat / Disposed of ({len(stones)} paket)</h2>
 <table><tr><th>System</th><th>Period</th><th>Informationsklass</th><th>Poster</th><th>Paket</th><th>SHA-256</th>
 <th>Regel / Rule</th></tr>{rows}</table>
@@ -101,71 +97,32 @@ def archive_certificate(cat: Catalogue, slutarkiv_root: Path, list_id: str, disp
         return object_id
     xml = certificate_xml(dl, stones, refs, skipped, now)
     page = certificate_html(dl, stones, skipped, now)
-    with tempfile.TemporaryDirectory(prefix="arkiv-cert-") as tmp:
-        root = Path(tmp) / object_id
-        data = root / "representations" / "rep1" / "data"
-        data.mkdir(parents=True)
-        (data / "gallringsbevis.xml").write_bytes(xml)
-        (data / "gallringsbevis.html").write_bytes(page)
-        software = premis.Agent("arkivflode", SOFTWARE_NAME, "software", __version__)
-        files = [_ref("file-xml", "data/gallringsbevis.xml", xml, "application/xml", now),
-                 _ref("file-html", "data/gallringsbevis.html", page, "text/html", now)]
-        rep_premis = premis.build_premis(
-            [premis.FileObject(f"representations/rep1/{f.href}", f.sha256, f.size, f.mimetype) for f in files],
-            [premis.Event(f"{list_id}-certificate", "creation", now, "success",
-                          detail=f"disposal certificate for {list_id}: {len(disposed)} packages disposed of",
-                          agents=(("arkivflode", "executing program"),))],
-            [software], schema_prefix="../../../../")
-        rep_premis_bytes = etree.tostring(rep_premis, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-        (root / "representations/rep1/metadata/preservation").mkdir(parents=True)
-        (root / "representations/rep1/metadata/preservation/premis.xml").write_bytes(rep_premis_bytes)
-        rep = build_mets(objid="rep1", label=f"Gallringsbevis {list_id} (rep1)", profile=CERTIFICATE,
-                         package_type="AIP", created=now, agents=[CERTIFICATE.software_agent()],
-                         metadata=[MetadataRef("digiprovMD", _ref("digiprov-rep1", "metadata/preservation/premis.xml",
-                                                                  rep_premis_bytes, "application/xml", now), "PREMIS")],
-                         groups=[FileGroup("Representations/rep1/data", files, "OTHER",
-                                           CERTIFICATE.other_content_information_type)],
-                         schema_prefix="../../", profile_url=CSIP_PROFILE_URL)
-        rep_bytes = etree.tostring(rep, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-        (root / "representations/rep1/METS.xml").write_bytes(rep_bytes)
-        pkg_premis = premis.build_premis([], [premis.Event(f"{list_id}-disposal", "deletion", now, "success",
-                                                           detail=json.dumps({"list": list_id, "disposed": disposed}),
-                                                           agents=(("arkivflode", "executing program"),))],
-                                         [software], representations=["representations/rep1"])
-        pkg_premis_bytes = etree.tostring(pkg_premis, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-        (root / "metadata/preservation").mkdir(parents=True)
-        (root / "metadata/preservation/premis.xml").write_bytes(pkg_premis_bytes)
-        (root / "schemas").mkdir()
-        schema_refs = []
-        used = set(schemas_used(rep)) | set(schemas_used(pkg_premis)) | {"arkivflode-disposal-1.xsd", "xlink.xsd",
-                                                                         "mets.xsd", "DILCISExtensionMETS.xsd"}
-        for i, name in enumerate(sorted(used)):
-            blob = (SCHEMA_DIR / name).read_bytes()
-            (root / "schemas" / name).write_bytes(blob)
-            schema_refs.append(_ref(f"schema-{i}", f"schemas/{name}", blob, "application/xml", now))
-        (root / "documentation").mkdir()
-        readme = (f"Gallringsbevis {list_id}. See representations/rep1/data/gallringsbevis.html.\n").encode()
-        (root / "documentation" / "README.txt").write_bytes(readme)
-        mets = build_mets(
-            objid=object_id, label=f"Gallringsbevis {list_id}", profile=CERTIFICATE, package_type="AIP", created=now,
-            agents=[CERTIFICATE.software_agent()],
-            metadata=[MetadataRef("digiprovMD", _ref("digiprov-premis", "metadata/preservation/premis.xml",
-                                                     pkg_premis_bytes, "application/xml", now), "PREMIS")],
-            groups=[FileGroup("Documentation", [_ref("doc-readme", "documentation/README.txt", readme, "text/plain",
-                                                     now)]),
-                    FileGroup("Schemas", schema_refs),
-                    FileGroup("Representations/rep1", [_ref("mets-rep1", "representations/rep1/METS.xml", rep_bytes,
-                                                            "application/xml", now)], "OTHER",
-                              CERTIFICATE.other_content_information_type)],
-            representations=[("rep1", "representations/rep1/METS.xml")], profile_url=CSIP_PROFILE_URL)
-        errors = schema_errors(mets) + schema_errors(rep)
-        if errors:
-            raise PackageError(f"certificate package METS does not validate: {errors[0]}")
-        (root / "METS.xml").write_bytes(etree.tostring(mets, xml_declaration=True, encoding="UTF-8",
-                                                       pretty_print=True))
-        ocfl.write_object(slutarkiv_root, object_id, root, message=f"gallringsbevis {list_id}",
-                          user=f"{SOFTWARE_NAME} {__version__}", created=now)
+    certificate = premis.Event(f"{list_id}-certificate", "creation", now, "success",
+                               detail=f"disposal certificate for {list_id}: {len(disposed)} packages disposed of",
+                               agents=by_software())
+    # the software carried the disposal out; the archivist who approved the list decided it
+    deciders = (by_person(dl.decided_by),) if dl.decided_by else ()
+    disposal = premis.Event(f"{list_id}-disposal", "deletion", now, "success",
+                            detail=json.dumps({"list": list_id, "disposed": disposed}),
+                            agents=(*by_software(), *deciders))
+    with tempfile.TemporaryDirectory(prefix="arkiv-cert-") as tmp, \
+            PackageWriter(Path(tmp), object_id, profile=CERTIFICATE, package_type="AIP", created=now,
+                          form="folder") as writer:
+        files = [(writer.add(f"representations/rep1/data/{name}", data, file_id=file_id, mime=mime), name)
+                 for file_id, name, data, mime in (("file-xml", "gallringsbevis.xml", xml, "application/xml"),
+                                                   ("file-html", "gallringsbevis.html", page, "text/html"))]
+        writer.representation("rep1", [(ref, premis.FileObject(f"representations/rep1/data/{name}", ref.sha256,
+                                                                ref.size, ref.mimetype)) for ref, name in files],
+                              label=f"Gallringsbevis {list_id} (rep1)", events=[certificate], agents=[software()])
+        writer.premis([disposal], agents_of([disposal]), representations=["representations/rep1"])
+        writer.add("documentation/README.txt",
+                   f"Gallringsbevis {list_id}. See representations/rep1/data/gallringsbevis.html.\n".encode(),
+                   file_id="doc-readme", mime="text/plain", group="Documentation")
+        writer.add_schemas([DISPOSAL_SCHEMA])
+        written = writer.finish(label=f"Gallringsbevis {list_id}")
+        ocfl.write_object(slutarkiv_root, object_id, written.path, message=f"gallringsbevis {list_id}",
+                          user=SOFTWARE_LABEL, created=now)
     with cat.session() as s:
-        cat.add_event(s, type="creation", outcome="success", agent=f"{SOFTWARE_NAME} {__version__}",
+        cat.add_event(s, type="creation", outcome="success", agent=SOFTWARE_LABEL,
                       detail=f"disposal certificate {list_id} archived in the slutarkiv as {object_id}")
     return object_id

@@ -53,12 +53,24 @@ from transforms.common.xmltools import (
     NS_PREMIS,
     SCHEMA_DIR,
     file_schema_errors,
+    parse_bytes,
     schema_errors,
     schemas_used,
 )
 from transforms.packaging import premis
 from transforms.packaging.fgs import MetsAgent, Profile, profile_url
-from transforms.packaging.mets import FileGroup, FileRef, MetadataRef, write_mets
+from transforms.packaging.mets import (
+    CSIP,
+    XLINK,
+    FileGroup,
+    FileRef,
+    M,
+    MetadataRef,
+    file_element,
+    metadata_element,
+    timestamp,
+    write_mets,
+)
 
 #: bytes buffered before each write to the package TAR (its small members reach the disk in a few
 #: large writes, not one each) and to the METS, PREMIS and ERMS files written an element at a time
@@ -127,6 +139,8 @@ class PackageWriter:
         self.tmp = self.dest / (f".{objid}.tar.part-{tag}" if form == "tar" else f".{objid}.part-{tag}")
         self.work = self.dest / f".{objid}.work-{tag}"
         self._check = check or self._check_now
+        #: the date of what the writer adds without one of its own (a naive ``created`` is UTC)
+        self._mtime = int((created if created.tzinfo else created.replace(tzinfo=dt.UTC)).timestamp())
         self._metadata: list[MetadataRef] = []
         self._groups: dict[str, list[FileRef]] = {}
         self._representations: list[_Representation] = []
@@ -174,7 +188,7 @@ class PackageWriter:
         ``representations/<rep>/``, else the root's. ``group``: a file group of the root METS
         (``Documentation`` …) to list it in.
         """
-        when = self.created.timestamp() if mtime is None else mtime
+        when = self._mtime if mtime is None else mtime
         if isinstance(source, bytes | bytearray):
             digest, size = self._put_bytes(arcname, bytes(source), when)
         elif isinstance(source, str | Path):
@@ -423,4 +437,85 @@ class _ChunkReader:
         return data
 
 
-__all__ = ["METS_SCHEMAS", "PackageBuildError", "PackageWriter", "Written"]
+
+
+def amend(root: Path, *, package_type: str, created: dt.datetime,
+          metadata: Sequence[tuple[str, bytes, str, str, str | None]] = (), schemas: Iterable[str] = ()) -> None:
+    """Add provenance to the package folder ``root`` (one made by a writer, or taken in as delivered) and
+    declare it ``package_type``, keeping every other file and METS entry as it is.
+
+    ``metadata``: ``(path, bytes, ID, MDTYPE, OTHERMDTYPE)`` of each file to add as a ``digiprovMD``
+    of the root METS; ``schemas``: bundled schemas their XML uses, added to ``schemas/`` and the
+    ``Schemas`` group when missing. Each METS gets the CSIP profile of ``package_type``, its
+    ``OAISPACKAGETYPE`` and ``created`` as LASTMODDATE; the root METS's entries of the
+    representation METS it rewrote get their new size and checksum. Every file is replaced
+    atomically; the root METS, which lists the others, last.
+    """
+    for path, data, *_ in metadata:
+        _replace(root / path, data)
+    for name in schemas:
+        if not (root / "schemas" / name).exists():
+            _replace(root / "schemas" / name, (SCHEMA_DIR / name).read_bytes())
+    changed: dict[str, bytes] = {}
+    for rep_mets in sorted(root.glob("representations/*/METS.xml")):
+        tree = parse_bytes(rep_mets.read_bytes(), name=rep_mets.name)
+        _declare(tree.getroot(), package_type, created)
+        data = etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+        _replace(rep_mets, data)
+        changed[rep_mets.relative_to(root).as_posix()] = data
+    tree = parse_bytes((root / "METS.xml").read_bytes(), name="METS.xml")
+    mets = tree.getroot()
+    _declare(mets, package_type, created)
+    for f in mets.iter(M + "file"):
+        href = f.find(M + "FLocat").get(XLINK + "href")
+        if href in changed:
+            f.set("SIZE", str(len(changed[href])))
+            f.set("CHECKSUM", hashlib.sha256(changed[href]).hexdigest())
+            f.set("CHECKSUMTYPE", "SHA-256")
+    amd = mets.find(M + "amdSec")
+    if amd is None and metadata:
+        amd = etree.Element(M + "amdSec")
+        anchor = mets.find(M + "fileSec")
+        (anchor if anchor is not None else mets.find(M + "structMap")).addprevious(amd)
+    for path, data, file_id, mdtype, other in metadata:
+        ref = FileRef(file_id, path, XML, len(data), hashlib.sha256(data).hexdigest(), created)
+        amd.append(metadata_element(MetadataRef("digiprovMD", ref, mdtype, other)))  # type: ignore[union-attr]
+    div = mets.find(f"{M}structMap[@LABEL='CSIP']/{M}div/{M}div[@LABEL='Metadata']")
+    if div is not None and metadata:
+        div.set("ADMID", " ".join(filter(None, [div.get("ADMID"), *(m[2] for m in metadata)])))
+    group = mets.find(f"{M}fileSec/{M}fileGrp[@USE='Schemas']")
+    listed = {fl.get(XLINK + "href") for fl in group.iter(M + "FLocat")} if group is not None else set()
+    for name in sorted(set(schemas)):
+        if group is not None and f"schemas/{name}" not in listed:
+            data = (root / "schemas" / name).read_bytes()
+            group.append(file_element(FileRef(f"schema-{name.removesuffix('.xsd').lower()}", f"schemas/{name}", XML,
+                                              len(data), hashlib.sha256(data).hexdigest(), created)))
+    errors = schema_errors(tree)
+    if errors:
+        raise PackageBuildError(f"METS.xml of package {mets.get('OBJID')} does not validate against its schema: "
+                                + "; ".join(errors[:5]))
+    _replace(root / "METS.xml", etree.tostring(tree, xml_declaration=True, encoding="UTF-8", pretty_print=True))
+
+
+def _declare(mets: etree._Element, package_type: str, created: dt.datetime) -> None:
+    mets.set("PROFILE", profile_url(package_type))
+    hdr = mets.find(M + "metsHdr")
+    hdr.set(CSIP + "OAISPACKAGETYPE", package_type)
+    hdr.set("LASTMODDATE", timestamp(created))
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` under a temporary name, fsynced, and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.part-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+__all__ = ["METS_SCHEMAS", "PackageBuildError", "PackageWriter", "Written", "amend"]

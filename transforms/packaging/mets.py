@@ -73,12 +73,13 @@ class MetadataRef:
     other_mdtype: str | None = None
 
 
-def _ts(value: dt.datetime) -> str:
+def timestamp(value: dt.datetime) -> str:
+    """A date as METS gives it: to the second, with its offset when it has one."""
     return value.replace(microsecond=0).isoformat()
 
 
 def _file_attrs(f: FileRef) -> dict[str, str]:
-    return {"MIMETYPE": f.mimetype, "SIZE": str(f.size), "CREATED": _ts(f.created),
+    return {"MIMETYPE": f.mimetype, "SIZE": str(f.size), "CREATED": timestamp(f.created),
             "CHECKSUM": f.sha256, "CHECKSUMTYPE": "SHA-256"}
 
 
@@ -166,7 +167,8 @@ def _root(objid: str, label: str, profile: Profile, schema_prefix: str, profile_
 
 def _header(root: etree._Element, profile: Profile, package_type: str, created: dt.datetime,
             agents: Sequence[MetsAgent], alt_record_ids: Sequence[tuple[str, str]]) -> etree._Element:
-    hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": _ts(created), "LASTMODDATE": _ts(created),
+    hdr = etree.SubElement(root, M + "metsHdr", {"CREATEDATE": timestamp(created),
+                                                 "LASTMODDATE": timestamp(created),
                                                  "RECORDSTATUS": profile.record_status})
     hdr.set(CSIP + "OAISPACKAGETYPE", package_type)
     for a in agents:
@@ -180,7 +182,8 @@ def _metadata_sections(root: etree._Element, metadata: Sequence[MetadataRef]) ->
     """The dmdSecs, then one amdSec with the digiprovMDs, each built when asked for."""
     for md in metadata:
         if md.section == "dmdSec":
-            sec = etree.SubElement(root, M + "dmdSec", ID=md.file.id, CREATED=_ts(md.file.created), STATUS="CURRENT")
+            sec = etree.SubElement(root, M + "dmdSec", ID=md.file.id, CREATED=timestamp(md.file.created),
+                                   STATUS="CURRENT")
             _md_ref(sec, md)
             yield sec
         elif md.section != "digiprovMD":
@@ -228,7 +231,7 @@ def _file_text(depth: int, f: FileRef) -> bytes:
     entry is one formatted string (built as elements it cost several times more: bench/README.md)."""
     at = indent(depth)
     return (f'{at}<mets:file ID="{escape(f.id, attribute=True)}" MIMETYPE="{escape(f.mimetype, attribute=True)}" '
-            f'SIZE="{escape(f.size, attribute=True)}" CREATED="{escape(_ts(f.created), attribute=True)}" '
+            f'SIZE="{escape(f.size, attribute=True)}" CREATED="{escape(timestamp(f.created), attribute=True)}" '
             f'CHECKSUM="{escape(f.sha256, attribute=True)}" CHECKSUMTYPE="SHA-256">\n'
             f'{indent(depth + 1)}<mets:FLocat LOCTYPE="URL" xlink:type="simple" '  # as _link
             f'xlink:href="{escape(f.href, attribute=True)}"/>\n'
