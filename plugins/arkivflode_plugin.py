@@ -6,8 +6,10 @@
   archivists and researchers authenticate with their own archive credentials (`arkiv access-token`),
   since a business system is not an Airflow user. It also runs on its own with `arkiv api`.
 
-A listener (plugins/arkivflode_airflow/listeners.py) writes the period each DAG run archives into
-the run's note when the run starts, so Airflow's run lists name the period, not only UTC times.
+Each DAG run names the period it archives, not only UTC times: a listener
+(plugins/arkivflode_airflow/listeners.py) writes it into the run's note when the run starts, and the
+systems' timetable (plugins/arkivflode_airflow/timetable.py, registered here) puts it in the run ID,
+which the run lists show.
 
 The API server's request log (uvicorn's access log) is filtered so that it never prints the
 query string of a request to either app, and masks anything shaped like a personnummer in their paths.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 from arkivflode_airflow import listeners
+from arkivflode_airflow.timetable import PeriodTimetable
 from arkivflode_airflow.ui import BASE, app
 
 from transforms.access.api import create_app, install_request_log_filter
@@ -29,6 +32,7 @@ install_request_log_filter((ACCESS_BASE, BASE))
 class ArkivflodePlugin(AirflowPlugin):
     name = "arkivflode"
     listeners = [listeners]
+    timetables = [PeriodTimetable]
     fastapi_apps = [
         {"app": app, "url_prefix": BASE, "name": "Arkivflöde: archivist's page"},
         {"app": create_app(), "url_prefix": ACCESS_BASE, "name": "Arkivflöde: archive API"},

@@ -129,3 +129,57 @@ def test_each_run_note_names_the_period_in_the_systems_time_zone():
     run.note = "Omkörning efter rättad export"  # a note someone wrote is kept
     listeners.on_dag_run_running(dag_run=run, msg="started")
     assert run.note == "Omkörning efter rättad export"
+
+
+PERIOD_SCRIPT = r"""
+import json, sys
+import pendulum
+from airflow.sdk import DAG
+from airflow.serialization.serialized_objects import DagSerialization
+from airflow.timetables.base import DataInterval, TimeRestriction
+from airflow.timetables.interval import CronDataIntervalTimetable
+from airflow.utils.types import DagRunType
+from arkivflode_airflow.timetable import PeriodTimetable
+
+out = {}
+for name, cron in (("lex", "0 2 1 1 *"), ("treserva", "0 4 1 * *")):
+    dag = DAG(name, schedule=PeriodTimetable(cron, timezone="Europe/Stockholm"),
+              start_date=pendulum.datetime(2025, 1, 1, tz="Europe/Stockholm"))
+    back = DagSerialization.from_dict(DagSerialization.to_dict(dag)).timetable  # as the scheduler reads it
+    plain = CronDataIntervalTimetable(cron, timezone="Europe/Stockholm")
+    restriction = TimeRestriction(earliest=pendulum.datetime(2025, 1, 1, tz="Europe/Stockholm"), latest=None,
+                                  catchup=True)
+    ours = back.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    theirs = plain.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    out[name] = {"type": type(back).__name__, "same": ours == theirs,
+                 "scheduled": back.generate_run_id(run_type=DagRunType.SCHEDULED, run_after=ours.run_after,
+                                                   data_interval=ours.data_interval),
+                 "backfill": back.generate_run_id(run_type=DagRunType.BACKFILL_JOB, run_after=ours.run_after,
+                                                  data_interval=ours.data_interval),
+                 "no_interval": back.generate_run_id(run_type=DagRunType.MANUAL, run_after=ours.run_after,
+                                                     data_interval=None)}
+print(json.dumps(out))
+"""
+
+
+def test_run_ids_name_the_period_and_the_timetable_survives_the_schedulers_reading(tmp_path):
+    """The run lists show run IDs: the systems' timetable puts the period there, with the same intervals as
+    CronDataIntervalTimetable, and (registered by the plugin) it is read back from the serialized DAG."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    project = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "AIRFLOW__CORE__PLUGINS_FOLDER": str(project / "plugins"),
+           "PYTHONPATH": os.pathsep.join([str(project / "plugins"), str(project)])}
+    run = subprocess.run([sys.executable, "-c", PERIOD_SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = json.loads(run.stdout.strip().splitlines()[-1])
+    assert got["lex"] == {"type": "PeriodTimetable", "same": True,
+                          "scheduled": "scheduled__period-2025__2026-01-01T01:00:00+00:00",
+                          "backfill": "backfill__period-2025__2026-01-01T01:00:00+00:00",
+                          "no_interval": "manual__2026-01-01T01:00:00+00:00"}
+    assert got["treserva"]["same"] and got["treserva"]["scheduled"] == \
+        "scheduled__period-2025-01__2025-02-01T03:00:00+00:00"
