@@ -48,7 +48,6 @@ from pathlib import Path
 
 from lxml import etree
 
-from transforms import __version__ as _VERSION
 from transforms.common.hashing import sha256_file
 from transforms.common.identifiers import is_valid_organisationsnummer
 from transforms.common.masking import safe_name
@@ -63,7 +62,9 @@ from transforms.common.xmltools import (
     parse_bytes,
     schemas_used,
 )
-from transforms.packaging.premis import Agent, Event, FileObject, build_premis
+from transforms.packaging.agents import SOFTWARE_ID, SOFTWARE_NAME, SOFTWARE_VERSION, by_software, software
+from transforms.packaging.mets import FileRef, MetadataRef, metadata_element
+from transforms.packaging.premis import Event, FileObject, build_premis
 from transforms.validation.validator import (
     FGS_SPEC_VERSION,
     SIP_PROFILE_URL,
@@ -81,7 +82,8 @@ _log = logging.getLogger(__name__)
 M = f"{{{NS_METS}}}"
 XL = f"{{{NS_XLINK}}}"
 CS = f"{{{NS_CSIP}}}"
-TOOL = "Arkivflöde"
+#: the PREMIS agent of what ``arkiv prepare`` does: the software, as the part of it that prepares
+PREPARE_AGENT = f"{SOFTWARE_ID}-prepare"
 PREMIS_REL = "metadata/preservation/arkivflode-prepare-premis.xml"
 ORIGINAL_DIR = "documentation/original-delivery"
 
@@ -1021,20 +1023,20 @@ class _Preparer:
                                       format_note=(f"{ident.tool}, {ident.method}" if ident is not None else "")))
             self.formats.append({"path": path, "puid": puid, "format_name": ident.name if ident else "",
                                  "mime": ident.mime if ident else "", "sha256": digest, "size": size})
-        agent = Agent("arkivflode-prepare", TOOL, "software", version=_VERSION)
+        agent = software(PREPARE_AGENT)
         events = [Event(f"prepare-{i + 1}", "modification", now, "success",
                         detail=f"{c.requirement}: {c.what} [{c.location}]",
                         outcome_note=f"original value: {c.original!r}; new value: {c.new!r}",
-                        agents=(("arkivflode-prepare", "executing program"),),
+                        agents=by_software(PREPARE_AGENT),
                         objects=((c.location.split(":")[0]),))
                   for i, c in enumerate(self.changes)]
         events.append(Event("prepare-original", "ingestion", now, "success",
                             detail="the delivered package is kept unchanged in the prepared package",
                             outcome_note=f"sha256 {self.original_sha256}",
-                            agents=(("arkivflode-prepare", "executing program"),), objects=(self.original_rel,)))
+                            agents=by_software(PREPARE_AGENT), objects=(self.original_rel,)))
         events.append(Event("prepare-format-identification", "format identification", now, "success",
                             detail="every delivered file identified",
-                            agents=(("arkivflode-prepare", "executing program"),),
+                            agents=by_software(PREPARE_AGENT),
                             objects=tuple(o.identifier for o in objects)))
         tree = build_premis(objects, events, [agent], schema_prefix="../../")
         (self.root / PREMIS_REL).parent.mkdir(parents=True, exist_ok=True)
@@ -1048,13 +1050,10 @@ class _Preparer:
             if anchor is None:
                 anchor = mets.find(f"{M}structMap")
             anchor.addprevious(amd)
-        md = etree.SubElement(amd, f"{M}digiprovMD", ID="arkivflode-prepare-premis", STATUS="CURRENT")
         data = (self.root / PREMIS_REL).read_bytes()
-        ref = etree.SubElement(md, f"{M}mdRef", LOCTYPE="URL", MDTYPE="PREMIS", MIMETYPE="text/xml",
-                               SIZE=str(len(data)), CREATED=_now(), CHECKSUM=hashlib.sha256(data).hexdigest(),
-                               CHECKSUMTYPE="SHA-256")
-        ref.set(f"{XL}type", "simple")
-        ref.set(f"{XL}href", PREMIS_REL)
+        amd.append(metadata_element(MetadataRef("digiprovMD", FileRef(
+            "arkivflode-prepare-premis", PREMIS_REL, "text/xml", len(data), hashlib.sha256(data).hexdigest(), now),
+            "PREMIS")))
         meta = mets.find(f"{M}structMap[@LABEL='CSIP']/{M}div/{M}div[@LABEL='Metadata']")
         if meta is not None:
             meta.set("ADMID", " ".join([*(meta.get("ADMID") or "").split(), "arkivflode-prepare-premis"]))
@@ -1076,10 +1075,10 @@ class _Preparer:
             return
         hdr.set("LASTMODDATE", _now())
         agent = etree.Element(f"{M}agent", ROLE="EDITOR", TYPE="OTHER", OTHERTYPE="SOFTWARE")
-        etree.SubElement(agent, f"{M}name").text = TOOL
+        etree.SubElement(agent, f"{M}name").text = SOFTWARE_NAME
         note = etree.SubElement(agent, f"{M}note")
         note.set(f"{CS}NOTETYPE", "SOFTWARE VERSION")
-        note.text = _VERSION
+        note.text = SOFTWARE_VERSION
         _append_agent(hdr, agent)
 
 
