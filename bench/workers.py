@@ -10,6 +10,13 @@ Two measurements, documents in the page cache:
 * without Airflow: the same partitions built by ``build_packages`` in a ``ProcessPoolExecutor``
   of 1 and of 2 processes (reused between partitions), largest partition first.
 
+A third measurement is the shared-nothing shape (:func:`shared_nothing`): each worker process has
+a home of its own, and everything a task needs from an earlier one, or leaves for a later one,
+goes through a working bucket on moto's S3 server (real HTTP on loopback) with the project's own
+storage code: a task downloads its record class's part of the staged batch into its home, builds,
+uploads the package and clears its scratch. 1 and 2 workers again, and the hand-over's cost per
+package against the same builds reading and writing local paths.
+
 Each task is kept to one CPU (``bench.common.ONE_CPU_PER_TASK``): by default a package build
 already uses two (identification workers beside the TAR writer, two LibreOffice processes),
 which would hide what a second worker adds. Both report the CPU seconds used (user + system,
@@ -21,6 +28,11 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
+import subprocess
+import sys
+import time
+import uuid
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -83,6 +95,10 @@ def run(db: Path, files: Path, work: Path, *, log, airflow: bool = True) -> dict
             f"  (CPU {x['cpu_per_second']:.2f} s/s, machine {x['machine_busy']:.0%} busy)")
         clear(out)
     res["speedup"] = res["workers_1"]["seconds"] / res["workers_2"]["seconds"]
+    try:
+        res["shared_nothing"] = shared_nothing(staged, order, docs, work, local=res, log=log)
+    except (OSError, RuntimeError) as exc:  # no moto server here: the other figures stand
+        res["shared_nothing"] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     clear(staging)
     if airflow:
         log("  the same partitions as mapped tasks on Airflow (LocalExecutor, parallelism 1 and 2)")
@@ -96,3 +112,139 @@ def _only(staged: StagedBatch, rc: str) -> StagedBatch:
     import dataclasses
 
     return dataclasses.replace(staged, partitions={rc: staged.partitions[rc]})
+
+
+# --- shared-nothing: homes of their own, a working bucket between the tasks ---------------------------
+
+_HOME: Path | None = None  # this worker process's own ARKIV_HOME
+
+
+def _own_home(root: str) -> None:
+    global _HOME
+    _HOME = Path(root) / f"worker-{os.getpid()}"
+    _HOME.mkdir(parents=True, exist_ok=True)
+
+
+def _work_store(bucket: str):
+    from transforms.archive.storage import S3Storage
+    from transforms.config.settings import S3Config
+
+    return S3Storage(bucket, "work", "work", config=S3Config.from_env(os.environ))
+
+
+def _download(store, key: str, dest: Path) -> int:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with store.open(key) as f, open(dest, "wb") as out:
+        shutil.copyfileobj(f, out, 1024 * 1024)
+    return dest.stat().st_size
+
+
+def _bucket_task(bucket: str, batch_prefix: str, record_class: str) -> dict:
+    """One package task of a worker with a home of its own: fetch, build, hand over, clear."""
+    os.environ.update(ONE_CPU_PER_TASK)
+    store = _work_store(bucket)
+    scratch = _HOME / uuid.uuid4().hex[:8]
+    t0 = time.perf_counter()
+    manifest = scratch / "staging" / "manifest.json"
+    _download(store, f"{batch_prefix}/manifest.json", manifest)
+    staged = StagedBatch.load(manifest)
+    wanted = [Path(f) for fs in staged.partitions[record_class].files.values() for f in fs]
+    wanted += [Path(f) for f in staged.empty_tables.values()]
+    for path in wanted:
+        _download(store, f"{batch_prefix}/{path.relative_to(scratch / 'staging').as_posix()}", path)
+    t1 = time.perf_counter()
+    built = build_packages(fine_grained(LEX), staged, record_class, scratch / "build")
+    t2 = time.perf_counter()
+    for p in built:
+        store.put(p.path, f"packages/{Path(p.path).name}", expected_sha256=p.sha256)
+    t3 = time.perf_counter()
+    shutil.rmtree(scratch)
+    return {"bytes": sum(p.document_bytes for p in built), "packages": len(built), "fetch": t1 - t0,
+            "build": t2 - t1, "upload": t3 - t2}
+
+
+def _moto() -> tuple[subprocess.Popen, str]:
+    """moto's S3 server in a process of its own on a free loopback port."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(150):
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=1)  # noqa: S310 — loopback only
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"moto_server exited with {proc.returncode}") from None
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("moto_server did not answer")
+
+
+def shared_nothing(staged: StagedBatch, order: list[str], docs: list[str], work: Path, *, local: dict,
+                   log) -> dict:
+    """1 and 2 workers with homes of their own and a working bucket; the hand-over's cost per package."""
+    import boto3
+
+    proc, endpoint = _moto()
+    saved = {k: os.environ.get(k) for k in ("ARKIV_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION")}
+    # moto takes any credentials: a throwaway pair for this run
+    os.environ.update({"ARKIV_S3_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "bench",
+                       "AWS_SECRET_ACCESS_KEY": uuid.uuid4().hex, "AWS_DEFAULT_REGION": "eu-north-1"})
+    try:
+        bucket = "arkiv-bench-work"
+        boto3.client("s3", endpoint_url=endpoint, region_name="eu-north-1").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-north-1"})
+        store = _work_store(bucket)
+        # the extract task's hand-over: the staged batch into the bucket, once
+        root = Path(staged.directory)
+        t = time.perf_counter()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            store.put(path, f"staged/{path.relative_to(root).as_posix()}")
+        staged_upload = time.perf_counter() - t
+        res: dict = {"staged_upload_seconds": staged_upload, "endpoint": "moto_server on loopback"}
+        for n in (1, 2):
+            homes = work / f"homes-{n}"
+            clear(homes)
+            warm(docs)
+
+            def go(n=n, homes=homes):
+                with ProcessPoolExecutor(max_workers=n, initializer=_own_home, initargs=(str(homes),)) as pool:
+                    return [f.result() for f in [pool.submit(_bucket_task, bucket, "staged", rc) for rc in order]]
+
+            seconds, tasks = timed(go)
+            nbytes = sum(x["bytes"] for x in tasks)
+            packages = sum(x["packages"] for x in tasks)
+            res[f"workers_{n}"] = x = {
+                "seconds": seconds, "mb_s": nbytes / MB / seconds, "files_s": len(docs) / seconds,
+                "packages": packages, "fetch_seconds": sum(t["fetch"] for t in tasks),
+                "build_seconds": sum(t["build"] for t in tasks), "upload_seconds": sum(t["upload"] for t in tasks),
+                "homes": len(list(homes.iterdir()))}
+            log(f"  shared-nothing, {n} worker(s) with own homes  {seconds:7.2f} s  {x['mb_s']:7.1f} MB/s  "
+                f"(fetch {x['fetch_seconds']:.2f} s, upload {x['upload_seconds']:.2f} s over {packages} packages)")
+            for key in store.list("packages"):  # the next round writes the same packages again
+                store.client.delete_object(Bucket=bucket, Key=f"work/{key}")
+            clear(homes)
+        one, two = res["workers_1"], res["workers_2"]
+        res["speedup"] = one["seconds"] / two["seconds"]
+        res["handover_per_package_seconds"] = (one["fetch_seconds"] + one["upload_seconds"]) / one["packages"]
+        res["extra_per_package_vs_local_seconds"] = (one["seconds"] - local["workers_1"]["seconds"]) / one["packages"]
+        extra = res["extra_per_package_vs_local_seconds"]
+        log(f"  shared-nothing: 2 vs 1 worker {res['speedup']:.2f}×; hand-over "
+            f"{res['handover_per_package_seconds']:.3f} s per package measured in the tasks, {extra:+.3f} s per "
+            f"package against local paths (1 worker); staged batch upload {staged_upload:.2f} s once")
+        return res
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(timeout=10)

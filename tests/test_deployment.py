@@ -30,7 +30,9 @@ def test_compose_environment_names_what_the_code_reads():
     # the S3 settings S3Config.from_env reads (literal names, and the per-archive Object Lock pair)
     settings_py = (PROJECT / "transforms" / "config" / "settings.py").read_text(encoding="utf-8")
     known |= set(re.findall(r'"(ARKIV_S3_[A-Z0-9_]+)"', settings_py))
-    known |= {"ARKIV_WORK"} & set(re.findall(r'"(ARKIV_[A-Z0-9_]+)"', settings_py))  # the working bucket
+    # the working bucket, wherever in transforms/ it is read
+    known |= {"ARKIV_WORK"} & {n for p in (PROJECT / "transforms").rglob("*.py")
+                               for n in re.findall(r'"(ARKIV_[A-Z0-9_]+)"', p.read_text(encoding="utf-8"))}
     known |= {f"ARKIV_{a.upper()}_OBJECT_LOCK_{k}" for a in ARCHIVES for k in ("MODE", "DAYS")}
     # where alerts go (plugins/arkivflode_airflow/alerts.py and notifiers.py)
     for module in ("alerts.py", "notifiers.py"):

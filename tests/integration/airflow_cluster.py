@@ -40,7 +40,9 @@ ENDPOINT_VARIABLES = (
     "AIRFLOW__CORE__FERNET_KEY",
     "AIRFLOW__METRICS__STATSD_HOST",
     "ARKIV_CATALOGUE_URL",                   # the archive catalogue (PostgreSQL)
+    "ARKIV_WORK",                            # s3://bucket: the working bucket tasks hand each other keys in
     "ARKIV_MELLANARKIV",                     # s3://bucket
+    "ARKIV_SLUTARKIV",                       # s3://bucket with Object Lock
     "ARKIV_S3_ENDPOINT_URL",                 # MinIO (or moto in the test); unset for AWS itself
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",

@@ -112,6 +112,8 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
         "ARKIV_CATALOGUE_URL": pg_url.replace("postgresql://", "postgresql+psycopg2://", 1),
         # the mellanarkiv is a bucket on moto's S3 server (real HTTP), as it is on MinIO in docker-compose.yml
         "ARKIV_MELLANARKIV": f"s3://{make_bucket(moto_server)}",
+        "ARKIV_WORK": f"s3://{make_bucket(moto_server)}/work",
+        "ARKIV_SLUTARKIV": f"s3://{make_bucket(moto_server, object_lock=True)}",
         "ARKIV_S3_ENDPOINT_URL": moto_server,
         **S3_TEST_CREDENTIALS,
     }
