@@ -12,12 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from transforms import __version__
+from transforms.validation.requirements import CSIP_PROFILE_URL, SIP_PROFILE_URL
 
 #: the one place the specification versions are pinned
 CSIP_VERSION = "2.1.0"
-#: mets/@PROFILE of a SIP (E-ARK SIP 2.1.0) and of any other package: an AIP, a DIP (E-ARK CSIP 2.1.0)
-SIP_PROFILE_URL = "https://earksip.dilcis.eu/profile/E-ARK-SIP.xml"
-CSIP_PROFILE_URL = "https://earkcsip.dilcis.eu/profile/E-ARK-CSIP.xml"
 
 #: The software that makes the packages, named once: in METS (CSIP10-16), as the PREMIS agent of what
 #: it does (:mod:`transforms.packaging.agents`), in receipts, certificates and catalogue events.
@@ -30,7 +28,9 @@ SOFTWARE_LABEL = f"{SOFTWARE_NAME} {SOFTWARE_VERSION}"
 
 
 def profile_url(package_type: str) -> str:
-    """mets/@PROFILE for a package of ``package_type`` (SIP, AIP, DIP)."""
+    """mets/@PROFILE for a package of ``package_type``: the E-ARK SIP profile for a SIP, the CSIP profile for
+    any other (AIP, DIP). The URLs are the validator's (:mod:`transforms.validation.requirements`), which
+    judges packages by them."""
     return SIP_PROFILE_URL if package_type == "SIP" else CSIP_PROFILE_URL
 
 

@@ -12,10 +12,11 @@ A package is FGS Paketstruktur 2.0 (E-ARK CSIP 2.1.0 + SIP 2.1.0)::
     <OBJID>/documentation/data-dictionary.csv the tables' columns, types and meanings
     <OBJID>/schemas/*.xsd                     every schema the package's XML uses
 
-The TAR is written in one pass: each document is read once, hashed while it is copied into
-the archive, and the metadata that lists the checksums is written after the data. The TAR
-is built under a temporary name, fsynced and renamed; every XML is validated against its
-schema before the package is called done.
+The TAR is written in one pass by the CSIP writer (:class:`~transforms.packaging.csip.PackageWriter`):
+each document is read once, hashed while it is copied into the archive, and the metadata that
+lists the checksums is written after the data, the root METS last. The TAR is built under a
+temporary name, fsynced and renamed; every XML is validated against its schema before the
+package is called done. This module says what goes into a SIP; the writer lays it out.
 
 Before the TAR is opened every document is identified (PRONOM, one fido per package) and
 judged by the system's format policy (:mod:`transforms.formats.identification`). What the policy says to
