@@ -217,12 +217,23 @@ def _cmd_gallring(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"  {pid}  {p.system} {p.period} {p.record_class}: {p.record_count} records, due {p.due_date}"
                       f"; rule / regel: {_retention_rule(settings, p.system, p.record_class)}")
         return 0
-    _decision_arguments(args)
-    verb = "approve" if args.action == "approve" else "reject"
-    _confirm(args, f"{verb} disposal list {args.list_id} as {args.by}?")
-    decide_disposal(cat, args.list_id, approve=args.action == "approve", by=args.by, justification=args.reason)
+    from transforms.access.identity import decider
+
+    who = decider(args.by)  # the signed-in archivist; --by NAME only without an identity provider
+    if not (args.reason or "").strip():
+        raise ConfigError("a decision needs a justification: --reason TEXT (kept for ever)")
+    verb = args.action
+    _confirm(args, f"{verb} disposal list {args.list_id} as {who.name}?")
+    if verb == "review":
+        from transforms.archive.retention import review_disposal
+
+        review_disposal(cat, args.list_id, by=who, note=args.reason)
+        print(f"disposal list {args.list_id} reviewed by {who.name}; another archivist approves it / "
+              f"gallringslista granskad av {who.name}; en annan arkivarie godkänner den")
+        return 0
+    decide_disposal(cat, args.list_id, approve=verb == "approve", by=who, justification=args.reason)
     done = {"approve": ("approved", "godkänd"), "reject": ("rejected", "avvisad")}[verb]
-    print(f"disposal list {args.list_id} {done[0]} by {args.by} / gallringslista {done[1]} av {args.by}")
+    print(f"disposal list {args.list_id} {done[0]} by {who.name} / gallringslista {done[1]} av {who.name}")
     return 0
 
 
@@ -293,15 +304,18 @@ def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
         for h in active_holds(cat):
             print(f"#{h.id}  {h.scope:<12} {h.target}  — {h.reason} (placed by {h.placed_by}, {h.placed_at:%Y-%m-%d})")
         return 0
-    if not (args.by and args.reason):
-        raise ConfigError("a legal hold needs --by and --reason")
+    from transforms.access.identity import decider
+
+    who = decider(args.by)  # the signed-in archivist; --by NAME only without an identity provider
+    if not (args.reason or "").strip():
+        raise ConfigError("a legal hold needs --reason")
     if args.action == "add":
         if not (args.scope and args.target):
             raise ConfigError("give --package ID, --record SYSTEM:SOURCE_ID or --record-class SYSTEM:CLASS")
-        hid = add_hold(cat, args.scope, args.target, args.reason, args.by)
+        hid = add_hold(cat, args.scope, args.target, args.reason, who)
         print(f"legal hold #{hid} placed on {args.scope} {args.target}")
     else:
-        lift_hold(cat, int(args.hold_id), args.by, args.reason)
+        lift_hold(cat, int(args.hold_id), who, args.reason)
         print(f"legal hold #{args.hold_id} lifted")
     return 0
 
@@ -397,10 +411,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_retention)
 
-    p = sub.add_parser("gallring", help="disposal lists: list, show, approve, reject")
-    p.add_argument("action", choices=["list", "show", "approve", "reject"])
+    p = sub.add_parser("gallring", help="disposal lists: list, show, review, approve, reject (two archivists: one "
+                                        "reviews, another approves)")
+    p.add_argument("action", choices=["list", "show", "review", "approve", "reject"])
     p.add_argument("list_id", nargs="?")
-    p.add_argument("--by", help="who decides (name of the archivist)")
+    p.add_argument("--by", help="who decides, without an identity provider only (recorded as an unauthenticated "
+                                "name); with one, the archivist signed in with `arkiv login`")
     p.add_argument("--reason", help="the justification, kept for ever")
     p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
     p.add_argument("--json", action="store_true", help="list: as JSON")
@@ -438,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--package", dest="target_package")
     target.add_argument("--record", dest="target_record", help="SYSTEM:SOURCE_ID")
     target.add_argument("--record-class", dest="target_class", help="SYSTEM:RECORD_CLASS")
-    p.add_argument("--by")
+    p.add_argument("--by", help="who decides, without an identity provider only (an unauthenticated name)")
     p.add_argument("--reason")
     p.set_defaults(func=_cmd_hold)
 

@@ -303,7 +303,7 @@ def test_a_planted_personnummer_in_a_rejected_value_is_not_echoed(hostile):
     ("bearer {t}", 200), ("BEARER {t}", 200), ("Bearer {t}", 200), ("Bearer  {t}", 200),
     ("Basic {t}", 401), ("Token {t}", 401), ("Bearer a b", 400), ("Bearer {t} {t}", 400), ("Bearer", 400),
     ("Bearer {t},x", 400), ("{t}", 401), ("Bearer \"{t}\"", 400), ("Bearer {t}\u00e9", 400), ("", 401),
-    ("Bearer " + "A" * 600, 400), ("Bearer arkiv_doesnotexist", 401),
+    ("Bearer " + "A" * 9000, 400), ("Bearer arkiv_doesnotexist", 401),
 ])
 def test_authorization_is_one_bearer_token(hostile, header, status):
     value = header.format(t=hostile["tokens"]["researcher"]).encode("utf-8")

@@ -1,5 +1,8 @@
 """The access log: every search and every read of a record or document — who, what, when, why.
 
+Who: the credential's name, or for a person signed in through the identity provider their
+subject (``actor``), name and every archive role they held at the time, and the issuer.
+
 Rows are only ever inserted; the database refuses UPDATE and DELETE on the table (triggers
 made by catalogue migration 6), so not even a bug here can rewrite history. Targets are
 references (``lex/123``, a package ID), never record content.
@@ -73,7 +76,10 @@ def log(cat: Catalogue, who: Principal, action: str, target: str, *, outcome: st
     with cat.session() as s:
         s.add(AccessLogEntry(time=utcnow(), actor=clean(who.name, 200), role=clean(who.role, 20),
                              action=clean(action, 40), target=clean(target, 500), purpose=clean(purpose, 1000, names),
-                             outcome=outcome, detail=clean(detail, 2000, names)))
+                             outcome=outcome, detail=clean(detail, 2000, names),
+                             person_name=clean(who.display_name, 200) if who.display_name else None,
+                             roles=clean(",".join(who.roles), 200) if who.roles else None,
+                             issuer=clean(who.issuer, 300) if who.issuer else None))
 
 
 def refusal(cat: Catalogue | None, who: Principal | None, action: str, target: str, detail: str) -> None:
@@ -104,5 +110,6 @@ def entries(cat: Catalogue, who: Principal, *, actor: str | None = None, target:
         q = q.where(AccessLogEntry.time >= since)
     with cat.session() as s:
         rows = list(s.scalars(q))
-    return [{"id": r.id, "time": r.time.isoformat(), "actor": r.actor, "role": r.role, "action": r.action,
+    return [{"id": r.id, "time": r.time.isoformat(), "actor": r.actor, "name": r.person_name,
+             "roles": r.roles.split(",") if r.roles else [], "role": r.role, "action": r.action,
              "target": r.target, "purpose": r.purpose, "outcome": r.outcome, "detail": r.detail} for r in rows]

@@ -1,8 +1,9 @@
 """The archive API (HTTP, JSON, OpenAPI at ``/openapi.json``): :func:`create_app` builds it.
 
 Served on its own (``arkiv api``, uvicorn) or mounted by the Airflow plugin. Every request carries
-``Authorization: Bearer <token>`` (a credential from ``arkiv access-token add``; RFC 6750: the scheme
-in any case, exactly one token, never in the URL) and may say why (``X-Purpose`` header,
+``Authorization: Bearer <token>`` (an access token from the municipality's identity provider when
+one is configured, :mod:`.oidc`; else a credential from ``arkiv access-token add``; RFC 6750: the
+scheme in any case, exactly one token, never in the URL) and may say why (``X-Purpose`` header,
 percent-encoded UTF-8), which goes into the access log.
 
 Nothing that identifies a person travels in a URL, since URLs end up in request logs, proxies and
@@ -45,9 +46,10 @@ from transforms.access.auth import (
     Principal,
     Unauthenticated,
     Withheld,
-    authenticate,
     bearer_token,
 )
+from transforms.access.identity import principal_for
+from transforms.access.oidc import InvalidToken, OidcConfig, ProviderUnavailable
 from transforms.access.page import PAGE
 from transforms.access.service import Archive
 from transforms.common.errors import ContentError
@@ -115,10 +117,16 @@ class ExportRequest(BaseModel):
         return v
 
 
-def create_app(settings: Settings | None = None, *, archive: Archive | None = None) -> FastAPI:
-    """The FastAPI app for ``settings`` (from the environment when None)."""
+_FROM_ENV = object()
+
+
+def create_app(settings: Settings | None = None, *, archive: Archive | None = None,
+               oidc: OidcConfig | None | object = _FROM_ENV) -> FastAPI:
+    """The FastAPI app for ``settings`` (from the environment when None); ``oidc``: the identity
+    provider (read from the environment by default, None for the embedded default without one)."""
     settings = settings or Settings.from_env()
-    holder = _Lazy(settings, archive)
+    oidc = OidcConfig.from_env() if oidc is _FROM_ENV else oidc
+    holder = _Lazy(settings, archive, oidc)
     app = FastAPI(title="Arkivflöde archive API", version=__version__,
                   description="Search and read the mellanarkiv and slutarkiv, fetch receipts (kvittenser) and "
                               "request deliveries (E-ARK DIP). Every read is written to the access log.")
@@ -155,8 +163,15 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         challenge = "Bearer" + (f' error="{exc.error}"' if exc.error else "")
         cred = exc.credential
         who = Principal(cred.id, cred.role, cred.system, bool(cred.cleared)) if cred is not None else None
+        if isinstance(exc, InvalidToken):
+            who = exc.principal  # known only for a correctly signed token that has expired
         accesslog.refusal(holder.get().cat if who else None, who, "authenticate", _route_path(req), str(exc))
         return JSONResponse({"detail": str(exc)}, status_code=exc.status, headers={"WWW-Authenticate": challenge})
+
+    @app.exception_handler(ProviderUnavailable)
+    async def _provider_down(req: Request, exc: ProviderUnavailable):
+        log.error("sign-in unavailable answering %s: %s", _route_path(req), exc)
+        return JSONResponse({"detail": "the identity provider cannot be reached; try again later"}, status_code=503)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(req: Request, exc: StarletteHTTPException):
@@ -181,7 +196,13 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
             # refused whoever asks (the rule is the same for all): the purpose may name a person
             _refuse(holder, request, "purpose in the query string")
             raise _BadRequest("the purpose is sent in the X-Purpose header (percent-encoded UTF-8), never in the URL")
-        return authenticate(holder.get().cat, bearer_token(authorization))
+        system = request.headers.get("x-arkiv-system") or None
+        try:
+            return holder.principal(bearer_token(authorization), system)
+        except AccessDenied as exc:
+            if not isinstance(exc, Unauthenticated):
+                accesslog.refusal(None, None, "authenticate", _route_path(request), str(exc))
+            raise
 
     def url_filters_only(request: Request) -> None:
         extra = sorted(set(request.query_params) - GET_SEARCH_FILTERS - {"access_token"})
@@ -208,10 +229,25 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
         """The archivist's page: search, record view with documents and history, access log."""
         return PAGE
 
+    @app.get(f"{PREFIX}/sign-in", tags=["access"])
+    def sign_in() -> dict:
+        """How to sign in: the identity provider's issuer and the client ID to use (``provider`` is null
+        without one: then a credential from ``arkiv access-token``). No token needed."""
+        if holder.oidc is None:
+            return {"provider": None}
+        doc = holder.discovery()
+        return {"provider": {"issuer": holder.oidc.issuer, "client_id": holder.oidc.client_id,
+                             "scope": holder.oidc.scope,
+                             "resource": holder.oidc.audience if holder.oidc.audience != holder.oidc.client_id
+                             else None,
+                             "authorization_endpoint": doc.get("authorization_endpoint"),
+                             "token_endpoint": doc.get("token_endpoint")}}
+
     @app.get(f"{PREFIX}/whoami", tags=["access"])
     def whoami(who: Who) -> dict:
-        """The credential's name, role, scope and clearance."""
-        return {"name": who.name, "role": who.role, "system": who.system, "cleared": who.sees_secret}
+        """The credential's name, role, scope and clearance; for a signed-in person also their name and roles."""
+        return {"name": who.name, "role": who.role, "system": who.system, "cleared": who.sees_secret,
+                "display_name": who.display_name, "roles": list(who.roles)}
 
     @app.get(f"{PREFIX}/search", tags=["search"])
     def search_by_filters(_checked: Annotated[None, Depends(url_filters_only)], who: Who, why: Purpose,
@@ -324,7 +360,8 @@ def _route_path(req: Request) -> str:
 
 def _who_of(holder: "_Lazy", req: Request) -> Principal | None:
     try:
-        return authenticate(holder.get().cat, bearer_token(req.headers.get("authorization")))
+        return holder.principal(bearer_token(req.headers.get("authorization")),
+                                req.headers.get("x-arkiv-system") or None)
     except Exception:  # noqa: BLE001 - an unknown caller is logged in the server log instead
         return None
 
@@ -541,8 +578,18 @@ def serve(app: FastAPI, host: str, port: int) -> None:  # pragma: no cover - exe
 class _Lazy:
     """The Archive, opened on the first request: importing or mounting the app touches no database."""
 
-    def __init__(self, settings: Settings, archive: Archive | None):
+    def __init__(self, settings: Settings, archive: Archive | None, oidc: OidcConfig | None = None):
         self.settings, self.archive, self.lock = settings, archive, threading.Lock()
+        self.oidc = oidc
+
+    def principal(self, token: str, system: str | None = None) -> Principal:
+        """The caller: a provider's token checked against the provider, else a catalogue credential."""
+        return principal_for(self.get().cat, token, oidc=self.oidc, system=system)
+
+    def discovery(self) -> dict:
+        from transforms.access.oidc import validator
+
+        return validator(self.oidc).discovery()
 
     def get(self) -> Archive:
         if self.archive is None:

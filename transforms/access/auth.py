@@ -7,6 +7,11 @@ Roles (see docs/access-api.md):
 * ``client`` — a business system's own credential: its system only, not cleared unless the credential
   says so, fetches receipts (kvittenser) so that it can remove archived records from its database.
 * ``researcher`` — every system, read-only, never cleared; secret records are withheld.
+* ``it_operations`` — runs the archive: package lists and histories (fixity, transfers), no record
+  and no document, no search hits, no access log.
+
+People signed in through the municipality's identity provider get these roles from their groups
+(:mod:`transforms.access.oidc`); the credentials kept here are the embedded default without one.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import sqlalchemy as sa
 from transforms.catalogue import AccessCredential, Catalogue, utcnow
 from transforms.common.errors import ArkivError
 
-ROLES = ("archivist", "system_owner", "client", "researcher")
+ROLES = ("archivist", "system_owner", "client", "researcher", "it_operations")
 SCOPED_ROLES = ("system_owner", "client")
 
 
@@ -62,12 +67,21 @@ class Withheld(ArkivError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Someone reading the archive: a credential's name, its role, scope and clearance."""
+    """Someone reading the archive: a credential's name, its role, scope and clearance.
+
+    Signed in through the identity provider, ``name`` is the provider's subject (a stable
+    identifier), ``display_name`` the person's name and ``roles`` every archive role their groups
+    give them at the time (``role`` is the one they act in).
+    """
 
     name: str
     role: str
     system: str | None = None
     cleared: bool = False
+    display_name: str | None = None
+    roles: tuple[str, ...] = ()
+    creators: tuple[str, ...] = ()
+    issuer: str | None = None
 
     def __post_init__(self):
         if self.role not in ROLES:
@@ -92,13 +106,15 @@ class Principal:
         return self.role in ("archivist", "system_owner", "researcher")
 
     def in_scope(self, system: str) -> bool:
+        if self.role == "it_operations":
+            return False  # operations see packages, never records
         return self.system is None or self.system == system
 
     def may_fetch_receipt(self, system: str) -> bool:
         return self.role == "archivist" or (self.role in SCOPED_ROLES and self.system == system)
 
     def may_read_history(self, system: str) -> bool:
-        return self.role != "researcher" and self.in_scope(system)
+        return self.role == "it_operations" or (self.role != "researcher" and self.in_scope(system))
 
 
 def token_digest(token: str) -> str:
@@ -110,7 +126,8 @@ def token_digest(token: str) -> str:
 #: default lifetime of a token by role: people sign in for a working day, a business system's credential
 #: lasts a quarter (it is rotated by its operators, `arkiv access-token rotate`)
 DEFAULT_TTL = {"archivist": dt.timedelta(hours=12), "researcher": dt.timedelta(hours=12),
-               "system_owner": dt.timedelta(hours=12), "client": dt.timedelta(days=90)}
+               "system_owner": dt.timedelta(hours=12), "client": dt.timedelta(days=90),
+               "it_operations": dt.timedelta(hours=12)}
 #: no credential lives longer than this, whatever the configuration says
 MAX_TTL = dt.timedelta(days=400)
 
@@ -212,7 +229,8 @@ def credentials(cat: Catalogue) -> list[AccessCredential]:
 _NAME = re.compile(r"[A-Za-z0-9._@:-]{1,100}")
 #: RFC 6750 section 2.1: credentials = "Bearer" 1*SP b64token (the scheme is case-insensitive, RFC 7235)
 _BEARER = re.compile(r"([Bb][Ee][Aa][Rr][Ee][Rr]) +([A-Za-z0-9\-._~+/]+=*)")
-MAX_TOKEN = 512
+#: a provider's JWT with a person's groups runs to a few kilobytes; the catalogue's own tokens are 49 characters
+MAX_TOKEN = 8192
 
 
 def bearer_token(header: str | None) -> str:

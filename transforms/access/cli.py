@@ -1,11 +1,14 @@
-"""The ``arkiv`` subcommands for access: index, search, export, access-log, access-token, receipt, api.
+"""The ``arkiv`` subcommands for access: index, search, export, access-log, access-token, receipt, api,
+and sign-in: login, logout, whoami, decisions.
 
 ``arkiv search -`` and ``--personnummer -`` read the search text or the number from standard input,
 so that neither stays in the shell history or the process list.
 
-The CLI runs on the archive's own machine, so it acts as a principal named by ``--as`` (default
-``cli:<user>``) with the role given by ``--role`` (default archivist); every read is logged like
-an API call.
+With an identity provider configured (docs/identity.md) the CLI acts as the person signed in
+with ``arkiv login`` (device authorization grant) or whose token is in ``ARKIV_TOKEN``, in the
+role their groups give them; ``--as``/``--role`` are refused. Without one (the embedded default)
+it runs on the archive's own machine as a principal named by ``--as`` (default ``cli:<user>``)
+with the role given by ``--role`` (default archivist). Every read is logged like an API call.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ from transforms.config.settings import Settings
 
 def _principal(args: argparse.Namespace):
     from transforms.access.auth import Principal
+    from transforms.access.oidc import OidcConfig
 
+    config = OidcConfig.from_env()
+    if config is not None:
+        from transforms.access.identity import cli_identity
+        from transforms.common.errors import ConfigError
+
+        if getattr(args, "as_name", None) or getattr(args, "role", "archivist") != "archivist":
+            raise ConfigError("--as and --role are not taken when an identity provider is configured: the CLI acts "
+                              "as whoever is signed in (`arkiv login`)")
+        return cli_identity(config).principal(getattr(args, "scope_system", None))
     return Principal(args.as_name or f"cli:{getpass.getuser()}", args.role, getattr(args, "scope_system", None),
                      getattr(args, "cleared", False))
 
@@ -108,8 +121,70 @@ def _cmd_access_log(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
         return 0
     for r in rows:
-        print(f"{r['time']}  {r['actor']:<18} {r['role']:<12} {r['action']:<10} {r['outcome']:<9} {r['target']}"
+        who = f"{r['actor']} ({r['name']})" if r.get("name") else r["actor"]
+        roles = ",".join(r.get("roles") or []) or r["role"]
+        print(f"{r['time']}  {who:<30} {roles:<22} {r['action']:<10} {r['outcome']:<9} {r['target']}"
               + (f"  purpose: {r['purpose']}" if r["purpose"] else ""))
+    return 0
+
+
+def _cmd_login(args: argparse.Namespace, settings: Settings) -> int:
+    from transforms.access.identity import cli_identity, device_login, save_token, token_file
+    from transforms.access.oidc import OidcConfig
+    from transforms.common.errors import ConfigError
+
+    config = OidcConfig.from_env()
+    if config is None:
+        raise ConfigError("no identity provider is configured (ARKIV_OIDC_ISSUER); without one the CLI needs no "
+                          "sign-in")
+
+    def show(started: dict) -> None:
+        print(f"To sign in, open {started.get('verification_uri')} and enter the code {started.get('user_code')}")
+        print(f"Logga in: öppna {started.get('verification_uri')} och skriv in koden {started.get('user_code')}")
+        if started.get("verification_uri_complete"):
+            print(f"  (or open / eller öppna {started['verification_uri_complete']})")
+
+    answer = device_login(config, show=show)
+    path = token_file()
+    save_token(path, {"issuer": config.issuer, "access_token": answer["access_token"],
+                      "expires_in": answer.get("expires_in")})
+    me = cli_identity(config)
+    print(f"signed in as {me.name} ({me.subject}); roles: {', '.join(me.roles) or 'none'}; token kept in {path}")
+    return 0
+
+
+def _cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
+    from transforms.access.identity import token_file
+
+    path = token_file()
+    path.unlink(missing_ok=True)
+    print(f"signed out: {path} removed")
+    return 0
+
+
+def _cmd_whoami(args: argparse.Namespace, settings: Settings) -> int:
+    p = _principal(args)
+    print(json.dumps({"name": p.name, "display_name": p.display_name, "role": p.role, "roles": list(p.roles),
+                      "system": p.system}, ensure_ascii=False))
+    return 0
+
+
+def _cmd_decisions(args: argparse.Namespace, settings: Settings) -> int:
+    from transforms.access.auth import AccessDenied
+    from transforms.access.identity import decisions
+
+    who = _principal(args)
+    if who.role != "archivist":
+        raise AccessDenied("only archivists read the report of decisions")
+    rows = decisions(_archive(settings).cat)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+        return 0
+    for r in rows:
+        def sig(x):
+            return f"{x['name']} [{x['id']}] {x['at'] or ''}" if x else "—"
+
+        print(f"{r['what']:<40} {r['status']:<9} first: {sig(r['first'])}  second: {sig(r['second'])}")
     return 0
 
 
@@ -246,6 +321,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--transfer", action="store_true", help="the receipt the slutarkiv wrote into the package's AIP")
     _who_arguments(p)
     p.set_defaults(func=_cmd_receipt)
+
+    p = sub.add_parser("login", help="sign in through the identity provider (device authorization: open the URL "
+                                     "shown, enter the code); the token is kept for you only (mode 0600)")
+    p.set_defaults(func=_cmd_login)
+    p = sub.add_parser("logout", help="forget the token `arkiv login` kept")
+    p.set_defaults(func=_cmd_logout)
+    p = sub.add_parser("whoami", help="who the CLI acts as: the signed-in person and their archive roles")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_whoami)
+    p = sub.add_parser("decisions", help="every irreversible decision and who signed it (disposal lists: both "
+                                         "archivists; quarantine approvals with deviation)")
+    p.add_argument("--json", action="store_true")
+    _who_arguments(p)
+    p.set_defaults(func=_cmd_decisions)
 
     p = sub.add_parser("api", help="serve the archive API (uvicorn)")
     p.add_argument("--host", default="127.0.0.1")

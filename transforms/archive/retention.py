@@ -1,4 +1,14 @@
-"""Retention: when a record class's rule falls due, and applying the schedule to the catalogue."""
+"""Retention: when a record class's rule falls due, and applying the schedule to the catalogue.
+
+Decisions are people's (:class:`~transforms.catalogue.Person`): an archivist places and lifts
+legal holds, and a disposal list is disposed of only when two different archivists have
+signed it — the first reviews it (:func:`review_disposal`), another approves it
+(:func:`decide_disposal`); nobody approves a list they reviewed. Each decision is an event whose
+agent is the person (identifier, name, roles then) and whose executing agent is the software.
+Without an identity provider (the embedded default) a decision names whoever ``--by NAME``
+says, recorded as an unauthenticated name, and one approval is enough unless
+``ARKIV_DISPOSAL_APPROVERS=2`` (with a provider two are always needed).
+"""
 
 from __future__ import annotations
 
@@ -16,8 +26,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from transforms import __version__
-from transforms.catalogue import Catalogue, DisposalList, Event, Hold, Package, Record, Tombstone, utcnow
-from transforms.common.errors import ContentError, StorageError
+from transforms.catalogue import Catalogue, DisposalList, Event, Hold, Package, Person, Record, Tombstone, utcnow
+from transforms.common.errors import ArkivError, ConfigError, ContentError, StorageError
 from transforms.common.failpoints import failpoint
 
 log = logging.getLogger("arkivflode")
@@ -30,6 +40,37 @@ if TYPE_CHECKING:
 # --- the retention schedule applied to the catalogue ---------------------------------------------
 
 AGENT = f"Arkivflöde {__version__}"
+
+
+class DecisionRefused(ArkivError):
+    """This person may not take this decision: not an archivist, or the second signature is the first's."""
+
+
+def _person(by: str | Person) -> Person:
+    return by if isinstance(by, Person) else Person.unauthenticated(by)
+
+
+def _require_archivist(who: Person, what: str) -> None:
+    if who.authenticated and "archivist" not in who.roles:
+        raise DecisionRefused(f"{who.name} does not hold the archivist role; {what} is an archivist's decision")
+
+
+def _signed(who: Person) -> str:
+    return f"{who.name} ({who.id})" if who.authenticated else f"{who.name} (unauthenticated name)"
+
+
+def approvers_required(env: dict[str, str] | None = None) -> int:
+    """How many different archivists sign a disposal list: 2 with an identity provider, else
+    ``ARKIV_DISPOSAL_APPROVERS`` (1 or 2; default 1 in the embedded default, where names are not vouched for)."""
+    import os
+
+    env = os.environ if env is None else env
+    if (env.get("ARKIV_OIDC_ISSUER") or "").strip():
+        return 2
+    raw = (env.get("ARKIV_DISPOSAL_APPROVERS") or "1").strip()
+    if raw not in ("1", "2"):
+        raise ConfigError("ARKIV_DISPOSAL_APPROVERS: 1 or 2")
+    return int(raw)
 
 
 @dataclass
@@ -111,7 +152,8 @@ def plan(cat: Catalogue, as_of: dt.date) -> Plan:
 
 def _packages_in_open_lists(cat: Catalogue) -> set[str]:
     with cat.session() as s:
-        lists = s.scalars(sa.select(DisposalList).where(DisposalList.status.in_(("proposed", "approved"))))
+        lists = s.scalars(sa.select(DisposalList).where(DisposalList.status.in_(("proposed", "reviewed",
+                                                                                   "approved"))))
         return {pid for dl in lists for pid in json.loads(dl.items)}
 
 
@@ -164,11 +206,8 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
                     # everything that happened: to the batch it came from (extraction, quality, decisions)
                     # and to the package itself (creation, ingest, fixity, holds)
                     batch_events = [e for e in cat.events(batch_id=pkg.batch_id) if e.package_id is None]
-                    history = [PremisEvent(identifier=f"catalogue-event-{e.id}", type=e.type, time=e.time,
-                                           outcome=e.outcome, detail=e.detail,
-                                           agents=(("arkivflode", "executing program"),))
-                               for e in sorted(batch_events + cat.events(package_id=package_id),
-                                               key=lambda e: e.id)]
+                    history = [_premis_event(e) for e in sorted(batch_events + cat.events(package_id=package_id),
+                                                                key=lambda e: e.id)]
                     history.append(PremisEvent(identifier=f"{package_id}-transfer", type="transfer", time=now,
                                                outcome="success", detail=f"transferred to the slutarkiv; {basis}",
                                                agents=(("arkivflode", "executing program"),)))
@@ -206,6 +245,20 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
             cat.add_event(s, type="deletion", outcome="success", agent=AGENT, package_id=package_id,
                           detail=f"removed from the mellanarkiv ({key}) after the transfer was verified")
     return {"package_id": package_id, "object": object_id, "status": pkg.status}
+
+
+def _premis_event(e: Event):
+    """A catalogue event for the AIP's PREMIS: a person's decision names them as the authorizer and the
+    software as the executing program; the software's own events name the software."""
+    from transforms.packaging.agents import by_person, by_software, is_software
+    from transforms.packaging.premis import Event as PremisEvent
+
+    if e.agent_id or (e.type in ("decision", "hold placed", "hold lifted") and not is_software(e.agent)):
+        links = (by_person(e.agent), *by_software())
+    else:
+        links = by_software()
+    return PremisEvent(identifier=f"catalogue-event-{e.id}", type=e.type, time=e.time, outcome=e.outcome,
+                       detail=e.detail, agents=links)
 
 
 def _mellanarkiv_key(cat: Catalogue, package_id: str) -> str | None:
@@ -256,30 +309,36 @@ def _check_data_unchanged(inventory: dict, sip_path: Path) -> None:
 
 # --- legal holds ---------------------------------------------------------------------------------------
 
-def add_hold(cat: Catalogue, scope: str, target: str, reason: str, by: str) -> int:
+def add_hold(cat: Catalogue, scope: str, target: str, reason: str, by: str | Person) -> int:
+    """Place a legal hold (an archivist's decision)."""
+    who = _person(by)
+    _require_archivist(who, "a legal hold")
     if scope not in ("package", "record", "record_class"):
         raise ValueError("scope must be package, record or record_class")
     if not reason.strip():
         raise ValueError("a legal hold needs a reason")
     with cat.session() as s:
-        h = Hold(scope=scope, target=target, reason=reason, placed_by=by)
+        h = Hold(scope=scope, target=target, reason=reason, placed_by=who.name, placed_by_id=who.id)
         s.add(h)
         s.flush()
-        cat.add_event(s, type="hold placed", outcome="success", agent=by,
+        cat.add_event(s, type="hold placed", outcome="success", agent=who, executing_agent=AGENT,
                       package_id=target if scope == "package" else None,
-                      detail=f"legal hold #{h.id} on {scope} {target}: {reason}")
+                      detail=f"legal hold #{h.id} on {scope} {target} placed by {_signed(who)}: {reason}")
         return h.id
 
 
-def lift_hold(cat: Catalogue, hold_id: int, by: str, reason: str) -> None:
+def lift_hold(cat: Catalogue, hold_id: int, by: str | Person, reason: str) -> None:
+    """Lift a legal hold (an archivist's decision)."""
+    who = _person(by)
+    _require_archivist(who, "lifting a legal hold")
     with cat.session() as s:
         h = s.get(Hold, hold_id)
         if h is None or h.lifted_at is not None:
             raise ValueError(f"no active legal hold #{hold_id}")
-        h.lifted_by, h.lifted_at = by, utcnow()
-        cat.add_event(s, type="hold lifted", outcome="success", agent=by,
+        h.lifted_by, h.lifted_by_id, h.lifted_at = who.name, who.id, utcnow()
+        cat.add_event(s, type="hold lifted", outcome="success", agent=who, executing_agent=AGENT,
                       package_id=h.target if h.scope == "package" else None,
-                      detail=f"legal hold #{hold_id} on {h.scope} {h.target} lifted: {reason}")
+                      detail=f"legal hold #{hold_id} on {h.scope} {h.target} lifted by {_signed(who)}: {reason}")
 
 
 # --- disposal (gallring) ---------------------------------------------------------------------------------
@@ -297,19 +356,54 @@ def propose_disposal(cat: Catalogue, plan_: Plan) -> str | None:
     return list_id
 
 
-def decide_disposal(cat: Catalogue, list_id: str, *, approve: bool, by: str, justification: str) -> None:
-    """An archivist's decision on a disposal list; every decision is an event."""
-    if not justification.strip():
-        raise ValueError("a decision needs a justification")
+def review_disposal(cat: Catalogue, list_id: str, *, by: str | Person, note: str) -> None:
+    """The first archivist's signature on a disposal list: reviewed, now awaiting another archivist's approval."""
+    who = _person(by)
+    _require_archivist(who, "reviewing a disposal list")
+    if not note.strip():
+        raise ValueError("a review needs a justification")
     with cat.session() as s:
         dl = s.get(DisposalList, list_id)
         if dl is None or dl.status != "proposed":
-            raise ValueError(f"disposal list {list_id} is not awaiting a decision")
-        dl.status = "approved" if approve else "rejected"
-        dl.decided_by, dl.decided_at, dl.justification = by, utcnow(), justification
+            raise ValueError(f"disposal list {list_id} is not awaiting a review"
+                             + (f" (it is {dl.status})" if dl is not None else ""))
+        dl.status = "reviewed"
+        dl.reviewed_by, dl.reviewed_by_id, dl.reviewed_at, dl.review_note = who.name, who.id, utcnow(), note
         for pid in json.loads(dl.items):
-            cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by, package_id=pid,
-                          detail=f"disposal list {list_id} {dl.status} by {by}: {justification}")
+            cat.add_event(s, type="decision", outcome="success", agent=who, executing_agent=AGENT, package_id=pid,
+                          detail=f"disposal list {list_id} reviewed by {_signed(who)}, first of two archivists: "
+                                 f"{note}")
+
+
+def decide_disposal(cat: Catalogue, list_id: str, *, approve: bool, by: str | Person, justification: str,
+                    approvers: int | None = None) -> None:
+    """An archivist's decision on a disposal list; every decision is an event.
+
+    Approval is the second signature when ``approvers`` is 2 (:func:`approvers_required`): the list
+    must have been reviewed, by somebody else. Rejection needs one archivist at any stage before it.
+    """
+    who = _person(by)
+    _require_archivist(who, "approving or rejecting a disposal list")
+    if not justification.strip():
+        raise ValueError("a decision needs a justification")
+    approvers = approvers_required() if approvers is None else approvers
+    with cat.session() as s:
+        dl = s.get(DisposalList, list_id)
+        if dl is None or dl.status not in ("proposed", "reviewed"):
+            raise ValueError(f"disposal list {list_id} is not awaiting a decision")
+        if approve and dl.reviewed_by_id is not None and dl.reviewed_by_id == who.id:
+            raise DecisionRefused(f"{who.name} reviewed disposal list {list_id}: another archivist must approve it "
+                                  "(nobody approves their own proposal)")
+        if approve and approvers >= 2 and dl.status != "reviewed":
+            raise DecisionRefused(f"disposal list {list_id} needs two archivists: one reviews it first "
+                                  f"(`arkiv gallring review {list_id}`), another approves it")
+        dl.status = "approved" if approve else "rejected"
+        dl.decided_by, dl.decided_by_id, dl.decided_at, dl.justification = who.name, who.id, utcnow(), justification
+        second = f"; reviewed by {dl.reviewed_by}" if dl.reviewed_by else ""
+        for pid in json.loads(dl.items):
+            cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=who,
+                          executing_agent=AGENT, package_id=pid,
+                          detail=f"disposal list {list_id} {dl.status} by {_signed(who)}{second}: {justification}")
 
 
 def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Storage, list_id: str,
@@ -322,6 +416,7 @@ def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path 
         if dl is None or dl.status != "approved":
             raise ValueError(f"disposal list {list_id} is not approved; nothing is disposed of without approval")
         items, approved_by, approved_at = json.loads(dl.items), dl.decided_by, dl.decided_at
+        approved_by_id, reviewed_by, reviewed_by_id = dl.decided_by_id, dl.reviewed_by, dl.reviewed_by_id
     holds = active_holds(cat)
     disposed, skipped = [], []
     for pid in items:
@@ -338,7 +433,8 @@ def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path 
                                 sha256=pkg.sha256, size=pkg.size, record_count=pkg.record_count,
                                 references=json.dumps(refs, ensure_ascii=False), rule=f"{rule.period} from "
                                 f"{rule.counted_from}: {rule.basis}", disposal_list=list_id,
-                                approved_by=approved_by, approved_at=approved_at))
+                                approved_by=approved_by, approved_at=approved_at, approved_by_id=approved_by_id,
+                                reviewed_by=reviewed_by, reviewed_by_id=reviewed_by_id))
         failpoint("disposal.after_tombstone_before_delete")
         if mellanarkiv.exists(pkg.location):
             mellanarkiv.delete(pkg.location, verified_copy_sha256=pkg.sha256)
@@ -347,7 +443,8 @@ def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path 
             p = s.get(Package, pid)
             p.status = "disposed"
             cat.add_event(s, type="deletion", outcome="success", agent=AGENT, package_id=pid,
-                          detail=f"disposed of (gallrad) under list {list_id}, approved by {approved_by}; "
+                          detail=f"disposed of (gallrad) under list {list_id}, approved by {approved_by}"
+                                 + (f" after review by {reviewed_by}" if reviewed_by else "") + "; "
                                  f"tombstone kept; rule: {rule.basis}")
         disposed.append(pid)
     failpoint("disposal.before_certificate")

@@ -14,6 +14,7 @@ import datetime as dt
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -28,6 +29,38 @@ def utcnow() -> dt.datetime:
 
 class Base(DeclarativeBase):
     pass
+
+
+@dataclass(frozen=True)
+class Person:
+    """Who made a decision: the identity provider's identifier (subject) and name, and their roles then.
+
+    Without a provider (the embedded default) a decision names whoever typed ``--by NAME``:
+    :meth:`unauthenticated` keeps that name and says in the identifier that nobody vouched for it.
+    """
+
+    id: str
+    name: str
+    roles: tuple[str, ...] = ()
+
+    @classmethod
+    def unauthenticated(cls, name: str) -> Person:
+        name = (name or "").strip()
+        if not name:
+            raise ValueError("a decision needs who decides")
+        return cls(id=f"{UNAUTHENTICATED}{name}"[:300], name=name[:200])
+
+    @property
+    def authenticated(self) -> bool:
+        return not self.id.startswith(UNAUTHENTICATED)
+
+    @property
+    def roles_text(self) -> str:
+        return ",".join(self.roles)
+
+
+#: the identifier prefix of a name nobody authenticated (``--by NAME`` without an identity provider)
+UNAUTHENTICATED = "unauthenticated name:"
 
 
 class SchemaVersion(Base):
@@ -93,6 +126,9 @@ class Hold(Base):
     placed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     lifted_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
     lifted_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    #: the identity provider's identifiers of who placed and lifted it (migration 10)
+    placed_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    lifted_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
 
 
 class DisposalList(Base):
@@ -108,6 +144,13 @@ class DisposalList(Base):
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     justification: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     certificate: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)  # the certificate's package id
+    # two people (migration 10): the first archivist reviews (status "reviewed"), another approves;
+    # names and the identity provider's identifiers of both
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reviewed_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    reviewed_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
+    review_note: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
+    decided_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
 
 
 class Tombstone(Base):
@@ -127,6 +170,9 @@ class Tombstone(Base):
     approved_by: Mapped[str] = mapped_column(sa.String(200))
     approved_at: Mapped[dt.datetime] = mapped_column()
     disposed_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    approved_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)  # migration 10
+    reviewed_by: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    reviewed_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
 
 
 class QuarantineCase(Base):
@@ -146,6 +192,7 @@ class QuarantineCase(Base):
     decided_at: Mapped[dt.datetime | None] = mapped_column(nullable=True)
     justification: Mapped[str | None] = mapped_column(sa.Text, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    decided_by_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)  # migration 10
 
 
 class Record(Base):
@@ -177,6 +224,11 @@ class Event(Base):
     outcome: Mapped[str] = mapped_column(sa.String(20))  # success | failure | warning
     agent: Mapped[str] = mapped_column(sa.String(200))
     detail: Mapped[str] = mapped_column(sa.Text, default="")
+    # a person's decision (migration 10): ``agent`` is their name, ``agent_id`` the identity provider's
+    # identifier, ``agent_roles`` their archive roles then; ``executing_agent`` the software that carried it out
+    agent_id: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
+    agent_roles: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    executing_agent: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
 
 
 class ArchiveCreator(Base):
@@ -304,6 +356,10 @@ class AccessLogEntry(Base):
     purpose: Mapped[str] = mapped_column(sa.Text, default="")
     outcome: Mapped[str] = mapped_column(sa.String(20))  # granted | withheld | refused | not_found
     detail: Mapped[str] = mapped_column(sa.Text, default="")
+    # who, as the identity provider said at the time (migration 10; empty for the catalogue's own credentials)
+    person_name: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    roles: Mapped[str | None] = mapped_column(sa.String(200), nullable=True)
+    issuer: Mapped[str | None] = mapped_column(sa.String(300), nullable=True)
 
 
 class FileFormat(Base):
@@ -346,7 +402,8 @@ def add_file_formats(s: Session, package_id: str, rows: list[dict]) -> None:
 
 
 _ADDED_LATER = {"packages": {"archive_creator", "series_code", "series_id", "retention_action", "due_date"},
-                "records": {"retention_start", "due_date"}, "batches": {"planned"}}
+                "records": {"retention_start", "due_date"}, "batches": {"planned"},
+                "events": {"agent_id", "agent_roles", "executing_agent"}}
 _ADDED_IN_3 = {"packages": ("retention_action VARCHAR(20)", "due_date VARCHAR(40)"),
                "records": ("retention_start VARCHAR(40)", "due_date VARCHAR(40)")}
 
@@ -463,6 +520,28 @@ def _migration_8(conn: sa.Connection) -> None:
 def _migration_9(conn: sa.Connection) -> None:
     Base.metadata.create_all(conn, tables=[FormatIdentification.__table__])
 
+#: columns migration 10 adds (tables made by earlier migrations from today's models may have them already)
+_ADDED_IN_10 = {
+    "events": ("agent_id VARCHAR(300)", "agent_roles VARCHAR(200)", "executing_agent VARCHAR(200)"),
+    "disposal_lists": ("reviewed_by VARCHAR(200)", "reviewed_by_id VARCHAR(300)", "reviewed_at TIMESTAMP",
+                       "review_note TEXT", "decided_by_id VARCHAR(300)"),
+    "tombstones": ("approved_by_id VARCHAR(300)", "reviewed_by VARCHAR(200)", "reviewed_by_id VARCHAR(300)"),
+    "holds": ("placed_by_id VARCHAR(300)", "lifted_by_id VARCHAR(300)"),
+    "quarantine_cases": ("decided_by_id VARCHAR(300)",),
+    "access_log": ("person_name VARCHAR(200)", "roles VARCHAR(200)", "issuer VARCHAR(300)"),
+}
+
+
+def _migration_10(conn: sa.Connection) -> None:
+    """Who decided: identifiers, names and roles of people beside the software that acted."""
+    inspector = sa.inspect(conn)
+    for table, columns in _ADDED_IN_10.items():
+        present = {c["name"] for c in inspector.get_columns(table)}
+        for column in columns:
+            if column.split(" ", 1)[0] not in present:
+                conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column}"))
+
+
 #: (version, name, function); append only — never edit a migration that has shipped
 MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (1, "batches, packages, records, events", _migration_1),
@@ -475,6 +554,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[sa.Connection], None]]] = [
     (8, "interval claims: one run at a time archives a system's interval (CLI and DAG runs)", _migration_8),
     (9, "format identifications by content digest and signature version (each content identified once)",
      _migration_9),
+    (10, "who decided: people's identifiers and roles on events, disposal lists (two approvers), holds, "
+         "quarantine cases and the access log", _migration_10),
 ]
 
 
@@ -689,8 +770,13 @@ class Catalogue:
             b.status, b.rows, b.quality_report, b.planned, b.updated_at = *new, utcnow()
             return True
 
-    def add_event(self, s: Session, *, type: str, outcome: str, agent: str, detail: str = "",
+    def add_event(self, s: Session, *, type: str, outcome: str, agent: str | Person, detail: str = "",
                   package_id: str | None = None, batch_id: str | None = None,
-                  time: dt.datetime | None = None) -> None:
-        s.add(Event(package_id=package_id, batch_id=batch_id, type=type, outcome=outcome, agent=agent,
-                    detail=detail, time=time or utcnow()))
+                  time: dt.datetime | None = None, executing_agent: str | None = None) -> None:
+        """Record an event. ``agent`` is the software, or the :class:`Person` who decided (then
+        ``executing_agent`` names the software that carried the decision out)."""
+        person = agent if isinstance(agent, Person) else None
+        s.add(Event(package_id=package_id, batch_id=batch_id, type=type, outcome=outcome,
+                    agent=person.name if person else agent, detail=detail, time=time or utcnow(),
+                    agent_id=person.id if person else None, agent_roles=person.roles_text if person else None,
+                    executing_agent=executing_agent))
