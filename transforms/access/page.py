@@ -5,6 +5,13 @@ reader's token to the same API every other client uses, so the page can show not
 token may not see, and every read it makes is in the access log. Values are inserted as text
 (``textContent``), never as HTML. Searches are POSTed with the words and personnummer in the body,
 so they never appear in a URL, a request log or the browser's history.
+
+Sign-in: with an identity provider configured (``GET /api/v1/sign-in`` says which), the page
+signs the reader in with the authorization code flow and PKCE (S256) as a public client: it
+sends the browser to the provider, takes the code back at ``/archive``, checks ``state``,
+exchanges the code for an access token at the provider's token endpoint, removes the code from
+the address bar and keeps the token in ``sessionStorage`` (this tab only). Without a provider
+the reader pastes an API token, as before.
 """
 
 PAGE = r"""<!doctype html>
@@ -17,9 +24,10 @@ PAGE = r"""<!doctype html>
 </style></head>
 <body>
 <h1>Arkivflöde – arkivet</h1>
-<form id="login"><label>Token <input id="token" type="password" size="50"></label>
+<form id="login"><span id="tokenbox"><label>Token <input id="token" type="password" size="50"></label></span>
  <label>Syfte <input id="purpose" size="30" placeholder="t.ex. Begäran KS 2026/0001"></label>
- <button>Spara</button> <span id="who"></span></form>
+ <button id="save">Spara</button> <button type="button" id="signin" hidden>Logga in</button>
+ <button type="button" id="signout" hidden>Logga ut</button> <span id="who"></span></form>
 <form id="search"><input id="q" size="40" placeholder="Diarienummer, titel, part …">
  <input id="system" size="10" placeholder="system"> <input id="pnr" size="14" placeholder="personnummer">
  <button id="go">Sök</button> <button type="button" id="showlog">Åtkomstlogg</button></form>
@@ -54,13 +62,61 @@ function table(head, rows) {
   const t = el("table"); const tr = el("tr"); head.forEach(h => tr.appendChild(el("th", h))); t.appendChild(tr);
   rows.forEach(r => t.appendChild(r)); return t;
 }
-$("login").addEventListener("submit", async (ev) => {
-  ev.preventDefault(); sessionStorage.setItem("arkiv-token", $("token").value);
-  sessionStorage.setItem("arkiv-purpose", $("purpose").value);
+async function showWho() {
   try { const me = await (await api("/api/v1/whoami")).json();
-        $("who").textContent = me.name + " (" + me.role + (me.system ? ", " + me.system : "") + ")"; }
+        $("who").textContent = (me.display_name || me.name) + " (" + (me.roles && me.roles.length ? me.roles.join(", ")
+          : me.role) + (me.system ? ", " + me.system : "") + ")"; }
   catch (e) { $("who").textContent = e.message; }
+}
+$("login").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  if (!$("tokenbox").hidden) sessionStorage.setItem("arkiv-token", $("token").value);
+  sessionStorage.setItem("arkiv-purpose", $("purpose").value);
+  await showWho();
 });
+// --- sign-in through the identity provider: authorization code + PKCE, a public client ---
+const b64url = (bytes) => btoa(String.fromCharCode(...new Uint8Array(bytes)))
+  .replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+const randomString = () => b64url(crypto.getRandomValues(new Uint8Array(32)));
+const here = () => location.origin + location.pathname;
+async function signIn(provider) {
+  const verifier = randomString(), state = randomString();
+  const challenge = b64url(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(verifier)));
+  sessionStorage.setItem("arkiv-pkce", JSON.stringify({verifier, state}));
+  const q = new URLSearchParams({response_type: "code", client_id: provider.client_id, redirect_uri: here(),
+    scope: provider.scope, state, code_challenge: challenge, code_challenge_method: "S256"});
+  if (provider.resource) q.set("resource", provider.resource);
+  location.assign(provider.authorization_endpoint + "?" + q.toString());
+}
+async function finishSignIn(provider) {
+  const params = new URLSearchParams(location.search);
+  if (!params.has("code") && !params.has("error")) return;
+  history.replaceState(null, "", here());  // the code never stays in the address bar or the history
+  const saved = JSON.parse(sessionStorage.getItem("arkiv-pkce") || "{}");
+  sessionStorage.removeItem("arkiv-pkce");
+  if (params.get("error")) { status("Inloggningen avbröts: " + params.get("error")); return; }
+  if (!saved.state || params.get("state") !== saved.state) { status("Inloggningen avvisades (fel state)"); return; }
+  const body = new URLSearchParams({grant_type: "authorization_code", code: params.get("code"),
+    redirect_uri: here(), client_id: provider.client_id, code_verifier: saved.verifier});
+  if (provider.resource) body.set("resource", provider.resource);
+  const r = await fetch(provider.token_endpoint, {method: "POST", body,
+    headers: {"Content-Type": "application/x-www-form-urlencoded"}});
+  const answer = await r.json().catch(() => ({}));
+  if (!r.ok || !answer.access_token) { status("Inloggningen misslyckades: " + (answer.error || r.status)); return; }
+  sessionStorage.setItem("arkiv-token", answer.access_token);
+}
+(async () => {
+  let info = {provider: null};
+  try { info = await (await fetch("api/v1/sign-in")).json(); } catch (e) { /* the embedded default */ }
+  const provider = info.provider;
+  if (!provider) return;
+  $("tokenbox").hidden = true; $("signin").hidden = false; $("signout").hidden = false;
+  $("signin").addEventListener("click", () => signIn(provider));
+  $("signout").addEventListener("click", () => { sessionStorage.removeItem("arkiv-token");
+    $("who").textContent = "utloggad"; });
+  await finishSignIn(provider);
+  if (sessionStorage.getItem("arkiv-token")) await showWho();
+})();
 $("search").addEventListener("submit", async (ev) => {
   ev.preventDefault(); const body = {q: $("q").value};
   if ($("system").value) body.system = $("system").value;
@@ -118,9 +174,10 @@ async function openDocument(d, c) {
 $("showlog").addEventListener("click", async () => {
   try {
     const r = await (await api("/api/v1/access-log?limit=100")).json();
-    $("log").replaceChildren(el("h2", "Åtkomstlogg"), table(["Tid", "Vem", "Roll", "Åtgärd", "Utfall", "Vad", "Syfte"],
-      r.entries.map(e => { const tr = el("tr"); [e.time, e.actor, e.role, e.action, e.outcome, e.target, e.purpose]
-        .forEach(v => tr.appendChild(el("td", v))); tr.className = "logrow"; return tr; })));
+    $("log").replaceChildren(el("h2", "Åtkomstlogg"), table(["Tid", "Vem", "Namn", "Roller", "Åtgärd", "Utfall", "Vad",
+      "Syfte"], r.entries.map(e => { const tr = el("tr");
+        [e.time, e.actor, e.name || "", (e.roles && e.roles.length ? e.roles.join(", ") : e.role), e.action, e.outcome,
+         e.target, e.purpose].forEach(v => tr.appendChild(el("td", v))); tr.className = "logrow"; return tr; })));
   } catch (e) { status(e.message); }
 });
 </script></body></html>
