@@ -62,6 +62,11 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
+_FILE = f"{M}file"
+_FILEGRP = f"{M}fileGrp"
+_FORMAT_QNAMES = tuple((key, tuple(f"{SP}{n}" for n in names)) for key, names in FORMAT_ATTRS)
+
+
 class _MetsStream:
     """Callbacks for streaming one METS: check each file of the (first) fileSec once read, drop it.
 
@@ -75,34 +80,27 @@ class _MetsStream:
     def __init__(self, ctx: Context, doc: Doc):
         self.ctx = ctx
         self.doc = doc
-        self.root = None
-        self.sec = None  # the document's first fileSec, once its start tag is read
+        self.sec = None  # the document's first fileSec, once a file has been read
         self.amd_ids: set[str] = set()
         self.dmd_ids: set[str] = set()
         self.file_hooks = registry.hooks(Scope.FILE, ctx.profile)
 
-    def start(self, el) -> None:
-        if self.root is None:
-            self.root = el
-        elif self.sec is None and el.tag == f"{M}fileSec" and el.getparent() is self.root:
-            # Everything before the fileSec is complete: the metadata sections it may refer to.
-            self.sec = el
-            self.amd_ids = amd_ids_of(self.root)
-            self.dmd_ids = {s.get("ID") for s in self.root.findall(f"{M}dmdSec") if s.get("ID")}
-
     def end(self, el) -> None:
-        if el.tag != f"{M}file":
+        if el.tag != _FILE:
             return
+        if self.sec is None:
+            self._find_section(el)
         doc = self.doc
         doc.file_count += 1
-        for key, names in FORMAT_ATTRS:
-            vals = [el.get(f"{SP}{n}") for n in names if el.get(f"{SP}{n}") is not None]
+        get = el.get
+        for key, names in _FORMAT_QNAMES:
+            vals = [v for n in names if (v := get(n)) is not None]
             if not vals:
                 doc.attr_missing[key] += 1
             elif all(blank(v) for v in vals):
                 doc.attr_empty[key] += 1
         group = el.getparent()
-        if group is None or group.tag != f"{M}fileGrp":
+        if group is None or group.tag != _FILEGRP:
             return
         log = doc.groups.get(group)
         if log is None:
@@ -127,13 +125,28 @@ class _MetsStream:
                 doc.removed_ids.add(sub.get("ID"))
         group.remove(el)
 
+    def _find_section(self, el) -> bool:
+        """At a file's end: the document's first fileSec, if one has begun (a child of the root).
+
+        Everything before the fileSec is complete by then: the metadata sections it may refer to
+        (no amdSec or dmdSec can begin while a fileSec is open).
+        """
+        root = el.getroottree().getroot()
+        sec = root.find(f"{M}fileSec")
+        if sec is None:
+            return False
+        self.sec = sec
+        self.amd_ids = amd_ids_of(root)
+        self.dmd_ids = {s.get("ID") for s in root.findall(f"{M}dmdSec") if s.get("ID")}
+        return True
+
     def _streamable(self, el, group) -> bool:
         if self.sec is None:
             return False
         p = group
-        while p is not None and p.tag == f"{M}fileGrp":
+        while p is not None and p.tag == _FILEGRP:
             p = p.getparent()
-        if p is not self.sec or el.find(f".//{M}fileGrp") is not None:
+        if p is not self.sec or next(el.iter(_FILEGRP), None) is not None:
             return False
         for attr, known in (("ADMID", self.amd_ids), ("DMDID", self.dmd_ids)):
             val = el.get(attr)
@@ -212,7 +225,7 @@ class _Validator:
         ctx.referenced = set()
         try:
             res = ctx.xml.stream(rel, ctx.xml.opener(rel, spool=True), schema=mets_schema(ctx.spec),
-                                 on_start=stream.start, on_end=stream.end, expect=f"{M}mets")
+                                 on_end=stream.end, expect=f"{M}mets")
         except (xmltools.XMLRejected, UnsafeArchive) as exc:
             self._undo(saved)
             ctx.run_all(Scope.LOADED, rel, None, exc, [])

@@ -23,6 +23,7 @@ from transforms.common.xmltools import NS_CSIP, NS_METS, NS_SIP, SAFE_PARSE, Nul
 
 #: Bytes read from a member per call.
 CHUNK = 1024 * 1024
+_SNIFF = 4096  # bytes fed at a time while looking for the root element
 
 
 @functools.lru_cache(maxsize=4)
@@ -261,7 +262,9 @@ class XmlReader:
             parser = etree.XMLPullParser(events=("start", "end", "start-ns"), tag=root_tag, schema=schema,
                                          **SAFE_PARSE)
         else:
-            parser = etree.XMLPullParser(events=("start", "end"), schema=schema, **SAFE_PARSE)
+            # Without on_start, only end events: half the events to hand over to Python.
+            events = ("start", "end") if on_start is not None else ("end",)
+            parser = etree.XMLPullParser(events=events, schema=schema, **SAFE_PARSE)
         scan = _Scan()
         id_attrs, _ = _xsd_id_attributes()
         id_names = sorted({name for names in id_attrs.values() for name in names})
@@ -339,7 +342,10 @@ class XmlReader:
                         if parent is not None:
                             parent.remove(el)
                     else:
-                        self._callback(on_end, el)
+                        try:  # as _callback, inline: this runs once per element of a METS
+                            on_end(el)
+                        except Exception as exc:  # a check (e.g. hashing a damaged member) failed, not the XML
+                            raise CallbackError() from exc
                 if trim and root is not None:
                     scan.trim(root)
                 if not chunk:
@@ -459,7 +465,9 @@ class XmlReader:
         sniff = etree.XMLPullParser(events=("start",), **SAFE_PARSE)
         with opener() as fh:
             try:
-                while chunk := fh.read(CHUNK):
+                # Small pieces: the root's start tag is near the top, and lxml parses (and builds a
+                # tree of) whatever it is fed, so feeding a whole chunk would parse most documents.
+                while chunk := fh.read(_SNIFF):
                     sniff.feed(chunk)
                     for _ev, el in sniff.read_events():
                         return el.tag

@@ -102,27 +102,28 @@ def file_section(ctx: Context, doc: Doc) -> None:
 
 @filesec.on(Scope.FILE)
 def file_element(ctx: Context, doc: Doc, f, amd_ids: set[str], dmd_ids: set[str]) -> None:
-    d = doc.rel
-    loc = locate(d, f)
+    def at() -> str:  # where a finding is, worked out only for a finding
+        return locate(doc.rel, f)
+
     if blank(f.get("ID")):
-        ctx.fail("CSIP67", "file has no @ID", loc)
+        ctx.fail("CSIP67", "file has no @ID", at())
     for attr, rid, valid in (("ADMID", "CSIP74", amd_ids), ("DMDID", "CSIP75", dmd_ids)):
         val = f.get(attr)
         if val is not None:
             bad = [i for i in val.split() if i not in valid]
             if bad:
-                ctx.fail(rid, f"file {attr} refers to unknown metadata {', '.join(bad)}", loc, Severity.ERROR)
+                ctx.fail(rid, f"file {attr} refers to unknown metadata {', '.join(bad)}", at(), Severity.ERROR)
     if f.get("OWNERID") is not None and blank(f.get("OWNERID")):
-        ctx.fail("CSIP73", "file OWNERID is empty", loc, Severity.WARNING)
+        ctx.fail("CSIP73", "file OWNERID is empty", at(), Severity.WARNING)
     locats = f.findall(f"{M}FLocat")
     if len(locats) != 1:
-        ctx.fail("CSIP76", f"file needs exactly one FLocat (has {len(locats)})", loc)
+        ctx.fail("CSIP76", f"file needs exactly one FLocat (has {len(locats)})", at())
     if not locats:
         # Still check the file's own attributes.
         for attr, rid in (("MIMETYPE", "CSIP68"), ("SIZE", "CSIP69"), ("CREATED", "CSIP70"),
                           ("CHECKSUM", "CSIP71"), ("CHECKSUMTYPE", "CSIP72")):
             if blank(f.get(attr)):
-                ctx.fail(rid, f"@{attr} is missing", loc)
+                ctx.fail(rid, f"@{attr} is missing", at())
         return
     ctx.check_ref(doc, f, REF_IDS, locat=locats[0])
 
