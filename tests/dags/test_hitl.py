@@ -183,3 +183,22 @@ def test_run_ids_name_the_period_and_the_timetable_survives_the_schedulers_readi
                           "no_interval": "manual__2026-01-01T01:00:00+00:00"}
     assert got["treserva"]["same"] and got["treserva"]["scheduled"] == \
         "scheduled__period-2025-01__2025-02-01T03:00:00+00:00"
+
+
+def test_each_system_waits_for_its_decision_as_a_deferrable_hitl_task(monkeypatch):
+    """The factory's await_decision is the HITL wait: after extract and quality, whatever the gate said, reading
+    the extract's output, with the poke interval and deadline from the environment."""
+    from pathlib import Path
+
+    from arkivflode_airflow.factory import build_system_dag
+
+    monkeypatch.setenv("ARKIV_DECISION_POKE_SECONDS", "7")
+    monkeypatch.setenv("ARKIV_DECISION_TIMEOUT_HOURS", "2")
+    dag = build_system_dag(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
+    wait = dag.get_task("await_decision")
+    assert isinstance(wait, hitl.AwaitDecision)
+    assert (wait.poke_interval, wait.decision_timeout) == (7.0, 7200.0)
+    assert wait.trigger_rule == "all_done_min_one_success"
+    assert wait.upstream_task_ids == {"extract", "quality"}
+    assert "partitions" in wait.downstream_task_ids and "finish" in wait.downstream_task_ids
+    assert wait.on_failure_callback, "a failed wait alerts like every task"
