@@ -23,7 +23,7 @@ from transforms.catalogue import Catalogue, DisposalList, Record, Tombstone, utc
 from transforms.common.errors import PackageError
 from transforms.common.xmltools import NS_DISPOSAL, SCHEMA_FILES, schema_errors
 from transforms.packaging import premis
-from transforms.packaging.agents import SOFTWARE_LABEL, agents_of, by_person, by_software, software
+from transforms.packaging.agents import SOFTWARE_LABEL, VALIDATOR, agents_of, by_person, by_software, software
 from transforms.packaging.csip import PackageWriter
 from transforms.packaging.fgs import Profile
 
@@ -100,8 +100,10 @@ def archive_certificate(cat: Catalogue, slutarkiv_root: Path, list_id: str, disp
     certificate = premis.Event(f"{list_id}-certificate", "creation", now, "success",
                                detail=f"disposal certificate for {list_id}: {len(disposed)} packages disposed of",
                                agents=by_software())
-    # the software carried the disposal out; the archivist who approved the list decided it
-    deciders = (by_person(dl.decided_by),) if dl.decided_by else ()
+    # the software carried the disposal out; the archivist who approved the list decided it, after
+    # the one who reviewed it (when the list had a review of its own)
+    deciders = ((by_person(dl.decided_by),) if dl.decided_by else ()) + \
+        ((by_person(dl.reviewed_by, VALIDATOR),) if dl.reviewed_by and dl.reviewed_by != dl.decided_by else ())
     disposal = premis.Event(f"{list_id}-disposal", "deletion", now, "success",
                             detail=json.dumps({"list": list_id, "disposed": disposed}),
                             agents=(*by_software(), *deciders))

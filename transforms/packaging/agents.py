@@ -22,6 +22,7 @@ from transforms.packaging.premis import Agent, Event
 #: PREMIS linkingAgentRole terms (id.loc.gov/vocabulary/preservation/eventRelatedAgentRole)
 EXECUTING_PROGRAM = "executing program"
 AUTHORIZER = "authorizer"
+VALIDATOR = "validator"
 #: the prefix of a person agent's local identifier
 PERSON_PREFIX = "person-"
 
@@ -84,5 +85,5 @@ def agents_of(events: Iterable[Event], known: Sequence[Agent] = ()) -> list[Agen
 
 
 __all__ = ["AUTHORIZER", "EXECUTING_PROGRAM", "SOFTWARE_ID", "SOFTWARE_LABEL", "SOFTWARE_NAME", "SOFTWARE_VERSION",
-           "agents_of", "by_person", "by_software", "catalogue_event", "is_software", "person", "software",
-           "software_label"]
+           "VALIDATOR", "agents_of", "by_person", "by_software", "catalogue_event", "is_software", "person",
+           "software", "software_label"]
