@@ -130,6 +130,12 @@ def alert_line(context: dict) -> dict:
     exc = context.get("exception")
     kind = classify(exc)
     task_id = getattr(ti, "task_id", None)
+    if type(exc).__name__ == "TaskDeferralTimeout" and task_id == "await_decision":
+        # The wait's own trigger reports a missed deadline as a content problem before this fires; Airflow's
+        # deferral timeout means no triggerer looked after the wait: IT's to fix (the case stays open).
+        kind = "system"
+        exc = f"SYSTEM PROBLEM — the wait for an archivist's decision was not looked after ({exc}); is the " \
+              "triggerer running? The quarantine case stays open; start the triggerer, then clear this task"
     if type(exc).__name__ == "AirflowSensorTimeout":
         if task_id == "await_decision":
             # Nobody decided on a quarantined batch in time: the archivists must act, not IT.

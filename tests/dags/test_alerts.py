@@ -53,6 +53,18 @@ def test_no_decision_in_time_is_the_archivists_to_act_on():
     assert alert_line({"task_instance": ti, "exception": AirflowSensorTimeout("x")})["kind"] == "system"
 
 
+def test_the_hitl_waits_own_deadline_is_the_archivists_a_wait_nobody_looked_after_is_its():
+    from airflow.sdk.exceptions import TaskDeferralTimeout
+    from arkivflode_airflow.steps import ContentFailure
+
+    ti = SimpleNamespace(dag_id="lex", task_id="await_decision", run_id="r1", map_index=-1, try_number=1)
+    missed = ContentFailure("CONTENT PROBLEM — no archivist decision on the quarantined batch in time (case x)")
+    line = alert_line({"task_instance": ti, "exception": missed})
+    assert (line["kind"], line["who_acts"]) == ("content", "archivists")
+    line = alert_line({"task_instance": ti, "exception": TaskDeferralTimeout("deferral timed out")})
+    assert (line["kind"], line["who_acts"]) == ("system", "IT operations") and "triggerer" in line["message"]
+
+
 def test_namespace_levels_hold_for_standard_library_loggers_even_a_child_that_sets_its_own():
     import io
 
