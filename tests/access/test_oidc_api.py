@@ -197,3 +197,21 @@ def test_the_page_signs_in_with_authorization_code_and_pkce(page_server, browser
     assert any("bertil" in r.text and "Bertil Bevarare" in r.text and "search" in r.text for r in rows)
     token = browser.execute_script("return sessionStorage.getItem('arkiv-token')")
     assert token.count(".") == 2 and token not in browser.page_source
+
+
+def test_arkiv_access_log_shows_who_with_name_and_roles(signed, lex_archive, monkeypatch, capsys):
+    from transforms.cli import main
+
+    client, tokens, p = signed["client"], signed["tokens"], signed["provider"]
+    assert client.post("/api/v1/search", json={"q": "bygglov"}, headers=_h(tokens["anna"])).status_code == 200
+    monkeypatch.setenv("ARKIV_HOME", str(lex_archive["settings"].home))
+    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
+    for k, v in p.env().items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("ARKIV_TOKEN", tokens["anna"])
+    assert main(["access-log", "--actor", "anna", "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "anna (Anna Arkivarie)" in out and "archivist" in out and "search" in out
+    assert main(["access-log", "--as", "someone"]) == 2  # no self-chosen names with a provider
+    monkeypatch.setenv("ARKIV_TOKEN", tokens["rut"])
+    assert main(["access-log"]) == 1  # a researcher reads no access log
