@@ -221,7 +221,7 @@ def _file_grp(file_sec: etree._Element, g: FileGroup) -> etree._Element:
 
 
 #: The namespaces a file entry uses: its elements (mets:) and FLocat's xlink:type and xlink:href.
-#: The text path writes them with the prefixes the root declares (see _root).
+#: The entry is written with the prefixes the root declares (see _root).
 _FILE_NAMESPACES = (NS_METS, NS_XLINK)
 
 
