@@ -102,7 +102,6 @@ class Written:
 class _Representation:
     name: str
     mets: FileRef  # href relative to the package root
-    has_files: bool
 
 
 class _Spool:
@@ -283,7 +282,7 @@ class PackageWriter:
                 groups=[FileGroup(f"Representations/{name}/data", (ref for ref, _ in files), cit, other)]
                 if has_files else [],
                 schema_prefix="../../", profile_url=profile_url(self.package_type)))
-        rep = _Representation(name, sp.ref, has_files)  # type: ignore[arg-type]
+        rep = _Representation(name, sp.ref)  # type: ignore[arg-type]
         self._representations.append(rep)
         return rep.mets
 
