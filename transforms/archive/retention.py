@@ -307,6 +307,47 @@ def _check_data_unchanged(inventory: dict, sip_path: Path) -> None:
                            "the mellanarkiv copy is kept")
 
 
+# --- approval of a retention plan's transfers ------------------------------------------------------------
+
+_PLAN_APPROVED = "retention plan as of "
+
+
+def approve_plan(cat: Catalogue, plan_: Plan, *, by: str | Person, justification: str) -> int:
+    """An archivist's approval of the transfers a retention plan lists; returns how many packages it covers.
+
+    Recorded as a decision event on each package (the person as agent, the software executing).
+    With ``ARKIV_RETENTION_PLAN_APPROVAL=1`` a transfer waits for it (:func:`require_plan_approval`).
+    """
+    who = _person(by)
+    _require_archivist(who, "approving a retention plan")
+    if not justification.strip():
+        raise ValueError("approving a retention plan needs a justification")
+    with cat.session() as s:
+        for pid in plan_.transfer:
+            cat.add_event(s, type="decision", outcome="success", agent=who, executing_agent=AGENT, package_id=pid,
+                          detail=f"{_PLAN_APPROVED}{plan_.as_of} approved by {_signed(who)}: transfer to the "
+                                 f"slutarkiv; {justification}")
+    return len(plan_.transfer)
+
+
+def plan_approved(cat: Catalogue, package_id: str) -> bool:
+    """Whether an archivist approved a retention plan that transfers ``package_id``."""
+    return any(e.type == "decision" and e.outcome == "success" and e.detail.startswith(_PLAN_APPROVED)
+               for e in cat.events(package_id=package_id))
+
+
+def require_plan_approval(cat: Catalogue, package_id: str, env: dict[str, str] | None = None) -> None:
+    """With ``ARKIV_RETENTION_PLAN_APPROVAL=1``: refuse a transfer no archivist has approved."""
+    import os
+
+    env = os.environ if env is None else env
+    if (env.get("ARKIV_RETENTION_PLAN_APPROVAL") or "").strip().lower() not in ("1", "true", "yes"):
+        return
+    if not plan_approved(cat, package_id):
+        raise DecisionRefused(f"{package_id}: its transfer waits for an archivist's approval of the retention plan "
+                              "(ARKIV_RETENTION_PLAN_APPROVAL)")
+
+
 # --- legal holds ---------------------------------------------------------------------------------------
 
 def add_hold(cat: Catalogue, scope: str, target: str, reason: str, by: str | Person) -> int:
@@ -539,6 +580,7 @@ def step_plan(settings, as_of: str) -> dict:
 
 def step_transfer(settings, package_id: str) -> dict:
     cat, store, systems = _ctx(settings)
+    require_plan_approval(cat, package_id)
     pkg = cat.package(package_id)
     rule = systems[pkg.system].record_class(pkg.record_class).retention
     basis = f"{rule.action} after {rule.period} from {rule.counted_from}: {rule.basis}"
