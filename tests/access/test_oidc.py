@@ -184,3 +184,14 @@ def _write(tmp_path, text):
     p = tmp_path / "mapping.yaml"
     p.write_text(text, encoding="utf-8")
     return p
+
+
+def test_a_system_owner_of_several_systems_chooses_one_per_request():
+    mapping = RoleMapping({"groups": {"lex-agare": {"role": "system_owner", "systems": ["lex"]},
+                                      "viva-agare": {"role": "system_owner", "systems": ["viva"]}}})
+    ident = mapping.identity({"sub": "sara", "name": "Sara", "groups": ["lex-agare", "viva-agare"]})
+    with pytest.raises(AccessDenied, match="X-Arkiv-System"):
+        ident.principal()
+    assert ident.principal("viva").system == "viva"
+    with pytest.raises(AccessDenied, match="not system_owner of procapita"):
+        ident.principal("procapita")
