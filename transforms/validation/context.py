@@ -219,6 +219,7 @@ class Context:
         self.sink: tuple[GroupLog, list] | None = None  # findings of a file checked while streaming
         self._reference_hooks: tuple[Hook, ...] = ()
         self._view = memoryview(bytearray(CHUNK))  # the read buffer of digest()
+        self._listed: dict[str, list[str]] = {}
 
     # -- running checks ----------------------------------------------------------------------
     def run(self, hook: Hook, *args) -> None:
@@ -294,8 +295,15 @@ class Context:
                 return q.namespace
         return None
 
+    def listdir(self, rel: str) -> list[str]:
+        """The names in one folder of the package (kept: the reader walks every member to answer)."""
+        names = self._listed.get(rel)
+        if names is None:
+            names = self._listed[rel] = self.pkg.listdir(rel)
+        return names
+
     def representations(self) -> list[str]:
-        return [n for n in self.pkg.listdir("representations") if self.pkg.is_dir(f"representations/{n}")]
+        return [n for n in self.listdir("representations") if self.pkg.is_dir(f"representations/{n}")]
 
     # -- file and mdRef attributes, integrity ------------------------------------------------
     def check_ref(self, doc: Doc, el, ids: dict[str, str], locat=None) -> str | None:

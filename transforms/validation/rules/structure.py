@@ -67,7 +67,7 @@ def package_root(ctx: Context) -> None:
         ctx.fail("CSIPSTR1", "the archive does not unpack to a single package root folder; "
                  "put everything inside one folder named after the package OBJID", pkg.source.name)
     if not pkg.is_file("METS.xml"):
-        near = [n for n in pkg.listdir("") if n.lower().endswith(".xml")]
+        near = [n for n in ctx.listdir("") if n.lower().endswith(".xml")]
         hint = f" (found {', '.join(near[:3])}; the name is case-sensitive)" if near else ""
         ctx.fail("CSIPSTR4", f"the package root has no METS.xml{hint}", pkg.root)
 
@@ -85,19 +85,19 @@ def root_folder_name(ctx: Context, doc: Doc) -> None:
 def recommended_folders(ctx: Context) -> None:
     """CSIPSTR5, 9–13, 15, 16: metadata/, representations/<rep>/{data,metadata,METS.xml}, schemas/, documentation/."""
     pkg = ctx.pkg
-    top = pkg.listdir("")
+    top = ctx.listdir("")
     if "metadata" not in top or not pkg.is_dir("metadata"):
         ctx.fail("CSIPSTR5", "the package root has no metadata/ folder", pkg.root)
     if "representations" not in top or not pkg.is_dir("representations"):
         ctx.fail("CSIPSTR9", "the package root has no representations/ folder", pkg.root)
     else:
         reps = ctx.representations()
-        loose = [n for n in pkg.listdir("representations") if pkg.is_file(f"representations/{n}")]
+        loose = [n for n in ctx.listdir("representations") if pkg.is_file(f"representations/{n}")]
         if not reps or loose:
             ctx.fail("CSIPSTR10", "representations/ should hold one folder per representation"
                      + (f" (found files {', '.join(loose[:3])})" if loose else ""), "representations")
         for rep in reps:
-            inside = pkg.listdir(f"representations/{rep}")
+            inside = ctx.listdir(f"representations/{rep}")
             where = f"representations/{rep}"
             if "data" not in inside or not pkg.is_dir(f"{where}/data"):
                 ctx.fail("CSIPSTR11", f"{where} has no data/ folder", where)
