@@ -50,6 +50,8 @@ ENDPOINTS = {
     ("GET", "/api/v1/receipts/{package_id}"): "receipt",
     ("GET", "/api/v1/access-log"): "access-log",
     ("POST", "/api/v1/exports"): "export",
+    ("GET", "/api/v1/quarantine"): "quarantine",
+    ("POST", "/api/v1/quarantine/decisions"): "decision",
 }
 # pages outside the API that hold no record (the archivist's page is HTML + the reader's own token)
 NOT_IN_MATRIX = {("GET", "/archive")}
@@ -294,6 +296,22 @@ def test_access_log(matrix, who):
     ok = who == "archivist"
     _call(matrix, who, "GET", "/api/v1/access-log", action="access-log", outcome="granted" if ok else "refused",
           status=200 if ok else 403)
+
+
+@pytest.mark.parametrize("who", list(PRINCIPALS))
+def test_quarantine_cases_and_decisions(matrix, who):
+    body = {"case_id": "lex/2025/finns-inte", "decision": "reject", "justification": "Behörighetsprov"}
+    if who in INVALID:
+        _call(matrix, who, "GET", "/api/v1/quarantine", action="quarantine", outcome=None, status=401)
+        _call(matrix, who, "POST", "/api/v1/quarantine/decisions", action="decision", outcome=None, status=401,
+              json=body)
+        return
+    ok = who == "archivist"
+    _call(matrix, who, "GET", "/api/v1/quarantine", action="quarantine", outcome="granted" if ok else "refused",
+          status=200 if ok else 403)
+    # an archivist's decision on a case that does not exist is refused (409) and logged; others by role (403)
+    _call(matrix, who, "POST", "/api/v1/quarantine/decisions", action="decision", outcome="refused",
+          status=409 if ok else 403, json=body)
 
 
 @pytest.mark.parametrize("who", list(PRINCIPALS))

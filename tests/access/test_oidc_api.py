@@ -215,3 +215,50 @@ def test_arkiv_access_log_shows_who_with_name_and_roles(signed, lex_archive, mon
     assert main(["access-log", "--as", "someone"]) == 2  # no self-chosen names with a provider
     monkeypatch.setenv("ARKIV_TOKEN", tokens["rut"])
     assert main(["access-log"]) == 1  # a researcher reads no access log
+
+
+def test_an_archivist_signs_in_and_decides_a_quarantine_case_in_the_browser(page_server, browser, signed,
+                                                                               lex_archive, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from transforms.catalogue import QuarantineCase
+    from transforms.quality import quarantine as review
+
+    cat = lex_archive["archive"].cat
+    held = tmp_path / "held"
+    held.mkdir()
+    case_id = review.open_case(cat, system="lex", batch_id="lex/2024", kind="quality", path=held,
+                               reasons=["expect_column_values_to_not_be_null(diarienummer): 2 of 40 rows"])
+    rut = signed["client"].post("/api/v1/quarantine/decisions", headers=_h(signed["tokens"]["rut"]), json={
+        "case_id": case_id, "decision": "approve", "justification": "ser bra ut"})
+    assert rut.status_code == 403  # a researcher does not decide
+
+    wait = WebDriverWait(browser, 30)
+    browser.get(signed["provider"].issuer + "/.well-known/openid-configuration")
+    browser.delete_all_cookies()  # no provider session left from an earlier sign-in
+    browser.get(page_server + "/archive")
+    browser.execute_script("sessionStorage.clear()")
+    browser.get(page_server + "/archive")
+    wait.until(lambda d: d.find_element(By.ID, "signin").is_displayed())
+    browser.find_element(By.ID, "signin").click()
+    wait.until(lambda d: d.find_elements(By.ID, "password"))
+    browser.find_element(By.ID, "login").send_keys("anna")
+    browser.find_element(By.ID, "password").send_keys("test")
+    browser.find_element(By.ID, "submit").click()
+    wait.until(lambda d: "Anna Arkivarie" in d.find_element(By.ID, "who").text)
+    browser.find_element(By.ID, "showcases").click()
+    row = wait.until(lambda d: next((r for r in d.find_elements(By.CSS_SELECTOR, "tr.case")
+                                     if r.get_attribute("data-case") == case_id), None))
+    row.find_element(By.CSS_SELECTOR, "input.why").send_keys("Kända fel i Lex, rättas vid nästa leverans")
+    row.find_element(By.CSS_SELECTOR, "button.approve").click()
+    wait.until(lambda d: "godkänt med avvikelse av Anna Arkivarie" in d.find_element(By.ID, "status").text)
+    with cat.session() as s:
+        case = s.get(QuarantineCase, case_id)
+        assert (case.status, case.decided_by, case.decided_by_id) == ("approved", "Anna Arkivarie", "anna")
+        assert case.justification == "Kända fel i Lex, rättas vid nästa leverans"
+    decision = [e for e in cat.events(batch_id="lex/2024") if e.type == "decision"]
+    assert decision and decision[-1].agent == "Anna Arkivarie"
+    again = signed["client"].post("/api/v1/quarantine/decisions", headers=_h(signed["tokens"]["anna"]), json={
+        "case_id": case_id, "decision": "reject", "justification": "ångrar mig"})
+    assert again.status_code == 409  # decided once

@@ -22,6 +22,7 @@ Stable deep links (they survive the move from mellanarkiv to slutarkiv)::
 """
 
 
+import json
 import logging
 import os
 import re
@@ -118,6 +119,16 @@ class ExportRequest(BaseModel):
 
 
 _FROM_ENV = object()
+
+
+class DecisionRequest(BaseModel):
+    """An archivist's decision on a quarantine case: approve with a deviation, or reject; why, kept for ever."""
+
+    case_id: str = Field(min_length=1, max_length=300)
+    decision: Literal["approve", "reject"]
+    justification: str = Field(min_length=1, max_length=MAX_TEXT)
+
+    _checked = field_validator("case_id", "justification")(_no_controls)
 
 
 def create_app(settings: Settings | None = None, *, archive: Archive | None = None,
@@ -320,6 +331,54 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
                    limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> dict:
         """The access log, newest first (archivists only)."""
         return {"entries": holder.get().access_log(who, actor=actor, target=target, action=action, limit=limit)}
+
+    def archivist_only(who: Principal, action: str, target: str, why: str = "") -> None:
+        if who.role != "archivist":
+            accesslog.log(holder.get().cat, who, action, target, purpose=why, outcome="refused",
+                          detail=f"role {who.role}")
+            raise AccessDenied(f"role {who.role} does not decide quarantine cases; archivists do")
+
+    @app.get(PREFIX + "/quarantine", tags=["decisions"])
+    def quarantine_cases(who: Who, why: Purpose,
+                         status: Literal["open", "approved", "rejected", "all"] = "open") -> dict:
+        """Quarantine cases (archivists): what failed, as checks and counts (never record values), and who decided."""
+        from transforms.quality import quarantine as review
+
+        archivist_only(who, "quarantine", "quarantine cases", why)
+        rows = review.cases(holder.get().cat, None if status == "all" else status)
+        accesslog.log(holder.get().cat, who, "quarantine", "quarantine cases", purpose=why,
+                      detail=f"{len(rows)} case(s), status {status}")
+        return {"cases": [{"id": c.id, "system": c.system, "batch_id": c.batch_id, "kind": c.kind,
+                           "reasons": json.loads(c.reasons), "status": c.status,
+                           "created_at": c.created_at.isoformat(), "decided_by": c.decided_by,
+                           "decided_by_id": c.decided_by_id,
+                           "decided_at": c.decided_at.isoformat() if c.decided_at else None,
+                           "justification": c.justification} for c in rows]}
+
+    @app.post(PREFIX + "/quarantine/decisions", tags=["decisions"])
+    def quarantine_decision(req: DecisionRequest, who: Who, why: Purpose) -> dict:
+        """An archivist decides a quarantine case, in their own name (the signed-in person's identifier is kept)."""
+        import sqlalchemy as sa
+
+        from transforms.catalogue import QuarantineCase
+        from transforms.quality import quarantine as review
+
+        cat = holder.get().cat
+        target = f"quarantine {req.case_id}"
+        archivist_only(who, "decision", target, why)
+        name = who.display_name or who.name
+        try:
+            case = review.decide(cat, req.case_id, approve=req.decision == "approve", by=name,
+                                 justification=req.justification, via="page")
+        except ValueError as exc:
+            accesslog.log(cat, who, "decision", target, purpose=why, outcome="refused", detail=str(exc))
+            raise _BadRequest(str(exc), status=409) from None
+        ident = who.name if who.issuer else f"credential:{who.name}"
+        with cat.session() as s:
+            s.execute(sa.update(QuarantineCase).where(QuarantineCase.id == case.id)
+                      .values(decided_by_id=ident[:300]))
+        accesslog.log(cat, who, "decision", target, purpose=why, detail=f"{case.status}: {req.justification}")
+        return {"id": case.id, "status": case.status, "decided_by": name, "decided_by_id": ident}
 
     @app.post(PREFIX + "/exports", tags=["delivery"], response_class=StreamingResponse)
     def export(req: ExportRequest, who: Who):

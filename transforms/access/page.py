@@ -1,4 +1,4 @@
-"""The archivist's page (first version): search, a record with its documents and history, the access log.
+"""The archivist's page: search, a record with its documents and history, the access log, quarantine decisions.
 
 One static HTML page served at ``/archive``; it holds no data itself. Its script sends the
 reader's token to the same API every other client uses, so the page can show nothing the
@@ -30,10 +30,12 @@ PAGE = r"""<!doctype html>
  <button type="button" id="signout" hidden>Logga ut</button> <span id="who"></span></form>
 <form id="search"><input id="q" size="40" placeholder="Diarienummer, titel, part …">
  <input id="system" size="10" placeholder="system"> <input id="pnr" size="14" placeholder="personnummer">
- <button id="go">Sök</button> <button type="button" id="showlog">Åtkomstlogg</button></form>
+ <button id="go">Sök</button> <button type="button" id="showlog">Åtkomstlogg</button>
+ <button type="button" id="showcases">Karantän</button></form>
 <div id="status"></div>
 <section id="results"></section>
 <section id="record"></section>
+<section id="cases"></section>
 <section id="log"></section>
 <script>
 const $ = (id) => document.getElementById(id);
@@ -171,6 +173,30 @@ async function openDocument(d, c) {
     $("status").replaceChildren(el("span", said), a);
   } catch (e) { status(e.message); }
 }
+// quarantine cases: an archivist approves with a deviation or rejects, in their own (signed-in) name
+async function showCases() {
+  try {
+    const r = await (await api("/api/v1/quarantine")).json();
+    const rows = r.cases.map(c => { const tr = el("tr"); tr.className = "case"; tr.dataset.case = c.id;
+      [c.id, c.system, c.kind, c.reasons.join("; ")].forEach(v => tr.appendChild(el("td", v)));
+      const td = el("td"); const why = el("input"); why.className = "why"; why.placeholder = "Motivering";
+      td.appendChild(why);
+      [["approve", "Godkänn med avvikelse"], ["reject", "Avvisa"]].forEach(([d, label]) => {
+        const b = el("button", label); b.className = d; b.type = "button";
+        b.addEventListener("click", () => decide(c.id, d, why.value)); td.appendChild(b); });
+      tr.appendChild(td); return tr; });
+    $("cases").replaceChildren(el("h2", "Karantän"), table(["Ärende", "System", "Slag", "Skäl", "Beslut"], rows));
+  } catch (e) { status(e.message); }
+}
+async function decide(caseId, decision, justification) {
+  try {
+    const r = await (await api("/api/v1/quarantine/decisions", {case_id: caseId, decision, justification})).json();
+    status("Ärende " + r.id + ": " + (r.status === "approved" ? "godkänt med avvikelse" : "avvisat") + " av "
+           + r.decided_by);
+    await showCases();
+  } catch (e) { status(e.message); }
+}
+$("showcases").addEventListener("click", showCases);
 $("showlog").addEventListener("click", async () => {
   try {
     const r = await (await api("/api/v1/access-log?limit=100")).json();
