@@ -56,5 +56,10 @@ def descriptive_files_described(ctx: Context) -> None:
     elif unref:
         ctx.fail("CSIP21", f"descriptive metadata {unref[0]} is not referenced from a dmdSec mdRef"
                  + (f" (+{len(unref) - 1} more)" if len(unref) > 1 else ""), unref[0])
-    if ctx.dmd_count == 0 and not descriptive:
+
+
+@dmd.on(Scope.PACKAGE, at=Section.AMDSEC, order=1)
+def descriptive_metadata_recommended(ctx: Context) -> None:
+    """CSIP17 (recommended): no dmdSec at all; reported after the administrative metadata's findings."""
+    if ctx.docs and ctx.dmd_count == 0 and not ctx.metadata_files("descriptive"):
         ctx.fail("CSIP17", "no dmdSec (descriptive metadata recommended when available)", "METS.xml")

@@ -53,7 +53,8 @@ def well_formed_and_valid(ctx: Context, rel: str, doc: Doc | None, problem, sche
 
 
 @root.on(Scope.DOCUMENT)
-def mets_attributes(ctx: Context, doc: Doc) -> None:
+def object_id(ctx: Context, doc: Doc) -> None:
+    """CSIP1; the root folder's name (CSIPSTR2, rules/structure.py) is checked right after it."""
     r, d = doc.root, doc.rel
     objid = r.get("OBJID")
     if blank(objid):
@@ -64,6 +65,12 @@ def mets_attributes(ctx: Context, doc: Doc) -> None:
     elif doc.rep is not None and objid != doc.rep:
         ctx.fail("CSIP1", f"representation OBJID {objid!r} differs from its folder name {doc.rep!r}",
                  d, Severity.WARNING)
+
+
+@root.on(Scope.DOCUMENT, order=2)
+def mets_attributes(ctx: Context, doc: Doc) -> None:
+    """CSIP2–6: content category, content information type and profile."""
+    r, d = doc.root, doc.rel
     # CSIP2/CSIP3. The reference validator accepts only the vocabulary's "Other"; the
     # specification text (and the corpus) use TYPE="OTHER" with csip:OTHERTYPE, so we accept it.
     mtype = r.get("TYPE")

@@ -35,7 +35,7 @@ agents = register("sip-agents", [f"SIP{i}" for i in range(9, 32)], section=Secti
 formats = register("sip-file-formats", [rid for rid, _ in FORMAT_ATTRS], section=Section.SIP, profiles=SIP_PROFILES)
 
 
-@root.on(Scope.DOCUMENT, at=Section.METS_ROOT, order=1)
+@root.on(Scope.DOCUMENT, at=Section.METS_ROOT, order=3)
 def profile_and_label(ctx: Context, doc: Doc) -> None:
     if doc.rep is not None:
         return

@@ -72,7 +72,7 @@ def package_root(ctx: Context) -> None:
         ctx.fail("CSIPSTR4", f"the package root has no METS.xml{hint}", pkg.root)
 
 
-@folders.on(Scope.DOCUMENT)
+@folders.on(Scope.DOCUMENT, at=Section.METS_ROOT, order=1)
 def root_folder_name(ctx: Context, doc: Doc) -> None:
     """CSIPSTR2: the package root folder is named after the package METS @OBJID."""
     objid = doc.root.get("OBJID")
