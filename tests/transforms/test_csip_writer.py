@@ -256,3 +256,28 @@ def test_the_writer_files_are_not_left_behind_by_a_crash_between_renames(tmp_pat
     with pytest.raises(OSError, match="No space"):
         _write(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_sip_lists_the_person_a_batch_event_names(staged, tmp_path):
+    """A deviation an archivist approved reaches the SIP's PREMIS with the archivist as its agent."""
+    from transforms.config.systems import load_system
+    from transforms.packaging.sip import build_packages
+
+    lex = load_system(PROJECT / "dags" / "systems" / "lex.yaml")
+    approved = agents.catalogue_event("catalogue-event-7", "validation", NOW, "warning",
+                                      "deviation approved: 2 documents without a file", "Bo Arkivarie")
+    software_event = agents.catalogue_event("catalogue-event-8", "capture", NOW, "success", "rows",
+                                            agents.SOFTWARE_LABEL)
+    rc = min(staged.partitions)
+    built = build_packages(lex, staged, rc, tmp_path, events=[approved, software_event],
+                           policy=lex.formats.without_conversion(), now=NOW)
+    members = _members(Path(built[0].path))
+    doc = etree.fromstring(members["metadata/preservation/premis.xml"])
+    event = next(el for el in doc.iterfind("p:event", NS)
+                 if el.findtext("p:eventIdentifier/p:eventIdentifierValue", namespaces=NS) == "catalogue-event-7")
+    assert [el.findtext("p:linkingAgentIdentifierValue", namespaces=NS)
+            for el in event.iterfind("p:linkingAgentIdentifier", NS)] == ["person-Bo Arkivarie"]
+    people = [el.findtext("p:agentName", namespaces=NS) for el in doc.iterfind("p:agent", NS)
+              if el.findtext("p:agentType", namespaces=NS) == "person"]
+    assert people == ["Bo Arkivarie"]
+    assert validate_package(built[0].path, "fgs").valid
