@@ -571,13 +571,36 @@ class Identifier:
                 if not ahead:
                     return
                 chunk, future = ahead.popleft()
-                results = pool.result(future)
-                if results is None:  # the pool broke (a worker died): this chunk here, the rest as well
-                    results = [self.identify(p) for p in chunk]
-                yield from zip(chunk, results, strict=True)
+                yield from zip(chunk, self._answers(chunk, future, pool), strict=True)
         finally:
             for _, future in ahead:
                 future.cancel()  # a build that stopped early leaves no work queued
+
+    def _answers(self, chunk: list[str], future: Any, pool: IdentifyPool) -> list[Identification]:
+        """A chunk's identifications, without waiting idle for a worker that is behind.
+
+        A chunk no worker has taken yet is taken back and identified here. One a worker is on
+        (or that sits in its queue) is identified here from its last file backwards meanwhile:
+        the worker's answers are used the moment they are in, this process's if it gets
+        through first. Either way the answers are the same (identification depends on the
+        bytes, the name and the signatures only).
+        """
+        if future.done():
+            results = pool.result(future)
+        elif future.cancel():
+            results = None
+        else:
+            mine: list[Identification] = []
+            for p in reversed(chunk):
+                if future.done():
+                    break
+                mine.append(self.identify(p))
+            if len(mine) == len(chunk):
+                return mine[::-1]
+            results = pool.result(future)
+        if results is None:  # taken back, or the pool broke (a worker died): this chunk here
+            results = [self.identify(p) for p in chunk]
+        return results
 
     @classmethod
     def shared(cls) -> Identifier:
