@@ -202,3 +202,43 @@ def test_each_system_waits_for_its_decision_as_a_deferrable_hitl_task(monkeypatc
     assert wait.upstream_task_ids == {"extract", "quality"}
     assert "partitions" in wait.downstream_task_ids and "finish" in wait.downstream_task_ids
     assert wait.on_failure_callback, "a failed wait alerts like every task"
+
+
+@pytest.mark.parametrize("option", [hitl.APPROVE, hitl.REJECT])
+def test_an_answer_in_airflow_is_written_to_the_catalogue_and_the_run_goes_on_or_fails_clearly(
+        monkeypatch, tmp_path, lex_bad_source, option):
+    """What the resumed task does with an answer from Required actions: the catalogue records it (as the Airflow
+    user, once), then approve packages the same batch with its deviation and reject fails as a content problem."""
+    from arkivflode_airflow import steps
+
+    from transforms import pipeline
+    from transforms.common.errors import ContentError
+    from transforms.config.settings import Settings
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
+    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
+    monkeypatch.setenv("ARKIV_LEX_FILES", str(lex_bad_source["files"]))
+    settings = Settings.from_env().ensure()
+    batch = pipeline.extract(settings, "lex", "2025-01-01", "2026-01-01", lex_bad_source["url"])
+    with pytest.raises(ContentError):
+        pipeline.check_quality(settings, "lex", batch["manifest"])
+    case_id = pipeline.await_decision(settings, "lex", batch["manifest"], batch["batch"])["case"]
+
+    op = hitl.AwaitDecision(task_id="await_decision", system="lex", batch=batch, poke_interval=1, timeout=60)
+    event = {**_answer(option, why="Beslut i Airflow"), "source": "airflow", "case_id": case_id,
+             "deadline": (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat()}
+    context = {"task_instance": SimpleNamespace(id="ti"), "ti": None, "dag_run": None}
+    if option == hitl.APPROVE:
+        done = op.resume(context, event=event)
+        assert done["decision"] == {"state": "approved", "batch": "lex/2025", "case": case_id}
+    else:
+        with pytest.raises(steps.ContentFailure, match="was rejected by archivist"):
+            op.resume(context, event=event)
+    cat = pipeline.catalogue(settings)
+    (case,) = review.cases(cat)
+    assert (case.status, case.decided_by, case.justification) == (
+        "approved" if option == hitl.APPROVE else "rejected", "archivist", "Beslut i Airflow")
+    # the same answer again (a resumed task retried) decides nothing more
+    if option == hitl.APPROVE:
+        op.resume(context, event=event)
+    assert len([e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]) == 1
