@@ -1,0 +1,110 @@
+"""Identification runs ahead of the package writer, and the writer never waits idle for a worker.
+
+The pool's workers identify a package's documents a few chunks ahead of the one the build is
+copying; when they fall behind (too few of them, or their CPUs taken by other work), the build
+identifies the chunk it needs itself. These tests check the order of the work and the answers,
+not how long anything takes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from pathlib import Path
+
+import pytest
+
+from transforms.config.systems import load_system
+from transforms.formats import identification as formats
+from transforms.formats.identification import Identifier, IdentifyPool
+from transforms.packaging import sip as package
+from transforms.packaging.sip import build_packages
+
+PROJECT = Path(__file__).resolve().parents[2]
+LEX = load_system(PROJECT / "dags" / "systems" / "lex.yaml")
+NOW = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """The pool from 8 files on, in chunks of 4 (the generated Lex has ~100 documents)."""
+    monkeypatch.setattr(formats, "POOL_MIN_FILES", 8)
+    monkeypatch.setattr(package, "POOL_MIN_FILES", 8)
+    monkeypatch.setattr(formats, "POOL_CHUNK", 4)
+
+
+def _documents(lex_source) -> list[str]:
+    return sorted(str(p) for p in Path(lex_source["files"]).rglob("*") if p.is_file())
+
+
+def _busy_until(flag: str) -> bool:
+    """Keep a worker busy until ``flag`` exists (a worker whose CPU other work has taken)."""
+    deadline = time.monotonic() + 120
+    while not Path(flag).exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return Path(flag).exists()
+
+
+def test_the_build_identifies_what_a_busy_worker_has_not_answered(lex_source, small_chunks, tmp_path):
+    paths = _documents(lex_source)
+    here = Identifier.shared()
+    expected = [(p, here.identify(p)) for p in paths]
+    pool = IdentifyPool.start(1)
+    assert pool is not None
+    flag = tmp_path / "release"
+    try:
+        busy = pool._executor.submit(_busy_until, str(flag))
+        got = list(here.identify_stream(paths, pool))
+        # every answer came while the only worker was still busy: none was waited for
+        assert not busy.done()
+        flag.touch()
+        assert busy.result(timeout=120) is True
+    finally:
+        flag.touch()
+        pool.close()
+    assert got == expected
+    assert len(got) >= 3 * formats.POOL_CHUNK
+
+
+def test_a_chunk_a_worker_is_on_is_answered_the_same_whoever_finishes_first(lex_source, small_chunks):
+    paths = _documents(lex_source)
+    here = Identifier.shared()
+    expected = [(p, here.identify(p)) for p in paths]
+    pool = IdentifyPool.start(2)
+    assert pool is not None
+    try:
+        for _ in range(3):  # the race between the workers and this process falls differently each time
+            assert list(here.identify_stream(paths, pool)) == expected
+    finally:
+        pool.close()
+
+
+def test_identification_is_submitted_chunks_ahead_of_the_document_written(staged, small_chunks, tmp_path,
+                                                                          monkeypatch):
+    """When document N is copied into the TAR, the chunks after N's are already with the workers."""
+    monkeypatch.setenv(formats.WORKERS_ENV, "1")
+    submitted: list[str] = []
+    ahead_when_written: list[tuple[int, int]] = []  # (position of the written document, files submitted)
+    order: dict[str, int] = {}
+    real_submit, real_add_file = IdentifyPool.submit, package._add_file
+
+    def submit(self, chunk):
+        for p in chunk:
+            order.setdefault(p, len(order))
+        submitted.extend(chunk)
+        return real_submit(self, chunk)
+
+    def add_file(writer, arcname, src, file_id, *args, **kwargs):
+        if kwargs.get("staged") and str(src) in order:
+            ahead_when_written.append((order[str(src)], len(submitted)))
+        return real_add_file(writer, arcname, src, file_id, *args, **kwargs)
+
+    monkeypatch.setattr(IdentifyPool, "submit", submit)
+    monkeypatch.setattr(package, "_add_file", add_file)
+    rc = max(staged.partitions, key=lambda k: staged.partitions[k].rows["cases"])
+    [built] = build_packages(LEX, staged, rc, tmp_path / "out", policy=LEX.formats.without_conversion(), now=NOW)
+    total = len(order)
+    assert built.document_count >= 3 * formats.POOL_CHUNK and ahead_when_written
+    for position, n in ahead_when_written:
+        # at least the next chunk (all of them near the end) was submitted before this one was written
+        assert n >= min(total, position + 1 + formats.POOL_CHUNK), (position, n, total)
