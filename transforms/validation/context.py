@@ -214,7 +214,6 @@ class Context:
         self.amd_count = 0
         self.docs: list[Doc] = []
         self.root_doc: Doc | None = None
-        self.near_ns: list[tuple[str, str]] = []  # attributes in a namespace that is official but for case
         self._lower_files: dict[str, str] | None = None
         self.sink: tuple[GroupLog, list] | None = None  # findings of a file checked while streaming
         self._reference_hooks: tuple[Hook, ...] = ()
