@@ -108,3 +108,39 @@ def test_identification_is_submitted_chunks_ahead_of_the_document_written(staged
     for position, n in ahead_when_written:
         # at least the next chunk (all of them near the end) was submitted before this one was written
         assert n >= min(total, position + 1 + formats.POOL_CHUNK), (position, n, total)
+
+
+def test_with_a_cache_the_first_answers_come_before_every_file_is_hashed(lex_source, tmp_path, monkeypatch):
+    """The cache is looked up a window at a time: the build gets its first verdicts while later
+    windows are still to be hashed, and content seen in an earlier window is not identified again."""
+    monkeypatch.setattr(formats, "CACHE_WINDOW", 8)
+    docs = _documents(lex_source)
+    pdf = next(p for p in docs if p.endswith(".pdf"))
+    again = tmp_path / "again"
+    again.mkdir()
+    copy = again / "bilaga.pdf"
+    copy.write_bytes(Path(pdf).read_bytes())
+    paths = [pdf, *[p for p in docs if p != pdf], str(copy)]  # the same PDF in the first and the last window
+    hashed: list[str] = []
+    identified: list[str] = []
+    real_hash, real_identify = formats._hash_file, Identifier.identify
+
+    def hash_file(path):
+        hashed.append(path)
+        return real_hash(path)
+
+    def identify(self, path):
+        identified.append(str(path))
+        return real_identify(self, path)
+
+    here = Identifier.shared()
+    expected = [(p, here.identify(p)) for p in paths]
+    monkeypatch.setattr(formats, "_hash_file", hash_file)
+    monkeypatch.setattr(Identifier, "identify", identify)
+    stream = here.identify_stream(paths, cache=formats.IdentificationCache())
+    first = next(stream)
+    assert len(hashed) < len(paths)  # the first answer did not wait for every file to be hashed
+    got = [first, *stream]
+    assert got == expected
+    assert sorted(hashed) == sorted(paths)
+    assert str(copy) not in identified and identified.count(pdf) == 1

@@ -502,19 +502,47 @@ class Identifier:
         while the caller goes on with the ones already answered (the package build copies them
         into the TAR); without one, or if the pool breaks, in this process. Same answers either way.
 
-        With a ``cache`` every file is first hashed (SHA-256, by the pool's workers when there
-        is a pool), all digests are looked up at once, and only files whose content was never
-        identified with these signatures are identified; a content seen twice among ``paths``
-        is identified once. What was identified is stored in one go when the stream ends.
+        With a ``cache`` the files are hashed (SHA-256, by the pool's workers when there is a
+        pool) a window of :data:`CACHE_WINDOW` files at a time, each window's digests are looked
+        up at once, and only files whose content was never identified with these signatures are
+        identified; a content seen twice among ``paths`` is identified once. The next window is
+        hashed by the workers while this one is answered, so the first answers do not wait for
+        every file to be hashed. What was identified is stored in one go when the stream ends.
         """
         if cache is None:
             yield from self._stream(paths, pool)
             return
         base = self.cache_version
-        digests = _digests(paths, pool if len(paths) >= POOL_MIN_FILES else None)
+        pool = pool if len(paths) >= POOL_MIN_FILES else None
+        windows = [paths[i:i + CACHE_WINDOW] for i in range(0, len(paths), CACHE_WINDOW)]
+        fresh: dict[tuple[str, str], Identification] = {}
+        hashing = [_start_digests(windows[0], pool, share=True)] if windows else []
+
+        def hash_after(n: int) -> None:
+            # once window n's identifications are all with the workers: they hash the next
+            # window behind them, not ahead of the answers the build is waiting for
+            if len(hashing) == n + 1 < len(windows):
+                hashing.append(_start_digests(windows[n + 1], pool))
+
+        try:
+            for n, window in enumerate(windows):
+                digests = hashing[n]()
+                yield from self._cached_window(window, digests, pool, cache, base, fresh,
+                                               functools.partial(hash_after, n))
+                hash_after(n)
+        except GeneratorExit:
+            _store(cache, fresh)
+            raise
+        _store(cache, fresh)
+
+    def _cached_window(self, paths: Sequence[str], digests: Sequence[str | None], pool: IdentifyPool | None,
+                       cache: IdentificationCache, base: str, fresh: dict[tuple[str, str], Identification],
+                       submitted: Callable[[], None] | None = None) -> Iterator[tuple[str, Identification]]:
+        """:meth:`identify_stream` for one window whose digests are known; ``fresh`` collects what
+        was identified (and answers repeats of it in later windows); ``submitted`` is called once
+        every identification the window needs is with the workers."""
         by_name = [_name_version(base, p) for p in paths]
         known = cache.lookup({d for d in digests if d}, {base, *by_name})
-        fresh: dict[tuple[str, str], Identification] = {}
 
         def cached(d: str | None, named: str) -> Identification | None:
             if d is None:
@@ -533,7 +561,9 @@ class Identifier:
                     seen.add(d)
         # ``todo`` is in the order of ``paths``: a file that needs identifying is always the next
         # one the stream answers
-        stream = self._stream(todo, pool)
+        if not todo and submitted is not None:
+            submitted()
+        stream = self._stream(todo, pool, submitted)
         try:
             for p, d, named in zip(paths, digests, by_name, strict=True):
                 ident = cached(d, named)
@@ -548,15 +578,15 @@ class Identifier:
                     if d is not None:
                         fresh[(d, base if ident.method in CONTENT_METHODS else named)] = ident
                 yield p, ident
-        except GeneratorExit:
-            _store(cache, fresh)
-            raise
         finally:
             stream.close()
-        _store(cache, fresh)
 
-    def _stream(self, paths: Sequence[str], pool: IdentifyPool | None) -> Iterator[tuple[str, Identification]]:
+    def _stream(self, paths: Sequence[str], pool: IdentifyPool | None, submitted: Callable[[], None] | None = None
+                ) -> Iterator[tuple[str, Identification]]:
+        """``paths`` identified in order; ``submitted()`` is called once the last chunk is with the workers."""
         if pool is None or len(paths) < POOL_MIN_FILES:
+            if submitted is not None:
+                submitted()
             for p in paths:
                 yield p, self.identify(p)
             return
@@ -566,7 +596,13 @@ class Identifier:
         ahead: deque[tuple[list[str], Any]] = deque()
         try:
             while True:
-                while len(ahead) < max(POOL_AHEAD, 2 * pool.workers) and (chunk := next(chunks, None)) is not None:
+                while len(ahead) < max(POOL_AHEAD, 2 * pool.workers) and chunks is not None:
+                    chunk = next(chunks, None)
+                    if chunk is None:
+                        chunks = None
+                        if submitted is not None:
+                            submitted()
+                        break
                     ahead.append((chunk, pool.submit(chunk)))
                 if not ahead:
                     return
@@ -722,22 +758,27 @@ def _hash_chunk(paths: list[str]) -> list[str | None]:
     return [_hash_file(p) for p in paths]
 
 
-def _digests(paths: Sequence[str], pool: IdentifyPool | None) -> list[str | None]:
-    """Every path's SHA-256 (None: unreadable), hashed by the pool's workers and this process
-    (which has nothing else to do until the digests are looked up) when there is a pool."""
+def _start_digests(paths: Sequence[str], pool: IdentifyPool | None, *, share: bool = False
+                   ) -> Callable[[], list[str | None]]:
+    """Start hashing ``paths`` (SHA-256; None: unreadable) in the pool's workers; returns a
+    function that gives the digests in order. Without a pool they are all hashed here, on call;
+    ``share``: this process, which has nothing else to do until the digests are in, hashes its
+    share (the last chunks) on call."""
     if pool is None:
-        return [_hash_file(p) for p in paths]
+        return lambda: [_hash_file(p) for p in paths]
     chunks = [list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK)]
-    theirs = len(chunks) - len(chunks) // (pool.workers + 1)
+    theirs = len(chunks) - len(chunks) // (pool.workers + 1) if share else len(chunks)
     calls = [pool.call(_hash_chunk, chunk) for chunk in chunks[:theirs]]
-    own = [_hash_file(p) for chunk in chunks[theirs:] for p in chunk]
-    return [d for answer in calls for d in answer()] + own
+    return lambda: ([d for answer in calls for d in answer()]
+                    + [_hash_file(p) for chunk in chunks[theirs:] for p in chunk])
 
 
 #: worker processes that identify a package's files (``0``: identify in the building process)
 WORKERS_ENV = "ARKIV_IDENTIFY_WORKERS"
 #: fewer files than this are identified in the building process (0.4 ms a file: not worth a worker)
 POOL_MIN_FILES = 200
+#: files hashed and looked up in the identification cache at a time
+CACHE_WINDOW = 2048
 #: files per task sent to a worker (a few ms of work, so the results come back in a steady stream)
 POOL_CHUNK = 32
 #: chunks submitted ahead of the one the build is reading (at least two per worker, so none waits)
