@@ -65,14 +65,14 @@ from transforms.common.xmltools import (
 from transforms.packaging.agents import SOFTWARE_ID, SOFTWARE_NAME, SOFTWARE_VERSION, by_software, software
 from transforms.packaging.mets import FileRef, MetadataRef, metadata_element
 from transforms.packaging.premis import Event, FileObject, build_premis
+from transforms.validation.context import resolve_href
+from transforms.validation.report import clean
 from transforms.validation.validator import (
     FGS_SPEC_VERSION,
     SIP_PROFILE_URL,
     SPEC_VERSIONS,
     Finding,
     ValidationReport,
-    _clean,
-    _resolve_href,
     validate_package,
     vocabulary,
 )
@@ -231,7 +231,7 @@ class _Preparer:
                                    "" if new is None else safe_name(str(new))))
 
     def refuse(self, rid: str, message: str, where: str) -> None:
-        self.refusals.append(Finding(rid, "ERROR", _clean(message), _clean(where)))
+        self.refusals.append(Finding(rid, "ERROR", clean(message), clean(where)))
 
     def new_id(self, kind: str) -> str:
         self._ids += 1
@@ -393,10 +393,10 @@ class _Preparer:
             yield ref, ref, kind
 
     def _resolve(self, rel: str, href: str) -> tuple[str | None, str]:
-        path, why = _resolve_href(href, self._base(rel))
+        path, why = resolve_href(href, self._base(rel))
         if path is None and "\\" in href:
             # A Windows path separator: the same relative path once written with '/'.
-            path, why = _resolve_href(href.replace("\\", "/"), self._base(rel))
+            path, why = resolve_href(href.replace("\\", "/"), self._base(rel))
             if path is not None and (self.root / path).is_file():
                 return path, "renamed"
         if path is None:
@@ -485,7 +485,7 @@ class _Preparer:
             for f in list(root.iter(f"{M}file")):
                 loc = f.find(f"{M}FLocat")
                 href = loc.get(f"{XL}href") if loc is not None else None
-                path = _resolve_href(href, "")[0] if href else None
+                path = resolve_href(href, "")[0] if href else None
                 if path and path.startswith(prefix):
                     f.getparent().remove(f)
                     loc.set(f"{XL}href", urllib.parse.quote(path[len(prefix):], safe="/-_.~"))
@@ -684,7 +684,7 @@ class _Preparer:
             for _holder, loc, _kind in self._refs(rel):
                 href = loc.get(f"{XL}href")
                 if href:
-                    path, _why = _resolve_href(href, self._base(rel))
+                    path, _why = resolve_href(href, self._base(rel))
                     if path:
                         out.add(path)
         return out
@@ -853,7 +853,7 @@ class _Preparer:
                     continue
                 for f in list(grp.iter(f"{M}file")):
                     loc = f.find(f"{M}FLocat")
-                    path = _resolve_href(loc.get(f"{XL}href") or "", "")[0] if loc is not None else None
+                    path = resolve_href(loc.get(f"{XL}href") or "", "")[0] if loc is not None else None
                     parts = (path or "").split("/")
                     if len(parts) < 3 or parts[0] != "representations":
                         continue
@@ -881,7 +881,7 @@ class _Preparer:
             if div.get("LABEL") != "Representations":
                 continue
             for mptr in div.findall(f"{M}mptr"):
-                path = _resolve_href(mptr.get(f"{XL}href") or "", "")[0] or ""
+                path = resolve_href(mptr.get(f"{XL}href") or "", "")[0] or ""
                 parts = path.split("/")
                 if len(parts) != 3 or parts[0] != "representations":
                     continue
@@ -1062,7 +1062,7 @@ class _Preparer:
         for _holder, loc, _kind in list(self._refs("METS.xml")):
             holder = _holder
             href = loc.get(f"{XL}href") or ""
-            path, _why = _resolve_href(href, "")
+            path, _why = resolve_href(href, "")
             if path in self.mets_rels[1:]:
                 digest, size = sha256_file(self.root / path)
                 holder.set("SIZE", str(size))

@@ -30,10 +30,8 @@ from transforms.common.masking import safe_name
 from transforms.common.safe_archive import DEFAULT_LIMITS, Limits, PackageReader, UnsafeArchive, open_package
 from transforms.validation import registry, rules  # noqa: F401 - importing rules registers every rule
 from transforms.validation.context import SP, Context, Doc, GroupLog, M, amd_ids_of, blank
-from transforms.validation.context import resolve_href as _resolve_href
 from transforms.validation.registry import Scope
 from transforms.validation.report import MAX_FINDINGS_PER_REQUIREMENT, SEVERITIES, Finding, Severity, ValidationReport
-from transforms.validation.report import clean as _clean
 from transforms.validation.report import id_key as _id_key
 from transforms.validation.requirements import (
     CSIP_PROFILE_URL,
@@ -55,7 +53,7 @@ from transforms.validation.xmlstream import CallbackError, mets_schema
 __all__ = [
     "CSIP_PROFILE_URL", "FGS_SPEC_VERSION", "MAX_FINDINGS_PER_REQUIREMENT", "PROFILES", "PROFILE_DIR", "SEVERITIES",
     "SIP_PROFILE_URL", "SIP_PROFILE_URLS", "SIP_PROFILE_URL_220", "SPEC_VERSIONS", "VOCABULARY_DIR", "Finding",
-    "Requirement", "Severity", "SpecChoice", "ValidationReport", "_clean", "_resolve_href", "add_arguments",
+    "Requirement", "Severity", "SpecChoice", "ValidationReport", "add_arguments",
     "detect_spec", "list_requirements", "main", "run", "validate_package", "vocabulary",
 ]
 
