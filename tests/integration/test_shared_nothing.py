@@ -34,6 +34,7 @@ SYSTEMS = ("lex", "viva")
 WORKERS = ("arkiv-worker-a", "arkiv-worker-b")
 AUDIT = Path(__file__).parent / "audit_paths"
 RUN_TIMEOUT = 900
+YEAR = 2025  # the interval the demo sources hold (the DAGs' next yearly run)
 
 
 def _handover_in_place() -> bool:
@@ -51,6 +52,7 @@ def shared_nothing(tmp_path_factory):
     systems = {n: s for n, s in load_systems(PROJECT / "dags" / "systems").items() if n in SYSTEMS}
     sources = root / "sources"  # what the source systems provide: read by whichever worker extracts
     demo.generate_all(sources, systems, size=16, damaged_document=False)
+    dags = _dags_kept_at_once(root / "dags")
     # every home there will be: the two workers, the first worker again after it was killed, and the
     # "operator" (the CLI and the archive API of this test); each worker may open only its own
     homes = {name: root / "homes" / name for name in (*WORKERS, f"{WORKERS[0]}-restarted", "operator", "core")}
@@ -87,7 +89,8 @@ def shared_nothing(tmp_path_factory):
             "ARKIV_SLUTARKIV_OBJECT_LOCK_MODE": "GOVERNANCE", "ARKIV_SLUTARKIV_OBJECT_LOCK_DAYS": "3650",
             "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
             "AIRFLOW__METRICS__STATSD_ON": "False",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "ARKIV_SYSTEMS_DIR": str(dags / "systems"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
@@ -169,6 +172,42 @@ def _audit_lines(state: dict, kind: str) -> list[str]:
             for line in log.read_text(encoding="utf-8").splitlines() if line.startswith(kind + " ")]
 
 
+def _dags_kept_at_once(dest: Path) -> Path:
+    """The two systems' DAGs and the retention DAG, with every record class that is kept due at once.
+
+    The retention DAG's run applies the schedule for its own day (its logical date, which cannot lie
+    in the future), while the demo cases close in YEAR and Lex keeps them for two years, Viva five:
+    the copy gives the kept classes a period of P0D, so that today's run transfers them.
+    """
+    import re
+    import shutil
+
+    (dest / "systems").mkdir(parents=True)
+    for name in ("retention.py", "source_systems.py"):
+        shutil.copy(PROJECT / "dags" / name, dest / name)
+    for system in SYSTEMS:
+        shutil.copy(PROJECT / "dags" / "systems" / f"{system}.py", dest / "systems" / f"{system}.py")
+        text = (PROJECT / "dags" / "systems" / f"{system}.yaml").read_text(encoding="utf-8")
+        text, n = re.subn(r"(action: keep, counted_from: \w+, period: )P\w+", r"\1P0D", text)
+        assert n, f"{system}.yaml: no kept record class found"
+        (dest / "systems" / f"{system}.yaml").write_text(text, encoding="utf-8")
+    return dest
+
+
+def _bucket_keys(state: dict, variable: str) -> list[str]:
+    """Every key under the location ``variable`` names (read with a plain S3 client, not our storage code)."""
+    import boto3
+
+    env = state["env"]
+    bucket, _, prefix = env[variable].removeprefix("s3://").partition("/")
+    client = boto3.client("s3", endpoint_url=env["ARKIV_S3_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                          aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/" if prefix else "")
+    return sorted(o["Key"].removeprefix(f"{prefix}/" if prefix else "") for page in pages
+                  for o in page.get("Contents", []))
+
+
 def _operator_env(state: dict) -> dict[str, str]:
     """The environment of a process outside the workers (the CLI, the archive API) with a home of its own."""
     home = state["homes"]["operator"]
@@ -223,17 +262,12 @@ def test_two_workers_with_homes_of_their_own_archive_two_systems_and_survive_a_k
     # archived exactly once: each batch whole, each package once in the catalogue and once in the bucket
     cat = Catalogue(state["env"]["ARKIV_CATALOGUE_URL"])
     try:
-        from transforms.archive.storage import S3Storage
-        from transforms.config.settings import S3Config
-
-        mellanarkiv = S3Storage(state["env"]["ARKIV_MELLANARKIV"].removeprefix("s3://"), "", "mellanarkiv",
-                                config=S3Config.from_env(state["env"]))
-        stored = sorted(mellanarkiv.list())
+        stored = _bucket_keys(state, "ARKIV_MELLANARKIV")
         for s in SYSTEMS:
             packages = cat.packages(s)
             assert packages and all(p.status == "stored" for p in packages), s
             with cat.session() as session:
-                batch = session.get(Batch, f"{s}/2025")
+                batch = session.get(Batch, f"{s}/{YEAR}")
                 assert batch is not None and batch.status == "archived", s
                 root = state["systems"][s].root_table.name
                 assert sum(p.record_count for p in packages) == json.loads(batch.rows)["tables"][root] > 0
@@ -269,8 +303,8 @@ def test_retention_on_two_workers_into_the_s3_slutarkiv_then_read_through_the_ap
     c = state["cluster"]
     operator = _operator_env(state)
     # the two systems archived (by the test above, or here through the CLI when it could not)
-    intervals = {"lex": ("2025-01-01", "2026-01-01"), "viva": ("2025-01-01", "2026-01-01")}
-    for system, (start, end) in intervals.items():
+    for system in SYSTEMS:
+        start, end = f"{YEAR}-01-01", f"{YEAR + 1}-01-01"
         run = subprocess.run([BIN / "arkiv", "run", system, "--start", start, "--end", end], env=operator,
                              capture_output=True, text=True, timeout=900)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -280,17 +314,33 @@ def test_retention_on_two_workers_into_the_s3_slutarkiv_then_read_through_the_ap
                      else WORKERS[0] + "-restarted")
         state["killed"] = None
     token = _ready(state, ("retention",))
-    as_of = "2040-01-01T00:00:00+00:00"
-    body = {"dag_run_id": "shared-nothing-retention", "logical_date": as_of, "data_interval_start": as_of,
-            "data_interval_end": as_of, "conf": {}}
-    run_id = _api(c, token, "POST", "/dags/retention/dagRuns", body)["dag_run_id"]
-    assert _api(c, token, "PATCH", "/dags/retention", {"is_paused": False})["is_paused"] is False
-    done = c.wait("the retention run finishes", lambda: _finished(c, token, "retention", run_id), RUN_TIMEOUT, 3)
-    tis = _api(c, token, "GET", f"/dags/retention/dagRuns/{run_id}/taskInstances?limit=200")["task_instances"]
-    summary = sorted((t["task_id"], t["map_index"], t["state"], t["hostname"]) for t in tis)
-    assert done == "success", summary
-    transfers = [t for t in tis if t["task_id"] == "transfer"]
-    assert transfers and {t["hostname"] for t in transfers} <= {comp.name for comp in c.components}, summary
+    # the retention DAG as it runs in production: unpaused, it runs for today (and for the mellanarkiv
+    # updates it was waiting for); the packages of YEAR are due, so its runs transfer them
+    from transforms.catalogue import Catalogue
+
+    cat = Catalogue(state["env"]["ARKIV_CATALOGUE_URL"])
+    try:
+        keep = {p.id for s in SYSTEMS for p in cat.packages(s) if p.retention_action == "keep"}
+        assert keep, "nothing to keep: the retention run would transfer nothing"
+        assert _api(c, token, "PATCH", "/dags/retention", {"is_paused": False})["is_paused"] is False
+
+        def transferred_and_settled():
+            runs = _api(c, token, "GET", "/dags/retention/dagRuns")["dag_runs"]
+            moved = {p.id for s in SYSTEMS for p in cat.packages(s) if p.status == "transferred"}
+            if runs and all(r["state"] in ("success", "failed") for r in runs) and moved >= keep:
+                return runs
+            return None
+
+        runs = c.wait("the retention DAG transfers what is due", transferred_and_settled, RUN_TIMEOUT, 3)
+    finally:
+        cat.dispose()
+    tis = [t for r in runs for t in _api(c, token, "GET", f"/dags/retention/dagRuns/{r['dag_run_id']}/taskInstances"
+                                                                "?limit=200")["task_instances"]]
+    summary = sorted((t["dag_run_id"], t["task_id"], t["map_index"], t["state"], t["hostname"]) for t in tis)
+    assert all(r["state"] == "success" for r in runs), summary
+    transfers = [t for t in tis if t["task_id"] == "transfer" and t["state"] == "success"]
+    assert len(transfers) == len(keep), summary
+    assert {t["hostname"] for t in transfers} <= {comp.name for comp in c.components}, summary
 
     with pytest.MonkeyPatch.context() as mp:
         for k, v in operator.items():
