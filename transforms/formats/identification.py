@@ -779,8 +779,9 @@ WORKERS_ENV = "ARKIV_IDENTIFY_WORKERS"
 POOL_MIN_FILES = 200
 #: files hashed and looked up in the identification cache at a time
 CACHE_WINDOW = 2048
-#: files per task sent to a worker (a few ms of work, so the results come back in a steady stream)
-POOL_CHUNK = 32
+#: files per task sent to a worker (tens of ms of work, so the results come back in a steady stream;
+#: each task costs the building process a hand-over to the executor's thread, so not fewer files)
+POOL_CHUNK = 96
 #: chunks submitted ahead of the one the build is reading (at least two per worker, so none waits)
 POOL_AHEAD = 8
 
