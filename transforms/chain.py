@@ -17,8 +17,8 @@ How a step is called, by :attr:`Step.each` (every step gets the settings first):
 
 A step that *waits* is a sensor in the DAG (it gives its worker slot back between looks);
 ``arkiv run`` looks once and stops when it would have to wait. A step that runs *always* runs
-after the steps before it whatever their outcome (derived data, such as the search index); its
-own failure is logged and fails nothing.
+after the steps before it whatever their outcome, once any of them did something (derived data,
+such as the search index); its own failure is logged and fails nothing.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +32,7 @@ import sqlalchemy as sa
 
 from transforms import __version__
 from transforms.archive.storage import mellanarkiv
+from transforms.archive.workarea import is_bucket_ref, work_area
 from transforms.catalogue import (
     ArchiveCreator,
     Batch,
@@ -276,8 +278,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
         review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=r.findings,
                          path=Path(r.report).parent)
     if delivery.queue and staged.is_empty:  # nothing has arrived in the queue: no batch
-        return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
-                "record_classes": [], "already_archived": False}
+        return {"system": name, "batch": staged.batch, "manifest": _hand_over_batch(settings, delivery, staged),
+                "rows": staged.tables, "record_classes": [], "already_archived": False}
     state = _batch_state(staged)
     with cat.session() as ses:
         b = ses.get(Batch, batch_id)
@@ -304,8 +306,98 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
                           detail=f"extracted {_counts(staged.tables)} from {name} for {staged.batch}")
     failpoint("extract.after_batch")
     log.info("extracted %s batch %s: %s", name, staged.batch, _counts(staged.tables))
-    return {"system": name, "batch": staged.batch, "manifest": str(staged.manifest_path), "rows": staged.tables,
-            "record_classes": largest_first(staged), "already_archived": unchanged}
+    return {"system": name, "batch": staged.batch, "manifest": _hand_over_batch(settings, delivery, staged),
+            "rows": staged.tables, "record_classes": largest_first(staged), "already_archived": unchanged}
+
+
+# --- the hand-over between steps: the working area (transforms.archive.workarea) ----------------------
+
+def _hand_over_batch(settings: Settings, delivery: Delivery, staged: StagedBatch) -> str:
+    """Publish a staged batch for the next steps; the reference of its manifest.
+
+    With a working bucket the batch (and what intake left beside it) is uploaded and this
+    worker's staging copy removed: the next step, on any worker, downloads it."""
+    work = work_area(settings)
+    if work.shared_disk:
+        return str(staged.manifest_path)
+    area = f"staging/{staged.system}/{staged.batch}"
+    if delivery.hand_over(staged, lambda p: work.publish_file(p, f"build/{staged.system}/{p.name}")):
+        staged.manifest_path.write_text(staged.to_json(), encoding="utf-8")
+    ref = work.publish_tree(Path(staged.directory), area)
+    shutil.rmtree(staged.directory, ignore_errors=True)
+    for d in staged.prepared:  # the copies intake made now live in the working area
+        if d.get("path") and not is_bucket_ref(d["path"]):
+            Path(d["path"]).unlink(missing_ok=True)
+    return f"{ref}/manifest.json"
+
+
+def _scratch_dir(settings: Settings, manifest: str) -> Path:
+    """Where this worker keeps its copy of the batch ``manifest`` names: its own staging folder."""
+    parts = manifest.rstrip("/").split("/")
+    return settings.staging / parts[-3] / parts[-2]
+
+
+@contextmanager
+def _staged(settings: Settings, manifest: str) -> Iterator[StagedBatch]:
+    """The staged batch ``manifest`` names with its Parquet files on this worker's disk, for the block.
+
+    From a working bucket each call downloads a copy of its own (two tasks of one batch may run on
+    one worker at once) and removes it afterwards, unless the block moved it away (quarantine)."""
+    work = work_area(settings)
+    if work.shared_disk:
+        yield StagedBatch.load(manifest)
+        return
+    home = _scratch_dir(settings, manifest)
+    scratch = home.with_name(f".{home.name}.{uuid.uuid4().hex[:12]}")
+    try:
+        local = work.fetch_tree(manifest.rsplit("/", 1)[0], scratch)
+        yield StagedBatch.load(local / "manifest.json")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _manifest(settings: Settings, manifest: str) -> StagedBatch:
+    """The staged batch's manifest alone (no Parquet file is fetched)."""
+    work = work_area(settings)
+    if work.shared_disk:
+        return StagedBatch.load(manifest)
+    return StagedBatch.parse(work.read_text(manifest), _scratch_dir(settings, manifest))
+
+
+def _drop_batch(settings: Settings, manifest: str, staged: StagedBatch) -> None:
+    """Remove a finished batch from the working area and this worker's scratch."""
+    work = work_area(settings)
+    if not work.shared_disk:
+        work.remove_tree(manifest.rsplit("/", 1)[0])
+    shutil.rmtree(staged.directory, ignore_errors=True)
+
+
+def _hand_over_package(settings: Settings, name: str, path: str, sidecar: PackageSidecar) -> str:
+    """Publish a built (or delivered) package and its sidecar for ship and record; the package's reference."""
+    work = work_area(settings)
+    if work.shared_disk:
+        sidecar.write(path)
+        return path
+    base = path.rsplit("/", 1)[-1]
+    ref = path if is_bucket_ref(path) else work.publish_file(Path(path), f"build/{name}/{base}")
+    local_sidecar = sidecar.write(settings.build / name / base)
+    work.publish_file(local_sidecar, f"build/{name}/{base}.json")
+    local_sidecar.unlink(missing_ok=True)
+    if not is_bucket_ref(path):
+        Path(path).unlink(missing_ok=True)
+    return ref
+
+
+def _hand_over_report(settings: Settings, name: str, path: Path) -> str:
+    """A quality report's reference: with a working bucket it is uploaded there (the catalogue and the
+    case name the object), else its path."""
+    work = work_area(settings)
+    return str(path) if work.shared_disk else work.publish_file(Path(path), f"reports/{name}/{Path(path).name}")
+
+
+def _sidecar(settings: Settings, package: str) -> PackageSidecar:
+    """The sidecar handed on with the package ``package`` names."""
+    return PackageSidecar.from_json(work_area(settings).read_text(f"{package}.json"))
 
 
 def planned_packages(sys_: System, staged: StagedBatch) -> list[str]:
@@ -331,13 +423,14 @@ def _counts(tables: dict[str, int]) -> str:
 
 def check_quality(settings: Settings, name: str, manifest: str) -> dict:
     """Run the system's suite on the staged batch; a failure quarantines it and raises ContentError."""
-    from transforms.quality.checks import (  # GX is heavy: imported only when a check runs
-        check_batch,
-        reference_columns_of,
-    )
+    with _staged(settings, manifest) as staged:
+        return _check_quality(settings, system(settings, name), staged)
 
-    sys_ = system(settings, name)
-    staged = StagedBatch.load(manifest)
+
+def _check_quality(settings: Settings, sys_: System, staged: StagedBatch) -> dict:
+    from transforms.quality.checks import check_batch, reference_columns_of  # GX is heavy: only when a check runs
+
+    name = sys_.name
     batch_id = f"{name}/{staged.batch}"
     cat = catalogue(settings)
     with cat.session() as ses:
@@ -374,7 +467,7 @@ def check_quality(settings: Settings, name: str, manifest: str) -> dict:
                          reference_columns=reference_columns_of(sys_.content)) \
         if sys_.quality_suite else None
     failed = result.failed() if result else []
-    report = str(result.result_path) if result else None
+    report = _hand_over_report(settings, name, result.result_path) if result else None
     success = (result is None or result.success) and not ownership
     cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch, interval_start=staged.interval_start,
                      interval_end=staged.interval_end,
@@ -420,7 +513,7 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
     StateError: the gate did not finish, and nothing may be packaged unchecked.
     """
     sys_ = system(settings, name)
-    staged_dir = Path(manifest).parent
+    work = work_area(settings)
     cat = catalogue(settings)
     batch_id = f"{name}/{batch}"
     with cat.session() as ses:
@@ -428,7 +521,7 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
         status, rows = (b.status, json.loads(b.rows)) if b else (None, None)
     if status in (BatchStatus.QUALITY_PASSED, BatchStatus.ARCHIVED) or sys_.quality_suite is None:
         return {"state": "passed", "batch": batch_id}
-    if status == BatchStatus.STAGED and Path(manifest).is_file() and StagedBatch.load(manifest).is_empty:
+    if status == BatchStatus.STAGED and work.exists(manifest) and _manifest(settings, manifest).is_empty:
         return {"state": "passed", "batch": batch_id}
     case = review.latest_case(cat, batch_id, rows) if rows is not None else None
     if case is None:
@@ -440,8 +533,14 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
         raise ContentError(safe_line(f"{batch_id}: quarantine case {case.id} was rejected by {case.decided_by} "
                                      f"({case.justification}). The system owner must correct the source; a later "
                                      "run of this interval extracts it again. Nothing was packaged."))
-    if not Path(manifest).is_file():
-        _restore_from_quarantine(Path(case.path), staged_dir)
+    if not work.exists(manifest):
+        if work.shared_disk:
+            _restore_from_quarantine(Path(case.path), Path(manifest).parent)
+        else:
+            held = Path(case.path)
+            if not (held / "manifest.json").is_file():
+                raise StateError(f"the quarantined batch {held} is not on this worker; extract the interval again")
+            work.publish_tree(held, work.area_of(manifest.rsplit("/", 1)[0]))
         with cat.session() as ses:
             cat.add_event(ses, type="replication", outcome="success", agent=AGENT, batch_id=batch_id,
                           detail=f"approved batch copied back from quarantine case {case.id} for packaging; the "
@@ -478,16 +577,16 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     """Build the packages of one record class, or hand on the delivered ones (skipping those already in
     the catalogue); each package's :class:`~transforms.intake.delivery.PackageSidecar` is kept beside it."""
     sys_ = system(settings, name)
-    staged = StagedBatch.load(manifest)
-    handed = delivery_for(sys_).packages(settings, catalogue(settings), staged, record_class)
+    with _staged(settings, manifest) as staged:
+        handed = delivery_for(sys_).packages(settings, catalogue(settings), staged, record_class)
     out = []
     for h in handed:
         ref = {"package_id": h.package_id, "already_archived": h.already_archived}
         if h.source is not None:
             ref["source"] = h.source
         if not h.already_archived:
-            h.sidecar.write(h.path)
-            ref |= {"path": h.path, "sha256": h.sidecar.sha256, "size": h.sidecar.size,
+            ref |= {"path": _hand_over_package(settings, name, h.path, h.sidecar), "sha256": h.sidecar.sha256,
+                    "size": h.sidecar.size,
                     "records": h.sidecar.record_count, "documents": h.sidecar.document_count}
         out.append(ref)
     failpoint("package.after_write")
@@ -506,7 +605,7 @@ def ship(settings: Settings, pkg: dict) -> dict:
     """Copy a built package into the mellanarkiv (verified, never overwriting; see transforms/archive/storage.py)."""
     if pkg.get("already_archived"):
         return pkg
-    meta = PackageSidecar.read(pkg["path"])
+    meta = _sidecar(settings, pkg["path"])
     key = storage_key(meta.system, meta.period, pkg["package_id"], Path(pkg["path"]).suffix)
     store = mellanarkiv(settings)
     if store.exists(key) and store.stat(key).sha256 != pkg["sha256"]:
@@ -519,7 +618,13 @@ def ship(settings: Settings, pkg: dict) -> dict:
 
             set_aside(cat, store, key, settings.quarantine / "reconcile" / utcnow().strftime("%Y%m%dT%H%M%S"),
                       pkg["package_id"], why="ship: an earlier, interrupted run's copy was in the way")
-    stored = store.put(pkg["path"], key, expected_sha256=pkg["sha256"])
+    work = work_area(settings)
+    local = work.fetch_file(pkg["path"], settings.build / meta.system / ".ship")
+    try:
+        stored = store.put(local, key, expected_sha256=pkg["sha256"])
+    finally:
+        if not work.shared_disk:  # this worker's scratch copy; the working area keeps the package until recorded
+            local.unlink(missing_ok=True)
     failpoint("ship.after_copy_before_verify")
     return {**pkg, "key": stored.key, "shipped_at": utcnow().isoformat()}
 
@@ -547,7 +652,7 @@ def record(settings: Settings, pkg: dict) -> dict:
     """Enter a verified package, its records and its events in the catalogue; clean the build folder."""
     if pkg.get("already_archived"):
         return {"package_id": pkg["package_id"], "recorded": False}
-    meta = PackageSidecar.read(pkg["path"])
+    meta = _sidecar(settings, pkg["path"])
     sys_ = system(settings, meta.system)
     cat = catalogue(settings)
     batch_id, pid = meta.batch_id, pkg["package_id"]
@@ -622,7 +727,9 @@ def record(settings: Settings, pkg: dict) -> dict:
                          reasons=[f"{safe_name(q['path'])}: {q['reason']}" for q in held],
                          path=Path(held[0]["folder"]))
     failpoint("record.after_commit_before_cleanup")
-    PackageSidecar.remove(pkg["path"])
+    work = work_area(settings)
+    work.remove(pkg["path"])
+    work.remove(f"{pkg['path']}.json")
     # counts for the metrics, only for what this call recorded (not what another writer did)
     return {"package_id": pid, "recorded": True, "key": pkg["key"], "new": new,
             "records": meta.record_count if new else 0, "bytes": pkg["size"] if new else 0}
@@ -647,22 +754,23 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     """
     sys_ = system(settings, name)
     delivery = delivery_for(sys_)
-    staged = StagedBatch.load(manifest)
+    structure = sys_.content.get("archive_structure")
+    staged = _manifest(settings, manifest)
     cat = catalogue(settings)
     batch_id = f"{name}/{staged.batch}"
     changed = False
     if not (delivery.queue and staged.is_empty):
         _all_recorded(cat, delivery, staged, batch_id)
-        structure = sys_.content.get("archive_structure")
         if structure and not staged.is_empty:
-            update_archive_structure(cat, sys_, staged, structure, load_systems(settings.systems_dir))
+            with _staged(settings, manifest) as tables:  # the description's tables are read
+                update_archive_structure(cat, sys_, tables, structure, load_systems(settings.systems_dir))
         failpoint("finish.before_batch_archived")
         changed = cat.upsert_batch(batch_id=batch_id, system=name, period=staged.batch,
                                    interval_start=staged.interval_start, interval_end=staged.interval_end,
                                    status=BatchStatus.ARCHIVED, rows=_batch_state(staged),
                                    quality_report=_existing_report(cat, batch_id))
     delivery.after_archived(staged, cat, lambda key: mellanarkiv(settings).stat(key).sha256)
-    shutil.rmtree(staged.directory, ignore_errors=True)
+    _drop_batch(settings, manifest, staged)
     new = [r for r in results if r.get("recorded")]
     rejected = delivery.rejected(staged)
     if rejected:
@@ -697,10 +805,12 @@ def extract_step(settings: Settings, name: str, interval: dict,
     """Claim the interval for ``interval["holder"]``, then extract it; the batch reference carries the holder.
 
     ``interval``: ``start``, ``end`` and ``holder``, and ``source_url`` for a database (never
-    handed on: it is not in what the step returns)."""
+    handed on: it is not in what the step returns), or a function that gives it, called once the
+    interval is claimed."""
     holder = interval["holder"]
     claim_interval(settings, name, interval["start"], interval["end"], holder, alive)
-    batch = extract(settings, name, interval["start"], interval["end"], interval.get("source_url"))
+    url = interval.get("source_url")
+    batch = extract(settings, name, interval["start"], interval["end"], url() if callable(url) else url)
     return {**batch, "holder": holder}
 
 

@@ -1,4 +1,10 @@
-"""One DAG per source-system YAML: extract → quality → decision → package → ship → verify → record.
+"""One DAG per source-system YAML, one task per step of the chain (``transforms.chain.CHAIN``).
+
+await delivery → extract → quality → decision → package → ship → verify → record → finish →
+update index: the steps, their order and which of them are mapped (per record class, per
+package) are declared once in :mod:`transforms.chain`, and ``arkiv run`` runs the same steps
+(:func:`transforms.pipeline.run_interval`). Each task is a call of its step's function through
+:func:`arkivflode_airflow.steps.run`.
 
 Nothing here knows a system by name: everything comes from ``dags/systems/<system>.yaml``, each
 loaded by the thin DAG file beside it (``dags/systems/<system>.py``), so that a broken YAML is
@@ -15,8 +21,12 @@ from pathlib import Path
 from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
 
 from arkivflode_airflow.alerts import on_failure
+from transforms.chain import Each
+from transforms.chain import step as chain_step
+from transforms.chain import steps as chain_steps
 from transforms.common.errors import ConfigError
 from transforms.config.systems import System, load_system
+from transforms.intake.delivery import delivery_for
 
 #: how a cron schedule's period reads in a DAG's name (yearly, monthly, daily; else the interval)
 _PERIOD_RULES = {3: "period = föregående år / previous year", 2: "period = föregående månad / previous month",
@@ -73,7 +83,7 @@ def max_active_runs(system: System) -> int:
     for an archivist's decision does not hold back the next ones. A prepared system's inbox is
     one queue, not one folder per interval: its runs stay one at a time.
     """
-    if system.extract_kind == "prepared":
+    if delivery_for(system).queue:
         return 1
     raw = os.environ.get("ARKIV_MAX_ACTIVE_RUNS") or "4"
     if not raw.isdigit() or int(raw) < 1:
@@ -132,7 +142,7 @@ def build_system_dag(path: Path):
     name = system.name
     asset = mellanarkiv_asset(name)
     poke_seconds, timeout_seconds = decision_timing()
-    waits_for_delivery = system.extract_kind in ("file_export", "prepared")
+    waits_for_delivery = delivery_for(system).waits
     delivery_poke, delivery_hours = delivery_timing(name)
 
     @dag(
@@ -160,35 +170,29 @@ def build_system_dag(path: Path):
         # Waits (giving its worker slot back) until the interval's delivery is in the inbox. Past the
         # deadline the interval is recorded as delivery missing, for the system owner: a failure that
         # is not retried, after which nothing downstream runs.
-        @task.sensor(poke_interval=delivery_poke, timeout=delivery_hours * 3600 + 7 * 24 * 3600,
-                     mode="reschedule")
+        @task.sensor(task_id="await_delivery", doc_md=chain_step("await_delivery").doc, poke_interval=delivery_poke,
+                     timeout=delivery_hours * 3600 + 7 * 24 * 3600, mode="reschedule")
         def await_delivery() -> PokeReturnValue:
-            """Wait for the interval's delivery in the inbox, up to the deadline after the interval ends."""
             from arkivflode_airflow import steps
             from transforms import pipeline
 
-            ctx = get_current_context()
-            start, end = ctx["data_interval_start"], ctx["data_interval_end"]
-            state = steps.run(pipeline.await_delivery, name, start.isoformat(), end.isoformat(), delivery_hours)
-            return PokeReturnValue(is_done=state["state"] == "delivered", xcom_value=state)
+            answer = steps.run(pipeline.await_delivery_step, name, steps.interval(get_current_context()),
+                               delivery_hours)["delivery"]
+            return PokeReturnValue(is_done=answer["state"] == "delivered", xcom_value=answer)
 
-        @task
+        @task(task_id="extract", doc_md=chain_step("extract").doc)
         def extract() -> dict:
-            """Claim the interval for this run and extract it into Parquet staging."""
             from arkivflode_airflow import hooks, steps
             from transforms import pipeline
 
-            ctx = get_current_context()
-            start, end = ctx["data_interval_start"], ctx["data_interval_end"]
-            holder = steps.run_holder(ctx)
-            steps.run(pipeline.claim_interval, name, start.isoformat(), end.isoformat(), holder,
-                      steps.dag_run_alive)
-            url = steps.guard(hooks.source_url, system.connection) if system.connection else None
-            return {**steps.run(pipeline.extract, name, start.isoformat(), end.isoformat(), url), "holder": holder}
+            def url() -> str | None:  # resolved once the interval is claimed
+                return steps.guard(hooks.source_url, system.connection) if system.connection else None
 
-        @task
+            return steps.run(pipeline.extract_step, name, {**steps.interval(get_current_context()), "source_url": url},
+                             steps.dag_run_alive)
+
+        @task(task_id="quality", doc_md=chain_step("quality").doc)
         def quality(batch: dict) -> dict:
-            """Check the staged batch with the system's Great Expectations suite."""
             from airflow.sdk.exceptions import AirflowFailException
 
             from arkivflode_airflow import steps
@@ -196,7 +200,7 @@ def build_system_dag(path: Path):
             from transforms import pipeline
 
             try:
-                return {**batch, "quality": steps.run(pipeline.check_quality, name, batch["manifest"])}
+                return steps.run(pipeline.quality_step, name, batch)
             except AirflowFailException:
                 emit_batch_metrics(name, {"quality_failures": 1})
                 raise
@@ -218,66 +222,58 @@ def build_system_dag(path: Path):
         @task
         def partitions(batch: dict) -> list[dict]:
             """One entry per record class: the unit a package (or several) is built from."""
-            return [{"manifest": batch["manifest"], "record_class": rc, "holder": batch.get("holder")}
-                    for rc in batch["record_classes"]]
+            from transforms import pipeline
 
-        @task
+            return pipeline.partitions(batch)
+
+        @task(task_id="package", doc_md=chain_step("package").doc)
         def package(partition: dict) -> list[dict]:
-            """Build the FGS packages of one record class."""
             from arkivflode_airflow import steps
             from transforms import pipeline
 
-            steps.run(pipeline.check_claim, name, partition["manifest"], partition.get("holder"))
-            return steps.run(pipeline.package, name, partition["manifest"], partition["record_class"])
+            return steps.run(pipeline.package_step, name, partition)
 
         @task
         def collect(built: list[list[dict]]) -> list[dict]:
             """Flatten the packages of all record classes into one list to map over."""
             return [p for group in built for p in group]
 
-        @task
-        def ship(pkg: dict) -> dict:
-            """Copy a package into the mellanarkiv, verified by read-back."""
-            from arkivflode_airflow import steps
-            from transforms import pipeline
+        def per_package(function: str, task_id: str, doc: str):
+            @task(task_id=task_id, doc_md=doc)
+            def run_step(pkg: dict) -> dict:
+                from arkivflode_airflow import steps
+                from transforms import pipeline
 
-            return steps.run(pipeline.ship, pkg)
+                return steps.run(getattr(pipeline, function), pkg)
 
-        @task
-        def verify(pkg: dict) -> dict:
-            """Recompute the stored checksum and validate the stored package."""
-            from arkivflode_airflow import steps
-            from transforms import pipeline
-
-            return steps.run(pipeline.verify, pkg)
-
-        @task
-        def record(pkg: dict) -> dict:
-            """Record the package, its records and its events in the catalogue."""
-            from arkivflode_airflow import steps
-            from transforms import pipeline
-
-            return steps.run(pipeline.record, pkg)
+            return run_step
 
         # Runs even when there was nothing to package (an empty interval maps to no tasks), but
         # not when the decision was skipped or failed: then there is no batch to finish.
-        @task(outlets=[asset], trigger_rule="none_failed_min_one_success")
+        @task(task_id="finish", doc_md=chain_step("finish").doc, outlets=[asset],
+              trigger_rule="none_failed_min_one_success")
         def finish(batch: dict, results: list[dict]) -> dict:
-            """Mark the batch archived, release the interval, and report what is new in the mellanarkiv."""
             from arkivflode_airflow import steps
             from arkivflode_airflow.metrics import emit_batch_metrics
             from transforms import pipeline
 
-            steps.run(pipeline.check_claim, name, batch["manifest"], batch.get("holder"))
-            try:
-                done = steps.run(pipeline.finish_batch, name, batch["manifest"], list(results or []))
-            finally:  # the run's work on the interval is over either way; a rerun claims it again
-                steps.run(pipeline.release_interval, name, batch["manifest"], batch.get("holder"))
-            new = [r for r in results or [] if r.get("recorded")]
+            done = steps.run(pipeline.finish_step, name, batch, list(results or []))
+            new = [r for r in results or [] if r and r.get("recorded")]
             emit_batch_metrics(name, {"packages": sum(1 for r in new if r.get("new")),
                                       "records": sum(r.get("records", 0) for r in new),
                                       "bytes": sum(r.get("bytes", 0) for r in new)})
             return done
+
+        # After finish whatever its outcome (a batch with a quarantined delivered package is archived
+        # and then fails): what was recorded is made findable; its own failure fails nothing. When
+        # nothing upstream succeeded it is upstream-failed or skipped like the rest, never run on nothing.
+        @task(task_id="update_index", doc_md=chain_step("update_index").doc,
+              trigger_rule="all_done_min_one_success")
+        def update_index(results: list[dict]) -> dict:
+            from arkivflode_airflow import steps
+            from transforms import pipeline
+
+            return steps.run(pipeline.update_index, name, None, list(results or []))
 
         extracted = extract()
         if waits_for_delivery:
@@ -286,7 +282,9 @@ def build_system_dag(path: Path):
         decided = await_decision(extracted)
         checked >> decided
         built = package.expand(partition=partitions(decided))
-        recorded = record.expand(pkg=verify.expand(pkg=ship.expand(pkg=collect(built))))
-        finish(decided, recorded)
+        packages = collect(built)
+        for s in chain_steps(Each.PACKAGE):  # ship → verify → record, each mapped over the packages
+            packages = per_package(s.function, s.name, s.doc).expand(pkg=packages)
+        finish(decided, packages) >> update_index(packages)
 
     return source_system()

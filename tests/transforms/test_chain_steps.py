@@ -190,5 +190,5 @@ def test_the_dag_makes_one_task_per_step_in_the_chains_order():
             if s.name in order:
                 mapped = bool(getattr(dag.get_task(s.name), "is_mapped", False))
                 assert mapped == (s.each in (Each.RECORD_CLASS, Each.PACKAGE)), (name, s.name)
-        assert dag.get_task("update_index").trigger_rule == "all_done"
+        assert dag.get_task("update_index").trigger_rule == "all_done_min_one_success"
         assert "finish" in dag.get_task("update_index").upstream_task_ids

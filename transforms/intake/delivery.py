@@ -117,6 +117,7 @@ class PackageSidecar:
     def write(self, package: str | Path) -> Path:
         """Write the sidecar beside the package file (atomically: a temporary file, then a rename)."""
         dest = self.path_for(package)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
         tmp.write_text(self.to_json(), encoding="utf-8")
         os.replace(tmp, dest)
@@ -198,6 +199,12 @@ class Delivery(Protocol):
         """Tidy the delivery once its batch is archived (``stored_sha256(key)``: the stored copy's digest)."""
         ...
 
+    def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
+        """Hand the files intake left outside the staged batch to the next steps: ``publish(path)`` gives
+        each one's reference, written into the batch. True when the batch changed (its manifest must be
+        written again)."""
+        ...
+
 
 def delivery_for(system: System) -> Delivery:
     """The delivery of ``system``, by the kind its YAML declares (``extract.kind``)."""
@@ -277,6 +284,9 @@ class _RowDelivery:
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
         return None
+
+    def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
+        return False  # everything it made is in the staged batch
 
 
 def _batch_events(cat: Catalogue, batch_id: str):
@@ -453,6 +463,16 @@ class PreparedDelivery(_InboxDelivery):
                                    f"{safe_name(i.source)} stays in the inbox")
             done.mkdir(exist_ok=True)
             os.replace(src, done / i.source)
+
+
+    def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
+        """The accepted packages' copies in the build folder are what the package step hands on."""
+        changed = False
+        for d in staged.prepared:
+            if d.get("path") and Path(d["path"]).is_file():
+                d["path"] = publish(Path(d["path"]))
+                changed = True
+        return changed
 
 
 _KINDS: dict[str, type] = {k.kind: k for k in (DatabaseDelivery, FileExportDelivery, PreparedDelivery)}

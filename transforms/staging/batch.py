@@ -199,9 +199,32 @@ class StagedBatch:
 
     @classmethod
     def load(cls, manifest: Path | str) -> StagedBatch:
-        data = json.loads(Path(manifest).read_text(encoding="utf-8"))
+        """The staged batch of ``manifest``, its files where the manifest is now (a batch copied from
+        another machine's staging names its files under that machine's folder)."""
+        return cls.parse(Path(manifest).read_text(encoding="utf-8"), Path(manifest).parent)
+
+    @classmethod
+    def parse(cls, text: str, directory: Path | str) -> StagedBatch:
+        """A staged batch from its manifest's text, its files under ``directory``."""
+        data = json.loads(text)
         data["partitions"] = {k: Partition(**p) for k, p in data["partitions"].items()}
-        return cls(**data)
+        return cls(**data).relocated(directory)
+
+    def relocated(self, directory: Path | str) -> StagedBatch:
+        """This batch with every file path moved from :attr:`directory` to ``directory`` (same layout)."""
+        old, new = Path(self.directory), Path(directory)
+        if old == new:
+            return self
+
+        def moved(path: str) -> str:
+            p = Path(path)
+            return str(new / p.relative_to(old)) if p.is_relative_to(old) else path
+
+        for part in self.partitions.values():
+            part.files = {t: [moved(f) for f in fs] for t, fs in part.files.items()}
+        self.empty_tables = {t: moved(f) for t, f in self.empty_tables.items()}
+        self.directory = str(new)
+        return self
 
 
 def _schema(table: Table, extra: Sequence[str]) -> pa.Schema:
