@@ -7,7 +7,10 @@ link to the report. The archivist may decide
 
 * there, in Airflow: the answer (approve with deviation or reject, a justification, a ticked
   confirmation) is written to the catalogue by :func:`transforms.quality.quarantine.decide`, as
-  the signed-in Airflow user;
+  the signed-in Airflow user (:func:`airflow_person`: the Airflow username is the person's
+  identifier, which under an auth manager signing people in through the identity provider is
+  the provider's subject, so the decision names the same person as one taken in the CLI or on
+  the archive's pages);
 * on the Arkivflöde page, or with ``arkiv quarantine approve|reject``: the catalogue changes,
   and the task's trigger, which watches the catalogue as well as the HITL answer, resumes the
   task; the HITL request is then marked answered with the catalogue's decision.
@@ -97,9 +100,29 @@ def answer_problem(event: dict) -> str | None:
 
 
 def responder(event: dict) -> str | None:
+    """The username of the Airflow user who answered (Airflow's HITL user ``name``; its ``id`` is the
+    auth manager's own key, a number in the FAB auth manager's table), or None."""
     user = event.get("responded_by_user") or {}
     name = user.get("name") if isinstance(user, dict) else getattr(user, "name", None)
     return str(name) if name else None
+
+
+def airflow_person(username: str, *, full_name: str | None = None, may_decide: bool = True):
+    """The Airflow user as the :class:`~transforms.catalogue.Person` who decides.
+
+    The identifier is the Airflow username: the provider's subject when Airflow signs people in
+    through the identity provider (docs/identity.md), the same identifier the CLI and the archive's
+    pages record. The name is the user's full name when Airflow knows one, else the username. The
+    person holds the archivist role only when Airflow lets them decide (edit access to the system's
+    DAG, which answering in *Required actions* needs too); otherwise ``quarantine.decide`` refuses.
+    """
+    from transforms.catalogue import Person
+
+    username = str(username).strip()
+    if not username:
+        raise ValueError("the Airflow answer names no user")
+    return Person(id=username[:300], name=((full_name or "").strip() or username)[:200],
+                  roles=("archivist",) if may_decide else ())
 
 
 # --- steps run through steps.run (settings first, failures mapped to their kind) ------------------
@@ -111,7 +134,7 @@ def _case(settings, case_id: str):
     return get_case(catalogue(settings), case_id)
 
 
-def _decide(settings, case_id: str, approve: bool, by: str, justification: str) -> str:
+def _decide(settings, case_id: str, approve: bool, by, justification: str) -> str:
     """Write an answer given in Airflow to the catalogue; ``decided`` or ``already`` (decided elsewhere first)."""
     from transforms.pipeline import catalogue
     from transforms.quality import quarantine as review
@@ -291,7 +314,8 @@ class AwaitDecision(BaseOperator):
                     raise steps.ContentFailure(f"CONTENT PROBLEM — no valid archivist decision in time: {problem}")
                 return self._wait(context, case_id, deadline_at)
             approve = event["chosen_options"][0] == APPROVE
-            outcome = steps.run(_decide, case_id, approve, who,
+            # Airflow took the answer only from a user who may edit the DAG's human-in-the-loop details
+            outcome = steps.run(_decide, case_id, approve, airflow_person(who),
                                 str(event["params_input"][JUSTIFICATION]).strip())
             log.info("quarantine case %s %s by %s in Airflow's Required actions%s", case_id,
                      "approved with deviation" if approve else "rejected", who,

@@ -12,9 +12,10 @@ schedule says is due (:mod:`transforms.status`, as ``arkiv status``).
 
 The pages themselves are rendered by :mod:`transforms.quality.quarantine_page`; decisions go through
 :func:`transforms.quality.quarantine.decide`, exactly as ``arkiv quarantine approve|reject`` does. A decision
-asks for a ticked confirmation and a justification, and is recorded with the
-signed-in Airflow user's name; the same decision can be made in Airflow's *Required actions*
-(arkivflode_airflow/hitl.py) or with the CLI, and whichever comes first stands. A decision
+asks for a ticked confirmation and a justification, and is recorded as the
+signed-in Airflow user (:func:`decider`: identifier the username, name the full name when the auth
+manager has one, archivist because Airflow lets them decide); the same decision can be made in
+Airflow's *Required actions* (arkivflode_airflow/hitl.py) or with the CLI, and whichever comes first stands. A decision
 is a state change made with the browser's session cookie, so it is checked against cross-site
 request forgery: the form's signed token and the browser's Origin/Sec-Fetch-Site headers
 (``review_web.csrf_valid``, ``review_web.same_origin``); a forged POST is refused with 403.
@@ -90,6 +91,20 @@ def _case(case_id: str, user, method: str = "GET"):
     if not _may(user, case.system, method):
         raise HTTPException(403, f"you may not {'decide on' if method != 'GET' else 'read'} cases of {case.system}")
     return cat, case
+
+
+def decider(user, may_decide: bool):
+    """The Airflow user of a request as the person who decides (:func:`arkivflode_airflow.hitl.airflow_person`).
+
+    The username is ``username`` where the auth manager's user has one (the FAB auth manager's user,
+    whose ``get_id`` is a row number; the simple auth manager's), else ``get_name()``; the full name
+    is the FAB user's first and last name.
+    """
+    from arkivflode_airflow.hitl import airflow_person
+
+    username = getattr(user, "username", None) or user.get_name()
+    full = " ".join(str(getattr(user, attr, "") or "").strip() for attr in ("first_name", "last_name")).strip()
+    return airflow_person(str(username), full_name=full or None, may_decide=may_decide)
 
 
 def _status_rows(system: str | None, visible: set[str]) -> list:
@@ -173,13 +188,15 @@ def create_app() -> FastAPI:
         if confirm != "yes":
             raise HTTPException(400, "bekräfta beslutet (kryssrutan) / confirm the decision (the tick box): it cannot "
                                      "be changed afterwards")
-        cat, c = _case(id, user, "PUT")
+        cat, c = _case(id, user, "PUT")  # 403 unless Airflow lets this user edit the system's DAG
+        who = decider(user, may_decide=True)
         try:
-            review.decide(cat, c.id, approve=action == "approve", by=user.get_name(), justification=reason,
-                          via="page")
+            review.decide(cat, c.id, approve=action == "approve", by=who, justification=reason, via="page")
+        except review.DecisionRefused as exc:
+            raise HTTPException(403, str(exc)) from None
         except ValueError as exc:
             raise HTTPException(409, str(exc)) from None
-        log.info("quarantine case %s %sd by %s through the archivist's page", c.id, action, user.get_name())
+        log.info("quarantine case %s %sd by %s through the archivist's page", c.id, action, who.id)
         return RedirectResponse(case_url(BASE, c.id), status_code=303)
 
     @app.get("/datadocs", response_class=HTMLResponse)

@@ -56,6 +56,53 @@ def test_a_decision_without_a_justification_or_a_person_is_refused(case, approve
     assert review.case_status(cat, case_id) == "open"
 
 
+def test_a_person_decides_in_their_own_name_and_only_as_an_archivist(case):
+    from transforms.catalogue import Person
+
+    cat, case_id = case
+    with pytest.raises(review.DecisionRefused, match="archivist role"):
+        review.decide(cat, case_id, approve=True, by=Person("rut", "Rut Forskare", ("researcher",)),
+                      justification="Kända fel", via="page")
+    assert review.case_status(cat, case_id) == "open"
+    review.decide(cat, case_id, approve=False, by=Person("anna", "Anna Arkivarie", ("archivist", "researcher")),
+                  justification="Rättas i Lex", via="page")
+    (decided,) = review.cases(cat)
+    assert (decided.status, decided.decided_by, decided.decided_by_id) == ("rejected", "Anna Arkivarie", "anna")
+    (event,) = [e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]
+    assert (event.agent, event.agent_id, event.agent_roles, event.executing_agent, event.outcome) == (
+        "Anna Arkivarie", "anna", "archivist,researcher", review.AGENT, "failure")
+    assert "by Anna Arkivarie (anna)" in event.detail
+
+
+def test_a_bare_name_is_recorded_as_given_without_an_identifier(case):
+    cat, case_id = case
+    review.decide(cat, case_id, approve=True, by=" Anna Arkivarie ", justification="Kända fel", via="cli")
+    (decided,) = review.cases(cat)
+    assert (decided.decided_by, decided.decided_by_id) == ("Anna Arkivarie", None)
+    (event,) = [e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]
+    assert (event.agent, event.agent_id) == ("Anna Arkivarie", None)
+
+
+def test_the_airflow_user_is_the_person_who_decides():
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from arkivflode_airflow import ui
+
+    who = hitl.airflow_person(hitl.responder(_answer(user="c3f1-subject")))
+    assert (who.id, who.name, who.roles, who.authenticated) == ("c3f1-subject", "c3f1-subject", ("archivist",), True)
+    assert hitl.airflow_person("anna", may_decide=False).roles == ()
+    with pytest.raises(ValueError, match="no user"):
+        hitl.airflow_person(" ")
+    # the simple auth manager's user: the username is all there is
+    simple = ui.decider(SimpleAuthManagerUser(username="archivist", role="user"), may_decide=True)
+    assert (simple.id, simple.name, simple.roles) == ("archivist", "archivist", ("archivist",))
+    # a user of an auth manager that signs in through the provider (the FAB auth manager's user has a row
+    # number as get_id(), the provider's subject as username and the person's names): its shape, as data
+    fab_like = SimpleNamespace(id=7, username="9f2c-subject", first_name="Anna", last_name="Arkivarie",
+                               get_id=lambda: 7, get_name=lambda: "9f2c-subject")
+    person = ui.decider(fab_like, may_decide=False)
+    assert (person.id, person.name, person.roles) == ("9f2c-subject", "Anna Arkivarie", ())
+
+
 def _answer(option=hitl.APPROVE, why="Kända fel", confirmed=True, user="archivist") -> dict:
     return {"chosen_options": [option], "params_input": {hitl.JUSTIFICATION: why, hitl.CONFIRM: confirmed},
             "responded_by_user": {"id": user, "name": user} if user else None}
@@ -238,6 +285,11 @@ def test_an_answer_in_airflow_is_written_to_the_catalogue_and_the_run_goes_on_or
     (case,) = review.cases(cat)
     assert (case.status, case.decided_by, case.justification) == (
         "approved" if option == hitl.APPROVE else "rejected", "archivist", "Beslut i Airflow")
+    # the Airflow user is the person who decided (identifier: the username), the software carried it out
+    assert case.decided_by_id == "archivist"
+    (decision,) = [e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]
+    assert (decision.agent, decision.agent_id, decision.agent_roles, decision.executing_agent) == (
+        "archivist", "archivist", "archivist", review.AGENT)
     # the same answer again (a resumed task retried) decides nothing more
     if option == hitl.APPROVE:
         op.resume(context, event=event)

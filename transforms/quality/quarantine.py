@@ -17,10 +17,15 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from transforms import __version__
-from transforms.catalogue import Catalogue, QuarantineCase, utcnow
+from transforms.catalogue import Catalogue, Person, QuarantineCase, utcnow
+from transforms.common.errors import ArkivError
 from transforms.common.masking import safe_line, scrub
 
 AGENT = f"Arkivflöde {__version__}"
+
+
+class DecisionRefused(ArkivError):
+    """This person may not take this decision: not an archivist, or (a disposal) the second signature is the first's."""
 
 
 def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,
@@ -150,36 +155,47 @@ SURFACES = {"cli": "with `arkiv quarantine`", "page": "on the Arkivflöde page",
             "airflow": "in Airflow's Required actions"}
 
 
-def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str, justification: str,
+def decide(cat: Catalogue, case_id: str, *, approve: bool, by: str | Person, justification: str,
            via: str | None = None) -> QuarantineCase:
     """Approve with a deviation, or reject; the decision is an event and is kept with the case.
 
     Every surface (the CLI, the Arkivflöde page, Airflow's *Required actions*) decides through
     here, so a case is decided once: the status changes from ``open`` in one conditional update,
     and a second decision, from wherever, finds the case no longer open and is refused with
-    ValueError. ``by`` is the person the surface knows (the signed-in Airflow user, ``--by``);
-    ``via`` (a key of :data:`SURFACES`) is named in the event.
+    ValueError. ``by`` is who decides: a :class:`Person` (the signed-in person, the Airflow user),
+    whose identifier is kept on the case (``decided_by_id``) and who is the event's agent (name,
+    identifier, roles then), the software its executing agent; an authenticated person without the
+    archivist role is refused with :class:`DecisionRefused`. A bare name is kept as it is given,
+    without an identifier (callers that know no more than a name). ``via`` (a key of
+    :data:`SURFACES`) is named in the event.
     """
     justification = justification.strip()
-    if not justification or not by.strip():
+    name = by.name if isinstance(by, Person) else (by or "")
+    if not justification or not name.strip():
         what = "approval with a deviation" if approve else "a rejection"
         raise ValueError(f"{what} needs who decided (--by) and a justification (--reason): it is kept for ever")
+    who = by if isinstance(by, Person) else None
+    if who is not None and who.authenticated and "archivist" not in who.roles:
+        raise DecisionRefused(f"{who.name} does not hold the archivist role; deciding quarantine case {case_id} is "
+                              "an archivist's decision")
     now = utcnow()
     status = "approved" if approve else "rejected"
     with cat.session() as s:
         done = s.execute(sa.update(QuarantineCase)
                          .where(QuarantineCase.id == case_id, QuarantineCase.status == "open")
-                         .values(status=status, decided_by=by, decided_at=now, justification=justification))
+                         .values(status=status, decided_by=name.strip(), decided_by_id=who.id if who else None,
+                                 decided_at=now, justification=justification))
         if done.rowcount != 1:
             raise ValueError(f"quarantine case {case_id} is not awaiting a decision")
         case = s.get(QuarantineCase, case_id)
         what = ("approved with deviation — the batch may be archived; the deviation is recorded in its PREMIS"
                 if approve else "rejected — the system owner must correct the source; a later run picks it up")
         where = f" {SURFACES[via]}" if via in SURFACES else ""
-        cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=by,
-                      batch_id=case.batch_id, detail=safe_line(f"quarantine case {case_id} {what}{where}. Reasons: "
-                                                               f"{'; '.join(json.loads(case.reasons))}. "
-                                                               f"Justification: {justification}"))
+        signed = f" by {who.name} ({who.id})" if who is not None and who.authenticated else ""
+        cat.add_event(s, type="decision", outcome="success" if approve else "failure", agent=who or name.strip(),
+                      executing_agent=AGENT, batch_id=case.batch_id,
+                      detail=safe_line(f"quarantine case {case_id} {what}{where}{signed}. Reasons: "
+                                       f"{'; '.join(json.loads(case.reasons))}. Justification: {justification}"))
         return case
 
 
