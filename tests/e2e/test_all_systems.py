@@ -166,9 +166,13 @@ def test_retention_dag_with_the_clock_moved_forward(world):
     findings = real_findings(aips)
     assert not findings, f"real findings on AIPs: {findings}"
 
-    # an archivist approves the proposed list; the next run disposes and archives a certificate
+    # one archivist reviews the proposed list, another approves it; the next run disposes and archives a certificate
     lists = subprocess.run([BIN / "arkiv", "gallring", "list"], env=env, capture_output=True, text=True)
     list_id = lists.stdout.split()[0]
+    reviewed = subprocess.run([BIN / "arkiv", "gallring", "review", list_id, "--by", "Rut Granskare",
+                               "--reason", "Granskad mot informationshanteringsplanen"], env=env,
+                              capture_output=True, text=True)
+    assert reviewed.returncode == 0, reviewed.stderr
     approve = subprocess.run([BIN / "arkiv", "gallring", "approve", list_id, "--by", "Anna Arkivarie",
                               "--reason", "Gallras enligt informationshanteringsplanen"], env=env,
                              capture_output=True, text=True)

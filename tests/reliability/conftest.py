@@ -42,6 +42,8 @@ def base_states(tmp_path_factory, small_lex, moto_server):
         first = arkiv(approved.env, "retention", "run", "--as-of", AS_OF)
         assert first.returncode == 0, first.stderr
         list_id = first.stdout.split("disposal list ")[1].split(" ")[0]
+        reviewed = arkiv(approved.env, "gallring", "review", list_id, "--by", "Rut Granskare", "--reason", "Granskad")
+        assert reviewed.returncode == 0, reviewed.stderr
         decided = arkiv(approved.env, "gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "IHP 4.2")
         assert decided.returncode == 0, decided.stderr
         states[kind] = {"archived": archived, "approved": approved}

@@ -80,20 +80,42 @@ def test_one_archivist_rejects(cat):
     assert cat.events(package_id="p-1")[-1].outcome == "failure"
 
 
-def test_without_a_provider_names_are_unauthenticated(cat, monkeypatch):
+def test_without_a_provider_names_are_unauthenticated_and_two_are_needed(cat, monkeypatch):
     monkeypatch.delenv("ARKIV_OIDC_ISSUER", raising=False)
     monkeypatch.delenv("ARKIV_DISPOSAL_APPROVERS", raising=False)
-    assert retention.approvers_required() == 1
-    monkeypatch.setenv("ARKIV_DISPOSAL_APPROVERS", "2")
     assert retention.approvers_required() == 2
-    retention.review_disposal(cat, "gallring-1", by="Anna", note="granskad")
-    with pytest.raises(retention.DecisionRefused):
+    assert retention.approvers_required({"ARKIV_DISPOSAL_APPROVERS": "1"}) == 1
+    assert retention.approvers_required({"ARKIV_DISPOSAL_APPROVERS": "1", "ARKIV_OIDC_ISSUER": "https://idp"}) == 2
+    with pytest.raises(retention.ConfigError):
+        retention.approvers_required({"ARKIV_DISPOSAL_APPROVERS": "3"})
+    with pytest.raises(retention.DecisionRefused, match="needs two archivists"):
         retention.decide_disposal(cat, "gallring-1", approve=True, by="Anna", justification="IHP")
+    retention.review_disposal(cat, "gallring-1", by="Anna", note="granskad")
+    # the same typed name, whatever its case and spacing, is the same person
+    for same in ("Anna", " anna ", "ANNA"):
+        with pytest.raises(retention.DecisionRefused, match="nobody approves their own proposal"):
+            retention.decide_disposal(cat, "gallring-1", approve=True, by=same, justification="IHP")
     retention.decide_disposal(cat, "gallring-1", approve=True, by="Bertil", justification="IHP")
     with cat.session() as s:
         dl = s.get(DisposalList, "gallring-1")
         assert dl.decided_by == "Bertil" and dl.decided_by_id == "unauthenticated name:Bertil"
         assert dl.reviewed_by_id == "unauthenticated name:Anna"
+
+
+def test_one_name_alone_only_where_the_installation_says_so(cat, monkeypatch):
+    monkeypatch.delenv("ARKIV_OIDC_ISSUER", raising=False)
+    monkeypatch.setenv("ARKIV_DISPOSAL_APPROVERS", "1")
+    retention.decide_disposal(cat, "gallring-1", approve=True, by="Anna", justification="IHP")
+    with cat.session() as s:
+        assert s.get(DisposalList, "gallring-1").status == "approved"
+
+
+def test_a_signed_in_person_is_not_an_unauthenticated_name_of_the_same_spelling(cat):
+    retention.review_disposal(cat, "gallring-1", by="anna", note="granskad")
+    retention.decide_disposal(cat, "gallring-1", approve=True, by=ANNA, justification="IHP", approvers=2)
+    with cat.session() as s:
+        dl = s.get(DisposalList, "gallring-1")
+        assert (dl.reviewed_by_id, dl.decided_by_id) == ("unauthenticated name:anna", "anna")
 
 
 @pytest.fixture

@@ -79,6 +79,11 @@ def test_transfer_disposal_with_approval_and_certificate(archived, capsys):
         assert c.exec_driver_sql("SELECT count(*) FROM disposal_lists").scalar() == 1
     capsys.readouterr()
 
+    # two archivists: one reviews, another approves; the same name cannot sign twice, nor one name alone
+    assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "Enligt IHP 4.2"]) == 1
+    assert main(["gallring", "review", list_id, "--by", "Rut Granskare", "--reason", "Granskad mot IHP"]) == 0
+    assert main(["gallring", "approve", list_id, "--by", "rut  granskare", "--reason", "Enligt IHP 4.2"]) == 1
+    assert "nobody approves their own proposal" in capsys.readouterr().err
     assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "Enligt IHP 4.2"]) == 0
     assert main(["retention", "run", "--as-of", AS_OF]) == 0
     out = capsys.readouterr().out
@@ -94,7 +99,7 @@ def test_transfer_disposal_with_approval_and_certificate(archived, capsys):
     assert _ocfl_valid(cert).returncode == 0
     assert main(["validate", str(cert / "v1" / "content" / certificate)]) == 0
     html = (cert / "v1" / "content" / certificate / "representations/rep1/data/gallringsbevis.html").read_text()
-    assert "Anna Arkivarie" in html and all(p.id in html for p in dispose)
+    assert "Anna Arkivarie" in html and "Rut Granskare" in html and all(p.id in html for p in dispose)
 
 
 def test_legal_holds_block_transfer_and_disposal(archived, capsys):

@@ -6,8 +6,9 @@ signed it — the first reviews it (:func:`review_disposal`), another approves i
 (:func:`decide_disposal`); nobody approves a list they reviewed. Each decision is an event whose
 agent is the person (identifier, name, roles then) and whose executing agent is the software.
 Without an identity provider (the embedded default) a decision names whoever ``--by NAME``
-says, recorded as an unauthenticated name, and one approval is enough unless
-``ARKIV_DISPOSAL_APPROVERS=2`` (with a provider two are always needed).
+says, recorded as an unauthenticated name; two different names are needed there too (the same
+name typed twice, in any case or spacing, is one person). ``ARKIV_DISPOSAL_APPROVERS=1`` lets one
+name approve alone, only without a provider (a trial installation with one user).
 """
 
 from __future__ import annotations
@@ -26,9 +27,21 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from transforms import __version__
-from transforms.catalogue import Catalogue, DisposalList, Event, Hold, Package, Person, Record, Tombstone, utcnow
-from transforms.common.errors import ArkivError, ConfigError, ContentError, StorageError
+from transforms.catalogue import (
+    UNAUTHENTICATED,
+    Catalogue,
+    DisposalList,
+    Event,
+    Hold,
+    Package,
+    Person,
+    Record,
+    Tombstone,
+    utcnow,
+)
+from transforms.common.errors import ConfigError, ContentError, StorageError
 from transforms.common.failpoints import failpoint
+from transforms.quality.quarantine import DecisionRefused
 
 log = logging.getLogger("arkivflode")
 
@@ -40,10 +53,6 @@ if TYPE_CHECKING:
 # --- the retention schedule applied to the catalogue ---------------------------------------------
 
 AGENT = f"Arkivflöde {__version__}"
-
-
-class DecisionRefused(ArkivError):
-    """This person may not take this decision: not an archivist, or the second signature is the first's."""
 
 
 def _person(by: str | Person) -> Person:
@@ -59,15 +68,27 @@ def _signed(who: Person) -> str:
     return f"{who.name} ({who.id})" if who.authenticated else f"{who.name} (unauthenticated name)"
 
 
+def _same_person(ident: str | None, name: str | None, who: Person) -> bool:
+    """Whether a signature (identifier, name) is ``who``'s: the same identifier, or, for names nobody
+    vouched for, the same name whatever its case and spacing ("Anna" and " anna " are one person)."""
+    if ident is None:
+        return False
+    if ident == who.id:
+        return True
+    if who.authenticated or not ident.startswith(UNAUTHENTICATED):
+        return False
+    return " ".join((name or "").split()).casefold() == " ".join(who.name.split()).casefold()
+
+
 def approvers_required(env: dict[str, str] | None = None) -> int:
-    """How many different archivists sign a disposal list: 2 with an identity provider, else
-    ``ARKIV_DISPOSAL_APPROVERS`` (1 or 2; default 1 in the embedded default, where names are not vouched for)."""
+    """How many different archivists sign a disposal list: 2, always with an identity provider; without
+    one ``ARKIV_DISPOSAL_APPROVERS`` may say 1 (default 2)."""
     import os
 
     env = os.environ if env is None else env
     if (env.get("ARKIV_OIDC_ISSUER") or "").strip():
         return 2
-    raw = (env.get("ARKIV_DISPOSAL_APPROVERS") or "1").strip()
+    raw = (env.get("ARKIV_DISPOSAL_APPROVERS") or "2").strip()
     if raw not in ("1", "2"):
         raise ConfigError("ARKIV_DISPOSAL_APPROVERS: 1 or 2")
     return int(raw)
@@ -432,7 +453,7 @@ def decide_disposal(cat: Catalogue, list_id: str, *, approve: bool, by: str | Pe
         dl = s.get(DisposalList, list_id)
         if dl is None or dl.status not in ("proposed", "reviewed"):
             raise ValueError(f"disposal list {list_id} is not awaiting a decision")
-        if approve and dl.reviewed_by_id is not None and dl.reviewed_by_id == who.id:
+        if approve and _same_person(dl.reviewed_by_id, dl.reviewed_by, who):
             raise DecisionRefused(f"{who.name} reviewed disposal list {list_id}: another archivist must approve it "
                                   "(nobody approves their own proposal)")
         if approve and approvers >= 2 and dl.status != "reviewed":
