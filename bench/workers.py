@@ -13,8 +13,8 @@ Two measurements, documents in the page cache:
 A third measurement is the shared-nothing shape (:func:`shared_nothing`): each worker process has
 a home of its own, and everything a task needs from an earlier one, or leaves for a later one,
 goes through a working bucket on moto's S3 server (real HTTP on loopback) with the project's own
-storage code: a task downloads its record class's part of the staged batch into its home, builds,
-uploads the package and clears its scratch. 1 and 2 workers again, and the hand-over's cost per
+storage code: a task downloads the staged batch into its home, builds its record class's package,
+uploads it and removes what it downloaded and built. 1 and 2 workers again, and the hand-over's cost per
 package against the same builds reading and writing local paths.
 
 Each task is kept to one CPU (``bench.common.ONE_CPU_PER_TASK``): by default a package build
@@ -145,18 +145,19 @@ def _bucket_task(bucket: str, batch_prefix: str, record_class: str) -> dict:
     store = _work_store(bucket)
     scratch = _HOME / uuid.uuid4().hex[:8]
     t0 = time.perf_counter()
-    manifest = scratch / "staging" / "manifest.json"
-    _download(store, f"{batch_prefix}/manifest.json", manifest)
-    staged = StagedBatch.load(manifest)
-    wanted = [Path(f) for fs in staged.partitions[record_class].files.values() for f in fs]
-    wanted += [Path(f) for f in staged.empty_tables.values()]
-    for path in wanted:
-        _download(store, f"{batch_prefix}/{path.relative_to(scratch / 'staging').as_posix()}", path)
+    # the whole staged batch: a package build reads the other partitions' document rows too (a
+    # document belongs to exactly one record of the batch)
+    for key in store.list(batch_prefix):
+        _download(store, key, scratch / "staging" / key.removeprefix(f"{batch_prefix}/"))
+    staged = StagedBatch.load(scratch / "staging" / "manifest.json")
     t1 = time.perf_counter()
-    built = build_packages(fine_grained(LEX), staged, record_class, scratch / "build")
+    # the build folder is the worker's, as the local runs' is (its office profile is reused between tasks:
+    # a worker's disk may cache); what the task downloaded and built is removed once handed over
+    built = build_packages(fine_grained(LEX), staged, record_class, _HOME / "build")
     t2 = time.perf_counter()
     for p in built:
         store.put(p.path, f"packages/{Path(p.path).name}", expected_sha256=p.sha256)
+        Path(p.path).unlink()
     t3 = time.perf_counter()
     shutil.rmtree(scratch)
     return {"bytes": sum(p.document_bytes for p in built), "packages": len(built), "fetch": t1 - t0,
