@@ -45,16 +45,26 @@ def _busy_until(flag: str) -> bool:
     return Path(flag).exists()
 
 
-def test_the_build_identifies_what_a_busy_worker_has_not_answered(lex_source, small_chunks, tmp_path):
+def test_the_build_identifies_what_a_busy_worker_has_not_answered(lex_source, small_chunks, tmp_path, monkeypatch):
     paths = _documents(lex_source)
     here = Identifier.shared()
     expected = [(p, here.identify(p)) for p in paths]
+    asked: list[str] = []
+    real = Identifier.identify
+
+    def counting(self, path):
+        asked.append(str(path))
+        return real(self, path)
+
     pool = IdentifyPool.start(1)
     assert pool is not None
+    monkeypatch.setattr(Identifier, "identify", counting)  # after the fork: counts this process only
     flag = tmp_path / "release"
     try:
         busy = pool._executor.submit(_busy_until, str(flag))
         got = list(here.identify_stream(paths, pool))
+        # the chunks queued behind the busy worker were taken back, none identified twice here
+        assert sorted(asked) == sorted(paths)
         # every answer came while the only worker was still busy: none was waited for
         assert not busy.done()
         flag.touch()

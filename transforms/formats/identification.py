@@ -593,7 +593,7 @@ class Identifier:
         # Chunks are submitted a few ahead of the one being read, not all at once: each submit
         # wakes the executor's manager thread, and hundreds at the start held up the first copy.
         chunks = (list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK))
-        ahead: deque[tuple[list[str], Any]] = deque()
+        ahead: deque[list] = deque()  # [chunk, its future, its answers once identified here]
         try:
             while True:
                 while len(ahead) < max(POOL_AHEAD, 2 * pool.workers) and chunks is not None:
@@ -603,29 +603,38 @@ class Identifier:
                         if submitted is not None:
                             submitted()
                         break
-                    ahead.append((chunk, pool.submit(chunk)))
+                    ahead.append([chunk, pool.submit(chunk), None])
                 if not ahead:
                     return
-                chunk, future = ahead.popleft()
-                yield from zip(chunk, self._answers(chunk, future, pool), strict=True)
+                chunk, future, answered = ahead.popleft()
+                if answered is None:
+                    answered = self._answers(chunk, future, pool, ahead)
+                yield from zip(chunk, answered, strict=True)
         finally:
-            for _, future in ahead:
+            for _, future, _ in ahead:
                 future.cancel()  # a build that stopped early leaves no work queued
 
-    def _answers(self, chunk: list[str], future: Any, pool: IdentifyPool) -> list[Identification]:
+    def _answers(self, chunk: list[str], future: Any, pool: IdentifyPool, ahead: deque[list]
+                 ) -> list[Identification]:
         """A chunk's identifications, without waiting idle for a worker that is behind.
 
-        A chunk no worker has taken yet is taken back and identified here. One a worker is on
-        (or that sits in its queue) is identified here from its last file backwards meanwhile:
-        the worker's answers are used the moment they are in, this process's if it gets
-        through first. Either way the answers are the same (identification depends on the
-        bytes, the name and the signatures only).
+        A chunk no worker has taken yet is taken back and identified here. While a worker is on
+        it (or it sits in the worker's queue), this process identifies the chunks queued after
+        it that no worker has taken, the last first (no work done twice); only when there are
+        none left does it identify this chunk itself, from its last file backwards, until the
+        worker's answers are in (then they are used, or this process's if it got through
+        first). The answers are the same whoever identifies a file.
         """
         if future.done():
             results = pool.result(future)
         elif future.cancel():
             results = None
         else:
+            while not future.done():
+                later = next((e for e in reversed(ahead) if e[2] is None and e[1].cancel()), None)
+                if later is None:
+                    break
+                later[2] = [self.identify(p) for p in later[0]]
             mine: list[Identification] = []
             for p in reversed(chunk):
                 if future.done():

@@ -868,8 +868,11 @@ def _add_document(writer: PackageWriter, formats: _FormatStep, files: _PackageFi
     PDF/A into rep1 when the package's batch is converted (:meth:`_FormatStep.finish`).
     Rejected: the original into rep1-original, a copy to the quarantine.
     """
-    _source_stat(src, file_id)  # before identification: a missing file is named as such, not as unidentified
     verdict = files.verdict(src)
+    if verdict is None or not verdict.ident.identified:
+        # A missing or unreadable file is named as such, not as unidentified. (One identified
+        # was a readable file; if it is gone now, opening it below says so in the same words.)
+        _source_stat(src, file_id)
     if verdict is None:
         # Not among the package's sources when identification started (or a second document
         # with the same source file): judge it now.
