@@ -594,33 +594,42 @@ class Identifier:
         # wakes the executor's manager thread, and hundreds at the start held up the first copy.
         chunks = (list(paths[i:i + POOL_CHUNK]) for i in range(0, len(paths), POOL_CHUNK))
         ahead: deque[list] = deque()  # [chunk, its future, its answers once identified here]
+        queued = max(POOL_AHEAD, 2 * pool.workers)
+        more = True
+
+        def top_up() -> None:
+            # the workers keep ``queued`` chunks of their own however many this process took back
+            nonlocal more
+            while more and sum(1 for e in ahead if e[2] is None) < queued and len(ahead) < 2 * queued:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    more = False
+                    if submitted is not None:
+                        submitted()
+                    return
+                ahead.append([chunk, pool.submit(chunk), None])
+
         try:
             while True:
-                while len(ahead) < max(POOL_AHEAD, 2 * pool.workers) and chunks is not None:
-                    chunk = next(chunks, None)
-                    if chunk is None:
-                        chunks = None
-                        if submitted is not None:
-                            submitted()
-                        break
-                    ahead.append([chunk, pool.submit(chunk), None])
+                top_up()
                 if not ahead:
                     return
                 chunk, future, answered = ahead.popleft()
                 if answered is None:
-                    answered = self._answers(chunk, future, pool, ahead)
+                    answered = self._answers(chunk, future, pool, ahead, top_up)
                 yield from zip(chunk, answered, strict=True)
         finally:
             for _, future, _ in ahead:
                 future.cancel()  # a build that stopped early leaves no work queued
 
-    def _answers(self, chunk: list[str], future: Any, pool: IdentifyPool, ahead: deque[list]
-                 ) -> list[Identification]:
+    def _answers(self, chunk: list[str], future: Any, pool: IdentifyPool, ahead: deque[list],
+                 top_up: Callable[[], None]) -> list[Identification]:
         """A chunk's identifications, without waiting idle for a worker that is behind.
 
         A chunk no worker has taken yet is taken back and identified here. While a worker is on
         it (or it sits in the worker's queue), this process identifies the chunks queued after
-        it that no worker has taken, the last first (no work done twice); only when there are
+        it that no worker has taken, the last first (no work done twice; the workers get new
+        chunks in their place, so they are never left idle); only when there are
         none left does it identify this chunk itself, from its last file backwards, until the
         worker's answers are in (then they are used, or this process's if it got through
         first). The answers are the same whoever identifies a file.
@@ -634,6 +643,8 @@ class Identifier:
                 later = next((e for e in reversed(ahead) if e[2] is None and e[1].cancel()), None)
                 if later is None:
                     break
+                later[2] = []  # taken: no longer the workers'
+                top_up()  # first, so that the workers are not left without work meanwhile
                 later[2] = [self.identify(p) for p in later[0]]
             mine: list[Identification] = []
             for p in reversed(chunk):
@@ -915,11 +926,18 @@ class IdentifyPool:
                 self.broken = True
             else:
                 def answer() -> Any:
-                    try:
-                        return future.result()
-                    except BrokenProcessPool:
-                        self.broken = True
-                        return fn(*args)
+                    while True:
+                        try:
+                            return future.result(timeout=1.0)
+                        except BrokenProcessPool:
+                            break
+                        except TimeoutError:
+                            # Python 3.11's executor, breaking, stops at a cancelled future and
+                            # never answers the ones after it: a broken pool is not waited for
+                            if getattr(self._executor, "_broken", False):
+                                break
+                    self.broken = True
+                    return fn(*args)
                 return answer
         return lambda: fn(*args)
 
