@@ -65,7 +65,10 @@ def test_every_member_reads_back_exactly_in_any_order(tmp_path, suffix, mode, fm
     with open_package(path) as reader:
         assert reader.root == ROOT and reader.single_root
         assert reader.files() == sorted(expected)
-        assert reader._tf.members == []  # tarfile kept no TarInfo behind
+        if (suffix, fmt) == ("tar", tarfile.PAX_FORMAT):
+            assert reader._tf is None  # the fast scan read every header, tarfile was never opened
+        else:
+            assert reader._tf.members == []  # tarfile kept no TarInfo behind
         order = list(expected)
         random.Random(2).shuffle(order)  # backwards seeks too (a gzip stream rewinds for them)
         for rel in order:

@@ -48,8 +48,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from pathlib import Path
 
 from transforms.common.errors import ContentError
 from transforms.common.masking import safe_name
@@ -148,15 +147,17 @@ class _Inventory:
         return name
 
     def finish(self) -> None:
-        # Every parent of a file is a folder; a file may not also be used as a folder.
+        # Every parent of a file is a folder; a file may not also be used as a folder. A parent
+        # walked up from an earlier file had no file above it, so the walk stops there.
+        walked: set[str] = set()
         for name in list(self.files):
-            parent = PurePosixPath(name).parent
-            while str(parent) != ".":
-                p = str(parent)
-                if p in self.files:
-                    raise UnsafeArchive(self.archive, name, "a member is both a file and a folder", p)
-                self.dirs.add(p)
-                parent = parent.parent
+            parent = name.rpartition("/")[0]
+            while parent and parent not in walked:
+                if parent in self.files:
+                    raise UnsafeArchive(self.archive, name, "a member is both a file and a folder", parent)
+                self.dirs.add(parent)
+                walked.add(parent)
+                parent = parent.rpartition("/")[0]
         # Two names that one file system (macOS, Windows) or one normalisation would store as
         # one file: which of them a reader gets would depend on where the package is unpacked.
         seen: dict[str, str] = {}
@@ -188,6 +189,8 @@ class PackageReader(abc.ABC):
         self.dirs = {d[cut:] for d in inventory.dirs if not prefix or d.startswith(prefix + "/")}
         self.sizes: dict[str, int] = {}
         self._offsets: dict[str, int] = {}  # tar only: rel -> data offset
+        self._sorted: list[str] | None = None  # files(), sorted once
+        self._children: dict[str, list[str]] | None = None  # listdir(), indexed once
         # The inventory is consumed member by member, so its full names are freed while the
         # relative ones are made: a large package never holds both sets of names at once.
         files, offsets = inventory.files, inventory.offsets
@@ -205,7 +208,9 @@ class PackageReader(abc.ABC):
     # -- listing -------------------------------------------------------------------------
     def files(self) -> list[str]:
         """Every regular file, as a relative POSIX path, sorted."""
-        return sorted(self.sizes)
+        if self._sorted is None:
+            self._sorted = sorted(self.sizes)
+        return list(self._sorted)
 
     def is_file(self, rel: str) -> bool:
         return rel in self.sizes
@@ -218,31 +223,36 @@ class PackageReader(abc.ABC):
 
     def listdir(self, rel: str = "") -> list[str]:
         """Names directly inside folder ``rel`` (files and folders), sorted."""
-        prefix = f"{rel}/" if rel not in ("", ".") else ""
-        names = set()
-        for p in list(self.sizes) + list(self.dirs):
-            if p.startswith(prefix) and p != rel:
-                rest = p[len(prefix):]
-                if rest:
-                    names.add(rest.split("/", 1)[0])
-        return sorted(names)
+        if self._children is None:
+            self._children = self._index_children()
+        return list(self._children.get("" if rel == "." else rel, ()))
+
+    def _index_children(self) -> dict[str, list[str]]:
+        """Folder -> the sorted names directly inside it, every ancestor of every member included."""
+        children: dict[str, set[str]] = {}
+        seen: set[str] = set()
+        for path in [*self.sizes, *self.dirs]:
+            while path and path not in seen:
+                seen.add(path)
+                parent, _, name = path.rpartition("/")
+                children.setdefault(parent, set()).add(name)
+                path = parent
+        return {folder: sorted(names) for folder, names in children.items()}
 
     @property
     def total_bytes(self) -> int:
         return sum(self.sizes.values())
 
     # -- reading -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def open(self, rel: str) -> Iterator[BinaryIO]:
-        """A binary stream of one member (never the whole file in memory)."""
+    def open(self, rel: str) -> _Guarded:
+        """A binary stream of one member (never the whole file in memory); use it in a ``with`` block."""
         if rel not in self.sizes:
             raise FileNotFoundError(rel)
         try:
             fh = self._open(rel)
         except Exception as exc:
             raise _unreadable(self.source, rel, exc) from None
-        with fh:
-            yield _Guarded(fh, self.source, rel)
+        return _Guarded(fh, self.source, rel)
 
     def read_bytes(self, rel: str, limit: int) -> bytes:
         """The member's content, refusing members larger than ``limit`` bytes."""
@@ -358,25 +368,35 @@ class _Guarded:
 
 
 class _DirReader(PackageReader):
+    def __init__(self, source, inventory, **kw):
+        super().__init__(source, inventory, **kw)
+        self._base = os.fspath(source)
+
     def _open(self, rel: str):
         # O_NOFOLLOW: a link swapped in after the scan is refused rather than followed.
-        fd = os.open(self.source / self._member(rel), os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        return os.fdopen(fd, "rb")
+        fd = os.open(os.path.join(self._base, self._member(rel)), _OPEN_FLAGS)
+        return open(fd, "rb")
+
+
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
 
 
 class _MemberFile(io.RawIOBase):
     """Exactly ``size`` bytes of an open archive stream, starting at ``offset``.
 
     Reads never go past the member's end, and an archive that ends inside the member (it was
-    cut after the scan) raises :class:`UnsafeArchive` instead of returning short data. Each
-    read seeks first, so several members may be open at once over the same stream. Closing
-    it leaves the archive stream open (the reader owns that).
+    cut after the scan) raises :class:`UnsafeArchive` instead of returning short data. With a
+    file descriptor ``fd`` (a plain tar on disk) each read is one ``preadv`` at its offset
+    straight into the caller's buffer; otherwise (a decompressed stream) each read seeks
+    first. Either way several members may be open at once over the same archive. Closing it
+    leaves the archive open (the reader owns it).
     """
 
-    def __init__(self, fileobj, offset: int, size: int, source: Path, name: str):
+    def __init__(self, fileobj, offset: int, size: int, source: Path, name: str, fd: int | None = None):
         super().__init__()
         self._f, self._start, self._size = fileobj, offset, size
         self._source, self._name = source, name
+        self._fd = fd if fd is not None and _HAVE_PREADV else None
         self._pos = 0
 
     def readable(self) -> bool:
@@ -401,20 +421,36 @@ class _MemberFile(io.RawIOBase):
         n = min(len(buffer), self._size - self._pos)
         if n <= 0:
             return 0
-        self._f.seek(self._start + self._pos)
-        data = self._f.read(n)
-        if len(data) < n:
-            raise UnsafeArchive(self._source, self._name, "member is truncated (the archive ends inside it)")
-        buffer[:n] = data
+        view = memoryview(buffer).cast("B")[:n]
+        at, got = self._start + self._pos, 0
+        while got < n:
+            if self._fd is not None:
+                k = os.preadv(self._fd, [view[got:]], at + got)
+            else:
+                self._f.seek(at + got)
+                k = self._f.readinto(view[got:])
+            if not k:
+                raise UnsafeArchive(self._source, self._name, "member is truncated (the archive ends inside it)")
+            got += k
         self._pos += n
         return n
 
 
-class _TarReader(PackageReader):
-    """Reads members at their data offsets; only the (rare) sparse members go through tarfile."""
+_HAVE_PREADV = hasattr(os, "preadv")
 
-    def __init__(self, source, inventory, tf: tarfile.TarFile, sparse: dict[str, tarfile.TarInfo], **kw):
+
+class _TarReader(PackageReader):
+    """Reads members at their data offsets; only the (rare) sparse members go through tarfile.
+
+    ``fileobj`` is the archive stream (the file itself for a plain tar, the decompressed stream
+    otherwise); ``tf`` is the TarFile when tarfile scanned the archive, None after the fast scan.
+    """
+
+    def __init__(self, source, inventory, fileobj, tf: tarfile.TarFile | None,
+                 sparse: dict[str, tarfile.TarInfo], *, plain: bool, **kw):
         super().__init__(source, inventory, **kw)
+        self._file = fileobj
+        self._fd = fileobj.fileno() if plain else None  # a compressed stream's fileno is the compressed file's
         self._tf = tf
         self._sparse = sparse  # full name -> TarInfo, for members whose data is not one run
 
@@ -425,11 +461,14 @@ class _TarReader(PackageReader):
             if fh is None:  # pragma: no cover - only regular members are listed
                 raise FileNotFoundError(rel)
             return fh
-        raw = _MemberFile(self._tf.fileobj, offset, self.sizes[rel], self.source, rel)
+        raw = _MemberFile(self._file, offset, self.sizes[rel], self.source, rel, self._fd)
         return io.BufferedReader(raw, 64 * 1024)
 
     def close(self) -> None:
-        self._tf.close()
+        if self._tf is not None:
+            self._tf.close()
+        else:
+            self._file.close()
 
 
 class _ZipReader(PackageReader):
@@ -452,22 +491,174 @@ class _ZipReader(PackageReader):
 
 
 def _scan_dir(path: Path, limits: Limits) -> _Inventory:
+    """Check every entry of a folder package, depth first, each folder's entries in name order."""
     inv = _Inventory(path, limits)
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=False):
-        for name in sorted(dirnames + filenames):
-            full = Path(dirpath) / name
-            rel = full.relative_to(path).as_posix()
-            st = full.lstat()
-            if stat.S_ISLNK(st.st_mode):
+    pending = [(os.fspath(path), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        below = []
+        for entry in entries:
+            rel = prefix + entry.name
+            if entry.is_symlink():
                 raise UnsafeArchive(path, rel, "symbolic link (links are not allowed in a package)")
-            if stat.S_ISDIR(st.st_mode):
+            if entry.is_dir(follow_symlinks=False):
                 inv.add(rel, is_dir=True)
-            elif stat.S_ISREG(st.st_mode):
-                inv.add(rel, is_dir=False, size=st.st_size)
+                below.append((entry.path, rel + "/"))
+            elif entry.is_file(follow_symlinks=False):
+                inv.add(rel, is_dir=False, size=entry.stat(follow_symlinks=False).st_size)
             else:
                 raise UnsafeArchive(path, rel, "special file (device, FIFO or socket)")
+        pending.extend(reversed(below))
     inv.finish()
     return inv
+
+
+class _Unusual(Exception):
+    """Something the fast tar scan leaves to tarfile (see :func:`_scan_tar_fast`)."""
+
+
+_BLOCK = 512
+_ZEROS = bytes(_BLOCK)
+_USTAR = (b"ustar\x0000", b"ustar  \x00")  # POSIX ustar and GNU magic with version
+_PAX_RECORD = re.compile(rb"(\d+) ([^=]+)=")
+#: pax keywords the fast scan reads (path, size) or may ignore (they change nothing we check)
+_PAX_KNOWN = frozenset({b"path", b"size", b"mtime", b"atime", b"ctime", b"uid", b"gid", b"uname", b"gname"})
+_PAX_MAX = 64 * 1024
+
+
+def _octal(field: bytes) -> int:
+    """A header's number field, when tarfile would read it as the same plain octal number.
+
+    Digits up to the first NUL, with spaces around them; base-256 numbers, signs, other
+    whitespace or anything else tarfile might read differently (or refuse) raise _Unusual.
+    """
+    if field[0] in (0x80, 0xFF):
+        raise _Unusual
+    end = field.find(b"\0")
+    digits = (field if end < 0 else field[:end]).strip(b" ")
+    if digits.strip(b"01234567"):
+        raise _Unusual
+    return int(digits, 8) if digits else 0
+
+
+def _cstr(field: bytes) -> str:
+    end = field.find(b"\0")
+    return (field if end < 0 else field[:end]).decode("utf-8", "surrogateescape")
+
+
+def _fast_header(buf: bytes, plain_fields: set[bytes]) -> tuple[bytes, str, int]:
+    """(type, name, size) of one ordinary header, read exactly as tarfile reads it, or _Unusual.
+
+    Ordinary: ustar or GNU magic, a regular file, a folder or a pax extended header, its
+    checksum right (unsigned), every number plain octal. ``plain_fields`` remembers number
+    fields already checked (mode, owner, times and device numbers repeat from member to member).
+    """
+    kind = buf[156:157]
+    if kind not in (b"0", b"\0", b"5", b"x") or buf[257:265] not in _USTAR:
+        raise _Unusual
+    if _octal(buf[148:156]) != sum(buf) - sum(buf[148:156]) + 256:
+        raise _Unusual  # a signed-sum checksum or a damaged header: tarfile decides
+    fields = buf[100:124] + buf[136:148] + buf[329:345]
+    if fields not in plain_fields:
+        for a, b in ((100, 108), (108, 116), (116, 124), (136, 148), (329, 337), (337, 345)):
+            _octal(buf[a:b])
+        if len(plain_fields) < 4096:
+            plain_fields.add(fields)
+    size = _octal(buf[124:136])
+    name = _cstr(buf[:100])
+    if kind == b"\0" and name.endswith("/"):  # a v7 folder
+        kind = b"5"
+    if kind == b"5":
+        name = name.rstrip("/")
+    if buf[345] != 0:
+        name = _cstr(buf[345:500]) + "/" + name
+        if kind == b"5":
+            name = name.rstrip("/")
+    return kind, name, size
+
+
+def _fast_pax(data: bytes, size: int) -> tuple[str | None, int | None]:
+    """The path and size a pax extended header sets, or _Unusual for anything else in it.
+
+    Its records must cover exactly ``size`` bytes, each "<length> <keyword>=<value>\\n" with a
+    keyword the fast scan knows, and the padding after them must be zeros.
+    """
+    if b"hdrcharset=" in data or data[size:].strip(b"\0"):
+        raise _Unusual
+    path = length = None
+    pos = 0
+    while pos < size:
+        m = _PAX_RECORD.match(data, pos, size)
+        if m is None:
+            raise _Unusual
+        if len(m[1]) > 19:
+            raise _Unusual
+        end = pos + int(m[1])
+        if m.end() > end - 1 or end > size or data[end - 1] != 0x0A or m[2] not in _PAX_KNOWN:
+            raise _Unusual
+        value = data[m.end():end - 1]
+        if m[2] == b"path":
+            path = value.decode("utf-8", "surrogateescape")
+        elif m[2] == b"size":
+            if not value.isdigit() or len(value) > 19:
+                raise _Unusual
+            length = int(value)
+        pos = end
+    return path, length
+
+
+def _scan_tar_fast(path: Path, fd: int, limits: Limits) -> tuple[_Inventory, int]:
+    """Check every header of a plain tar without tarfile; (inventory, where the end blocks start).
+
+    Ordinary headers (see :func:`_fast_header`; PAX long names and sizes included) are
+    unpacked straight from their 512-byte blocks and give exactly the member names, types,
+    sizes and data offsets tarfile would; each goes through the same :class:`_Inventory`
+    checks in the same order. Anything else (links, devices, GNU long names and sparse
+    members, global pax headers, damaged or cut-off headers, data past the file's end) raises
+    _Unusual: the caller then scans the whole archive with tarfile, whose answer is the rule.
+    """
+    inv = _Inventory(path, limits)
+    inv.offsets = {}
+    file_size = os.fstat(fd).st_size
+    plain_fields: set[bytes] = set()
+    offset = 0
+    while True:
+        if offset > file_size:
+            raise _Unusual  # tarfile: "unexpected end of data"
+        buf = os.pread(fd, _BLOCK, offset)
+        if buf == _ZEROS:
+            inv.finish()
+            return inv, offset
+        if len(buf) < _BLOCK:
+            raise _Unusual
+        kind, name, size = _fast_header(buf, plain_fields)
+        data = offset + _BLOCK
+        if kind == b"x":
+            padded = -(-size // _BLOCK) * _BLOCK
+            if size > _PAX_MAX or data + padded + _BLOCK > file_size:
+                raise _Unusual
+            chunk = os.pread(fd, padded + _BLOCK, data)
+            if len(chunk) < padded + _BLOCK:
+                raise _Unusual
+            pax_path, pax_size = _fast_pax(chunk[:padded], size)
+            kind, name, size = _fast_header(chunk[padded:], plain_fields)
+            if kind == b"x":
+                raise _Unusual
+            if pax_path is not None:
+                name = pax_path.rstrip("/")
+            if pax_size is not None:
+                size = pax_size
+            data += padded + _BLOCK
+        if kind == b"5":
+            if size:
+                raise _Unusual  # tarfile would not skip a folder's data
+            inv.add(name, is_dir=True)
+            offset = data
+        else:
+            inv.offsets[inv.add(name, is_dir=False, size=size)] = data
+            offset = data + -(-size // _BLOCK) * _BLOCK
 
 
 def _scan_tar(path: Path, tf: tarfile.TarFile, limits: Limits) -> tuple[_Inventory, dict[str, tarfile.TarInfo]]:
@@ -650,12 +841,14 @@ def check_container(path: str | os.PathLike, kind: str | None = None) -> str:
     return kind
 
 
-def _check_tar_end(src: Path, tf: tarfile.TarFile, compressed: bool) -> None:
-    """Nothing but zero padding may follow the tar's last member (no second archive, no hidden data)."""
-    f = tf.fileobj
-    if not compressed and tf.offset > os.fstat(f.fileno()).st_size:
+def _check_tar_end(src: Path, f, end: int, compressed: bool) -> None:
+    """Nothing but zero padding may follow the tar's last member (no second archive, no hidden data).
+
+    ``f`` is the archive stream, ``end`` where the scan found the end-of-archive block.
+    """
+    if not compressed and end > os.fstat(f.fileno()).st_size:
         raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
-    if f.seek(tf.offset) < tf.offset:
+    if f.seek(end) < end:
         raise UnsafeArchive(src, None, "the archive is truncated (a member's data runs past its end)")
     if f.read(512) != bytes(512):
         # tarfile stops quietly at the end of the file too: without the end-of-archive block
@@ -776,7 +969,27 @@ def _open_zip(src: Path, limits: Limits) -> PackageReader:
 _DECOMPRESSORS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 
 
+def _open_plain_tar(src: Path, limits: Limits) -> PackageReader | None:
+    """A plain tar checked by the fast scan, or None when it holds something only tarfile reads."""
+    fh = open(src, "rb", buffering=0)  # noqa: SIM115 - the reader owns it
+    try:
+        try:
+            inv, end = _scan_tar_fast(src, fh.fileno(), limits)
+        except (_Unusual, ValueError, IndexError, UnicodeError):
+            # Not an ordinary archive: tarfile reads it from the start (its answer is the rule).
+            fh.close()
+            return None
+        _check_tar_end(src, fh, end, compressed=False)
+    except BaseException:
+        fh.close()
+        raise
+    prefix = _package_root(inv)
+    return _TarReader(src, inv, fh, None, {}, plain=True, prefix=prefix, root=prefix or _stem(src))
+
+
 def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
+    if kind == "tar" and (reader := _open_plain_tar(src, limits)) is not None:
+        return reader
     if kind != "tar":
         # What is compressed must itself be a tar, not a zip or anything else.
         try:
@@ -797,7 +1010,7 @@ def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
         raise UnsafeArchive(src, None, f"not a readable {what} archive", type(exc).__name__) from None
     try:
         inv, sparse = _scan_tar(src, tf, limits)
-        _check_tar_end(src, tf, compressed=kind != "tar")
+        _check_tar_end(src, tf.fileobj, tf.offset, compressed=kind != "tar")
     except UnsafeArchive:
         tf.close()
         raise
@@ -811,7 +1024,8 @@ def _open_tar(src: Path, kind: str, limits: Limits) -> PackageReader:
         tf.close()
         raise
     prefix = _package_root(inv)
-    return _TarReader(src, inv, tf, sparse, prefix=prefix, root=prefix or _stem(src))
+    return _TarReader(src, inv, tf.fileobj, tf, sparse, plain=kind == "tar", prefix=prefix,
+                      root=prefix or _stem(src))
 
 
 def open_package(path: str | os.PathLike, limits: Limits | None = None, *,
