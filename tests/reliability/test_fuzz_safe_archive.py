@@ -26,8 +26,9 @@ from fault_support import FUZZ
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from transforms.common import safe_archive
 from transforms.common.errors import ContentError
-from transforms.common.safe_archive import Limits, extract_package
+from transforms.common.safe_archive import Limits, UnsafeArchive, extract_package, open_package
 from transforms.validation.validator import validate_package
 
 LIMITS = Limits(max_total_bytes=2_000_000, max_members=200, max_member_bytes=1_000_000, max_ratio=50.0,
@@ -56,8 +57,8 @@ ARCHIVE = st.tuples(st.sampled_from(["tar", "tar.gz", "zip"]), st.lists(MEMBER, 
                     st.booleans())
 
 
-def _tar(path: Path, members, duplicate: bool, mode: str) -> None:
-    with tarfile.open(path, mode, format=tarfile.GNU_FORMAT) as tf:
+def _tar(path: Path, members, duplicate: bool, mode: str, fmt: int = tarfile.GNU_FORMAT) -> None:
+    with tarfile.open(path, mode, format=fmt) as tf:
         for kind, name, data, target in members + (members[:1] if duplicate else []):
             ti = tarfile.TarInfo(name or "x")
             if kind == "dir":
@@ -113,13 +114,13 @@ def _zip(path: Path, members, duplicate: bool) -> None:
                     zf.writestr(info, data)
 
 
-def _build(tmp: Path, fmt: str, members, duplicate: bool) -> Path:
+def _build(tmp: Path, fmt: str, members, duplicate: bool, tar_format: int = tarfile.GNU_FORMAT) -> Path:
     path = tmp / f"hostile.{fmt}"
     try:
         if fmt == "zip":
             _zip(path, members, duplicate)
         else:
-            _tar(path, members, duplicate, "w:gz" if fmt == "tar.gz" else "w")
+            _tar(path, members, duplicate, "w:gz" if fmt == "tar.gz" else "w", tar_format)
     except (ValueError, UnicodeError, OSError, tarfile.TarError):
         # the writer itself refused the name (e.g. a NUL in a zip name): write the bytes we have
         if not path.exists():
@@ -305,3 +306,123 @@ def test_damaged_and_polyglot_package_archives_are_refused_or_extracted_inside(a
     assert refused > 80
     assert _tree(area / "outside") == before_outside
     assert not list((area / "extract").iterdir())
+
+
+# --- the fast tar scan against tarfile --------------------------------------------------------------
+
+def _scans(path: Path) -> tuple[tuple, tuple]:
+    """(fast scan, tarfile scan) of a plain tar: names, sizes, offsets, folders and end, or the refusal.
+
+    The fast scan answers ("unusual",) when it leaves the archive to tarfile."""
+    def result(scan):
+        try:
+            inv, end = scan()
+        except UnsafeArchive as exc:
+            return ("refused", exc.member, exc.rule)
+        return ("ok", dict(inv.files), dict(inv.offsets), sorted(inv.dirs), end)
+
+    with open(path, "rb", buffering=0) as fh:
+        try:
+            fast = result(lambda: safe_archive._scan_tar_fast(path, fh.fileno(), LIMITS))
+        except safe_archive._Unusual:
+            fast = ("unusual",)
+    try:
+        with tarfile.open(path, "r:", encoding="utf-8", errors="surrogateescape") as tf:
+            def scan():
+                inv, _ = safe_archive._scan_tar(path, tf, LIMITS)
+                return inv, tf.offset
+            slow = result(scan)
+    except (tarfile.TarError, EOFError, ValueError):
+        slow = ("damaged",)
+    return fast, slow
+
+
+def _opened(path: Path, monkeypatch, *, through_tarfile: bool) -> dict:
+    """What open_package makes of a file (listing and bytes, or the refusal), optionally without the fast scan."""
+    with monkeypatch.context() as m:
+        if through_tarfile:
+            m.setattr(safe_archive, "_open_plain_tar", lambda src, limits: None)
+        try:
+            with open_package(path, LIMITS) as r:
+                return {"root": r.root, "dirs": sorted(r.dirs), "sizes": dict(r.sizes),
+                        "data": {rel: r.read_bytes(rel, LIMITS.max_member_bytes) for rel in r.files()}}
+        except UnsafeArchive as exc:
+            return {"refused": str(exc)}
+
+
+def _assert_fast_scan_agrees(path: Path, monkeypatch) -> bool:
+    """The fast scan agrees with tarfile or stands aside, and open_package answers alike; True: it answered."""
+    fast, slow = _scans(path)
+    assert fast in (("unusual",), slow), (fast, slow)
+    assert _opened(path, monkeypatch, through_tarfile=False) == _opened(path, monkeypatch, through_tarfile=True)
+    return fast != ("unusual",)
+
+
+@FUZZ_SETTINGS
+@given(members=st.lists(MEMBER, min_size=1, max_size=8), duplicate=st.booleans(),
+       tar_format=st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT]))
+def test_the_fast_tar_scan_agrees_with_tarfile_on_hostile_archives(area, monkeypatch, members, duplicate,
+                                                                   tar_format):
+    FUZZ["safe_archive: fast tar scan, hostile archives"] += 1
+    (area / "work").mkdir(exist_ok=True)
+    for p in (area / "work").glob("*"):
+        p.unlink()
+    path = _build(area / "work", "tar", members, duplicate, tar_format)
+    if path.stat().st_size:
+        _assert_fast_scan_agrees(path, monkeypatch)
+
+
+def _header_spans(data: bytes) -> list[tuple[int, int]]:
+    """Where the headers (and pax records) of a tar lie: the bytes a damaged header would be."""
+    spans, pos = [], 0
+    while pos + 512 <= len(data) and data[pos:pos + 512] != bytes(512):
+        size = int(data[pos + 124:pos + 136].split(b"\0")[0].strip() or b"0", 8)
+        kind = data[pos + 156:pos + 157]
+        padded = -(-size // 512) * 512
+        spans.append((pos, pos + 512 + (padded if kind == b"x" else 0)))
+        pos += 512 + (padded if kind in (b"x", b"0", b"\0") else 0)
+    return spans
+
+
+def _base_tar() -> bytes:
+    """A package tar as the builder writes one: PAX long and non-ASCII names, folders, sizes around a block."""
+    buf = io.BytesIO()
+    names = ["pkg-1/METS.xml", "pkg-1/representations/rep1/data/" + "ärende-långt-namn/" * 5 + "dok.pdf",
+             "pkg-1/metadata/descriptive/ERMS.xml", "pkg-1/documentation/Åtgärd.txt", "pkg-1/schemas/mets.xsd"]
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        d = tarfile.TarInfo("pkg-1")
+        d.type = tarfile.DIRTYPE
+        tf.addfile(d)
+        for i, name in enumerate(names):
+            data = bytes([65 + i]) * (511 + i)
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime = len(data), 1_700_000_000
+            tf.addfile(ti, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@FUZZ_SETTINGS
+@given(flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 511), st.integers(1, 255)),
+                      min_size=1, max_size=3),
+       cut=st.one_of(st.none(), st.integers(0, 12_000)))
+def test_the_fast_tar_scan_agrees_with_tarfile_on_damaged_headers(area, monkeypatch, flips, cut):
+    """Bytes flipped inside headers and pax records (and the archive cut anywhere): the fast scan
+    gives tarfile's answer or leaves the archive to it, and open_package reads it the same either way."""
+    FUZZ["safe_archive: fast tar scan, damaged headers"] += 1
+    data = bytearray(_base_tar())
+    spans = _header_spans(bytes(data))
+    for which, at, xor in flips:
+        start, end = spans[which % len(spans)]
+        data[start + at % (end - start)] ^= xor
+    if cut is not None:
+        del data[cut:]
+    (area / "work").mkdir(exist_ok=True)
+    path = area / "work" / "damaged.tar"
+    path.write_bytes(bytes(data))
+    _assert_fast_scan_agrees(path, monkeypatch)
+
+
+def test_the_base_tar_of_the_damage_fuzz_is_read_by_the_fast_scan(area, monkeypatch):
+    path = area / "base.tar"
+    path.write_bytes(_base_tar())
+    assert _assert_fast_scan_agrees(path, monkeypatch)
