@@ -154,3 +154,26 @@ def test_with_a_cache_the_first_answers_come_before_every_file_is_hashed(lex_sou
     assert got == expected
     assert sorted(hashed) == sorted(paths)
     assert str(copy) not in identified and identified.count(pdf) == 1
+
+
+def test_the_heap_is_left_out_of_full_collections_while_pools_run_and_handed_back_after():
+    import gc
+
+    before = gc.get_freeze_count()  # (0 unless a pool of another test is still open)
+    first = IdentifyPool.start(1)
+    assert first is not None
+    try:
+        frozen = gc.get_freeze_count()
+        assert frozen > 10_000  # fido's signatures and the loaded modules
+        second = IdentifyPool.start(1)
+        assert second is not None
+        second.close()
+        second.close()  # closing twice hands nothing back twice
+        assert gc.get_freeze_count() == frozen  # the first pool still runs
+        garbage = [[]]
+        garbage[0].append(garbage)  # a cycle made while the pool runs is collected as usual
+        del garbage
+        assert gc.collect() >= 1
+    finally:
+        first.close()
+    assert gc.get_freeze_count() == (0 if formats._FROZEN == 0 else before)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import importlib.resources
 import os
 import re
@@ -854,6 +855,31 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+_FROZEN = 0
+_FROZEN_LOCK = threading.Lock()
+
+
+def _freeze_heap() -> None:
+    """While a pool runs, the objects that exist when it starts (fido's signatures, the loaded
+    modules, hundreds of thousands of them) are left out of the cyclic garbage collector's full
+    passes, which otherwise walk them all a few times a build; forked workers then also leave
+    those pages shared. Objects created later are collected as usual, and everything is handed
+    back to the collector when the last pool closes."""
+    global _FROZEN
+    with _FROZEN_LOCK:
+        if _FROZEN == 0:
+            gc.freeze()
+        _FROZEN += 1
+
+
+def _unfreeze_heap() -> None:
+    global _FROZEN
+    with _FROZEN_LOCK:
+        _FROZEN -= 1
+        if _FROZEN == 0:
+            gc.unfreeze()
+
+
 class IdentifyPool:
     """Worker processes for format identification, for the length of one build.
 
@@ -867,6 +893,7 @@ class IdentifyPool:
         self._executor = executor
         self.workers = workers
         self.broken = False
+        self._closed = False
 
     @classmethod
     def start(cls, workers: int | None = None) -> IdentifyPool | None:
@@ -877,12 +904,14 @@ class IdentifyPool:
         if n <= 0 or "fork" not in multiprocessing.get_all_start_methods():
             return None
         Identifier.shared()  # loaded before the fork, so every worker inherits it
+        _freeze_heap()
         executor = ProcessPoolExecutor(max_workers=n, mp_context=multiprocessing.get_context("fork"),
                                        initializer=_die_with_parent)
         try:
             executor.submit(os.getpid).result(timeout=30)  # the workers really started
         except Exception:  # noqa: BLE001 - e.g. "daemonic processes are not allowed to have children"
             executor.shutdown(wait=False, cancel_futures=True)
+            _unfreeze_heap()
             return None
         return cls(executor, n)
 
@@ -943,6 +972,9 @@ class IdentifyPool:
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
+        if not self._closed:
+            self._closed = True
+            _unfreeze_heap()
 
 
 def configured_workers() -> int:
