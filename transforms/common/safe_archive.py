@@ -105,7 +105,7 @@ def _check_name(archive: str | os.PathLike, raw: str, limits: Limits) -> str:
     if raw.startswith("/"):
         raise UnsafeArchive(archive, raw, "name is an absolute path")
     parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
+    if ".." in parts:
         raise UnsafeArchive(archive, raw, "name has a '..' component (path traversal)")
     if not parts:
         raise UnsafeArchive(archive, raw, "name is empty")
@@ -330,13 +330,19 @@ class _Guarded:
             raise _unreadable(self._source, self._rel, exc) from None
 
     def read(self, n: int = -1) -> bytes:
-        return self._call(self._fh.read, n)
+        try:
+            return self._fh.read(n)
+        except Exception as exc:
+            raise _unreadable(self._source, self._rel, exc) from None
 
     def read1(self, n: int = -1) -> bytes:
         return self._call(getattr(self._fh, "read1", self._fh.read), n)
 
     def readinto(self, buffer) -> int:
-        return self._call(self._fh.readinto, buffer)
+        try:
+            return self._fh.readinto(buffer)
+        except Exception as exc:
+            raise _unreadable(self._source, self._rel, exc) from None
 
     def readline(self, limit: int = -1) -> bytes:
         return self._call(self._fh.readline, limit)
@@ -375,7 +381,7 @@ class _DirReader(PackageReader):
     def _open(self, rel: str):
         # O_NOFOLLOW: a link swapped in after the scan is refused rather than followed.
         fd = os.open(os.path.join(self._base, self._member(rel)), _OPEN_FLAGS)
-        return open(fd, "rb")
+        return io.FileIO(fd, "rb")  # unbuffered: reads go straight into the caller's buffer
 
 
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0)
@@ -418,22 +424,68 @@ class _MemberFile(io.RawIOBase):
         return self._pos
 
     def readinto(self, buffer) -> int:
-        n = min(len(buffer), self._size - self._pos)
+        view = memoryview(buffer)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        n = min(len(view), self._size - self._pos)
         if n <= 0:
             return 0
-        view = memoryview(buffer).cast("B")[:n]
+        if n < len(view):
+            view = view[:n]
         at, got = self._start + self._pos, 0
         while got < n:
             if self._fd is not None:
-                k = os.preadv(self._fd, [view[got:]], at + got)
+                k = os.preadv(self._fd, [view[got:] if got else view], at + got)
             else:
                 self._f.seek(at + got)
                 k = self._f.readinto(view[got:])
             if not k:
-                raise UnsafeArchive(self._source, self._name, "member is truncated (the archive ends inside it)")
+                raise self._truncated()
             got += k
         self._pos += n
         return n
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - self._pos
+        n = left if n is None or n < 0 or n > left else n
+        if n <= 0:
+            return b""
+        if self._fd is None:
+            self._f.seek(self._start + self._pos)
+            data = self._f.read(n)
+        else:
+            data = os.pread(self._fd, n, self._start + self._pos)
+            while 0 < len(data) < n:  # a short read from the kernel: ask for the rest
+                more = os.pread(self._fd, n - len(data), self._start + self._pos + len(data))
+                if not more:
+                    break
+                data += more
+        if len(data) < n:
+            raise self._truncated()
+        self._pos += n
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readline(self, limit: int = -1) -> bytes:
+        start, parts, total = self._pos, [], 0
+        while limit < 0 or total < limit:
+            chunk = self.read(8192 if limit < 0 else min(8192, limit - total))
+            if not chunk:
+                break
+            end = chunk.find(b"\n")
+            if end >= 0:
+                parts.append(chunk[:end + 1])
+                total += end + 1
+                break
+            parts.append(chunk)
+            total += len(chunk)
+        self._pos = start + total  # what was read past the line is read again next time
+        return b"".join(parts)
+
+    def _truncated(self) -> UnsafeArchive:
+        return UnsafeArchive(self._source, self._name, "member is truncated (the archive ends inside it)")
 
 
 _HAVE_PREADV = hasattr(os, "preadv")
@@ -462,7 +514,9 @@ class _TarReader(PackageReader):
                 raise FileNotFoundError(rel)
             return fh
         raw = _MemberFile(self._file, offset, self.sizes[rel], self.source, rel, self._fd)
-        return io.BufferedReader(raw, 64 * 1024)
+        # A plain tar's member reads each request with one pread (no buffer in between); a
+        # decompressed stream seeks for every read, so small reads are buffered.
+        return raw if self._fd is not None else io.BufferedReader(raw, 64 * 1024)
 
     def close(self) -> None:
         if self._tf is not None:
