@@ -100,6 +100,11 @@ def test_transfer_disposal_with_approval_and_certificate(archived, capsys):
     assert main(["validate", str(cert / "v1" / "content" / certificate)]) == 0
     html = (cert / "v1" / "content" / certificate / "representations/rep1/data/gallringsbevis.html").read_text()
     assert "Anna Arkivarie" in html and "Rut Granskare" in html and all(p.id in html for p in dispose)
+    capsys.readouterr()
+    assert main(["certificate", list_id]) == 0  # the text view names both signatures with their identifiers
+    text = capsys.readouterr().out
+    assert "Reviewed by: Rut Granskare [unauthenticated name:Rut Granskare]" in text
+    assert "Approved by: Anna Arkivarie [unauthenticated name:Anna Arkivarie]" in text
 
 
 def test_legal_holds_block_transfer_and_disposal(archived, capsys):

@@ -358,25 +358,24 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
     @app.post(PREFIX + "/quarantine/decisions", tags=["decisions"])
     def quarantine_decision(req: DecisionRequest, who: Who, why: Purpose) -> dict:
         """An archivist decides a quarantine case, in their own name (the signed-in person's identifier is kept)."""
-        import sqlalchemy as sa
-
-        from transforms.catalogue import QuarantineCase
+        from transforms.catalogue import Person
         from transforms.quality import quarantine as review
 
         cat = holder.get().cat
         target = f"quarantine {req.case_id}"
         archivist_only(who, "decision", target, why)
         name = who.display_name or who.name
+        ident = who.name if who.issuer else f"credential:{who.name}"
+        person = Person(id=ident[:300], name=name[:200], roles=tuple(who.roles) or (who.role,))
         try:
-            case = review.decide(cat, req.case_id, approve=req.decision == "approve", by=name,
+            case = review.decide(cat, req.case_id, approve=req.decision == "approve", by=person,
                                  justification=req.justification, via="page")
+        except review.DecisionRefused as exc:
+            accesslog.log(cat, who, "decision", target, purpose=why, outcome="refused", detail=str(exc))
+            raise _BadRequest(str(exc), status=403) from None
         except ValueError as exc:
             accesslog.log(cat, who, "decision", target, purpose=why, outcome="refused", detail=str(exc))
             raise _BadRequest(str(exc), status=409) from None
-        ident = who.name if who.issuer else f"credential:{who.name}"
-        with cat.session() as s:
-            s.execute(sa.update(QuarantineCase).where(QuarantineCase.id == case.id)
-                      .values(decided_by_id=ident[:300]))
         accesslog.log(cat, who, "decision", target, purpose=why, detail=f"{case.status}: {req.justification}")
         return {"id": case.id, "status": case.status, "decided_by": name, "decided_by_id": ident}
 

@@ -123,17 +123,24 @@ def certificate(cat: Catalogue, slutarkiv, list_id: str) -> tuple[bytes, dict]:
         raise StorageError(f"disposal certificate {list_id} does not validate: {errors[0]}")
     D = f"{{{NS_DISPOSAL}}}"
     fields = {"list": root.get("list"), "object": object_id,
-              **{tag: root.findtext(D + tag) or "" for tag in ("approvedBy", "approvedAt", "justification",
-                                                                "executedAt")},
+              **{tag: root.findtext(D + tag) or "" for tag in ("approvedBy", "approvedById", "approvedAt",
+                                                                "justification", "reviewedBy", "reviewedById",
+                                                                "reviewedAt", "reviewNote", "executedAt")},
               "disposed": [dict(el.attrib) | {"references": len(el.findall(D + "reference"))}
                            for el in root.findall(D + "disposed")],
               "not_disposed": [(el.get("package"), el.text or "") for el in root.findall(D + "notDisposed")]}
     return data, fields
 
 
+def _ident(identifier: str) -> str:
+    return f" [{identifier}]" if identifier else ""
+
+
 def certificate_text(f: dict) -> str:
     lines = [f"Gallringsbevis / Disposal certificate — lista / list {f['list']} (slutarkivet, OCFL {f['object']})",
-             f"  Godkänd av / Approved by: {f['approvedBy']}, {f['approvedAt']}",
+             *([f"  Granskad av / Reviewed by: {f['reviewedBy']}{_ident(f['reviewedById'])}, {f['reviewedAt']}"
+                + (f" — {f['reviewNote']}" if f["reviewNote"] else "")] if f.get("reviewedBy") else []),
+             f"  Godkänd av / Approved by: {f['approvedBy']}{_ident(f.get('approvedById', ''))}, {f['approvedAt']}",
              f"  Motivering / Justification: {f['justification']}",
              f"  Verkställd / Executed: {f['executedAt']}",
              f"  Gallrat / Disposed of: {len(f['disposed'])} paket / packages, "
