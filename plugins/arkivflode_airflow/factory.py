@@ -18,9 +18,10 @@ import datetime as dt
 import os
 from pathlib import Path
 
-from airflow.sdk import Asset, CronDataIntervalTimetable, PokeReturnValue, dag, get_current_context, task
+from airflow.sdk import Asset, PokeReturnValue, dag, get_current_context, task
 
 from arkivflode_airflow.alerts import on_failure
+from arkivflode_airflow.timetable import PeriodTimetable
 from transforms.chain import Each
 from transforms.chain import step as chain_step
 from transforms.chain import steps as chain_steps
@@ -149,7 +150,7 @@ def build_system_dag(path: Path):
         dag_id=name,
         dag_display_name=display_name(system),
         description=system.title,
-        schedule=CronDataIntervalTimetable(system.schedule, timezone=system.timezone),
+        schedule=PeriodTimetable(system.schedule, timezone=system.timezone),
         start_date=dt.datetime.combine(system.start_date, dt.time()),
         catchup=system.catchup,
         max_active_runs=max_active_runs(system),
