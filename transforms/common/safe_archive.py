@@ -23,6 +23,14 @@ read straight from its data offset, never past its declared size). :func:`extrac
 for callers that need real files; it writes only inside a fresh temporary directory that it
 removes again.
 
+Validation should cost little more than reading and hashing every byte, so the ordinary case is
+read without tarfile's per-header Python work: the headers of a plain tar as our packages are
+written (ustar or GNU headers, PAX ``path`` and ``size`` records, files and folders) are unpacked
+from their 512-byte blocks by :func:`_scan_tar_fast`, which reads them exactly as tarfile does,
+and anything else (links, devices, GNU long names, sparse members, unknown PAX records, damaged
+or cut-off headers) makes the whole archive go through tarfile instead. Members of a plain tar
+are read with ``pread`` into the caller's buffer; a folder is listed with ``os.scandir``.
+
 CSIPSTR1: a package lives in one root folder; an archive must unpack to a single top-level folder,
 whose name should be the package's OBJID. The reader exposes that folder as the package root and
 says whether the archive had that shape (``single_root``).
@@ -1025,6 +1033,8 @@ _DECOMPRESSORS = {"gzip": gzip.open, "bzip2": bz2.open, "xz": lzma.open}
 
 def _open_plain_tar(src: Path, limits: Limits) -> PackageReader | None:
     """A plain tar checked by the fast scan, or None when it holds something only tarfile reads."""
+    if not hasattr(os, "pread"):
+        return None
     fh = open(src, "rb", buffering=0)  # noqa: SIM115 - the reader owns it
     try:
         try:
