@@ -36,9 +36,11 @@ from transforms.archive.workarea import is_bucket_ref, work_area
 from transforms.catalogue import (
     ArchiveCreator,
     Batch,
+    BatchStatus,
     Catalogue,
     IntervalClaim,
     Package,
+    PackageStatus,
     Record,
     Series,
     add_file_formats,
@@ -61,7 +63,7 @@ from transforms.config.systems import System, load_system, load_systems
 from transforms.intake.delivery import Delivery, PackageSidecar, delivery_for
 from transforms.packaging.sip import BuiltPackage, document_ownership_problems
 from transforms.quality import quarantine as review
-from transforms.staging.batch import BatchStatus, PackageStatus, StagedBatch, period_label
+from transforms.staging.batch import StagedBatch, period_label
 
 log = logging.getLogger("arkivflode")
 AGENT = f"Arkivflöde {__version__}"

@@ -18,14 +18,14 @@ import datetime as dt
 import json
 import os
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from croniter import croniter
 
-from transforms.catalogue import Batch, Catalogue, IntervalClaim, QuarantineCase
+from transforms.catalogue import Batch, BatchStatus, Catalogue, IntervalClaim, QuarantineCase
 from transforms.config.settings import Settings
 from transforms.config.systems import System, load_system, load_systems
+from transforms.intake.delivery import delivery_for
 from transforms.staging.batch import period_label
 
 #: how many due intervals are listed per system at most (a daily schedule since years ago is long)
@@ -87,17 +87,12 @@ def _delivery_hours(system: str) -> float:
 
 
 def _delivered(system: System, period: str) -> bool | None:
-    """Whether the interval's delivery is in the inbox (None: a database system, or no inbox configured)."""
-    from transforms.intake.file_export import MANIFEST, delivery_folder
-
-    if system.extract_kind == "database" or not system.inbox_env:
+    """Whether the interval's delivery is in the inbox (None: nothing to wait for, or no inbox configured here)."""
+    delivery = delivery_for(system)
+    if not delivery.waits or not system.inbox_env or not os.environ.get(system.inbox_env):
         return None
-    inbox = os.environ.get(system.inbox_env)
-    if not inbox:
-        return None
-    if system.extract_kind == "file_export":
-        return (delivery_folder(Path(inbox), period) / MANIFEST).exists()
-    return Path(inbox).exists()
+    expected = delivery.expected(period)
+    return None if expected is None else expected.exists()
 
 
 def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int | None = DEFAULT_LIMIT
@@ -120,7 +115,7 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
         claim = claims.get(key)
         pk = [p for p in packages if p.batch_id == key]
         case, detail = None, ""
-        if b is not None and b.status == "archived":
+        if b is not None and b.status == BatchStatus.ARCHIVED:
             state = "archived"
             held = [c for c in mine if c.kind != "quality" and c.status == "open"]
             if held:
@@ -136,7 +131,7 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
             # a claim is held until its run finishes the interval; one that died keeps it until the next run asks
             state, detail = "running", (f"held by {claim.holder} since {claim.claimed_at:%Y-%m-%d %H:%M} UTC; if that "
                                         "run has ended, its next run takes over")
-        elif b is not None and b.status == "delivery_missing":
+        elif b is not None and b.status == BatchStatus.DELIVERY_MISSING:
             state, detail = "delivery missing", "nothing delivered by the deadline; the system owner delivers"
         elif mine and mine[-1].status == "rejected":
             state, case = "rejected", mine[-1].id
@@ -155,7 +150,7 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
                 state = "not yet run"
                 detail = ("delivered, waiting for its run" if delivered else
                           f"delivery not checked: {system.inbox_env} is not set here"
-                          if delivered is None and system.extract_kind != "database" else "")
+                          if delivered is None and delivery_for(system).waits else "")
         out.append(IntervalStatus(system.name, period, start.isoformat(), end.isoformat(), state, STATE_SV[state],
                                   case, len(pk), sum(p.record_count for p in pk), detail))
     return out

@@ -15,9 +15,8 @@ import re
 from dataclasses import dataclass, field
 
 from transforms import __version__
-from transforms.catalogue import Batch, Catalogue, Package, QuarantineCase
+from transforms.catalogue import Batch, BatchStatus, Catalogue, Package, QuarantineCase
 from transforms.config.settings import Settings
-from transforms.staging.batch import BatchStatus
 
 #: the quality gate's story when no case was opened, by the batch's status (English, Swedish)
 _GATE_WITHOUT_CASE = {

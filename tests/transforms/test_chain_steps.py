@@ -163,8 +163,8 @@ def test_the_sidecar_has_one_shape_for_built_and_delivered_packages(tmp_path):
 
 def test_statuses_are_the_strings_the_catalogue_keeps(lex_env, lex_source):
     from transforms import pipeline
+    from transforms.catalogue import BatchStatus, PackageStatus
     from transforms.config.settings import Settings
-    from transforms.staging.batch import BatchStatus, PackageStatus
 
     assert {s.value for s in BatchStatus} == {"delivery_missing", "staged", "quality_failed", "quality_passed",
                                               "archived"}

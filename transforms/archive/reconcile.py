@@ -53,7 +53,17 @@ import sqlalchemy as sa
 
 from transforms import __version__
 from transforms.archive import ocfl
-from transforms.catalogue import Batch, Catalogue, DisposalList, Event, Package, Record, Tombstone
+from transforms.catalogue import (
+    Batch,
+    BatchStatus,
+    Catalogue,
+    DisposalList,
+    Event,
+    Package,
+    PackageStatus,
+    Record,
+    Tombstone,
+)
 from transforms.common.errors import StorageError
 from transforms.common.hashing import copy_hashed, sha256_file
 
@@ -68,9 +78,9 @@ AGENT = f"Arkivflöde {__version__} (reconcile)"
 
 #: the PREMIS events a package must have, by catalogue status
 REQUIRED_EVENTS = {
-    "stored": {"replication", "fixity check", "validation", "ingestion"},
-    "transferred": {"replication", "ingestion", "transfer", "receipt"},
-    "disposed": {"replication", "ingestion", "deletion"},
+    PackageStatus.STORED: {"replication", "fixity check", "validation", "ingestion"},
+    PackageStatus.TRANSFERRED: {"replication", "ingestion", "transfer", "receipt"},
+    PackageStatus.DISPOSED: {"replication", "ingestion", "deletion"},
 }
 _OCFL_ROOT_FILES = {ocfl.ROOT_DECLARATION, "ocfl_layout.json"}
 
@@ -231,7 +241,7 @@ class _Reconciler:
                    if e.type == "deletion" and (e.detail.startswith("removed from the mellanarkiv")
                                                 or e.detail.startswith("disposed of"))}
         self.pending = {pid for pid, p in self.packages.items()
-                        if p.status == "transferred" and pid not in removed}
+                        if p.status == PackageStatus.TRANSFERRED and pid not in removed}
 
     # -- helpers ----------------------------------------------------------------------------------
 
@@ -262,7 +272,7 @@ class _Reconciler:
         self.report.checked["mellanarkiv_objects"] = len(listing)
         expected: dict[str, str] = {}  # key -> package id
         for pid, p in self.packages.items():
-            if p.status == "stored" and p.storage == "mellanarkiv":
+            if p.status == PackageStatus.STORED and p.storage == "mellanarkiv":
                 expected[p.location] = pid
                 if p.location not in listing:
                     stone = self.tombstones.get(pid)
@@ -275,7 +285,7 @@ class _Reconciler:
                                          pid, "restore it from a backup; see `arkiv events` for its history"))
                     continue
                 self._check_bytes(p, listing[p.location])
-            elif p.status == "stored" and p.storage != "mellanarkiv":
+            elif p.status == PackageStatus.STORED and p.storage != "mellanarkiv":
                 self.add(Finding("missing", "catalogue", pid, f"status stored in an unknown storage {p.storage!r}",
                                  pid, "check the catalogue row"))
         for pid in self.pending:
@@ -288,7 +298,7 @@ class _Reconciler:
                 if self.repair:
                     self._try(f, lambda pid=pid: self._finish_transfer(pid))
         for pid, p in self.packages.items():
-            if p.status == "disposed" and p.location in listing:
+            if p.status == PackageStatus.DISPOSED and p.location in listing:
                 expected[p.location] = pid
                 self.add(Finding("unfinished_disposal", "mellanarkiv", p.location,
                                  "disposed of in the catalogue, still stored", pid,
@@ -362,7 +372,7 @@ class _Reconciler:
         objects, partial = self._slutarkiv_objects()
         self.report.checked["slutarkiv_objects"] = len(objects)
         expected = {p.location.removeprefix("ocfl:"): pid for pid, p in self.packages.items()
-                    if p.status == "transferred" and p.location.startswith("ocfl:")}
+                    if p.status == PackageStatus.TRANSFERRED and p.location.startswith("ocfl:")}
         certificates = {_certificate_id(d.id): d for d in self.lists}
         for oid, pid in sorted(expected.items()):
             if oid not in objects:
@@ -380,7 +390,7 @@ class _Reconciler:
                                  "restore the object from a backup"))
         for oid in sorted(objects - set(expected)):
             p = self.packages.get(oid)
-            if p is not None and p.status == "stored":
+            if p is not None and p.status == PackageStatus.STORED:
                 f = self.add(Finding("unrecorded_transfer", "slutarkiv", oid,
                                      "the AIP was written, the catalogue still has the SIP in the mellanarkiv", oid,
                                      "verify the AIP and finish the transfer", repairable=True))
@@ -398,9 +408,9 @@ class _Reconciler:
         for oid, item in partial:
             p = self.packages.get(oid)
             # never the only copy: the SIP is still in the mellanarkiv, or the object was published since
-            safe = p is not None and ((p.status == "stored" and p.storage == "mellanarkiv"
+            safe = p is not None and ((p.status == PackageStatus.STORED and p.storage == "mellanarkiv"
                                        and self.mell.exists(p.location))
-                                      or (p.status == "transferred" and oid in objects))
+                                      or (p.status == PackageStatus.TRANSFERRED and oid in objects))
             f = self.add(Finding("unsealed" if _is_bucket(self.slut) else "temporary", "slutarkiv", item.key,
                                  "an OCFL object whose write was interrupted (no declaration, never recorded)",
                                  p.id if p else None))
@@ -479,7 +489,7 @@ class _Reconciler:
         if problems:
             raise StorageError("the AIP does not verify: " + "; ".join(problems[:3]))
         why = hold_reason(self.cat, p, active_holds(self.cat))
-        if why and p.status == "stored":
+        if why and p.status == PackageStatus.STORED:
             raise StorageError(f"not finished: {why}")
         if self.systems and p.system in self.systems:
             rule = self.systems[p.system].record_class(p.record_class).retention
@@ -528,7 +538,7 @@ class _Reconciler:
         for system, source_id, pid in rows:
             per_package[pid] += 1
             p = self.packages[pid]
-            if p.status == "disposed":
+            if p.status == PackageStatus.DISPOSED:
                 if pid not in self.tombstones:
                     self.add(Finding("unplaced_record", "catalogue", f"{system}:{source_id}",
                                      f"its package {pid} is disposed of without a tombstone", pid,
@@ -541,13 +551,13 @@ class _Reconciler:
                                  f"in {len(pids)} packages: {', '.join(sorted(pids))}", sorted(pids)[0],
                                  "an archivist decides which package supersedes the other"))
         for pid, p in self.packages.items():
-            if per_package[pid] != p.record_count and p.status != "disposed":
+            if per_package[pid] != p.record_count and p.status != PackageStatus.DISPOSED:
                 self.add(Finding("unplaced_record", "catalogue", pid,
                                  f"{p.record_count} records in the package, {per_package[pid]} catalogued", pid,
                                  "re-enter the package's records from its METS/ERMS"))
             required = REQUIRED_EVENTS.get(p.status, set())
             missing = sorted(required - self.types.get(pid, set()))
-            if p.status == "disposed" and pid not in self.tombstones:
+            if p.status == PackageStatus.DISPOSED and pid not in self.tombstones:
                 missing.append("tombstone")
             if missing:
                 self.add(Finding("missing_event", "catalogue", pid,
@@ -569,15 +579,15 @@ class _Reconciler:
             recorded = by_batch.get(b.id, [])
             planned = json.loads(b.planned) if b.planned else None
             missing = [pid for pid in planned if pid not in self.packages] if planned is not None else []
-            if b.status == "archived" and not missing:
+            if b.status == BatchStatus.ARCHIVED and not missing:
                 continue
-            if b.status != "archived" and not recorded:
+            if b.status != BatchStatus.ARCHIVED and not recorded:
                 continue  # nothing of it stored yet: a batch waiting for its gate or its first package
             newest = max([b.updated_at, *(p.created_at for p in recorded)])
             if self.now - newest < self.grace:
                 continue  # a run may be storing the rest right now
             of = f"{len(recorded)} of {len(planned) if planned is not None else 'an unknown number of'}"
-            state = "archived" if b.status == "archived" else f"not archived (status {b.status})"
+            state = "archived" if b.status == BatchStatus.ARCHIVED else f"not archived (status {b.status})"
             self.add(Finding("partial_batch", "catalogue", b.id,
                              f"system {b.system}, period {b.period}: {of} package(s) recorded, the batch {state}",
                              sorted(missing)[0] if missing else None,

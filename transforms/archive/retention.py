@@ -34,6 +34,7 @@ from transforms.catalogue import (
     Event,
     Hold,
     Package,
+    PackageStatus,
     Person,
     Record,
     Tombstone,
@@ -154,9 +155,9 @@ def plan(cat: Catalogue, as_of: dt.date) -> Plan:
     in_lists = _packages_in_open_lists(cat)
     pending = _pending_removals(cat)
     for p in cat.packages():
-        if p.status == "transferred" and p.id in pending:
+        if p.status == PackageStatus.TRANSFERRED and p.id in pending:
             result.unfinished.append(p.id)
-        if p.status != "stored" or p.storage != "mellanarkiv":
+        if p.status != PackageStatus.STORED or p.storage != "mellanarkiv":
             continue
         if not p.due_date or p.due_date > as_of.isoformat():
             result.not_due += 1
@@ -212,7 +213,7 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
         raise ContentError(f"no package {package_id} in the catalogue")
     object_id = package_id
     ocfl.init_root(slutarkiv_root)
-    if pkg.status == "stored":
+    if pkg.status == PackageStatus.STORED:
         # the SIP as a local file, hashed against the catalogue (downloaded once when the mellanarkiv is a bucket)
         with tempfile.TemporaryDirectory(prefix="arkiv-aip-") as tmp, \
                 _local_sip(mellanarkiv, pkg) as sip:
@@ -248,7 +249,8 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
         failpoint("transfer.after_copy_before_record")
         with cat.session() as s:
             p = s.get(Package, package_id)
-            p.status, p.storage, p.package_type, p.location = "transferred", "slutarkiv", "AIP", f"ocfl:{object_id}"
+            p.status, p.storage, p.package_type = PackageStatus.TRANSFERRED, "slutarkiv", "AIP"
+            p.location = f"ocfl:{object_id}"
             cat.add_event(s, type="transfer", outcome="success", agent=AGENT, package_id=package_id, time=now,
                           detail=f"AIP written to the slutarkiv as OCFL object {object_id} (v1, "
                                  f"{sum(len(v) for v in inventory['manifest'].values())} files) and verified")
@@ -484,7 +486,7 @@ def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path 
     for pid in items:
         pkg = cat.package(pid)
         why = hold_reason(cat, pkg, holds) if pkg else "not in the catalogue"
-        if pkg is None or why or pkg.status != "stored":
+        if pkg is None or why or pkg.status != PackageStatus.STORED:
             skipped.append((pid, why or f"status {pkg.status}"))
             continue
         rule = systems[pkg.system].record_class(pkg.record_class).retention
@@ -503,7 +505,7 @@ def execute_disposal(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path 
         failpoint("disposal.after_delete_before_record")
         with cat.session() as s:
             p = s.get(Package, pid)
-            p.status = "disposed"
+            p.status = PackageStatus.DISPOSED
             cat.add_event(s, type="deletion", outcome="success", agent=AGENT, package_id=pid,
                           detail=f"disposed of (gallrad) under list {list_id}, approved by {approved_by}"
                                  + (f" after review by {reviewed_by}" if reviewed_by else "") + "; "
@@ -525,13 +527,13 @@ def audit(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Storage
 
     bad, checked = [], 0
     for p in cat.packages():
-        if p.status == "stored" and p.storage == "mellanarkiv":
+        if p.status == PackageStatus.STORED and p.storage == "mellanarkiv":
             try:
                 ok = mellanarkiv.stat(p.location).sha256 == p.sha256
                 detail = "SHA-256 matches" if ok else "SHA-256 DOES NOT MATCH the catalogue"
             except StorageError as exc:
                 ok, detail = False, str(exc)
-        elif p.status == "transferred" and p.location.startswith("ocfl:"):
+        elif p.status == PackageStatus.TRANSFERRED and p.location.startswith("ocfl:"):
             problems = ocfl.verify_object(slutarkiv_root, p.location.removeprefix("ocfl:")) \
                 if ocfl.object_exists(slutarkiv_root, p.location.removeprefix("ocfl:")) else ["object missing"]
             ok = not problems

@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 
 import pyarrow as pa
@@ -118,36 +117,6 @@ def period_label(start: dt.datetime, end: dt.datetime) -> str:
     if e - s == dt.timedelta(days=1):
         return s.isoformat()
     return f"{s.isoformat()}--{e.isoformat()}"
-
-
-class BatchStatus(StrEnum):
-    """Where a batch (one interval of one system) stands, as the catalogue keeps it in ``batches.status``.
-
-    The values are the strings the catalogue has always stored, so a member compares equal to a
-    stored status and is stored as that string.
-    """
-
-    #: the intake's deadline passed with nothing delivered; the system owner delivers
-    DELIVERY_MISSING = "delivery_missing"
-    #: extracted into staging, not checked yet
-    STAGED = "staged"
-    #: the quality gate failed; the batch is held in quarantine for an archivist's decision
-    QUALITY_FAILED = "quality_failed"
-    #: the quality gate passed, or an archivist approved the batch with a deviation
-    QUALITY_PASSED = "quality_passed"
-    #: every package of the batch is recorded in the catalogue
-    ARCHIVED = "archived"
-
-
-class PackageStatus(StrEnum):
-    """Where a catalogued package is, as the catalogue keeps it in ``packages.status``."""
-
-    #: verified in the mellanarkiv
-    STORED = "stored"
-    #: written to the slutarkiv as an OCFL object, removed from the mellanarkiv
-    TRANSFERRED = "transferred"
-    #: disposed of under an approved disposal list (a tombstone in the catalogue)
-    DISPOSED = "disposed"
 
 
 @dataclass
