@@ -100,6 +100,8 @@ def test_transfer_and_disposal_update_the_index(archived, monkeypatch, tmp_path)
     monkeypatch.setenv("ARKIV_HOME", str(settings.home))
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0  # transfers; proposes the disposal list
     lists = arc.cat.engine.connect().exec_driver_sql("SELECT id FROM disposal_lists").scalars().all()
+    # one archivist reviews the list, another approves it
+    assert main(["gallring", "review", lists[0], "--by", "Rut Granskare", "--reason", "Granskad mot IHP"]) == 0
     assert main(["gallring", "approve", lists[0], "--by", "Anna Arkivarie", "--reason", "IHP 4.2"]) == 0
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0
     # the retention runs brought the index up to date themselves: nothing is left to do
@@ -304,6 +306,7 @@ def test_transfers_receipts_and_certificates_at_the_command_line(archived, monke
     proposed = capsys.readouterr().out
     assert "records, due" in proposed and "rule / regel: P" in proposed  # the record class's rule, e.g. P10Y
     assert main(["gallring", "reject", list_id, "--by", "Anna Arkivarie"]) == 2  # no justification: refused
+    assert main(["gallring", "review", list_id, "--by", "Rut Granskare", "--reason", "Granskad mot IHP"]) == 0
     assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "IHP 4.2", "--yes"]) == 0
     assert f"disposal list {list_id} approved by Anna Arkivarie" in capsys.readouterr().out
     assert main(["retention", "run", "--as-of", "2040-01-01"]) == 0

@@ -327,6 +327,7 @@ def test_retention_and_audit_with_both_archives_in_buckets(lex_in_s3, tmp_path, 
     # disposal after approval deletes from the bucket and archives the certificate in the locked bucket
     out = capsys.readouterr().out
     list_id = out.split("disposal list ")[1].split(" ")[0]
+    assert main(["gallring", "review", list_id, "--by", "Rut Granskare", "--reason", "Granskad mot IHP"]) == 0
     assert main(["gallring", "approve", list_id, "--by", "Anna Arkivarie", "--reason", "Enligt IHP 4.2"]) == 0
     assert main(["retention", "run", "--as-of", AS_OF]) == 0
     for p in dispose:
