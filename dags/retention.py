@@ -67,7 +67,7 @@ def retention():
     @task(trigger_rule="all_done")
     def update_index() -> dict:
         """Bring the search index up to date: transferred records answer from the slutarkiv,
-        disposed ones as tombstones (derived data: a failure is logged, `arkiv index --sync` catches up)."""
+        disposed ones as tombstones (derived data: a failure is logged, `arkiv index` catches up)."""
         from arkivflode_airflow import steps
 
         from transforms.access.service import step_sync_index

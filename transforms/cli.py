@@ -10,7 +10,7 @@ The same code the DAGs run, without Airflow::
     arkiv packages [--system S]       list the catalogued packages
     arkiv events PACKAGE_ID           a package's event history
     arkiv retention plan|run [--as-of D]  the retention schedule: dry run, or transfer/dispose
-    arkiv gallring list|show|approve|reject [LIST] --by NAME --reason TEXT [--yes]
+    arkiv gallring list|show|review|approve|reject [LIST] --by NAME --reason TEXT [--yes]
     arkiv certificate LIST [--xml]    a disposal certificate (gallringsbevis), Swedish and English
     arkiv transfers [--system S]      packages transferred to the slutarkiv; `arkiv receipt P --transfer`
     arkiv status [SYSTEM] [--json]    every interval the schedule says is due, and its state
@@ -110,9 +110,7 @@ def _confirm(args: argparse.Namespace, question: str) -> None:
         raise ConfigError("not confirmed; nothing was decided")
 
 
-def _decision_arguments(args: argparse.Namespace) -> None:
-    if not (args.by or "").strip():
-        raise ConfigError("a decision needs who decides: --by NAME")
+def _require_reason(args: argparse.Namespace) -> None:
     if not (args.reason or "").strip():
         raise ConfigError("a decision needs a justification: --reason TEXT (kept for ever"
                           + (", and written into PREMIS as the deviation" if args.action == "approve" else "") + ")")
@@ -168,8 +166,9 @@ def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
         print(f"disposal list {e['list']}: {len(e['disposed'])} disposed of, {len(e['skipped'])} kept; "
               f"certificate {e['certificate']}")
     if d["proposed"]:
-        print(f"disposal list {d['proposed']} proposed: approve with `arkiv gallring approve {d['proposed']} "
-              f"--by NAME --reason TEXT`")
+        print(f"disposal list {d['proposed']} proposed: one archivist reviews it with `arkiv gallring review "
+              f"{d['proposed']} --reason TEXT`, then another approves it with `arkiv gallring approve "
+              f"{d['proposed']} --reason TEXT` (--by NAME each without an identity provider)")
     from transforms.access.service import step_sync_index
 
     step_sync_index(settings)
@@ -342,14 +341,18 @@ def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
         if c.decided_by:
             print(f"  decided by {c.decided_by} on {c.decided_at:%Y-%m-%d}: {c.justification}")
         return 0
-    _decision_arguments(args)
+    from transforms.access.identity import decider
+
+    _require_reason(args)
+    who = decider(args.by)  # the signed-in archivist; --by NAME only without an identity provider
     what = "approve with deviation" if args.action == "approve" else "reject"
-    _confirm(args, f"{what}: quarantine case {args.case_id}, as {args.by}?")
-    review.decide(cat, args.case_id, approve=args.action == "approve", by=args.by, justification=args.reason)
+    _confirm(args, f"{what}: quarantine case {args.case_id}, as {who.name}?")
+    review.decide(cat, args.case_id, approve=args.action == "approve", by=who, justification=args.reason)
     en, sv = DECIDED[args.action]
-    print(f"quarantine case {args.case_id} {en} by {args.by} / karantänärendet {sv} av {args.by}" + (
-        "; rerun the interval to archive it with the deviation recorded / kör intervallet igen så arkiveras det "
-        "med avvikelsen dokumenterad" if args.action == "approve" else
+    print(f"quarantine case {args.case_id} {en} by {who.name} / karantänärendet {sv} av {who.name}" + (
+        "; a DAG run waiting for the decision resumes and archives it with the deviation recorded (after "
+        "`arkiv run`, run the interval again) / en körning som väntar på beslutet fortsätter och arkiverar det med "
+        "avvikelsen dokumenterad (efter `arkiv run`: kör intervallet igen)" if args.action == "approve" else
         "; the system owner must correct the source, then rerun the interval / systemägaren rättar källan och "
         "kör sedan intervallet igen"))
     return 0
@@ -462,7 +465,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "show", "approve", "reject"])
     p.add_argument("case_id", nargs="?")
     p.add_argument("--status", default="all", choices=["all", "open", "approved", "rejected"])
-    p.add_argument("--by", help="who decides")
+    p.add_argument("--by", help="who decides, without an identity provider only (recorded as an unauthenticated "
+                               "name); with one, the signed-in archivist (`arkiv login`)")
     p.add_argument("--reason", help="the justification, kept with the case and in PREMIS (required)")
     p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
     p.set_defaults(func=_cmd_quarantine)

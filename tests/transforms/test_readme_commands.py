@@ -34,7 +34,8 @@ def _commands(text: str) -> list[str]:
             line = line.strip().removeprefix("$ ").strip()
             found.append(line.split(" # ")[0].split("  #")[0].strip())
     prose = FENCE.sub("", text)
-    found += [m.strip() for m in INLINE.findall(prose)]
+    # inside a Markdown table a pipe in code is written \| and read as |
+    found += [m.strip().replace("\\|", "|") for m in INLINE.findall(prose)]
     return [c for c in found if ARKIV.match(c) or MAKE.match(c)]
 
 

@@ -373,11 +373,11 @@ def index_recorded_package(settings: Settings, package_id: str) -> dict:
 def step_sync_index(settings: Settings) -> dict:
     """The search index step after a retention run: transferred records answer from the slutarkiv,
     disposed ones only as tombstones. The index is derived data, so a failure here is logged and
-    leaves the archive as it is; ``arkiv index --sync`` catches up."""
+    leaves the archive as it is; ``arkiv index`` catches up."""
     try:
         return sync_index(settings)
     except Exception as exc:
-        log.error("search index not brought up to date (%s: %s); run `arkiv index --sync`",
+        log.error("search index not brought up to date (%s: %s); run `arkiv index`",
                   type(exc).__name__, safe_message(exc))
         return {"error": type(exc).__name__}
 
