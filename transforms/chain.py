@@ -67,7 +67,7 @@ CHAIN: tuple[Step, ...] = (
          doc="Mark the batch archived once every package is recorded, and release the interval."),
     Step("update_index", Each.BATCH, "update_index", always=True,
          doc="Make the newly recorded packages findable (derived data: a failure is logged, "
-             "`arkiv index --sync` catches up)."),
+             "`arkiv index` catches up)."),
 )
 
 

@@ -851,7 +851,7 @@ def update_index(settings: Settings, name: str, batch: dict | None, results: lis
     """Make the packages this run recorded findable (:mod:`transforms.access`).
 
     The index is derived from the catalogue and the stored packages: a failure here is logged,
-    never fatal (the packages are archived either way), and ``arkiv index --sync`` (or the next
+    never fatal (the packages are archived either way), and ``arkiv index`` (or the next
     run) catches up."""
     from transforms.access.service import index_recorded_package
 
@@ -862,7 +862,7 @@ def update_index(settings: Settings, name: str, batch: dict | None, results: lis
             indexed += 1
         except Exception as exc:  # derived data: never let it undo an archived batch
             failed += 1
-            log.error("search index not updated for package %s (%s: %s); run `arkiv index --sync`", pid,
+            log.error("search index not updated for package %s (%s: %s); run `arkiv index`", pid,
                       type(exc).__name__, safe_line(exc) if isinstance(exc, ArkivError) else "message withheld")
     return {"indexed": indexed, "failed": failed}
 
