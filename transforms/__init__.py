@@ -17,6 +17,15 @@ import os
 
 __version__ = "0.1.0"
 
+#: The software, named once: in METS and PREMIS (the agent of what it does), in receipts,
+#: certificates, catalogue events and on its pages. Renaming it is a change here and nowhere else.
+SOFTWARE_NAME = "Arkivflöde"
+#: its agent identifier (ASCII, for identifiers and file names)
+SOFTWARE_ID = "arkivflode"
+SOFTWARE_VERSION = __version__
+#: how the software signs what it records: name and version
+SOFTWARE_LABEL = f"{SOFTWARE_NAME} {SOFTWARE_VERSION}"
+
 # Arrow's buffers come from the C library's allocator unless ARROW_DEFAULT_MEMORY_POOL says
 # otherwise. The pyarrow wheels' default (mimalloc) keeps the pages of freed tables for reuse:
 # a package build reads, filters and sorts its child tables and frees the copies, and with

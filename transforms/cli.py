@@ -29,7 +29,7 @@ import datetime as dt
 import json
 import sys
 
-from transforms import __version__
+from transforms import SOFTWARE_NAME, __version__
 from transforms.common.errors import ArkivError, ConfigError, ContentError
 from transforms.common.masking import safe_message
 from transforms.config.settings import Settings
@@ -371,7 +371,8 @@ def _cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from transforms.validation import validator as validate
 
-    parser = argparse.ArgumentParser(prog="arkiv", description="Arkivflöde: archive municipal records as FGS packages")
+    parser = argparse.ArgumentParser(prog="arkiv",
+                                     description=f"{SOFTWARE_NAME}: archive municipal records as FGS packages")
     parser.add_argument("--version", action="version", version=f"arkiv {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL
 from transforms.archive.storage import mellanarkiv
 from transforms.archive.workarea import is_bucket_ref, work_area
 from transforms.catalogue import (
@@ -66,7 +66,7 @@ from transforms.quality import quarantine as review
 from transforms.staging.batch import StagedBatch, period_label
 
 log = logging.getLogger("arkivflode")
-AGENT = f"Arkivflöde {__version__}"
+AGENT = SOFTWARE_LABEL
 
 
 def system(settings: Settings, name: str) -> System:

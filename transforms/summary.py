@@ -14,7 +14,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL
 from transforms.catalogue import Batch, BatchStatus, Catalogue, Package, QuarantineCase
 from transforms.config.settings import Settings
 
@@ -184,7 +184,7 @@ def summary_text(settings: Settings) -> str:
         other_cases = [c for c in cat_cases(cat) if c.batch_id not in {h.batch_id for h in hs}]
     finally:
         cat.dispose()
-    lines = [f"Arkivflöde {__version__} — summary / sammanfattning"]
+    lines = [f"{SOFTWARE_LABEL} — summary / sammanfattning"]
     for h in hs:
         lines.append(f"  {h.system} {h.period}: " + (", ".join(f"{v} {k}" for k, v in h.extracted.items())
                                                      or "nothing") + " extracted")

@@ -39,7 +39,7 @@ from pydantic import BaseModel, Field, field_validator
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from transforms import __version__
+from transforms import SOFTWARE_NAME, __version__
 from transforms.access import accesslog, dip, receipts
 from transforms.access.auth import (
     AccessDenied,
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
     settings = settings or Settings.from_env()
     oidc = OidcConfig.from_env() if oidc is _FROM_ENV else oidc
     holder = _Lazy(settings, archive, oidc)
-    app = FastAPI(title="Arkivflöde archive API", version=__version__,
+    app = FastAPI(title=f"{SOFTWARE_NAME} archive API", version=__version__,
                   description="Search and read the mellanarkiv and slutarkiv, fetch receipts (kvittenser) and "
                               "request deliveries (E-ARK DIP). Every read is written to the access log.")
     app.state.archive = holder

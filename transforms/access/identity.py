@@ -31,6 +31,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from transforms import SOFTWARE_ID
 from transforms.access.auth import AccessDenied, Principal, Unauthenticated, authenticate
 from transforms.access.oidc import (
     HTTP_TIMEOUT,
@@ -68,7 +69,7 @@ def token_file(env: dict[str, str] | os._Environ | None = None) -> Path:
     if env.get("ARKIV_TOKEN_FILE"):
         return Path(env["ARKIV_TOKEN_FILE"])
     base = Path(env.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return base / "arkivflode" / "token.json"
+    return base / SOFTWARE_ID / "token.json"
 
 
 def save_token(path: Path, data: dict) -> None:

@@ -14,8 +14,10 @@ the address bar and keeps the token in ``sessionStorage`` (this tab only). Witho
 the reader pastes an API token, as before.
 """
 
+from transforms import SOFTWARE_NAME
+
 PAGE = r"""<!doctype html>
-<html lang="sv"><head><meta charset="utf-8"><title>Arkivflöde – arkivet</title>
+<html lang="sv"><head><meta charset="utf-8"><title>__SOFTWARE__ – arkivet</title>
 <style>
  body{font-family:system-ui,sans-serif;margin:1.5rem;max-width:70rem}
  table{border-collapse:collapse;width:100%} td,th{border-bottom:1px solid #ddd;padding:.3rem;text-align:left}
@@ -23,7 +25,7 @@ PAGE = r"""<!doctype html>
  input{padding:.25rem} button{padding:.25rem .6rem}
 </style></head>
 <body>
-<h1>Arkivflöde – arkivet</h1>
+<h1>__SOFTWARE__ – arkivet</h1>
 <form id="login"><span id="tokenbox"><label>Token <input id="token" type="password" size="50"></label></span>
  <label>Syfte <input id="purpose" size="30" placeholder="t.ex. Begäran KS 2026/0001"></label>
  <button id="save">Spara</button> <button type="button" id="signin" hidden>Logga in</button>
@@ -207,4 +209,4 @@ $("showlog").addEventListener("click", async () => {
   } catch (e) { status(e.message); }
 });
 </script></body></html>
-"""
+""".replace("__SOFTWARE__", SOFTWARE_NAME)

@@ -18,7 +18,7 @@ from pathlib import Path
 import sqlalchemy as sa
 from lxml import etree
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL, SOFTWARE_NAME
 from transforms.access import packages as pk
 from transforms.access.index import parse_erms
 from transforms.catalogue import Catalogue, Record, utcnow
@@ -45,7 +45,7 @@ def _transfer(cat: Catalogue, package_id: str) -> dict | None:
     moved = next((e for e in reversed(events) if e.type == "transfer" and e.outcome == "success"), None)
     if moved is None:
         return None
-    digest = next((m[1] for e in reversed(events) if e.type == "receipt" and e.agent.startswith("Arkivflöde")
+    digest = next((m[1] for e in reversed(events) if e.type == "receipt" and e.agent.startswith(SOFTWARE_NAME)
                    and (m := re.search(r"kvittens \S+ \(SHA-256 ([0-9a-f]{64})\)", e.detail))), None)
     return {"transferred_at": moved.time.isoformat(), "aip_receipt_sha256": digest}
 
@@ -133,7 +133,7 @@ def build_receipt(cat: Catalogue, store, package_id: str, *, issued_to: str, slu
         "receipt": RECEIPT_VERSION, "package_id": package_id, "system": pkg.system,
         "record_class": pkg.record_class, "period": pkg.period, "storage": pkg.storage,
         "package_sha256": pkg.sha256, "package_size": pkg.size, "verified_at": utcnow().isoformat(),
-        "issued_by": f"Arkivflöde {__version__}", "issued_to": issued_to, "record_count": len(listed),
+        "issued_by": SOFTWARE_LABEL, "issued_to": issued_to, "record_count": len(listed),
         "records": listed, "not_listed": left_out,
         "meaning": f"Every record listed is stored in the {pkg.storage} and its documents match their checksums: "
                    "the business system may remove exactly these records. Records under not_listed must be kept.",

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL
 from transforms.archive import ocfl
 from transforms.catalogue import (
     Batch,
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     Storage = FileSystemStorage | S3Storage
 
 log = logging.getLogger("arkivflode")
-AGENT = f"Arkivflöde {__version__} (reconcile)"
+AGENT = f"{SOFTWARE_LABEL} (reconcile)"
 
 #: the PREMIS events a package must have, by catalogue status
 REQUIRED_EVENTS = {

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL
 from transforms.catalogue import (
     UNAUTHENTICATED,
     Catalogue,
@@ -42,6 +42,7 @@ from transforms.catalogue import (
 )
 from transforms.common.errors import ConfigError, ContentError, StorageError
 from transforms.common.failpoints import failpoint
+from transforms.packaging.agents import by_software
 from transforms.quality.quarantine import DecisionRefused
 
 log = logging.getLogger("arkivflode")
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 
 # --- the retention schedule applied to the catalogue ---------------------------------------------
 
-AGENT = f"Arkivflöde {__version__}"
+AGENT = SOFTWARE_LABEL
 
 
 def _person(by: str | Person) -> Person:
@@ -232,7 +233,7 @@ def transfer(cat: Catalogue, mellanarkiv: Storage, slutarkiv_root: Path | S3Stor
                                                                 key=lambda e: e.id)]
                     history.append(PremisEvent(identifier=f"{package_id}-transfer", type="transfer", time=now,
                                                outcome="success", detail=f"transferred to the slutarkiv; {basis}",
-                                               agents=(("arkivflode", "executing program"),)))
+                                               agents=by_software()))
                     make_aip(root, events=history, receipt=receipt, now=now,
                              objects=_identified_files(cat, package_id, root))
                     ocfl.write_object(slutarkiv_root, object_id, root, message=f"AIP of {package_id}: {basis}",

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from transforms import SOFTWARE_ID
 from transforms.common.errors import ConfigError
 from transforms.common.identifiers import is_valid_organisationsnummer
 from transforms.common.masking import safe_name
@@ -494,7 +495,7 @@ def load_system(path: Path | str) -> System:
             raise r.fail("format_policy", str(exc)) from None
     return System(
         name=name, title=r.get(data, "title", ""), description=r.get(data, "description", "", default=""),
-        owner=r.get(data, "owner", "", default="arkivflode"), schedule=r.get(data, "schedule", ""),
+        owner=r.get(data, "owner", "", default=SOFTWARE_ID), schedule=r.get(data, "schedule", ""),
         timezone=r.get(data, "timezone", "", default="Europe/Stockholm"),
         start_date=start,
         catchup=r.get(data, "catchup", "", bool, default=False),

@@ -291,10 +291,9 @@ class _RowDelivery:
 
 def _batch_events(cat: Catalogue, batch_id: str):
     """The batch's capture and validation events, to be written into its packages' PREMIS."""
-    from transforms.packaging.premis import Event
+    from transforms.packaging.agents import catalogue_event
 
-    return [Event(identifier=f"catalogue-event-{ev.id}", type=ev.type, time=ev.time, outcome=ev.outcome,
-                  detail=ev.detail, agents=(("arkivflode", "executing program"),))
+    return [catalogue_event(f"catalogue-event-{ev.id}", ev.type, ev.time, ev.outcome, ev.detail, ev.agent)
             for ev in cat.events(batch_id=batch_id)]
 
 

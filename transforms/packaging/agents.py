@@ -7,8 +7,8 @@ is linked to that person as the *authorizer*, never to the software that wrote i
 catalogue keeps an event's agent as text: ``SOFTWARE_LABEL`` (``"<name> <version>"``) for the
 software, the person's name for a decision; :func:`catalogue_event` turns one back into PREMIS.
 
-The software's name, identifier and version are :mod:`transforms.packaging.fgs`'s (the one place
-they are written); renaming the software is a change there and nowhere else.
+The software's name, identifier and version are written once, in :mod:`transforms` (the package's
+``__init__``); renaming the software is a change there and nowhere else.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 
-from transforms.packaging.fgs import SOFTWARE_ID, SOFTWARE_LABEL, SOFTWARE_NAME, SOFTWARE_VERSION
+from transforms import SOFTWARE_ID, SOFTWARE_LABEL, SOFTWARE_NAME, SOFTWARE_VERSION
 from transforms.packaging.premis import Agent, Event
 
 #: PREMIS linkingAgentRole terms (id.loc.gov/vocabulary/preservation/eventRelatedAgentRole)

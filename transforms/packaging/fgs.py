@@ -11,20 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from transforms import __version__
+from transforms import SOFTWARE_NAME, SOFTWARE_VERSION
 from transforms.validation.requirements import CSIP_PROFILE_URL, SIP_PROFILE_URL
 
 #: the one place the specification versions are pinned
 CSIP_VERSION = "2.1.0"
-
-#: The software that makes the packages, named once: in METS (CSIP10-16), as the PREMIS agent of what
-#: it does (:mod:`transforms.packaging.agents`), in receipts, certificates and catalogue events.
-SOFTWARE_NAME = "Arkivflöde"
-#: its PREMIS agent identifier (ASCII, for identifiers and file names)
-SOFTWARE_ID = "arkivflode"
-SOFTWARE_VERSION = __version__
-#: how the software signs what it records: name and version
-SOFTWARE_LABEL = f"{SOFTWARE_NAME} {SOFTWARE_VERSION}"
 
 
 def profile_url(package_type: str) -> str:

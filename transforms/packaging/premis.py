@@ -18,8 +18,8 @@ from typing import BinaryIO
 
 from lxml import etree
 
+from transforms import SOFTWARE_NAME
 from transforms.common.xmltools import NS_PREMIS, NS_XSI, PrettyStream, escape, indent, leaf_text, parse_bytes
-from transforms.packaging.fgs import SOFTWARE_NAME
 
 P = f"{{{NS_PREMIS}}}"
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from transforms import SOFTWARE_NAME
 from transforms.common.errors import ConfigError, ContentError, StorageError
 from transforms.common.masking import shown
 
@@ -705,7 +706,7 @@ def _to_gx(spec: ExpectationSpec, suite_path: Path):
     except ExpectationNotFoundError:
         raise ConfigError(
             f"{suite_path}: {spec.key}.type: unknown expectation type {spec.type!r}; use a Great Expectations "
-            f"built-in or one of Arkivflöde's own ({', '.join(CUSTOM_EXPECTATION_TYPES)})"
+            f"built-in or one of {SOFTWARE_NAME}'s own ({', '.join(CUSTOM_EXPECTATION_TYPES)})"
         ) from None
     meta = {**spec.meta, _INDEX_META_KEY: spec.key}
     try:

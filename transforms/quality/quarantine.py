@@ -16,12 +16,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from transforms import __version__
+from transforms import SOFTWARE_LABEL, SOFTWARE_NAME
 from transforms.catalogue import Catalogue, Person, QuarantineCase, utcnow
 from transforms.common.errors import ArkivError
 from transforms.common.masking import safe_line, scrub
 
-AGENT = f"Arkivflöde {__version__}"
+AGENT = SOFTWARE_LABEL
 
 
 class DecisionRefused(ArkivError):
@@ -151,7 +151,7 @@ def cases(cat: Catalogue, status: str | None = None) -> list[QuarantineCase]:
 
 
 #: where a decision was made, as its event names it
-SURFACES = {"cli": "with `arkiv quarantine`", "page": "on the Arkivflöde page",
+SURFACES = {"cli": "with `arkiv quarantine`", "page": f"on the {SOFTWARE_NAME} page",
             "airflow": "in Airflow's Required actions"}
 
 

@@ -21,6 +21,7 @@ import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from transforms import SOFTWARE_NAME
 from transforms.validation.requirements import (
     FGS_SPEC_VERSION,
     SIP_PROFILES,
@@ -65,7 +66,7 @@ class Definition:
     level: str
     title: str
     description: str
-    source: str = "Arkivflöde"  # "{version}" is replaced by the E-ARK version
+    source: str = SOFTWARE_NAME  # "{version}" is replaced by the E-ARK version
     own: bool = True  # listed after the official requirements (False: right after the CSIP profile's)
     profiles: frozenset[str] | None = None
     section: Section = Section.STRUCTURE  # set by define(); requirements are listed in section order
