@@ -164,16 +164,23 @@ class PackageWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if self._tar is not None and not self._done:
-            self._tar.__exit__(exc_type or RuntimeError, None, None)  # never ends an unfinished archive
-        if self._raw is not None and not self._raw.closed:
-            self._raw.close()
-        shutil.rmtree(self.work, ignore_errors=True)
-        if not self._done:
-            if self.form == "tar":
-                self.tmp.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+        # Cleaning up must not stop half way: closing the temporary file flushes what is buffered,
+        # which fails again on a full disk; the temporary is removed whatever closing it says.
+        try:
+            if self._tar is not None and not self._done:
+                self._tar.__exit__(exc_type or RuntimeError, None, None)  # never ends an unfinished archive
+            if self._raw is not None and not self._raw.closed:
+                self._raw.close()
+        except OSError:
+            if exc_type is None:
+                raise
+        finally:
+            shutil.rmtree(self.work, ignore_errors=True)
+            if not self._done:
+                if self.form == "tar":
+                    self.tmp.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(self.tmp, ignore_errors=True)
 
     # -- files ------------------------------------------------------------------------------------
     def add(self, arcname: str, source: bytes | Path | BinaryIO | Iterable[bytes], *, file_id: str, mime: str,
