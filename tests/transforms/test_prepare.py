@@ -463,16 +463,18 @@ def test_missing_organisationsnummer_is_not_invented(tmp_path):
 # CLI
 # ------------------------------------------------------------------------------------------
 def test_cli_exit_codes(tmp_path, capsys):
+    from transforms.cli import main
+
     pkg = make_package(tmp_path, CommonsIP2())
-    assert pr.main([str(pkg), "--out", str(tmp_path / "out"), "--json"]) == 0
+    assert main(["prepare", str(pkg), "--out", str(tmp_path / "out"), "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["outcome"] == "prepared" and out["delivered_version"] == "2.1.0"
     _break("checksum mismatch", pkg)
-    assert pr.main([str(pkg), "--out", str(tmp_path / "out2")]) == 1
+    assert main(["prepare", str(pkg), "--out", str(tmp_path / "out2")]) == 1
     assert "CSIP71" in capsys.readouterr().out
-    assert pr.main([str(pkg)]) == 2
-    assert pr.main([str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
-    assert pr.main(["--bogus"]) == 2
+    assert main(["prepare", str(pkg)]) == 2
+    assert main(["prepare", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    assert main(["prepare", "--bogus"]) == 2
 
 
 def test_prepare_with_real_format_identification(tmp_path):

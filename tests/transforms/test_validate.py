@@ -506,7 +506,9 @@ def test_cli_hostile_archive_is_invalid_not_a_crash(tmp_path, capsys):
 
 
 def test_main_usage_error():
-    assert v.main(["--profile", "nope", "x"]) == 2
+    from transforms.cli import main
+
+    assert main(["validate", "--profile", "nope", "x"]) == 2
 
 
 # ------------------------------------------------------------------------------------------

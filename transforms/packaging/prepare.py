@@ -1288,14 +1288,4 @@ def run(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="arkiv prepare", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0) if exc.code in (0, None) else 2
-    return run(args)
-
-
 __all__ = ["Change", "PrepareResult", "Refused", "add_arguments", "normalise_orgnr", "prepare_package", "run"]

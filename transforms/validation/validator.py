@@ -54,7 +54,7 @@ __all__ = [
     "CSIP_PROFILE_URL", "FGS_SPEC_VERSION", "MAX_FINDINGS_PER_REQUIREMENT", "PROFILES", "PROFILE_DIR", "SEVERITIES",
     "SIP_PROFILE_URL", "SIP_PROFILE_URLS", "SIP_PROFILE_URL_220", "SPEC_VERSIONS", "VOCABULARY_DIR", "Finding",
     "Requirement", "Severity", "SpecChoice", "ValidationReport", "add_arguments",
-    "detect_spec", "list_requirements", "main", "run", "validate_package", "vocabulary",
+    "detect_spec", "list_requirements", "run", "validate_package", "vocabulary",
 ]
 
 _log = logging.getLogger(__name__)
@@ -378,18 +378,3 @@ def run(args: argparse.Namespace) -> int:
         for r in reports:
             print(r.to_text())
     return 0 if all(r.valid for r in reports) else 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m transforms.validation.validator``); the CLI uses add_arguments/run."""
-    parser = argparse.ArgumentParser(prog="arkiv validate", description=__doc__.split("\n")[0])
-    add_arguments(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0) if exc.code in (0, None) else 2
-    return run(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
