@@ -249,7 +249,7 @@ def _retention_rule(settings: Settings, system: str, record_class: str) -> str:
 
 def _cmd_certificate(args: argparse.Namespace, settings: Settings) -> int:
     from transforms.archive.evidence import certificate, certificate_text
-    from transforms.archive.retention import slutarkiv
+    from transforms.archive.storage import slutarkiv
 
     data, fields = certificate(_catalogue(settings), slutarkiv(settings), args.list_id)
     if args.xml:

@@ -231,7 +231,7 @@ def _cmd_receipt(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.transfer:
         from transforms.archive.evidence import transfer_receipt, transfer_receipt_text
-        from transforms.archive.retention import slutarkiv
+        from transforms.archive.storage import slutarkiv
         from transforms.catalogue import Catalogue
 
         cat = Catalogue(settings.catalogue_url)

@@ -638,8 +638,7 @@ def reconcile(cat: Catalogue, mellanarkiv: Storage, slutarkiv: Path | S3Storage,
 def step_reconcile(settings: Settings, *, deep: bool = False, repair: bool = False,
                    grace_seconds: float = 3600) -> Report:
     """Reconcile the configured catalogue, mellanarkiv and slutarkiv (what ``arkiv reconcile`` runs)."""
-    from transforms.archive.retention import slutarkiv
-    from transforms.archive.storage import storage_for
+    from transforms.archive.storage import slutarkiv, storage_for
     from transforms.config.systems import load_systems
 
     cat = Catalogue(settings.catalogue_url)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from transforms import SOFTWARE_LABEL
+from transforms.archive.storage import slutarkiv
 from transforms.catalogue import (
     UNAUTHENTICATED,
     Catalogue,
@@ -580,16 +581,6 @@ def _identified_files(cat: Catalogue, package_id: str, root: Path) -> list:
                               format_version=r.format_version or "",
                               format_note=f"{r.tool} ({r.method})" if r.tool else ""))
     return out
-
-
-def slutarkiv(settings) -> Path | S3Storage:
-    """The slutarkiv's OCFL storage root: a folder (Path) or a bucket (S3Storage with its Object Lock)."""
-    from transforms.archive.storage import storage_for
-    from transforms.config.settings import is_s3
-
-    if is_s3(settings.slutarkiv):
-        return storage_for(settings.slutarkiv, "slutarkiv", settings.s3, work_dir=settings.build / ".downloads")
-    return settings.slutarkiv
 
 
 def step_plan(settings, as_of: str) -> dict:
