@@ -34,6 +34,23 @@ for each action:
 
 Leftovers younger than ``grace`` are left alone (a run may be writing them right now).
 Everything else is reported with what to do, never changed.
+
+With a working bucket (``ARKIV_WORK=s3://…``, :mod:`transforms.archive.workarea`) its objects are
+checked against the catalogue too. What a finished or abandoned run left there is a *leftover*
+(``work_leftover``): reported with its fix, but not an inconsistency (the exit status stays 0):
+
+* a staged batch whose batch is archived, whose quality case was rejected, or that has no batch row;
+* a built package or sidecar whose package is already recorded (the mellanarkiv holds it);
+* a built package without its sidecar, or a sidecar without its package (a killed package step);
+* an incomplete multipart upload older than the grace period;
+* quarantine material no case names.
+
+``clean_work=True`` (``arkiv reconcile --clean-work``) removes the leftovers whose fate the
+catalogue confirms — a staged batch of an archived batch (every planned package recorded) or of a
+rejected case, a built package or sidecar of a recorded package whose stored copy the mellanarkiv
+confirms, an incomplete upload — with an event for each. Quarantine material is never removed.
+What the catalogue still expects and the bucket does not hold (the material of an open quality
+case, or of an approved one whose batch is not archived yet) is a ``missing`` finding: a failure.
 """
 
 from __future__ import annotations
@@ -46,6 +63,7 @@ import sys
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
@@ -61,6 +79,7 @@ from transforms.catalogue import (
     Event,
     Package,
     PackageStatus,
+    QuarantineCase,
     Record,
     Tombstone,
 )
@@ -69,6 +88,7 @@ from transforms.common.hashing import copy_hashed, sha256_file
 
 if TYPE_CHECKING:
     from transforms.archive.storage import FileSystemStorage, S3Storage
+    from transforms.archive.workarea import BucketWorkArea
     from transforms.config.settings import Settings
 
     Storage = FileSystemStorage | S3Storage
@@ -97,6 +117,8 @@ class Finding:
     action: str = ""  # what --repair would do, or what a person should do
     repairable: bool = False
     repaired: bool = False
+    #: something a finished or abandoned run left in the working bucket: reported, not an inconsistency
+    leftover: bool = False
 
 
 @dataclass
@@ -107,18 +129,27 @@ class Report:
     repair: bool
     checked: dict[str, int] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
+    clean_work: bool = False
 
     @property
     def outstanding(self) -> list[Finding]:
-        return [f for f in self.findings if not f.repaired]
+        """What is left to fix: neither repaired nor a working-bucket leftover."""
+        return [f for f in self.findings if not f.repaired and not f.leftover]
+
+    @property
+    def leftovers(self) -> list[Finding]:
+        """Working-bucket leftovers still there (``--clean-work`` removes the removable ones)."""
+        return [f for f in self.findings if f.leftover and not f.repaired]
 
     @property
     def consistent(self) -> bool:
         return not self.outstanding
 
     def to_dict(self) -> dict:
-        return {"consistent": self.consistent, "deep": self.deep, "repair": self.repair, "checked": self.checked,
+        return {"consistent": self.consistent, "deep": self.deep, "repair": self.repair,
+                "clean_work": self.clean_work, "checked": self.checked,
                 "counts": dict(Counter(f.kind for f in self.outstanding)),
+                "leftovers": len(self.leftovers),
                 "repaired": sum(f.repaired for f in self.findings),
                 "findings": [asdict(f) for f in self.findings]}
 
@@ -128,12 +159,18 @@ class Report:
                  f"{c.get('packages', 0)} catalogued package(s), {c.get('mellanarkiv_objects', 0)} object(s) in "
                  f"the mellanarkiv, {c.get('slutarkiv_objects', 0)} OCFL object(s) in the slutarkiv, "
                  f"{c.get('records', 0)} record(s)"]
+        if "work_objects" in c:
+            lines.append(f"  working bucket: {c['work_objects']} object(s), {c.get('work_uploads', 0)} incomplete "
+                         "upload(s)")
         for f in self.findings:
-            state = "REPAIRED" if f.repaired else ("repairable" if f.repairable else "needs a person")
+            state = ("REMOVED" if f.leftover else "REPAIRED") if f.repaired else (
+                ("leftover, --clean-work removes it" if f.repairable else "leftover") if f.leftover else
+                "repairable" if f.repairable else "needs a person")
             lines.append(f"  {f.kind:<20} {f.where:<11} {f.key}: {f.detail} [{state}]"
                          + (f" — {f.action}" if f.action and not f.repaired else ""))
-        lines.append("consistent" if self.consistent else
-                     f"{len(self.outstanding)} inconsistenc{'y' if len(self.outstanding) == 1 else 'ies'}")
+        lines.append(("consistent" if self.consistent else
+                      f"{len(self.outstanding)} inconsistenc{'y' if len(self.outstanding) == 1 else 'ies'}")
+                     + (f"; {len(self.leftovers)} leftover(s) in the working bucket" if self.leftovers else ""))
         return "\n".join(lines)
 
 
@@ -220,11 +257,13 @@ def _certificate_id(list_id: str) -> str:
 class _Reconciler:
     def __init__(self, cat: Catalogue, mellanarkiv: Storage, slutarkiv: Path | S3Storage, *, deep: bool,
                  repair: bool, grace: dt.timedelta, set_aside: Path | None, systems: dict | None,
-                 scratch: list[Path], now: dt.datetime):
+                 scratch: list[Path], now: dt.datetime, work: BucketWorkArea | None = None,
+                 clean_work: bool = False):
         self.cat, self.mell, self.slut = cat, mellanarkiv, slutarkiv
         self.deep, self.repair, self.grace, self.now = deep, repair, grace, now
         self.set_aside_dir, self.systems, self.scratch = set_aside, systems, scratch
-        self.report = Report(deep=deep, repair=repair)
+        self.work, self.clean_work = work, clean_work
+        self.report = Report(deep=deep, repair=repair, clean_work=clean_work)
         self.packages = {p.id: p for p in cat.packages()}
         with cat.session() as s:
             # only what the checks need (a package's event types, the replication details), not whole rows
@@ -526,6 +565,152 @@ class _Reconciler:
         self.event(type="deletion", package_id=None,
                    detail=f"reconcile: removed the scratch copy {p} left by an interrupted run")
 
+    # -- the working bucket ----------------------------------------------------------------------
+
+    def working_bucket(self) -> None:
+        """The working bucket against the catalogue: leftovers of finished or abandoned runs, and
+        quarantine material the catalogue's cases expect."""
+        work = self.work
+        objects = list(work.listing())
+        uploads = list(work.open_uploads())
+        self.report.checked["work_objects"] = len(objects)
+        self.report.checked["work_uploads"] = len(uploads)
+        staged: dict[str, list[_Item]] = {}
+        built: dict[str, dict[str, _Item]] = {}  # package id -> {"package"|"sidecar": item}
+        held: dict[str, list[_Item]] = {}
+        for area, size, modified in objects:
+            item = _Item(area, size, _utc(modified))
+            parts = area.split("/")
+            if parts[0] == "staging" and len(parts) >= 4:
+                staged.setdefault("/".join(parts[1:3]), []).append(item)
+            elif parts[0] == "build" and len(parts) == 3:
+                sidecar = parts[2].endswith(".json")
+                pid = _package_id_of(parts[2].removesuffix(".json"))
+                if pid:
+                    built.setdefault(pid, {})["sidecar" if sidecar else "package"] = item
+            elif parts[0] == "quarantine" and len(parts) >= 5:
+                held.setdefault("/".join(parts[:4]), []).append(item)
+        self._staged_batches(staged)
+        self._built_packages(built)
+        self._held_material(held)
+        for area, upload_id, initiated in uploads:
+            item = _Item(area, 0, _utc(initiated))
+            if not self.old_enough(item):
+                continue
+            self._leftover(f"{area}?uploadId={upload_id}", item,
+                           f"an incomplete multipart upload, started {item.modified:%Y-%m-%d %H:%M} UTC",
+                           "abort it: it was never completed, so nothing refers to it",
+                           lambda a=area, u=upload_id: work.abort_upload(a, u), cleanable=True)
+
+    def _leftover(self, key: str, item: _Item, detail: str, action: str, remove, *, cleanable: bool,
+                  package_id: str | None = None) -> None:
+        f = self.add(Finding("work_leftover", "work area", key, detail, package_id, action, repairable=cleanable,
+                             leftover=True))
+        if self.clean_work and cleanable:
+            def clean() -> None:
+                remove()
+                self.event(type="deletion", package_id=None,
+                           detail=f"reconcile: removed {key} from the working bucket {self.work.describe()}: {detail}")
+            self._try(f, clean)
+
+    def _newest(self, items: list[_Item]) -> _Item:
+        return max(items, key=lambda i: i.modified)
+
+    def _staged_batches(self, staged: dict[str, list[_Item]]) -> None:
+        with self.cat.session() as s:
+            batches = {b.id: b for b in s.scalars(sa.select(Batch).where(Batch.id.in_(list(staged))))}
+            cases = list(s.scalars(sa.select(QuarantineCase).where(QuarantineCase.batch_id.in_(list(staged)),
+                                                                   QuarantineCase.kind == "quality")
+                                   .order_by(QuarantineCase.created_at)))
+        latest = {c.batch_id: c for c in cases}  # the newest case of each batch
+        for batch_id, items in sorted(staged.items()):
+            newest = self._newest(items)
+            if not self.old_enough(newest):
+                continue  # a run may be working on it
+            b = batches.get(batch_id)
+            case = latest.get(batch_id)
+            area = f"staging/{batch_id}"
+            remove = partial(self.work.remove_tree, self.work.url(area))
+            if b is None:
+                self._leftover(area + "/", newest, f"a staged batch ({len(items)} object(s)) with no batch in the "
+                               "catalogue", "remove it by hand once no run of the interval is waiting; a run "
+                               "extracts the interval again", remove, cleanable=False)
+            elif b.status == BatchStatus.ARCHIVED:
+                planned = json.loads(b.planned) if b.planned else []
+                done = all(pid in self.packages for pid in planned)
+                self._leftover(area + "/", newest, f"the staged batch of {batch_id}, which is archived",
+                               "safe to remove: every package of the batch is recorded" if done else
+                               "the batch is archived but not every planned package is recorded: see partial_batch",
+                               remove, cleanable=done)
+            elif b.status == BatchStatus.QUALITY_FAILED and case is not None and case.status == "rejected":
+                self._leftover(area + "/", newest, f"the staged batch of {batch_id}, whose quality case {case.id} "
+                               "was rejected", "safe to remove: a later run extracts the corrected source; the "
+                               "quarantined copy is kept with the case", remove, cleanable=True)
+
+    def _built_packages(self, built: dict[str, dict[str, _Item]]) -> None:
+        for pid, parts in sorted(built.items()):
+            newest = self._newest(list(parts.values()))
+            if not self.old_enough(newest):
+                continue
+            p = self.packages.get(pid)
+            keys = {what: item.key for what, item in parts.items()}
+            if p is not None:
+                confirmed = self._archived_copy_confirmed(p)
+                for what, key in sorted(keys.items()):
+                    self._leftover(key, parts[what], f"the built {what} of package {pid}, which is recorded "
+                                   f"({p.status}, {p.storage}:{p.location})",
+                                   "safe to remove: the package is recorded and stored" if confirmed else
+                                   "the package is recorded but its stored copy does not confirm: run `arkiv "
+                                   "reconcile --deep` first",
+                                   lambda k=key: self.work.remove(self.work.url(k)), cleanable=confirmed,
+                                   package_id=pid)
+            elif len(parts) == 1:
+                (what, key), = keys.items()
+                other = "sidecar" if what == "package" else "package"
+                self._leftover(key, parts[what], f"a built {what} of package {pid} without its {other}, not "
+                               "recorded", "left by a killed package step: rerun the interval (it builds the "
+                               "package again), then remove this by hand", lambda: None, cleanable=False,
+                               package_id=pid)
+
+    def _archived_copy_confirmed(self, p: Package) -> bool:
+        """Whether the archive holds the recorded package: its mellanarkiv object carries the catalogued
+        SHA-256, or its life has moved on (transferred, disposed of)."""
+        if p.status != PackageStatus.STORED:
+            return True
+        try:
+            if _is_bucket(self.mell):
+                return self.mell.recorded(p.location).sha256 == p.sha256
+            return self.mell.exists(p.location) and (not self.deep or self.mell.stat(p.location).sha256 == p.sha256)
+        except StorageError:
+            return False
+
+    def _held_material(self, held: dict[str, list[_Item]]) -> None:
+        with self.cat.session() as s:
+            cases = list(s.scalars(sa.select(QuarantineCase)))
+            archived = set(s.scalars(sa.select(Batch.id).where(Batch.status == BatchStatus.ARCHIVED)))
+        named: set[str] = set()
+        for c in cases:
+            if not c.path.startswith(f"s3://{self.work.bucket}/"):
+                continue
+            try:
+                area = self.work.area_of(c.path).rstrip("/")
+            except StorageError:
+                continue  # another bucket's: not this working area's
+            named.add(area)
+            expected = c.status == "open" or (c.status == "approved" and c.kind == "quality"
+                                              and c.batch_id not in archived)
+            if expected and area not in held:
+                self.add(Finding("missing", "work area", c.path,
+                                 f"the held material of {c.status} quarantine case {c.id} is not in the working bucket",
+                                 None, "restore it from a backup of the bucket, or extract the interval again and "
+                                 "let the quality gate open a new case"))
+        for area, items in sorted(held.items()):
+            if area in named or not self.old_enough(self._newest(items)):
+                continue
+            self._leftover(area + "/", self._newest(items), f"quarantine material ({len(items)} object(s)) no "
+                           "quarantine case names", "find the run that held it (its events); quarantine material "
+                           "is only removed by hand", lambda: None, cleanable=False)
+
     # -- records and events --------------------------------------------------------------------
 
     def records(self) -> None:
@@ -622,32 +807,41 @@ def set_aside(cat: Catalogue, store: Storage, key: str, folder: Path, package_id
 def reconcile(cat: Catalogue, mellanarkiv: Storage, slutarkiv: Path | S3Storage, *, deep: bool = False,
               repair: bool = False, grace: dt.timedelta = dt.timedelta(hours=1), set_aside: Path | None = None,
               systems: dict | None = None, scratch: list[Path] | None = None,
-              now: dt.datetime | None = None) -> Report:
-    """Compare the catalogue with both archives; with ``repair``, do what is provably safe (see module doc)."""
+              now: dt.datetime | None = None, work: BucketWorkArea | None = None,
+              clean_work: bool = False) -> Report:
+    """Compare the catalogue with both archives (and the working bucket ``work``, when there is one);
+    with ``repair``, do what is provably safe; with ``clean_work``, remove confirmed leftovers of the
+    working bucket (see module doc)."""
     r = _Reconciler(cat, mellanarkiv, slutarkiv, deep=deep, repair=repair, grace=grace, set_aside=set_aside,
                     systems=systems, scratch=list(scratch or []),
-                    now=now or dt.datetime.now(dt.UTC).replace(tzinfo=None))
+                    now=now or dt.datetime.now(dt.UTC).replace(tzinfo=None), work=work, clean_work=clean_work)
     r.records()
     r.batches()
     r.mellanarkiv()
     r.slutarkiv()
     r.scratch_areas()
+    if work is not None:
+        r.working_bucket()
     return r.report
 
 
 def step_reconcile(settings: Settings, *, deep: bool = False, repair: bool = False,
-                   grace_seconds: float = 3600) -> Report:
-    """Reconcile the configured catalogue, mellanarkiv and slutarkiv (what ``arkiv reconcile`` runs)."""
+                   grace_seconds: float = 3600, clean_work: bool = False) -> Report:
+    """Reconcile the configured catalogue, mellanarkiv, slutarkiv and working bucket (what ``arkiv
+    reconcile`` runs)."""
     from transforms.archive.storage import slutarkiv, storage_for
+    from transforms.archive.workarea import work_area
     from transforms.config.systems import load_systems
 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
+    work = work_area(settings)
     store = storage_for(settings.mellanarkiv, "mellanarkiv", settings.s3, work_dir=settings.build / ".downloads")
     try:
         return reconcile(cat, store, slutarkiv(settings), deep=deep, repair=repair,
                          grace=dt.timedelta(seconds=grace_seconds), set_aside=settings.quarantine / "reconcile",
-                         systems=load_systems(settings.systems_dir), scratch=[settings.build / ".downloads"])
+                         systems=load_systems(settings.systems_dir), scratch=[settings.build / ".downloads"],
+                         work=None if work.shared_disk else work, clean_work=clean_work)
     finally:
         cat.dispose()
 
@@ -666,13 +860,19 @@ def add_arguments(parser) -> None:
                              "packages, finish verified transfers) and record a PREMIS event for each action")
     parser.add_argument("--grace", type=float, default=3600, metavar="SECONDS",
                         help="leave leftovers younger than this alone: a run may be writing them (default 3600)")
+    parser.add_argument("--clean-work", action="store_true",
+                        help="remove the working bucket's leftovers whose fate the catalogue confirms (staged "
+                             "batches of archived or rejected batches, built copies of recorded packages, "
+                             "incomplete uploads), with an event for each; quarantine material is kept")
     parser.add_argument("--json", action="store_true", help="the report as JSON")
 
 
 def run(args, settings: Settings) -> int:
-    """Exit 0 when the catalogue and storage agree, 1 when something is left to fix, 2 on an error."""
+    """Exit 0 when the catalogue and storage agree (working-bucket leftovers are reported, not counted),
+    1 when something is left to fix, 2 on an error."""
     try:
-        report = step_reconcile(settings, deep=args.deep, repair=args.repair, grace_seconds=args.grace)
+        report = step_reconcile(settings, deep=args.deep, repair=args.repair, grace_seconds=args.grace,
+                                clean_work=getattr(args, "clean_work", False))
     except Exception as exc:  # noqa: BLE001 — any failure to look (database, bucket, disk) is exit 2, not "consistent"
         from transforms.common.masking import safe_line
 

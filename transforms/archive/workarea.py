@@ -13,11 +13,16 @@
   in its scratch is overwritten or ignored by the retry.
 
 Keys in the bucket mirror the local layout: ``staging/<system>/<period>/…`` (the staged batch and
-its ``manifest.json``) and ``build/<system>/<package>.tar`` with its sidecar ``….tar.json``.
+its ``manifest.json``), ``build/<system>/<package>.tar`` with its sidecar ``….tar.json``,
+``reports/<system>/…`` (quality reports and their Data Docs) and ``quarantine/<system>/…``: a batch
+held by its quality gate (``quarantine/<system>/<period>/<case>``) and documents held back while a
+package was built (``quarantine/<system>/documents/<package>``). Quarantine material is written
+verified (read back and hashed) and is the only copy the catalogue's case names.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import uuid
@@ -26,6 +31,7 @@ from pathlib import Path
 
 from transforms.archive.storage import s3_client
 from transforms.common.errors import ConfigError, StorageError
+from transforms.common.hashing import CHUNK, sha256_file
 from transforms.config.settings import MIB, Settings, is_s3
 
 #: S3 URLs of the working area start with this
@@ -38,12 +44,13 @@ class WorkArea:
     #: whether a reference is a local path every task can open (no copies needed)
     shared_disk: bool = True
 
-    def publish_tree(self, local: Path, area: str) -> str:
-        """Make the folder ``local`` (e.g. a staged batch) available to other tasks; its reference."""
+    def publish_tree(self, local: Path, area: str, *, verify: bool = False) -> str:
+        """Make the folder ``local`` (e.g. a staged batch) available to other tasks; its reference.
+        ``verify``: each object is read back and hashed against its file (a bucket only)."""
         return str(local)
 
-    def publish_file(self, local: Path, area: str) -> str:
-        """Make ``local`` available to other tasks as ``<area>/<its name>``; its reference."""
+    def publish_file(self, local: Path, area: str, *, verify: bool = False) -> str:
+        """Make ``local`` available to other tasks as ``<area>``; its reference."""
         return str(local)
 
     def fetch_tree(self, ref: str, scratch: Path) -> Path:
@@ -56,6 +63,17 @@ class WorkArea:
 
     def read_text(self, ref: str) -> str:
         return Path(ref).read_text(encoding="utf-8")
+
+    def write_text(self, ref: str, text: str) -> None:
+        """Write ``text`` to the file ``ref`` names, atomically (a temporary file, then a rename)."""
+        target = Path(ref)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.part-{uuid.uuid4().hex[:8]}")
+        try:
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def exists(self, ref: str) -> bool:
         return Path(ref).exists()
@@ -71,6 +89,10 @@ class WorkArea:
 
     def describe(self) -> str:
         return "the local folders (no working bucket)"
+
+    def url(self, area: str) -> str:
+        """The reference an area of the working bucket has (only a bucket has areas of its own)."""
+        raise StorageError(f"{self.describe()} has no areas of its own: {area!r}")
 
 
 class BucketWorkArea(WorkArea):
@@ -112,21 +134,107 @@ class BucketWorkArea(WorkArea):
     def _url(self, key: str) -> str:
         return f"{SCHEME}{self.bucket}/{key}"
 
+    def url(self, area: str) -> str:
+        return self._url(self._key(area))
+
     def _fail(self, what: str, key: str, exc: Exception) -> StorageError:
         return StorageError(f"working area {self.describe()}: {what} {key} failed ({type(exc).__name__})")
 
-    def publish_file(self, local: Path, area: str) -> str:
+    def publish_file(self, local: Path, area: str, *, verify: bool = False) -> str:
+        """Upload ``local`` as ``<area>``; with ``verify`` the object carries the file's SHA-256 and is
+        read back and hashed (StorageError, and the object removed, when it differs)."""
         key = self._key(area)
+        extra = {"Metadata": {"sha256": sha256_file(local)[0]}} if verify else None
         try:
-            self.client.upload_file(str(local), self.bucket, key, Config=self.transfer)
+            self.client.upload_file(str(local), self.bucket, key, Config=self.transfer, ExtraArgs=extra)
         except Exception as exc:
             raise self._fail("upload to", key, exc) from exc
+        if verify:
+            self._verify(key, extra["Metadata"]["sha256"])
         return self._url(key)
 
-    def publish_tree(self, local: Path, area: str) -> str:
+    def publish_tree(self, local: Path, area: str, *, verify: bool = False) -> str:
         for path in sorted(p for p in local.rglob("*") if p.is_file()):
-            self.publish_file(path, f"{area}/{path.relative_to(local).as_posix()}")
+            self.publish_file(path, f"{area}/{path.relative_to(local).as_posix()}", verify=verify)
         return self._url(self._key(area))
+
+    def sha256(self, ref: str) -> str:
+        """The SHA-256 of an object's bytes, recomputed by streaming them (never taken from metadata)."""
+        key = self._split(ref)
+        h = hashlib.sha256()
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            with body:
+                while chunk := body.read(CHUNK):
+                    h.update(chunk)
+        except Exception as exc:
+            raise self._fail("read of", key, exc) from exc
+        return h.hexdigest()
+
+    def _verify(self, key: str, want: str) -> None:
+        got = self.sha256(self._url(key))
+        if got != want:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+            raise StorageError(f"working area {self.describe()}: {key} reads back with SHA-256 {got}, not {want}; "
+                               "the object was removed")
+
+    def copy_tree(self, ref: str, area: str, *, skip: frozenset[str] = frozenset()) -> str:
+        """Copy every object under ``ref`` to ``area`` inside the bucket, each copy verified against the
+        source's bytes (both hashed); names in ``skip`` are left out. The source is kept. The reference
+        of the copy."""
+        src = self._split(ref).rstrip("/") + "/"
+        dest = self._key(area).rstrip("/") + "/"
+        keys = [k for k in self._keys(src) if k.rsplit("/", 1)[-1] not in skip]
+        if not keys:
+            raise StorageError(f"working area {self.describe()}: nothing under {src} to copy")
+        for key in keys:
+            target = dest + key.removeprefix(src)
+            try:
+                self.client.copy({"Bucket": self.bucket, "Key": key}, self.bucket, target, Config=self.transfer)
+            except Exception as exc:
+                raise self._fail("copy to", target, exc) from exc
+            self._verify(target, self.sha256(self._url(key)))
+        return self._url(dest.rstrip("/"))
+
+    def write_text(self, ref: str, text: str) -> None:
+        """Put ``text`` as the object ``ref`` names, verified by reading it back."""
+        key = self._split(ref)
+        data = text.encode("utf-8")
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, Metadata={"sha256": digest})
+        except Exception as exc:
+            raise self._fail("upload to", key, exc) from exc
+        self._verify(key, digest)
+
+    def listing(self, area: str = "") -> Iterator[tuple[str, int, object]]:
+        """``(area of the object, size, last modified)`` for every object below ``area``."""
+        prefix = self._key(area) if area else (f"{self.prefix}/" if self.prefix else "")
+        strip = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    yield obj["Key"].removeprefix(strip), int(obj["Size"]), obj["LastModified"]
+        except Exception as exc:
+            raise self._fail("listing of", prefix or "/", exc) from exc
+
+    def open_uploads(self) -> Iterator[tuple[str, str, object]]:
+        """``(area, upload id, initiated)`` for every multipart upload in the working area not completed."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        try:
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    yield up["Key"].removeprefix(prefix), up["UploadId"], up["Initiated"]
+        except Exception as exc:
+            raise self._fail("listing of the multipart uploads in", prefix or "/", exc) from exc
+
+    def abort_upload(self, area: str, upload_id: str) -> None:
+        key = self._key(area)
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except Exception as exc:
+            raise self._fail("abort of the upload of", key, exc) from exc
 
     def fetch_file(self, ref: str, scratch: Path) -> Path:
         key = self._split(ref)
