@@ -20,6 +20,7 @@ manifests and digests are byte for byte what the row-by-row code wrote
 from __future__ import annotations
 
 import abc
+import ctypes
 import datetime as dt
 import errno
 import functools
@@ -27,8 +28,10 @@ import hashlib
 import io
 import json
 import os
+import platform
 import shutil
 import stat
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -291,9 +294,12 @@ def open_document(path: str | os.PathLike) -> io.FileIO:
     """Open a staged document (a ``source_path``) for reading, following no link on the way.
 
     A staged path is the real path the store resolved (it holds no link); a link swapped in
-    for any folder or the file since then would lead elsewhere, so every component is
-    opened with ``O_NOFOLLOW`` from the file system's root and a link met is a ContentError.
-    The message names no path: it is the source's value.
+    for any folder or the file since then would lead elsewhere, so the path is opened refusing
+    a link at every component, and a link met is a ContentError. Where the kernel has
+    ``openat2`` (Linux 5.6 and later) that is one system call (:func:`_open_without_links`);
+    elsewhere, or when it refuses, each component is opened with ``O_NOFOLLOW`` from the file
+    system's root (:func:`_open_by_components`), which also names what became a link.
+    Anything but a regular file is refused. The message names no path: it is the source's value.
     """
     path = os.fspath(path)
     if not os.path.isabs(path) or "\x00" in path:
@@ -301,12 +307,35 @@ def open_document(path: str | os.PathLike) -> io.FileIO:
     parts = [part for part in path.split(os.sep) if part]
     if any(part in (".", "..") for part in parts) or not parts:
         raise ContentError("a document path is not a resolved path of the document store; nothing was read")
-    nofollow = os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(os.sep, os.O_RDONLY | os.O_DIRECTORY | nofollow)
+    file_fd = _open_without_links(path)
+    if file_fd < 0:
+        file_fd = _open_by_components(parts)
+    try:
+        mode = os.fstat(file_fd).st_mode
+    except BaseException:
+        os.close(file_fd)
+        raise
+    if not stat.S_ISREG(mode):  # a FIFO or device would block or never end
+        os.close(file_fd)
+        raise ContentError("a document is not a regular file; nothing was read")
+    os.set_blocking(file_fd, True)
+    return io.FileIO(file_fd, "rb")
+
+
+#: how a document is opened: read only, not inheritable, and without waiting for the writer of a
+#: FIFO (a FIFO is refused once opened; a regular file is read blocking, as usual)
+_DOCUMENT_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | \
+    getattr(os, "O_NONBLOCK", 0)
+
+
+def _open_by_components(parts: Sequence[str]) -> int:
+    """Open ``/part/part/…`` one component at a time, each with ``O_NOFOLLOW`` relative to the last."""
+    dir_flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(os.sep, dir_flags)
     try:
         for part in parts[:-1]:
             try:
-                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | nofollow, dir_fd=fd)
+                nxt = os.open(part, dir_flags, dir_fd=fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     raise ContentError("a document's folder became a link after it was checked; nothing "
@@ -315,18 +344,74 @@ def open_document(path: str | os.PathLike) -> io.FileIO:
             os.close(fd)
             fd = nxt
         try:
-            file_fd = os.open(parts[-1], os.O_RDONLY | nofollow | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+            return os.open(parts[-1], _DOCUMENT_FLAGS, dir_fd=fd)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise ContentError("a document became a link after it was checked; nothing was read") from None
             raise
     finally:
         os.close(fd)
-    if not stat.S_ISREG(os.fstat(file_fd).st_mode):  # a FIFO or device would block or never end
-        os.close(file_fd)
-        raise ContentError("a document is not a regular file; nothing was read")
-    os.set_blocking(file_fd, True)
-    return io.FileIO(file_fd, "rb")
+
+
+#: openat2's system call number: the same on the architectures listed (not on alpha or mips)
+_OPENAT2_SYSCALL = 437
+_OPENAT2_MACHINES = frozenset({"x86_64", "amd64", "aarch64", "arm64", "riscv64", "ppc64le", "s390x"})
+#: openat2's ``resolve`` flags: no symbolic link at any component (which implies no "magic" link)
+_RESOLVE_NO_MAGICLINKS, _RESOLVE_NO_SYMLINKS = 0x02, 0x04
+#: errors that say openat2 cannot be used here (a kernel before 5.6, a sandbox that refuses it, flags it
+#: does not know): it is not asked again in this process
+_OPENAT2_UNAVAILABLE = frozenset({errno.ENOSYS, errno.EPERM, errno.EINVAL, errno.E2BIG})
+
+
+class _OpenHow(ctypes.Structure):
+    """``struct open_how`` of openat2(2)."""
+
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class _Openat2:
+    """openat2(2) with ``RESOLVE_NO_SYMLINKS`` through ctypes: a whole path opened in one system call,
+    refused (``ELOOP``) if any of its components is a link. Seventeen system calls a document
+    (open and close of every folder on the way) become one."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        self._syscall = libc.syscall
+        self._syscall.restype = ctypes.c_long
+        self._syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p, ctypes.c_size_t]
+        self._how = _OpenHow(_DOCUMENT_FLAGS, 0, _RESOLVE_NO_SYMLINKS | _RESOLVE_NO_MAGICLINKS)
+        self._how_ref, self._how_size = ctypes.byref(self._how), ctypes.sizeof(self._how)
+        self.available = True
+
+    def open(self, path: str) -> int:
+        """A file descriptor for ``path`` (absolute), or -1 when it must be opened another way."""
+        fd = self._syscall(_OPENAT2_SYSCALL, -100, os.fsencode(path), self._how_ref, self._how_size)  # AT_FDCWD
+        if fd >= 0:
+            return fd
+        if ctypes.get_errno() in _OPENAT2_UNAVAILABLE:
+            self.available = False
+        return -1
+
+
+@functools.cache
+def _openat2() -> _Openat2 | None:
+    """The process's openat2, or None where there is none (not Linux, an unknown architecture)."""
+    if sys.platform != "linux" or platform.machine().lower() not in _OPENAT2_MACHINES:
+        return None
+    try:
+        return _Openat2()
+    except (OSError, AttributeError):
+        return None
+
+
+def _open_without_links(path: str) -> int:
+    """``path`` opened by openat2 refusing every link, or -1: no openat2 here, or it failed (a link
+    met, a missing file, a kernel or sandbox that refuses the call); the caller then opens it
+    component by component, which says what went wrong in the same words everywhere."""
+    opener = _openat2()
+    if opener is None or not opener.available:
+        return -1
+    return opener.open(path)
 
 
 #: a row may say where it came from (file and line) under this key; it is never staged
