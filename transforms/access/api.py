@@ -256,9 +256,10 @@ def create_app(settings: Settings | None = None, *, archive: Archive | None = No
 
     @app.get(f"{PREFIX}/whoami", tags=["access"])
     def whoami(who: Who) -> dict:
-        """The credential's name, role, scope and clearance; for a signed-in person also their name and roles."""
+        """The credential's name, role, scope and clearance; for a signed-in person also their name, roles and
+        the archive creators they are limited to (empty: not limited by creator)."""
         return {"name": who.name, "role": who.role, "system": who.system, "cleared": who.sees_secret,
-                "display_name": who.display_name, "roles": list(who.roles)}
+                "display_name": who.display_name, "roles": list(who.roles), "creators": list(who.creators)}
 
     @app.get(f"{PREFIX}/search", tags=["search"])
     def search_by_filters(_checked: Annotated[None, Depends(url_filters_only)], who: Who, why: Purpose,

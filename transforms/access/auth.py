@@ -71,7 +71,8 @@ class Principal:
 
     Signed in through the identity provider, ``name`` is the provider's subject (a stable
     identifier), ``display_name`` the person's name and ``roles`` every archive role their groups
-    give them at the time (``role`` is the one they act in).
+    give them at the time (``role`` is the one they act in). ``creators`` limits what they read to
+    those archive creators (organisationsnummer or name); empty, they are not limited by creator.
     """
 
     name: str
@@ -115,6 +116,12 @@ class Principal:
 
     def may_read_history(self, system: str) -> bool:
         return self.role == "it_operations" or (self.role != "researcher" and self.in_scope(system))
+
+    def covers_creator(self, *names: str | None) -> bool:
+        """Whether what an archive creator made (named by any of ``names``: organisationsnummer or name) is
+        readable: always without ``creators`` (the archive's own tokens, and groups the role mapping gives no
+        creators), else only for one of them."""
+        return not self.creators or any(n in self.creators for n in names if n)
 
 
 def token_digest(token: str) -> str:

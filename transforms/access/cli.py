@@ -165,7 +165,7 @@ def _cmd_logout(args: argparse.Namespace, settings: Settings) -> int:
 def _cmd_whoami(args: argparse.Namespace, settings: Settings) -> int:
     p = _principal(args)
     print(json.dumps({"name": p.name, "display_name": p.display_name, "role": p.role, "roles": list(p.roles),
-                      "system": p.system}, ensure_ascii=False))
+                      "system": p.system, "creators": list(p.creators)}, ensure_ascii=False))
     return 0
 
 

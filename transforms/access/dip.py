@@ -58,7 +58,7 @@ def _select(arc, who: Principal, records: list[str], q: str | None, system: str 
     for link in records:
         sys_, _, source_id = link.strip().strip("/").removeprefix("api/v1/records/").partition("/")
         entry = index.find_entry(arc.cat, sys_, source_id)
-        if entry is None or not who.in_scope(sys_):
+        if entry is None or not who.in_scope(sys_) or not index.entry_covered(arc.cat, who, entry):
             missing.append({"record": link, "what": "the record", "why": "not in the archive (or outside the "
                             "requester's scope)", "how": "not included"})
             continue

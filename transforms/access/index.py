@@ -339,13 +339,16 @@ def search(cat: Catalogue, who: Principal, q: str = "", *, system: str | None = 
            record_class: str | None = None, closed_from: str | None = None, closed_to: str | None = None,
            storage: str | None = None, personnummer: str | None = None, key: bytes | None = None,
            limit: int = 20, offset: int = 0) -> SearchResult:
-    """Search the index as ``who``: scoped to their system, secret titles and parties searchable only when cleared,
-    personnummer only by roles allowed to and only as an exact match."""
+    """Search the index as ``who``: scoped to their system and archive creators, secret titles and parties
+    searchable only when cleared, personnummer only by roles allowed to and only as an exact match."""
     query = sa.select(AccessEntry)
     if not who.in_scope(system or who.system or ""):
         return SearchResult(0, [])
     if who.system:
         query = query.where(AccessEntry.system == who.system)
+    names = creator_names(cat, who)
+    if names is not None:
+        query = query.where(_creator_clause(names))
     if system:
         query = query.where(AccessEntry.system == system)
     if record_class:
@@ -381,6 +384,48 @@ def search(cat: Catalogue, who: Principal, q: str = "", *, system: str | None = 
         rows = list(s.scalars(query.order_by(AccessEntry.closed.desc(), AccessEntry.reference, AccessEntry.id)
                               .limit(max(1, min(limit, 500))).offset(max(0, offset))))
     return SearchResult(total, [summary(e, who) for e in rows])
+
+
+# --- archive creators -------------------------------------------------------------------------------------
+
+def creator_names(cat: Catalogue, who: Principal) -> frozenset[str] | None:
+    """What the principal's archive creators are known by: each as given (organisationsnummer or name) and,
+    through the archival description, its other one. None when the principal is not limited by creator."""
+    if not who.creators:
+        return None
+    given = set(who.creators)
+    with cat.session() as s:
+        for name, number in s.execute(sa.select(ArchiveCreator.name, ArchiveCreator.organisationsnummer).where(
+                sa.or_(ArchiveCreator.name.in_(given), ArchiveCreator.organisationsnummer.in_(given)))):
+            given.update(x for x in (name, number) if x)
+    return frozenset(given)
+
+
+def _creator_clause(names: frozenset[str]):
+    """Entries made by one of ``names``: by their package's organisationsnummer or the name they were indexed with
+    (a tombstone keeps its package's organisationsnummer)."""
+    return sa.or_(AccessEntry.archive_creator.in_(names),
+                  AccessEntry.package_id.in_(sa.select(Package.id).where(Package.archive_creator.in_(names))))
+
+
+def entry_covered(cat: Catalogue, who: Principal, e: AccessEntry) -> bool:
+    """Whether ``who`` may read record ``e`` as far as its archive creator goes."""
+    names = creator_names(cat, who)
+    if names is None:
+        return True
+    if e.archive_creator in names:
+        return True
+    pkg = cat.package(e.package_id)
+    return pkg is not None and pkg.archive_creator in names
+
+
+def package_covered(cat: Catalogue, who: Principal, pkg: Package, names: frozenset[str] | None = None) -> bool:
+    """Whether ``who`` may see package ``pkg`` as far as its archive creator goes (``names``: from
+    :func:`creator_names`, when the caller judges many packages)."""
+    if not who.creators:
+        return True
+    names = creator_names(cat, who) if names is None else names
+    return pkg.archive_creator in names or _structure(cat, pkg)[0] in names
 
 
 def find_entry(cat: Catalogue, system: str, source_id: str) -> AccessEntry | None:

@@ -144,8 +144,14 @@ class Identity:
     def systems(self, role: str) -> tuple[str, ...]:
         return tuple(sorted({s for g in self.grants if g.role == role for s in g.systems}))
 
-    def creators(self) -> tuple[str, ...]:
-        return tuple(sorted({c for g in self.grants for c in g.creators}))
+    def creators(self, role: str | None = None, system: str | None = None) -> tuple[str, ...]:
+        """The archive creators the grants of ``role`` (for ``system``) limit this identity to; empty when
+        one of those grants names none, since that group is not limited by creator."""
+        grants = [g for g in self.grants if (role is None or g.role == role)
+                  and (system is None or not g.systems or system in g.systems)]
+        if not grants or any(not g.creators for g in grants):
+            return ()
+        return tuple(sorted({c for g in grants for c in g.creators}))
 
     def person(self) -> Person:
         """The person as decisions record them: identifier, name and roles now."""
@@ -177,7 +183,7 @@ class Identity:
                                    "with the X-Arkiv-System header")
         cleared = any(g.cleared for g in self.grants if g.role == role)
         return Principal(self.subject, role, scoped, cleared, display_name=self.name, roles=roles,
-                         creators=self.creators(), issuer=self.issuer)
+                         creators=self.creators(role, scoped), issuer=self.issuer)
 
 
 class RoleMapping:

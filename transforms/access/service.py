@@ -107,10 +107,15 @@ class Archive:
     def _entry(self, who: Principal, system: str, source_id: str, action: str, purpose: str) -> AccessEntry:
         target = f"{system}/{source_id}"
         entry = index.find_entry(self.cat, system, source_id)
-        if entry is None or not who.in_scope(system):
+        outside = None
+        if entry is not None and not who.in_scope(system):
+            outside = f"outside the credential's scope ({who.system})"
+        elif entry is not None and not index.entry_covered(self.cat, who, entry):
+            outside = _outside_creators(who)
+        if entry is None or outside:
+            # a record outside the reader's scope answers like one that does not exist
             accesslog.log(self.cat, who, action, target, purpose=purpose,
-                          outcome="not_found" if entry is None else "refused",
-                          detail="" if entry is None else f"outside the credential's scope ({who.system})")
+                          outcome="not_found" if entry is None else "refused", detail=outside or "")
             raise NotFound(f"no record {_shown(target)} in the archive")
         return entry
 
@@ -185,6 +190,8 @@ class Archive:
             return False
         for owner, owner_doc in index.file_owners(self.cat, e.package_id, doc.path or ""):
             if not who.in_scope(owner.system) or owner.storage == "disposed":
+                return False
+            if not index.entry_covered(self.cat, who, owner):
                 return False
             if owner.secret and not who.sees_secret:
                 return False
@@ -266,10 +273,10 @@ class Archive:
                           detail="role researcher")
             raise AccessDenied("researchers do not read package histories")
         pkg = self.cat.package(package_id)
-        if pkg is None or not who.may_read_history(pkg.system):
+        outside = self._package_outside(who, pkg, who.may_read_history)
+        if pkg is None or outside:
             accesslog.log(self.cat, who, "history", package_id, purpose=purpose,
-                          outcome="not_found" if pkg is None else "refused",
-                          detail="" if pkg is None else f"outside the credential's scope ({who.system})")
+                          outcome="not_found" if pkg is None else "refused", detail=outside or "")
             raise NotFound(f"no package {_shown(package_id)}")
         events = self.cat.events(package_id=package_id)
         batch = [e for e in self.cat.events(batch_id=pkg.batch_id) if e.package_id is None]
@@ -280,16 +287,30 @@ class Archive:
                 "events": [_event(e) for e in sorted(batch + events, key=lambda e: e.id)]}
 
     def packages(self, who: Principal, system: str | None = None) -> list[dict]:
-        """Packages the principal may see (their own system's for scoped roles)."""
+        """Packages the principal may see (their own system's for scoped roles, their archive creators' when
+        they are limited to some)."""
         target = "packages" + (f" system={system}" if system else "")
         if who.role == "researcher":
             accesslog.log(self.cat, who, "packages", target, outcome="refused", detail="role researcher")
             raise AccessDenied("researchers search records; package lists are for archivists and systems")
         rows = self.cat.packages(who.system or system)
+        if who.creators:
+            names = index.creator_names(self.cat, who)
+            rows = [p for p in rows if index.package_covered(self.cat, who, p, names)]
         accesslog.log(self.cat, who, "packages", target, detail=f"{len(rows)} package(s) listed")
         return [{"id": p.id, "system": p.system, "record_class": p.record_class, "period": p.period,
                  "status": p.status, "storage": "disposed" if p.status == "disposed" else p.storage,
                  "records": p.record_count, "receipt": f"/api/v1/receipts/{p.id}"} for p in rows]
+
+    def _package_outside(self, who: Principal, pkg, allowed) -> str | None:
+        """Why ``who`` may not see package ``pkg`` (``allowed``: the role's test by system), or None."""
+        if pkg is None:
+            return None
+        if not allowed(pkg.system):
+            return f"outside the credential's scope ({who.system})"
+        if not index.package_covered(self.cat, who, pkg):
+            return _outside_creators(who)
+        return None
 
     def access_log(self, who: Principal, **filters) -> list[dict]:
         try:
@@ -308,10 +329,10 @@ class Archive:
                           detail=f"role {who.role}")
             raise AccessDenied(f"role {who.role} does not receive receipts")
         pkg = self.cat.package(package_id)
-        if pkg is None or not who.may_fetch_receipt(pkg.system):
+        outside = self._package_outside(who, pkg, who.may_fetch_receipt)
+        if pkg is None or outside:
             accesslog.log(self.cat, who, "receipt", package_id, purpose=purpose,
-                          outcome="not_found" if pkg is None else "refused",
-                          detail="" if pkg is None else f"outside the credential's scope ({who.system})")
+                          outcome="not_found" if pkg is None else "refused", detail=outside or "")
             raise NotFound(f"no package {_shown(package_id)}")
         try:
             # a transferred package's receipt re-reads its AIP in the slutarkiv, folder or bucket
@@ -342,6 +363,10 @@ class Archive:
                 return b"".join(pk.zip_member_chunks(lambda: self.store.open(pkg.location), rel, row.erms_size or 0))
             return None
         return b"".join(self._tar_range(pkg.location, row.erms_offset, row.erms_size or 0, None))
+
+
+def _outside_creators(who: Principal) -> str:
+    return f"outside the reader's archive creators ({', '.join(who.creators)})"
 
 
 def _shown(value: str) -> str:
