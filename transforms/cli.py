@@ -10,6 +10,7 @@ The same code the DAGs run, without Airflow::
     arkiv packages [--system S]       list the catalogued packages
     arkiv events PACKAGE_ID           a package's event history
     arkiv retention plan|run [--as-of D]  the retention schedule: dry run, or transfer/dispose
+    arkiv retention approve-plan [--as-of D] --reason TEXT  an archivist approves the plan's transfers
     arkiv gallring list|show|review|approve|reject [LIST] --by NAME --reason TEXT [--yes]
     arkiv certificate LIST [--xml]    a disposal certificate (gallringsbevis), Swedish and English
     arkiv transfers [--system S]      packages transferred to the slutarkiv; `arkiv receipt P --transfer`
@@ -151,6 +152,8 @@ def _cmd_retention(args: argparse.Namespace, settings: Settings) -> int:
     from transforms.archive import retention
 
     settings.ensure()
+    if args.action == "approve-plan":
+        return _approve_plan(args, settings)
     p = retention.step_plan(settings, _today(args))
     cat = _catalogue(settings)
     if args.action == "plan":
@@ -295,6 +298,27 @@ def _cmd_drill(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _approve_plan(args: argparse.Namespace, settings: Settings) -> int:
+    """Show what the retention plan would transfer, then record the signed-in archivist's approval of it."""
+    from transforms.access.identity import decider
+    from transforms.archive import retention
+
+    who = decider(args.by)  # the signed-in archivist; --by NAME only without an identity provider
+    if not (args.reason or "").strip():
+        raise ConfigError("approving a retention plan needs a justification: --reason TEXT (kept for ever)")
+    cat = _catalogue(settings)
+    plan_ = retention.plan(cat, dt.date.fromisoformat(_today(args)))
+    print(plan_.report(cat))
+    if not plan_.transfer:
+        print(f"nothing to approve: the plan as of {plan_.as_of} transfers no package")
+        return 0
+    _confirm(args, f"approve the transfer of {len(plan_.transfer)} package(s) to the slutarkiv as {who.name}?")
+    n = retention.approve_plan(cat, plan_, by=who, justification=args.reason)
+    print(f"retention plan as of {plan_.as_of} approved by {who.name}: {n} transfer(s) to the slutarkiv / "
+          f"överföring till slutarkivet godkänd av {who.name}")
+    return 0
+
+
 def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     from transforms.archive.retention import active_holds, add_hold, lift_hold
 
@@ -409,10 +433,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_packages)
 
-    p = sub.add_parser("retention", help="apply the retention schedule: plan (dry run) or run")
-    p.add_argument("action", choices=["plan", "run"])
+    p = sub.add_parser("retention", help="apply the retention schedule: plan (dry run), approve-plan (an "
+                                         "archivist approves its transfers) or run")
+    p.add_argument("action", choices=["plan", "approve-plan", "run"])
     p.add_argument("--as-of", help="the date to compute what is due for (default: today)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--by", help="approve-plan: who decides, without an identity provider only (an unauthenticated "
+                                "name); with one, the archivist signed in with `arkiv login`")
+    p.add_argument("--reason", help="approve-plan: the justification, kept for ever")
+    p.add_argument("--yes", action="store_true", help="approve-plan: without asking for confirmation (scripts)")
     p.set_defaults(func=_cmd_retention)
 
     p = sub.add_parser("gallring", help="disposal lists: list, show, review, approve, reject (two archivists: one "

@@ -14,8 +14,8 @@ provider they name whoever ``--by NAME`` says, recorded as an unauthenticated na
 
 :func:`decisions` is the report of irreversible decisions (``arkiv decisions``): a disposal list
 is signed twice (the archivist who reviewed it, another who approved it), a quarantine case
-once; each signature with the identity provider's identifier (or ``unauthenticated name:…``),
-the name and when.
+once, a retention plan's transfers once; each signature with the identity provider's identifier
+(or ``unauthenticated name:…``), the name and when.
 """
 
 from __future__ import annotations
@@ -193,7 +193,10 @@ def _sig(name, ident, at, note=None) -> dict | None:
 
 
 def decisions(cat: Catalogue) -> list[dict]:
-    """Disposal lists approved, rejected or executed, and quarantine cases decided, oldest first."""
+    """Disposal lists approved, rejected or executed, quarantine cases decided and retention plans approved,
+    oldest first."""
+    from transforms.archive.retention import plan_approvals
+
     rows: list[dict] = []
     with cat.session() as s:
         for d in s.scalars(sa.select(DisposalList).where(DisposalList.decided_at.is_not(None))
@@ -209,4 +212,9 @@ def decisions(cat: Catalogue) -> list[dict]:
                          "time": c.decided_at.isoformat(),
                          "first": _sig(c.decided_by, c.decided_by_id, c.decided_at, c.justification),
                          "second": None, "certificate": None})
+    for a in plan_approvals(cat):
+        rows.append({"what": f"retention plan as of {a['as_of']}", "kind": "retention plan", "status": "approved",
+                     "packages": len(a["packages"]), "time": a["at"].isoformat(),
+                     "first": _sig(a["by"], a["by_id"], a["at"], a["justification"]), "second": None,
+                     "certificate": None})
     return sorted(rows, key=lambda r: r["time"])

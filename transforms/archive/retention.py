@@ -347,12 +347,33 @@ def approve_plan(cat: Catalogue, plan_: Plan, *, by: str | Person, justification
     _require_archivist(who, "approving a retention plan")
     if not justification.strip():
         raise ValueError("approving a retention plan needs a justification")
+    now = utcnow()  # one time for every package: the events of one approval are told apart by it
     with cat.session() as s:
         for pid in plan_.transfer:
             cat.add_event(s, type="decision", outcome="success", agent=who, executing_agent=AGENT, package_id=pid,
-                          detail=f"{_PLAN_APPROVED}{plan_.as_of} approved by {_signed(who)}: transfer to the "
-                                 f"slutarkiv; {justification}")
+                          time=now, detail=f"{_PLAN_APPROVED}{plan_.as_of} approved by {_signed(who)}: "
+                                           f"{_PLAN_TRANSFER}{justification}")
     return len(plan_.transfer)
+
+
+_PLAN_TRANSFER = "transfer to the slutarkiv; "
+
+
+def plan_approvals(cat: Catalogue) -> list[dict]:
+    """Every approval of a retention plan, oldest first: the plan's date, who approved (name and identifier),
+    when, the justification and the packages whose transfer it covers."""
+    with cat.session() as s:
+        events = list(s.scalars(sa.select(Event).where(Event.type == "decision", Event.outcome == "success",
+                                                       Event.detail.startswith(_PLAN_APPROVED))
+                                .order_by(Event.time, Event.id)))
+    out: dict[tuple, dict] = {}
+    for e in events:
+        as_of = e.detail.removeprefix(_PLAN_APPROVED).split(" ", 1)[0]
+        row = out.setdefault((as_of, e.agent, e.agent_id, e.time), {
+            "as_of": as_of, "by": e.agent, "by_id": e.agent_id, "roles": e.agent_roles, "at": e.time,
+            "justification": e.detail.split(_PLAN_TRANSFER, 1)[-1], "packages": []})
+        row["packages"].append(e.package_id)
+    return list(out.values())
 
 
 def plan_approved(cat: Catalogue, package_id: str) -> bool:
@@ -369,8 +390,12 @@ def require_plan_approval(cat: Catalogue, package_id: str, env: dict[str, str] |
     if (env.get("ARKIV_RETENTION_PLAN_APPROVAL") or "").strip().lower() not in ("1", "true", "yes"):
         return
     if not plan_approved(cat, package_id):
+        approvals = plan_approvals(cat)
+        last = (f"; the last approved plan (as of {approvals[-1]['as_of']}, by {approvals[-1]['by']}) did not list it"
+                if approvals else "; no retention plan has been approved yet")
         raise DecisionRefused(f"{package_id}: its transfer waits for an archivist's approval of the retention plan "
-                              "(ARKIV_RETENTION_PLAN_APPROVAL)")
+                              f"(ARKIV_RETENTION_PLAN_APPROVAL){last}. An archivist approves it with `arkiv "
+                              "retention approve-plan --as-of DATE --reason TEXT`")
 
 
 # --- legal holds ---------------------------------------------------------------------------------------
