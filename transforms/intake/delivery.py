@@ -11,6 +11,10 @@ never looks at the kind itself: a new kind of delivery is a new class here.
 * :class:`PreparedDelivery` takes in whatever packages are in the inbox (one queue for every
   interval), validated and repaired or quarantined; they are handed on as delivered.
 
+An inbox is a folder every worker mounts, or ``s3://bucket/prefix`` (:mod:`transforms.intake.inbox`):
+then intake copies the delivery to the worker's disk first, and once the batch is archived the
+delivered originals move, verified, to ``<prefix>/.archived/``.
+
 This module's top level imports nothing heavy: the DAG factory reads :attr:`Delivery.waits` and
 :attr:`Delivery.queue` while a DAG file is parsed.
 """
@@ -31,7 +35,8 @@ from transforms.config.systems import System
 
 if TYPE_CHECKING:
     from transforms.catalogue import Catalogue
-    from transforms.config.settings import Settings
+    from transforms.config.settings import S3Config, Settings
+    from transforms.intake.inbox import InboxMarker, S3Inbox
     from transforms.intake.prepared import Intake
     from transforms.packaging.sip import BuiltPackage, RecordEntry
     from transforms.staging.batch import StagedBatch
@@ -174,8 +179,9 @@ class Delivery(Protocol):
     queue: ClassVar[bool]
     system: System
 
-    def expected(self, period: str) -> Path | None:
-        """What must exist for the interval's delivery to be there; None when there is nothing to wait for."""
+    def expected(self, period: str) -> Path | InboxMarker | None:
+        """What must exist (``.exists()``) for the interval's delivery to be there; None when there is
+        nothing to wait for."""
         ...
 
     def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
@@ -206,13 +212,17 @@ class Delivery(Protocol):
         ...
 
 
-def delivery_for(system: System) -> Delivery:
-    """The delivery of ``system``, by the kind its YAML declares (``extract.kind``)."""
+def delivery_for(system: System, s3: S3Config | None = None) -> Delivery:
+    """The delivery of ``system``, by the kind its YAML declares (``extract.kind``); ``s3``: how to reach an
+    inbox in S3 where no settings are at hand (default: the ``ARKIV_S3_*`` variables)."""
     try:
-        return _KINDS[system.extract_kind](system)
+        kind = _KINDS[system.extract_kind]
     except KeyError:
         raise ConfigError(f"{system.name}: extract.kind {system.extract_kind!r} is not a kind of delivery "
                           f"({', '.join(sorted(_KINDS))})") from None
+    delivery = kind(system)
+    delivery.s3 = s3
+    return delivery
 
 
 def _now() -> str:
@@ -227,6 +237,7 @@ class _RowDelivery:
     kind: ClassVar[str]
     waits: ClassVar[bool] = False
     queue: ClassVar[bool] = False
+    s3: S3Config | None = None
 
     def __init__(self, system: System):
         self.system = system
@@ -314,17 +325,23 @@ class DatabaseDelivery(_RowDelivery):
 
 
 class _InboxDelivery:
-    """A delivery into the folder the system's ``extract.inbox_env`` names."""
+    """A delivery into the inbox the system's ``extract.inbox_env`` names: a folder or ``s3://bucket/prefix``."""
 
     system: System
+    s3: S3Config | None = None
 
     @property
-    def inbox(self) -> Path:
+    def inbox(self) -> Path | S3Inbox:
+        return self._inbox(self.s3)
+
+    def _inbox(self, s3: S3Config | None) -> Path | S3Inbox:
+        from transforms.intake.inbox import inbox_at
+
         value = os.environ.get(self.system.inbox_env or "")
         if not value:
             raise ConfigError(f"{self.system.name}: extract.inbox_env: environment variable {self.system.inbox_env} "
                               "is not set")
-        return Path(value)
+        return inbox_at(value, s3)
 
 
 class FileExportDelivery(_InboxDelivery, _RowDelivery):
@@ -333,40 +350,145 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
     kind = "file_export"
     waits = True
 
-    def expected(self, period: str) -> Path:
+    def expected(self, period: str) -> Path | InboxMarker:
         from transforms.intake.file_export import MANIFEST, delivery_folder
+        from transforms.intake.inbox import ARCHIVED, InboxMarker, S3Inbox
 
-        return delivery_folder(self.inbox, period) / MANIFEST
+        inbox = self.inbox
+        if isinstance(inbox, S3Inbox):
+            # an archived delivery stays a delivery: a rerun of its interval reads it from .archived/
+            return InboxMarker(inbox, (f"{period}/{MANIFEST}", f"{ARCHIVED}/{period}/{MANIFEST}"))
+        return delivery_folder(inbox, period) / MANIFEST
 
     def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
               source_url: str | None) -> StagedBatch:
         from transforms.intake.file_export import FileExportSource, check_delivery, delivery_folder
+        from transforms.intake.inbox import S3Inbox
         from transforms.staging.batch import period_label, stage
 
-        folder = delivery_folder(self.inbox, period_label(start, end))
+        inbox = self._inbox(settings.s3)
+        period = period_label(start, end)
+        folder = self.scratch(settings, period) if isinstance(inbox, S3Inbox) else delivery_folder(inbox, period)
         try:
+            if isinstance(inbox, S3Inbox):
+                self._fetch(inbox, period, folder)
             check_delivery(folder, self.system.name)
             return stage(self.system, FileExportSource(self.system, folder), start, end, settings.staging)
         except ContentError as exc:
-            where = self._quarantine(settings, cat, folder, exc)
+            where = self._quarantine(settings, cat, folder, exc, inbox, period)
             raise ContentError(safe_line(f"{exc.args[0]} — the delivery was quarantined in {where}; nothing was "
                                          "staged"), [safe_line(d) for d in exc.details]) from None
 
-    def _quarantine(self, settings: Settings, cat: Catalogue, folder: Path, exc: ContentError) -> Path:
-        """Move a bad delivery out of the inbox, with the reason beside it, and open a case."""
+    def scratch(self, settings: Settings, period: str) -> Path:
+        """Where a delivery from an S3 inbox is copied on the worker's disk: the same path on every worker,
+        since the staged rows name their documents by it."""
+        return settings.staging / self.system.name / ".inbox" / period
+
+    def _located(self, inbox: S3Inbox, period: str) -> str:
+        """The prefix (relative to the inbox) of the period's delivery: ``<period>``, or ``.archived/<period>``
+        for one archived before; DeliveryMissing when neither holds anything."""
+        from transforms.intake.file_export import MANIFEST, DeliveryMissing
+        from transforms.intake.inbox import ARCHIVED
+
+        for under in (period, f"{ARCHIVED}/{period}"):
+            if inbox.exists(f"{under}/{MANIFEST}"):
+                return under
+        if inbox.holds(period):
+            return period  # objects without a manifest: read and refused as a folder would be
+        raise DeliveryMissing(f"{self.system.name}: no delivery in {inbox.describe(period)}; the system has not "
+                              "exported this period yet")
+
+    def _fetch(self, inbox: S3Inbox, period: str, folder: Path) -> dict:
+        """Copy the period's delivery from the S3 inbox into ``folder``, every key checked first."""
+        return inbox.download_tree(self._located(inbox, period), folder,
+                                   f"{self.system.name}: delivery {inbox.describe(period)}")
+
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+        """As for any rows; from an S3 inbox the delivery's documents are copied to this worker's disk first
+        (checked against the manifest again) when an earlier step copied them to another's."""
+        from transforms.intake.file_export import check_delivery
+        from transforms.intake.inbox import S3Inbox
+
+        inbox = self._inbox(settings.s3)
+        folder = self.scratch(settings, staged.batch)
+        if isinstance(inbox, S3Inbox) and not folder.is_dir():
+            self._fetch(inbox, staged.batch, folder)
+            check_delivery(folder, self.system.name)
+        return super().packages(settings, cat, staged, record_class)
+
+    def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
+        """A delivery from an S3 inbox moves to ``<prefix>/.archived/<period>/`` once its batch is archived.
+
+        Each file the manifest lists is copied, the copy checked against the manifest's SHA-256 and size
+        (what intake verified), and only then deleted; the manifest goes last, so a delivery half moved
+        is still seen, and finished, by the next try. A folder inbox is left as it is.
+        """
+        from transforms.intake.file_export import MANIFEST, MAX_MANIFEST
+        from transforms.intake.inbox import ARCHIVED, S3Inbox
+
+        inbox = self.inbox
+        if not isinstance(inbox, S3Inbox) or staged.is_empty:
+            return
+        period = staged.batch
+        here = {o.key: o for o in inbox.listing(period)}
+        if MANIFEST not in here:
+            return  # already moved (or never here: read from .archived/ by a rerun)
+        try:
+            listed = {e["path"]: e for e in json.loads(inbox.read_bytes(f"{period}/{MANIFEST}", MAX_MANIFEST))["files"]
+                      if isinstance(e, dict) and isinstance(e.get("path"), str)}
+        except (ValueError, TypeError, KeyError):
+            listed = {}  # replaced since intake by something that is no manifest: nothing is moved
+        for rel, obj in sorted(here.items()):
+            entry = listed.get(rel)
+            if rel == MANIFEST or entry is None or entry.get("size") != obj.size:
+                continue  # not what was archived: stays for the system owner
+            inbox.move(f"{period}/{rel}", f"{ARCHIVED}/{period}/{rel}", obj, entry.get("sha256"))
+        inbox.move(f"{period}/{MANIFEST}", f"{ARCHIVED}/{period}/{MANIFEST}", here[MANIFEST])
+
+    def _quarantine(self, settings: Settings, cat: Catalogue, folder: Path, exc: ContentError,
+                    inbox: Path | S3Inbox, period: str) -> Path:
+        """Move a bad delivery out of the inbox, with the reason beside it, and open a case.
+
+        From an S3 inbox the worker's copy goes to the local quarantine folder as a folder's delivery
+        would, and the originals move (verified) to ``<prefix>/.quarantine/<that folder's name>/delivery/``
+        with the reason beside them.
+        """
         import shutil
 
+        from transforms.intake.inbox import S3Inbox
         from transforms.quality import quarantine as review
 
         name = self.system.name
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-        dest = settings.quarantine / name / f"{folder.name}-{stamp}"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(folder), str(dest / "delivery"))
-        (dest / "reason.txt").write_text(safe_message(exc) + "\n", encoding="utf-8")
-        review.open_case(cat, system=name, batch_id=f"{name}/{folder.name}", kind="delivery",
+        dest = settings.quarantine / name / f"{period}-{stamp}"
+        dest.mkdir(parents=True, exist_ok=True)
+        if folder.exists():
+            shutil.move(str(folder), str(dest / "delivery"))
+        reason = safe_message(exc) + "\n"
+        (dest / "reason.txt").write_text(reason, encoding="utf-8")
+        if isinstance(inbox, S3Inbox):
+            self._quarantine_originals(inbox, period, dest.name, reason)
+        review.open_case(cat, system=name, batch_id=f"{name}/{period}", kind="delivery",
                          reasons=[exc.args[0], *exc.details], path=dest)
         return dest
+
+    @staticmethod
+    def _quarantine_originals(inbox: S3Inbox, period: str, name: str, reason: str) -> None:
+        """Move every object of the period's delivery to ``.quarantine/<name>/delivery/``, verified; a key
+        that cannot be a file name is moved under a plain one, named in ``keys.txt`` (escaped)."""
+        from transforms.intake.inbox import QUARANTINE, key_problem
+
+        where = f"{QUARANTINE}/{name}"
+        renamed = []
+        for n, obj in enumerate(inbox.listing(period), 1):
+            rel = obj.key
+            if key_problem(rel):
+                renamed.append(f"refused-key-{n}: {safe_name(rel)}")
+                rel = f"refused-key-{n}"
+            inbox.move(f"{period}/{obj.key}", f"{where}/delivery/{rel}", obj)
+        inbox.put_text(f"{where}/reason.txt", reason)
+        if renamed:
+            inbox.put_text(f"{where}/keys.txt", "\n".join(renamed) + "\n")
 
 
 class PreparedDelivery(_InboxDelivery):
@@ -379,20 +501,25 @@ class PreparedDelivery(_InboxDelivery):
     def __init__(self, system: System):
         self.system = system
 
-    def expected(self, period: str) -> Path:
-        return self.inbox
+    def expected(self, period: str) -> Path | InboxMarker:
+        """The inbox folder; in S3: a package directly under the prefix."""
+        from transforms.intake.inbox import InboxMarker, S3Inbox
+
+        inbox = self.inbox
+        return InboxMarker(inbox) if isinstance(inbox, S3Inbox) else inbox
 
     def stage(self, settings: Settings, cat: Catalogue, start: dt.datetime, end: dt.datetime,
               source_url: str | None) -> StagedBatch:
         import hashlib
 
+        from transforms.formats.identification import CatalogueIdentificationCache
         from transforms.intake.prepared import IntakeOutcome, intake_dict, take_in
         from transforms.staging.batch import Partition, StagedBatch, period_label
 
         sys_ = self.system
         batch = period_label(start, end)
-        intakes = take_in(self.inbox, settings.build / sys_.name, settings.quarantine / sys_.name,
-                          policy=sys_.formats)
+        intakes = take_in(self._inbox(settings.s3), settings.build / sys_.name, settings.quarantine / sys_.name,
+                          policy=sys_.formats, identification_cache=CatalogueIdentificationCache(cat))
         accepted = [i for i in intakes if i.outcome != IntakeOutcome.QUARANTINED]
         folder = settings.staging / sys_.name / batch
         folder.mkdir(parents=True, exist_ok=True)
@@ -448,10 +575,17 @@ class PreparedDelivery(_InboxDelivery):
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
         """Move delivered packages out of the inbox once their package is verified in the mellanarkiv.
 
-        Nothing is deleted: the originals go to ``<inbox>/.archived/`` for the system owner to purge.
+        Nothing is deleted: the originals go to ``<inbox>/.archived/`` for the system owner to purge. From an
+        S3 inbox the move is a copy of the version taken in, verified by its SHA-256 and size, and only then
+        the original's deletion.
         """
+        from transforms.intake.inbox import ARCHIVED, S3Inbox
+
         inbox = self.inbox
-        done = inbox / ".archived"
+        if isinstance(inbox, S3Inbox):
+            self._archive_originals(inbox, staged, cat, stored_sha256)
+            return
+        done = inbox / ARCHIVED
         for i in self._accepted(staged):
             pkg = cat.package(i.package_id)
             src = inbox / i.source
@@ -463,6 +597,23 @@ class PreparedDelivery(_InboxDelivery):
             done.mkdir(exist_ok=True)
             os.replace(src, done / i.source)
 
+    def _archive_originals(self, inbox: S3Inbox, staged: StagedBatch, cat: Catalogue,
+                           stored_sha256: Callable[[str], str]) -> None:
+        from transforms.intake.inbox import ARCHIVED, InboxObject
+
+        here = {o.key: o for o in inbox.listing(direct=True)}
+        for i in self._accepted(staged):
+            pkg = cat.package(i.package_id)
+            obj = here.get(i.source)
+            if pkg is None or obj is None or i.delivered_sha256 is None:
+                continue
+            if obj.size != i.delivered_size or (i.delivered_etag and obj.etag != i.delivered_etag):
+                continue  # delivered again with other bytes since: a new delivery, judged next time
+            if stored_sha256(pkg.location) != pkg.sha256:
+                raise StorageError(f"mellanarkiv: {pkg.location} no longer matches its catalogued checksum; "
+                                   f"{safe_name(i.source)} stays in the inbox")
+            inbox.move(i.source, f"{ARCHIVED}/{i.source}", InboxObject(i.source, obj.size, i.delivered_etag or ""),
+                       i.delivered_sha256)
 
     def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
         """The accepted packages' copies in the build folder are what the package step hands on."""

@@ -12,6 +12,13 @@ Accepted packages then get the same format identification and policy check as th
 we build (:mod:`transforms.formats.identification`): every file under ``representations/*/data/`` is
 identified, and a file the policy would not accept in a preservation representation is
 reported in the intake's findings (the delivered package itself is never changed for it).
+With an identification cache (the catalogue's), a file whose content was identified before
+with the same signatures is not identified again: a re-delivered package, or the same
+attachment in many packages, costs a hash, not an identification.
+
+The inbox is a folder or an S3 prefix (:mod:`transforms.intake.inbox`): from a prefix each
+package is first streamed to the worker's disk, then judged exactly as from a folder; a bad
+one's original moves to ``<prefix>/.quarantine/`` beside the local quarantine folder.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import datetime as dt
 import errno
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -39,15 +47,14 @@ from transforms.common.safe_archive import (
     open_package,
 )
 from transforms.common.xmltools import NS_ERMS, NS_METS, NS_XLINK, parse_bytes
-from transforms.formats.identification import FormatPolicy, Identifier, default_policy
+from transforms.formats.identification import FormatPolicy, IdentificationCache, Identifier, default_policy
+from transforms.intake.inbox import QUARANTINE, InboxObject, S3Inbox, is_package_name, key_problem
 from transforms.packaging.erms import appendix_problems
 from transforms.packaging.prepare import prepare_package
 from transforms.validation.validator import FGS_SPEC_VERSION, Finding, ValidationReport, validate_package
 
 M = f"{{{NS_METS}}}"
 XLINK = f"{{{NS_XLINK}}}"
-#: what intake picks up from an inbox; compressed tars only to quarantine them with a reason
-PACKAGE_SUFFIXES = (".tar", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
 
 
 class IntakeOutcome(StrEnum):
@@ -77,6 +84,10 @@ class Intake:
     report: str | None = None  # quarantine: the validation report's path
     formats: list[dict] = field(default_factory=list)  # every data file's identification and policy outcome
     format_findings: list[str] = field(default_factory=list)  # files the format policy does not accept
+    #: an S3 inbox: the delivered object as taken in (SHA-256, size, ETag), to move it out verified
+    delivered_sha256: str | None = None
+    delivered_size: int | None = None
+    delivered_etag: str | None = None
 
 
 def delivered(inbox: Path) -> list[Path]:
@@ -87,8 +98,7 @@ def delivered(inbox: Path) -> list[Path]:
     """
     if not inbox.is_dir():
         return []
-    return sorted(p for p in inbox.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.name.lower().endswith(PACKAGE_SUFFIXES))
+    return sorted(p for p in inbox.iterdir() if p.is_file() and is_package_name(p.name))
 
 
 def _suffix(path: Path) -> str:
@@ -103,11 +113,13 @@ def _suffix(path: Path) -> str:
 _SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
 
 
-def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path,
-            policy: FormatPolicy | None = None) -> list[Intake]:
+def take_in(inbox: Path | S3Inbox, build_dir: Path, quarantine_dir: Path, policy: FormatPolicy | None = None,
+            identification_cache: IdentificationCache | None = None) -> list[Intake]:
     """Validate, repair or quarantine every package in ``inbox``; accepted ones are copied to ``build_dir``.
 
-    Accepted packages are also identified and checked against ``policy`` (default: the shipped one).
+    Accepted packages are also identified and checked against ``policy`` (default: the shipped one);
+    with ``identification_cache`` a content identified before is looked up, not identified again.
+    ``inbox`` is a folder or an :class:`~transforms.intake.inbox.S3Inbox` (see :func:`_take_in_s3`).
     Each delivery is judged on its own: whatever its bytes make the validator, the repair or the
     format check raise, that delivery is quarantined with the rule it broke and the others are
     still taken in. Only a system error (disk full, I/O error) stops the intake.
@@ -116,21 +128,91 @@ def take_in(inbox: Path, build_dir: Path, quarantine_dir: Path,
     a ``.zip``): a stored package is served by byte offset, which a compressed stream does not have.
     """
     build_dir.mkdir(parents=True, exist_ok=True)
+    checker = _FormatCheck(policy or default_policy(), build_dir, identification_cache)
+    if isinstance(inbox, S3Inbox):
+        return _take_in_s3(inbox, build_dir, quarantine_dir, checker)
     out: list[Intake] = []
-    checker = _FormatCheck(policy or default_policy(), build_dir)
     for path in delivered(inbox):
-        made: list[Path] = []
-        try:
-            out.append(_judge(path, build_dir, quarantine_dir, checker, out, made))
-        except Exception as exc:
-            for f in made:
-                f.unlink(missing_ok=True)
-            if isinstance(exc, OSError) and (exc.errno in _SYSTEM_ERRNOS or not path.exists()):
-                if not path.exists():
-                    continue  # taken away while we looked at it: nothing left to judge
-                raise
-            out.append(_quarantine(path, _failure_report(path, exc), quarantine_dir, None))
+        judged = _judge_one(path, build_dir, quarantine_dir, checker, out)
+        if judged is not None:
+            out.append(judged)
     return out
+
+
+def _judge_one(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCheck,
+               out: list[Intake]) -> Intake | None:
+    """One delivery judged on its own: anything its bytes make the checks raise quarantines it; None when
+    it was taken away meanwhile. A system error (disk full, I/O error) is raised."""
+    made: list[Path] = []
+    try:
+        return _judge(path, build_dir, quarantine_dir, checker, out, made)
+    except Exception as exc:
+        for f in made:
+            f.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and (exc.errno in _SYSTEM_ERRNOS or not path.exists()):
+            if not path.exists():
+                return None  # taken away while we looked at it: nothing left to judge
+            raise
+        return _quarantine(path, _failure_report(path, exc), quarantine_dir, None)
+
+
+def _take_in_s3(inbox: S3Inbox, build_dir: Path, quarantine_dir: Path, checker: _FormatCheck) -> list[Intake]:
+    """:func:`take_in` for an S3 inbox: each package directly under the prefix is streamed to the worker's
+    disk (hashed on the way) and judged there exactly as from a folder.
+
+    A key that cannot be a file name (:func:`~transforms.intake.inbox.key_problem`) is not read: it is
+    quarantined with that reason. A quarantined package's original moves (copied, verified, then
+    deleted) to ``<prefix>/.quarantine/<the local quarantine folder's name>/`` with its report.
+    """
+    out: list[Intake] = []
+    scratch = build_dir / f".inbox-{uuid.uuid4().hex[:8]}"
+    scratch.mkdir(parents=True)
+    try:
+        for obj in inbox.listing(direct=True):
+            if not is_package_name(obj.key):
+                continue
+            if problem := key_problem(obj.key):
+                refused = _refused_key(obj.key, problem, quarantine_dir)
+                _quarantine_original(inbox, obj, Path(refused.report).parent, None)
+                out.append(refused)
+                continue
+            local = scratch / obj.key
+            sha256 = inbox.download(obj.key, obj, local)
+            judged = _judge_one(local, build_dir, quarantine_dir, checker, out)
+            if judged is None:
+                continue
+            judged.delivered_sha256, judged.delivered_size, judged.delivered_etag = sha256, obj.size, obj.etag
+            if judged.outcome == IntakeOutcome.QUARANTINED:
+                _quarantine_original(inbox, obj, Path(judged.report).parent, sha256)
+            local.unlink(missing_ok=True)
+            out.append(judged)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def _refused_key(key: str, problem: str, quarantine_dir: Path) -> Intake:
+    """The intake of an object whose key cannot be a file name: quarantined unread, with the reason."""
+    report = ValidationReport(path=safe_name(key), profile="sip")
+    report.findings.append(Finding("PACKAGE", "ERROR", f"the object's key {problem}; send the package under a "
+                                   "plain file name", safe_name(key)))
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+    dest_dir = quarantine_dir / f"{stamp}-{safe_name(key)[:180].replace('/', '_')}"
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    report_path = dest_dir / "validation-report.json"
+    report_path.write_text(json.dumps(report.to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+    return Intake(source=key, outcome=IntakeOutcome.QUARANTINED,
+                  findings=[f"{f.requirement}: {f.message}" for f in report.findings], report=str(report_path))
+
+
+def _quarantine_original(inbox: S3Inbox, obj: InboxObject, local: Path, sha256: str | None) -> None:
+    """Move a quarantined package's original out of the S3 inbox, its report beside it."""
+    where = f"{QUARANTINE}/{local.name}"
+    name = obj.key if not key_problem(obj.key) else safe_name(obj.key)[:180].replace("/", "_")
+    inbox.move(obj.key, f"{where}/{name}", obj, sha256)
+    report = local / "validation-report.json"
+    if report.is_file():
+        inbox.put_text(f"{where}/validation-report.json", report.read_text(encoding="utf-8"))
 
 
 def _failure_report(path: Path, exc: BaseException):
@@ -203,9 +285,10 @@ def _file_owner_problems(path: Path, report: ValidationReport) -> list[Finding]:
 class _FormatCheck:
     """Identify a delivered package's data files with one loaded fido and judge them by the policy."""
 
-    def __init__(self, policy: FormatPolicy, work_parent: Path):
+    def __init__(self, policy: FormatPolicy, work_parent: Path, cache: IdentificationCache | None = None):
         self.policy = policy
         self.work_parent = work_parent
+        self.cache = cache
         self._identifier: Identifier | None = None
 
     def identifier(self) -> Identifier:
@@ -214,13 +297,12 @@ class _FormatCheck:
         return self._identifier
 
     def check(self, intake: Intake) -> Intake:
-        self.identifier()
+        identifier = self.identifier()
         with extract_package(intake.path, parent=self.work_parent) as root:
-            for f in sorted(root.glob("representations/*/data/**/*")):
-                if not f.is_file():
-                    continue
+            files = [str(f) for f in sorted(root.glob("representations/*/data/**/*")) if f.is_file()]
+            for name, ident in identifier.identify_stream(files, cache=self.cache):
+                f = Path(name)
                 rel = f.relative_to(root).as_posix()
-                ident = self._identifier.identify(f)
                 decision = self.policy.decide(ident)
                 # A representation named *-original keeps the originals of migrated files (ours, and
                 # the usual E-ARK practice): identified and recorded, but not judged for preservation.
