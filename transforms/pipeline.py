@@ -16,6 +16,7 @@ package IDs in the catalogue and does nothing. What differs between the kinds of
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -32,7 +33,7 @@ import sqlalchemy as sa
 
 from transforms import SOFTWARE_LABEL
 from transforms.archive.storage import mellanarkiv
-from transforms.archive.workarea import is_bucket_ref, work_area
+from transforms.archive.workarea import WorkArea, is_bucket_ref, work_area
 from transforms.catalogue import (
     ArchiveCreator,
     Batch,
@@ -278,7 +279,8 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
                           detail=safe_line(f"delivered package {safe_name(r.source)} is invalid and was "
                                            f"quarantined; report {r.report}"))
         review.open_case(cat, system=name, batch_id=batch_id, kind="package", reasons=r.findings,
-                         path=Path(r.report).parent)
+                         path=_hand_over_held(settings, Path(r.report).parent, f"quarantine/{name}/packages"),
+                         area=work_area(settings))
     if delivery.queue and staged.is_empty:  # nothing has arrived in the queue: no batch
         return {"system": name, "batch": staged.batch, "manifest": _hand_over_batch(settings, delivery, staged),
                 "rows": staged.tables, "record_classes": [], "already_archived": False}
@@ -381,6 +383,8 @@ def _hand_over_package(settings: Settings, name: str, path: str, sidecar: Packag
         sidecar.write(path)
         return path
     base = path.rsplit("/", 1)[-1]
+    if sidecar.quarantined:
+        sidecar = _hand_over_held_documents(work, name, sidecar)
     ref = path if is_bucket_ref(path) else work.publish_file(Path(path), f"build/{name}/{base}")
     local_sidecar = sidecar.write(settings.build / name / base)
     work.publish_file(local_sidecar, f"build/{name}/{base}.json")
@@ -392,9 +396,54 @@ def _hand_over_package(settings: Settings, name: str, path: str, sidecar: Packag
 
 def _hand_over_report(settings: Settings, name: str, path: Path) -> str:
     """A quality report's reference: with a working bucket it is uploaded there (the catalogue and the
-    case name the object), else its path."""
+    case name the object), else its path.
+
+    Its Data Docs folder goes first, beside it (``reports/<system>/<system>-<batch>-datadocs/``), and
+    the uploaded report names that folder's index: the archivist's page reads both from the bucket."""
     work = work_area(settings)
-    return str(path) if work.shared_disk else work.publish_file(Path(path), f"reports/{name}/{Path(path).name}")
+    path = Path(path)
+    if work.shared_disk:
+        return str(path)
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    docs = Path(doc["data_docs"]) if doc.get("data_docs") else None
+    if docs is not None and docs.is_file():
+        folder = work.publish_tree(docs.parent, f"reports/{name}/{docs.parent.name}", verify=True)
+        doc["data_docs"] = f"{folder}/{docs.name}"
+    handed = path.with_name(f".{path.name}.handed-{uuid.uuid4().hex[:8]}")
+    try:
+        handed.write_text(json.dumps(doc, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        return work.publish_file(handed, f"reports/{name}/{path.name}", verify=True)
+    finally:
+        handed.unlink(missing_ok=True)
+
+
+def _hand_over_held(settings: Settings, folder: Path, area: str) -> Path | str:
+    """Held material (a folder on this worker) where every worker finds it: with a working bucket it is
+    uploaded, verified, to ``<area>/<folder's name>`` and that reference returned; else the folder."""
+    work = work_area(settings)
+    if work.shared_disk or not folder.is_dir():
+        return folder
+    return work.publish_tree(folder, f"{area}/{folder.name}", verify=True)
+
+
+def _hand_over_held_documents(work: WorkArea, name: str, sidecar: PackageSidecar) -> PackageSidecar:
+    """Documents held back while the package was built, moved to the working bucket (verified, then removed
+    from this worker's disk); the sidecar names their objects, so that ``record`` opens the case on them."""
+    moved: dict[str, str] = {}
+    held = []
+    for q in sidecar.quarantined:
+        folder = q.get("folder")
+        if folder and not is_bucket_ref(folder) and (folder in moved or Path(folder).is_dir()):
+            if folder not in moved:
+                moved[folder] = work.publish_tree(Path(folder), f"quarantine/{name}/documents/{Path(folder).name}",
+                                                  verify=True)
+            q = {**q, "folder": moved[folder]}
+            if q.get("copy") and Path(q["copy"]).is_relative_to(folder):
+                q["copy"] = f"{moved[folder]}/{Path(q['copy']).relative_to(folder).as_posix()}"
+        held.append(q)
+    for folder in moved:  # every file of it is in the bucket, read back and hashed
+        shutil.rmtree(folder, ignore_errors=True)
+    return dataclasses.replace(sidecar, quarantined=held)
 
 
 def _sidecar(settings: Settings, package: str) -> PackageSidecar:
@@ -486,7 +535,7 @@ def _check_quality(settings: Settings, sys_: System, staged: StagedBatch) -> dic
         where = quarantine(settings, staged)
         reasons = [_reason(c) for c in failed] + ownership[:200]
         case = review.open_case(cat, system=name, batch_id=batch_id, kind="quality", reasons=reasons, path=where,
-                                report=report, content_state=_batch_state(staged))
+                                report=report, content_state=_batch_state(staged), area=work_area(settings))
         raise ContentError(
             f"{name} batch {staged.batch} failed its quality gate and was quarantined in {where} "
             f"(case {case}; decide with `arkiv quarantine approve|reject`); nothing was packaged."
@@ -536,13 +585,7 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
                                      f"({case.justification}). The system owner must correct the source; a later "
                                      "run of this interval extracts it again. Nothing was packaged."))
     if not work.exists(manifest):
-        if work.shared_disk:
-            _restore_from_quarantine(Path(case.path), Path(manifest).parent)
-        else:
-            held = Path(case.path)
-            if not (held / "manifest.json").is_file():
-                raise StateError(f"the quarantined batch {held} is not on this worker; extract the interval again")
-            work.publish_tree(held, work.area_of(manifest.rsplit("/", 1)[0]))
+        _restore_held_batch(work, case.path, manifest)
         with cat.session() as ses:
             cat.add_event(ses, type="replication", outcome="success", agent=AGENT, batch_id=batch_id,
                           detail=f"approved batch copied back from quarantine case {case.id} for packaging; the "
@@ -552,6 +595,26 @@ def await_decision(settings: Settings, name: str, manifest: str, batch: str) -> 
         raise StateError(f"{batch_id}: case {case.id} is approved, but the staged data no longer matches what was "
                          "approved; a new decision is needed")
     return {"state": "approved", "batch": batch_id, "case": case.id}
+
+
+def _restore_held_batch(work: WorkArea, held: str, manifest: str) -> None:
+    """Copy an approved, quarantined batch back to where ``manifest`` says its staged batch is; the
+    quarantined copy is kept. From the working bucket every object is copied inside the bucket and
+    verified (both hashed), so the decision may be taken up by any worker."""
+    if is_bucket_ref(held):
+        if work.shared_disk:
+            raise StateError(f"the quarantined batch is in a working bucket ({held}), but ARKIV_WORK names none; "
+                             "set ARKIV_WORK as the workers that quarantined it had it")
+        if not work.exists(f"{held}/manifest.json"):
+            raise StateError(f"the quarantined batch {held} is gone from the working bucket; extract the interval "
+                             "again")
+        work.copy_tree(held, work.area_of(manifest.rsplit("/", 1)[0]), skip=frozenset({"rapport.html"}))
+    elif work.shared_disk:
+        _restore_from_quarantine(Path(held), Path(manifest).parent)
+    else:  # a case opened before quarantined batches went to the working bucket: on one worker's disk
+        if not (Path(held) / "manifest.json").is_file():
+            raise StateError(f"the quarantined batch {held} is not on this worker; extract the interval again")
+        work.publish_tree(Path(held), work.area_of(manifest.rsplit("/", 1)[0]), verify=True)
 
 
 def _restore_from_quarantine(held: Path, staged_dir: Path) -> None:
@@ -564,9 +627,20 @@ def _restore_from_quarantine(held: Path, staged_dir: Path) -> None:
     os.replace(tmp, staged_dir)
 
 
-def quarantine(settings: Settings, staged: StagedBatch) -> Path:
-    """Move a staged batch into the quarantine area (kept for the archivists' review)."""
+def quarantine(settings: Settings, staged: StagedBatch) -> Path | str:
+    """Move a staged batch into the quarantine area (kept for the archivists' review); where it is held.
+
+    With a working bucket the batch is held there, as ``quarantine/<system>/<period>/<time stamp>``
+    (uploaded and read back, verified), and leaves the bucket's staging area and this worker's disk:
+    the approval is taken up by whichever worker runs the decision."""
     stamp = utcnow().strftime("%Y%m%dT%H%M%S")
+    work = work_area(settings)
+    if not work.shared_disk:
+        held = work.publish_tree(Path(staged.directory), f"quarantine/{staged.system}/{staged.batch}/{stamp}",
+                                 verify=True)
+        work.remove_tree(work.url(f"staging/{staged.system}/{staged.batch}"))
+        shutil.rmtree(staged.directory, ignore_errors=True)
+        return held
     dest = settings.quarantine / staged.system / f"{staged.batch}-{stamp}"
     dest.parent.mkdir(parents=True, exist_ok=True)
     os.replace(staged.directory, dest)
@@ -725,9 +799,10 @@ def record(settings: Settings, pkg: dict) -> dict:
         else:
             held = []
     if held:
+        folder = held[0]["folder"]
         review.open_case(cat, system=meta.system, batch_id=batch_id, kind="document",
                          reasons=[f"{safe_name(q['path'])}: {q['reason']}" for q in held],
-                         path=Path(held[0]["folder"]))
+                         path=folder if is_bucket_ref(folder) else Path(folder), area=work_area(settings))
     failpoint("record.after_commit_before_cleanup")
     work = work_area(settings)
     work.remove(pkg["path"])

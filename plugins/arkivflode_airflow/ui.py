@@ -93,6 +93,14 @@ def _case(case_id: str, user, method: str = "GET"):
     return cat, case
 
 
+def _work_area():
+    """The working area: where a quality report and its Data Docs are read when they are kept in the bucket."""
+    from transforms.archive.workarea import work_area
+    from transforms.config.settings import Settings
+
+    return work_area(Settings.from_env())
+
+
 def decider(user, may_decide: bool):
     """The Airflow user of a request as the person who decides (:func:`arkivflode_airflow.hitl.airflow_person`).
 
@@ -167,7 +175,7 @@ def create_app() -> FastAPI:
         cat, c = _case(id, user)
         may_decide = _may(user, c.system, "PUT")
         token = csrf_token(_csrf_key(), user.get_name(), c.id) if may_decide else ""
-        return case_page(cat, c, BASE, may_decide=may_decide, csrf=token)
+        return case_page(cat, c, BASE, may_decide=may_decide, csrf=token, area=_work_area())
 
     @app.post("/case/decision")
     def decide(request: Request, user: User, id: Annotated[str, Form(max_length=200)],  # noqa: A002
@@ -204,7 +212,7 @@ def create_app() -> FastAPI:
         from transforms.quality.quarantine_page import data_docs_html
 
         _, c = _case(id, user)
-        text = data_docs_html(c, page, BASE)
+        text = data_docs_html(c, page, BASE, _work_area())
         if text is None:
             raise HTTPException(404, "no such Data Docs page")
         return text

@@ -104,8 +104,10 @@ def test_every_step_on_a_fresh_worker_reads_nothing_another_worker_wrote(shared,
     mellan = shared["env"]["ARKIV_MELLANARKIV"].removeprefix("s3://").split("/", 1)[0]
     in_bucket = [o["Key"] for o in shared["raw"].list_objects_v2(Bucket=mellan).get("Contents", [])]
     assert sorted(in_bucket) == sorted(f"mellanarkiv/{p.location}" for p in stored)
-    # staging and build are emptied; the quality report stays, named by the catalogue
-    assert _work_keys(shared) == ["work/reports/lex/lex-2025-quality.json"]
+    # staging and build are emptied; the quality report stays with its Data Docs, named by the catalogue
+    keys = _work_keys(shared)
+    assert "work/reports/lex/lex-2025-quality.json" in keys and "work/reports/lex/lex-2025-datadocs/index.html" in keys
+    assert all(k.startswith("work/reports/lex/") for k in keys), keys
     with cat.session() as ses:
         assert ses.get(Batch, "lex/2025").quality_report == f"s3://{shared['work']}/work/reports/lex/lex-2025-quality.json"
 
@@ -223,6 +225,19 @@ def test_an_approved_batch_resumes_on_another_worker_from_the_working_bucket(sha
     first.done(batch)
     cat = Catalogue(shared["env"]["ARKIV_CATALOGUE_URL"])
     (case,) = [c for c in review.cases(cat, "open") if c.kind == "quality"]
+    # the held batch is in the working bucket (not on the lost disk), named by the case; staging is empty
+    held = case.path.removeprefix(f"s3://{shared['work']}/")
+    assert held.startswith("work/quarantine/lex/2025/"), case.path
+    assert not [k for k in _work_keys(shared) if k.startswith("work/staging/")]
+    assert {f"{held}/manifest.json", f"{held}/rapport.html"} <= set(_work_keys(shared))
+    reviewer = Worker(shared, monkeypatch)  # the archivist's page, served on another machine
+    from transforms.archive.workarea import work_area
+    from transforms.quality.quarantine_page import case_page, data_docs_html
+
+    area = work_area(reviewer.settings)
+    assert "/arkiv/datadocs?" in case_page(cat, case, "/arkiv", may_decide=True, area=area)
+    assert "Technical appendix" in data_docs_html(case, "index.html", "/arkiv", area)
+    reviewer.done({})
     review.decide(cat, case.id, approve=True, by="Anna Arkivarie", justification="known defects, approved")
 
     decider = Worker(shared, monkeypatch)
@@ -243,4 +258,7 @@ def test_an_approved_batch_resumes_on_another_worker_from_the_working_bucket(sha
     assert done["packages_new"] == len(packages) >= 1
     with cat.session() as ses:
         assert ses.get(Batch, "lex/2025").status == "archived"
-    assert [k for k in _work_keys(shared) if not k.startswith("work/reports/")] == []
+    assert any("copied back from quarantine case" in e.detail for e in cat.events(batch_id="lex/2025"))
+    # staging and build are emptied; the report and the quarantined copy are kept
+    assert [k for k in _work_keys(shared) if not k.startswith(("work/reports/", f"{held}/"))] == []
+    assert f"{held}/manifest.json" in _work_keys(shared)

@@ -6,6 +6,10 @@ with the held data's location, the reasons (checks and counts, never record valu
 report page in Swedish and English. An archivist approves with a deviation (the batch may
 then be packaged, and the deviation is written into its PREMIS) or rejects (the system owner
 fixes the source; a later run picks the corrected data up). Every decision is an event.
+
+The held material, the quality report and its Data Docs are named by references: a local path,
+or (with a working bucket) an ``s3://`` URL read through the working area the caller passes as
+``area`` (anything with ``read_text``, ``exists`` and ``write_text``, see :class:`References`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Protocol
 
 import sqlalchemy as sa
 
@@ -24,23 +29,83 @@ from transforms.common.masking import safe_line, scrub
 AGENT = SOFTWARE_LABEL
 
 
+class References(Protocol):
+    """Where held material and reports are read and written: the working area
+    (:class:`transforms.archive.workarea.WorkArea`) or, by default, the local files."""
+
+    def read_text(self, ref: str) -> str: ...
+
+    def exists(self, ref: str) -> bool: ...
+
+    def write_text(self, ref: str, text: str) -> None: ...
+
+
+class _LocalFiles:
+    def read_text(self, ref: str) -> str:
+        return Path(ref).read_text(encoding="utf-8")
+
+    def exists(self, ref: str) -> bool:
+        return Path(ref).is_file()
+
+    def write_text(self, ref: str, text: str) -> None:
+        Path(ref).write_text(text, encoding="utf-8")
+
+
+LOCAL_FILES: References = _LocalFiles()
+
+
+def is_remote(ref: str | Path | None) -> bool:
+    """Whether a reference names an object in a bucket (``s3://…``) rather than a local path."""
+    return isinstance(ref, str) and ref.startswith("s3://")
+
+
+def _files(ref: str, area: References | None) -> References | None:
+    """What reads ``ref``: the area for an object in a bucket (None without one), else the local files."""
+    return area if is_remote(ref) else LOCAL_FILES
+
+
+def read_report(report: str | None, area: References | None = None) -> dict | None:
+    """A quality report's JSON, None when there is none or it cannot be read here."""
+    files = _files(report, area) if report else None
+    if files is None:
+        return None
+    try:
+        if not files.exists(report):
+            return None
+        return json.loads(files.read_text(report))
+    except (OSError, ArkivError, ValueError):
+        return None
+
+
 class DecisionRefused(ArkivError):
     """This person may not take this decision: not an archivist, or (a disposal) the second signature is the first's."""
 
 
-def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path,
-              report: str | None = None, content_state: dict | None = None) -> str:
-    """Register a quarantined batch, delivery or package; writes its report page beside the data."""
+def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons: list[str], path: Path | str,
+              report: str | None = None, content_state: dict | None = None, area: References | None = None) -> str:
+    """Register a quarantined batch, delivery or package; writes its report page beside the data.
+
+    ``path`` is the held folder (or file): a local path, or the reference of a folder in the
+    working bucket, where the page is written through ``area``."""
     reasons = [safe_line(r) for r in reasons]
+    remote = is_remote(str(path))
+    folder_name = str(path).rstrip("/").rsplit("/", 1)[-1] if remote else Path(path).name
     # The held folder is named "<period>-<time stamp>"; the period is already in the batch ID, and
     # left joined to the stamp the digits would read as a personnummer and be masked in the ID.
     period = batch_id.rsplit("/", 1)[-1]
-    name = path.name.removeprefix(f"{period}-") if path.name.startswith(f"{period}-") else path.name
+    name = folder_name.removeprefix(f"{period}-") if folder_name.startswith(f"{period}-") else folder_name
     case_id = safe_line(f"{batch_id}/{name}")
-    page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
-    docs = data_docs_of(report)
-    page.write_text(report_page(system, batch_id, kind, reasons, report, docs.as_uri() if docs else None),
-                    encoding="utf-8")
+    docs = data_docs_of(report, area)
+    href = docs if is_remote(docs) else Path(docs).as_uri() if docs else None
+    text = report_page(system, batch_id, kind, reasons, report, href, area)
+    if remote:
+        if area is None:
+            raise ArkivError(f"case {case_id}: its material is in a bucket ({path}) and no working area was given")
+        area.write_text(f"{str(path).rstrip('/')}/rapport.html", text)
+    else:
+        path = Path(path)
+        page = path / "rapport.html" if path.is_dir() else path.with_name(path.name + ".rapport.html")
+        page.write_text(text, encoding="utf-8")
     with cat.session() as s:
         s.add(QuarantineCase(id=case_id, system=system, batch_id=batch_id, kind=kind,
                              reasons=json.dumps(reasons, ensure_ascii=False), path=str(path), report=report,
@@ -50,12 +115,14 @@ def open_case(cat: Catalogue, *, system: str, batch_id: str, kind: str, reasons:
     return case_id
 
 
-def data_docs_of(report: str | None) -> Path | None:
-    """The GX Data Docs index written beside a quality report, if there is one."""
-    if not report or not Path(report).is_file():
+def data_docs_of(report: str | None, area: References | None = None) -> str | None:
+    """The reference of the GX Data Docs index a quality report names, if it is there to be read."""
+    docs = (read_report(report, area) or {}).get("data_docs")
+    files = _files(docs, area) if docs else None
+    try:
+        return docs if files is not None and files.exists(docs) else None
+    except (OSError, ArkivError):
         return None
-    docs = json.loads(Path(report).read_text(encoding="utf-8")).get("data_docs")
-    return Path(docs) if docs and Path(docs).is_file() else None
 
 
 WHAT_HAPPENED = {
@@ -70,13 +137,15 @@ WHAT_HAPPENED = {
 
 
 def report_page(system: str, batch_id: str, kind: str, reasons: list[str], report: str | None,
-                data_docs_href: str | None = None) -> str:
-    """A readable page in Swedish and English: what failed, how many records, which IDs, masked examples."""
+                data_docs_href: str | None = None, area: References | None = None) -> str:
+    """A readable page in Swedish and English: what failed, how many records, which IDs, masked examples.
+
+    ``report`` is read through ``area`` when it is an object in the working bucket."""
     e = html.escape
     checks = []
     plain: list[str] = []
-    if report and Path(report).is_file():
-        data = json.loads(Path(report).read_text(encoding="utf-8"))
+    data = read_report(report, area)
+    if data is not None:
         failed = [c for c in data.get("checks", []) if not c.get("success")]
         for c in failed:
             title, why = _in_words(c)

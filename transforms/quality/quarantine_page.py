@@ -2,7 +2,8 @@
 
 Rendering only: which user is asking, and whether they may decide, is the caller's business
 (the Airflow plugin asks Airflow's auth manager). Everything here reads the catalogue and
-the reports the quality gate wrote; nothing here knows about Airflow.
+the reports the quality gate wrote; nothing here knows about Airflow. A report (and its Data
+Docs) in the working bucket is read through the working area the caller passes as ``area``.
 
 Pages are plain server-rendered HTML with a small stylesheet and an inline SVG chart: they
 load nothing from the internet and work in any browser an archive's staff may have.
@@ -21,17 +22,20 @@ import hashlib
 import hmac
 import html
 import json
+import re
 import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit
 
 import sqlalchemy as sa
 
 from transforms.catalogue import Catalogue, Event, QuarantineCase
+from transforms.common.errors import ArkivError
 from transforms.common.masking import scrub
-from transforms.quality.quarantine import data_docs_of, report_page
+from transforms.quality.quarantine import LOCAL_FILES, References, data_docs_of, is_remote, report_page
 
 e = html.escape
 
@@ -162,11 +166,15 @@ def same_origin(headers: Mapping[str, str], host: str | None) -> bool:
     return urlsplit(origin).netloc.lower() == host.lower()
 
 
-def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bool, csrf: str = "") -> str:
-    """One case: the bilingual report, a link to the Data Docs, the history and (if allowed) the decision form."""
-    docs = data_docs_of(case.report)
+def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bool, csrf: str = "",
+              area: References | None = None) -> str:
+    """One case: the bilingual report, a link to the Data Docs, the history and (if allowed) the decision form.
+
+    ``area``: the working area, which reads a report and Data Docs kept in the working bucket."""
+    docs = data_docs_of(case.report, area)
     report = report_page(case.system, case.batch_id, case.kind, json.loads(case.reasons), case.report,
-                         f"{base}/datadocs?{urlencode({'id': case.id, 'page': 'index.html'})}" if docs else None)
+                         f"{base}/datadocs?{urlencode({'id': case.id, 'page': 'index.html'})}" if docs else None,
+                         area)
     body = report.split("<body>", 1)[1].rsplit("</body>", 1)[0]
     history = "".join(
         f"<tr><td>{ev.time:%Y-%m-%d %H:%M}</td><td>{e(ev.type)}</td><td>{e(ev.outcome)}</td><td>{e(ev.agent)}</td>"
@@ -194,20 +202,27 @@ def case_page(cat: Catalogue, case: QuarantineCase, base: str, *, may_decide: bo
                  f"<th>Detalj / Detail</th></tr>{history}</table>", base)
 
 
-def data_docs_html(case: QuarantineCase, page: str, base: str) -> str | None:
+#: a link from one Data Docs page to another in the same folder (a bare file name)
+_SIBLING = re.compile(r'href="([A-Za-z0-9_][^"/\\:?#]*\.html)"')
+
+
+def data_docs_html(case: QuarantineCase, page: str, base: str, area: References | None = None) -> str | None:
     """A page of the case's Data Docs, by file name only (nothing outside that folder is served),
-    with its links to the other pages pointed back through ``base``."""
-    docs = data_docs_of(case.report)
+    with its links to the other pages pointed back through ``base``; from the working bucket
+    through ``area`` when the report is kept there."""
+    docs = data_docs_of(case.report, area)
     if docs is None or "/" in page or "\\" in page or page.startswith(".") or not page.endswith(".html"):
         return None
-    target = docs.parent / page
-    if not target.is_file():
+    files = area if is_remote(docs) else LOCAL_FILES
+    target = f"{docs.rsplit('/', 1)[0]}/{page}" if is_remote(docs) else str(Path(docs).parent / page)
+    try:
+        if files is None or not files.exists(target):
+            return None
+        text = files.read_text(target)
+    except (OSError, ArkivError):
         return None
-    text = target.read_text(encoding="utf-8")
-    for other in docs.parent.glob("*.html"):
-        href = f"{base}/datadocs?{urlencode({'id': case.id, 'page': other.name})}"
-        text = text.replace(f'href="{other.name}"', f'href="{e(href)}"')
-    return text
+    return _SIBLING.sub(lambda m: f'href="{e(base)}/datadocs?{e(urlencode({"id": case.id, "page": m.group(1)}))}"',
+                        text)
 
 
 def quality_outcomes(cat: Catalogue, months: int = 24) -> dict[str, dict[str, Counter]]:
