@@ -51,6 +51,11 @@ def test_search_record_and_log_on_postgresql(tmp_path, lex_source, pg_url, archi
     assert str(secret["case_id"]) not in ids(word, who=RESEARCHER)
     assert str(secret["case_id"]) in ids(word)
 
+    # scoped to archive creators, in SQL on PostgreSQL: the package's own creator finds it, another none
+    creator = next(p.archive_creator for p in arc.cat.packages() if p.archive_creator)
+    assert cid in ids(case["diarienummer"], who=Principal("lena", "archivist", creators=(creator,)))
+    assert ids(case["diarienummer"], who=Principal("olle", "archivist", creators=("000000-0000",))) == set()
+
     # the API on PostgreSQL: the Lex client opens a document; another system's client cannot
     lex = add_credential(arc.cat, "lex-client", "client", system="lex", by="test")
     viva = add_credential(arc.cat, "viva-client", "client", system="viva", by="test")
