@@ -29,6 +29,8 @@ PEOPLE = {"anna": "Anna Arkivarie", "bertil": "Bertil Bevarare", "rut": "Rut For
           "ivar": "Ivar IT-drift"}
 PASSWORD = "test"
 CLIENT_ID = "arkivflode"
+#: Airflow's own UI (FAB auth manager, deploy/airflow/webserver_config.py): a confidential client of its own
+AIRFLOW_CLIENT_ID, AIRFLOW_CLIENT_SECRET = "airflow", "airflow-secret"
 
 ROLE_MAPPING = """\
 groups:
@@ -53,6 +55,13 @@ class Provider:
         """The archive's configuration for this provider."""
         return {"ARKIV_OIDC_ISSUER": self.issuer, "ARKIV_OIDC_CLIENT_ID": CLIENT_ID,
                 "ARKIV_OIDC_ROLE_MAPPING": str(self.mapping)}
+
+    def airflow_env(self) -> dict[str, str]:
+        """Airflow's sign-in through this provider (deploy/airflow/webserver_config.py), with the same role mapping."""
+        return {"ARKIV_OIDC_ISSUER": self.issuer, "ARKIV_OIDC_ROLE_MAPPING": str(self.mapping),
+                "ARKIV_AIRFLOW_OIDC_CLIENT_ID": AIRFLOW_CLIENT_ID,
+                "ARKIV_AIRFLOW_OIDC_CLIENT_SECRET": AIRFLOW_CLIENT_SECRET,
+                "ARKIV_AIRFLOW_OIDC_SCOPE": "openid profile groups"}
 
     def discovery(self) -> dict:
         return requests.get(f"{self.issuer}/.well-known/openid-configuration", timeout=10).json()

@@ -9,6 +9,9 @@
 //   two archivists, a researcher, a system owner of Lex and an IT operator;
 // * the public client "arkivflode" (the archive's pages with authorization code + PKCE, and the
 //   CLI with the device authorization grant);
+// * the confidential client "airflow" (secret "airflow-secret"): Airflow's own UI signing in with the
+//   FAB auth manager (authorization code + PKCE, redirect /auth/oauth-authorized/oidc on any loopback
+//   port); its access tokens are for the userinfo endpoint, which gives the name and groups;
 // * one confidential client per business system for the client-credentials grant
 //   ("lex-system", "viva-system": secret "<id>-secret").
 //
@@ -72,6 +75,15 @@ const configuration = {
       response_types: ['code'],
       redirect_uris: ['http://127.0.0.1/archive'],
     },
+    {
+      client_id: 'airflow',
+      client_secret: 'airflow-secret',
+      application_type: 'native', // the API server's loopback port differs per test run
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['authorization_code'],
+      response_types: ['code'],
+      redirect_uris: ['http://127.0.0.1/auth/oauth-authorized/oidc'],
+    },
     systemClient('lex'),
     systemClient('viva'),
   ],
@@ -103,7 +115,8 @@ const configuration = {
     clientCredentials: { enabled: true },
     resourceIndicators: {
       enabled: true,
-      defaultResource: async (_ctx, _client, oneOf) => oneOf || `api://${audience}`,
+      defaultResource: async (_ctx, client, oneOf) => oneOf
+        || (client.clientId === 'airflow' ? undefined : `api://${audience}`),
       useGrantedResource: async () => true,
       getResourceServerInfo: async (_ctx, resource, client) => ({
         scope: 'archive',

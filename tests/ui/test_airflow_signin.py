@@ -1,0 +1,183 @@
+"""Airflow's own UI signs people in through the OpenID Connect provider, driven by Debian's headless Chromium.
+
+A real ``airflow api-server`` with the FAB auth manager and deploy/airflow/webserver_config.py
+(SQLite, its own AIRFLOW_HOME) and the tests' provider (tests/oidc/provider.mjs, client
+``airflow``) with the role mapping the archive's API uses. Chromium opens the Airflow UI, is sent
+to the provider, signs in as an archivist and comes back signed in; Airflow's user is the
+provider's subject with the person's name, and the archive role maps to Airflow's role ``User``.
+A researcher (no Airflow role mapped) signs in too but gets only ``Public``: the API refuses them.
+Screenshots go to ``test-output/airflow-signin/`` (or under ``$ARKIV_TEST_OUTPUT``).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+from oidc.oidctest import PASSWORD, oidc_provider_fixture  # noqa: F401 - the fixture
+from testservices import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+OUTPUT = Path(os.environ.get("ARKIV_TEST_OUTPUT") or PROJECT / "test-output") / "airflow-signin"
+FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory, oidc_provider) -> dict:
+    """An API server with the FAB auth manager signing in through the provider; yields its URL and database."""
+    root = tmp_path_factory.mktemp("airflow-signin")
+    (root / "dags").mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, **oidc_provider.airflow_env(),
+           "AIRFLOW_HOME": str(root / "airflow"),
+           "AIRFLOW__CORE__AUTH_MANAGER": FAB,
+           "AIRFLOW__FAB__CONFIG_FILE": str(PROJECT / "deploy" / "airflow" / "webserver_config.py"),
+           "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__API__BASE_URL": base,
+           "AIRFLOW__API__SECRET_KEY": "airflow-signin-test-secret-key",
+           "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-signin-test-jwt-secret",
+           "PYTHONPATH": str(PROJECT)}
+    # `airflow db migrate` creates FAB's tables too (the auth manager's database manager)
+    subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):  # noqa: S310
+                break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError("the API server did not start:\n"
+                                     + (root / "api-server.log").read_text()[-5000:]) from None
+            time.sleep(1)
+    yield {"base": base, "db": root / "airflow" / "airflow.db", "log": root / "api-server.log",
+           "issuer": oidc_provider.issuer}
+    os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, 9)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    assert CHROMIUM.exists() and CHROMEDRIVER.exists(), "Debian's chromium and chromium-driver (make install)"
+    if OUTPUT.exists():
+        shutil.rmtree(OUTPUT)
+    OUTPUT.mkdir(parents=True)
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--window-size=1280,1000"):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
+    yield driver
+    driver.quit()
+
+
+def _sign_in(driver, airflow: dict, login: str, shot: str) -> str:
+    """Open the Airflow UI in a fresh browser session and sign in at the provider; returns Airflow's token."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    base = airflow["base"]
+    wait = WebDriverWait(driver, 60)
+    driver.delete_all_cookies()
+    driver.get(f"{base}/")
+    # not signed in: Airflow's sign-in page, which offers the provider
+    wait.until(ec.element_to_be_clickable((By.ID, "btn-signin-oidc")))
+    assert driver.current_url.startswith(f"{base}/auth/login/")
+    driver.save_screenshot(str(OUTPUT / f"{shot}-1-airflow-login.png"))
+    driver.find_element(By.ID, "btn-signin-oidc").click()
+    wait.until(ec.presence_of_element_located((By.ID, "login")))  # the provider's own page
+    assert driver.current_url.startswith(f"{airflow['issuer']}/interaction/")
+    driver.save_screenshot(str(OUTPUT / f"{shot}-2-provider.png"))
+    driver.find_element(By.ID, "login").send_keys(login)
+    driver.find_element(By.ID, "password").send_keys(PASSWORD)
+    driver.find_element(By.ID, "submit").click()
+    # back in Airflow, which has issued its own token for the UI
+    wait.until(lambda d: d.current_url.startswith(f"{base}/") and "/auth/" not in d.current_url
+               and d.get_cookie("_token"))
+    return driver.get_cookie("_token")["value"]
+
+
+def _api(base: str, path: str, token: str) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{base}{path}", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def _claims(token: str) -> dict:
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def _user(db: Path, username: str) -> tuple[tuple, set[str]]:
+    con = sqlite3.connect(db)
+    try:
+        row = con.execute("SELECT id, first_name, last_name FROM ab_user WHERE username = ?", (username,)).fetchone()
+        roles = {r for (r,) in con.execute(
+            "SELECT r.name FROM ab_user_role ur JOIN ab_role r ON r.id = ur.role_id WHERE ur.user_id = ?", (row[0],))}
+        return row, roles
+    finally:
+        con.close()
+
+
+def test_an_archivist_signs_in_to_airflow_at_the_provider_and_gets_the_mapped_role(airflow, chromium):
+    token = _sign_in(chromium, airflow, "anna", "archivist")
+    # Airflow's user is the provider's subject, named as the provider names the person
+    (user_id, first, last), roles = _user(airflow["db"], "anna")
+    assert (first, last) == ("Anna", "Arkivarie")
+    assert roles == {"User", "Public"}  # arkiv-arkivarier -> archivist -> User (and the registration role)
+    assert _claims(token)["sub"] == str(user_id)
+    # the session works against Airflow's API
+    status, body = _api(airflow["base"], "/api/v2/dags", token)
+    assert status == 200 and "dags" in body
+    # the UI is signed in as her: the user menu names her Airflow user
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chromium, 60)
+    wait.until(ec.presence_of_element_located((By.XPATH, "//*[self::h1 or self::h2][contains(., 'Welcome')]")))
+    wait.until(ec.element_to_be_clickable((By.XPATH, "//button[contains(., 'User')]"))).click()
+    menu = wait.until(ec.visibility_of_element_located((By.XPATH, "//*[contains(text(), 'Signed in as')]/..")))
+    assert f"anna (id: {user_id})" in menu.text
+    chromium.save_screenshot(str(OUTPUT / "archivist-3-signed-in.png"))
+
+
+def test_a_person_in_no_mapped_group_signs_in_but_airflow_allows_them_nothing(airflow, chromium):
+    token = _sign_in(chromium, airflow, "rut", "researcher")
+    (_, first, last), roles = _user(airflow["db"], "rut")
+    assert (first, last) == ("Rut", "Forskare")
+    assert roles == {"Public"}  # arkiv-forskare -> researcher, which has no Airflow role
+    status, _ = _api(airflow["base"], "/api/v2/dags", token)
+    assert status == 403
