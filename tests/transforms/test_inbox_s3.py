@@ -234,3 +234,10 @@ def test_a_move_keeps_the_original_when_the_copy_cannot_be_verified(bucket, s3_e
         inbox.move("p.tar", ".archived/q.tar", InboxObject("p.tar", obj.size, obj.etag),
                    hashlib.sha256(b"delivered bytes").hexdigest())
     assert _keys(bucket, "box/")["p.tar"] == b"delivered again"
+    # a retry finds its copy made, but the original was delivered again meanwhile: the new one is not deleted
+    [again] = [o for o in inbox.listing(direct=True) if o.key == "p.tar"]
+    bucket["client"].put_object(Bucket=bucket["name"], Key="box/.archived/r.tar", Body=b"delivered again")
+    bucket["client"].put_object(Bucket=bucket["name"], Key="box/p.tar", Body=b"a third delivery")
+    with pytest.raises(Exception, match="replaced since it was taken in"):
+        inbox.move("p.tar", ".archived/r.tar", again, hashlib.sha256(b"delivered again").hexdigest())
+    assert _keys(bucket, "box/")["p.tar"] == b"a third delivery"

@@ -406,14 +406,18 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
     def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
         """As for any rows; from an S3 inbox the delivery's documents are copied to this worker's disk first
         (checked against the manifest again) when an earlier step copied them to another's."""
-        from transforms.intake.file_export import check_delivery
+        from transforms.intake.file_export import MANIFEST, MAX_MANIFEST, check_delivery
         from transforms.intake.inbox import S3Inbox
 
         inbox = self._inbox(settings.s3)
         folder = self.scratch(settings, staged.batch)
-        if isinstance(inbox, S3Inbox) and not folder.is_dir():
-            self._fetch(inbox, staged.batch, folder)
-            check_delivery(folder, self.system.name)
+        if isinstance(inbox, S3Inbox):
+            local = folder / MANIFEST
+            there = inbox.read_bytes(f"{self._located(inbox, staged.batch)}/{MANIFEST}", MAX_MANIFEST)
+            # a copy is checked when it is made; one of another delivery of the period is made again
+            if not local.is_file() or local.read_bytes() != there:
+                self._fetch(inbox, staged.batch, folder)
+                check_delivery(folder, self.system.name)
         return super().packages(settings, cat, staged, record_class)
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
@@ -427,7 +431,7 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         from transforms.intake.inbox import ARCHIVED, S3Inbox
 
         inbox = self.inbox
-        if not isinstance(inbox, S3Inbox) or staged.is_empty:
+        if not isinstance(inbox, S3Inbox):
             return
         period = staged.batch
         here = {o.key: o for o in inbox.listing(period)}

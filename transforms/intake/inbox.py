@@ -199,6 +199,10 @@ class S3Inbox:
         from botocore.exceptions import BotoCoreError, ClientError
 
         dest.parent.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(dest.parent).free
+        if obj.size > free:
+            raise StorageError(f"inbox {self.describe(rel)}: {obj.size} bytes to copy, {free} free in {dest.parent}; "
+                               "free space and rerun")
         tmp = dest.with_name(f".{dest.name[:200]}.part-{uuid.uuid4().hex[:8]}")
         h, size = hashlib.sha256(), 0
         try:
@@ -285,10 +289,26 @@ class S3Inbox:
             if copied != sha256:
                 raise StorageError(f"inbox {self.describe(rel)}: the copy at {safe_name(to)} does not have the "
                                    f"SHA-256 and size taken in; the original stays in the inbox")
+        if obj.etag and self._etag(rel) != obj.etag:
+            # delivered again under the same key since it was taken in: that is a new delivery, not ours to remove
+            raise StorageError(f"inbox {self.describe(rel)}: replaced since it was taken in; the new object stays "
+                               f"in the inbox (the taken-in version is kept at {safe_name(to)})")
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._full(rel))
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("delete after the verified copy", rel, exc) from exc
+
+    def _etag(self, rel: str) -> str | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._full(rel)).get("ETag")
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise self._fail("HEAD", rel, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("HEAD", rel, exc) from exc
 
     def _sha256(self, rel: str, size: int) -> str | None:
         """The SHA-256 of the object's bytes when it is there with ``size`` bytes, else None."""
