@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import pytest
+from testservices import S3_TEST_CREDENTIALS, make_bucket
 
 from demo import castor, treserva
 from transforms.catalogue import Catalogue, Package
@@ -29,10 +30,24 @@ PERIOD = "2025-12"
 START, END = dt.datetime(2025, 12, 1), dt.datetime(2026, 1, 1)
 
 
+@pytest.fixture(scope="module")
+def inbox_bucket(moto_server) -> str:
+    return make_bucket(moto_server)
+
+
 @pytest.fixture
-def bucket(s3_env) -> dict:
-    """A bucket for inboxes and a client to deliver into it as a source system would."""
-    return {"name": s3_env["mellanarkiv"], "client": s3_client(S3Config.from_env())}
+def bucket(moto_server, inbox_bucket, monkeypatch) -> dict:
+    """The inbox bucket, emptied after the test, and a client to deliver into it as a source system would;
+    the environment points Arkivflöde at moto for this test only."""
+    for k, v in {**S3_TEST_CREDENTIALS, "ARKIV_S3_ENDPOINT_URL": moto_server}.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ARKIV_S3_SSE", "ARKIV_S3_PART_SIZE_MB"):
+        monkeypatch.delenv(k, raising=False)
+    client = s3_client(S3Config.from_env())
+    yield {"name": inbox_bucket, "client": client}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=inbox_bucket):
+        for item in page.get("Contents", []):
+            client.delete_object(Bucket=inbox_bucket, Key=item["Key"])
 
 
 @pytest.fixture
@@ -221,7 +236,7 @@ def test_prepared_packages_in_s3_are_taken_in_as_from_a_folder_and_moved_out_ver
     assert not delivery.expected(PERIOD).exists()
 
 
-def test_a_move_keeps_the_original_when_the_copy_cannot_be_verified(bucket, s3_env):
+def test_a_move_keeps_the_original_when_the_copy_cannot_be_verified(bucket):
     inbox = S3Inbox(f"s3://{bucket['name']}/box")
     bucket["client"].put_object(Bucket=bucket["name"], Key="box/p.tar", Body=b"delivered bytes")
     [obj] = inbox.listing(direct=True)
