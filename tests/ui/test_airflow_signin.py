@@ -181,3 +181,52 @@ def test_a_person_in_no_mapped_group_signs_in_but_airflow_allows_them_nothing(ai
     assert roles == {"Public"}  # arkiv-forskare -> researcher, which has no Airflow role
     status, _ = _api(airflow["base"], "/api/v2/dags", token)
     assert status == 403
+
+
+def _webserver_config():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("webserver_config", PROJECT / "deploy/airflow/webserver_config.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_deployment_signs_in_with_the_shipped_role_mapping_and_refuses_to_start_half_configured(monkeypatch):
+    import yaml
+
+    from transforms.access.oidc import PERSON_ROLES, RoleMapping
+
+    compose = yaml.safe_load((PROJECT / "docker-compose.yml").read_text(encoding="utf-8"))
+    env = compose["services"]["api-server"]["environment"]
+    default = {k: v.split(":-", 1)[1].removesuffix("}") for k, v in env.items()
+               if isinstance(v, str) and v.startswith("${") and ":-" in v}
+    mounts = {v.rsplit(":", 2)[1]: v.rsplit(":", 2)[0] for v in compose["services"]["api-server"]["volumes"]
+              if v.endswith(":ro")}
+    assert mounts["/opt/airflow/webserver_config.py"] == "./deploy/airflow/webserver_config.py"
+    assert env["ARKIV_OIDC_ROLE_MAPPING"] == "/opt/airflow/role-mapping.yaml" in mounts
+    assert mounts["/opt/airflow/role-mapping.yaml"].endswith("./deploy/airflow/role-mapping.yaml}")
+    assert RoleMapping.load(PROJECT / "deploy/airflow/role-mapping.yaml").groups  # the shipped example reads
+    # the FAB auth manager is opt-in: by default Airflow keeps its own users
+    assert default["AIRFLOW__CORE__AUTH_MANAGER"].endswith(".SimpleAuthManager")
+
+    for name in ("ARKIV_OIDC_ISSUER", "ARKIV_AIRFLOW_OIDC_CLIENT_ID", "ARKIV_AIRFLOW_OIDC_CLIENT_SECRET"):
+        monkeypatch.setenv(name, "https://login.example.se/tenant" if name.endswith("ISSUER") else "x")
+    for name in ("ARKIV_AIRFLOW_ROLES", "ARKIV_AIRFLOW_DEFAULT_ROLE", "ARKIV_AIRFLOW_OIDC_SCOPE"):
+        monkeypatch.setenv(name, default[name])
+    config = _webserver_config()
+    mapping = config.AUTH_ROLES_MAPPING
+    assert mapping == config.roles_mapping(config.DEFAULT_ROLES)  # compose's default is the file's
+    assert set(mapping) <= set(PERSON_ROLES)
+    assert config.AUTH_ROLES_SYNC_AT_LOGIN and config.AUTH_USER_REGISTRATION
+    assert config.AUTH_USER_REGISTRATION_ROLE == "Public"
+    remote = config.OAUTH_PROVIDERS[0]["remote_app"]
+    assert remote["server_metadata_url"] == "https://login.example.se/tenant/.well-known/openid-configuration"
+    assert config.roles_mapping("archivist=User, it-admins=Admin,archivist=Op") == {
+        "archivist": ["User", "Op"], "it-admins": ["Admin"]}
+    with pytest.raises(RuntimeError, match="not key=AirflowRole"):
+        config.roles_mapping("archivist")
+    # no provider: Airflow does not start with a sign-in that cannot work (nor falls back to passwords)
+    monkeypatch.delenv("ARKIV_OIDC_ISSUER")
+    with pytest.raises(RuntimeError, match="ARKIV_OIDC_ISSUER is not set"):
+        _webserver_config()
