@@ -149,3 +149,16 @@ def test_documents_held_back_while_building_go_to_the_bucket_and_the_sidecar_nam
                                reasons=["docs/a.wpd: not an accepted format"], path=held, area=worker.area)
     assert review.get_case(worker.cat, case_id).path == held
     assert worker.area.exists(f"{held}/rapport.html")
+
+
+def test_a_refused_delivered_package_is_held_in_the_bucket_and_without_one_stays_in_its_folder(worker, monkeypatch):
+    from transforms.pipeline import _hand_over_held
+
+    folder = worker.settings.quarantine / "castor" / "20260101T000000-sip.tar"
+    folder.mkdir(parents=True)
+    (folder / "validation.json").write_text('{"valid": false}', encoding="utf-8")
+    held = _hand_over_held(worker.settings, folder, "quarantine/castor/packages")
+    assert held == worker.area.url("quarantine/castor/packages/20260101T000000-sip.tar")
+    assert worker.area.read_text(f"{held}/validation.json") == '{"valid": false}'
+    monkeypatch.delenv("ARKIV_WORK")
+    assert _hand_over_held(worker.settings, folder, "quarantine/castor/packages") == folder
