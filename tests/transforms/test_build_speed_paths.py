@@ -2,17 +2,29 @@
 
 ``open_document`` opens a staged document with one ``openat2`` where the kernel has it and
 component by component elsewhere: both refuse a link at the file or at any folder on its way,
-and anything but a regular file, and both read the same bytes.
+and anything but a regular file, and both read the same bytes. The package's own digest and
+writes happen on a helper thread (:class:`BackgroundHashingWriter`): the same bytes and digest
+as in the caller's thread, and a write error still fails the build and leaves nothing behind.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import errno
+import io
 import os
+import random
+import resource
+import signal
+import threading
 from pathlib import Path
 
 import pytest
 
 from transforms.common.errors import ContentError
+from transforms.common.hashing import BackgroundHashingWriter, HashingWriter
+from transforms.packaging.csip import PackageWriter
+from transforms.packaging.fgs import FGS_TABULAR
 from transforms.staging import batch
 from transforms.staging.batch import open_document
 
@@ -107,3 +119,90 @@ def test_openat2_itself_refuses_a_link_at_any_component(store):
     (root / "2025").symlink_to(root / "2025-old")  # a link that stays inside the store: still a link
     assert opener.open(str(root / "2025" / "03" / "a.pdf")) == -1
     assert opener.available  # a link met is not a reason to stop using openat2
+
+
+# --- the package's digest and writes on a helper thread --------------------------------------------------
+
+
+def _writer_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("package-sha256-write")]
+
+
+@pytest.mark.parametrize("buffer_size", [7, 64, 1 << 20])
+def test_the_background_writer_writes_and_hashes_what_a_hashing_writer_does(buffer_size):
+    rng = random.Random(buffer_size)
+    pieces = [b"", b"x", bytes(buffer_size - 1), bytes(buffer_size), bytes(buffer_size + 1)]
+    sizes = [1, 3, 50, 511, 4096] + ([70_000, 3 << 20] if buffer_size > 4096 else [])
+    pieces += [rng.randbytes(rng.choice(sizes)) for _ in range(40)]
+    plain, background = HashingWriter(io.BytesIO()), BackgroundHashingWriter(io.BytesIO(), buffer_size)
+    for piece in pieces:
+        # a reused buffer, as TarStream passes a document's chunks: overwritten once write returns
+        reused = bytearray(piece)
+        plain.write(piece)
+        assert background.write(memoryview(reused)) == len(piece)
+        reused[:] = bytes(len(reused))
+    background.close()
+    assert background.raw.getvalue() == plain.raw.getvalue()
+    assert (background.size, background.hexdigest()) == (plain.size, plain.hexdigest())
+    assert _writer_threads() == []
+
+
+class _FullDisk(io.RawIOBase):
+    """A file that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, room: int):
+        self.room = room
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+def test_a_full_disk_under_the_background_writer_is_raised_by_the_next_call_and_every_one_after():
+    out = BackgroundHashingWriter(_FullDisk(100), 64)
+    out.write(bytes(64))  # handed over: written
+    out.write(bytes(64))  # handed over: fails on the helper thread
+    with pytest.raises(OSError, match="No space"):
+        out.write(bytes(64))  # waits for the helper before it hands over again
+    with pytest.raises(OSError, match="No space"):
+        out.write(b"x")
+    with pytest.raises(OSError, match="No space"):
+        out.close()
+    assert _writer_threads() == []
+
+
+def test_abandoning_the_background_writer_stops_its_thread_without_raising():
+    out = BackgroundHashingWriter(_FullDisk(10), 64)
+    out.write(bytes(64))  # handed over: fails on the helper thread
+    out.write(bytes(5))
+    out.abandon()
+    assert _writer_threads() == []
+
+
+def test_a_package_too_large_for_its_file_system_leaves_nothing_behind(tmp_path):
+    """A real write error (the file size limit, as a full disk would say) while the helper thread
+    writes: the build fails with it, and no temporary package, work folder or thread is left."""
+    doc = tmp_path / "big.bin"
+    doc.write_bytes(random.Random(1).randbytes(3 << 20))
+    dest = tmp_path / "packages"
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of the signal
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (3 << 20, hard))
+        with pytest.raises(OSError) as caught, PackageWriter(
+                dest, "uuid-0b6f1c52-3a4e-5f0e-9d1c-000000000009", profile=FGS_TABULAR, package_type="AIP",
+                created=dt.datetime(2026, 3, 4, tzinfo=dt.UTC)) as w:
+            w.add("representations/rep1/data/big.bin", doc, file_id="file-1", mime="application/octet-stream")
+            w.add("representations/rep1/data/again.bin", doc, file_id="file-2", mime="application/octet-stream")
+            w.finish(label="Testpaket")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert caught.value.errno == errno.EFBIG
+    assert list(dest.iterdir()) == []
+    assert _writer_threads() == []

@@ -46,7 +46,7 @@ from typing import BinaryIO
 from lxml import etree
 
 from transforms.common.errors import PackageError
-from transforms.common.hashing import HashingWriter, fsync_dir
+from transforms.common.hashing import BackgroundHashingWriter, fsync_dir
 from transforms.common.tarstream import SourceSizeError, TarStream
 from transforms.common.xmltools import (
     NS_METS,
@@ -73,7 +73,8 @@ from transforms.packaging.mets import (
 )
 
 #: bytes buffered before each write to the package TAR (its small members reach the disk in a few
-#: large writes, not one each) and to the METS, PREMIS and ERMS files written an element at a time
+#: large writes, not one each; hashed and written by a helper thread while the next buffer fills)
+#: and to the METS, PREMIS and ERMS files written an element at a time
 WRITE_BUFFER = 1 << 20
 #: the schemas every METS document uses (its elements, xlink:href, the csip: attributes)
 METS_SCHEMAS = frozenset({"mets.xsd", "xlink.xsd", "DILCISExtensionMETS.xsd"})
@@ -147,7 +148,7 @@ class PackageWriter:
         self._schemas_written: set[str] = set()
         self._schema_refs: list[FileRef] = []
         self._raw: BinaryIO | None = None
-        self._out: HashingWriter | None = None
+        self._out: BackgroundHashingWriter | None = None
         self._tar: TarStream | None = None
         self._done = False
 
@@ -156,19 +157,21 @@ class PackageWriter:
         self.dest.mkdir(parents=True, exist_ok=True)
         self.work.mkdir()
         if self.form == "tar":
-            self._raw = open(self.tmp, "wb", buffering=WRITE_BUFFER)  # noqa: SIM115 - closed in finish/__exit__
-            self._out = HashingWriter(self._raw)
+            self._raw = open(self.tmp, "wb", buffering=0)  # noqa: SIM115 - closed in finish/__exit__
+            self._out = BackgroundHashingWriter(self._raw, WRITE_BUFFER)  # the package's digest, one pass
             self._tar = TarStream(self._out)
         else:
             self.tmp.mkdir()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Cleaning up must not stop half way: closing the temporary file flushes what is buffered,
-        # which fails again on a full disk; the temporary is removed whatever closing it says.
+        # Cleaning up must not stop half way: the helper thread's last write may fail again on a
+        # full disk; the temporary is removed whatever stopping it or closing the file says.
         try:
             if self._tar is not None and not self._done:
                 self._tar.__exit__(exc_type or RuntimeError, None, None)  # never ends an unfinished archive
+            if self._out is not None and not self._done:
+                self._out.abandon()  # what is buffered is not written: the package is removed below
             if self._raw is not None and not self._raw.closed:
                 self._raw.close()
         except OSError:
@@ -343,7 +346,7 @@ class PackageWriter:
         size = digest = None
         if self.form == "tar":
             self._tar.close()  # type: ignore[union-attr]
-            self._raw.flush()  # type: ignore[union-attr]
+            self._out.close()  # type: ignore[union-attr]  # every byte hashed and written
             os.fsync(self._raw.fileno())  # type: ignore[union-attr]
             self._raw.close()  # type: ignore[union-attr]
             size, digest = self._out.size, self._out.hexdigest()  # type: ignore[union-attr]
