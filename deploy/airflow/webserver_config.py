@@ -16,7 +16,8 @@ person has one identity everywhere:
   confidential client at the provider (redirect URI ``<airflow>/auth/oauth-authorized/oidc``).
 * ``ARKIV_AIRFLOW_OIDC_SCOPE`` — what Airflow asks for (default ``openid profile``).
 * ``ARKIV_AIRFLOW_ROLES`` — archive roles (or provider groups) to Airflow roles, comma-separated
-  ``key=Role`` pairs (default ``archivist=User,it_operations=Op,system_owner=Viewer``).
+  ``key=Role`` pairs (default ``archivist=User,it_operations=Operations,system_owner=Viewer``;
+  ``Operations`` is Airflow's ``Op`` less answering *Required actions*).
 * ``ARKIV_AIRFLOW_DEFAULT_ROLE`` — the Airflow role of a person none of whose groups is mapped
   (default ``Public``: signed in, allowed nothing).
 
@@ -41,7 +42,9 @@ log = logging.getLogger("arkivflode.airflow_signin")
 
 #: the provider's name in Airflow's URLs: the redirect URI ends in /auth/oauth-authorized/oidc
 PROVIDER = "oidc"
-DEFAULT_ROLES = "archivist=User,it_operations=Op,system_owner=Viewer"
+#: archivists answer Required actions (User); IT operations run Airflow but decide nothing (Operations)
+OPERATIONS_ROLE = "Operations"
+DEFAULT_ROLES = f"archivist=User,it_operations={OPERATIONS_ROLE},system_owner=Viewer"
 
 
 def _setting(name: str, default: str | None = None) -> str:
@@ -76,9 +79,27 @@ def _split_name(claims: dict, name: str) -> tuple[str, str]:
     return first[:64], last[:64]
 
 
+def _operations_permissions() -> list[tuple[str, str]]:
+    """Airflow's Op role less answering a human-in-the-loop request: quarantine decisions are archivists'."""
+    from airflow.providers.fab.www.security import permissions
+
+    base = FabAirflowSecurityManagerOverride
+    answering = (permissions.ACTION_CAN_EDIT, permissions.RESOURCE_HITL_DETAIL)
+    every = [*base.VIEWER_PERMISSIONS, *base.USER_PERMISSIONS, *base.OP_PERMISSIONS]
+    return [p for p in dict.fromkeys(every) if p != answering]
+
+
 class ArkivSecurityManager(FabAirflowSecurityManagerOverride):
     """FAB's security manager reading the person from the provider's ID token (and its userinfo
-    endpoint for claims the ID token leaves out) through the archive's role mapping."""
+    endpoint for claims the ID token leaves out) through the archive's role mapping.
+
+    It adds the Airflow role ``Operations`` (:data:`OPERATIONS_ROLE`): everything Airflow's ``Op``
+    may do except answer *Required actions*, since an answer there is recorded as an archivist's
+    quarantine decision (plugins/arkivflode_airflow/hitl.py).
+    """
+
+    ROLE_CONFIGS = [*FabAirflowSecurityManagerOverride.ROLE_CONFIGS,
+                    {"role": OPERATIONS_ROLE, "perms": _operations_permissions()}]
 
     def get_oauth_user_info(self, provider: str, resp: dict) -> dict:
         mapping = _mapping()

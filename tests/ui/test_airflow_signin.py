@@ -5,7 +5,9 @@ A real ``airflow api-server`` with the FAB auth manager and deploy/airflow/webse
 ``airflow``) with the role mapping the archive's API uses. Chromium opens the Airflow UI, is sent
 to the provider, signs in as an archivist and comes back signed in; Airflow's user is the
 provider's subject with the person's name, and the archive role maps to Airflow's role ``User``.
-A researcher (no Airflow role mapped) signs in too but gets only ``Public``: the API refuses them.
+IT operations get ``Operations`` (Airflow's ``Op`` less answering *Required actions*, which are
+archivists' decisions); a researcher (no Airflow role mapped) signs in too but gets only
+``Public``: the API refuses them.
 Screenshots go to ``test-output/airflow-signin/`` (or under ``$ARKIV_TEST_OUTPUT``).
 """
 
@@ -135,6 +137,20 @@ def _api(base: str, path: str, token: str) -> tuple[int, dict]:
         return exc.code, {}
 
 
+def _answer_required_action(base: str, token: str) -> int:
+    """Answer a human-in-the-loop request of a DAG that does not exist: 404 if Airflow lets this user answer
+    Required actions at all (it checks that first), 403 if not."""
+    req = urllib.request.Request(
+        f"{base}/api/v2/dags/no_such_dag/dagRuns/no_such_run/taskInstances/await_decision/-1/hitlDetails",
+        method="PATCH", data=json.dumps({"chosen_options": ["x"]}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _claims(token: str) -> dict:
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
@@ -161,6 +177,7 @@ def test_an_archivist_signs_in_to_airflow_at_the_provider_and_gets_the_mapped_ro
     # the session works against Airflow's API
     status, body = _api(airflow["base"], "/api/v2/dags", token)
     assert status == 200 and "dags" in body
+    assert _answer_required_action(airflow["base"], token) == 404  # an archivist may answer Required actions
     # the UI is signed in as her: the user menu names her Airflow user
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -181,6 +198,17 @@ def test_a_person_in_no_mapped_group_signs_in_but_airflow_allows_them_nothing(ai
     assert roles == {"Public"}  # arkiv-forskare -> researcher, which has no Airflow role
     status, _ = _api(airflow["base"], "/api/v2/dags", token)
     assert status == 403
+    assert _answer_required_action(airflow["base"], token) == 403
+
+
+def test_it_operations_run_airflow_but_cannot_answer_required_actions(airflow, chromium):
+    token = _sign_in(chromium, airflow, "ivar", "it-operations")
+    _, roles = _user(airflow["db"], "ivar")
+    assert roles == {"Operations", "Public"}  # it-drift -> it_operations -> Operations
+    status, _ = _api(airflow["base"], "/api/v2/pools", token)
+    assert status == 200  # what Airflow's Op may do
+    # but an answer in Required actions is recorded as an archivist's decision: not theirs to give
+    assert _answer_required_action(airflow["base"], token) == 403
 
 
 def _webserver_config():
