@@ -231,7 +231,7 @@ def await_delivery(settings: Settings, name: str, start: dt.datetime | str, end:
     """
     sys_, s, e, key = _interval(settings, name, start, end)
     period = key.split("/", 1)[1]
-    expected = delivery_for(sys_).expected(period)
+    expected = delivery_for(sys_, settings.s3).expected(period)
     if expected is None or expected.exists():
         return {"state": "delivered", "interval": key}
     if timeout_hours is None:
@@ -269,7 +269,7 @@ def extract(settings: Settings, name: str, start: dt.datetime | str, end: dt.dat
     if e <= s:
         raise ConfigError(f"{name}: empty data interval {s.isoformat()} – {e.isoformat()}; "
                           "use a schedule with data intervals (see docs/configuration.md)")
-    delivery = delivery_for(sys_)
+    delivery = delivery_for(sys_, settings.s3)
     cat = catalogue(settings)
     staged = delivery.stage(settings, cat, s, e, source_url)
     batch_id = f"{name}/{staged.batch}"
@@ -654,7 +654,7 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     the catalogue); each package's :class:`~transforms.intake.delivery.PackageSidecar` is kept beside it."""
     sys_ = system(settings, name)
     with _staged(settings, manifest) as staged:
-        handed = delivery_for(sys_).packages(settings, catalogue(settings), staged, record_class)
+        handed = delivery_for(sys_, settings.s3).packages(settings, catalogue(settings), staged, record_class)
     out = []
     for h in handed:
         ref = {"package_id": h.package_id, "already_archived": h.already_archived}
@@ -830,7 +830,7 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
     the new packages findable is the next step's (:func:`update_index`).
     """
     sys_ = system(settings, name)
-    delivery = delivery_for(sys_)
+    delivery = delivery_for(sys_, settings.s3)
     structure = sys_.content.get("archive_structure")
     staged = _manifest(settings, manifest)
     cat = catalogue(settings)
@@ -848,6 +848,9 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
                                    quality_report=_existing_report(cat, batch_id))
     delivery.after_archived(staged, cat, lambda key: mellanarkiv(settings).stat(key).sha256)
     _drop_batch(settings, manifest, staged)
+    scratch = getattr(delivery, "scratch", None)  # this worker's copy of a delivery from an S3 inbox
+    if scratch is not None:
+        shutil.rmtree(scratch(settings, staged.batch), ignore_errors=True)
     new = [r for r in results if r.get("recorded")]
     rejected = delivery.rejected(staged)
     if rejected:

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 
 from transforms.catalogue import Batch, BatchStatus, Catalogue, IntervalClaim, QuarantineCase
-from transforms.config.settings import Settings
+from transforms.config.settings import S3Config, Settings
 from transforms.config.systems import System, load_system, load_systems
 from transforms.intake.delivery import delivery_for
 from transforms.staging.batch import period_label
@@ -86,17 +86,17 @@ def _delivery_hours(system: str) -> float:
     return 72.0
 
 
-def _delivered(system: System, period: str) -> bool | None:
+def _delivered(system: System, period: str, s3: S3Config | None = None) -> bool | None:
     """Whether the interval's delivery is in the inbox (None: nothing to wait for, or no inbox configured here)."""
-    delivery = delivery_for(system)
+    delivery = delivery_for(system, s3)
     if not delivery.waits or not system.inbox_env or not os.environ.get(system.inbox_env):
         return None
     expected = delivery.expected(period)
     return None if expected is None else expected.exists()
 
 
-def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int | None = DEFAULT_LIMIT
-                  ) -> list[IntervalStatus]:
+def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int | None = DEFAULT_LIMIT,
+                  s3: S3Config | None = None) -> list[IntervalStatus]:
     """Each due interval of one system with its state, packages and records."""
     with cat.session() as s:
         batches = {b.id: b for b in s.query(Batch).filter(Batch.system == system.name)}
@@ -139,7 +139,7 @@ def system_status(cat: Catalogue, system: System, now: dt.datetime, limit: int |
         elif b is not None:
             state, detail = "failed", f"stopped at {b.status.replace('_', ' ')}; see `arkiv events` and the run's log"
         else:
-            delivered = _delivered(system, period)
+            delivered = _delivered(system, period, s3)
             if delivered is False:
                 deadline = end + dt.timedelta(hours=_delivery_hours(system.name))
                 if local_now < deadline:
@@ -173,7 +173,7 @@ def status(settings: Settings, system: str | None = None, *, now: dt.datetime | 
     cat = Catalogue(settings.catalogue_url)
     cat.migrate()
     try:
-        return [row for s in systems.values() for row in system_status(cat, s, now, limit)]
+        return [row for s in systems.values() for row in system_status(cat, s, now, limit, settings.s3)]
     finally:
         cat.dispose()
 

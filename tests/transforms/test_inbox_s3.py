@@ -24,7 +24,7 @@ from transforms.common.errors import ContentError
 from transforms.config.settings import S3Config, Settings
 from transforms.config.systems import load_systems
 from transforms.intake.delivery import delivery_for
-from transforms.intake.inbox import InboxObject, S3Inbox, s3_client
+from transforms.intake.inbox import InboxObject, S3Inbox
 
 PERIOD = "2025-12"
 START, END = dt.datetime(2025, 12, 1), dt.datetime(2026, 1, 1)
@@ -43,7 +43,7 @@ def bucket(moto_server, inbox_bucket, monkeypatch) -> dict:
         monkeypatch.setenv(k, v)
     for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ARKIV_S3_SSE", "ARKIV_S3_PART_SIZE_MB"):
         monkeypatch.delenv(k, raising=False)
-    client = s3_client(S3Config.from_env())
+    client = S3Config.from_env().client()
     yield {"name": inbox_bucket, "client": client}
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=inbox_bucket):
         for item in page.get("Contents", []):

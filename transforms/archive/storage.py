@@ -170,26 +170,6 @@ def _status(exc: Exception) -> int:
     return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
 
 
-def s3_client(config: S3Config):
-    """A boto3 S3 client for ``config``: retries with backoff through botocore's standard retry mode.
-
-    ``config.client_factory`` wins when set (the Airflow side builds the client from an Airflow
-    connection); otherwise boto3's standard credential chain applies (``AWS_*`` variables,
-    profile, instance role).
-    """
-    if config.client_factory is not None:
-        return config.client_factory()
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3", endpoint_url=config.endpoint_url, region_name=config.region,
-        # total_max_attempts counts the first request too ("max_attempts" here would add one more)
-        config=Config(retries={"mode": "standard", "total_max_attempts": config.max_attempts},
-                      s3={"addressing_style": config.addressing_style},
-                      connect_timeout=10, read_timeout=120))
-
-
 class S3Storage:
     """A bucket (and a prefix in it) as a storage location: same verbs as :class:`FileSystemStorage`.
 
@@ -228,7 +208,7 @@ class S3Storage:
         self.prefix = prefix.strip("/")
         self.name = name
         self.config = config or S3Config()
-        self.client = client if client is not None else s3_client(self.config)
+        self.client = client if client is not None else self.config.client()
         self.lock = self.config.lock_for(name)
         self.work_dir = Path(work_dir) if work_dir else None
 

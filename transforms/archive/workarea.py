@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from transforms.archive.storage import s3_client
 from transforms.common.errors import ConfigError, StorageError
 from transforms.common.hashing import CHUNK, sha256_file
 from transforms.config.settings import MIB, Settings, is_s3
@@ -105,7 +104,7 @@ class BucketWorkArea(WorkArea):
         if not bucket:
             raise ConfigError(f"ARKIV_WORK={url!r} names no bucket (use s3://bucket/prefix)")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = client if client is not None else s3_client(settings.s3)
+        self.client = client if client is not None else settings.s3.client()
         part = max(settings.s3.multipart_above, 8 * MIB)
         from boto3.s3.transfer import TransferConfig
 

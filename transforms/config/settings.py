@@ -78,6 +78,26 @@ class S3Config:
     #: Airflow connection). Excluded from equality so that settings still compare by value.
     client_factory: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
+    def client(self) -> Any:
+        """A boto3 S3 client: retries with backoff through botocore's standard retry mode.
+
+        ``client_factory`` wins when set (the Airflow side builds the client from an Airflow
+        connection); otherwise boto3's standard credential chain applies (``AWS_*`` variables,
+        profile, instance role). Every S3 user (archives, working bucket, inboxes) builds its
+        client here.
+        """
+        if self.client_factory is not None:
+            return self.client_factory()
+        import boto3
+        from botocore.config import Config
+
+        return boto3.session.Session().client(
+            "s3", endpoint_url=self.endpoint_url, region_name=self.region,
+            # total_max_attempts counts the first request too ("max_attempts" here would add one more)
+            config=Config(retries={"mode": "standard", "total_max_attempts": self.max_attempts},
+                          s3={"addressing_style": self.addressing_style},
+                          connect_timeout=10, read_timeout=120))
+
     @property
     def multipart_above(self) -> int:
         """Files larger than this many bytes are uploaded in parts."""

@@ -88,19 +88,6 @@ class InboxObject:
     etag: str
 
 
-def s3_client(config: S3Config) -> Any:
-    """A boto3 client for ``config``, built as the archives' storage builds its own."""
-    if config.client_factory is not None:
-        return config.client_factory()
-    import boto3
-    from botocore.config import Config
-
-    return boto3.session.Session().client(
-        "s3", endpoint_url=config.endpoint_url, region_name=config.region,
-        config=Config(retries={"mode": "standard", "total_max_attempts": config.max_attempts},
-                      s3={"addressing_style": config.addressing_style}, connect_timeout=10, read_timeout=120))
-
-
 class S3Inbox:
     """An inbox at ``s3://bucket/prefix``: list, download (verified) and move (verified) its objects."""
 
@@ -117,7 +104,7 @@ class S3Inbox:
     @property
     def client(self) -> Any:
         if self._client is None:
-            self._client = s3_client(self.config)
+            self._client = self.config.client()
         return self._client
 
     @property
