@@ -2,7 +2,7 @@
 
 Usage (from the project root)::
 
-    .venv/bin/python -m bench [--size tiny|quick|large] [--out DIR] [--seed N] [--keep]
+    .venv/bin/python -m bench [--size tiny|quick|large] [--only SECTION,…] [--out DIR] [--seed N] [--keep]
     .venv/bin/python bench/run.py …        # the same
 
 The corpus is generated from ``--seed`` at the chosen size, under a temporary work folder on
@@ -26,11 +26,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python bench/run.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import build, dagparse, extraction, machine, memory, validation, workers  # noqa: E402
+from bench import build, dagparse, extraction, machine, memory, rebuild, validation, workers  # noqa: E402
 from bench.common import MB, ONE_CPU_PER_TASK, PROJECT, load_sample, load_verdict, load_warning  # noqa: E402
 from bench.corpus import LEX, make_corpus, remove_copies, replicate, single_document, stage_sqlite  # noqa: E402
 
-SECTIONS = ("build", "validate", "extract", "memory", "workers", "dagparse")
+SECTIONS = ("build", "rebuild", "validate", "extract", "memory", "workers", "dagparse")
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,17 @@ class Size:
     cold: bool = True
     dd: int = 512 * MB
     mem_variants: tuple[str, ...] = ("split", "one_package")
+    rebuild_classes: int | None = None  # record classes the rebuild section builds, fewest documents first (None: all)
+    rebuild_repeats: int | None = None  # rounds of the rebuild section (None: ``repeats``)
     notes: list[str] = field(default_factory=list)
 
 
 SIZES = {
     "tiny": Size(cases=120, large=[4 * MB], mem_cases=40, single=16 * MB, pg_factor=2, repeats=2, dag_repeats=3,
-                 cold=False, dd=64 * MB, mem_variants=("one_package",),
-                 notes=["tiny: for the test suite only; 2 build rounds (not 5) to stay fast, no cold run"]),
+                 cold=False, dd=64 * MB, mem_variants=("one_package",), rebuild_classes=1,
+                 rebuild_repeats=1,
+                 notes=["tiny: for the test suite only; 2 build rounds (not 5) to stay fast, no cold run; "
+                        "the rebuild section: one round, of the record class with the fewest documents"]),
     "quick": Size(cases=2000, large=[40 * MB] * 3, mem_cases=300, single=200 * MB, pg_factor=10, repeats=5,
                   dag_repeats=10),
     "large": Size(cases=20000, large=[256 * MB] * 4, mem_cases=2000, single=2048 * MB, pg_factor=20, repeats=5,
@@ -92,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
         loads.append(load_sample(label))
 
     sample("start")
+    # wall seconds of each part of the run, for estimating another size's duration (bench/README.md)
+    section_seconds: dict[str, float] = {}
+    result["section_seconds"] = section_seconds
+    since = [time.perf_counter()]
+
+    def done(name: str) -> None:
+        now = time.perf_counter()
+        section_seconds[name] = now - since[0]
+        since[0] = now
+
     cpus = result["machine"].get("cpu_affinity") or result["machine"].get("cpu_count")
     if warning := load_warning(load_verdict(loads, cpus, args.load_threshold)):
         log(warning)
@@ -101,25 +115,35 @@ def main(argv: list[str] | None = None) -> int:
         lim = result["limits"]
         log(f"  sha256 {lim['sha256_mb_s']:.0f} MB/s, sha256sum {lim['sha256sum_tool_mb_s']:.0f} MB/s, "
             f"write {lim['write_mb_s']:.0f} MB/s, read cold {lim['read_cold_mb_s'] or 0:.0f} MB/s")
+        done("limits")
         log(f"corpus: Lex, {size.cases} cases, large documents {[s // MB for s in size.large]} MB, seed {args.seed}")
         corpus = make_corpus(work / "corpus", cases=size.cases, large=size.large, seed=args.seed)
         result["corpus"] = {"cases_generated": size.cases, "staged_rows": dict(corpus.staged.tables),
                             "documents": len(corpus.documents), "bytes": corpus.doc_bytes,
                             "record_classes": sorted(corpus.staged.partitions)}
         log(f"  {len(corpus.documents)} documents, {corpus.doc_bytes / MB:.1f} MB staged")
+        done("corpus")
         if "build" in only:
             log("build throughput")
             result["build"] = build.run(corpus, work, repeats=size.repeats, cold=size.cold, log=log, sample=sample)
+            done("build")
+        if "rebuild" in only:
+            log("rebuild of an unchanged interval (first build with empty caches, then with them warm)")
+            result["rebuild"] = rebuild.run(corpus, work, repeats=size.rebuild_repeats or size.repeats, log=log,
+                                            sample=sample, classes=size.rebuild_classes)
+            done("rebuild")
         if "validate" in only:
             log("validation throughput")
             packages = build.build_for_validation(corpus, work / "packages")
             result["validate"] = validation.run(packages, work, log=log)
             sample("after validate")
             shutil.rmtree(work / "packages", ignore_errors=True)
+            done("validate")
         if "extract" in only:
             log(f"extraction from PostgreSQL ({size.pg_factor}× the corpus's rows)")
             result["extract"] = extraction.run(corpus.db, corpus.files, work, factor=size.pg_factor, log=log)
             sample("after extract")
+            done("extract")
         if "memory" in only:
             log(f"memory: 1× = cases up to id {size.mem_cases} (small documents), 10× = ten copies; "
                 f"one file of {size.single // MB} MB")
@@ -135,15 +159,18 @@ def main(argv: list[str] | None = None) -> int:
             (corpus.files / "huge" / "single-document.pdf").unlink(missing_ok=True)
             remove_copies(corpus.files)
             shutil.rmtree(mem, ignore_errors=True)
+            done("memory")
         if "workers" in only:
             log("scale with workers (14 record-class partitions, 1 vs 2 at a time)")
             # the Airflow stack takes minutes: not at tiny (the size the test suite runs)
             result["workers"] = workers.run(corpus.db, corpus.files, work, log=log, airflow=args.size != "tiny")
             sample("after workers")
+            done("workers")
         if "dagparse" in only:
             log("DAG parse time")
             result["dagparse"] = dagparse.run(repeats=size.dag_repeats, log=log)
             sample("after dagparse")
+            done("dagparse")
     finally:
         sample("end")
         result["load"] = load_verdict(loads, cpus, args.load_threshold)
@@ -268,6 +295,44 @@ def _build(b: dict, r: dict, lim: dict, m: dict) -> list[str]:
     return lines
 
 
+#: the rows of the rebuild table, in its order
+REBUILD_ROWS = {"without_conversion": "without conversion", "with_conversion": "with PDF/A conversion (Lex)"}
+
+
+def _rebuild(rb: dict) -> list[str]:
+    """Section 7: first build with empty caches against a rebuild with both warm, per variant."""
+    classes = rb.get("record_classes") or []
+    of = rb.get("all_record_classes")
+    which = ("every record class" if len(classes) == of
+             else f"record class{'es' if len(classes) > 1 else ''} {', '.join(classes)} of {of}")
+    lines = [f"7. Rebuild of an unchanged interval ({rb['files']} files, {rb['bytes'] / MB:.1f} MB, {which}; "
+             f"{rb['rounds']} round{'s' if rb['rounds'] != 1 else ''}, best and median; "
+             f"goal: first ÷ rebuild ≥ {rb['goal']:g}× on the medians)"]
+    w = [40, 8, 9, 9, 10, 10, 8, 10]
+    lines.append(_row(["build", "best s", "median s", "files/s", "÷ (best)", "÷ (median)", "goal", "same SHA"], w))
+    for key, label in REBUILD_ROWS.items():
+        v = rb["variants"].get(key)
+        if not v:
+            continue
+        first, again, ratio = v["first"], v["rebuild"], v["first_over_rebuild"]
+        lines.append(_row([f"{label}: first build", f"{first['seconds']:.2f}", f"{first['median_seconds']:.2f}",
+                           f"{first['files_s']:.0f}", "", "", "", ""], w))
+        lines.append(_row(["  rebuild (caches warm)", f"{again['seconds']:.2f}", f"{again['median_seconds']:.2f}",
+                           f"{again['files_s']:.0f}", f"{ratio['best']:.2f}×", f"{ratio['median']:.2f}×",
+                           "met" if v["goal_met"] else "MISSED", "yes" if v["identical"] else "NO"], w))
+    for key, v in rb["variants"].items():
+        first, again = v["first"], v["rebuild"]
+        conv = (f"; {first['converted']} conversions, {first['conversion_seconds']:.1f} s in LibreOffice first, "
+                f"{again['conversion_seconds']:.1f} s on rebuild" if first.get("converted") else "")
+        lines.append(f"  {REBUILD_ROWS.get(key, key)}: rounds first/rebuild (s) " + "; ".join(
+            f"{a:.2f}/{b:.2f}" for a, b in zip(first["all_seconds"], again["all_seconds"], strict=True))
+            + f"; identifications cached {again['identifications']}{conv}")
+    lines.append("  first: fresh SQLite catalogue (identification cache) and empty conversion cache; rebuild: the "
+                 "caches that first build filled, packages compared by the SHA-256 of each (same SHA: rebuild = "
+                 "first build, every round = the first round)")
+    return lines
+
+
 def table(r: dict) -> str:
     lines: list[str] = []
     lim = r.get("limits", {})
@@ -368,7 +433,13 @@ def table(r: dict) -> str:
         de, dp = d["dagbag_empty"], d["dagbag_project"]
         lines.append(f"  DagBag: project {dp['ms']:.0f} ms ({dp['dags']} DAGs, {dp['import_errors']} import errors) "
                      f"vs empty DAG folder {de['ms']:.0f} ms")
-    lines.append(f"\ntotal {r.get('seconds', 0):.0f} s")
+    rb = r.get("rebuild")
+    if rb:
+        lines.append("")
+        lines.extend(_rebuild(rb))
+    lines.append(f"\ntotal {r.get('seconds', 0):.0f} s"
+                 + (" (" + ", ".join(f"{k} {v:.0f} s" for k, v in r["section_seconds"].items()) + ")"
+                    if r.get("section_seconds") else ""))
     return "\n".join(lines)
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import load_verdict, load_warning
-from bench.run import SIZES, table
+from bench.common import MB, load_verdict, load_warning
+from bench.rebuild import GOAL
+from bench.run import SECTIONS, SIZES, table
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -37,8 +38,12 @@ def tiny_run(tmp_path_factory):
 @tiny
 def test_json_has_every_section(tiny_run):
     data, _, _ = tiny_run
-    for key in ("machine", "limits", "corpus", "build", "validate", "extract", "memory", "workers", "dagparse"):
+    for key in ("machine", "limits", "corpus", "build", "rebuild", "validate", "extract", "memory", "workers",
+                "dagparse"):
         assert key in data, key
+    # each part's wall seconds, for estimating how long another size runs
+    assert set(data["section_seconds"]) == {"limits", "corpus", *SECTIONS}
+    assert sum(data["section_seconds"].values()) <= data["seconds"]
     m = data["machine"]
     for key in ("cpu_count", "ram_bytes", "disk_free_bytes", "python", "versions", "git_commit"):
         assert key in m, key
@@ -66,7 +71,7 @@ def test_every_benchmark_ran_side_by_side(tiny_run):
 def test_prints_the_table_and_cleans_up(tiny_run):
     _, stdout, work = tiny_run
     for heading in ("1. Package build", "2. Validation", "3. Extraction", "4. Peak RSS", "5. Workers",
-                    "6. DAG parse"):
+                    "6. DAG parse", "7. Rebuild of an unchanged interval"):
         assert heading in stdout
     assert list(work.iterdir()) == []  # the work folder is removed
 
@@ -102,6 +107,8 @@ def test_load_average_is_recorded_through_the_run(tiny_run):
     assert whens[0] == "start" and whens[-1] == "end"
     for n in range(1, SIZES["tiny"].repeats + 1):
         assert f"build warm round {n}" in whens
+    for n in range(1, SIZES["tiny"].rebuild_repeats + 1):
+        assert f"rebuild round {n}" in whens
     assert all(s["load1"] >= 0 and s["load5"] >= 0 and s["load15"] >= 0 for s in load["samples"])
     cpus = data["machine"]["cpu_affinity"] or data["machine"]["cpu_count"]
     assert load["threshold"] == cpus
@@ -109,6 +116,63 @@ def test_load_average_is_recorded_through_the_run(tiny_run):
                                  for s in load["samples"])
     assert stdout.count("LOADED MACHINE") == (2 if load["samples"][0]["load1"] > cpus
                                                else 1 if load["loaded"] else 0)
+
+
+@tiny
+def test_rebuild_is_timed_against_a_first_build_with_empty_caches(tiny_run):
+    data, stdout, _ = tiny_run
+    rb = data["rebuild"]
+    rounds = SIZES["tiny"].rebuild_repeats  # one at tiny: the conversion's first build is most of the section
+    assert rb["rounds"] == rounds and rb["goal"] == GOAL
+    # tiny builds the record class with the fewest documents, to stay short
+    parts = data["corpus"]["record_classes"]
+    assert len(rb["record_classes"]) == SIZES["tiny"].rebuild_classes and rb["all_record_classes"] == len(parts)
+    assert 0 < rb["files"] < data["corpus"]["documents"]
+    assert set(rb["variants"]) == {"without_conversion", "with_conversion"}
+    for name, v in rb["variants"].items():
+        first, again, ratio = v["first"], v["rebuild"], v["first_over_rebuild"]
+        for step in (first, again):
+            assert len(step["all_seconds"]) == rounds, name
+            assert 0 < step["seconds"] <= step["median_seconds"] <= max(step["all_seconds"]), name
+            assert step["identifications"] > 0, name  # the catalogue's cache was filled (and kept)
+        assert ratio["best"] == pytest.approx(first["seconds"] / again["seconds"])
+        assert ratio["median"] == pytest.approx(first["median_seconds"] / again["median_seconds"])
+        assert len(ratio["rounds"]) == rounds
+        assert v["goal_met"] is (ratio["median"] >= GOAL)
+        # the rebuild's packages are the first build's, byte for byte, in every round
+        assert v["identical"] is True, name
+        assert v["package_sha256"] and all(len(h) == 64 for h in v["package_sha256"].values())
+    conv = rb["variants"]["with_conversion"]
+    assert conv["first"]["converted"] > 0 and conv["first"]["conversion_seconds"] > 0
+    # every conversion came from the cache: the same documents converted, no time in LibreOffice
+    assert conv["rebuild"]["converted"] == conv["first"]["converted"]
+    assert conv["rebuild"]["conversion_seconds"] == 0
+    assert rb["variants"]["without_conversion"]["first"]["converted"] == 0
+    # the two variants package different bytes (PDF/A derivatives in one of them)
+    assert conv["package_sha256"] != rb["variants"]["without_conversion"]["package_sha256"]
+    section = stdout[stdout.index("7. Rebuild of an unchanged interval"):]
+    assert section.index("without conversion: first build") < section.index("with PDF/A conversion (Lex): first")
+
+
+def _rebuild_result(first: float, again: float, identical: bool) -> dict:
+    step = {"seconds": again, "median_seconds": again, "files_s": 10.0, "all_seconds": [again],
+            "identifications": 3, "converted": 0, "conversion_seconds": 0}
+    return {"size": "quick", "seed": 1, "machine": {"cpu_count": 2}, "rebuild": {
+        "files": 3, "bytes": 3 * MB, "rounds": 1, "goal": GOAL, "record_classes": ["a", "b"],
+        "all_record_classes": 2, "variants": {"with_conversion": {
+            "first": {**step, "seconds": first, "median_seconds": first, "all_seconds": [first]},
+            "rebuild": step, "first_over_rebuild": {"best": first / again, "median": first / again},
+            "goal_met": first / again >= GOAL, "identical": identical}}}}
+
+
+def test_rebuild_table_marks_the_goal_and_differing_packages():
+    met = table(_rebuild_result(9.0, 1.0, True))
+    row = next(line for line in met.splitlines() if line.strip().startswith("rebuild (caches warm)"))
+    assert row.split()[-4:] == ["9.00×", "9.00×", "met", "yes"]
+    assert "every record class" in met
+    missed = table(_rebuild_result(2.0, 1.0, False))
+    row = next(line for line in missed.splitlines() if line.strip().startswith("rebuild (caches warm)"))
+    assert row.split()[-4:] == ["2.00×", "2.00×", "MISSED", "NO"]
 
 
 def _samples(*loads: float) -> list[dict]:
