@@ -194,7 +194,11 @@ def test_prepared_packages_in_s3_are_taken_in_as_from_a_folder_and_moved_out_ver
     monkeypatch.setenv("ARKIV_CASTOR_INBOX", f"s3://{bucket['name']}/castor")
     system = load_systems(settings.systems_dir)["castor"]
     delivery = delivery_for(system)
-    assert not delivery.expected(PERIOD).exists()  # an empty prefix holds no delivery
+    # a queue is there when its bucket is, empty or not (as a folder inbox); a missing bucket is not
+    assert delivery.expected(PERIOD).exists()
+    monkeypatch.setenv("ARKIV_CASTOR_INBOX", f"s3://{bucket['name']}-gone/castor")
+    assert not delivery_for(system).expected(PERIOD).exists()
+    monkeypatch.setenv("ARKIV_CASTOR_INBOX", f"s3://{bucket['name']}/castor")
     names = sorted(p.name for p in castor_packages.iterdir() if p.suffix in (".tar", ".zip"))
     for n in names:
         bucket["client"].put_object(Bucket=bucket["name"], Key=f"castor/{n}", Body=(castor_packages / n).read_bytes())
@@ -233,7 +237,8 @@ def test_prepared_packages_in_s3_are_taken_in_as_from_a_folder_and_moved_out_ver
     assert not [k for k in after if "/" not in k]
     for source in accepted:
         assert after[f".archived/{source}"] == (castor_packages / source).read_bytes()
-    assert not delivery.expected(PERIOD).exists()
+    # the queue is empty again: the next run takes in nothing
+    assert delivery.expected(PERIOD).exists() and not delivery.stage(settings, cat, START, END, None).prepared
 
 
 def test_a_move_keeps_the_original_when_the_copy_cannot_be_verified(bucket):

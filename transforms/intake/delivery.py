@@ -506,7 +506,7 @@ class PreparedDelivery(_InboxDelivery):
         self.system = system
 
     def expected(self, period: str) -> Path | InboxMarker:
-        """The inbox folder; in S3: a package directly under the prefix."""
+        """The inbox folder; in S3: the inbox's bucket (an empty queue is a run that takes in nothing)."""
         from transforms.intake.inbox import InboxMarker, S3Inbox
 
         inbox = self.inbox

@@ -165,6 +165,20 @@ class S3Inbox:
             raise self._fail("listing", under, exc) from exc
         return out
 
+    def reachable(self) -> bool:
+        """Whether the inbox's bucket exists (False for NoSuchBucket; any other failure is a StorageError)."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket":
+                return False
+            raise self._fail("listing", "", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("listing", "", exc) from exc
+        return True
+
     def holds(self, under: str) -> bool:
         """Whether anything lies under the folder-like ``under`` (one key listed at most)."""
         from botocore.exceptions import BotoCoreError, ClientError
@@ -350,10 +364,12 @@ class InboxMarker:
         self.inbox, self.rels = inbox, rels
 
     def exists(self) -> bool:
-        """One of the objects ``rels`` is there; with none named: a package lies directly in the inbox."""
+        """One of the objects ``rels`` is there; with none named (a queue of packages): the inbox's bucket
+        is there, as a folder inbox is there when its folder is, empty or not (a run on an empty queue
+        takes in nothing; a queue is never "missing"). Other S3 errors raise: they are operations'."""
         if self.rels:
             return any(self.inbox.exists(rel) for rel in self.rels)
-        return any(is_package_name(o.key) for o in self.inbox.listing(direct=True))
+        return self.inbox.reachable()
 
     def __str__(self) -> str:
         return self.inbox.describe(self.rels[0] if self.rels else "")
