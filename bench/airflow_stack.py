@@ -45,7 +45,9 @@ from transforms.staging.batch import StagedBatch
 
 ADMIN_URL = os.environ.get("ARKIV_BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SYSTEM = "lex"
-RUN_TIMEOUT = 900  # seconds for one DAG run up to the end of its mapped tasks
+#: seconds for one DAG run up to the end of its mapped tasks: at large, parallelism 1 converts ~7,700
+#: DOCX on one LibreOffice (~10 min on an idle machine), and a shared machine can double that
+RUN_TIMEOUT = 2400
 FINISHED = ("success", "failed", "upstream_failed", "skipped", "removed")
 
 

@@ -102,7 +102,11 @@ def run(db: Path, files: Path, work: Path, *, log, airflow: bool = True) -> dict
     clear(staging)
     if airflow:
         log("  the same partitions as mapped tasks on Airflow (LocalExecutor, parallelism 1 and 2)")
-        res["airflow"] = airflow_stack.run(db, files, work, log=log)
+        try:
+            res["airflow"] = airflow_stack.run(db, files, work, log=log)
+        except Exception as exc:  # noqa: BLE001 - a stack that fails or times out ends this row, not the whole run
+            log(f"  Airflow run failed: {type(exc).__name__}: {exc}")
+            res["airflow"] = {"available": False, "error": f"{type(exc).__name__}: {exc}"}
     else:
         res["airflow"] = {"available": False, "error": "not run at this size (the Airflow stack takes minutes)"}
     return res
