@@ -206,3 +206,25 @@ def test_a_package_too_large_for_its_file_system_leaves_nothing_behind(tmp_path)
     assert caught.value.errno == errno.EFBIG
     assert list(dest.iterdir()) == []
     assert _writer_threads() == []
+
+
+# --- an entry's values checked for escaping at once --------------------------------------------------------
+
+
+def test_as_is_holds_exactly_for_the_characters_escape_leaves_unchanged_in_text_and_attributes():
+    """Every code point: as_is says "unchanged" only where escape gives the character back in text and
+    in an attribute, and says "escape" for every character either context changes or refuses."""
+    from transforms.common.xmltools import NotXmlText, escape
+    from transforms.packaging.plain import as_is
+
+    def unchanged(ch: str) -> bool:
+        try:
+            return escape(ch) == ch and escape(ch, attribute=True) == ch
+        except NotXmlText:
+            return False
+
+    wrong = [hex(c) for c in range(0x110000) if as_is([chr(c)]) != unchanged(chr(c))]
+    assert wrong == []
+    assert as_is(["Bygglov Storgatan 1", "åäö", "2025-03-01T00:00:00", ""])
+    assert not as_is(["Bygglov", 'a "quote"'])
+    assert not as_is(["x", "tab\there"])  # unchanged in text, not in an attribute: escaped

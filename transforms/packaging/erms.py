@@ -14,6 +14,7 @@ indentation. :func:`build_erms` is what :func:`write_erms` writes, parsed.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import posixpath
 import re
@@ -33,6 +34,7 @@ from transforms.common.xmltools import (
     leaf_text,
     parse_bytes,
 )
+from transforms.packaging.plain import as_is
 
 E = f"{{{NS_ERMS}}}"
 
@@ -259,35 +261,45 @@ def _dates_text(out: Fragment, pairs: Iterable[tuple[str, object]]) -> None:
 
 def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
     """A record (document) of a case, appended to ``out``: one formatted string per part of fixed
-    shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object did)."""
+    shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object did).
+    Its values are escaped one by one only when they need it (:func:`plain.as_is`)."""
     f = doc.fields
     i0, i1, i2 = (indent(out.level + k) for k in range(3))
-    doc_id = f[dm["id"]]
+    doc_id = str(f[dm["id"]])
     secret = f.get(dm.get("secrecy", ""))
-    parts = [f'{i0}<record systemIdentifier="{escape(str(doc_id), attribute=True)}" recordType="document">\n',
-             leaf_text(i1, "objectId", f"{doc_id}")]
+    title = f[dm["title"]]
+    title = None if title is None else str(title)
+    number = int(f[dm["number"]]) if dm.get("number") and f.get(dm["number"]) is not None else None
+    regulation = str(f.get(dm.get("secrecy_reference", "")) or "OSL") if secret else None
+    dates = _date_items([("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
+    appendix = _appendix(doc, dm) if doc.package_path else None
+    values = [doc_id, title or "", regulation or "", *(value for _, value in dates),  # type: ignore[misc]
+              *(appendix.values() if appendix else ())]
+    text, attr = (str, str) if as_is(values) else (escape, functools.partial(escape, attribute=True))
+    parts = [f'{i0}<record systemIdentifier="{attr(doc_id)}" recordType="document">\n',
+             f"{i1}<objectId>{text(doc_id)}</objectId>\n"]
     if secret:
         parts.append(f"{i1}<securityClass>secret</securityClass>\n")
-    parts.append(leaf_text(i1, "title", f[dm["title"]]))
-    if dm.get("number") and f.get(dm["number"]) is not None:
-        parts.append(leaf_text(i1, "runningNumber", int(f[dm["number"]])))
+    parts.append(f"{i1}<title/>\n" if title is None else f"{i1}<title>{text(title)}</title>\n")
+    if number is not None:
+        parts.append(f"{i1}<runningNumber>{number}</runningNumber>\n")
     if secret:
         parts += (f'{i1}<restriction restrictionType="confidential">\n',
-                  leaf_text(i2, "regulation", f.get(dm.get("secrecy_reference", "")) or "OSL"),
-                  f"{i1}</restriction>\n")
-    direction = _direction(f, dm)
+                  f"{i2}<regulation>{text(regulation)}</regulation>\n", f"{i1}</restriction>\n")
+    direction = _direction(f, dm)  # a word of ERMS's own vocabulary: nothing to escape
     if direction:
-        parts.append(leaf_text(i1, "direction", None, {"directionDefinition": direction}))
-    dates = _date_items([("created", f.get(dm.get("date", ""))), ("captured", f.get(dm.get("registered", "")))])
+        parts.append(f'{i1}<direction directionDefinition="{direction}"/>\n')
     if dates:
         parts.append(f"{i1}<dates>\n")
-        parts += (leaf_text(i2, "date", value, {"dateType": dtype}) for dtype, value in dates)
+        parts += (f'{i2}<date dateType="{dtype}">{text(value)}</date>\n' for dtype, value in dates)
         parts.append(f"{i1}</dates>\n")
-    if not doc.package_path:
+    if appendix is None:
         parts += (f"{i1}<notes>\n", leaf_text(i2, "note", MISSING_FILE_NOTE, {"noteType": "arkivflode-missing-file"}),
                   f"{i1}</notes>\n")
     else:
-        parts += (f"{i1}<additionalInformation>\n", leaf_text(i2, "appendix", None, _appendix(doc, dm)),
+        parts += (f"{i1}<additionalInformation>\n",
+                  f'{i2}<appendix name="{attr(appendix["name"])}" path="{attr(appendix["path"])}" '
+                  f'fileFormat="{attr(appendix["fileFormat"])}"/>\n',
                   f"{i1}</additionalInformation>\n")
     parts.append(f"{i0}</record>\n")
     out.add("".join(parts))

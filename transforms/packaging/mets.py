@@ -30,6 +30,7 @@ from transforms.common.xmltools import (
     safe_parser,
 )
 from transforms.packaging.fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
+from transforms.packaging.plain import as_is
 
 M = f"{{{NS_METS}}}"
 CSIP = f"{{{NS_CSIP}}}"
@@ -230,11 +231,14 @@ def _file_text(depth: int, f: FileRef) -> bytes:
     ``depth`` levels below its root, with the prefixes the root declares. The shape is fixed, so the
     entry is one formatted string (built as elements it cost several times more: bench/README.md)."""
     at = indent(depth)
-    return (f'{at}<mets:file ID="{escape(f.id, attribute=True)}" MIMETYPE="{escape(f.mimetype, attribute=True)}" '
-            f'SIZE="{escape(f.size, attribute=True)}" CREATED="{escape(timestamp(f.created), attribute=True)}" '
-            f'CHECKSUM="{escape(f.sha256, attribute=True)}" CHECKSUMTYPE="SHA-256">\n'
+    values = (str(f.id), str(f.mimetype), str(f.size), timestamp(f.created), str(f.sha256), str(f.href))
+    if not as_is(values):  # its values one by one only when one needs it (plain.as_is)
+        values = tuple(escape(v, attribute=True) for v in values)
+    file_id, mimetype, size, created, sha256, href = values
+    return (f'{at}<mets:file ID="{file_id}" MIMETYPE="{mimetype}" SIZE="{size}" CREATED="{created}" '
+            f'CHECKSUM="{sha256}" CHECKSUMTYPE="SHA-256">\n'
             f'{indent(depth + 1)}<mets:FLocat LOCTYPE="URL" xlink:type="simple" '  # as _link
-            f'xlink:href="{escape(f.href, attribute=True)}"/>\n'
+            f'xlink:href="{href}"/>\n'
             f'{at}</mets:file>\n').encode()
 
 

@@ -20,6 +20,7 @@ from lxml import etree
 
 from transforms import SOFTWARE_NAME
 from transforms.common.xmltools import NS_PREMIS, NS_XSI, PrettyStream, escape, indent, leaf_text, parse_bytes
+from transforms.packaging.plain import as_is
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -135,55 +136,67 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
 
     One formatted string per part of fixed shape, as :func:`transforms.packaging.mets._file_text`
     (built as elements, or with a :class:`xmltools.Fragment`, an object cost several times more:
-    bench/README.md). Written only here: :func:`build_premis` parses what this writes.
+    bench/README.md); its values are escaped one by one only when they need it
+    (:func:`plain.as_is`). Written only here: :func:`build_premis` parses what this writes.
     """
     i0, i1, i2, i3, i4 = (indent(depth + k) for k in range(5))
+    application = obj.creating_application
+    values = [str(v) for v in (obj.identifier, obj.sha256, obj.size, obj.format_name, obj.format_version, obj.puid,
+                               obj.format_note, obj.original_name, obj.derived_from, *(application or ())) if v]
+    text = str if as_is(values) else escape
     parts = [
         f'{i0}<premis:object xsi:type="premis:file">\n'
         f"{i1}<premis:objectIdentifier>\n"
-        f"{i2}<premis:objectIdentifierType>local</premis:objectIdentifierType>\n",
-        leaf_text(i2, "premis:objectIdentifierValue", obj.identifier),
+        f"{i2}<premis:objectIdentifierType>local</premis:objectIdentifierType>\n"
+        f"{_leaf(i2, 'premis:objectIdentifierValue', obj.identifier, text)}"
         f"{i1}</premis:objectIdentifier>\n"
         f"{i1}<premis:objectCharacteristics>\n"
         f"{i2}<premis:compositionLevel>0</premis:compositionLevel>\n"
         f"{i2}<premis:fixity>\n"
-        f"{i3}<premis:messageDigestAlgorithm>SHA-256</premis:messageDigestAlgorithm>\n",
-        leaf_text(i3, "premis:messageDigest", obj.sha256),
+        f"{i3}<premis:messageDigestAlgorithm>SHA-256</premis:messageDigestAlgorithm>\n"
+        f"{_leaf(i3, 'premis:messageDigest', obj.sha256, text)}"
         f"{i3}<premis:messageDigestOriginator>{_ORIGINATOR}</premis:messageDigestOriginator>\n"
-        f"{i2}</premis:fixity>\n",
-        leaf_text(i2, "premis:size", obj.size),
-        f"{i2}<premis:format>\n{i3}<premis:formatDesignation>\n",
-        leaf_text(i4, "premis:formatName", obj.format_name),
+        f"{i2}</premis:fixity>\n"
+        f"{_leaf(i2, 'premis:size', obj.size, text)}"
+        f"{i2}<premis:format>\n{i3}<premis:formatDesignation>\n"
+        f"{_leaf(i4, 'premis:formatName', obj.format_name, text)}",
     ]
     if obj.format_version:
-        parts.append(leaf_text(i4, "premis:formatVersion", obj.format_version))
+        parts.append(f"{i4}<premis:formatVersion>{text(str(obj.format_version))}</premis:formatVersion>\n")
     parts.append(f"{i3}</premis:formatDesignation>\n")
     if obj.puid:
-        parts += (f"{i3}<premis:formatRegistry>\n{i4}<premis:formatRegistryName>PRONOM</premis:formatRegistryName>\n",
-                  leaf_text(i4, "premis:formatRegistryKey", obj.puid),
-                  f"{i4}<premis:formatRegistryRole>specification</premis:formatRegistryRole>\n"
-                  f"{i3}</premis:formatRegistry>\n")
+        parts.append(f"{i3}<premis:formatRegistry>\n{i4}<premis:formatRegistryName>PRONOM</premis:formatRegistryName>\n"
+                     f"{i4}<premis:formatRegistryKey>{text(str(obj.puid))}</premis:formatRegistryKey>\n"
+                     f"{i4}<premis:formatRegistryRole>specification</premis:formatRegistryRole>\n"
+                     f"{i3}</premis:formatRegistry>\n")
     if obj.format_note:
-        parts.append(leaf_text(i3, "premis:formatNote", obj.format_note))
+        parts.append(f"{i3}<premis:formatNote>{text(str(obj.format_note))}</premis:formatNote>\n")
     parts.append(f"{i2}</premis:format>\n")
-    if obj.creating_application:
-        parts += (f"{i2}<premis:creatingApplication>\n",
-                  leaf_text(i3, "premis:creatingApplicationName", obj.creating_application[0]),
-                  leaf_text(i3, "premis:creatingApplicationVersion", obj.creating_application[1]),
-                  f"{i2}</premis:creatingApplication>\n")
+    if application:
+        parts.append(f"{i2}<premis:creatingApplication>\n"
+                     f"{_leaf(i3, 'premis:creatingApplicationName', application[0], text)}"
+                     f"{_leaf(i3, 'premis:creatingApplicationVersion', application[1], text)}"
+                     f"{i2}</premis:creatingApplication>\n")
     parts.append(f"{i1}</premis:objectCharacteristics>\n")
     if obj.original_name:
-        parts.append(leaf_text(i1, "premis:originalName", obj.original_name))
+        parts.append(f"{i1}<premis:originalName>{text(str(obj.original_name))}</premis:originalName>\n")
     if obj.derived_from:
-        parts += (f"{i1}<premis:relationship>\n"
-                  f"{i2}<premis:relationshipType>derivation</premis:relationshipType>\n"
-                  f"{i2}<premis:relationshipSubType>has source</premis:relationshipSubType>\n"
-                  f"{i2}<premis:relatedObjectIdentifier>\n"
-                  f"{i3}<premis:relatedObjectIdentifierType>local</premis:relatedObjectIdentifierType>\n",
-                  leaf_text(i3, "premis:relatedObjectIdentifierValue", obj.derived_from),
-                  f"{i2}</premis:relatedObjectIdentifier>\n{i1}</premis:relationship>\n")
+        parts.append(f"{i1}<premis:relationship>\n"
+                     f"{i2}<premis:relationshipType>derivation</premis:relationshipType>\n"
+                     f"{i2}<premis:relationshipSubType>has source</premis:relationshipSubType>\n"
+                     f"{i2}<premis:relatedObjectIdentifier>\n"
+                     f"{i3}<premis:relatedObjectIdentifierType>local</premis:relatedObjectIdentifierType>\n"
+                     f"{i3}<premis:relatedObjectIdentifierValue>{text(str(obj.derived_from))}"
+                     "</premis:relatedObjectIdentifierValue>\n"
+                     f"{i2}</premis:relatedObjectIdentifier>\n{i1}</premis:relationship>\n")
     parts.append(f"{i0}</premis:object>\n")
     return "".join(parts).encode()
+
+
+def _leaf(at: str, tag: str, value: object, text) -> str:
+    """An element with ``value`` as its text (``text``: how values are escaped), ``<tag/>`` for None, as
+    :func:`xmltools.leaf_text` writes it."""
+    return f"{at}<{tag}/>\n" if value is None else f"{at}<{tag}>{text(str(value))}</{tag}>\n"
 
 
 def _event(root: etree._Element, ev: Event) -> etree._Element:
