@@ -24,12 +24,21 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from airflow_cluster import ENDPOINT_VARIABLES, PROJECT, AirflowCluster, free_port, read_env_file
+from airflow_cluster import (
+    ENDPOINT_VARIABLES,
+    PARSE_ONCE,
+    PROJECT,
+    AirflowCluster,
+    dags_folder,
+    free_port,
+    read_env_file,
+)
 from testservices import S3_TEST_CREDENTIALS, make_bucket, throwaway_postgres_database
 
 from transforms.catalogue import Batch, Catalogue, Package
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("airflow"),
+# A group of its own: its cluster is its own, so it need not wait behind the "airflow" group's files.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("airflow-celery"),
               pytest.mark.timeout(900)]
 
 REDIS_URL = os.environ.get("ARKIV_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")  # a db of its own
@@ -127,10 +136,10 @@ def cluster(tmp_path, metadata_db, pg_url, lex_source, moto_server):
         # a StatsD listener, faster polling, the demo Lex as the source system
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": queue,
         "AIRFLOW__METRICS__STATSD_PORT": str(statsd.port),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder(tmp_path / "dags", ("lex",))),  # the one DAG it runs
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        **PARSE_ONCE,
         "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]).strip(os.pathsep),
         "ARKIV_HOME": str(home),

@@ -40,7 +40,9 @@ from arkivflode_airflow import hitl
 from transforms.catalogue import Catalogue
 from transforms.quality import quarantine as review
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("airflow")]
+# A group of its own (one worker, one stack for the module): nothing here shares the "airflow" group's
+# per-worker Airflow home, and in that group it waited behind the other slow Airflow files.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.integration, pytest.mark.xdist_group("airflow-roles")]
 
 PROJECT = Path(__file__).resolve().parents[2]
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -102,10 +104,11 @@ def stack(tmp_path_factory, lex_bad_source):
         "AIRFLOW__API_AUTH__JWT_SECRET": uuid.uuid4().hex + uuid.uuid4().hex,
         "AIRFLOW__CORE__FERNET_KEY": "",
         "AIRFLOW__METRICS__STATSD_ON": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
+        # the two DAGs the tests run (the status page reads every system's YAML from the checkout)
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ac.dags_folder(root / "dags", ("lex", "procapita"))),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
         "AIRFLOW__CORE__DEFAULT_TIMEZONE": "Europe/Stockholm",
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        **ac.PARSE_ONCE,
         "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "2",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,archivist:user,owner:viewer",
         "ARKIV_HOME": str(home),
@@ -141,6 +144,7 @@ def stack(tmp_path_factory, lex_bad_source):
         raise
     finally:
         cluster.stop()
+        print("roles stack timings (s):", cluster.timings)  # shown with -rP
         smtp.stop()
         with contextlib.suppress(sa.exc.SQLAlchemyError), admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
