@@ -139,9 +139,13 @@ def _decide(settings, case_id: str, approve: bool, by, justification: str) -> st
     from transforms.pipeline import catalogue
     from transforms.quality import quarantine as review
 
+    cat = catalogue(settings)
+    if by.name == by.id:  # Airflow's answer carries the username (the subject), not the person's name
+        from dataclasses import replace
+
+        by = replace(by, name=(cat.person_name(by.id) or by.name)[:200])
     try:
-        review.decide(catalogue(settings), case_id, approve=approve, by=by, justification=justification,
-                      via="airflow")
+        review.decide(cat, case_id, approve=approve, by=by, justification=justification, via="airflow")
     except ValueError:
         if review.case_status(catalogue(settings), case_id) in ("approved", "rejected"):
             return "already"

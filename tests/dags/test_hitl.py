@@ -108,6 +108,30 @@ def _answer(option=hitl.APPROVE, why="Kända fel", confirmed=True, user="archivi
             "responded_by_user": {"id": user, "name": user} if user else None}
 
 
+def test_an_answer_in_airflow_names_the_person_as_the_provider_last_named_their_subject(case):
+    """Airflow's answer carries only the username (the provider's subject); the decision is recorded with the
+    person's name as the catalogue last saw it from the provider, else with the subject alone."""
+    from transforms.catalogue import AccessLogEntry, Person
+    from transforms.config.settings import Settings
+
+    cat, case_id = case
+    with cat.session() as s:
+        s.add(AccessLogEntry(actor="c3f1-subject", role="archivist", action="search", target="lex", outcome="granted",
+                             person_name="Anna Arkivarie", roles="archivist"))
+        s.commit()
+    settings = Settings.from_env().ensure()
+    assert cat.person_name("c3f1-subject") == "Anna Arkivarie" and cat.person_name("nobody") is None
+    assert hitl._decide(settings, case_id, True, hitl.airflow_person("c3f1-subject"), "Kända fel") == "decided"
+    (decided,) = review.cases(cat)
+    assert (decided.decided_by, decided.decided_by_id) == ("Anna Arkivarie", "c3f1-subject")
+    (event,) = [e for e in cat.events(batch_id="lex/2025") if e.type == "decision"]
+    assert (event.agent, event.agent_id) == ("Anna Arkivarie", "c3f1-subject")
+    # a later decision event is the newest name the catalogue holds for that subject
+    assert cat.person_name("c3f1-subject") == "Anna Arkivarie"
+    # a subject the catalogue never saw signed in keeps the subject as its name
+    assert hitl.airflow_person("x") == Person("x", "x", ("archivist",))
+
+
 def test_an_answer_in_airflow_needs_an_option_a_justification_and_the_confirmation():
     assert hitl.answer_problem(_answer()) is None
     assert hitl.answer_problem(_answer(hitl.REJECT)) is None

@@ -769,6 +769,19 @@ class Catalogue:
                 q = q.where(Event.batch_id == batch_id)
             return list(s.scalars(q))
 
+    def person_name(self, person_id: str) -> str | None:
+        """The name the identity provider last gave for ``person_id`` (a subject), as the catalogue
+        recorded it with a decision or an access; None when it has never seen that person signed in."""
+        with self.session() as s:
+            name = s.scalars(sa.select(Event.agent).where(Event.agent_id == person_id, Event.agent != person_id)
+                             .order_by(Event.id.desc()).limit(1)).first()
+            if name:
+                return name
+            return s.scalars(sa.select(AccessLogEntry.person_name)
+                             .where(AccessLogEntry.actor == person_id, AccessLogEntry.person_name.is_not(None),
+                                    AccessLogEntry.person_name != person_id)
+                             .order_by(AccessLogEntry.id.desc()).limit(1)).first()
+
     def snapshot(self) -> dict[str, list[tuple]]:
         """Every row of every table (tests use it to prove a rerun changed nothing)."""
         out = {}
