@@ -243,3 +243,24 @@ def test_the_pipeline_records_formats_and_opens_a_case_for_a_held_back_document(
     events = [e.type for p in cat.packages("lex") for e in cat.events(package_id=p.id)]
     assert "quarantine" in events
     cat.dispose()
+
+
+def test_the_converter_version_is_asked_once_per_installed_binary(tmp_path):
+    """``soffice --version`` runs once per binary in a process, and again when the binary changes (an upgrade)."""
+    import os
+    import time
+
+    from transforms.formats.conversion import libreoffice_version
+
+    calls = tmp_path / "calls"
+    fake = tmp_path / "soffice"
+    fake.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'LibreOffice 7.4.7.2 40(Build:2)'\n")
+    fake.chmod(0o755)
+    assert libreoffice_version(str(fake)) == "LibreOffice 7.4.7.2"
+    assert libreoffice_version(str(fake)) == "LibreOffice 7.4.7.2"
+    assert calls.read_text().count("x") == 1
+    fake.write_text(f"#!/bin/sh\necho x >> {calls}\necho 'LibreOffice 24.2.1.2 20(Build:2)'\n")
+    later = time.time() + 5
+    os.utime(fake, (later, later))
+    assert libreoffice_version(str(fake)) == "LibreOffice 24.2.1.2"
+    assert calls.read_text().count("x") == 2

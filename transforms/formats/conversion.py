@@ -16,6 +16,7 @@ claim the PDF/A part that was asked for.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -86,7 +87,27 @@ class Result:
 
 
 def libreoffice_version(soffice: str = SOFFICE) -> str:
-    """``LibreOffice 7.4.7.2`` as the installed binary reports it."""
+    """``LibreOffice 7.4.7.2`` as the installed binary reports it.
+
+    Asked once per installed binary in a process (``soffice --version`` takes about 0.3 s, more
+    than a cached rebuild of a package): the answer is kept under the resolved binary's path,
+    inode, size and modification time, so an upgrade while a worker runs is asked again."""
+    found = shutil.which(soffice)
+    try:
+        st = os.stat(os.path.realpath(found)) if found else None
+    except OSError:
+        st = None
+    if st is None:
+        return _libreoffice_version(soffice)
+    return _version_of(soffice, os.path.realpath(found), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _version_of(soffice: str, _real: str, _ino: int, _size: int, _mtime_ns: int) -> str:
+    return _libreoffice_version(soffice)
+
+
+def _libreoffice_version(soffice: str) -> str:
     try:
         out = subprocess.run([soffice, "--version"], capture_output=True, text=True, timeout=60, check=False).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
