@@ -48,7 +48,10 @@ from transforms.staging.batch import StagedBatch
 def _task(manifest: str, record_class: str, out: str) -> int:
     os.environ.update(ONE_CPU_PER_TASK)
     staged = StagedBatch.load(manifest)
-    built = build_packages(fine_grained(LEX), staged, record_class, Path(out))
+    # a conversion cache of the row's own (emptied with it): every row converts, as the shared-nothing and
+    # Airflow rows do on their fresh homes; the default cache beside the corpus is already full
+    built = build_packages(fine_grained(LEX), staged, record_class, Path(out),
+                           conversion_cache=Path(out) / ".conversion-cache")
     return sum(p.document_bytes for p in built)
 
 
