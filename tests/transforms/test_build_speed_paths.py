@@ -228,3 +228,56 @@ def test_as_is_holds_exactly_for_the_characters_escape_leaves_unchanged_in_text_
     assert as_is(["Bygglov Storgatan 1", "åäö", "2025-03-01T00:00:00", ""])
     assert not as_is(["Bygglov", 'a "quote"'])
     assert not as_is(["x", "tab\there"])  # unchanged in text, not in an attribute: escaped
+
+
+def _erms_case(i: int, *, secret: bool = False, parties: int = 2, docs: int = 2, closed=None, title="Bygglov",
+               missing_file: bool = False):
+    import datetime as dt
+
+    from transforms.packaging import erms
+
+    fields = {"case_id": i, "diarienummer": f"KS 2025/{i}", "title": title, "unit": "Bygg" if i % 2 else None,
+              "case_officer": None if i % 3 else "Handläggare", "classification_code": "1.2",
+              "status": ["Avslutad", "öppen", "okänt"][i % 3], "registered_date": dt.date(2025, 1, 1),
+              "closed_date": closed, "secrecy": secret, "secrecy_reference": "OSL 26:1" if secret and i % 2 else None}
+    case = erms.Case(fields=fields)
+    for p in range(parties):
+        case.parties.append({"party_id": p, "case_id": i, "name": None if p == 2 else f"Part {p}",
+                             "role": "sökande" if p else None, "personnummer": "19121212-1212" if p == 1 else None,
+                             "organisationsnummer": "556000-0000" if p % 2 else None})
+    for d in range(docs):
+        doc = {"document_id": i * 100 + d, "case_id": i, "document_number": d + 1 if d != 1 else None,
+               "title": None if d == 2 else f"Handling {d} åäö",
+               "direction": ["Inkommande", "upprättad", "annat"][d % 3],
+               "document_date": dt.datetime(2025, 2, d + 1, 8), "registered_date": dt.date(2025, 2, 2) if d else None,
+               "file_name": f"fil {d}.pdf" if d else None, "mime_type": "application/pdf" if d else None,
+               "secrecy": secret and d == 0, "secrecy_reference": None}
+        path = "" if missing_file and d == 0 else f"../../representations/rep1/data/KS_2025_{i}/{d + 1}_fil.pdf"
+        case.documents.append(erms.Document(fields=doc, package_path=path, size=10))
+    return case
+
+
+@pytest.mark.parametrize("retention", [None, "keep", "dispose"])
+def test_an_aggregation_written_as_plain_text_is_what_the_escaping_writer_writes(retention):
+    """Every shape of case the writer knows (secret or not, with or without parties, documents, dates,
+    unit, status, a missing file, an open case): the plain path gives the escaping path's bytes."""
+    import datetime as dt
+
+    from transforms.config.systems import load_system
+    from transforms.packaging import erms
+
+    lex = load_system(Path(__file__).resolve().parents[2] / "dags" / "systems" / "lex.yaml")
+    rule = None if retention is None else {"record_class": "arenden", "action": retention, "period": "P2Y",
+                                           "basis": "IHP 3.1", "counted_from": "closed_date"}
+    cases = [_erms_case(1), _erms_case(2, secret=True, parties=3, docs=4, closed=dt.date(2025, 3, 1)),
+             _erms_case(3, parties=0, docs=0, title=None), _erms_case(4, missing_file=True, closed=dt.date(2025, 1, 9)),
+             _erms_case(5, secret=True, title="", closed=dt.datetime(2025, 5, 6, 7, 8, 9))]
+    for case in cases:
+        for depth in (2, 3):
+            args = (depth, case, lex.content, "Testkommun", rule)
+            plain = erms._plain_aggregation_text(*args)
+            assert plain == erms._escaped_aggregation_text(*args)
+            assert erms._aggregation_text(*args) == plain
+    awkward = _erms_case(6, title='<a> & "b"')
+    args = (2, awkward, lex.content, "Testkommun", rule)
+    assert b"&lt;a&gt; &amp;" in erms._aggregation_text(*args)  # a value that needs escaping takes the escaping path

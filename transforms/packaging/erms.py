@@ -193,7 +193,88 @@ def _appendix(doc: Document, dm: Mapping[str, str]) -> dict[str, str]:
 def _aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
                       retention: Mapping[str, object] | None) -> bytes:
     """One case as an ``aggregation`` of type ``caseFile``, as the pretty-printed document has it,
-    ``depth`` levels below its root (unprefixed: ERMS is the root's default namespace)."""
+    ``depth`` levels below its root (unprefixed: ERMS is the root's default namespace).
+
+    When no value of the case, its parties, the creator's name or the retention rule needs
+    escaping (:func:`plain.as_is`, asked once for all of them) it is formatted as plain text
+    (:func:`_plain_aggregation_text`); otherwise with :class:`Fragment`, which escapes each value.
+    """
+    values = [str(v) for v in case.fields.values() if v is not None]
+    for party in case.parties:
+        values += [str(v) for v in party.values() if v is not None]
+    values.append(str(creator_name))
+    if retention:
+        values += [str(v) for v in retention.values() if v is not None]
+    if as_is(values):
+        return _plain_aggregation_text(depth, case, mapping, creator_name, retention)
+    return _escaped_aggregation_text(depth, case, mapping, creator_name, retention)
+
+
+def _leaf(at: str, tag: str, value: object) -> str:
+    """An element with a value that needs no escaping (``<tag/>`` for None), as ``leaf_text`` writes it."""
+    return f"{at}<{tag}/>\n" if value is None else f"{at}<{tag}>{value}</{tag}>\n"
+
+
+def _plain_aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
+                            retention: Mapping[str, object] | None) -> bytes:
+    """:func:`_escaped_aggregation_text` for a case none of whose values needs escaping: the same
+    elements in the same order, each line one formatted string."""
+    cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
+    f = case.fields
+    i0, i1, i2, i3, i4 = (indent(depth + k) for k in range(5))
+    parts = [f'{i0}<aggregation systemIdentifier="{f[cm["id"]]}" aggregationType="caseFile">\n',
+             _leaf(i1, "objectId", f[cm["reference"]])]
+    secret = f.get(cm.get("secrecy", ""))
+    if secret:
+        parts.append(f"{i1}<securityClass>secret</securityClass>\n")
+    if cm.get("classification") and f.get(cm["classification"]) is not None:
+        code = f[cm["classification"]]
+        parts.append(f'{i1}<classification classificationCode="{code}">{code}</classification>\n')
+    parts.append(_leaf(i1, "title", f[cm["title"]]))
+    status = _status(f, cm)
+    if status:
+        parts.append(f'{i1}<status value="{status}"/>\n')
+    if secret:
+        parts += (f'{i1}<restriction restrictionType="confidential">\n',
+                  _leaf(i2, "regulation", f.get(cm.get("secrecy_reference", "")) or "OSL"), f"{i1}</restriction>\n")
+    if retention:
+        start = f.get(str(retention.get("counted_from", "")))
+        terms = _disposal_terms(retention, start)
+        if terms is not None:
+            disposable, action = terms
+            parts += (f'{i1}<disposal disposable="{disposable}">\n',
+                      _leaf(i2, "disposalScheduleId", retention["record_class"]),
+                      _leaf(i2, "disposalAction", action), _leaf(i2, "disposalPeriod", retention["period"]),
+                      _leaf(i2, "disposalMandate", retention["basis"]), f"{i2}<dates>\n",
+                      f'{i3}<disposalDate dateType="retention_period_start">{_dt(start)}</disposalDate>\n',
+                      f"{i2}</dates>\n", f"{i1}</disposal>\n")
+    parts += (f"{i1}<agents>\n", f'{i2}<agent agentType="responsible_person">\n',
+              _leaf(i3, "name", f.get(cm.get("officer", "")) or "okänd"), _leaf(i3, "organisation", creator_name))
+    if cm.get("unit") and f.get(cm["unit"]):
+        parts.append(_leaf(i3, "unitName", f[cm["unit"]]))
+    parts.append(f"{i2}</agent>\n")
+    for party in case.parties:
+        parts += (f'{i2}<agent agentType="counterpart">\n', _leaf(i3, "name", party.get(pm.get("name", "")) or "okänd"))
+        number, kind = _id_number(party, pm)
+        if number:
+            parts.append(f'{i3}<idNumber idNumberType="{kind}">{number}</idNumber>\n')
+        if party.get(pm.get("role", "")):
+            parts.append(_leaf(i3, "role", party[pm["role"]]))
+        parts.append(f"{i2}</agent>\n")
+    parts.append(f"{i1}</agents>\n")
+    dates = _date_items([("opened", f.get(cm.get("opened", ""))), ("closed", f.get(cm.get("closed", "")))])
+    if dates:
+        parts.append(f"{i1}<dates>\n")
+        parts += (f'{i2}<date dateType="{dtype}">{value}</date>\n' for dtype, value in dates)
+        parts.append(f"{i1}</dates>\n")
+    parts += (_record_str(depth + 1, doc, dm) for doc in case.documents)
+    parts.append(f"{i0}</aggregation>\n")
+    return "".join(parts).encode()
+
+
+def _escaped_aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str, str]], creator_name: str,
+                              retention: Mapping[str, object] | None) -> bytes:
+    """:func:`_aggregation_text` with every value escaped as it is written (:class:`Fragment`)."""
     cm, dm, pm = mapping["case"], mapping["document"], mapping.get("party", {})
     f = case.fields
     out = Fragment(depth)
@@ -260,11 +341,16 @@ def _dates_text(out: Fragment, pairs: Iterable[tuple[str, object]]) -> None:
 
 
 def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
-    """A record (document) of a case, appended to ``out``: one formatted string per part of fixed
-    shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object did).
-    Its values are escaped one by one only when they need it (:func:`plain.as_is`)."""
+    """A record (document) of a case, appended to ``out`` (:func:`_record_str`)."""
+    out.add(_record_str(out.level, doc, dm))
+
+
+def _record_str(level: int, doc: Document, dm: Mapping[str, str]) -> str:
+    """A record (document) of a case ``level`` levels below the root: one formatted string per part
+    of fixed shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object
+    did). Its values are escaped one by one only when they need it (:func:`plain.as_is`)."""
     f = doc.fields
-    i0, i1, i2 = (indent(out.level + k) for k in range(3))
+    i0, i1, i2 = (indent(level + k) for k in range(3))
     doc_id = str(f[dm["id"]])
     secret = f.get(dm.get("secrecy", ""))
     title = f[dm["title"]]
@@ -302,7 +388,7 @@ def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
                   f'fileFormat="{attr(appendix["fileFormat"])}"/>\n',
                   f"{i1}</additionalInformation>\n")
     parts.append(f"{i0}</record>\n")
-    out.add("".join(parts))
+    return "".join(parts)
 
 
 # --- a delivered ERMS: does every case's appendix point at a file of its own? ---------------------------------
