@@ -28,7 +28,9 @@ from transforms.catalogue import Catalogue
 from transforms.cli import main
 from transforms.quality import quarantine as review
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
+# A group of its own (one worker, one API server for the module): it uses none of the "airflow"
+# group's per-worker Airflow home, and in that group it waited behind the other slow Airflow files.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow-archivist-page")]
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -67,18 +69,37 @@ SERVER_LOG: dict[str, Path] = {}
 
 
 @pytest.fixture(scope="module")
-def api_server(tmp_path_factory, quarantined) -> str:
+def airflow_home(tmp_path_factory) -> dict:
+    """An Airflow home whose metadata database ``airflow db migrate`` is migrating in the background,
+    while ``quarantined`` runs the Lex pipeline (the two took turns before)."""
     root = tmp_path_factory.mktemp("airflow-ui")
     (root / "passwords.json").write_text(json.dumps(PASSWORDS), encoding="utf-8")
-    port = free_port()
-    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "ARKIV_HOME": str(quarantined["home"]),
+    env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "ARKIV_HOME": str(root / "var"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "dags"),
            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "archivist:user,reader:viewer",
            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(root / "passwords.json"),
            "GX_ANALYTICS_ENABLED": "False"}
-    subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    with open(root / "db-migrate.log", "wb") as log:
+        migrating = subprocess.Popen([BIN / "airflow", "db", "migrate"], env=env, stdout=log,
+                                     stderr=subprocess.STDOUT)
+    yield {"root": root, "env": env, "migrating": migrating}
+    if migrating.poll() is None:  # a failed fixture before the server: end what this test started
+        migrating.kill()
+        migrating.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def api_server(airflow_home, quarantined) -> str:
+    root = airflow_home["root"]
+    try:
+        migrated = airflow_home["migrating"].wait(timeout=600)
+    except subprocess.TimeoutExpired:
+        migrated = None
+    assert migrated == 0, "airflow db migrate failed:\n" + (root / "db-migrate.log").read_text()[-5000:]
+    port = free_port()
+    env = {**airflow_home["env"], "ARKIV_HOME": str(quarantined["home"])}  # the home with the open case
     SERVER_LOG["path"] = root / "api-server.log"
     log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
     proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
@@ -97,8 +118,8 @@ def api_server(tmp_path_factory, quarantined) -> str:
             time.sleep(1)
     yield base
     os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=30)
+    try:  # a few seconds: on SIGTERM the api-server outwaits any grace, with nothing of its own to write
+        proc.wait(timeout=3)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)
     log.close()
@@ -210,8 +231,14 @@ def test_the_api_servers_request_log_holds_no_query_string_of_ours(api_server, q
                  f"/arkiv/case?id={pnr}"):
         status, body, _ = _request(f"{api_server}{path}")
         assert status < 500 and pnr not in body
-    time.sleep(1)
-    log = SERVER_LOG["path"].read_text(encoding="utf-8", errors="replace")
+    def logged() -> str | None:  # the server writes the line just after it answers
+        text = SERVER_LOG["path"].read_text(encoding="utf-8", errors="replace")
+        return text if "/arkiv/case" in text else None
+
+    deadline = time.monotonic() + 10
+    while not (log := logged()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = log or SERVER_LOG["path"].read_text(encoding="utf-8", errors="replace")
     assert "/arkiv-api/api/v1/search" in log, log[-3000:]  # the request log is on: it is what we read
     assert pnr not in log and pnr.replace("-", "") not in log and "Anna" not in log
     ours = [line for line in log.splitlines() if "/arkiv-api/" in line or "/arkiv/" in line]
