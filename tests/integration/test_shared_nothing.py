@@ -23,10 +23,12 @@ import uuid
 from pathlib import Path
 
 import pytest
-from airflow_cluster import BIN, ENDPOINT_VARIABLES, PROJECT, AirflowCluster, free_port, read_env_file
+from airflow_cluster import BIN, ENDPOINT_VARIABLES, PARSE_ONCE, PROJECT, AirflowCluster, free_port, read_env_file
 from testservices import S3_TEST_CREDENTIALS, make_bucket, start_moto, stop_process, throwaway_postgres_database
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("airflow"),
+# A group of its own: one worker runs both tests on the module's cluster, while the "airflow" group's
+# files (whose per-worker Airflow home this file does not use) run on the other.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("airflow-shared-nothing"),
               pytest.mark.timeout(1800)]
 
 REDIS_URL = os.environ.get("ARKIV_TEST_REDIS_URL", "redis://127.0.0.1:6379/12")
@@ -88,7 +90,7 @@ def shared_nothing(tmp_path_factory):
             "ARKIV_SYSTEMS_DIR": str(dags / "systems"),
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT / "plugins"),
             "AIRFLOW__CORE__HOSTNAME_CALLABLE": "worker_identity.hostname",
-            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            **PARSE_ONCE,
             "AIRFLOW__SCHEDULER__JOB_HEARTBEAT_SEC": "2",
             # a killed worker's task is found without a heartbeat within seconds, not the default 5 minutes
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "20",
