@@ -30,7 +30,7 @@ from transforms.common.xmltools import (
     safe_parser,
 )
 from transforms.packaging.fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
-from transforms.packaging.plain import as_is
+from transforms.packaging.plain import add_entries, as_is
 
 M = f"{{{NS_METS}}}"
 CSIP = f"{{{NS_CSIP}}}"
@@ -146,8 +146,8 @@ def write_mets(
         with stream.element(_file_sec(root, objid)) as file_sec:
             for g in groups:
                 with stream.element(_file_grp(file_sec, g)):
-                    for f in g.files:
-                        stream.add_text(_file_text(stream.depth, f), _FILE_NAMESPACES)
+                    depth = stream.depth
+                    add_entries(stream, (_file_text(depth, f) for f in g.files), _FILE_NAMESPACES)
         stream.add(_struct_map(root, objid, metadata, groups, representations))
     return stream.schemas
 

@@ -20,7 +20,7 @@ from lxml import etree
 
 from transforms import SOFTWARE_NAME
 from transforms.common.xmltools import NS_PREMIS, NS_XSI, PrettyStream, escape, indent, leaf_text, parse_bytes
-from transforms.packaging.plain import as_is
+from transforms.packaging.plain import add_entries, as_is
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -98,13 +98,13 @@ def write_premis(out: BinaryIO, objects: Iterable[FileObject], events: Iterable[
     with PrettyStream(out, root) as stream:
         for rep in representations:
             stream.add(_representation(root, rep))
-        for obj in objects:
-            stream.add_text(_file_object_text(stream.depth, obj), _FILE_OBJECT_NAMESPACES)
+        depth = stream.depth
+        add_entries(stream, (_file_object_text(depth, obj) for obj in objects), _FILE_OBJECT_NAMESPACES)
         for ev in events:
             # An event may link every file of the package (format identification, creation).
             with stream.element(_event(root, ev)):
-                for link in ev.objects:
-                    stream.add_text(_object_link_text(stream.depth, link), (NS_PREMIS,))
+                depth = stream.depth
+                add_entries(stream, (_object_link_text(depth, link) for link in ev.objects), (NS_PREMIS,))
         for ag in agents:
             stream.add(_agent(root, ag))
     return stream.schemas
