@@ -29,7 +29,7 @@ import pytest
 from oidc.oidctest import PASSWORD, oidc_provider_fixture  # noqa: F401 - the fixture
 from testservices import free_port
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow")]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow-signin")]
 
 PROJECT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
