@@ -5,10 +5,12 @@ session fixtures (a migrated Airflow home, an archived world, a benchmark run of
 made once, not once per worker. Each file that starts a whole Airflow stack of its own has a group
 of its own (``airflow-roles``, ``airflow-shared-nothing``, ``airflow-celery``,
 ``airflow-archivist-page``, ``airflow-signin``): one stack per module on one worker, and the
-heavy files spread over both workers instead of queueing behind each other. pytest 9.2 moved a node's id to ``Node._id`` while pytest-xdist
-3.8 still renames ``Node._nodeid`` to add the group, so with that pair every group was silently
-ignored and the benchmark ran twice (pyproject.toml pins pytest below 9.2). This test runs a
-small suite the way the Makefile does and fails if grouping stops working again.
+heavy files spread over both workers instead of queueing behind each other.
+
+pytest 9.2 moved a node's id to ``Node._id`` while pytest-xdist 3.8 still renames ``Node._nodeid``
+to add the group, so with that pair every group was silently ignored and the benchmark ran twice
+(pyproject.toml pins pytest below 9.2). This test runs a small suite the way the Makefile does
+and fails if grouping stops working again.
 """
 
 import os

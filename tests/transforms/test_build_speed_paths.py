@@ -214,8 +214,7 @@ def test_a_package_too_large_for_its_file_system_leaves_nothing_behind(tmp_path)
 def test_as_is_holds_exactly_for_the_characters_escape_leaves_unchanged_in_text_and_attributes():
     """Every code point: as_is says "unchanged" only where escape gives the character back in text and
     in an attribute, and says "escape" for every character either context changes or refuses."""
-    from transforms.common.xmltools import NotXmlText, escape
-    from transforms.packaging.plain import as_is
+    from transforms.common.xmltools import NotXmlText, as_is, escape
 
     def unchanged(ch: str) -> bool:
         try:

@@ -29,12 +29,12 @@ from transforms.common.xmltools import (
     NS_XSI,
     Fragment,
     PrettyStream,
+    as_is,
     escape,
     indent,
     leaf_text,
     parse_bytes,
 )
-from transforms.packaging.plain import as_is
 
 E = f"{{{NS_ERMS}}}"
 
@@ -196,7 +196,7 @@ def _aggregation_text(depth: int, case: Case, mapping: Mapping[str, Mapping[str,
     ``depth`` levels below its root (unprefixed: ERMS is the root's default namespace).
 
     When no value of the case, its parties, the creator's name or the retention rule needs
-    escaping (:func:`plain.as_is`, asked once for all of them) it is formatted as plain text
+    escaping (:func:`xmltools.as_is`, asked once for all of them) it is formatted as plain text
     (:func:`_plain_aggregation_text`); otherwise with :class:`Fragment`, which escapes each value.
     """
     values = [str(v) for v in case.fields.values() if v is not None]
@@ -348,7 +348,7 @@ def _record_text(out: Fragment, doc: Document, dm: Mapping[str, str]) -> None:
 def _record_str(level: int, doc: Document, dm: Mapping[str, str]) -> str:
     """A record (document) of a case ``level`` levels below the root: one formatted string per part
     of fixed shape (with :class:`Fragment` calls a record cost about as much as its PREMIS object
-    did). Its values are escaped one by one only when they need it (:func:`plain.as_is`)."""
+    did). Its values are escaped one by one only when they need it (:func:`xmltools.as_is`)."""
     f = doc.fields
     i0, i1, i2 = (indent(level + k) for k in range(3))
     doc_id = str(f[dm["id"]])

@@ -24,13 +24,14 @@ from transforms.common.xmltools import (
     NS_XLINK,
     NS_XSI,
     PrettyStream,
+    as_is,
     escape,
     indent,
     parse_bytes,
     safe_parser,
 )
 from transforms.packaging.fgs import CSIP_VERSION, SIP_PROFILE_URL, MetsAgent, Profile
-from transforms.packaging.plain import add_entries, as_is
+from transforms.packaging.plain import add_entries
 
 M = f"{{{NS_METS}}}"
 CSIP = f"{{{NS_CSIP}}}"
@@ -232,7 +233,7 @@ def _file_text(depth: int, f: FileRef) -> bytes:
     entry is one formatted string (built as elements it cost several times more: bench/README.md)."""
     at = indent(depth)
     values = (str(f.id), str(f.mimetype), str(f.size), timestamp(f.created), str(f.sha256), str(f.href))
-    if not as_is(values):  # its values one by one only when one needs it (plain.as_is)
+    if not as_is(values):  # its values one by one only when one needs it (xmltools.as_is)
         values = tuple(escape(v, attribute=True) for v in values)
     file_id, mimetype, size, created, sha256, href = values
     return (f'{at}<mets:file ID="{file_id}" MIMETYPE="{mimetype}" SIZE="{size}" CREATED="{created}" '

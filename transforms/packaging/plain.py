@@ -1,9 +1,9 @@
-"""Whether an entry's values go into the package's XML as they are: one search for all of them.
+"""Entries of the package's XML written in batches, and whether their values go in as they are.
 
 The entries that grow with a package (a METS file entry, a PREMIS file object, an ERMS record)
 are formatted as text, every value escaped as libxml2 writes it (:func:`xmltools.escape`). Almost
 no value needs escaping; asking once for all of an entry's values, joined by a space, replaces a
-call per value. When :func:`as_is` says so, every value is written unchanged, which is what
+call per value. When :func:`xmltools.as_is` says so, every value is written unchanged, which is what
 ``escape`` gives for it in text and in an attribute alike; otherwise the entry is escaped value by
 value (which also refuses a character XML cannot carry). :func:`add_entries` writes such entries
 into a streamed document a few hundred at a time.
@@ -11,20 +11,9 @@ into a streamed document a few hundred at a time.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 from transforms.common.xmltools import PrettyStream
-
-#: every character ``escape`` changes or refuses in an attribute value (``& < > "``, TAB, LF, CR,
-#: and what is not XML's ``Char``): a superset of those it changes or refuses in text
-_NOT_AS_IS = re.compile(r"[^\x20\x21\x23-\x25\x27-\x3b\x3d\x3f-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
-
-
-def as_is(values: Iterable[str]) -> bool:
-    """True if every value is written unchanged in XML text and attributes (``escape(v) == v``)."""
-    return _NOT_AS_IS.search(" ".join(values)) is None
-
 
 #: entries joined into one write of a document being streamed
 ENTRIES_PER_WRITE = 256

@@ -19,8 +19,17 @@ from typing import BinaryIO
 from lxml import etree
 
 from transforms import SOFTWARE_NAME
-from transforms.common.xmltools import NS_PREMIS, NS_XSI, PrettyStream, escape, indent, leaf_text, parse_bytes
-from transforms.packaging.plain import add_entries, as_is
+from transforms.common.xmltools import (
+    NS_PREMIS,
+    NS_XSI,
+    PrettyStream,
+    as_is,
+    escape,
+    indent,
+    leaf_text,
+    parse_bytes,
+)
+from transforms.packaging.plain import add_entries
 
 P = f"{{{NS_PREMIS}}}"
 
@@ -137,7 +146,7 @@ def _file_object_text(depth: int, obj: FileObject) -> bytes:
     One formatted string per part of fixed shape, as :func:`transforms.packaging.mets._file_text`
     (built as elements, or with a :class:`xmltools.Fragment`, an object cost several times more:
     bench/README.md); its values are escaped one by one only when they need it
-    (:func:`plain.as_is`). Written only here: :func:`build_premis` parses what this writes.
+    (:func:`xmltools.as_is`). Written only here: :func:`build_premis` parses what this writes.
     """
     i0, i1, i2, i3, i4 = (indent(depth + k) for k in range(5))
     application = obj.creating_application
