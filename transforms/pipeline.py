@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from transforms import SOFTWARE_LABEL
 from transforms.archive.storage import mellanarkiv
-from transforms.archive.workarea import WorkArea, is_bucket_ref, work_area
+from transforms.archive.workarea import WorkArea, is_bucket_ref, shared_files, work_area
 from transforms.catalogue import (
     ArchiveCreator,
     Batch,
@@ -61,6 +61,7 @@ from transforms.common.masking import safe_line, safe_name
 from transforms.common.periods import add_period
 from transforms.config.settings import Settings
 from transforms.config.systems import System, load_system, load_systems
+from transforms.formats.conversion import CONVERSION_CACHE_ENV, ConversionCache
 from transforms.intake.delivery import Delivery, PackageSidecar, delivery_for
 from transforms.packaging.sip import BuiltPackage, document_ownership_problems
 from transforms.quality import quarantine as review
@@ -446,6 +447,16 @@ def _hand_over_held_documents(work: WorkArea, name: str, sidecar: PackageSidecar
     return dataclasses.replace(sidecar, quarantined=held)
 
 
+def _conversion_cache(settings: Settings) -> ConversionCache | None:
+    """With a working bucket, the PDF/A conversion cache is shared through it (``conversions/``), behind
+    this worker's folder: a rebuild or a retry on another worker converts nothing again. None: the default
+    folder, which a single machine shares with itself."""
+    shared = shared_files(settings, "conversions")
+    if shared is None:
+        return None
+    return ConversionCache(Path(os.environ.get(CONVERSION_CACHE_ENV) or settings.build / ".conversion-cache"), shared)
+
+
 def _sidecar(settings: Settings, package: str) -> PackageSidecar:
     """The sidecar handed on with the package ``package`` names."""
     return PackageSidecar.from_json(work_area(settings).read_text(f"{package}.json"))
@@ -654,7 +665,8 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     the catalogue); each package's :class:`~transforms.intake.delivery.PackageSidecar` is kept beside it."""
     sys_ = system(settings, name)
     with _staged(settings, manifest) as staged:
-        handed = delivery_for(sys_, settings.s3).packages(settings, catalogue(settings), staged, record_class)
+        handed = delivery_for(sys_, settings.s3).packages(settings, catalogue(settings), staged, record_class,
+                                                          conversions=_conversion_cache(settings))
     out = []
     for h in handed:
         ref = {"package_id": h.package_id, "already_archived": h.already_archived}

@@ -231,3 +231,43 @@ def test_rewritten_pdfs_are_whole(lex_batch, tmp_path):
     m = re.search(rb"/Length (\d+)/Filter", data)
     broken = data[:m.start(1)] + b"%d" % (int(m.group(1)) - 5) + data[m.end(1):]
     assert _structure_problems(broken)
+
+
+def test_workers_with_no_disk_in_common_share_conversions_through_the_working_bucket(
+        lex_batch, tmp_path, monkeypatch, s3_env):
+    """A conversion made on one worker is taken from the working bucket by another with an empty disk
+    (no LibreOffice started, the same packages); an entry whose bytes no longer hash to what was
+    published is not used but converted again."""
+    from testservices import make_bucket
+
+    from transforms.archive.workarea import shared_files
+    from transforms.config.settings import Settings
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "home"))
+    bucket = make_bucket(s3_env["endpoint"])
+    settings = Settings.from_env()
+    env = {"ARKIV_WORK": f"s3://{bucket}/work"}
+    assert shared_files(settings, "conversions", {}) is None  # no working bucket: the folder is the cache
+
+    def worker(name: str) -> ConversionCache:
+        return ConversionCache(tmp_path / name / "cache", shared_files(settings, "conversions", env))
+
+    counted = _Counted(monkeypatch)
+    first = _build(lex_batch, tmp_path / "a", conversion_cache=worker("a"))
+    converted = counted.n
+    assert converted >= 1
+    client = settings.s3.client()
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix="work/conversions/")["Contents"])
+    assert len(keys) == len(list((tmp_path / "a" / "cache").rglob("*.pdf")))
+
+    b = worker("b")
+    assert _build(lex_batch, tmp_path / "b", conversion_cache=b) == first
+    assert counted.n == converted and b.hits >= 1 and b.stored == 0  # all from the bucket
+
+    damaged = keys[0]
+    head = client.head_object(Bucket=bucket, Key=damaged)
+    client.put_object(Bucket=bucket, Key=damaged, Body=b"%PDF-1.7 not the published bytes %%EOF",
+                      Metadata=head["Metadata"])
+    c = worker("c")
+    assert _build(lex_batch, tmp_path / "c", conversion_cache=c) == first
+    assert counted.n > converted and c.stored >= 1  # the damaged entry was converted again, not used

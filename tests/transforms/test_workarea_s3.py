@@ -107,7 +107,9 @@ def test_every_step_on_a_fresh_worker_reads_nothing_another_worker_wrote(shared,
     # staging and build are emptied; the quality report stays with its Data Docs, named by the catalogue
     keys = _work_keys(shared)
     assert "work/reports/lex/lex-2025-quality.json" in keys and "work/reports/lex/lex-2025-datadocs/index.html" in keys
-    assert all(k.startswith("work/reports/lex/") for k in keys), keys
+    # the PDF/A conversions stay too: the cache every worker shares (a rebuild elsewhere converts nothing)
+    assert any(k.startswith("work/conversions/") and k.endswith(".pdf") for k in keys), keys
+    assert all(k.startswith(("work/reports/lex/", "work/conversions/")) for k in keys), keys
     with cat.session() as ses:
         assert ses.get(Batch, "lex/2025").quality_report == f"s3://{shared['work']}/work/reports/lex/lex-2025-quality.json"
 
@@ -169,7 +171,7 @@ def test_a_worker_killed_in_the_package_step_is_retried_elsewhere_and_the_batch_
     for p in recorded:
         assert [e.type for e in cat.events(package_id=p.id)].count("ingestion") == 1
     # what the killed attempt left was overwritten by the retry, then removed; the quality report stays
-    assert [k for k in _work_keys(shared) if not k.startswith("work/reports/")] == []
+    assert [k for k in _work_keys(shared) if not k.startswith(("work/reports/", "work/conversions/"))] == []
 
 
 def test_without_a_working_bucket_the_hand_over_is_the_local_folders(settings, monkeypatch):
@@ -260,5 +262,5 @@ def test_an_approved_batch_resumes_on_another_worker_from_the_working_bucket(sha
         assert ses.get(Batch, "lex/2025").status == "archived"
     assert any("copied back from quarantine case" in e.detail for e in cat.events(batch_id="lex/2025"))
     # staging and build are emptied; the report and the quarantined copy are kept
-    assert [k for k in _work_keys(shared) if not k.startswith(("work/reports/", f"{held}/"))] == []
+    assert [k for k in _work_keys(shared) if not k.startswith(("work/reports/", "work/conversions/", f"{held}/"))] == []
     assert f"{held}/manifest.json" in _work_keys(shared)

@@ -23,6 +23,7 @@ verified (read back and hashed) and is the only copy the catalogue's case names.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import uuid
@@ -32,6 +33,8 @@ from pathlib import Path
 from transforms.common.errors import ConfigError, StorageError
 from transforms.common.hashing import CHUNK, sha256_file
 from transforms.config.settings import MIB, Settings, is_s3
+
+log = logging.getLogger(__name__)
 
 #: S3 URLs of the working area start with this
 SCHEME = "s3://"
@@ -310,6 +313,58 @@ class BucketWorkArea(WorkArea):
             self.remove(self._url(key))
 
 
+class SharedFiles:
+    """Files every worker shares by name under one area of the working bucket (the PDF/A conversion
+    cache: a conversion made on one worker is not made again on another).
+
+    Best effort, as a cache is: a failure is logged and costs the work again, never the task. What
+    is fetched is used only after its own checks (the conversion cache checks every PDF it takes)."""
+
+    def __init__(self, work: BucketWorkArea, area: str):
+        self.work, self.area = work, area.strip("/")
+
+    def fetch(self, name: str, dest: Path) -> bool:
+        """Download the entry to ``dest`` when there is one and its bytes hash to the SHA-256 it was
+        published with (an entry without one, or that differs, is not used)."""
+        key = self.work._key(f"{self.area}/{name}")
+        try:
+            head = self.work.client.head_object(Bucket=self.work.bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - botocore's errors: a miss, or a cache out of reach
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code not in ("404", "NoSuchKey", "NotFound"):
+                log.warning("shared %s: look-up of %s failed (%s)", self.area, key, type(exc).__name__)
+            return False
+        expected = (head.get("Metadata") or {}).get("sha256")
+        if not expected:
+            return False
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+        try:
+            self.work.client.download_file(self.work.bucket, key, str(tmp), Config=self.work.transfer)
+            if sha256_file(tmp)[0] != expected:
+                log.warning("shared %s: %s differs from its SHA-256; not used", self.area, key)
+                return False
+            os.replace(tmp, dest)
+            return True
+        except Exception as exc:  # noqa: BLE001 - as above: the work is done again
+            log.warning("shared %s: download of %s failed (%s)", self.area, key, type(exc).__name__)
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def publish(self, local: Path, name: str) -> None:
+        try:
+            self.work.publish_file(local, f"{self.area}/{name}", verify=True)
+        except StorageError as exc:
+            log.warning("shared %s: %s", self.area, exc)
+
+
+def shared_files(settings: Settings, area: str, env: dict[str, str] | None = None) -> SharedFiles | None:
+    """The working bucket's ``area`` as :class:`SharedFiles`; None on a shared disk (the folder is shared)."""
+    work = work_area(settings, env)
+    return SharedFiles(work, area) if isinstance(work, BucketWorkArea) else None
+
+
 def is_bucket_ref(ref: str) -> bool:
     """Whether a hand-over reference names an object in a working bucket (not a local path)."""
     return ref.startswith(SCHEME)
@@ -324,4 +379,4 @@ def work_area(settings: Settings, env: dict[str, str] | None = None) -> WorkArea
     return WorkArea()
 
 
-__all__ = ["BucketWorkArea", "WorkArea", "is_bucket_ref", "work_area"]
+__all__ = ["BucketWorkArea", "SharedFiles", "WorkArea", "is_bucket_ref", "shared_files", "work_area"]

@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from transforms.common.errors import ConfigError
 from transforms.formats.identification import CONVERSION_TARGETS, pdf_facts
@@ -532,8 +533,11 @@ class ConversionCache:
     half-written PDF), and every entry is checked again (:func:`check_pdf`) when it is used.
     """
 
-    def __init__(self, root: Path | str):
+    def __init__(self, root: Path | str, shared: SharedCache | None = None):
         self.root = Path(root)
+        #: where workers with no disk in common share their entries (the working bucket); the folder
+        #: ``root`` is then this worker's copy of what it used
+        self.shared = shared
         self.hits = 0
         self.stored = 0
 
@@ -546,10 +550,14 @@ class ConversionCache:
     def path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.pdf"
 
+    def name(self, key: str) -> str:
+        """An entry's name below the cache's root, also in the shared cache."""
+        return f"{key[:2]}/{key}.pdf"
+
     def get(self, key: str, part: int) -> tuple[Path, str, str | None] | None:
         """(path, check detail, PDF/A claim) of a stored conversion, or None."""
         path = self.path(key)
-        if not path.is_file():
+        if not path.is_file() and not (self.shared is not None and self.shared.fetch(self.name(key), path)):
             return None
         ok, detail, pdfa = check_pdf(path, part)
         if not ok:
@@ -570,7 +578,23 @@ class ConversionCache:
         finally:
             tmp.unlink(missing_ok=True)
         self.stored += 1
+        if self.shared is not None:
+            self.shared.publish(path, self.name(key))
         return path
+
+
+class SharedCache(Protocol):
+    """Entries every worker can reach (files by name, e.g. in the working bucket), behind a worker's folder.
+
+    Both are best effort: a cache that cannot be reached costs a conversion, never a build."""
+
+    def fetch(self, name: str, dest: Path) -> bool:
+        """Copy the entry ``name`` to ``dest`` (atomically); False when there is none."""
+        ...
+
+    def publish(self, local: Path, name: str) -> None:
+        """Make ``local`` the entry ``name`` for every worker."""
+        ...
 
 
 def _sha256(path: Path) -> bytes:

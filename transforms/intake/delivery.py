@@ -36,6 +36,7 @@ from transforms.config.systems import System
 if TYPE_CHECKING:
     from transforms.catalogue import Catalogue
     from transforms.config.settings import S3Config, Settings
+    from transforms.formats.conversion import ConversionCache
     from transforms.intake.inbox import InboxMarker, S3Inbox
     from transforms.intake.prepared import Intake
     from transforms.packaging.sip import BuiltPackage, RecordEntry
@@ -197,8 +198,10 @@ class Delivery(Protocol):
         """Every package ID the batch is made of: it is archived when all of them are recorded."""
         ...
 
-    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
-        """The packages of one record class, built or handed on (those the catalogue holds: as archived)."""
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str, *,
+                 conversions: ConversionCache | None = None) -> list[HandedOn]:
+        """The packages of one record class, built or handed on (those the catalogue holds: as archived).
+        ``conversions``: the PDF/A conversion cache to build with (default: the worker's folder)."""
         ...
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
@@ -260,7 +263,8 @@ class _RowDelivery:
     def planned_packages(self, staged: StagedBatch) -> list[str]:
         return sorted(pid for rc in staged.partitions for pid in self._partition_ids(staged, rc))
 
-    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str, *,
+                 conversions: ConversionCache | None = None) -> list[HandedOn]:
         import errno
 
         from transforms.formats.identification import CatalogueIdentificationCache
@@ -280,7 +284,8 @@ class _RowDelivery:
                                    events=_batch_events(cat, f"{name}/{staged.batch}"),
                                    allow_missing_files=deviation is not None,
                                    quarantine_dir=settings.quarantine / name / "documents", skip=done,
-                                   identification_cache=CatalogueIdentificationCache(cat))
+                                   identification_cache=CatalogueIdentificationCache(cat),
+                                   conversion_cache=conversions)
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -403,7 +408,8 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         return inbox.download_tree(self._located(inbox, period), folder,
                                    f"{self.system.name}: delivery {inbox.describe(period)}")
 
-    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str, *,
+                 conversions: ConversionCache | None = None) -> list[HandedOn]:
         """As for any rows; from an S3 inbox the delivery's documents are copied to this worker's disk first
         (checked against the manifest again) when an earlier step copied them to another's."""
         from transforms.intake.file_export import MANIFEST, MAX_MANIFEST, check_delivery
@@ -418,7 +424,7 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
             if not local.is_file() or local.read_bytes() != there:
                 self._fetch(inbox, staged.batch, folder)
                 check_delivery(folder, self.system.name)
-        return super().packages(settings, cat, staged, record_class)
+        return super().packages(settings, cat, staged, record_class, conversions=conversions)
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
         """A delivery from an S3 inbox moves to ``<prefix>/.archived/<period>/`` once its batch is archived.
@@ -559,7 +565,8 @@ class PreparedDelivery(_InboxDelivery):
     def planned_packages(self, staged: StagedBatch) -> list[str]:
         return sorted(i.package_id for i in self._accepted(staged))
 
-    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str) -> list[HandedOn]:
+    def packages(self, settings: Settings, cat: Catalogue, staged: StagedBatch, record_class: str, *,
+                 conversions: ConversionCache | None = None) -> list[HandedOn]:
         """Delivered packages need no building: the accepted (and repaired) ones are handed on."""
         out = []
         at = _now()

@@ -342,7 +342,7 @@ def build_packages(
     policy: FormatPolicy | None = None,
     conversion_timeout: float | None = None,
     skip: Collection[str] = (),
-    conversion_cache: Path | None = None,
+    conversion_cache: Path | ConversionCache | None = None,
     identification_cache: IdentificationCache | None = None,
 ) -> list[BuiltPackage]:
     """Build every package of one record class of a staged batch (one per chunk).
@@ -353,11 +353,12 @@ def build_packages(
     package IDs not to build (already archived by an earlier, interrupted run of the batch).
     ``now``: the time written into METS, PREMIS and the TAR for what the build writes itself;
     by default the batch's own (:func:`batch_time`), so a rebuild gives the same bytes.
-    ``conversion_cache``: where PDF/A conversions are kept between builds
-    (:class:`~transforms.formats.conversion.ConversionCache`; default ``$ARKIV_CONVERSION_CACHE``, else
-    ``.conversion-cache`` beside ``build_dir``). ``identification_cache``: identifications kept
-    by content digest (:class:`~transforms.formats.identification.CatalogueIdentificationCache` over the
-    catalogue); without one every document is identified.
+    ``conversion_cache``: where PDF/A conversions are kept between builds, a folder or a
+    :class:`~transforms.formats.conversion.ConversionCache` (one shared by workers; default
+    ``$ARKIV_CONVERSION_CACHE``, else ``.conversion-cache`` beside ``build_dir``).
+    ``identification_cache``: identifications kept by content digest
+    (:class:`~transforms.formats.identification.CatalogueIdentificationCache` over the catalogue);
+    without one every document is identified.
 
     The quality gate refuses a batch whose documents do not belong to their records; the
     builder asks again, over the whole batch, before it writes anything: such a package can
@@ -368,10 +369,12 @@ def build_packages(
     check_document_ownership(system, staged.table_files(), f"{system.name} {staged.batch} {record_class}")
     now = now or batch_time(staged)
     build_dir.mkdir(parents=True, exist_ok=True)
-    cache = conversion_cache or Path(os.environ.get(CONVERSION_CACHE_ENV) or build_dir.parent / ".conversion-cache")
+    if not isinstance(conversion_cache, ConversionCache):
+        conversion_cache = ConversionCache(conversion_cache or Path(os.environ.get(CONVERSION_CACHE_ENV)
+                                                                    or build_dir.parent / ".conversion-cache"))
     formats = _FormatStep(policy or system.formats, build_dir,
                           quarantine_dir or build_dir / "quarantined-documents", conversion_timeout,
-                          ConversionCache(cache), identification_cache)
+                          conversion_cache, identification_cache)
     built = []
     try:
         for part_no, cases in enumerate(_chunks(system, partition)):
