@@ -169,7 +169,9 @@ def test_the_heap_is_left_out_of_full_collections_while_pools_run_and_handed_bac
         assert second is not None
         second.close()
         second.close()  # closing twice hands nothing back twice
-        assert gc.get_freeze_count() == frozen  # the first pool still runs
+        # the first pool still runs: nothing was handed back (an unfreeze would empty the permanent
+        # generation; a frozen object that dies meanwhile leaves it, so the count may drop by a few)
+        assert frozen - 1_000 < gc.get_freeze_count() <= frozen
         garbage = [[]]
         garbage[0].append(garbage)  # a cycle made while the pool runs is collected as usual
         del garbage

@@ -59,7 +59,7 @@ def test_pool_answers_like_the_building_process_in_order(lex_source, small_pool_
 
 
 def test_a_worker_killed_midway_changes_nothing(lex_source, small_pool_threshold):
-    paths = _documents(lex_source) * 6
+    paths = _documents(lex_source) * 20  # enough chunks that some are still queued when the workers die
     here = Identifier.shared()
     expected = [(p, here.identify(p)) for p in paths]
     pool = IdentifyPool.start(2)
