@@ -42,6 +42,7 @@ from transforms.common.hashing import CHUNK
 from transforms.common.masking import safe_name
 from transforms.common.xmltools import SAFE_PARSE
 from transforms.config.systems import FileExport, System, Table
+from transforms.intake.inbox import relative_problem
 from transforms.quality.checks import TEXT_RULES, may_be_faulty, text_faults
 from transforms.staging.batch import CONVERTERS, WHERE, RowSource, _to_bool
 
@@ -80,14 +81,7 @@ def _relative_problem(rel: object) -> str | None:
     """Why ``rel`` is not a plain relative path inside a delivery, or None when it is."""
     if not isinstance(rel, str) or not rel:
         return "needs a relative 'path' inside the delivery"
-    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
-        return "is an absolute path; only paths inside the delivery are accepted"
-    parts = rel.split("/")
-    if ".." in parts:
-        return "climbs out with '..'; only paths inside the delivery are accepted"
-    if any(p in ("", ".") for p in parts) or "\x00" in rel:
-        return "is not a plain relative path (empty, '.' or NUL component)"
-    return None
+    return relative_problem(rel)
 
 
 class _Confined:

@@ -59,22 +59,31 @@ def is_package_name(name: str) -> bool:
     return not name.startswith(".") and "/" not in name and name.lower().endswith(PACKAGE_SUFFIXES)
 
 
+def relative_problem(rel: str, noun: str = "path") -> str | None:
+    """Why ``rel`` (a path in a delivery's manifest, or an inbox's key) is not a plain relative ``noun``
+    inside the delivery, or None when it is: absolute, climbing out with ``..``, an empty or ``.``
+    component, or a NUL."""
+    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
+        return f"is an absolute {noun}; only {noun}s inside the delivery are accepted"
+    parts = rel.split("/")
+    if ".." in parts:
+        return f"climbs out with '..'; only {noun}s inside the delivery are accepted"
+    if any(p in ("", ".") for p in parts) or "\x00" in rel:
+        return f"is not a plain relative {noun} (empty, '.' or NUL component)"
+    return None
+
+
 def key_problem(rel: str) -> str | None:
     """Why ``rel`` (a key relative to the inbox) cannot be a file of a delivery, or None when it can."""
     if not rel:
         return "is empty"
-    if rel.startswith("/") or (len(rel) > 1 and rel[1] == ":"):
-        return "is an absolute key; only keys inside the delivery are accepted"
-    parts = rel.split("/")
-    if ".." in parts:
-        return "climbs out with '..'; only keys inside the delivery are accepted"
-    if any(p in ("", ".") for p in parts):
-        return "is not a plain relative key (an empty or '.' component)"
+    if problem := relative_problem(rel, "key"):
+        return problem
     if any(ord(c) < 32 or c in "\x7f\\" for c in rel):
         return "holds a NUL, a control character or a backslash"
     if len(rel.encode("utf-8")) > MAX_KEY_BYTES:
         return f"is longer than {MAX_KEY_BYTES} bytes"
-    if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in parts):
+    if any(len(p.encode("utf-8")) > MAX_NAME_BYTES for p in rel.split("/")):
         return f"has a name longer than {MAX_NAME_BYTES} bytes (more than a file name may be)"
     return None
 
