@@ -860,9 +860,9 @@ def finish_batch(settings: Settings, name: str, manifest: str, results: list[dic
                                    quality_report=_existing_report(cat, batch_id))
     delivery.after_archived(staged, cat, lambda key: mellanarkiv(settings).stat(key).sha256)
     _drop_batch(settings, manifest, staged)
-    scratch = getattr(delivery, "scratch", None)  # this worker's copy of a delivery from an S3 inbox
-    if scratch is not None:
-        shutil.rmtree(scratch(settings, staged.batch), ignore_errors=True)
+    copy = delivery.worker_copy(settings, staged.batch)
+    if copy is not None:
+        shutil.rmtree(copy, ignore_errors=True)
     new = [r for r in results if r.get("recorded")]
     rejected = delivery.rejected(staged)
     if rejected:

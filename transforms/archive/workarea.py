@@ -252,6 +252,35 @@ class BucketWorkArea(WorkArea):
             tmp.unlink(missing_ok=True)
         return dest
 
+    def fetch_verified(self, area: str, dest: Path) -> bool:
+        """Download ``<area>`` to ``dest`` (atomically) if the object exists and its bytes hash to the SHA-256
+        it was published with (``publish_file(..., verify=True)``). False when there is no such object;
+        StorageError when it cannot be read, carries no SHA-256 or differs from it (``dest`` untouched)."""
+        key = self._key(area)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+            if code in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("look-up of", key, exc) from exc
+        expected = (head.get("Metadata") or {}).get("sha256")
+        if not expected:
+            raise StorageError(f"working area {self.describe()}: {key} carries no SHA-256; not used")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+        try:
+            try:
+                self.client.download_file(self.bucket, key, str(tmp), Config=self.transfer)
+            except Exception as exc:
+                raise self._fail("download of", key, exc) from exc
+            if sha256_file(tmp)[0] != expected:
+                raise StorageError(f"working area {self.describe()}: {key} differs from its SHA-256; not used")
+            os.replace(tmp, dest)
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
     def _keys(self, prefix: str) -> Iterator[str]:
         pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         for page in pages:
@@ -326,31 +355,11 @@ class SharedFiles:
     def fetch(self, name: str, dest: Path) -> bool:
         """Download the entry to ``dest`` when there is one and its bytes hash to the SHA-256 it was
         published with (an entry without one, or that differs, is not used)."""
-        key = self.work._key(f"{self.area}/{name}")
         try:
-            head = self.work.client.head_object(Bucket=self.work.bucket, Key=key)
-        except Exception as exc:  # noqa: BLE001 - botocore's errors: a miss, or a cache out of reach
-            code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-            if code not in ("404", "NoSuchKey", "NotFound"):
-                log.warning("shared %s: look-up of %s failed (%s)", self.area, key, type(exc).__name__)
+            return self.work.fetch_verified(f"{self.area}/{name}", dest)
+        except StorageError as exc:
+            log.warning("shared %s: %s", self.area, exc)
             return False
-        expected = (head.get("Metadata") or {}).get("sha256")
-        if not expected:
-            return False
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
-        try:
-            self.work.client.download_file(self.work.bucket, key, str(tmp), Config=self.work.transfer)
-            if sha256_file(tmp)[0] != expected:
-                log.warning("shared %s: %s differs from its SHA-256; not used", self.area, key)
-                return False
-            os.replace(tmp, dest)
-            return True
-        except Exception as exc:  # noqa: BLE001 - as above: the work is done again
-            log.warning("shared %s: download of %s failed (%s)", self.area, key, type(exc).__name__)
-            return False
-        finally:
-            tmp.unlink(missing_ok=True)
 
     def publish(self, local: Path, name: str) -> None:
         try:

@@ -214,6 +214,11 @@ class Delivery(Protocol):
         written again)."""
         ...
 
+    def worker_copy(self, settings: Settings, period: str) -> Path | None:
+        """The folder on this worker's disk where intake copies the interval's delivery from an S3 inbox,
+        removed once the batch is archived; None for a kind that never makes one."""
+        ...
+
 
 def delivery_for(system: System, s3: S3Config | None = None) -> Delivery:
     """The delivery of ``system``, by the kind its YAML declares (``extract.kind``); ``s3``: how to reach an
@@ -304,6 +309,9 @@ class _RowDelivery:
     def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
         return False  # everything it made is in the staged batch
 
+    def worker_copy(self, settings: Settings, period: str) -> Path | None:
+        return None
+
 
 def _batch_events(cat: Catalogue, batch_id: str):
     """The batch's capture and validation events, to be written into its packages' PREMIS."""
@@ -388,6 +396,9 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         """Where a delivery from an S3 inbox is copied on the worker's disk: the same path on every worker,
         since the staged rows name their documents by it."""
         return settings.staging / self.system.name / ".inbox" / period
+
+    def worker_copy(self, settings: Settings, period: str) -> Path | None:
+        return self.scratch(settings, period)  # there only when the inbox is in S3
 
     def _located(self, inbox: S3Inbox, period: str) -> str:
         """The prefix (relative to the inbox) of the period's delivery: ``<period>``, or ``.archived/<period>``
@@ -625,6 +636,9 @@ class PreparedDelivery(_InboxDelivery):
                                    f"{safe_name(i.source)} stays in the inbox")
             inbox.move(i.source, f"{ARCHIVED}/{i.source}", InboxObject(i.source, obj.size, i.delivered_etag or ""),
                        i.delivered_sha256)
+
+    def worker_copy(self, settings: Settings, period: str) -> Path | None:
+        return None  # intake removes its copies from an S3 inbox itself once each package is taken in
 
     def hand_over(self, staged: StagedBatch, publish: Callable[[Path], str]) -> bool:
         """The accepted packages' copies in the build folder are what the package step hands on."""
