@@ -112,8 +112,6 @@ def make_bucket(endpoint: str, *, object_lock: bool = False, name: str | None = 
     return name
 
 
-
-
 def start_moto(port: int | None = None) -> tuple[subprocess.Popen, str]:
     """A moto S3 server of the caller's own on ``port`` (a free one by default): ``(process, endpoint)``.
 
@@ -137,6 +135,49 @@ def start_moto(port: int | None = None) -> tuple[subprocess.Popen, str]:
             time.sleep(0.1)
     stop_process(proc)
     raise RuntimeError(f"moto_server did not answer on {url}")
+
+
+@contextmanager
+def airflow_api_server(env: dict[str, str], log_path, *, port: int | None = None, start_timeout: float = 240,
+                       stop_grace: float = 3) -> Iterator[str]:
+    """``airflow api-server`` on loopback (``port``, a free one by default) with ``env`` (its metadata
+    database migrated):
+    yields its base URL once ``/api/v2/monitor/health`` answers, and ends its process group after.
+    Its output goes to ``log_path``, whose tail is in the error when it does not start. The API server
+    has nothing of its own to write on SIGTERM, so ``stop_grace`` seconds are enough before a SIGKILL."""
+    import signal
+    import sys
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    port = port or free_port()
+    base = f"http://127.0.0.1:{port}"
+    log_path = Path(log_path)
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([str(Path(sys.executable).parent / "airflow"), "api-server", "--host", "127.0.0.1",
+                                 "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            deadline = time.monotonic() + start_timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):  # noqa: S310
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError("the API server did not start:\n"
+                                             + log_path.read_text(errors="replace")[-5000:]) from None
+                    time.sleep(1)
+            yield base
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=stop_grace)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=30)
 
 
 def stop_process(proc: subprocess.Popen, *, kill: bool = False) -> None:

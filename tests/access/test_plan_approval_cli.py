@@ -20,19 +20,12 @@ AS_OF = "2040-01-01"
 def signed_in_lex(tmp_path, lex_source, archive_helpers, oidc_provider, monkeypatch):
     """An archived Lex whose CLI users sign in through the provider; the tokens of an archivist and a researcher."""
     settings = archive_helpers["archive_lex"](tmp_path / "var", lex_source)
-    monkeypatch.setenv("ARKIV_HOME", str(settings.home))
-    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
     monkeypatch.delenv("ARKIV_SLUTARKIV", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("ARKIV_TOKEN_FILE", raising=False)
-    monkeypatch.delenv("ARKIV_TOKEN", raising=False)
-    for k, v in oidc_provider.env().items():
-        monkeypatch.setenv(k, v)
+    tokens = oidc_provider.sign_cli_in(monkeypatch, settings.home, tmp_path / "config", ("anna", "rut"))
     cat = Catalogue(settings.catalogue_url)
     keep = sorted(p.id for p in cat.packages() if p.retention_action == "keep")
     assert keep, "the generated Lex has no package to keep"
-    return {"settings": settings, "cat": cat, "keep": keep,
-            "tokens": {who: oidc_provider.device_token(who) for who in ("anna", "rut")}}
+    return {"settings": settings, "cat": cat, "keep": keep, "tokens": tokens}
 
 
 def _plan_events(cat: Catalogue) -> list[Event]:

@@ -56,6 +56,17 @@ class Provider:
         return {"ARKIV_OIDC_ISSUER": self.issuer, "ARKIV_OIDC_CLIENT_ID": CLIENT_ID,
                 "ARKIV_OIDC_ROLE_MAPPING": str(self.mapping)}
 
+    def sign_cli_in(self, monkeypatch, home: Path, config: Path, logins: tuple[str, ...]) -> dict[str, str]:
+        """The ``arkiv`` CLI of this test against the archive in ``home``, signing in through this provider
+        (its token kept under ``config``, none carried in from outside): the device-flow tokens of ``logins``."""
+        monkeypatch.setenv("ARKIV_HOME", str(home))
+        monkeypatch.setenv("XDG_CONFIG_HOME", str(config))
+        for k in ("ARKIV_CATALOGUE_URL", "ARKIV_TOKEN", "ARKIV_TOKEN_FILE"):
+            monkeypatch.delenv(k, raising=False)
+        for k, v in self.env().items():
+            monkeypatch.setenv(k, v)
+        return {who: self.device_token(who) for who in logins}
+
     def airflow_env(self) -> dict[str, str]:
         """Airflow's sign-in through this provider (deploy/airflow/webserver_config.py), with the same role mapping."""
         return {"ARKIV_OIDC_ISSUER": self.issuer, "ARKIV_OIDC_ROLE_MAPPING": str(self.mapping),

@@ -123,14 +123,7 @@ def signed_in_home(tmp_path, monkeypatch, oidc_provider):
     home = tmp_path / "var"
     (home / "catalogue").mkdir(parents=True)
     cat = _catalogue(f"sqlite:///{home / 'catalogue' / 'catalogue.sqlite'}")
-    monkeypatch.setenv("ARKIV_HOME", str(home))
-    monkeypatch.delenv("ARKIV_CATALOGUE_URL", raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
-    monkeypatch.delenv("ARKIV_TOKEN", raising=False)
-    monkeypatch.delenv("ARKIV_TOKEN_FILE", raising=False)
-    for k, v in oidc_provider.env().items():
-        monkeypatch.setenv(k, v)
-    tokens = {who: oidc_provider.device_token(who) for who in ("anna", "bertil", "rut")}
+    tokens = oidc_provider.sign_cli_in(monkeypatch, home, tmp_path / "config", ("anna", "bertil", "rut"))
     return {"cat": cat, "tokens": tokens}
 
 

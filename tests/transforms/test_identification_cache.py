@@ -42,20 +42,6 @@ def catalogue(request, tmp_path):
     cat.dispose()
 
 
-@pytest.fixture
-def calls(monkeypatch):
-    """The paths the real identifier is asked about, in this process."""
-    asked: list[str] = []
-    real = Identifier.identify
-
-    def counting(self, path):
-        asked.append(str(path))
-        return real(self, path)
-
-    monkeypatch.setattr(Identifier, "identify", counting)
-    return asked
-
-
 def _documents(lex_source) -> list[str]:
     return sorted(str(p) for p in Path(lex_source["files"]).rglob("*") if p.is_file())
 
@@ -65,36 +51,36 @@ def _rows(cat: Catalogue) -> int:
         return conn.execute(sa.select(sa.func.count()).select_from(FormatIdentification.__table__)).scalar_one()
 
 
-def test_second_stream_identifies_nothing_and_answers_the_same(lex_source, catalogue, calls):
+def test_second_stream_identifies_nothing_and_answers_the_same(lex_source, catalogue, identify_calls):
     paths = _documents(lex_source)
     here = Identifier.shared()
     expected = [(p, here.identify(p)) for p in paths]
-    calls.clear()
+    identify_calls.clear()
     cache = CatalogueIdentificationCache(catalogue)
     first = list(here.identify_stream(paths, cache=cache))
     assert first == expected
-    assert sorted(calls) == paths  # all new: every file identified, once
+    assert sorted(identify_calls) == paths  # all new: every file identified, once
     assert _rows(catalogue) == len({Path(p).read_bytes() for p in paths})
-    calls.clear()
+    identify_calls.clear()
     second = list(here.identify_stream(paths, cache=CatalogueIdentificationCache(catalogue)))
     assert second == expected
-    assert calls == []
+    assert identify_calls == []
 
 
-def test_the_same_attachment_twice_is_identified_once(lex_source, tmp_path, calls):
+def test_the_same_attachment_twice_is_identified_once(lex_source, tmp_path, identify_calls):
     pdf = next(p for p in _documents(lex_source) if p.endswith(".pdf"))
     copies = []
     for case in ("case-1", "case-2", "case-3"):
         (tmp_path / case).mkdir()
         copies.append(str(shutil.copy(pdf, tmp_path / case / "bilaga.PDF")))
     here = Identifier.shared()
-    calls.clear()
+    identify_calls.clear()
     got = list(here.identify_stream(copies, cache=IdentificationCache()))
-    assert len(calls) == 1
+    assert len(identify_calls) == 1
     assert [i for _, i in got] == [here.identify(pdf)] * 3
 
 
-def test_the_name_decides_only_where_the_extension_did(tmp_path, calls):
+def test_the_name_decides_only_where_the_extension_did(tmp_path, identify_calls):
     """Plain text is identified by its extension: the same bytes under another extension are
     identified again (the answer may differ), under the same extension they are not."""
     text = b"Protokoll fran sammantradet\n" * 20
@@ -104,27 +90,27 @@ def test_the_name_decides_only_where_the_extension_did(tmp_path, calls):
         paths.append(str(tmp_path / name))
     here = Identifier.shared()
     expected = [(p, here.identify(p)) for p in paths]
-    calls.clear()
+    identify_calls.clear()
     cache = IdentificationCache()
     assert list(here.identify_stream(paths, cache=cache)) == expected
-    assert sorted(Path(p).name for p in calls) == ["a.txt", "c.csv", "d"]
-    calls.clear()
+    assert sorted(Path(p).name for p in identify_calls) == ["a.txt", "c.csv", "d"]
+    identify_calls.clear()
     assert list(here.identify_stream(paths, cache=cache)) == expected
-    assert calls == []
+    assert identify_calls == []
 
 
-def test_new_signatures_identify_again(lex_source, catalogue, calls, monkeypatch):
+def test_new_signatures_identify_again(lex_source, catalogue, identify_calls, monkeypatch):
     paths = _documents(lex_source)[:10]
     here = Identifier.shared()
     list(here.identify_stream(paths, cache=CatalogueIdentificationCache(catalogue)))
     monkeypatch.setattr(here, "tool", here.tool.replace("PRONOM v", "PRONOM v9"))
-    calls.clear()
+    identify_calls.clear()
     again = list(here.identify_stream(paths, cache=CatalogueIdentificationCache(catalogue)))
-    assert sorted(calls) == sorted(paths)
+    assert sorted(identify_calls) == sorted(paths)
     assert all(i.tool == here.tool for _, i in again)
 
 
-def test_an_unreadable_file_is_never_kept(tmp_path, calls):
+def test_an_unreadable_file_is_never_kept(tmp_path, identify_calls):
     """No digest, no cache entry: a missing file is asked about every time (an empty one has a
     digest like any content and is answered from the cache the second time)."""
     (tmp_path / "empty.pdf").write_bytes(b"")
@@ -134,7 +120,7 @@ def test_an_unreadable_file_is_never_kept(tmp_path, calls):
     for _ in range(2):
         got = list(here.identify_stream(paths, cache=cache))
         assert [i.note for _, i in got] == ["no such file", "empty file"]
-    assert [Path(c).name for c in calls] == ["missing.pdf", "empty.pdf", "missing.pdf"]
+    assert [Path(c).name for c in identify_calls] == ["missing.pdf", "empty.pdf", "missing.pdf"]
 
 
 def test_pool_hashes_and_identifies_like_the_building_process(lex_source, catalogue, monkeypatch):
@@ -151,7 +137,7 @@ def test_pool_hashes_and_identifies_like_the_building_process(lex_source, catalo
         pool.close()
 
 
-def test_rebuilding_with_the_catalogue_identifies_no_document(staged, lex_source, catalogue, calls, tmp_path,
+def test_rebuilding_with_the_catalogue_identifies_no_document(staged, lex_source, catalogue, identify_calls, tmp_path,
                                                               monkeypatch):
     monkeypatch.setenv(formats.WORKERS_ENV, "0")  # identification in this process, where it is counted
     monkeypatch.setattr(package, "POOL_MIN_FILES", 8)
@@ -165,9 +151,9 @@ def test_rebuilding_with_the_catalogue_identifies_no_document(staged, lex_source
 
     plain = build("plain", None)
     first = build("first", CatalogueIdentificationCache(catalogue))
-    calls.clear()
+    identify_calls.clear()
     second = build("second", CatalogueIdentificationCache(catalogue))
-    assert [Path(c) for c in calls if Path(c).resolve().is_relative_to(documents)] == []
+    assert [Path(c) for c in identify_calls if Path(c).resolve().is_relative_to(documents)] == []
     assert sum(p.document_count for p in second) >= 8
     assert [p.sha256 for p in plain] == [p.sha256 for p in first] == [p.sha256 for p in second]
     assert [p.formats for p in plain] == [p.formats for p in second]

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from demo import castor
 from transforms.catalogue import Catalogue, FormatIdentification
 from transforms.config.systems import load_systems
-from transforms.formats.identification import CatalogueIdentificationCache, Identifier
+from transforms.formats.identification import CatalogueIdentificationCache
 from transforms.intake.delivery import PreparedDelivery, delivery_for
 from transforms.intake.prepared import take_in
 
@@ -26,20 +26,6 @@ def castor_inbox(tmp_path_factory) -> Path:
     inbox = tmp_path_factory.mktemp("castor") / "inbox"
     castor.generate(inbox, size=2, as_zip=1)
     return inbox
-
-
-@pytest.fixture
-def calls(monkeypatch):
-    """The paths the real identifier is asked about, in this process."""
-    asked: list[str] = []
-    real = Identifier.identify
-
-    def counting(self, path):
-        asked.append(str(path))
-        return real(self, path)
-
-    monkeypatch.setattr(Identifier, "identify", counting)
-    return asked
 
 
 def _copy(inbox: Path, to: Path) -> Path:
@@ -54,30 +40,30 @@ def _formats(intakes) -> list[dict]:
     return [f for i in sorted(intakes, key=lambda i: i.source) for f in i.formats]
 
 
-def test_a_redelivered_package_is_not_identified_again(castor_inbox, tmp_path, calls):
+def test_a_redelivered_package_is_not_identified_again(castor_inbox, tmp_path, identify_calls):
     without = take_in(_copy(castor_inbox, tmp_path / "a"), tmp_path / "build-a", tmp_path / "q-a")
     assert all(i.outcome == "valid" for i in without) and len(without) == 2
     data_files = len(_formats(without))
-    assert data_files > 0 and len(calls) == data_files
+    assert data_files > 0 and len(identify_calls) == data_files
     cat = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
     cat.migrate()
     try:
-        calls.clear()
+        identify_calls.clear()
         first = take_in(_copy(castor_inbox, tmp_path / "b"), tmp_path / "build-b", tmp_path / "q-b",
                         identification_cache=CatalogueIdentificationCache(cat))
         assert _formats(first) == _formats(without)
-        assert 0 < len(calls) <= data_files  # the same bytes twice in one intake: identified once
-        calls.clear()
+        assert 0 < len(identify_calls) <= data_files  # the same bytes twice in one intake: identified once
+        identify_calls.clear()
         again = take_in(_copy(castor_inbox, tmp_path / "c"), tmp_path / "build-c", tmp_path / "q-c",
                         identification_cache=CatalogueIdentificationCache(cat))
-        assert calls == []
+        assert identify_calls == []
         assert _formats(again) == _formats(without)
         assert [i.format_findings for i in again] == [i.format_findings for i in without]
     finally:
         cat.dispose()
 
 
-def test_the_prepared_delivery_uses_the_catalogues_cache(castor_inbox, tmp_path, monkeypatch, settings, calls):
+def test_the_prepared_delivery_uses_the_catalogues_cache(castor_inbox, tmp_path, monkeypatch, settings, identify_calls):
     inbox = _copy(castor_inbox, tmp_path / "inbox")
     monkeypatch.setenv("ARKIV_CASTOR_INBOX", str(inbox))
     system = load_systems(settings.systems_dir)["castor"]
@@ -88,13 +74,13 @@ def test_the_prepared_delivery_uses_the_catalogues_cache(castor_inbox, tmp_path,
     try:
         start, end = dt.datetime(2026, 1, 1), dt.datetime(2026, 1, 2)
         first = delivery.stage(settings, cat, start, end, None)
-        assert len(first.prepared) == 2 and calls
+        assert len(first.prepared) == 2 and identify_calls
         with cat.engine.connect() as conn:
             rows = conn.execute(sa.select(sa.func.count()).select_from(FormatIdentification.__table__)).scalar_one()
         assert rows > 0
-        calls.clear()
+        identify_calls.clear()
         second = delivery.stage(settings, cat, start, end, None)  # the packages are still in the inbox
-        assert calls == []
+        assert identify_calls == []
         assert [d["formats"] for d in second.prepared] == [d["formats"] for d in first.prepared]
     finally:
         cat.dispose()

@@ -6,33 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 
-import pytest
 import sqlalchemy as sa
-from testservices import make_bucket
 
 from transforms.archive.storage import storage_for
-from transforms.archive.workarea import work_area
 from transforms.catalogue import Catalogue, Event, Package, QuarantineCase
 from transforms.cli import main
 from transforms.config.settings import Settings
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch, s3_env):
-    for k in list(os.environ):
-        if k.startswith("ARKIV_") and k not in s3_env["env"]:
-            monkeypatch.delenv(k)
-    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "var"))
-    work = make_bucket(s3_env["endpoint"])
-    monkeypatch.setenv("ARKIV_WORK", f"s3://{work}/work")
-    settings = Settings.from_env().ensure()
-    area = work_area(settings)
-    cat = Catalogue(settings.catalogue_url)
-    cat.migrate()
-    return {"settings": settings, "area": area, "cat": cat, "work": work}
 
 
 def _put(area, key: str, body: bytes = b"x") -> None:
@@ -79,8 +60,8 @@ def _leftovers(report: dict) -> dict[str, bool]:
     return {f["key"]: f["repairable"] for f in report["findings"] if f["leftover"] and not f["repaired"]}
 
 
-def test_leftovers_are_reported_with_their_fix_and_clean_work_removes_only_confirmed_ones(home, capsys):
-    s, area, cat = home["settings"], home["area"], home["cat"]
+def test_leftovers_are_reported_with_their_fix_and_clean_work_removes_only_confirmed_ones(bucket_worker, capsys):
+    s, area, cat = bucket_worker.settings, bucket_worker.area, bucket_worker.cat
     # an archived batch (its one package recorded and stored) whose staged copy and build were left behind
     _recorded_package(s, cat, "uuid-1")
     _batch(cat, "lex/2024", "archived", ["uuid-1"])
@@ -127,8 +108,8 @@ def test_leftovers_are_reported_with_their_fix_and_clean_work_removes_only_confi
     assert storage_for(s.mellanarkiv, "mellanarkiv", s.s3).exists("lex/2024/uuid-1.tar")
 
 
-def test_a_build_is_kept_while_the_archive_does_not_confirm_its_recorded_package(home, capsys):
-    s, area, cat = home["settings"], home["area"], home["cat"]
+def test_a_build_is_kept_while_the_archive_does_not_confirm_its_recorded_package(bucket_worker, capsys):
+    s, area, cat = bucket_worker.settings, bucket_worker.area, bucket_worker.cat
     _recorded_package(s, cat, "uuid-2")
     storage_for(s.mellanarkiv, "mellanarkiv", s.s3).root.joinpath("lex/2024/uuid-2.tar").unlink()
     _put(area, "build/lex/uuid-2.tar")
@@ -139,8 +120,8 @@ def test_a_build_is_kept_while_the_archive_does_not_confirm_its_recorded_package
     assert _keys(area) == ["build/lex/uuid-2.tar"]
 
 
-def test_an_open_case_whose_material_is_gone_from_the_working_bucket_is_a_failure(home, capsys):
-    area, cat = home["area"], home["cat"]
+def test_an_open_case_whose_material_is_gone_from_the_working_bucket_is_a_failure(bucket_worker, capsys):
+    area, cat = bucket_worker.area, bucket_worker.cat
     _batch(cat, "lex/2020", "quality_failed", [])
     held = area.url("quarantine/lex/2020/20260102T000000")
     with cat.session() as ses:
@@ -155,7 +136,7 @@ def test_an_open_case_whose_material_is_gone_from_the_working_bucket_is_a_failur
     assert code == 0 and report["findings"] == []
 
 
-def test_without_a_working_bucket_reconcile_looks_at_no_bucket(home, capsys, monkeypatch):
+def test_without_a_working_bucket_reconcile_looks_at_no_bucket(bucket_worker, capsys, monkeypatch):
     monkeypatch.delenv("ARKIV_WORK")
     code, report = _reconcile(capsys, "--clean-work")
     assert code == 0 and "work_objects" not in report["checked"]  # the archives alone

@@ -20,14 +20,13 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 from oidc.oidctest import PASSWORD, oidc_provider_fixture  # noqa: F401 - the fixture
-from testservices import free_port
+from testservices import airflow_api_server, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.xdist_group("airflow-signin")]
 
@@ -43,42 +42,23 @@ def airflow(tmp_path_factory, oidc_provider) -> dict:
     """An API server with the FAB auth manager signing in through the provider; yields its URL and database."""
     root = tmp_path_factory.mktemp("airflow-signin")
     (root / "dags").mkdir()
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    port = free_port()  # the server's own URL is in its configuration (the provider redirects back to it)
     env = {**os.environ, **oidc_provider.airflow_env(),
            "AIRFLOW_HOME": str(root / "airflow"),
            "AIRFLOW__CORE__AUTH_MANAGER": FAB,
            "AIRFLOW__FAB__CONFIG_FILE": str(PROJECT / "deploy" / "airflow" / "webserver_config.py"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__API__BASE_URL": base,
+           "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
            "AIRFLOW__API__SECRET_KEY": "airflow-signin-test-secret-key",
            "AIRFLOW__API_AUTH__JWT_SECRET": "airflow-signin-test-jwt-secret",
            "PYTHONPATH": str(PROJECT)}
     # `airflow db migrate` creates FAB's tables too (the auth manager's database manager)
     subprocess.run([BIN / "airflow", "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
-    log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):  # noqa: S310
-                break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError("the API server did not start:\n"
-                                     + (root / "api-server.log").read_text()[-5000:]) from None
-            time.sleep(1)
-    yield {"base": base, "db": root / "airflow" / "airflow.db", "log": root / "api-server.log",
-           "issuer": oidc_provider.issuer}
-    os.killpg(proc.pid, 15)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-    log.close()
+    with airflow_api_server(env, root / "api-server.log", port=port, start_timeout=120,
+                            stop_grace=30) as base:
+        yield {"base": base, "db": root / "airflow" / "airflow.db", "log": root / "api-server.log",
+               "issuer": oidc_provider.issuer}
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from testservices import free_port
+from testservices import airflow_api_server
 
 from transforms.catalogue import Catalogue
 from transforms.cli import main
@@ -98,31 +98,10 @@ def api_server(airflow_home, quarantined) -> str:
     except subprocess.TimeoutExpired:
         migrated = None
     assert migrated == 0, "airflow db migrate failed:\n" + (root / "db-migrate.log").read_text()[-5000:]
-    port = free_port()
     env = {**airflow_home["env"], "ARKIV_HOME": str(quarantined["home"])}  # the home with the open case
     SERVER_LOG["path"] = root / "api-server.log"
-    log = open(root / "api-server.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([BIN / "airflow", "api-server", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 240
-    while True:
-        try:
-            with urllib.request.urlopen(f"{base}/api/v2/monitor/health", timeout=5):  # noqa: S310
-                break
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                log_text = (root / "api-server.log").read_text()[-5000:]
-                raise AssertionError("the API server did not start:\n" + log_text) from None
-            time.sleep(1)
-    yield base
-    os.killpg(proc.pid, 15)
-    try:  # a few seconds: on SIGTERM the api-server outwaits any grace, with nothing of its own to write
-        proc.wait(timeout=3)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-    log.close()
+    with airflow_api_server(env, root / "api-server.log") as base:
+        yield base
 
 
 def _token(base: str, user: str) -> str:
