@@ -84,3 +84,26 @@ def test_the_prepared_delivery_uses_the_catalogues_cache(castor_inbox, tmp_path,
         assert [d["formats"] for d in second.prepared] == [d["formats"] for d in first.prepared]
     finally:
         cat.dispose()
+
+
+def test_a_repaired_package_delivered_again_is_not_identified_again(tmp_path, identify_calls):
+    """Repairing a package (here: files without MIMETYPE, which the repair takes from identification)
+    identifies through the cache too: redelivered, neither the repair nor the format check asks again."""
+    inbox = tmp_path / "repairable"
+    castor.generate(inbox, size=0, repairable=2)
+    cat = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
+    cat.migrate()
+    try:
+        first = take_in(_copy(inbox, tmp_path / "a"), tmp_path / "build-a", tmp_path / "q-a",
+                        identification_cache=CatalogueIdentificationCache(cat))
+        assert sorted(i.outcome for i in first) == ["repaired", "repaired"]
+        assert any(c.startswith("CSIP") and "MIMETYPE" in c for i in first for c in i.repairs)
+        assert identify_calls
+        identify_calls.clear()
+        again = take_in(_copy(inbox, tmp_path / "b"), tmp_path / "build-b", tmp_path / "q-b",
+                        identification_cache=CatalogueIdentificationCache(cat))
+        assert identify_calls == []
+        assert _formats(again) == _formats(first)
+        assert [i.repairs for i in again] == [i.repairs for i in first]
+    finally:
+        cat.dispose()

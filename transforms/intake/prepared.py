@@ -244,7 +244,8 @@ def _judge(path: Path, build_dir: Path, quarantine_dir: Path, checker: _FormatCh
     if any(f.requirement == "PACKAGE" for f in errors):
         return _quarantine(path, report, quarantine_dir, errors)
     with tempfile.TemporaryDirectory(prefix=".prepare-", dir=build_dir) as work:
-        result = prepare_package(path, Path(work), as_tar=True, identifier=checker.identifier())
+        result = prepare_package(path, Path(work), as_tar=True, identifier=checker.identifier(),
+                                 identification_cache=checker.cache)
         if not result.ok:
             delivered = result.report or report
             seen = {(f.requirement, f.message) for f in delivered.findings}

@@ -212,7 +212,7 @@ def normalise_orgnr(text: str | None) -> str | None:
 
 
 class _Preparer:
-    def __init__(self, root: Path, spec_version: str, identifier):
+    def __init__(self, root: Path, spec_version: str, identifier, identification_cache=None):
         self.root = root
         self.spec = spec_version
         self.changes: list[Change] = []
@@ -220,6 +220,7 @@ class _Preparer:
         self._ids = 0
         self._quiet = False
         self.identifier = identifier
+        self.identification_cache = identification_cache
         self.idents: dict[str, object] = {}
 
     # -- helpers ----------------------------------------------------------------------------
@@ -238,6 +239,13 @@ class _Preparer:
         return f"arkivflode-{kind}-{self._ids}"
 
     def ident(self, rel: str):
+        if rel not in self.idents and self.identification_cache is not None and self.identifier is not None:
+            # asked first once every file is in its final place: all of them at once, by content, so a
+            # content identified before (a redelivery, the same attachment elsewhere) is not identified again
+            cache, self.identification_cache = self.identification_cache, None
+            files = [str(self.root / r) for r in self._all_files()]
+            for name, found in self.identifier.identify_stream(files, cache=cache):
+                self.idents[Path(name).relative_to(self.root).as_posix()] = found
         if rel not in self.idents:
             self.idents[rel] = self.identifier.identify(self.root / rel) if self.identifier else None
         return self.idents[rel]
@@ -1178,10 +1186,12 @@ def _original_bytes(source: Path, tmp: Path) -> tuple[Path, str]:
 
 
 def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = False,
-                    identifier=None) -> PrepareResult:
+                    identifier=None, identification_cache=None) -> PrepareResult:
     """Prepare ``source`` into ``out_dir``; the result says ``prepared`` (a valid FGS 2.0 package) or
     ``refused`` (with findings). Never raises for a delivery's content; FileNotFoundError for a
-    missing ``source``, OSError with an errno for the disk's faults."""
+    missing ``source``, OSError with an errno for the disk's faults. With an ``identification_cache``
+    (:class:`~transforms.formats.identification.IdentificationCache`) a file whose content was
+    identified before is not identified again, and what is identified is kept there."""
     source, out_dir = Path(source), Path(out_dir)
     if not source.exists():
         raise FileNotFoundError(str(source))
@@ -1207,7 +1217,7 @@ def prepare_package(source: str | Path, out_dir: str | Path, *, as_tar: bool = F
             with extract_package(source, parent=tmp_path) as root:
                 _restore_times(source, root)
                 original, name = _original_bytes(source, tmp_path)
-                prep = _Preparer(root, delivered.spec_version, identifier)
+                prep = _Preparer(root, delivered.spec_version, identifier, identification_cache)
                 prep.run(safe_name(name).replace("/", "_"), original)
                 if prep.refusals:
                     result.findings = prep.refusals
