@@ -18,6 +18,7 @@ The same code the DAGs run, without Airflow::
     arkiv drill [--home DIR]          a failed quality gate end to end, in a home of its own
     arkiv hold add|remove|list        legal holds on a package, record or record class
     arkiv audit                       fixity audit of the mellanarkiv and the slutarkiv
+    arkiv conversions [prune --unused-days N [--dry-run]]  the PDF/A conversion cache: size, or prune it
     arkiv reconcile [--deep] [--repair] [--json]  catalogue vs storage: orphans, missing, half-finished
     arkiv quarantine list|show|approve|reject [CASE] --by NAME --reason TEXT [--yes]
     arkiv index | search | export | access-log | access-token | receipt | api   access (docs/access-api.md)
@@ -343,6 +344,32 @@ def _cmd_hold(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_conversions(args: argparse.Namespace, settings: Settings) -> int:
+    from transforms.pipeline import conversion_cache
+
+    cache = conversion_cache(settings)
+    if args.action == "prune":
+        if args.unused_days is None or args.unused_days < 1:
+            raise ConfigError("arkiv conversions prune: give --unused-days N (1 or more)")
+        r = cache.prune(args.unused_days * 86400, dry_run=args.dry_run)
+        verb = "would remove" if args.dry_run else "removed"
+        print(f"conversion cache {cache.root}: {verb} {r.removed_entries} entries ({r.removed_bytes / 1e6:.1f} MB) "
+              f"not used for {args.unused_days} days; {r.kept_entries} kept")
+        if cache.shared is not None:
+            print(f"shared in the working bucket: {verb} {r.shared_removed} stored before then "
+                  f"({r.shared_bytes / 1e6:.1f} MB)")
+        return 0
+    entries = list(cache.entries())
+    last = min((used for _, _, used in entries), default=None)
+    oldest = dt.datetime.fromtimestamp(last, dt.UTC).strftime("%Y-%m-%d") if last is not None else "-"
+    print(f"conversion cache {cache.root}: {len(entries)} entries, {sum(n for _, n, _ in entries) / 1e6:.1f} MB, "
+          f"least recently used {oldest}")
+    if cache.shared is not None:
+        shared = list(cache.shared.entries())
+        print(f"shared in the working bucket: {len(shared)} entries, {sum(n for _, n, _ in shared) / 1e6:.1f} MB")
+    return 0
+
+
 def _cmd_quarantine(args: argparse.Namespace, settings: Settings) -> int:
     from transforms.quality import quarantine as review
 
@@ -500,6 +527,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="the justification, kept with the case and in PREMIS (required)")
     p.add_argument("--yes", action="store_true", help="decide without asking for confirmation (scripts)")
     p.set_defaults(func=_cmd_quarantine)
+
+    p = sub.add_parser("conversions", help="the PDF/A conversion cache: its size, or prune what has not been "
+                                           "used for a while (a pruned entry costs one conversion when next needed)")
+    p.add_argument("action", nargs="?", choices=["show", "prune"], default="show")
+    p.add_argument("--unused-days", type=int, help="prune: remove entries not used for this many days")
+    p.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
+    p.set_defaults(func=_cmd_conversions)
 
     p = sub.add_parser("audit", help="fixity audit: re-read every package and compare checksums")
     p.set_defaults(func=_cmd_audit)

@@ -447,14 +447,12 @@ def _hand_over_held_documents(work: WorkArea, name: str, sidecar: PackageSidecar
     return dataclasses.replace(sidecar, quarantined=held)
 
 
-def _conversion_cache(settings: Settings) -> ConversionCache | None:
-    """With a working bucket, the PDF/A conversion cache is shared through it (``conversions/``), behind
-    this worker's folder: a rebuild or a retry on another worker converts nothing again. None: the default
-    folder, which a single machine shares with itself."""
-    shared = shared_files(settings, "conversions")
-    if shared is None:
-        return None
-    return ConversionCache(Path(os.environ.get(CONVERSION_CACHE_ENV) or settings.build / ".conversion-cache"), shared)
+def conversion_cache(settings: Settings) -> ConversionCache:
+    """The PDF/A conversion cache this worker builds with: its folder (``ARKIV_CONVERSION_CACHE``, default
+    ``<build>/.conversion-cache``), and with a working bucket shared through it (``conversions/``), so a rebuild
+    or a retry on another worker converts nothing again."""
+    folder = Path(os.environ.get(CONVERSION_CACHE_ENV) or settings.build / ".conversion-cache")
+    return ConversionCache(folder, shared_files(settings, "conversions"))
 
 
 def _sidecar(settings: Settings, package: str) -> PackageSidecar:
@@ -666,7 +664,7 @@ def package(settings: Settings, name: str, manifest: str, record_class: str) -> 
     sys_ = system(settings, name)
     with _staged(settings, manifest) as staged:
         handed = delivery_for(sys_, settings.s3).packages(settings, catalogue(settings), staged, record_class,
-                                                          conversions=_conversion_cache(settings))
+                                                          conversions=conversion_cache(settings))
     out = []
     for h in handed:
         ref = {"package_id": h.package_id, "already_archived": h.already_archived}

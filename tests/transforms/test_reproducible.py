@@ -129,6 +129,46 @@ def test_a_damaged_cache_entry_is_converted_again_not_used(lex_batch, tmp_path, 
     assert entry.read_bytes() == good
 
 
+def test_pruning_removes_only_entries_unused_for_the_days_given(lex_batch, tmp_path, monkeypatch, capsys):
+    """An entry's time is its last use: a rebuild renews what it takes, prune removes only what nothing
+    used for the days given, a dry run removes nothing, and a pruned entry is converted again to the
+    same bytes."""
+    from transforms.cli import main
+
+    monkeypatch.setenv("ARKIV_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("ARKIV_WORK", raising=False)
+    monkeypatch.setenv("ARKIV_CONVERSION_CACHE", str(tmp_path / "cache"))
+    cache = ConversionCache(tmp_path / "cache")
+    counted = _Counted(monkeypatch)
+    first = _build(lex_batch, tmp_path / "a", conversion_cache=cache)
+    converted = counted.n
+    entries = sorted(p for p, _, _ in cache.entries())
+    assert converted >= 1 and entries
+
+    def age(days: int) -> None:
+        then = time.time() - days * 86400
+        for path in entries:
+            os.utime(path, (then, then))
+
+    age(200)
+    assert _build(lex_batch, tmp_path / "b", conversion_cache=cache) == first  # takes (and renews) every entry
+    assert counted.n == converted
+    assert cache.prune(180 * 86400).removed_entries == 0
+
+    age(200)
+    assert main(["conversions"]) == 0
+    assert f"{len(entries)} entries" in capsys.readouterr().out
+    assert main(["conversions", "prune", "--unused-days", "180", "--dry-run"]) == 0
+    assert f"would remove {len(entries)} entries" in capsys.readouterr().out
+    assert sorted(p for p, _, _ in cache.entries()) == entries
+    assert main(["conversions", "prune"]) == 2  # how long unused must be said
+    assert main(["conversions", "prune", "--unused-days", "180"]) == 0
+    assert f"removed {len(entries)} entries" in capsys.readouterr().out
+    assert list(cache.entries()) == []
+    assert _build(lex_batch, tmp_path / "c", conversion_cache=cache) == first
+    assert counted.n > converted
+
+
 def test_converted_pdf_dates_and_ids_follow_the_input(tmp_path):
     corpus = make_corpus(tmp_path / "corpus")
     src = corpus["docx"]
@@ -271,3 +311,14 @@ def test_workers_with_no_disk_in_common_share_conversions_through_the_working_bu
     c = worker("c")
     assert _build(lex_batch, tmp_path / "c", conversion_cache=c) == first
     assert counted.n > converted and c.stored >= 1  # the damaged entry was converted again, not used
+
+    # pruning the shared entries goes by when they were stored
+    shared = c.shared
+    stored = sorted(name for name, _, _ in shared.entries())
+    assert len(stored) == len(keys)
+    assert shared.prune(time.time() - 3600) == (0, 0)
+    removed, size = shared.prune(time.time() + 60, dry_run=True)
+    assert removed == len(keys) and size > 0
+    assert sorted(name for name, _, _ in shared.entries()) == stored
+    assert shared.prune(time.time() + 60)[0] == len(keys)
+    assert list(shared.entries()) == []

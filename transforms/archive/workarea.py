@@ -367,6 +367,23 @@ class SharedFiles:
         except StorageError as exc:
             log.warning("shared %s: %s", self.area, exc)
 
+    def prune(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove the entries stored before the POSIX time ``cutoff`` (an object's time is when it was
+        stored: a fetch does not renew it). ``(entries, bytes)`` removed; StorageError when the bucket
+        cannot be listed or an entry not removed."""
+        removed = size = 0
+        for name, n, stored in list(self.entries()):
+            if stored < cutoff:
+                if not dry_run:
+                    self.work.remove(self.work.url(f"{self.area}/{name}"))
+                removed, size = removed + 1, size + n
+        return removed, size
+
+    def entries(self) -> Iterator[tuple[str, int, float]]:
+        """``(name, size, when stored as a POSIX time)`` of every entry."""
+        for area, n, modified in self.work.listing(f"{self.area}/"):
+            yield area.removeprefix(f"{self.area}/"), n, modified.timestamp()
+
 
 def shared_files(settings: Settings, area: str, env: dict[str, str] | None = None) -> SharedFiles | None:
     """The working bucket's ``area`` as :class:`SharedFiles`; None on a shared disk (the folder is shared)."""

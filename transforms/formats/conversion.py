@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -563,6 +563,8 @@ class ConversionCache:
         if not ok:
             path.unlink(missing_ok=True)  # a damaged entry is converted again, never used
             return None
+        with contextlib.suppress(OSError):
+            os.utime(path)  # an entry's time is its last use: what prune() goes by
         self.hits += 1
         return path, detail, pdfa
 
@@ -583,6 +585,48 @@ class ConversionCache:
         return path
 
 
+    def entries(self) -> Iterator[tuple[Path, int, float]]:
+        """``(path, size, last use as a POSIX time)`` of every entry in this worker's folder."""
+        for path in self.root.glob("??/*.pdf"):
+            with contextlib.suppress(FileNotFoundError):
+                st = path.stat()
+                yield path, st.st_size, st.st_mtime
+
+    def prune(self, unused_for: float, *, dry_run: bool = False) -> CachePrune:
+        """Remove the entries of this worker's folder not used for ``unused_for`` seconds (and what an
+        interrupted store left there for a day), and, when the cache is shared, the shared entries
+        stored longer ago than that. Only derived copies go: an archived package holds its own PDF/A,
+        and a pruned entry costs one conversion when next needed (reproducible: the same bytes)."""
+        cutoff = time.time() - unused_for
+        result = CachePrune()
+        for path, size, used in list(self.entries()):
+            if used >= cutoff:
+                result.kept_entries += 1
+                continue
+            result.removed_entries += 1
+            result.removed_bytes += size
+            if not dry_run:
+                path.unlink(missing_ok=True)
+        for part in self.root.glob("??/.*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if part.stat().st_mtime < time.time() - 86400 and not dry_run:
+                    part.unlink()
+        if self.shared is not None:
+            result.shared_removed, result.shared_bytes = self.shared.prune(cutoff, dry_run=dry_run)
+        return result
+
+
+@dataclass
+class CachePrune:
+    """What :meth:`ConversionCache.prune` removed (or, in a dry run, would remove) and kept."""
+
+    removed_entries: int = 0
+    removed_bytes: int = 0
+    kept_entries: int = 0
+    shared_removed: int = 0
+    shared_bytes: int = 0
+
+
 class SharedCache(Protocol):
     """Entries every worker can reach (files by name, e.g. in the working bucket), behind a worker's folder.
 
@@ -594,6 +638,14 @@ class SharedCache(Protocol):
 
     def publish(self, local: Path, name: str) -> None:
         """Make ``local`` the entry ``name`` for every worker."""
+        ...
+
+    def entries(self) -> Iterator[tuple[str, int, float]]:
+        """``(name, size, when stored as a POSIX time)`` of every entry."""
+        ...
+
+    def prune(self, cutoff: float, *, dry_run: bool = False) -> tuple[int, int]:
+        """Remove the entries stored before the POSIX time ``cutoff``: ``(entries, bytes)`` removed."""
         ...
 
 
