@@ -22,7 +22,9 @@ This module's top level imports nothing heavy: the DAG factory reads :attr:`Deli
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from transforms.intake.prepared import Intake
     from transforms.packaging.sip import BuiltPackage, RecordEntry
     from transforms.staging.batch import StagedBatch
+
+log = logging.getLogger(__name__)
 
 
 # --- what a package carries from the package step to the catalogue ------------------------------
@@ -423,7 +427,13 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
                  conversions: ConversionCache | None = None) -> list[HandedOn]:
         """As for any rows; from an S3 inbox the delivery's documents are copied to this worker's disk first
         (checked against the manifest again) when an earlier step copied them to another's."""
-        from transforms.intake.file_export import MANIFEST, MAX_MANIFEST, check_delivery
+        from transforms.intake.file_export import (
+            MANIFEST,
+            MAX_MANIFEST,
+            check_delivery,
+            delivery_folder,
+            manifest_sha256,
+        )
         from transforms.intake.inbox import S3Inbox
 
         inbox = self._inbox(settings.s3)
@@ -431,11 +441,24 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         if isinstance(inbox, S3Inbox):
             local = folder / MANIFEST
             there = inbox.read_bytes(f"{self._located(inbox, staged.batch)}/{MANIFEST}", MAX_MANIFEST)
+            self._refuse_replaced(staged, hashlib.sha256(there).hexdigest())
             # a copy is checked when it is made; one of another delivery of the period is made again
             if not local.is_file() or local.read_bytes() != there:
                 self._fetch(inbox, staged.batch, folder)
                 check_delivery(folder, self.system.name)
+        elif staged.delivered_manifest_sha256 is not None:
+            self._refuse_replaced(staged, manifest_sha256(delivery_folder(inbox, staged.batch), self.system.name))
         return super().packages(settings, cat, staged, record_class, conversions=conversions)
+
+    def _refuse_replaced(self, staged: StagedBatch, now: str | None) -> None:
+        """ContentError when the period's delivery in the inbox is no longer the one its rows were staged from:
+        a package would pair the earlier delivery's rows with the later one's documents."""
+        if staged.delivered_manifest_sha256 is None or now == staged.delivered_manifest_sha256:
+            return
+        raise ContentError(f"{self.system.name}: the delivery of {staged.batch} in the inbox was replaced after it "
+                           f"was staged (its manifest's SHA-256 is {now or 'gone'}, not "
+                           f"{staged.delivered_manifest_sha256}); nothing was built from it. The staged rows are "
+                           "the earlier delivery's: rerun the interval to stage and archive the delivery now there")
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
         """A delivery from an S3 inbox moves to ``<prefix>/.archived/<period>/`` once its batch is archived.
@@ -454,8 +477,14 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         here = {o.key: o for o in inbox.listing(period)}
         if MANIFEST not in here:
             return  # already moved (or never here: read from .archived/ by a rerun)
+        raw = inbox.read_bytes(f"{period}/{MANIFEST}", MAX_MANIFEST)
+        if staged.delivered_manifest_sha256 not in (None, hashlib.sha256(raw).hexdigest()):
+            # delivered again since intake: not what was archived, so it stays for the next run
+            log.warning("%s: the delivery of %s was replaced in the inbox after it was staged; it stays there "
+                        "(nothing moved to %s/)", self.system.name, period, ARCHIVED)
+            return
         try:
-            listed = {e["path"]: e for e in json.loads(inbox.read_bytes(f"{period}/{MANIFEST}", MAX_MANIFEST))["files"]
+            listed = {e["path"]: e for e in json.loads(raw)["files"]
                       if isinstance(e, dict) and isinstance(e.get("path"), str)}
         except (ValueError, TypeError, KeyError):
             listed = {}  # replaced since intake by something that is no manifest: nothing is moved

@@ -89,6 +89,7 @@ class _Confined:
 
     def __init__(self, folder: Path, system: str):
         self.folder, self.system, self.name = folder, system, safe_name(folder.name)
+        self.manifest_sha256: str | None = None  # once manifest() has read it
         try:
             self.fd = os.open(folder, _DIR_FLAGS)
         except FileNotFoundError:
@@ -198,6 +199,7 @@ class _Confined:
             raise
         if len(raw) > MAX_MANIFEST:
             raise ContentError(f"{self.system}: {self.name}/{MANIFEST} is larger than {MAX_MANIFEST} bytes")
+        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()  # of the bytes parsed here, not a second read
         try:
             manifest = json.loads(raw.decode("utf-8"))
         except RecursionError:
@@ -216,6 +218,16 @@ class _Confined:
 
 def _listed_paths(manifest: dict) -> list[object]:
     return [e.get("path") if isinstance(e, dict) else None for e in manifest["files"]]
+
+
+def manifest_sha256(folder: Path, system: str) -> str | None:
+    """The SHA-256 of the delivery's manifest as it is now (opened without following links); None without one."""
+    with _Confined(folder, system) as box:
+        try:
+            box.manifest()
+        except ContentError:
+            return None
+        return box.manifest_sha256
 
 
 def check_delivery(folder: Path, system: str) -> dict:
@@ -286,6 +298,7 @@ class FileExportSource(RowSource):
                                    f"was not read", problems)
             if MANIFEST in files:
                 self.listed = {p for p in _listed_paths(self.box.manifest()) if isinstance(p, str)}
+                self.delivered_manifest_sha256 = self.box.manifest_sha256
         except BaseException:
             self.box.close()
             raise

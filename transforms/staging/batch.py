@@ -145,6 +145,9 @@ class StagedBatch:
     partitions: dict[str, Partition]
     empty_tables: dict[str, str] = field(default_factory=dict)  # table -> an empty Parquet file
     prepared: list[dict] = field(default_factory=list)  # prepared systems: one intake per delivered package
+    #: file exports: the SHA-256 of the manifest of the delivery the rows were read from, so that the steps
+    #: after staging can tell the delivery was replaced in the inbox since (its documents are read from there)
+    delivered_manifest_sha256: str | None = None
 
     @property
     def is_empty(self) -> bool:
@@ -434,6 +437,9 @@ class ColumnChunk:
 class RowSource(abc.ABC):
     """Where a system's rows come from: yields each table's rows in chunks of mappings."""
 
+    #: the SHA-256 of the delivery's manifest the rows are read from (file exports), kept in the staged batch
+    delivered_manifest_sha256: str | None = None
+
     @abc.abstractmethod
     def chunks(self, table: Table) -> Iterator[Sequence[Mapping[str, object]]]:
         """The table's rows, in key order, a chunk (at most ``batch_rows`` rows) at a time."""
@@ -521,7 +527,7 @@ def stage(system: System, source: RowSource, start: dt.datetime, end: dt.datetim
             part.rows.setdefault(t, 0)
         part.files = {t: [str(final / Path(f).relative_to(work)) for f in fs] for t, fs in part.files.items()}
     staged = StagedBatch(system.name, batch, start.isoformat(), end.isoformat(), str(final), totals, partitions,
-                         empties)
+                         empties, delivered_manifest_sha256=source.delivered_manifest_sha256)
     (work / "manifest.json").write_text(staged.to_json(), encoding="utf-8")
     _swap_into_place(work, final)
     return staged
