@@ -29,6 +29,15 @@ def staged(lex_source, tmp_path_factory):
 
 
 @pytest.fixture
+def cat(tmp_path) -> Catalogue:
+    """A migrated SQLite catalogue of the test's own (``<tmp_path>/catalogue.sqlite``)."""
+    c = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
+    c.migrate()
+    yield c
+    c.dispose()
+
+
+@pytest.fixture
 def identify_calls(monkeypatch) -> list[str]:
     """The paths the real format identifier is asked about, in this process."""
     asked: list[str] = []

@@ -19,7 +19,7 @@ import pytest
 from testservices import S3_TEST_CREDENTIALS, make_bucket
 
 from demo import castor, treserva
-from transforms.catalogue import Catalogue, Package
+from transforms.catalogue import Package
 from transforms.common.errors import ContentError
 from transforms.config.settings import S3Config, Settings
 from transforms.config.systems import load_systems
@@ -91,14 +91,6 @@ def _deliver(bucket: dict, folder: Path, prefix: str, *, manifest: bool = True) 
 def treserva_system(settings, monkeypatch, bucket):
     monkeypatch.setenv("ARKIV_TRESERVA_INBOX", f"s3://{bucket['name']}/treserva")
     return load_systems(settings.systems_dir)["treserva"]
-
-
-@pytest.fixture
-def cat(tmp_path):
-    c = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
-    c.migrate()
-    yield c
-    c.dispose()
 
 
 def test_a_file_export_in_s3_is_seen_when_its_manifest_is_there_and_staged_as_from_a_folder(

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-from testservices import S3_TEST_CREDENTIALS, make_bucket
+from testservices import make_bucket
 
 from demo import treserva
-from transforms.catalogue import Catalogue
 from transforms.common.errors import ContentError
 from transforms.config.settings import S3Config, Settings
 from transforms.config.systems import load_systems
@@ -36,14 +34,6 @@ def exports(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-@pytest.fixture
-def cat(tmp_path):
-    c = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
-    c.migrate()
-    yield c
-    c.dispose()
-
-
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -52,12 +42,18 @@ def _smallest_class(staged: StagedBatch) -> str:
     return min(staged.partitions, key=lambda k: staged.partitions[k].rows.get("akter", 0))
 
 
-def test_a_delivery_replaced_in_a_folder_inbox_after_staging_builds_nothing(exports, settings, cat, monkeypatch):
+@pytest.fixture
+def from_folder(exports, settings, cat, monkeypatch):
+    """The first export in a folder inbox, staged: ``(delivery, staged, inbox)``."""
     inbox = settings.home / "inbox"
     shutil.copytree(exports["first"], inbox / PERIOD)
     monkeypatch.setenv("ARKIV_TRESERVA_INBOX", str(inbox))
     delivery = delivery_for(load_systems(settings.systems_dir)["treserva"])
-    staged = delivery.stage(settings, cat, START, END, None)
+    return delivery, delivery.stage(settings, cat, START, END, None), inbox
+
+
+def test_a_delivery_replaced_in_a_folder_inbox_after_staging_builds_nothing(exports, from_folder, settings, cat):
+    delivery, staged, inbox = from_folder
     assert staged.delivered_manifest_sha256 == _sha256(exports["first"] / "manifest.json")
     assert StagedBatch.load(staged.manifest_path).delivered_manifest_sha256 == staged.delivered_manifest_sha256
 
@@ -75,12 +71,8 @@ def test_a_delivery_replaced_in_a_folder_inbox_after_staging_builds_nothing(expo
     assert handed and all(Path(h.path).is_file() for h in handed)
 
 
-def test_a_batch_staged_before_the_manifest_was_remembered_is_built_as_before(exports, settings, cat, monkeypatch):
-    inbox = settings.home / "inbox"
-    shutil.copytree(exports["first"], inbox / PERIOD)
-    monkeypatch.setenv("ARKIV_TRESERVA_INBOX", str(inbox))
-    delivery = delivery_for(load_systems(settings.systems_dir)["treserva"])
-    staged = delivery.stage(settings, cat, START, END, None)
+def test_a_batch_staged_before_the_manifest_was_remembered_is_built_as_before(from_folder, settings, cat):
+    delivery, staged, _ = from_folder
     text = staged.manifest_path.read_text(encoding="utf-8")
     older = StagedBatch.parse(text.replace(f'"{staged.delivered_manifest_sha256}"', "null"), staged.directory)
     assert older.delivered_manifest_sha256 is None
@@ -88,15 +80,10 @@ def test_a_batch_staged_before_the_manifest_was_remembered_is_built_as_before(ex
 
 
 def test_a_delivery_replaced_in_an_s3_inbox_is_neither_built_nor_moved_to_archived(
-        exports, moto_server, cat, tmp_path, monkeypatch):
-    for k, v in {**S3_TEST_CREDENTIALS, "ARKIV_S3_ENDPOINT_URL": moto_server}.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "ARKIV_S3_SSE", "ARKIV_S3_PART_SIZE_MB"):
-        monkeypatch.delenv(k, raising=False)
-    bucket = make_bucket(moto_server)
+        exports, s3_env, cat, tmp_path, monkeypatch):
+    bucket = make_bucket(s3_env["endpoint"])
     client = S3Config.from_env().client()
-    s3 = {k: v for k, v in os.environ.items() if k.startswith(("ARKIV_S3_", "AWS_"))}
-    settings = Settings.from_env({**s3, "ARKIV_HOME": str(tmp_path / "var")}).ensure()
+    settings = Settings.from_env({**s3_env["env"], "ARKIV_HOME": str(tmp_path / "var")}).ensure()
     monkeypatch.setenv("ARKIV_TRESERVA_INBOX", f"s3://{bucket}/treserva")
 
     def deliver(folder: Path) -> None:
