@@ -360,6 +360,9 @@ class SharedFiles:
         except StorageError as exc:
             log.warning("shared %s: %s", self.area, exc)
             return False
+        except OSError as exc:  # this worker's disk: the work is done again, as for any miss
+            log.warning("shared %s: %s could not be kept on this worker (%s)", self.area, name, type(exc).__name__)
+            return False
 
     def publish(self, local: Path, name: str) -> None:
         try:

@@ -584,7 +584,6 @@ class ConversionCache:
             self.shared.publish(path, self.name(key))
         return path
 
-
     def entries(self) -> Iterator[tuple[Path, int, float]]:
         """``(path, size, last use as a POSIX time)`` of every entry in this worker's folder."""
         for path in self.root.glob("??/*.pdf"):
