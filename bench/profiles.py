@@ -3,14 +3,17 @@
 The profiles behind the explanations of missed goals in bench/README.md, on the same corpus as
 ``python -m bench`` (same sizes and seed)::
 
-    .venv/bin/python -m bench.profiles --size quick               # build and validate, top 25 each
+    .venv/bin/python -m bench.profiles --size quick               # build, validate and memory, top 25 each
     .venv/bin/python -m bench.profiles --size large --only validate --top 40
 
 *build*: one build of every record class as the benchmark's "ours" row (documents warm in the page
 cache, DOCX accepted as delivered), the writer's process under cProfile; identification runs in the
 pool's worker processes beside it, which cProfile does not see: their share shows as the writer's
 wait (``_answers``, ``result``). *validate*: ``validate_package`` of every built TAR, under cProfile,
-against hashing the same bytes with ``hashlib`` (the part no validator can skip).
+against hashing the same bytes with ``hashlib`` (the part no validator can skip). *memory*: each
+record class built as one package (``max_records`` raised, as the memory benchmark's "one package"),
+under tracemalloc; when the biggest package's metadata (METS, PREMIS) is about to be written, where
+its memory lies: the lines holding the most, with bytes per file of the package.
 
 Each profile is printed (top functions by own time, then by cumulative time) with the wall and CPU
 seconds with and without the profiler, and written to ``bench/results/<timestamp>-profile-<size>.txt``.
@@ -37,7 +40,7 @@ from bench.common import MB, PROJECT, clear, sync_fs, warm
 from bench.corpus import LEX, make_corpus
 from bench.run import SIZES
 
-SECTIONS = ("build", "validate")
+SECTIONS = ("build", "validate", "memory")
 
 
 def _profiled(fn: Callable[[], object], top: int) -> tuple[str, dict]:
@@ -114,6 +117,54 @@ def _validate_section(corpus, work: Path, top: int) -> str:
             f"{v['profiled_wall_s']:.2f} s\n{text}")
 
 
+def _memory_section(corpus, work: Path, top: int) -> str:
+    import dataclasses
+    import tracemalloc
+
+    from transforms.packaging import sip
+
+    system = dataclasses.replace(LEX, max_records=10**9)
+    policy = LEX.formats.without_conversion()
+    out = work / "one-package"
+    clear(out)
+    out.mkdir(parents=True)
+    seen: list[tuple[int, int, tracemalloc.Snapshot | None]] = []  # (files, traced bytes, snapshot)
+    real = sip._write_metadata
+
+    def at_metadata(*args, **kwargs):
+        files = len(args[4])  # the package's data files (the spool of its entries)
+        if not seen or files > seen[-1][0]:
+            seen.append((files, tracemalloc.get_traced_memory()[0], tracemalloc.take_snapshot()))
+        return real(*args, **kwargs)
+
+    tracemalloc.start()
+    start = tracemalloc.get_traced_memory()[0]
+    sip._write_metadata = at_metadata
+    try:
+        for rc in corpus.staged.partitions:
+            sip.build_packages(system, corpus.staged, rc, out, policy=policy,
+                               conversion_cache=out / ".conversion-cache")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        sip._write_metadata = real
+        tracemalloc.stop()
+    if not seen:
+        return "memory: no package was built"
+    files, traced, snapshot = seen[-1]
+    ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+    stats = snapshot.filter_traces(ignore).statistics("lineno")
+    lines = [f"memory: one package per record class; the biggest, {files} files: {(traced - start) / MB:.1f} MB "
+             f"traced when its metadata is written ({(traced - start) / files / 1e3:.2f} kB a file), "
+             f"peak of the whole build {(peak - start) / MB:.1f} MB above the start (Python's allocations only)",
+             f"--- top {top} lines by memory held at that moment ---",
+             f"{'KB':>10} {'blocks':>9} {'B/file':>8}  line"]
+    for st in stats[:top]:
+        frame = st.traceback[0]
+        where = f"{Path(frame.filename).name}:{frame.lineno}"
+        lines.append(f"{st.size / 1e3:10.1f} {st.count:9d} {st.size / files:8.0f}  {where}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profiles", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(SIZES), default="quick")
@@ -135,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(_build_section(corpus, work, args.top))
         if "validate" in only:
             parts.append(_validate_section(corpus, work, args.top))
+        if "memory" in only:
+            parts.append(_memory_section(corpus, work, args.top))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     text = "\n\n".join(parts)

@@ -220,14 +220,16 @@ def test_a_documented_threshold_overrides_the_cpu_count():
 @pytest.mark.xdist_group("bench")
 def test_the_profiles_behind_the_explanations_run_and_name_the_work(tmp_path):
     """``python -m bench.profiles`` (the cProfile tables bench/README.md quotes) runs on the tiny corpus and
-    its tables show the build's and the validator's own functions, with the per-file figure."""
+    its tables show the build's and the validator's own functions and where a package's memory lies, per file."""
     out = tmp_path / "results"
     r = subprocess.run([sys.executable, "-m", "bench.profiles", "--size", "tiny", "--top", "8", "--out", str(out),
                         "--work", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    build, validate = r.stdout.split("\n\nvalidate: ")
+    build, rest = r.stdout.split("\n\nvalidate: ")
+    validate, memory = rest.split("\n\nmemory: ")
     assert "build: " in build and "by own time" in build and "build_packages" in build
     assert "µs a file beyond the hash" in validate and "validate_package" in validate
+    assert "kB a file" in memory and "B/file" in memory and ".py:" in memory
     (written,) = out.glob("*-profile-tiny.txt")
     assert written.read_text(encoding="utf-8").rstrip("\n") == r.stdout.rstrip("\n")
     assert not list(tmp_path.glob("arkiv-profile-*"))  # the work folder is removed
