@@ -13,7 +13,7 @@ import pytest
 from testservices import make_bucket
 
 from demo import treserva
-from transforms.common.errors import ContentError
+from transforms.common.errors import StateError
 from transforms.config.settings import S3Config, Settings
 from transforms.config.systems import load_systems
 from transforms.intake.delivery import delivery_for
@@ -60,7 +60,7 @@ def test_a_delivery_replaced_in_a_folder_inbox_after_staging_builds_nothing(expo
     shutil.rmtree(inbox / PERIOD)
     shutil.copytree(exports["again"], inbox / PERIOD)  # the system exported the month again
     rc = _smallest_class(staged)
-    with pytest.raises(ContentError, match="replaced after it was staged") as err:
+    with pytest.raises(StateError, match="replaced after it was staged") as err:
         delivery.packages(settings, cat, staged, rc)
     assert "rerun the interval" in str(err.value)
     assert not list((settings.build / "treserva").glob("*.tar"))
@@ -104,7 +104,7 @@ def test_a_delivery_replaced_in_an_s3_inbox_is_neither_built_nor_moved_to_archiv
     assert staged.delivered_manifest_sha256 == _sha256(exports["first"] / "manifest.json")
 
     deliver(exports["again"])
-    with pytest.raises(ContentError, match="replaced after it was staged"):
+    with pytest.raises(StateError, match="replaced after it was staged"):
         delivery.packages(settings, cat, staged, _smallest_class(staged))
     before = keys(f"treserva/{PERIOD}/")
     delivery.after_archived(staged, cat, lambda key: "")

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from transforms.common.errors import ConfigError, ContentError, StorageError
+from transforms.common.errors import ConfigError, ContentError, StateError, StorageError
 from transforms.common.masking import safe_line, safe_message, safe_name
 from transforms.config.systems import System
 
@@ -451,11 +451,12 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         return super().packages(settings, cat, staged, record_class, conversions=conversions)
 
     def _refuse_replaced(self, staged: StagedBatch, now: str | None) -> None:
-        """ContentError when the period's delivery in the inbox is no longer the one its rows were staged from:
-        a package would pair the earlier delivery's rows with the later one's documents."""
+        """StateError when the period's delivery in the inbox is no longer the one its rows were staged from:
+        a package would pair the earlier delivery's rows with the later one's documents. Nothing is wrong
+        with either delivery: the staged batch is out of date, and staging again (a rerun) is the remedy."""
         if staged.delivered_manifest_sha256 is None or now == staged.delivered_manifest_sha256:
             return
-        raise ContentError(f"{self.system.name}: the delivery of {staged.batch} in the inbox was replaced after it "
+        raise StateError(f"{self.system.name}: the delivery of {staged.batch} in the inbox was replaced after it "
                            f"was staged (its manifest's SHA-256 is {now or 'gone'}, not "
                            f"{staged.delivered_manifest_sha256}); nothing was built from it. The staged rows are "
                            "the earlier delivery's: rerun the interval to stage and archive the delivery now there")
