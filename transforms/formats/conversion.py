@@ -602,10 +602,14 @@ class ConversionCache:
             if used >= cutoff:
                 result.kept_entries += 1
                 continue
+            if not dry_run:
+                with contextlib.suppress(FileNotFoundError):
+                    if path.stat().st_mtime >= cutoff:  # taken by a build since it was listed
+                        result.kept_entries += 1
+                        continue
+                    path.unlink()
             result.removed_entries += 1
             result.removed_bytes += size
-            if not dry_run:
-                path.unlink(missing_ok=True)
         for part in self.root.glob("??/.*.part"):
             with contextlib.suppress(FileNotFoundError):
                 if part.stat().st_mtime < time.time() - 86400 and not dry_run:
