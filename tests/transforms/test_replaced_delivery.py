@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def test_a_batch_staged_before_the_manifest_was_remembered_is_built_as_before(fr
     text = staged.manifest_path.read_text(encoding="utf-8")
     older = StagedBatch.parse(text.replace(f'"{staged.delivered_manifest_sha256}"', "null"), staged.directory)
     assert older.delivered_manifest_sha256 is None
+    # and a batch a newer version staged, with a field this one does not know, is read all the same
+    newer = json.loads(text)
+    newer["a_field_of_a_later_version"] = {"x": 1}
+    assert StagedBatch.parse(json.dumps(newer), staged.directory).tables == staged.tables
     assert delivery.packages(settings, cat, older, _smallest_class(older))
 
 
@@ -110,6 +115,8 @@ def test_a_delivery_replaced_in_an_s3_inbox_is_neither_built_nor_moved_to_archiv
     delivery.after_archived(staged, cat, lambda key: "")
     assert keys(f"treserva/{PERIOD}/") == before  # the later delivery stays where the system put it
     assert keys("treserva/.archived/") == set()
+    (left,) = [e for e in cat.events(batch_id=f"treserva/{PERIOD}") if e.outcome == "warning"]
+    assert left.type == "capture" and "left in the inbox" in left.detail and "rerun the interval" in left.detail
 
     deliver(exports["first"])  # the delivery that was staged: built, and moved out once archived
     assert delivery.packages(settings, cat, staged, _smallest_class(staged))

@@ -156,6 +156,12 @@ def test_pruning_removes_only_entries_unused_for_the_days_given(lex_batch, tmp_p
     assert cache.prune(180 * 86400).removed_entries == 0
 
     age(200)
+    # files the cache did not name itself (a folder given by mistake) are never its entries
+    foreign = [tmp_path / "cache" / "01" / "bygglov.pdf", tmp_path / "cache" / entries[0].parent.name / "x.pdf"]
+    for f in foreign:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(b"%PDF-1.4 a delivered document\n%%EOF\n")
+        os.utime(f, (time.time() - 400 * 86400,) * 2)
     assert main(["conversions"]) == 0
     assert f"{len(entries)} entries" in capsys.readouterr().out
     assert main(["conversions", "prune", "--unused-days", "180", "--dry-run"]) == 0
@@ -165,6 +171,7 @@ def test_pruning_removes_only_entries_unused_for_the_days_given(lex_batch, tmp_p
     assert main(["conversions", "prune", "--unused-days", "180"]) == 0
     assert f"removed {len(entries)} entries" in capsys.readouterr().out
     assert list(cache.entries()) == []
+    assert all(f.is_file() for f in foreign)
     assert _build(lex_batch, tmp_path / "c", conversion_cache=cache) == first
     assert counted.n > converted
 

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import tempfile
@@ -523,6 +524,10 @@ REPRODUCIBLE_FORMAT = "2"
 CONVERSION_CACHE_ENV = "ARKIV_CONVERSION_CACHE"
 
 
+#: the name of a cache entry (its key): what :meth:`ConversionCache.entries` and ``prune`` touch
+_ENTRY_NAME = re.compile(r"[0-9a-f]{64}")
+
+
 class ConversionCache:
     """Converted PDF/A kept by what determines their bytes: the input's SHA-256 and time, the
     target, the converter's version and :data:`REPRODUCIBLE_FORMAT`.
@@ -563,8 +568,12 @@ class ConversionCache:
         if not ok:
             path.unlink(missing_ok=True)  # a damaged entry is converted again, never used
             return None
-        with contextlib.suppress(OSError):
+        try:
             os.utime(path)  # an entry's time is its last use: what prune() goes by
+        except FileNotFoundError:
+            return None  # pruned meanwhile: converted again, as any miss
+        except OSError:
+            pass  # a read-only cache still serves
         self.hits += 1
         return path, detail, pdfa
 
@@ -585,11 +594,16 @@ class ConversionCache:
         return path
 
     def entries(self) -> Iterator[tuple[Path, int, float]]:
-        """``(path, size, last use as a POSIX time)`` of every entry in this worker's folder."""
+        """``(path, size, last use as a POSIX time)`` of every entry in this worker's folder: only files named
+        as the cache names them (``<xx>/<key>.pdf``, a key of 64 hex digits starting with ``xx``), so that
+        a folder given by mistake loses nothing of its own to :meth:`prune`."""
         for path in self.root.glob("??/*.pdf"):
+            if not (_ENTRY_NAME.fullmatch(path.stem) and path.parent.name == path.stem[:2]):
+                continue
             with contextlib.suppress(FileNotFoundError):
-                st = path.stat()
-                yield path, st.st_size, st.st_mtime
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    yield path, st.st_size, st.st_mtime
 
     def prune(self, unused_for: float, *, dry_run: bool = False) -> CachePrune:
         """Remove the entries of this worker's folder not used for ``unused_for`` seconds (and what an
@@ -610,7 +624,7 @@ class ConversionCache:
                     path.unlink()
             result.removed_entries += 1
             result.removed_bytes += size
-        for part in self.root.glob("??/.*.part"):
+        for part in self.root.glob("??/.*.part*"):  # a store's (.<name>.<pid>.part) or a download's (….part-<id>)
             with contextlib.suppress(FileNotFoundError):
                 if part.stat().st_mtime < time.time() - 86400 and not dry_run:
                     part.unlink()

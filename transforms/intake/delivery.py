@@ -446,6 +446,8 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
             if not local.is_file() or local.read_bytes() != there:
                 self._fetch(inbox, staged.batch, folder)
                 check_delivery(folder, self.system.name)
+                # delivered again between the look above and the copy: the copy is what is built from
+                self._refuse_replaced(staged, manifest_sha256(folder, self.system.name))
         elif staged.delivered_manifest_sha256 is not None:
             self._refuse_replaced(staged, manifest_sha256(delivery_folder(inbox, staged.batch), self.system.name))
         return super().packages(settings, cat, staged, record_class, conversions=conversions)
@@ -479,10 +481,18 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         if MANIFEST not in here:
             return  # already moved (or never here: read from .archived/ by a rerun)
         raw = inbox.read_bytes(f"{period}/{MANIFEST}", MAX_MANIFEST)
-        if staged.delivered_manifest_sha256 not in (None, hashlib.sha256(raw).hexdigest()):
-            # delivered again since intake: not what was archived, so it stays for the next run
-            log.warning("%s: the delivery of %s was replaced in the inbox after it was staged; it stays there "
-                        "(nothing moved to %s/)", self.system.name, period, ARCHIVED)
+        now = hashlib.sha256(raw).hexdigest()
+        if staged.delivered_manifest_sha256 not in (None, now):
+            # delivered again since intake: not what was archived, so it stays for the system owner and a rerun
+            from transforms import SOFTWARE_LABEL
+
+            note = (f"the delivery in {inbox.describe(period)} was replaced after this batch was staged (manifest "
+                    f"SHA-256 {now}, staged from {staged.delivered_manifest_sha256}); it was left in the inbox, "
+                    f"not moved to {ARCHIVED}/: rerun the interval to archive it")
+            log.warning("%s/%s: %s", self.system.name, period, note)
+            with cat.session() as ses:
+                cat.add_event(ses, type="capture", outcome="warning", agent=SOFTWARE_LABEL,
+                              batch_id=f"{self.system.name}/{period}", detail=note)
             return
         try:
             listed = {e["path"]: e for e in json.loads(raw)["files"]

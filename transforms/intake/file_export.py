@@ -21,6 +21,7 @@ unless they are one of the declared names; file names go through :func:`masking.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import csv
 import datetime as dt
 import errno
@@ -221,13 +222,15 @@ def _listed_paths(manifest: dict) -> list[object]:
 
 
 def manifest_sha256(folder: Path, system: str) -> str | None:
-    """The SHA-256 of the delivery's manifest as it is now (opened without following links); None without one."""
-    with _Confined(folder, system) as box:
-        try:
-            box.manifest()
-        except ContentError:
-            return None
-        return box.manifest_sha256
+    """The SHA-256 of the delivery's manifest as it is now (opened without following links), whatever it
+    holds; None when there is no delivery folder or no manifest in it."""
+    try:
+        box = _Confined(folder, system)
+    except DeliveryMissing:
+        return None
+    with box, contextlib.suppress(ContentError):  # read but no manifest: its digest is known all the same
+        box.manifest()
+    return box.manifest_sha256
 
 
 def check_delivery(folder: Path, system: str) -> dict:

@@ -35,6 +35,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from decimal import Decimal
 from pathlib import Path
 
@@ -183,7 +184,9 @@ class StagedBatch:
         """A staged batch from its manifest's text, its files under ``directory``."""
         data = json.loads(text)
         data["partitions"] = {k: Partition(**p) for k, p in data["partitions"].items()}
-        return cls(**data).relocated(directory)
+        # a field a newer version added is left out (a worker not yet upgraded reads the batch as before)
+        known = {f.name for f in dataclass_fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}).relocated(directory)
 
     def relocated(self, directory: Path | str) -> StagedBatch:
         """This batch with every file path moved from :attr:`directory` to ``directory`` (same layout)."""
