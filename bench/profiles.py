@@ -121,6 +121,8 @@ def _memory_section(corpus, work: Path, top: int) -> str:
     import dataclasses
     import tracemalloc
 
+    import pyarrow as pa
+
     from transforms.packaging import sip
 
     system = dataclasses.replace(LEX, max_records=10**9)
@@ -128,13 +130,14 @@ def _memory_section(corpus, work: Path, top: int) -> str:
     out = work / "one-package"
     clear(out)
     out.mkdir(parents=True)
-    seen: list[tuple[int, int, tracemalloc.Snapshot | None]] = []  # (files, traced bytes, snapshot)
+    seen: list[tuple] = []  # (files, traced bytes, snapshot, Arrow's bytes) at each bigger package
     real = sip._write_metadata
 
     def at_metadata(*args, **kwargs):
         files = len(args[4])  # the package's data files (the spool of its entries)
         if not seen or files > seen[-1][0]:
-            seen.append((files, tracemalloc.get_traced_memory()[0], tracemalloc.take_snapshot()))
+            seen.append((files, tracemalloc.get_traced_memory()[0], tracemalloc.take_snapshot(),
+                         pa.total_allocated_bytes()))
         return real(*args, **kwargs)
 
     tracemalloc.start()
@@ -150,12 +153,14 @@ def _memory_section(corpus, work: Path, top: int) -> str:
         tracemalloc.stop()
     if not seen:
         return "memory: no package was built"
-    files, traced, snapshot = seen[-1]
+    files, traced, snapshot, arrow = seen[-1]
     ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
     stats = snapshot.filter_traces(ignore).statistics("lineno")
     lines = [f"memory: one package per record class; the biggest, {files} files: {(traced - start) / MB:.1f} MB "
              f"traced when its metadata is written ({(traced - start) / files / 1e3:.2f} kB a file), "
-             f"peak of the whole build {(peak - start) / MB:.1f} MB above the start (Python's allocations only)",
+             f"peak of the whole build {(peak - start) / MB:.1f} MB above the start (Python's allocations); "
+             f"Arrow's memory pool (not traced) held {arrow / MB:.1f} MB then, "
+             f"{pa.default_memory_pool().max_memory() / MB:.1f} MB at most",
              f"--- top {top} lines by memory held at that moment ---",
              f"{'KB':>10} {'blocks':>9} {'B/file':>8}  line"]
     for st in stats[:top]:
