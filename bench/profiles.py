@@ -160,7 +160,7 @@ def _memory_section(corpus, work: Path, top: int) -> str:
              f"traced when its metadata is written ({(traced - start) / files / 1e3:.2f} kB a file), "
              f"peak of the whole build {(peak - start) / MB:.1f} MB above the start (Python's allocations); "
              f"Arrow's memory pool (not traced) held {arrow / MB:.1f} MB then, "
-             f"{pa.default_memory_pool().max_memory() / MB:.1f} MB at most",
+             f"{(pa.default_memory_pool().max_memory() or 0) / MB:.1f} MB at most",
              f"--- top {top} lines by memory held at that moment ---",
              f"{'KB':>10} {'blocks':>9} {'B/file':>8}  line"]
     for st in stats[:top]:
