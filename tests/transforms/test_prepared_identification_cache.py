@@ -90,7 +90,7 @@ def test_a_repaired_package_delivered_again_is_not_identified_again(tmp_path, id
     """Repairing a package (here: files without MIMETYPE, which the repair takes from identification)
     identifies through the cache too: redelivered, neither the repair nor the format check asks again."""
     inbox = tmp_path / "repairable"
-    castor.generate(inbox, size=0, repairable=2)
+    castor.generate(inbox, size=0, repairable=2, as_zip=0)
     cat = Catalogue(f"sqlite:///{tmp_path / 'catalogue.sqlite'}")
     cat.migrate()
     try:
