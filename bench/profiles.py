@@ -1,4 +1,4 @@
-"""``python -m bench.profiles``: where a build's and a validation's time goes, as cProfile sees it.
+"""``python -m bench.profiles``: where a build's time, a validation's time and a package's memory go.
 
 The profiles behind the explanations of missed goals in bench/README.md, on the same corpus as
 ``python -m bench`` (same sizes and seed)::
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import datetime as dt
-import hashlib
 import io
 import os
 import pstats
@@ -85,6 +84,7 @@ def _build_section(corpus, work: Path, top: int) -> str:
 
 def _validate_section(corpus, work: Path, top: int) -> str:
     from bench.build import build_for_validation
+    from transforms.common.hashing import sha256_file
     from transforms.validation.validator import validate_package
 
     out = work / "packages"
@@ -93,15 +93,9 @@ def _validate_section(corpus, work: Path, top: int) -> str:
     warm(packages)
     nbytes = sum(os.path.getsize(p) for p in packages)
 
-    def hash_only() -> None:
-        for p in packages:
-            h = hashlib.sha256()
-            with open(p, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-
     t = time.perf_counter()
-    hash_only()
+    for p in packages:
+        sha256_file(p)
     floor = time.perf_counter() - t
     reports: list = []
 

@@ -141,8 +141,8 @@ def start_moto(port: int | None = None) -> tuple[subprocess.Popen, str]:
 def airflow_api_server(env: dict[str, str], log_path, *, port: int | None = None, start_timeout: float = 240,
                        stop_grace: float = 3) -> Iterator[str]:
     """``airflow api-server`` on loopback (``port``, a free one by default) with ``env`` (its metadata
-    database migrated):
-    yields its base URL once ``/api/v2/monitor/health`` answers, and ends its process group after.
+    database migrated): yields its base URL once ``/api/v2/monitor/health`` answers, and ends its
+    process group after.
     Its output goes to ``log_path``, whose tail is in the error when it does not start. The API server
     has nothing of its own to write on SIGTERM, so ``stop_grace`` seconds are enough before a SIGKILL."""
     import signal

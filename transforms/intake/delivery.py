@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
+from transforms import SOFTWARE_LABEL
 from transforms.common.errors import ConfigError, ContentError, StateError, StorageError
 from transforms.common.masking import safe_line, safe_message, safe_name
 from transforms.config.systems import System
@@ -459,9 +460,9 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         if staged.delivered_manifest_sha256 is None or now == staged.delivered_manifest_sha256:
             return
         raise StateError(f"{self.system.name}: the delivery of {staged.batch} in the inbox was replaced after it "
-                           f"was staged (its manifest's SHA-256 is {now or 'gone'}, not "
-                           f"{staged.delivered_manifest_sha256}); nothing was built from it. The staged rows are "
-                           "the earlier delivery's: rerun the interval to stage and archive the delivery now there")
+                         f"was staged (its manifest's SHA-256 is {now or 'gone'}, not "
+                         f"{staged.delivered_manifest_sha256}); nothing was built from it. The staged rows are "
+                         "the earlier delivery's: rerun the interval to stage and archive the delivery now there")
 
     def after_archived(self, staged: StagedBatch, cat: Catalogue, stored_sha256: Callable[[str], str]) -> None:
         """A delivery from an S3 inbox moves to ``<prefix>/.archived/<period>/`` once its batch is archived.
@@ -484,8 +485,6 @@ class FileExportDelivery(_InboxDelivery, _RowDelivery):
         now = hashlib.sha256(raw).hexdigest()
         if staged.delivered_manifest_sha256 not in (None, now):
             # delivered again since intake: not what was archived, so it stays for the system owner and a rerun
-            from transforms import SOFTWARE_LABEL
-
             note = (f"the delivery in {inbox.describe(period)} was replaced after this batch was staged (manifest "
                     f"SHA-256 {now}, staged from {staged.delivered_manifest_sha256}); it was left in the inbox, "
                     f"not moved to {ARCHIVED}/: rerun the interval to archive it")
